@@ -1,0 +1,311 @@
+//! One multiplexed client connection: many calls in flight, answered in any order.
+//!
+//! Callers encode their request frame straight into the connection's send buffer under
+//! one short lock (which also assigns the request id and registers the reply slot), then
+//! wait on a oneshot. The driver task writes the buffer, reads responses and completes the
+//! slots. A caller that gives up (timeout, or its future dropped) removes its slot and
+//! queues a cancel frame, so the server stops the handler.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use bytes::{BufMut, BytesMut};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+
+use crate::protocol::{
+    self, Frame, FrameKind, GoAway, GoAwayReason, MAX_HEADER_LEN, PREFACE, RequestHeader,
+};
+use crate::status::Status;
+use crate::transport::{ReadOutcome, flush, read_some};
+
+/// The reply slot of one call.
+type Reply = oneshot::Sender<Result<Frame, Status>>;
+
+/// A client connection shared by every caller using it.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    shared: Mutex<Shared>,
+    notify: Notify,
+    max_frame_size: usize,
+    peer: SocketAddr,
+}
+
+#[derive(Debug)]
+struct Shared {
+    out: BytesMut,
+    next_id: u64,
+    pending: HashMap<u64, Reply, BuildHasherDefault<IdHasher>>,
+    state: State,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Open,
+    /// The server sent goaway; calls up to `last_id` will still be answered.
+    Draining { last_id: u64 },
+    /// Nothing more will be sent or received.
+    Closed,
+}
+
+impl Connection {
+    /// Connects, queues the preface and starts the driver task.
+    pub(crate) async fn connect(peer: SocketAddr, max_frame_size: usize) -> std::io::Result<Arc<Connection>> {
+        let stream = TcpStream::connect(peer).await?;
+        stream.set_nodelay(true)?;
+        let mut out = BytesMut::with_capacity(8 * 1024);
+        out.put_slice(&PREFACE);
+        let conn = Arc::new(Connection {
+            shared: Mutex::new(Shared {
+                out,
+                next_id: 1,
+                pending: HashMap::default(),
+                state: State::Open,
+            }),
+            notify: Notify::new(),
+            max_frame_size,
+            peer,
+        });
+        tokio::spawn(drive(Arc::clone(&conn), stream));
+        Ok(conn)
+    }
+
+    /// The server's address.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// True while new calls may start on this connection.
+    pub(crate) fn is_open(&self) -> bool {
+        self.lock().state == State::Open
+    }
+
+    /// Calls in flight on this connection.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Stops the connection: pending calls fail and the driver exits.
+    pub(crate) fn close(&self) {
+        self.fail_pending(|_| true, || Status::unavailable("channel closed"));
+        self.lock().state = State::Closed;
+        self.notify.notify_one();
+    }
+
+    /// Sends one request and waits for its response frame (or the deadline).
+    pub(crate) async fn call(
+        &self,
+        header: &RequestHeader<'_>,
+        body: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Frame, Status> {
+        let header_len = header.encoded_len();
+        if header_len > MAX_HEADER_LEN {
+            return Err(Status::invalid_argument(format!(
+                "request header of {header_len} bytes exceeds {MAX_HEADER_LEN}"
+            ))
+            .with_not_processed());
+        }
+        let frame_len = protocol::FRAME_HEAD_LEN - 4 + header_len + body.len();
+        if frame_len > self.max_frame_size {
+            return Err(Status::resource_exhausted(format!(
+                "request of {frame_len} bytes exceeds the frame limit of {} bytes",
+                self.max_frame_size
+            ))
+            .with_not_processed());
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut shared = self.lock();
+            if shared.state != State::Open {
+                return Err(Status::unavailable(format!("connection to {} is closing", self.peer))
+                    .with_not_processed());
+            }
+            let id = shared.next_id;
+            shared.next_id += 1;
+            protocol::encode_frame_head(&mut shared.out, FrameKind::Request, id, header_len, body.len());
+            header.encode(&mut shared.out);
+            shared.out.put_slice(body);
+            shared.pending.insert(id, tx);
+            id
+        };
+        self.notify.notify_one();
+
+        let mut guard = CancelOnDrop { conn: self, id, armed: true };
+        let reply = match deadline {
+            None => rx.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), rx).await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no response from {} before the deadline",
+                        self.peer
+                    )));
+                }
+            },
+        };
+        guard.armed = false;
+        reply.unwrap_or_else(|_| Err(Status::unavailable(format!("connection to {} closed", self.peer))))
+    }
+
+    /// Fails (and forgets) every pending call whose id matches.
+    fn fail_pending(&self, matches: impl Fn(u64) -> bool, status: impl Fn() -> Status) {
+        let failed: Vec<Reply> = {
+            let mut shared = self.lock();
+            let ids: Vec<u64> = shared.pending.keys().copied().filter(|id| matches(*id)).collect();
+            ids.iter().filter_map(|id| shared.pending.remove(id)).collect()
+        };
+        for reply in failed {
+            let _ = reply.send(Err(status()));
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // Every critical section leaves `Shared` consistent, so a poisoned lock is usable.
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Removes a call's slot and tells the server to stop, unless the call completed.
+struct CancelOnDrop<'a> {
+    conn: &'a Connection,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut shared = self.conn.lock();
+        if shared.pending.remove(&self.id).is_some() && shared.state != State::Closed {
+            protocol::encode_frame_head(&mut shared.out, FrameKind::Cancel, self.id, 0, 0);
+            drop(shared);
+            self.conn.notify.notify_one();
+        }
+    }
+}
+
+/// The connection's driver: writes queued frames, reads and routes responses.
+async fn drive(conn: Arc<Connection>, stream: TcpStream) {
+    let mut rbuf = BytesMut::new();
+    let mut out = BytesMut::new();
+    let reason = loop {
+        {
+            let mut shared = conn.lock();
+            if out.is_empty() {
+                std::mem::swap(&mut shared.out, &mut out);
+            }
+            let finished = match shared.state {
+                State::Closed => true,
+                State::Draining { .. } => shared.pending.is_empty(),
+                State::Open => false,
+            };
+            if finished && shared.out.is_empty() {
+                drop(shared);
+                let _ = flush(&stream, &mut out);
+                break "closed".to_string();
+            }
+        }
+        if let Err(e) = flush(&stream, &mut out) {
+            break format!("write failed: {e}");
+        }
+        tokio::select! {
+            ready = stream.readable() => {
+                if let Err(e) = ready {
+                    break format!("read failed: {e}");
+                }
+                match read_some(&stream, &mut rbuf) {
+                    Ok(ReadOutcome::Data) => {}
+                    Ok(ReadOutcome::WouldBlock) => continue,
+                    Ok(ReadOutcome::Eof) => break "closed by the server".to_string(),
+                    Err(e) => break format!("read failed: {e}"),
+                }
+                if let Err(e) = handle_frames(&conn, &mut rbuf, &mut out) {
+                    break e;
+                }
+            }
+            _ = conn.notify.notified(), if out.is_empty() => {}
+            ready = stream.writable(), if !out.is_empty() => {
+                if let Err(e) = ready {
+                    break format!("write failed: {e}");
+                }
+            }
+        }
+    };
+    tracing::debug!(peer = %conn.peer, %reason, "svrkit client connection ended");
+    conn.lock().state = State::Closed;
+    conn.fail_pending(
+        |_| true,
+        || Status::unavailable(format!("connection to {} lost: {reason}", conn.peer)),
+    );
+}
+
+/// Handles every complete frame in `rbuf`; an error ends the connection.
+fn handle_frames(conn: &Connection, rbuf: &mut BytesMut, out: &mut BytesMut) -> Result<(), String> {
+    loop {
+        let frame = match protocol::decode_frame(rbuf, conn.max_frame_size) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("bad frame from server: {e}")),
+        };
+        match frame.kind {
+            FrameKind::Response => {
+                let reply = conn.lock().pending.remove(&frame.id);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(frame));
+                }
+            }
+            FrameKind::Ping => {
+                protocol::encode_frame_head(out, FrameKind::Pong, frame.id, 0, 0);
+            }
+            FrameKind::Pong => {}
+            FrameKind::GoAway => {
+                let goaway = GoAway::decode(&frame.header)
+                    .map_err(|e| format!("bad goaway from server: {e}"))?;
+                let last_id = frame.id;
+                tracing::debug!(peer = %conn.peer, reason = ?goaway.reason, message = goaway.message, last_id, "goaway");
+                if goaway.reason != GoAwayReason::Shutdown {
+                    return Err(format!("server sent goaway ({:?}): {}", goaway.reason, goaway.message));
+                }
+                {
+                    let mut shared = conn.lock();
+                    if shared.state == State::Open {
+                        shared.state = State::Draining { last_id };
+                    }
+                }
+                conn.fail_pending(
+                    |id| id > last_id,
+                    || Status::unavailable("server is shutting down").with_not_processed(),
+                );
+            }
+            FrameKind::Request | FrameKind::Cancel => {
+                return Err(format!("server sent a {:?} frame", frame.kind));
+            }
+        }
+    }
+}
+
+/// Spreads sequential request ids over the hash table (Fibonacci hashing).
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}

@@ -1,0 +1,36 @@
+//! The client: [`Channel`], per-call [`CallOptions`], and the request and response types
+//! that flow through tower layers.
+
+mod channel;
+mod connection;
+mod options;
+
+use bytes::Bytes;
+
+pub use channel::{Channel, ChannelBuilder, DEFAULT_TIMEOUT};
+pub use options::CallOptions;
+
+use crate::method::MethodDesc;
+
+/// A request as it flows through client layers: the method, the encoded body and the
+/// per-call options. The body is `Bytes`, so retrying layers can resend it cheaply.
+#[derive(Debug, Clone)]
+pub struct RpcRequest {
+    /// The method called.
+    pub method: &'static MethodDesc,
+    /// The encoded request message.
+    pub body: Bytes,
+    /// Per-call options.
+    pub options: CallOptions,
+}
+
+/// A successful response.
+#[derive(Debug, Clone)]
+pub struct RpcResponse {
+    /// The encoded response message.
+    pub body: Bytes,
+    /// The server's admission level when it answered, business part (DAGOR).
+    pub admission_business: u32,
+    /// The server's admission level when it answered, user part (DAGOR).
+    pub admission_user: u32,
+}

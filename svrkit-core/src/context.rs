@@ -1,0 +1,277 @@
+//! The request context: deadline, trace, priorities, uid and gray tag of the work in hand.
+//!
+//! Like tarpc's context it is a first-class value, but svrkit carries it in a task-local
+//! so that a handler which calls another service passes it on without writing a line:
+//! the server runs every handler inside [`Context::scope`], and every outgoing call reads
+//! [`Context::current`] to fill its request header — the *remaining* deadline, the same
+//! trace id, this handler's span as the parent, the business and user priorities, the uid
+//! and the gray tag. Entry points (an access gateway, a test, a CLI) build a context with
+//! the `with_*` methods and run their calls inside its scope.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::protocol::RequestHeader;
+
+tokio::task_local! {
+    static CURRENT: Context;
+}
+
+/// The context of one request. Cheap to clone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    deadline: Option<Instant>,
+    trace_id: u64,
+    span_id: u64,
+    parent_span_id: u64,
+    caller: Option<Arc<str>>,
+    service: &'static str,
+    business_priority: u32,
+    uid: u64,
+    user_priority: u32,
+    gray_tag: Option<Arc<str>>,
+    attempt: u32,
+}
+
+impl Context {
+    /// An empty context: no deadline, no trace yet, no priorities.
+    pub fn new() -> Context {
+        Context::default()
+    }
+
+    /// The context of the task this is called from, or an empty one outside any scope.
+    pub fn current() -> Context {
+        CURRENT.try_with(Context::clone).unwrap_or_default()
+    }
+
+    /// Runs `f` with a reference to the current context, if there is one, without cloning.
+    pub fn with_current<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
+        let mut f = Some(f);
+        match CURRENT.try_with(|c| f.take().map(|f| f(Some(c)))) {
+            Ok(Some(r)) => r,
+            _ => match f.take() {
+                Some(f) => f(None),
+                None => unreachable!("the closure runs at most once"),
+            },
+        }
+    }
+
+    /// Runs `fut` with this context as the current one.
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, fut)
+    }
+
+    /// Runs `f` synchronously with this context as the current one (one poll of a handler).
+    pub(crate) fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
+
+    /// Builds the context a server hands its handler, from the request header.
+    ///
+    /// `arrival` is when the request's bytes were read off the socket: the remaining time
+    /// the caller sent counts from then, so time spent queued in this server is charged
+    /// against the deadline.
+    pub fn from_request(header: &RequestHeader<'_>, arrival: Instant, service: &'static str) -> Context {
+        Context {
+            deadline: (header.timeout_us > 0)
+                .then(|| arrival + Duration::from_micros(header.timeout_us)),
+            trace_id: if header.trace_id == 0 { new_id() } else { header.trace_id },
+            span_id: new_id(),
+            parent_span_id: header.span_id,
+            caller: (!header.caller.is_empty()).then(|| Arc::from(header.caller)),
+            service,
+            business_priority: header.business_priority,
+            uid: header.uid,
+            user_priority: header.user_priority,
+            gray_tag: (!header.gray_tag.is_empty()).then(|| Arc::from(header.gray_tag)),
+            attempt: header.attempt.max(1),
+        }
+    }
+
+    /// Sets an absolute deadline.
+    pub fn with_deadline(mut self, deadline: Instant) -> Context {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets the deadline `timeout` from now.
+    pub fn with_timeout(self, timeout: Duration) -> Context {
+        self.with_deadline(Instant::now() + timeout)
+    }
+
+    /// Sets the trace id (0 lets the first call pick one).
+    pub fn with_trace_id(mut self, trace_id: u64) -> Context {
+        self.trace_id = trace_id;
+        self
+    }
+
+    /// Sets the business priority, 1 (most important) ..= 255.
+    pub fn with_business_priority(mut self, priority: u32) -> Context {
+        self.business_priority = priority;
+        self
+    }
+
+    /// Sets the user id.
+    pub fn with_uid(mut self, uid: u64) -> Context {
+        self.uid = uid;
+        self
+    }
+
+    /// Sets the user priority, 1 ..= 128.
+    pub fn with_user_priority(mut self, priority: u32) -> Context {
+        self.user_priority = priority;
+        self
+    }
+
+    /// Sets the gray-release tag.
+    pub fn with_gray_tag(mut self, tag: impl Into<Arc<str>>) -> Context {
+        self.gray_tag = Some(tag.into());
+        self
+    }
+
+    /// Names the service doing the work; outgoing calls report it as their caller.
+    pub fn with_service(mut self, service: &'static str) -> Context {
+        self.service = service;
+        self
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left until the deadline (zero once it has passed), or `None` without one.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// True when the deadline has passed.
+    pub fn is_expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// The trace id (0: none yet).
+    pub fn trace_id(&self) -> u64 {
+        self.trace_id
+    }
+
+    /// This unit of work's span id.
+    pub fn span_id(&self) -> u64 {
+        self.span_id
+    }
+
+    /// The caller's span id (0 at the entry point).
+    pub fn parent_span_id(&self) -> u64 {
+        self.parent_span_id
+    }
+
+    /// The service that called this one, when it said.
+    pub fn caller(&self) -> Option<&str> {
+        self.caller.as_deref()
+    }
+
+    /// The service handling this request (empty outside a handler).
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// Business priority (0: not stamped).
+    pub fn business_priority(&self) -> u32 {
+        self.business_priority
+    }
+
+    /// The user id (0: none).
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    /// User priority (0: not stamped).
+    pub fn user_priority(&self) -> u32 {
+        self.user_priority
+    }
+
+    /// The gray-release tag, if any.
+    pub fn gray_tag(&self) -> Option<&str> {
+        self.gray_tag.as_deref()
+    }
+
+    /// Which attempt of the call this is (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
+}
+
+/// A fresh non-zero random id for traces and spans (xorshift64*, per thread).
+pub fn new_id() -> u64 {
+    RNG.with(|cell| {
+        let mut x = cell.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        cell.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scope_makes_the_context_current_and_nests() {
+        assert_eq!(Context::current(), Context::default());
+        let outer = Context::new().with_uid(7).with_business_priority(2);
+        outer
+            .clone()
+            .scope(async move {
+                assert_eq!(Context::current().uid(), 7);
+                Context::new()
+                    .with_uid(8)
+                    .scope(async { assert_eq!(Context::current().uid(), 8) })
+                    .await;
+                assert_eq!(Context::current(), outer);
+                Context::with_current(|c| assert_eq!(c.map(Context::uid), Some(7)));
+            })
+            .await;
+        Context::with_current(|c| assert!(c.is_none()));
+    }
+
+    #[test]
+    fn from_request_derives_a_child_span_and_deadline_from_arrival() {
+        let arrival = Instant::now();
+        let header = RequestHeader {
+            timeout_us: 1_500,
+            trace_id: 99,
+            span_id: 5,
+            caller: "front",
+            uid: 3,
+            gray_tag: "gray",
+            ..RequestHeader::default()
+        };
+        let ctx = Context::from_request(&header, arrival, "svc.Back");
+        assert_eq!(ctx.deadline(), Some(arrival + Duration::from_micros(1_500)));
+        assert_eq!((ctx.trace_id(), ctx.parent_span_id()), (99, 5));
+        assert_ne!(ctx.span_id(), 5);
+        assert_eq!((ctx.caller(), ctx.gray_tag(), ctx.uid()), (Some("front"), Some("gray"), 3));
+        assert_eq!((ctx.service(), ctx.attempt()), ("svc.Back", 1));
+
+        let fresh = Context::from_request(&RequestHeader::default(), arrival, "svc.Back");
+        assert_ne!(fresh.trace_id(), 0, "an entry request starts a trace");
+        assert_eq!(fresh.deadline(), None);
+    }
+
+    #[test]
+    fn ids_are_nonzero_and_distinct() {
+        let a = new_id();
+        let b = new_id();
+        assert!(a != 0 && b != 0 && a != b);
+    }
+}

@@ -1,0 +1,41 @@
+//! # svrkit
+//!
+//! The runtime every svrkit service links: a documented, multiplexed binary RPC protocol
+//! over TCP ([`protocol`]), a tower-compatible client ([`Channel`]) and server
+//! ([`Server`]), [`Status`] codes, and a request [`Context`] — deadline, trace id,
+//! priorities, uid and gray tag — that propagates across calls by itself.
+//!
+//! Service authors rarely use this crate directly: `svrkit-codegen` turns their proto3
+//! IDL into `foo_client::FooClient` and `foo_server::{Foo, FooServer}`, which use the
+//! hidden [`codegen`] module only.
+//!
+//! Crate layout, one concern per module:
+//! - [`status`]: `Code` and `Status`.
+//! - [`protocol`]: frames, the preface, and header codecs (see `docs/PROTOCOL.md`).
+//! - `transport`: the socket driver both sides share (read batching, write coalescing).
+//! - [`client`]: `Channel`, connection pool, reconnect back-off, `CallOptions`.
+//! - [`server`]: builder, routing, dispatch, deadlines, graceful shutdown, metrics.
+//! - [`context`]: the task-local request context.
+//! - [`method`]: static service and method descriptions generated from the IDL.
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+pub mod client;
+#[doc(hidden)]
+pub mod codegen;
+pub mod context;
+pub mod method;
+pub mod protocol;
+pub mod server;
+pub mod status;
+mod transport;
+
+pub use client::{CallOptions, Channel, ChannelBuilder};
+pub use context::Context;
+pub use method::{MethodDesc, ServiceDesc};
+pub use server::Server;
+pub use status::{Code, Status};
+
+/// A boxed, sendable future: what handlers and client layers return.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

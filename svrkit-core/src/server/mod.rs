@@ -1,0 +1,155 @@
+//! The server: a builder in the tonic / mini-redis style.
+//!
+//! ```no_run
+//! # async fn run(listener: tokio::net::TcpListener, svc: impl svrkit::codegen::ServiceHandler) -> std::io::Result<()> {
+//! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
+//! svrkit::Server::builder()
+//!     .add_service(svc)
+//!     .serve(listener, shutdown)
+//!     .await
+//! # }
+//! ```
+//!
+//! `serve` takes the listener and the shutdown signal as arguments, which makes servers
+//! trivial to test: bind port 0, serve, and shut down with a oneshot. Shutdown is
+//! graceful: stop accepting, send goaway on every connection (requests already read are
+//! still answered; later ones are refused as `unavailable`, flagged as not processed so
+//! clients retry elsewhere), and wait up to the drain timeout for handlers to finish.
+
+mod call;
+mod connection;
+pub mod metrics;
+mod router;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower_layer::{Identity, Layer, Stack};
+use tower_service::Service;
+
+pub use router::{Routed, ServerRequest, ServiceHandler};
+
+use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
+use crate::status::Status;
+use connection::{ConnConfig, serve_connection};
+use router::Router;
+
+/// How long a graceful shutdown waits for in-flight handlers by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server under construction; [`serve`](Server::serve) runs it.
+#[derive(Debug)]
+pub struct Server<L = Identity> {
+    router: Router,
+    layer: L,
+    max_frame_size: usize,
+    drain_timeout: Duration,
+}
+
+impl Server<Identity> {
+    /// A server with no services and default settings.
+    pub fn builder() -> Server<Identity> {
+        Server {
+            router: Router::default(),
+            layer: Identity::new(),
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+impl<L> Server<L> {
+    /// Serves a generated service (`FooServer::new(impl Foo)`).
+    pub fn add_service(mut self, service: impl ServiceHandler) -> Self {
+        self.router.add(Box::new(service));
+        self
+    }
+
+    /// Wraps request handling in a tower layer; the last layer added is the outermost.
+    pub fn layer<N>(self, layer: N) -> Server<Stack<N, L>> {
+        Server {
+            router: self.router,
+            layer: Stack::new(layer, self.layer),
+            max_frame_size: self.max_frame_size,
+            drain_timeout: self.drain_timeout,
+        }
+    }
+
+    /// The largest frame accepted or sent (default 16 MiB). A client announcing a larger
+    /// frame gets a goaway and its connection closed, before anything is allocated.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// How long shutdown waits for in-flight handlers before aborting them (default 10 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The names of the services added so far.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        self.router.service_names()
+    }
+
+    /// Accepts connections on `listener` and serves them until `shutdown` resolves, then
+    /// drains gracefully.
+    pub async fn serve<S>(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()>
+    where
+        L: Layer<Routed, Service = S>,
+        S: Service<ServerRequest, Response = Bytes, Error = Status> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let router = Arc::new(self.router);
+        let svc = self.layer.layer(Routed::new(Arc::clone(&router)));
+        let config = ConnConfig {
+            max_frame_size: self.max_frame_size,
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        let local = listener.local_addr()?;
+        tracing::info!(%local, services = ?router.service_names(), "svrkit server listening");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(serve_connection(
+                            stream,
+                            peer,
+                            svc.clone(),
+                            Arc::clone(&router),
+                            config,
+                            stop_rx.clone(),
+                        ));
+                    }
+                    Err(e) => {
+                        // Typically out of file descriptors: pause instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        drop(listener);
+        tracing::info!(%local, connections = connections.len(), "svrkit server draining");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(%local, remaining = connections.len(), "drain timeout; aborting handlers");
+            connections.shutdown().await;
+        }
+        Ok(())
+    }
+}

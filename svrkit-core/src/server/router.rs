@@ -1,0 +1,148 @@
+//! Routing a request's (service, method) to the generated handler.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+
+use super::metrics::MethodMetrics;
+use crate::BoxFuture;
+use crate::method::{MethodDesc, ServiceDesc};
+use crate::status::Status;
+
+/// What the code generator implements for each service: a description and dispatch.
+///
+/// `FooServer<T>` implements it by matching on the method name and calling the author's
+/// `Foo` trait; authors do not implement it by hand.
+pub trait ServiceHandler: Send + Sync + 'static {
+    /// The service's description.
+    fn descriptor(&self) -> &'static ServiceDesc;
+
+    /// Decodes `body`, runs the method, and encodes its response.
+    fn call(&self, method: &'static MethodDesc, body: Bytes) -> BoxFuture<'static, Result<Bytes, Status>>;
+}
+
+/// A request as it flows through server layers.
+#[derive(Debug, Clone)]
+pub struct ServerRequest {
+    pub(crate) service: usize,
+    pub(crate) method: &'static MethodDesc,
+    pub(crate) body: Bytes,
+}
+
+impl ServerRequest {
+    /// The method called.
+    pub fn method(&self) -> &'static MethodDesc {
+        self.method
+    }
+
+    /// The encoded request body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
+/// One routable method.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) service: usize,
+    pub(crate) desc: &'static MethodDesc,
+    metrics: OnceLock<MethodMetrics>,
+}
+
+impl Route {
+    /// The method's metric handles, registered on first use (so a recorder installed after
+    /// the server was built is still used).
+    pub(crate) fn metrics(&self) -> &MethodMetrics {
+        self.metrics.get_or_init(|| MethodMetrics::new(self.desc))
+    }
+}
+
+/// The table of services a server serves.
+#[derive(Default)]
+pub(crate) struct Router {
+    handlers: Vec<Box<dyn ServiceHandler>>,
+    routes: HashMap<&'static str, HashMap<&'static str, Route>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("services", &self.routes.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Router {
+    /// Adds a service; a second service of the same name replaces the first.
+    pub(crate) fn add(&mut self, handler: Box<dyn ServiceHandler>) {
+        let desc = handler.descriptor();
+        let index = self.handlers.len();
+        self.handlers.push(handler);
+        let methods = desc
+            .methods
+            .iter()
+            .map(|m| {
+                (
+                    m.method,
+                    Route {
+                        service: index,
+                        desc: m,
+                        metrics: OnceLock::new(),
+                    },
+                )
+            })
+            .collect();
+        if self.routes.insert(desc.name, methods).is_some() {
+            tracing::warn!(service = desc.name, "service added twice; the last one serves");
+        }
+    }
+
+    /// The route for a request, if this server serves it.
+    pub(crate) fn route(&self, service: &str, method: &str) -> Option<&Route> {
+        self.routes.get(service)?.get(method)
+    }
+
+    /// True when the server serves a service of this name.
+    pub(crate) fn has_service(&self, service: &str) -> bool {
+        self.routes.contains_key(service)
+    }
+
+    /// The names of the services served.
+    pub(crate) fn service_names(&self) -> Vec<&'static str> {
+        self.routes.keys().copied().collect()
+    }
+}
+
+/// The innermost server `tower::Service`: calls the generated handler. Server layers wrap it.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    router: Arc<Router>,
+}
+
+impl Routed {
+    pub(crate) fn new(router: Arc<Router>) -> Routed {
+        Routed { router }
+    }
+}
+
+impl tower_service::Service<ServerRequest> for Routed {
+    type Response = Bytes;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Bytes, Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: ServerRequest) -> Self::Future {
+        match self.router.handlers.get(request.service) {
+            Some(handler) => handler.call(request.method, request.body),
+            None => Box::pin(std::future::ready(Err(Status::unimplemented(format!(
+                "service {} is not served here",
+                request.method.service
+            ))))),
+        }
+    }
+}

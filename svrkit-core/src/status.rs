@@ -1,0 +1,259 @@
+//! The outcome of a call: a [`Code`] and a human-readable message.
+//!
+//! Codes 0..=16 share their numbers and meaning with gRPC so that operators can read them
+//! without a table; svrkit adds [`Code::Overloaded`] (17), which DAGOR admission control
+//! answers when it sheds a request. `Status` is one pointer wide: the error path may be
+//! cold, but `Result<T, Status>` travels through every hot function.
+
+use std::fmt;
+
+/// A status code carried on the wire as a `uint32` in the response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum Code {
+    /// Success.
+    Ok = 0,
+    /// The caller cancelled the call.
+    Cancelled = 1,
+    /// An error that fits no other code (also: a code this build does not know).
+    Unknown = 2,
+    /// The request was malformed: bad header, undecodable body, invalid field.
+    InvalidArgument = 3,
+    /// The deadline passed before the call completed.
+    DeadlineExceeded = 4,
+    /// A requested entity does not exist.
+    NotFound = 5,
+    /// The entity the caller tried to create already exists.
+    AlreadyExists = 6,
+    /// The caller is known but may not do this.
+    PermissionDenied = 7,
+    /// A quota or size limit was hit (for example a message over the frame limit).
+    ResourceExhausted = 8,
+    /// The system is not in a state the operation requires.
+    FailedPrecondition = 9,
+    /// A concurrency conflict, such as a failed optimistic-version check.
+    Aborted = 10,
+    /// A value was outside its valid range.
+    OutOfRange = 11,
+    /// The service or method is not implemented by this server.
+    Unimplemented = 12,
+    /// An invariant inside the server broke.
+    Internal = 13,
+    /// The service is unreachable or going away; usually safe to retry elsewhere.
+    Unavailable = 14,
+    /// Unrecoverable loss or corruption of data.
+    DataLoss = 15,
+    /// The caller did not prove who it is.
+    Unauthenticated = 16,
+    /// Admission control shed the request before running it (svrkit extension).
+    Overloaded = 17,
+}
+
+impl Code {
+    /// Every code, in numeric order.
+    pub const ALL: [Code; 18] = [
+        Code::Ok,
+        Code::Cancelled,
+        Code::Unknown,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+        Code::Unauthenticated,
+        Code::Overloaded,
+    ];
+
+    /// The code for a wire value; unknown values map to [`Code::Unknown`].
+    pub fn from_u32(value: u32) -> Code {
+        Code::ALL
+            .get(value as usize)
+            .copied()
+            .unwrap_or(Code::Unknown)
+    }
+
+    /// The wire value.
+    pub fn as_u32(self) -> u32 {
+        self as u32
+    }
+
+    /// The snake_case name used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "ok",
+            Code::Cancelled => "cancelled",
+            Code::Unknown => "unknown",
+            Code::InvalidArgument => "invalid_argument",
+            Code::DeadlineExceeded => "deadline_exceeded",
+            Code::NotFound => "not_found",
+            Code::AlreadyExists => "already_exists",
+            Code::PermissionDenied => "permission_denied",
+            Code::ResourceExhausted => "resource_exhausted",
+            Code::FailedPrecondition => "failed_precondition",
+            Code::Aborted => "aborted",
+            Code::OutOfRange => "out_of_range",
+            Code::Unimplemented => "unimplemented",
+            Code::Internal => "internal",
+            Code::Unavailable => "unavailable",
+            Code::DataLoss => "data_loss",
+            Code::Unauthenticated => "unauthenticated",
+            Code::Overloaded => "overloaded",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error half of every svrkit call: a code, a message, and whether the request
+/// provably never reached a handler (which makes any method safe to retry).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Status(Box<Inner>);
+
+#[derive(Clone, PartialEq, Eq)]
+struct Inner {
+    code: Code,
+    message: String,
+    not_processed: bool,
+}
+
+macro_rules! constructors {
+    ($($(#[$doc:meta])* $name:ident => $code:ident),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(message: impl Into<String>) -> Status {
+                Status::new(Code::$code, message)
+            }
+        )*
+    };
+}
+
+impl Status {
+    /// A status with the given code and message.
+    pub fn new(code: Code, message: impl Into<String>) -> Status {
+        Status(Box::new(Inner {
+            code,
+            message: message.into(),
+            not_processed: false,
+        }))
+    }
+
+    constructors! {
+        /// [`Code::Cancelled`].
+        cancelled => Cancelled,
+        /// [`Code::Unknown`].
+        unknown => Unknown,
+        /// [`Code::InvalidArgument`].
+        invalid_argument => InvalidArgument,
+        /// [`Code::DeadlineExceeded`].
+        deadline_exceeded => DeadlineExceeded,
+        /// [`Code::NotFound`].
+        not_found => NotFound,
+        /// [`Code::AlreadyExists`].
+        already_exists => AlreadyExists,
+        /// [`Code::PermissionDenied`].
+        permission_denied => PermissionDenied,
+        /// [`Code::ResourceExhausted`].
+        resource_exhausted => ResourceExhausted,
+        /// [`Code::FailedPrecondition`].
+        failed_precondition => FailedPrecondition,
+        /// [`Code::Aborted`].
+        aborted => Aborted,
+        /// [`Code::OutOfRange`].
+        out_of_range => OutOfRange,
+        /// [`Code::Unimplemented`].
+        unimplemented => Unimplemented,
+        /// [`Code::Internal`].
+        internal => Internal,
+        /// [`Code::Unavailable`].
+        unavailable => Unavailable,
+        /// [`Code::DataLoss`].
+        data_loss => DataLoss,
+        /// [`Code::Unauthenticated`].
+        unauthenticated => Unauthenticated,
+        /// [`Code::Overloaded`].
+        overloaded => Overloaded,
+    }
+
+    /// Marks that the request never reached a handler (connect failure, rejected before
+    /// dispatch, sent after the server's goaway). Retry policies may then retry any method.
+    pub fn with_not_processed(mut self) -> Status {
+        self.0.not_processed = true;
+        self
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.0.code
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+
+    /// True when the request provably never reached a handler.
+    pub fn is_not_processed(&self) -> bool {
+        self.0.not_processed
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Status")
+            .field("code", &self.0.code)
+            .field("message", &self.0.message)
+            .field("not_processed", &self.0.not_processed)
+            .finish()
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.0.code, self.0.message)
+    }
+}
+
+impl std::error::Error for Status {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_their_wire_value() {
+        for code in Code::ALL {
+            assert_eq!(Code::from_u32(code.as_u32()), code);
+        }
+        assert_eq!(Code::from_u32(999), Code::Unknown);
+    }
+
+    #[test]
+    fn status_is_one_pointer_wide() {
+        assert_eq!(
+            std::mem::size_of::<Status>(),
+            std::mem::size_of::<usize>()
+        );
+    }
+
+    #[test]
+    fn constructors_set_code_and_message() {
+        let s = Status::not_found("no such user");
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(s.message(), "no such user");
+        assert!(!s.is_not_processed());
+        assert!(Status::overloaded("x").with_not_processed().is_not_processed());
+        assert_eq!(s.to_string(), "not_found: no such user");
+    }
+}
