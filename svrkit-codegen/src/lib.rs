@@ -1,1 +1,212 @@
+//! # svrkit-codegen
+//!
+//! Turns proto3 IDL into svrkit client stubs and server traits. It parses with
+//! [protox](https://docs.rs/protox) — pure Rust, so service authors need no `protoc` —
+//! generates messages with prost-build, and adds, per service `Foo`:
+//!
+//! - `foo_methods`: `SERVICE_NAME`, one `MethodDesc` constant per RPC carrying the IDL's
+//!   method options (`idempotent`, `timeout_ms`, `priority`), and `SERVICE`;
+//! - `foo_client::FooClient<S = Channel>`: one typed async method per RPC, plus a
+//!   `*_with(request, CallOptions)` variant; `S` is any tower service over a channel;
+//! - `foo_server::Foo`: the trait the author implements, methods returning
+//!   `impl Future + Send` (no `async_trait`);
+//! - `foo_server::FooServer<T>`: the adapter the server routes to, one `match` on the
+//!   method name with an `unimplemented` fallback.
+//!
+//! Use it from `build.rs`:
+//!
+//! ```no_run
+//! svrkit_codegen::compile(&["../../idl/demo/echo.proto"], &["../../idl"]).unwrap();
+//! ```
+//!
+//! and include the output with `svrkit::include_proto!("svrkit.demo")`. Comments in the
+//! IDL become doc comments. Streaming methods are refused with an error naming the file
+//! and the method.
 
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+mod generator;
+mod names;
+mod options;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use names::{
+    client_module, client_type, methods_module, server_module, server_type, snake_case, trait_name,
+};
+pub use options::MethodOptions;
+
+/// Why code generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The IDL does not parse or does not link.
+    #[error("{0}")]
+    Parse(#[from] protox::Error),
+    /// A streaming method; svrkit supports unary methods only.
+    #[error("{file}: method {service}/{method} is streaming; svrkit supports unary methods only")]
+    Streaming {
+        /// The .proto file.
+        file: String,
+        /// The fully qualified service name.
+        service: String,
+        /// The method name.
+        method: String,
+    },
+    /// A method option with a value outside its range.
+    #[error("{file}: method {service}/{method}: {problem}")]
+    BadOption {
+        /// The .proto file.
+        file: String,
+        /// The fully qualified service name.
+        service: String,
+        /// The method name.
+        method: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Writing the generated code failed.
+    #[error("writing generated code: {0}")]
+    Io(#[from] std::io::Error),
+    /// `OUT_DIR` is not set and no output directory was given.
+    #[error("OUT_DIR is not set; call from build.rs or set Builder::out_dir")]
+    NoOutDir,
+}
+
+/// Compiles `protos` (searched in `includes`) into `OUT_DIR`, printing `rerun-if-changed`
+/// for every file read. The short form of [`Builder::compile`].
+pub fn compile(protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> Result<(), Error> {
+    Builder::new().compile(protos, includes)
+}
+
+/// Code generation settings.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    out_dir: Option<PathBuf>,
+    emit_rerun_if_changed: bool,
+    bytes_as_bytes: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            out_dir: None,
+            emit_rerun_if_changed: true,
+            bytes_as_bytes: true,
+        }
+    }
+}
+
+impl Builder {
+    /// Default settings: write to `OUT_DIR`, emit `rerun-if-changed`.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Writes to `dir` instead of `OUT_DIR`.
+    pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Builder {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether to print `cargo:rerun-if-changed` lines (on by default).
+    pub fn emit_rerun_if_changed(mut self, yes: bool) -> Builder {
+        self.emit_rerun_if_changed = yes;
+        self
+    }
+
+    /// Whether `bytes` fields become `prost::bytes::Bytes` (default) rather than `Vec<u8>`.
+    /// `Bytes` fields are decoded without copying out of the received frame.
+    pub fn bytes_as_bytes(mut self, yes: bool) -> Builder {
+        self.bytes_as_bytes = yes;
+        self
+    }
+
+    /// Generates code for `protos` into the output directory, one `<package>.rs` per
+    /// protobuf package.
+    pub fn compile(
+        &self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<(), Error> {
+        let out_dir = match &self.out_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or(Error::NoOutDir)?,
+        };
+        let files = self.generate(protos, includes)?;
+        std::fs::create_dir_all(&out_dir)?;
+        for (name, code) in files {
+            let path = out_dir.join(name);
+            // Leave an unchanged file alone so its mtime does not trigger rebuilds.
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(code.as_str()) {
+                std::fs::write(path, code)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Generates code for `protos` and returns it as `file name -> Rust source`.
+    pub fn generate(
+        &self,
+        protos: &[impl AsRef<Path>],
+        includes: &[impl AsRef<Path>],
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let mut compiler = protox::Compiler::new(includes)?;
+        compiler.include_source_info(true).include_imports(true);
+        compiler.open_files(protos)?;
+        if self.emit_rerun_if_changed {
+            for file in compiler.files() {
+                if let Some(path) = file.path() {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                }
+            }
+        }
+        let pool = compiler.descriptor_pool();
+        let methods = options::collect(&pool)?;
+
+        let mut fds = compiler.file_descriptor_set();
+        // Well-known types come from prost-types and svrkit's options need no code.
+        fds.file.retain(|f| {
+            let name = f.name();
+            !name.starts_with("google/protobuf/") && name != options::OPTIONS_FILE
+        });
+
+        let dir = tempdir()?;
+        let mut config = prost_build::Config::new();
+        config.out_dir(&dir);
+        if self.bytes_as_bytes {
+            // `bytes` fields decode as slices of the received frame: no copy.
+            config.bytes(["."]);
+        }
+        config.service_generator(Box::new(generator::SvrkitGenerator::new(methods)));
+        config.compile_fds(fds)?;
+
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            files.insert(name, std::fs::read_to_string(entry.path())?);
+        }
+        std::fs::remove_dir_all(&dir)?;
+        Ok(files)
+    }
+}
+
+/// A fresh directory for prost-build's output.
+fn tempdir() -> std::io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "svrkit-codegen-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

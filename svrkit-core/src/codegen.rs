@@ -15,11 +15,17 @@ pub use std::sync::Arc;
 pub use std::time::Duration;
 
 /// Decodes a request body; failure is the caller's fault (`invalid_argument`).
-pub fn decode_request<M: prost::Message + Default>(method: &MethodDesc, body: Bytes) -> Result<M, Status> {
+pub fn decode_request<M: prost::Message + Default>(
+    method: &MethodDesc,
+    body: Bytes,
+) -> Result<M, Status> {
     M::decode(body).map_err(|e| {
         Status::invalid_argument(format!(
             "undecodable {} request for {}/{}: {e}",
-            std::any::type_name::<M>().rsplit("::").next().unwrap_or("message"),
+            std::any::type_name::<M>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("message"),
             method.service,
             method.method
         ))
@@ -36,7 +42,10 @@ pub fn encode<M: prost::Message>(message: &M) -> Bytes {
 
 /// The answer to a method the generated match does not know.
 pub fn unimplemented(method: &MethodDesc) -> BoxFuture<'static, Result<Bytes, Status>> {
-    let status = Status::unimplemented(format!("unknown method {}/{}", method.service, method.method));
+    let status = Status::unimplemented(format!(
+        "unknown method {}/{}",
+        method.service, method.method
+    ));
     Box::pin(std::future::ready(Err(status)))
 }
 

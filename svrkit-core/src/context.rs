@@ -74,11 +74,19 @@ impl Context {
     /// `arrival` is when the request's bytes were read off the socket: the remaining time
     /// the caller sent counts from then, so time spent queued in this server is charged
     /// against the deadline.
-    pub fn from_request(header: &RequestHeader<'_>, arrival: Instant, service: &'static str) -> Context {
+    pub fn from_request(
+        header: &RequestHeader<'_>,
+        arrival: Instant,
+        service: &'static str,
+    ) -> Context {
         Context {
             deadline: (header.timeout_us > 0)
                 .then(|| arrival + Duration::from_micros(header.timeout_us)),
-            trace_id: if header.trace_id == 0 { new_id() } else { header.trace_id },
+            trace_id: if header.trace_id == 0 {
+                new_id()
+            } else {
+                header.trace_id
+            },
             span_id: new_id(),
             parent_span_id: header.span_id,
             caller: (!header.caller.is_empty()).then(|| Arc::from(header.caller)),
@@ -260,7 +268,10 @@ mod tests {
         assert_eq!(ctx.deadline(), Some(arrival + Duration::from_micros(1_500)));
         assert_eq!((ctx.trace_id(), ctx.parent_span_id()), (99, 5));
         assert_ne!(ctx.span_id(), 5);
-        assert_eq!((ctx.caller(), ctx.gray_tag(), ctx.uid()), (Some("front"), Some("gray"), 3));
+        assert_eq!(
+            (ctx.caller(), ctx.gray_tag(), ctx.uid()),
+            (Some("front"), Some("gray"), 3)
+        );
         assert_eq!((ctx.service(), ctx.attempt()), ("svc.Back", 1));
 
         let fresh = Context::from_request(&RequestHeader::default(), arrival, "svc.Back");

@@ -39,3 +39,12 @@ pub use status::{Code, Status};
 
 /// A boxed, sendable future: what handlers and client layers return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Includes the code `svrkit-codegen` generated for a protobuf package in `build.rs`:
+/// `svrkit::include_proto!("svrkit.demo");`
+#[macro_export]
+macro_rules! include_proto {
+    ($package:tt) => {
+        include!(concat!(env!("OUT_DIR"), concat!("/", $package, ".rs")));
+    };
+}

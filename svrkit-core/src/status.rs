@@ -241,10 +241,7 @@ mod tests {
 
     #[test]
     fn status_is_one_pointer_wide() {
-        assert_eq!(
-            std::mem::size_of::<Status>(),
-            std::mem::size_of::<usize>()
-        );
+        assert_eq!(std::mem::size_of::<Status>(), std::mem::size_of::<usize>());
     }
 
     #[test]
@@ -253,7 +250,11 @@ mod tests {
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(s.message(), "no such user");
         assert!(!s.is_not_processed());
-        assert!(Status::overloaded("x").with_not_processed().is_not_processed());
+        assert!(
+            Status::overloaded("x")
+                .with_not_processed()
+                .is_not_processed()
+        );
         assert_eq!(s.to_string(), "not_found: no such user");
     }
 }

@@ -12,8 +12,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-
-
 use super::connection::Connection;
 use super::{RpcRequest, RpcResponse};
 use crate::context::{Context, new_id};
@@ -235,21 +233,30 @@ impl ChannelInner {
             ))
             .with_not_processed());
         }
-        let caller = if ctx.service().is_empty() { self.config.caller } else { ctx.service() };
+        let caller = if ctx.service().is_empty() {
+            self.config.caller
+        } else {
+            ctx.service()
+        };
         let header = RequestHeader {
             service: method.service,
             method: method.method,
-            timeout_us: u64::try_from((deadline - now).as_micros()).unwrap_or(u64::MAX).max(1),
-            trace_id: if ctx.trace_id() == 0 { new_id() } else { ctx.trace_id() },
+            timeout_us: u64::try_from((deadline - now).as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            trace_id: if ctx.trace_id() == 0 {
+                new_id()
+            } else {
+                ctx.trace_id()
+            },
             span_id: ctx.span_id(),
             caller,
-            business_priority: opts
-                .priority
-                .filter(|p| *p != 0)
-                .unwrap_or(match ctx.business_priority() {
+            business_priority: opts.priority.filter(|p| *p != 0).unwrap_or(
+                match ctx.business_priority() {
                     0 => method.priority,
                     inherited => inherited,
-                }),
+                },
+            ),
             uid: opts.uid.unwrap_or(ctx.uid()),
             user_priority: ctx.user_priority(),
             gray_tag: ctx.gray_tag().unwrap_or(""),
@@ -269,7 +276,11 @@ impl ChannelInner {
             code => {
                 let status = Status::new(code, response.message);
                 // The server sheds overload before dispatch, so the handler never ran.
-                Err(if code == Code::Overloaded { status.with_not_processed() } else { status })
+                Err(if code == Code::Overloaded {
+                    status.with_not_processed()
+                } else {
+                    status
+                })
             }
         }
     }
@@ -285,7 +296,8 @@ impl ChannelInner {
         let mut last_error = String::new();
         for i in 0..n {
             let endpoint = &self.endpoints[(start + i) % n];
-            let slot_index = endpoint.next_slot.fetch_add(1, Ordering::Relaxed) % endpoint.slots.len();
+            let slot_index =
+                endpoint.next_slot.fetch_add(1, Ordering::Relaxed) % endpoint.slots.len();
             let slot = &endpoint.slots[slot_index];
             if let Some(conn) = slot.open() {
                 return Ok(conn);
@@ -299,11 +311,19 @@ impl ChannelInner {
                 Err(error) => last_error = error,
             }
         }
-        Err(Status::unavailable(format!("no reachable instance: {last_error}")).with_not_processed())
+        Err(
+            Status::unavailable(format!("no reachable instance: {last_error}"))
+                .with_not_processed(),
+        )
     }
 
     /// Opens the slot's connection, or waits for the caller already doing so.
-    async fn connect_slot(&self, addr: SocketAddr, slot: &Slot, deadline: Instant) -> Result<Arc<Connection>, String> {
+    async fn connect_slot(
+        &self,
+        addr: SocketAddr,
+        slot: &Slot,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, String> {
         let _gate = slot.connecting.lock().await;
         if let Some(conn) = slot.open() {
             return Ok(conn);
@@ -312,7 +332,11 @@ impl ChannelInner {
             return Err(error);
         }
         let limit = deadline.min(Instant::now() + self.config.connect_timeout);
-        let attempt = tokio::time::timeout_at(limit.into(), Connection::connect(addr, self.config.max_frame_size)).await;
+        let attempt = tokio::time::timeout_at(
+            limit.into(),
+            Connection::connect(addr, self.config.max_frame_size),
+        )
+        .await;
         let mut state = slot.lock();
         match attempt {
             Ok(Ok(conn)) => {
@@ -368,4 +392,3 @@ impl tower_service::Service<RpcRequest> for Channel {
         Box::pin(async move { inner.call(request).await })
     }
 }
-

@@ -46,14 +46,19 @@ struct Shared {
 enum State {
     Open,
     /// The server sent goaway; calls up to `last_id` will still be answered.
-    Draining { last_id: u64 },
+    Draining {
+        last_id: u64,
+    },
     /// Nothing more will be sent or received.
     Closed,
 }
 
 impl Connection {
     /// Connects, queues the preface and starts the driver task.
-    pub(crate) async fn connect(peer: SocketAddr, max_frame_size: usize) -> std::io::Result<Arc<Connection>> {
+    pub(crate) async fn connect(
+        peer: SocketAddr,
+        max_frame_size: usize,
+    ) -> std::io::Result<Arc<Connection>> {
         let stream = TcpStream::connect(peer).await?;
         stream.set_nodelay(true)?;
         let mut out = BytesMut::with_capacity(8 * 1024);
@@ -121,12 +126,20 @@ impl Connection {
         let id = {
             let mut shared = self.lock();
             if shared.state != State::Open {
-                return Err(Status::unavailable(format!("connection to {} is closing", self.peer))
-                    .with_not_processed());
+                return Err(
+                    Status::unavailable(format!("connection to {} is closing", self.peer))
+                        .with_not_processed(),
+                );
             }
             let id = shared.next_id;
             shared.next_id += 1;
-            protocol::encode_frame_head(&mut shared.out, FrameKind::Request, id, header_len, body.len());
+            protocol::encode_frame_head(
+                &mut shared.out,
+                FrameKind::Request,
+                id,
+                header_len,
+                body.len(),
+            );
             header.encode(&mut shared.out);
             shared.out.put_slice(body);
             shared.pending.insert(id, tx);
@@ -134,7 +147,11 @@ impl Connection {
         };
         self.notify.notify_one();
 
-        let mut guard = CancelOnDrop { conn: self, id, armed: true };
+        let mut guard = CancelOnDrop {
+            conn: self,
+            id,
+            armed: true,
+        };
         let reply = match deadline {
             None => rx.await,
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), rx).await {
@@ -148,15 +165,27 @@ impl Connection {
             },
         };
         guard.armed = false;
-        reply.unwrap_or_else(|_| Err(Status::unavailable(format!("connection to {} closed", self.peer))))
+        reply.unwrap_or_else(|_| {
+            Err(Status::unavailable(format!(
+                "connection to {} closed",
+                self.peer
+            )))
+        })
     }
 
     /// Fails (and forgets) every pending call whose id matches.
     fn fail_pending(&self, matches: impl Fn(u64) -> bool, status: impl Fn() -> Status) {
         let failed: Vec<Reply> = {
             let mut shared = self.lock();
-            let ids: Vec<u64> = shared.pending.keys().copied().filter(|id| matches(*id)).collect();
-            ids.iter().filter_map(|id| shared.pending.remove(id)).collect()
+            let ids: Vec<u64> = shared
+                .pending
+                .keys()
+                .copied()
+                .filter(|id| matches(*id))
+                .collect();
+            ids.iter()
+                .filter_map(|id| shared.pending.remove(id))
+                .collect()
         };
         for reply in failed {
             let _ = reply.send(Err(status()));
@@ -270,7 +299,10 @@ fn handle_frames(conn: &Connection, rbuf: &mut BytesMut, out: &mut BytesMut) -> 
                 let last_id = frame.id;
                 tracing::debug!(peer = %conn.peer, reason = ?goaway.reason, message = goaway.message, last_id, "goaway");
                 if goaway.reason != GoAwayReason::Shutdown {
-                    return Err(format!("server sent goaway ({:?}): {}", goaway.reason, goaway.message));
+                    return Err(format!(
+                        "server sent goaway ({:?}): {}",
+                        goaway.reason, goaway.message
+                    ));
                 }
                 {
                     let mut shared = conn.lock();

@@ -139,7 +139,10 @@ pub fn encode_frame_head(
 /// Returns `Ok(None)` when more bytes are needed; it then reserves room for the rest of
 /// the frame, but only after the length passed the `max_frame_size` check, so a peer
 /// cannot make the receiver allocate more than the limit.
-pub fn decode_frame(buf: &mut BytesMut, max_frame_size: usize) -> Result<Option<Frame>, FrameError> {
+pub fn decode_frame(
+    buf: &mut BytesMut,
+    max_frame_size: usize,
+) -> Result<Option<Frame>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -200,11 +203,18 @@ mod tests {
     fn a_frame_round_trips_and_leaves_the_next_in_place() {
         let mut buf = encode(FrameKind::Request, 7, b"hdr", b"body!");
         buf.extend_from_slice(&encode(FrameKind::Cancel, 8, b"", b""));
-        let f = decode_frame(&mut buf, 1024).expect("valid").expect("complete");
+        let f = decode_frame(&mut buf, 1024)
+            .expect("valid")
+            .expect("complete");
         assert_eq!((f.kind, f.id, f.flags), (FrameKind::Request, 7, 0));
         assert_eq!((&f.header[..], &f.body[..]), (&b"hdr"[..], &b"body!"[..]));
-        let g = decode_frame(&mut buf, 1024).expect("valid").expect("complete");
-        assert_eq!((g.kind, g.id, g.header.len(), g.body.len()), (FrameKind::Cancel, 8, 0, 0));
+        let g = decode_frame(&mut buf, 1024)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(
+            (g.kind, g.id, g.header.len(), g.body.len()),
+            (FrameKind::Cancel, 8, 0, 0)
+        );
         assert!(buf.is_empty());
     }
 
@@ -213,7 +223,12 @@ mod tests {
         let full = encode(FrameKind::Response, u64::MAX, b"h", b"0123456789");
         for cut in 0..full.len() {
             let mut part = BytesMut::from(&full[..cut]);
-            assert!(decode_frame(&mut part, 1024).expect("prefix is valid").is_none(), "cut {cut}");
+            assert!(
+                decode_frame(&mut part, 1024)
+                    .expect("prefix is valid")
+                    .is_none(),
+                "cut {cut}"
+            );
         }
     }
 
@@ -221,20 +236,38 @@ mod tests {
     fn oversized_length_is_refused_before_allocation() {
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
         let err = decode_frame(&mut buf, 16 << 20).expect_err("too large");
-        assert_eq!(err, FrameError::TooLarge { len: u32::MAX as usize, max: 16 << 20 });
-        assert!(buf.capacity() < 1024, "no room was reserved for the announced length");
+        assert_eq!(
+            err,
+            FrameError::TooLarge {
+                len: u32::MAX as usize,
+                max: 16 << 20
+            }
+        );
+        assert!(
+            buf.capacity() < 1024,
+            "no room was reserved for the announced length"
+        );
     }
 
     #[test]
     fn malformed_heads_are_errors() {
         let mut short = BytesMut::from(&[0, 0, 0, 3, 1, 0, 0][..]);
-        assert!(matches!(decode_frame(&mut short, 64), Err(FrameError::TooShort(3))));
+        assert!(matches!(
+            decode_frame(&mut short, 64),
+            Err(FrameError::TooShort(3))
+        ));
         let mut kind = encode(FrameKind::Ping, 1, b"", b"");
         kind[4] = 99;
-        assert!(matches!(decode_frame(&mut kind, 64), Err(FrameError::UnknownKind(99))));
+        assert!(matches!(
+            decode_frame(&mut kind, 64),
+            Err(FrameError::UnknownKind(99))
+        ));
         let mut overrun = encode(FrameKind::Request, 1, b"ab", b"");
         overrun[7] = 10;
-        assert!(matches!(decode_frame(&mut overrun, 64), Err(FrameError::HeaderOverrun { .. })));
+        assert!(matches!(
+            decode_frame(&mut overrun, 64),
+            Err(FrameError::HeaderOverrun { .. })
+        ));
     }
 
     #[test]

@@ -204,7 +204,12 @@ impl<'a> Reader<'a> {
     }
 
     fn skip(&mut self, tag: u32, wire: WireType) -> Result<(), HeaderError> {
-        Ok(skip_field(wire, tag, &mut self.buf, DecodeContext::default())?)
+        Ok(skip_field(
+            wire,
+            tag,
+            &mut self.buf,
+            DecodeContext::default(),
+        )?)
     }
 }
 

@@ -24,8 +24,8 @@ use super::metrics;
 use super::router::{Router, ServerRequest};
 use crate::context::Context;
 use crate::protocol::{
-    self, FRAME_HEAD_LEN, Frame, FrameError, FrameKind, GoAway, GoAwayReason, MAX_HEADER_LEN, PREFACE_LEN,
-    RequestHeader, ResponseHeader,
+    self, FRAME_HEAD_LEN, Frame, FrameError, FrameKind, GoAway, GoAwayReason, MAX_HEADER_LEN,
+    PREFACE_LEN, RequestHeader, ResponseHeader,
 };
 use crate::status::{Code, Status};
 use crate::transport::{Outbox, ReadOutcome, flush, read_some};
@@ -185,14 +185,17 @@ where
             let preface = rbuf.split_to(PREFACE_LEN);
             let mut bytes = [0u8; PREFACE_LEN];
             bytes.copy_from_slice(&preface);
-            protocol::check_preface(&bytes).map_err(|e| (GoAwayReason::ProtocolError, e.to_string()))?;
+            protocol::check_preface(&bytes)
+                .map_err(|e| (GoAwayReason::ProtocolError, e.to_string()))?;
             self.preface_ok = true;
         }
         loop {
             let frame = match protocol::decode_frame(rbuf, self.config.max_frame_size) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(()),
-                Err(e @ FrameError::TooLarge { .. }) => return Err((GoAwayReason::FrameTooLarge, e.to_string())),
+                Err(e @ FrameError::TooLarge { .. }) => {
+                    return Err((GoAwayReason::FrameTooLarge, e.to_string()));
+                }
                 Err(e) => return Err((GoAwayReason::ProtocolError, e.to_string())),
             };
             match frame.kind {
@@ -202,7 +205,9 @@ where
                         handle.abort();
                     }
                 }
-                FrameKind::Ping => protocol::encode_frame_head(&mut self.out, FrameKind::Pong, frame.id, 0, 0),
+                FrameKind::Ping => {
+                    protocol::encode_frame_head(&mut self.out, FrameKind::Pong, frame.id, 0, 0)
+                }
                 FrameKind::Pong => {}
                 FrameKind::Response | FrameKind::GoAway => {
                     return Err((
@@ -235,7 +240,10 @@ where
         let Some(route) = self.router.route(header.service, header.method) else {
             metrics::rejected("unimplemented");
             let status = if self.router.has_service(header.service) {
-                Status::unimplemented(format!("unknown method {}/{}", header.service, header.method))
+                Status::unimplemented(format!(
+                    "unknown method {}/{}",
+                    header.service, header.method
+                ))
             } else {
                 Status::unimplemented(format!("unknown service {}", header.service))
             };
@@ -254,7 +262,8 @@ where
             return;
         }
         if ctx.is_expired() {
-            let status = Status::deadline_exceeded("the deadline passed before the handler started");
+            let status =
+                Status::deadline_exceeded("the deadline passed before the handler started");
             method_metrics.responded(status.code());
             encode_response(&mut self.out, id, Err(&status), self.config.max_frame_size);
             return;
@@ -270,7 +279,12 @@ where
         let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
         if let Poll::Ready(result) = first {
             method_metrics.finished(code_of(&result), start.elapsed());
-            encode_response(&mut self.out, id, result.as_ref().map(Bytes::as_ref), self.config.max_frame_size);
+            encode_response(
+                &mut self.out,
+                id,
+                result.as_ref().map(Bytes::as_ref),
+                self.config.max_frame_size,
+            );
             return;
         }
 
@@ -281,13 +295,19 @@ where
         let (service, method) = (desc.service, desc.method);
         let mut running = self.in_flight.lock();
         let task = tokio::spawn(async move {
-            let guard = InFlightGuard { in_flight, outbox: Arc::clone(&outbox), id };
+            let guard = InFlightGuard {
+                in_flight,
+                outbox: Arc::clone(&outbox),
+                id,
+            };
             let result = call.await;
             if let Some(route) = router.route(service, method) {
                 route.metrics().finished(code_of(&result), start.elapsed());
             }
             drop(guard);
-            outbox.push(|buf| encode_response(buf, id, result.as_ref().map(Bytes::as_ref), max_frame_size));
+            outbox.push(|buf| {
+                encode_response(buf, id, result.as_ref().map(Bytes::as_ref), max_frame_size)
+            });
         });
         running.insert(id, task.abort_handle());
     }
@@ -316,7 +336,12 @@ fn code_of(result: &Result<Bytes, Status>) -> Code {
 }
 
 /// Encodes a response frame; a body over the frame limit becomes `resource_exhausted`.
-fn encode_response(buf: &mut BytesMut, id: u64, result: Result<&[u8], &Status>, max_frame_size: usize) {
+fn encode_response(
+    buf: &mut BytesMut,
+    id: u64,
+    result: Result<&[u8], &Status>,
+    max_frame_size: usize,
+) {
     let too_large;
     let (code, message, body): (u32, &str, &[u8]) = match result {
         Ok(body) if FRAME_HEAD_LEN - 4 + body.len() + 8 <= max_frame_size => (0, "", body),

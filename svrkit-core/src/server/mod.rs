@@ -100,7 +100,11 @@ impl<L> Server<L> {
 
     /// Accepts connections on `listener` and serves them until `shutdown` resolves, then
     /// drains gracefully.
-    pub async fn serve<S>(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()>
+    pub async fn serve<S>(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()>
     where
         L: Layer<Routed, Service = S>,
         S: Service<ServerRequest, Response = Bytes, Error = Status> + Clone + Send + 'static,

@@ -20,7 +20,11 @@ pub trait ServiceHandler: Send + Sync + 'static {
     fn descriptor(&self) -> &'static ServiceDesc;
 
     /// Decodes `body`, runs the method, and encodes its response.
-    fn call(&self, method: &'static MethodDesc, body: Bytes) -> BoxFuture<'static, Result<Bytes, Status>>;
+    fn call(
+        &self,
+        method: &'static MethodDesc,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>>;
 }
 
 /// A request as it flows through server layers.
@@ -95,7 +99,10 @@ impl Router {
             })
             .collect();
         if self.routes.insert(desc.name, methods).is_some() {
-            tracing::warn!(service = desc.name, "service added twice; the last one serves");
+            tracing::warn!(
+                service = desc.name,
+                "service added twice; the last one serves"
+            );
         }
     }
 

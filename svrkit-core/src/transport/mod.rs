@@ -7,8 +7,8 @@
 //! many requests in flight this coalesces frames into few `write`s, and a request that is
 //! answered inline costs no cross-task wake-up at all.
 
-mod outbox;
 mod io;
+mod outbox;
 
 pub(crate) use io::{ReadOutcome, flush, read_some};
 pub(crate) use outbox::Outbox;

@@ -1,0 +1,126 @@
+//! `echo`: serve the example service, or run a two-hop demo on loopback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
+use svrkit::{Channel, Context, Server};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(about = "The svrkit example service", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve svrkit.demo.Echo until Ctrl-C.
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Where Relay forwards to.
+        #[arg(long)]
+        next: Option<SocketAddr>,
+        /// The name this server reports in replies.
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
+    /// Start two servers on loopback, relay a call through both, and print what each saw.
+    Demo,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match Args::parse().command {
+        Command::Serve { listen, next, name } => serve(listen, next, name).await,
+        Command::Demo => demo().await,
+    }
+}
+
+async fn serve(listen: SocketAddr, next: Option<SocketAddr>, name: String) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let mut service = EchoService::new(name);
+    if let Some(next) = next {
+        service = service.with_next_hop(EchoClient::new(Channel::lazy([next])));
+    }
+    println!("listening on {}", listener.local_addr()?);
+    Server::builder()
+        .add_service(EchoServer::new(service))
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn demo() -> anyhow::Result<()> {
+    let (back_addr, back) = spawn_server(EchoService::new("back")).await?;
+    let front_service =
+        EchoService::new("front").with_next_hop(EchoClient::new(Channel::lazy([back_addr])));
+    let (front_addr, front) = spawn_server(front_service).await?;
+    println!("echo servers: front {front_addr} -> back {back_addr}");
+
+    let client = EchoClient::new(Channel::connect(front_addr).await?);
+    let ctx = Context::new()
+        .with_timeout(Duration::from_millis(800))
+        .with_business_priority(7)
+        .with_uid(10_086);
+    let reply = ctx
+        .scope(client.relay(EchoRequest {
+            payload: b"hello svrkit".to_vec().into(),
+            delay_ms: 5,
+        }))
+        .await?;
+    for seen in [reply.first, reply.second].into_iter().flatten() {
+        println!(
+            "{:>6}: trace {:016x} span {:016x} parent {:016x} caller {:<18} deadline in {:>3} ms  priority {}  uid {}",
+            seen.server,
+            seen.trace_id,
+            seen.span_id,
+            seen.parent_span_id,
+            if seen.caller.is_empty() {
+                "-"
+            } else {
+                &seen.caller
+            },
+            seen.remaining_ms,
+            seen.business_priority,
+            seen.uid
+        );
+    }
+    let echoed = client
+        .echo(EchoRequest {
+            payload: b"ping".to_vec().into(),
+            delay_ms: 0,
+        })
+        .await?;
+    println!("echo: {:?}", String::from_utf8_lossy(&echoed.payload));
+    front.abort();
+    back.abort();
+    Ok(())
+}
+
+async fn spawn_server(
+    service: EchoService,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(
+        Server::builder()
+            .add_service(EchoServer::new(service))
+            .serve(listener, std::future::pending()),
+    );
+    Ok((addr, task))
+}

@@ -1,0 +1,74 @@
+//! Reading svrkit's method options out of the descriptor pool.
+//!
+//! prost-build hands generators `prost_types::MethodOptions`, which drops extensions, so
+//! the options are read here with prost-reflect (which keeps them) and passed to the
+//! generator by fully qualified method name.
+
+use std::collections::HashMap;
+
+use prost_reflect::{DescriptorPool, Value};
+
+use crate::Error;
+
+/// Where the options are declared, relative to an include directory.
+pub(crate) const OPTIONS_FILE: &str = "svrkit/options.proto";
+
+/// The svrkit options of one method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MethodOptions {
+    /// `(svrkit.idempotent)`.
+    pub idempotent: bool,
+    /// `(svrkit.timeout_ms)`, 0 when unset.
+    pub timeout_ms: u32,
+    /// `(svrkit.priority)`, 0 when unset.
+    pub priority: u32,
+}
+
+/// Options of every method in the pool, keyed `package.Service.Method`. Refuses streaming
+/// methods and out-of-range values.
+pub(crate) fn collect(pool: &DescriptorPool) -> Result<HashMap<String, MethodOptions>, Error> {
+    let idempotent = pool.get_extension_by_name("svrkit.idempotent");
+    let timeout = pool.get_extension_by_name("svrkit.timeout_ms");
+    let priority = pool.get_extension_by_name("svrkit.priority");
+    let mut out = HashMap::new();
+    for service in pool.services() {
+        for method in service.methods() {
+            let file = service.parent_file().name().to_string();
+            if method.is_client_streaming() || method.is_server_streaming() {
+                return Err(Error::Streaming {
+                    file,
+                    service: service.full_name().to_string(),
+                    method: method.name().to_string(),
+                });
+            }
+            let raw = method.options();
+            let read_u32 = |ext: &Option<prost_reflect::ExtensionDescriptor>| {
+                ext.as_ref()
+                    .filter(|e| raw.has_extension(e))
+                    .and_then(|e| match raw.get_extension(e).as_ref() {
+                        Value::U32(v) => Some(*v),
+                        _ => None,
+                    })
+                    .unwrap_or(0)
+            };
+            let opts = MethodOptions {
+                idempotent: idempotent
+                    .as_ref()
+                    .filter(|e| raw.has_extension(e))
+                    .is_some_and(|e| matches!(raw.get_extension(e).as_ref(), Value::Bool(true))),
+                timeout_ms: read_u32(&timeout),
+                priority: read_u32(&priority),
+            };
+            if opts.priority > 255 {
+                return Err(Error::BadOption {
+                    file,
+                    service: service.full_name().to_string(),
+                    method: method.name().to_string(),
+                    problem: format!("(svrkit.priority) = {} is outside 1..=255", opts.priority),
+                });
+            }
+            out.insert(method.full_name().to_string(), opts);
+        }
+    }
+    Ok(out)
+}
