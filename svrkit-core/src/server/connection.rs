@@ -67,7 +67,15 @@ enum End {
     Done,
     /// I/O error.
     Io(std::io::Error),
+    /// Protocol error: deliver the queued goaway, then close without a reset.
+    Linger,
 }
+
+/// How long a connection closed for a protocol error keeps reading (and discarding) so
+/// its goaway reaches the peer instead of being destroyed by a TCP reset.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most this many bytes are discarded while lingering.
+const LINGER_BYTES: usize = 4 << 20;
 
 struct Driver<S> {
     svc: S,
@@ -146,10 +154,7 @@ pub(crate) async fn serve_connection<S>(
                     });
                     d.goaway(reason, &message);
                     d.outbox.drain_into(&mut d.out);
-                    if let Err(e) = flush(&stream, &mut d.out) {
-                        break End::Io(e);
-                    }
-                    break End::Done;
+                    break End::Linger;
                 }
             }
             _ = d.outbox.notified(), if d.out.is_empty() => {}
@@ -160,8 +165,10 @@ pub(crate) async fn serve_connection<S>(
             }
         }
     };
-    if let End::Io(e) = end {
-        tracing::debug!(peer = %d.peer, error = %e, "svrkit connection I/O error");
+    match end {
+        End::Io(e) => tracing::debug!(peer = %d.peer, error = %e, "svrkit connection I/O error"),
+        End::Linger => linger_close(stream, d.out).await,
+        End::Done => {}
     }
     // Nobody can receive the answers any more: stop the remaining handlers.
     for (_, handle) in d.in_flight.lock().drain() {
@@ -326,6 +333,26 @@ where
         protocol::encode_frame_head(&mut self.out, FrameKind::GoAway, self.last_id, len, 0);
         goaway.encode(&mut self.out);
     }
+}
+
+/// Writes what is left, half-closes, and discards input for a bounded time, so the peer
+/// reads the goaway before the connection goes.
+async fn linger_close(mut stream: TcpStream, mut out: BytesMut) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(LINGER, async {
+        stream.write_all_buf(&mut out).await?;
+        stream.shutdown().await?;
+        let mut sink = vec![0u8; 64 * 1024];
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => discarded += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 fn code_of(result: &Result<Bytes, Status>) -> Code {

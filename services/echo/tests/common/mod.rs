@@ -1,0 +1,199 @@
+//! Helpers shared by the echo integration tests: real servers on port 0 and a raw client.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use echo::{Echo, EchoReply, EchoRequest, EchoService, RelayReply};
+use svrkit::Status;
+use svrkit::protocol::{self, Frame, FrameKind, PREFACE, RequestHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+/// Upper bound for any single wait in these tests; reaching it is a failure.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A server running on a loopback port until stopped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts graceful shutdown and waits for `serve` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(PATIENCE, &mut self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task")
+            .expect("serve");
+    }
+
+    /// Starts graceful shutdown without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for `serve` to return.
+    pub async fn join(self) {
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task")
+            .expect("serve");
+    }
+}
+
+/// Serves `server` on a fresh loopback port.
+pub async fn start<L, S>(server: svrkit::Server<L>) -> TestServer
+where
+    L: tower::Layer<svrkit::server::Routed, Service = S> + Send + 'static,
+    S: tower::Service<svrkit::server::ServerRequest, Response = Bytes, Error = Status>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async {
+        let _ = rx.await;
+    }));
+    TestServer {
+        addr,
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// An Echo implementation that counts handler runs and reports starts and drops.
+#[derive(Clone)]
+pub struct Probe {
+    pub inner: EchoService,
+    pub calls: Arc<AtomicUsize>,
+    pub started: Arc<Notify>,
+    pub dropped: Arc<Notify>,
+}
+
+impl Probe {
+    pub fn new(name: &str) -> Probe {
+        Probe {
+            inner: EchoService::new(name),
+            calls: Arc::default(),
+            started: Arc::default(),
+            dropped: Arc::default(),
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+struct NotifyOnDrop(Arc<Notify>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+impl Echo for Probe {
+    async fn echo(&self, request: EchoRequest) -> Result<EchoReply, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let _guard = NotifyOnDrop(Arc::clone(&self.dropped));
+        self.started.notify_one();
+        self.inner.echo(request).await
+    }
+
+    async fn relay(&self, request: EchoRequest) -> Result<RelayReply, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.relay(request).await
+    }
+}
+
+/// A client that writes raw bytes and reads raw frames.
+pub struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    /// Connects without sending anything.
+    pub async fn connect_bare(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connects and sends the preface.
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        let mut raw = Raw::connect_bare(addr).await;
+        raw.send(&PREFACE).await;
+        raw
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Sends a request frame.
+    pub async fn request(&mut self, id: u64, header: &RequestHeader<'_>, body: &[u8]) {
+        let mut buf = BytesMut::new();
+        protocol::encode_frame_head(
+            &mut buf,
+            FrameKind::Request,
+            id,
+            header.encoded_len(),
+            body.len(),
+        );
+        header.encode(&mut buf);
+        buf.put_slice(body);
+        self.send(&buf).await;
+    }
+
+    /// The next frame, or `None` once the server closed the connection.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(frame) =
+                protocol::decode_frame(&mut self.buf, 1 << 24).expect("server frames are valid")
+            {
+                return Some(frame);
+            }
+            let n = tokio::time::timeout(PATIENCE, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("server answers in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+/// An Echo request body.
+pub fn echo_body(payload: &[u8]) -> Vec<u8> {
+    use prost::Message;
+    EchoRequest {
+        payload: payload.to_vec().into(),
+        delay_ms: 0,
+    }
+    .encode_to_vec()
+}

@@ -1,0 +1,158 @@
+//! Context propagation across two real hops: client -> front (Relay) -> back (Echo).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Probe, start};
+use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
+use svrkit::{CallOptions, Channel, Code, Context, Server};
+
+fn request(delay_ms: u32) -> EchoRequest {
+    EchoRequest {
+        payload: b"payload".to_vec().into(),
+        delay_ms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_trace_priority_uid_and_gray_tag_cross_two_hops() {
+    let back =
+        start(Server::builder().add_service(EchoServer::new(EchoService::new("back")))).await;
+    let front_service =
+        EchoService::new("front").with_next_hop(EchoClient::new(Channel::lazy([back.addr])));
+    let front = start(Server::builder().add_service(EchoServer::new(front_service))).await;
+    let client = EchoClient::new(Channel::connect(front.addr).await.expect("connect"));
+
+    let ctx = Context::new()
+        .with_timeout(Duration::from_millis(900))
+        .with_trace_id(0xfeed)
+        .with_business_priority(7)
+        .with_uid(42)
+        .with_gray_tag("canary");
+    let reply = ctx.scope(client.relay(request(20))).await.expect("relay");
+    let first = reply.first.expect("front saw");
+    let second = reply.second.expect("back saw");
+
+    assert_eq!(
+        (first.server.as_str(), second.server.as_str()),
+        ("front", "back")
+    );
+    assert_eq!(
+        (first.trace_id, second.trace_id),
+        (0xfeed, 0xfeed),
+        "one trace"
+    );
+    assert_eq!(
+        second.parent_span_id, first.span_id,
+        "back's parent span is front's span"
+    );
+    assert_ne!(second.span_id, first.span_id);
+    assert!(
+        first.remaining_ms <= 900 && first.remaining_ms > 0,
+        "front: {}",
+        first.remaining_ms
+    );
+    // The front slept 20 ms before calling: the back gets only what remained.
+    assert!(
+        second.remaining_ms + 20 <= first.remaining_ms,
+        "{} then {}",
+        first.remaining_ms,
+        second.remaining_ms
+    );
+    assert_eq!((first.business_priority, second.business_priority), (7, 7));
+    assert_eq!((first.uid, second.uid), (42, 42));
+    assert_eq!(
+        (first.gray_tag.as_str(), second.gray_tag.as_str()),
+        ("canary", "canary")
+    );
+    assert_eq!(
+        (first.caller.as_str(), second.caller.as_str()),
+        ("", "svrkit.demo.Echo")
+    );
+    assert_eq!((first.attempt, second.attempt), (1, 1));
+
+    front.shutdown().await;
+    back.shutdown().await;
+}
+
+#[tokio::test]
+async fn idl_options_apply_unless_the_call_or_context_overrides_them() {
+    let server = start(Server::builder().add_service(EchoServer::new(EchoService::new("s")))).await;
+    let client = EchoClient::new(Channel::lazy([server.addr]));
+
+    // Nothing stamped: the IDL's (svrkit.priority) = 20 and (svrkit.timeout_ms) = 1000.
+    let seen = client
+        .echo(request(0))
+        .await
+        .expect("echo")
+        .seen
+        .expect("seen");
+    assert_eq!(seen.business_priority, 20);
+    assert!(
+        seen.remaining_ms <= 1000 && seen.remaining_ms > 500,
+        "{}",
+        seen.remaining_ms
+    );
+    assert_ne!(seen.trace_id, 0, "the first call starts a trace");
+
+    // Per-call options beat the IDL.
+    let opts = CallOptions::new()
+        .priority(3)
+        .uid(9)
+        .timeout(Duration::from_millis(300));
+    let seen = client
+        .echo_with(request(0), opts)
+        .await
+        .expect("echo")
+        .seen
+        .expect("seen");
+    assert_eq!((seen.business_priority, seen.uid), (3, 9));
+    assert!(seen.remaining_ms <= 300, "{}", seen.remaining_ms);
+
+    // An inherited priority beats the IDL's; an earlier inherited deadline beats the call's.
+    let ctx = Context::new()
+        .with_business_priority(5)
+        .with_timeout(Duration::from_millis(100));
+    let seen = ctx
+        .scope(client.echo_with(
+            request(0),
+            CallOptions::new().timeout(Duration::from_secs(5)),
+        ))
+        .await
+        .expect("echo")
+        .seen
+        .expect("seen");
+    assert_eq!(seen.business_priority, 5);
+    assert!(seen.remaining_ms <= 100, "{}", seen.remaining_ms);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_past_the_deadline_never_reaches_the_next_hop() {
+    let back = Probe::new("back");
+    let back_server = start(Server::builder().add_service(EchoServer::new(back.clone()))).await;
+    let front_service =
+        EchoService::new("front").with_next_hop(EchoClient::new(Channel::lazy([back_server.addr])));
+    let front = start(Server::builder().add_service(EchoServer::new(front_service))).await;
+    let client = EchoClient::new(Channel::lazy([front.addr]));
+
+    // The front sleeps 150 ms before relaying, but the whole call has 50 ms.
+    let err = client
+        .relay_with(
+            request(150),
+            CallOptions::new().timeout(Duration::from_millis(50)),
+        )
+        .await
+        .expect_err("deadline");
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+
+    // A direct call to the back is answered; it is the only one the back ever ran.
+    EchoClient::new(Channel::lazy([back_server.addr]))
+        .echo(request(0))
+        .await
+        .expect("direct echo");
+    assert_eq!(back.calls(), 1);
+    front.shutdown().await;
+    back_server.shutdown().await;
+}
