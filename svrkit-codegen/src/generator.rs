@@ -57,7 +57,8 @@ fn docs(comments: &Comments) -> String {
 
 /// A message type as seen from inside the generated modules.
 fn rust_type(path: &str) -> String {
-    if path.starts_with("::") {
+    // Extern paths are absolute; prost-build maps google.protobuf.Empty to `()`.
+    if path.starts_with("::") || path == "()" {
         path.to_string()
     } else {
         format!("super::{path}")

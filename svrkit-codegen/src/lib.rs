@@ -42,8 +42,13 @@ pub use options::MethodOptions;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The IDL does not parse or does not link.
-    #[error("{0}")]
-    Parse(#[from] protox::Error),
+    #[error("{}: {source}", file.as_deref().unwrap_or("<idl>"))]
+    Parse {
+        /// The file with the problem, when known.
+        file: Option<String>,
+        /// What protox reported.
+        source: protox::Error,
+    },
     /// A streaming method; svrkit supports unary methods only.
     #[error("{file}: method {service}/{method} is streaming; svrkit supports unary methods only")]
     Streaming {
@@ -72,6 +77,15 @@ pub enum Error {
     /// `OUT_DIR` is not set and no output directory was given.
     #[error("OUT_DIR is not set; call from build.rs or set Builder::out_dir")]
     NoOutDir,
+}
+
+impl From<protox::Error> for Error {
+    fn from(source: protox::Error) -> Error {
+        Error::Parse {
+            file: source.file().map(str::to_string),
+            source,
+        }
+    }
 }
 
 /// Compiles `protos` (searched in `includes`) into `OUT_DIR`, printing `rerun-if-changed`
