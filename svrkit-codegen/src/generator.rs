@@ -78,17 +78,17 @@ fn write_methods(
     let module = names::methods_module(&service.name);
     let _ = writeln!(buf, "/// Names and IDL options of `{full_name}`.");
     let _ = writeln!(buf, "pub mod {module} {{");
-    let _ = writeln!(
-        buf,
-        "use svrkit::codegen::{{Duration, MethodDesc, ServiceDesc}};"
-    );
+    let _ = writeln!(buf, "use svrkit::codegen::{{MethodDesc, ServiceDesc}};");
     let _ = writeln!(buf, "/// The fully qualified service name.");
     let _ = writeln!(buf, "pub const SERVICE_NAME: &str = \"{full_name}\";");
     for (method, opts) in methods {
         let timeout = if opts.timeout_ms == 0 {
             "None".to_string()
         } else {
-            format!("Some(Duration::from_millis({}))", opts.timeout_ms)
+            format!(
+                "Some(svrkit::codegen::Duration::from_millis({}))",
+                opts.timeout_ms
+            )
         };
         let _ = writeln!(buf, "/// `{full_name}/{}`.", method.proto_name);
         let _ = writeln!(

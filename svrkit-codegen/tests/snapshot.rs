@@ -52,7 +52,7 @@ fn generated_code_carries_options_names_and_docs() {
         "pub const SERVICE_NAME: &str = \"fixture.greeter.Greeter\"",
         "method: \"SayHello\"",
         "idempotent: true",
-        "timeout: Some(Duration::from_millis(250))",
+        "timeout: Some(svrkit::codegen::Duration::from_millis(250))",
         "priority: 3",
         "pub struct GreeterClient<S = Channel>",
         "pub async fn say_hello(",

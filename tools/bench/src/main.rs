@@ -1,1 +1,49 @@
-fn main() {}
+//! `svrkit-bench`: measures svrkit side by side with its peers in one run.
+//!
+//! - `svrkit-bench rpc`: unary echo through svrkit, tonic (gRPC) and a raw multiplexed
+//!   length-prefixed TCP echo (the floor), each server in its own process, interleaved,
+//!   at several concurrencies. Prints a table, then one JSON line per concurrency.
+//!
+//! Figures are for comparison within one run on one machine; they are never asserted in
+//! tests.
+
+mod proto;
+mod raw;
+mod rpc;
+mod servers;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks svrkit against tonic and a raw TCP floor", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Unary echo throughput, p99 latency and server CPU per request.
+    Rpc(rpc::RpcArgs),
+    /// Serve one system's echo server (started by the benchmarks themselves).
+    #[command(hide = true)]
+    Serve {
+        /// Which server.
+        system: servers::System,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: std::net::SocketAddr,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Rpc(args) => runtime.block_on(rpc::run(args)),
+        Command::Serve { system, addr } => runtime.block_on(servers::serve(system, addr)),
+    }
+}

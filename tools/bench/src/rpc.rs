@@ -1,0 +1,294 @@
+//! `svrkit-bench rpc`: unary echo through svrkit, tonic and the raw floor.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+
+use crate::proto::{svrkit_gen, tonic_gen};
+use crate::raw::RawClient;
+use crate::servers::System;
+use crate::stats::{process_cpu, quantile};
+
+/// Options of `svrkit-bench rpc`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RpcArgs {
+    /// Concurrent callers (comma separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 32, 256])]
+    concurrency: Vec<usize>,
+    /// Payload bytes per request.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Measured time per system, round and concurrency, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    duration_ms: u64,
+    /// Unmeasured warm-up before each measurement, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    warmup_ms: u64,
+    /// Rounds; systems run interleaved, in a rotated order each round.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Connections from the svrkit client to its server.
+    #[arg(long, default_value_t = 1)]
+    svrkit_connections: usize,
+}
+
+/// One server process; killed when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn start(system: System) -> anyhow::Result<ServerProcess> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(["serve", system.name()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting the {} server", system.name()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| anyhow!("{} server said {line:?}", system.name()))?
+            .parse()?;
+        Ok(ServerProcess { child, addr })
+    }
+
+    fn cpu(&self) -> Duration {
+        process_cpu(self.child.id())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client of one system.
+#[derive(Clone)]
+enum Client {
+    Svrkit(svrkit_gen::bench_client::BenchClient),
+    Tonic(tonic_gen::bench_client::BenchClient<tonic::transport::Channel>),
+    Raw(Arc<RawClient>),
+}
+
+impl Client {
+    async fn connect(system: System, addr: SocketAddr, args: &RpcArgs) -> anyhow::Result<Client> {
+        Ok(match system {
+            System::Svrkit => {
+                let channel = svrkit::Channel::builder()
+                    .connections_per_address(args.svrkit_connections)
+                    .default_timeout(Duration::from_secs(10))
+                    .lazy([addr]);
+                Client::Svrkit(svrkit_gen::bench_client::BenchClient::new(channel))
+            }
+            System::Tonic => Client::Tonic(
+                tonic_gen::bench_client::BenchClient::connect(format!("http://{addr}")).await?,
+            ),
+            System::Raw => Client::Raw(Arc::new(RawClient::connect(addr).await?)),
+        })
+    }
+
+    async fn call(&mut self, payload: &Bytes) -> Result<(), String> {
+        match self {
+            Client::Svrkit(c) => c
+                .echo(svrkit_gen::Payload {
+                    data: payload.clone(),
+                })
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Client::Tonic(c) => c
+                .echo(tonic_gen::Payload {
+                    data: payload.clone(),
+                })
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Client::Raw(c) => c.call(payload).await.map(drop),
+        }
+    }
+}
+
+/// What one measured run produced.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    server_cpu: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Tally {
+    fn qps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn cpu_us_per_request(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / (self.requests.max(1) as f64)
+    }
+}
+
+/// Runs `concurrency` callers until `until`; returns requests, errors and latencies.
+async fn drive(
+    client: &Client,
+    concurrency: usize,
+    payload: &Bytes,
+    until: Instant,
+) -> (u64, u64, Vec<u32>) {
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let mut client = client.clone();
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(16 * 1024);
+                let mut errors = 0u64;
+                while Instant::now() < until {
+                    let start = Instant::now();
+                    match client.call(&payload).await {
+                        Ok(()) => {
+                            latencies.push(start.elapsed().as_micros().min(u32::MAX as u128) as u32)
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        if let Ok((latencies, e)) = task.await {
+            all.extend(latencies);
+            errors += e;
+        }
+    }
+    (all.len() as u64, errors, all)
+}
+
+async fn measure(
+    client: &Client,
+    server: &ServerProcess,
+    concurrency: usize,
+    payload: &Bytes,
+    args: &RpcArgs,
+) -> Tally {
+    drive(
+        client,
+        concurrency,
+        payload,
+        Instant::now() + Duration::from_millis(args.warmup_ms),
+    )
+    .await;
+    let cpu_before = server.cpu();
+    let start = Instant::now();
+    let (requests, errors, latencies_us) = drive(
+        client,
+        concurrency,
+        payload,
+        start + Duration::from_millis(args.duration_ms),
+    )
+    .await;
+    let elapsed = start.elapsed();
+    Tally {
+        requests,
+        errors,
+        elapsed,
+        server_cpu: server.cpu().saturating_sub(cpu_before),
+        latencies_us,
+    }
+}
+
+pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
+    if args.concurrency.iter().any(|c| *c == 0) || args.rounds == 0 {
+        bail!("concurrency and rounds must be positive");
+    }
+    let payload = Bytes::from(vec![0x5a; args.payload]);
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    for system in System::ALL {
+        let server = ServerProcess::start(system)?;
+        let mut client = Client::connect(system, server.addr, &args).await?;
+        client
+            .call(&payload)
+            .await
+            .map_err(|e| anyhow!("{} smoke call: {e}", system.name()))?;
+        servers.push(server);
+        clients.push(client);
+    }
+    println!(
+        "svrkit-bench rpc: payload {} B, {} ms x {} rounds per point, servers in their own processes",
+        args.payload, args.duration_ms, args.rounds
+    );
+    println!(
+        "{:>5} {:>7} {:>12} {:>10} {:>10} {:>14} {:>7}",
+        "conc", "system", "qps", "p50 us", "p99 us", "server cpu us", "errors"
+    );
+    let mut json = Vec::new();
+    for &concurrency in &args.concurrency {
+        let mut tallies: Vec<Tally> = System::ALL.iter().map(|_| Tally::default()).collect();
+        for round in 0..args.rounds {
+            for k in 0..System::ALL.len() {
+                let i = (k + round) % System::ALL.len();
+                let t = measure(&clients[i], &servers[i], concurrency, &payload, &args).await;
+                let total = &mut tallies[i];
+                total.requests += t.requests;
+                total.errors += t.errors;
+                total.elapsed += t.elapsed;
+                total.server_cpu += t.server_cpu;
+                total.latencies_us.extend(t.latencies_us);
+            }
+        }
+        let mut p99 = [0u32; 3];
+        for (i, system) in System::ALL.iter().enumerate() {
+            let t = &mut tallies[i];
+            let p50 = quantile(&mut t.latencies_us, 0.50);
+            p99[i] = quantile(&mut t.latencies_us, 0.99);
+            println!(
+                "{:>5} {:>7} {:>12.0} {:>10} {:>10} {:>14.2} {:>7}",
+                concurrency,
+                system.name(),
+                t.qps(),
+                p50,
+                p99[i],
+                t.cpu_us_per_request(),
+                t.errors
+            );
+        }
+        let [s, t, r] = [&tallies[0], &tallies[1], &tallies[2]];
+        json.push(format!(
+            "{{\"bench\":\"rpc\",\"concurrency\":{concurrency},\"payload\":{},\"svrkit_qps\":{:.0},\"tonic_qps\":{:.0},\"raw_qps\":{:.0},\"svrkit_p99_us\":{},\"tonic_p99_us\":{},\"raw_p99_us\":{},\"svrkit_server_cpu_us\":{:.2},\"tonic_server_cpu_us\":{:.2},\"raw_server_cpu_us\":{:.2},\"svrkit_vs_raw\":{:.2},\"svrkit_vs_tonic\":{:.2},\"errors\":{}}}",
+            args.payload,
+            s.qps(),
+            t.qps(),
+            r.qps(),
+            p99[0],
+            p99[1],
+            p99[2],
+            s.cpu_us_per_request(),
+            t.cpu_us_per_request(),
+            r.cpu_us_per_request(),
+            s.qps() / r.qps().max(1e-9),
+            s.qps() / t.qps().max(1e-9),
+            s.errors + t.errors + r.errors
+        ));
+    }
+    for line in json {
+        println!("{line}");
+    }
+    Ok(())
+}
