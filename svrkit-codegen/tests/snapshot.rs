@@ -101,7 +101,7 @@ fn parse_errors_name_the_file() {
     std::fs::write(dir.join("bad.proto"), "syntax = \"proto3\";\nmessage {").expect("write");
     let err = svrkit_codegen::Builder::new()
         .emit_rerun_if_changed(false)
-        .generate(&[dir.join("bad.proto")], &[dir.clone()])
+        .generate(&[dir.join("bad.proto")], std::slice::from_ref(&dir))
         .expect_err("parse error");
     assert!(err.to_string().contains("bad.proto"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);

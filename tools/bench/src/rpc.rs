@@ -214,7 +214,7 @@ async fn measure(
 }
 
 pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
-    if args.concurrency.iter().any(|c| *c == 0) || args.rounds == 0 {
+    if args.concurrency.contains(&0) || args.rounds == 0 {
         bail!("concurrency and rounds must be positive");
     }
     let payload = Bytes::from(vec![0x5a; args.payload]);
