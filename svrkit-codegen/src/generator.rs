@@ -124,7 +124,7 @@ fn write_client(
     let _ = writeln!(buf, "pub mod {module} {{");
     let _ = writeln!(
         buf,
-        "use svrkit::codegen::{{CallOptions, Channel, Client, RpcRequest, RpcResponse, Service, Status}};"
+        "use svrkit::codegen::{{BoxError, CallOptions, Channel, Client, RpcRequest, RpcResponse, Service, Status}};"
     );
     let _ = write!(buf, "{service_docs}");
     if !service_docs.is_empty() {
@@ -148,7 +148,7 @@ fn write_client(
     let _ = writeln!(buf, "}}");
     let _ = writeln!(
         buf,
-        "impl<S> {client}<S> where S: Service<RpcRequest, Response = RpcResponse, Error = Status> + Clone + Send, S::Future: Send {{"
+        "impl<S> {client}<S> where S: Service<RpcRequest, Response = RpcResponse> + Clone + Send, S::Error: Into<BoxError>, S::Future: Send {{"
     );
     let _ = writeln!(
         buf,

@@ -10,7 +10,7 @@ pub use crate::BoxFuture;
 pub use crate::client::{CallOptions, Channel, RpcRequest, RpcResponse};
 pub use crate::method::{MethodDesc, ServiceDesc};
 pub use crate::server::{ServerRequest, ServiceHandler};
-pub use crate::status::Status;
+pub use crate::status::{BoxError, Status};
 pub use std::sync::Arc;
 pub use std::time::Duration;
 
@@ -58,7 +58,8 @@ pub struct Client<S> {
 
 impl<S> Client<S>
 where
-    S: Service<RpcRequest, Response = RpcResponse, Error = Status> + Clone + Send,
+    S: Service<RpcRequest, Response = RpcResponse> + Clone + Send,
+    S::Error: Into<BoxError>,
     S::Future: Send,
 {
     /// Wraps a channel or any tower stack over one.
@@ -83,14 +84,17 @@ where
         Resp: prost::Message + Default,
     {
         let mut svc = self.inner.clone();
-        std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+        std::future::poll_fn(|cx| svc.poll_ready(cx))
+            .await
+            .map_err(|e| Status::from_error(e.into()))?;
         let response = svc
             .call(RpcRequest {
                 method,
                 body: encode(request),
                 options,
             })
-            .await?;
+            .await
+            .map_err(|e| Status::from_error(e.into()))?;
         Resp::decode(response.body).map_err(|e| {
             Status::internal(format!(
                 "undecodable response from {}/{}: {e}",

@@ -35,7 +35,7 @@ pub use client::{CallOptions, Channel, ChannelBuilder};
 pub use context::Context;
 pub use method::{MethodDesc, ServiceDesc};
 pub use server::Server;
-pub use status::{Code, Status};
+pub use status::{BoxError, Code, Status};
 
 /// A boxed, sendable future: what handlers and client layers return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -7,6 +7,9 @@
 
 use std::fmt;
 
+/// The error type tower middleware commonly uses.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A status code carried on the wire as a `uint32` in the response header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
@@ -193,6 +196,25 @@ impl Status {
         self
     }
 
+    /// The status inside an error from a tower stack: the `Status` itself when the error
+    /// is one (or wraps one), else `unknown` with the error's text. Layers such as
+    /// `tower::timeout` return their own error types; this keeps them composable.
+    pub fn from_error(error: BoxError) -> Status {
+        match error.downcast::<Status>() {
+            Ok(status) => *status,
+            Err(error) => {
+                let mut source = error.source();
+                while let Some(inner) = source {
+                    if let Some(status) = inner.downcast_ref::<Status>() {
+                        return status.clone();
+                    }
+                    source = inner.source();
+                }
+                Status::unknown(error.to_string())
+            }
+        }
+    }
+
     /// The code.
     pub fn code(&self) -> Code {
         self.0.code
@@ -242,6 +264,18 @@ mod tests {
     #[test]
     fn status_is_one_pointer_wide() {
         assert_eq!(std::mem::size_of::<Status>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn from_error_recovers_a_status_or_wraps_the_text() {
+        let boxed: BoxError = Box::new(Status::not_found("x"));
+        assert_eq!(Status::from_error(boxed).code(), Code::NotFound);
+        let other: BoxError = "request timed out".into();
+        let status = Status::from_error(other);
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::Unknown, "request timed out")
+        );
     }
 
     #[test]
