@@ -26,6 +26,7 @@ pub mod client;
 pub mod codegen;
 pub mod context;
 pub mod method;
+pub mod overload;
 pub mod protocol;
 pub mod server;
 pub mod status;

@@ -1,0 +1,292 @@
+//! The server's DAGOR admission controller, shared by all its connections.
+//!
+//! Per request, on arrival: one histogram increment and one comparison with the current
+//! level, both lock-free; a request below the level is refused there and then, before its
+//! body is decoded or a task is spawned. When its handler starts, its queuing time is added
+//! to the window. A window ends after [`DagorConfig::window`] or
+//! [`DagorConfig::window_requests`], whichever comes first; the request that ends it takes
+//! a lock, computes the next level from the window's histogram and resets the window.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::level::next_level;
+use super::priority::{ADMIT_ALL, BUSINESS_LEVELS, LEVELS, Priority, level_to_wire};
+
+/// DAGOR's settings; the defaults are the published ones (WeChat, SoCC 2018).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DagorConfig {
+    /// A window ends after this long… (1 s)
+    pub window: Duration,
+    /// …or after this many requests, whichever comes first (2,000).
+    pub window_requests: u32,
+    /// Overloaded when a window's mean queuing time exceeds this (20 ms).
+    pub queue_threshold: Duration,
+    /// Fraction fewer requests to admit after an overloaded window (5 %).
+    pub alpha: f64,
+    /// Fraction more requests to admit after a healthy window (1 %).
+    pub beta: f64,
+}
+
+impl Default for DagorConfig {
+    fn default() -> Self {
+        DagorConfig {
+            window: Duration::from_secs(1),
+            window_requests: 2_000,
+            queue_threshold: Duration::from_millis(20),
+            alpha: 0.05,
+            beta: 0.01,
+        }
+    }
+}
+
+/// A point-in-time view of the controller, for `/status` and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionSnapshot {
+    /// The current level: the least important priority still admitted (`None`: all).
+    pub level: Option<Priority>,
+    /// Mean queuing time of the last completed window.
+    pub last_window_queue_mean: Duration,
+    /// Whether the last completed window was overloaded.
+    pub last_window_overloaded: bool,
+    /// Windows completed so far.
+    pub windows: u64,
+    /// Requests shed so far, by business priority (index 0 is priority 1).
+    pub shed_by_business_priority: Vec<(u32, u64)>,
+}
+
+/// Admission state of one server.
+#[derive(Debug)]
+pub struct Admission {
+    config: DagorConfig,
+    epoch: Instant,
+    level: AtomicU32,
+    histogram: Box<[AtomicU32]>,
+    arrivals: AtomicU32,
+    queue_sum_us: AtomicU64,
+    queue_count: AtomicU32,
+    window_start_us: AtomicU64,
+    shed: Box<[AtomicU64]>,
+    shed_counters: Box<[OnceLock<metrics::Counter>]>,
+    roll: Mutex<RollState>,
+}
+
+#[derive(Debug, Default)]
+struct RollState {
+    scratch: Vec<u32>,
+    windows: u64,
+    last_mean: Duration,
+    last_overloaded: bool,
+}
+
+impl Admission {
+    /// A controller that starts admitting everything.
+    pub fn new(config: DagorConfig) -> Admission {
+        Admission {
+            config,
+            epoch: Instant::now(),
+            level: AtomicU32::new(ADMIT_ALL),
+            histogram: (0..LEVELS).map(|_| AtomicU32::new(0)).collect(),
+            arrivals: AtomicU32::new(0),
+            queue_sum_us: AtomicU64::new(0),
+            queue_count: AtomicU32::new(0),
+            window_start_us: AtomicU64::new(0),
+            shed: (0..BUSINESS_LEVELS).map(|_| AtomicU64::new(0)).collect(),
+            shed_counters: (0..BUSINESS_LEVELS).map(|_| OnceLock::new()).collect(),
+            roll: Mutex::new(RollState::default()),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DagorConfig {
+        &self.config
+    }
+
+    /// The current level index (see [`Priority::index`]).
+    pub fn level(&self) -> u32 {
+        self.level.load(Ordering::Relaxed)
+    }
+
+    /// The current level as the two response-header fields.
+    pub fn wire_level(&self) -> (u32, u32) {
+        level_to_wire(self.level())
+    }
+
+    /// Counts an arriving request and decides whether to admit it.
+    pub fn admit(&self, priority: Priority, arrival: Instant) -> bool {
+        let index = priority.index();
+        self.histogram[index as usize].fetch_add(1, Ordering::Relaxed);
+        let admitted = index <= self.level.load(Ordering::Relaxed);
+        if !admitted {
+            let b = (priority.business - 1) as usize;
+            self.shed[b].fetch_add(1, Ordering::Relaxed);
+            self.shed_counters[b]
+                .get_or_init(|| super::metrics::shed_counter(priority.business))
+                .increment(1);
+        }
+        let arrivals = self.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
+        let now_us = self.micros(arrival);
+        let window_us = self.config.window.as_micros() as u64;
+        if arrivals >= self.config.window_requests
+            || now_us.saturating_sub(self.window_start_us.load(Ordering::Relaxed)) >= window_us
+        {
+            self.roll(now_us);
+        }
+        admitted
+    }
+
+    /// Records how long an admitted request waited before its handler started.
+    pub fn started(&self, queued: Duration) {
+        self.queue_sum_us
+            .fetch_add(queued.as_micros() as u64, Ordering::Relaxed);
+        self.queue_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The state for operators.
+    pub fn snapshot(&self) -> AdmissionSnapshot {
+        let level = self.level();
+        let roll = self
+            .roll
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        AdmissionSnapshot {
+            level: (level < ADMIT_ALL).then(|| Priority::from_index(level)),
+            last_window_queue_mean: roll.last_mean,
+            last_window_overloaded: roll.last_overloaded,
+            windows: roll.windows,
+            shed_by_business_priority: self
+                .shed
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| {
+                    let n = n.load(Ordering::Relaxed);
+                    (n > 0).then_some((i as u32 + 1, n))
+                })
+                .collect(),
+        }
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Ends the window (if no other request is already doing so) and moves the level.
+    fn roll(&self, now_us: u64) {
+        let Ok(mut state) = self.roll.try_lock() else {
+            return;
+        };
+        // Another request may have rolled the window between our check and the lock.
+        let window_us = self.config.window.as_micros() as u64;
+        if self.arrivals.load(Ordering::Relaxed) < self.config.window_requests
+            && now_us.saturating_sub(self.window_start_us.load(Ordering::Relaxed)) < window_us
+        {
+            return;
+        }
+        let state = &mut *state;
+        state.scratch.clear();
+        state
+            .scratch
+            .extend(self.histogram.iter().map(|c| c.swap(0, Ordering::Relaxed)));
+        self.arrivals.store(0, Ordering::Relaxed);
+        let sum = self.queue_sum_us.swap(0, Ordering::Relaxed);
+        let count = self.queue_count.swap(0, Ordering::Relaxed);
+        self.window_start_us.store(now_us, Ordering::Relaxed);
+
+        let mean = Duration::from_micros(sum.checked_div(u64::from(count)).unwrap_or(0));
+        let overloaded = mean > self.config.queue_threshold;
+        let current = self.level();
+        let next = next_level(
+            &state.scratch,
+            current,
+            overloaded,
+            self.config.alpha,
+            self.config.beta,
+        );
+        self.level.store(next, Ordering::Relaxed);
+        state.windows += 1;
+        state.last_mean = mean;
+        state.last_overloaded = overloaded;
+        if next != current {
+            tracing::debug!(
+                from = ?level_to_wire(current),
+                to = ?level_to_wire(next),
+                queue_mean_ms = mean.as_secs_f64() * 1e3,
+                "DAGOR admission level moved"
+            );
+        }
+        super::metrics::window(self, mean, overloaded);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(window_requests: u32) -> DagorConfig {
+        DagorConfig {
+            window: Duration::from_secs(3600),
+            window_requests,
+            ..DagorConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_slow_window_lowers_the_level_and_sheds_the_lowest_priorities_first() {
+        let adm = Admission::new(config(100));
+        let t = Instant::now();
+        // 100 requests over users 1..=100 of business priority 5, each queued 50 ms.
+        for user in 1..=100 {
+            assert!(adm.admit(Priority::new(5, user), t), "admit-all at first");
+            adm.started(Duration::from_millis(50));
+        }
+        let level = adm.level();
+        assert!(
+            level < ADMIT_ALL,
+            "the 100th request ended an overloaded window"
+        );
+        assert_eq!(
+            Priority::from_index(level),
+            Priority::new(5, 95),
+            "5 % fewer: users 96..=100 go"
+        );
+        assert!(adm.admit(Priority::new(5, 95), t));
+        assert!(!adm.admit(Priority::new(5, 96), t));
+        assert!(
+            adm.admit(Priority::new(1, 128), t),
+            "more important business priority passes"
+        );
+        assert!(
+            !adm.admit(Priority::new(6, 1), t),
+            "less important business priority is shed"
+        );
+        let snap = adm.snapshot();
+        assert!(snap.last_window_overloaded);
+        assert_eq!(snap.last_window_queue_mean, Duration::from_millis(50));
+        assert_eq!(snap.shed_by_business_priority, vec![(5, 1), (6, 1)]);
+    }
+
+    #[test]
+    fn a_fast_window_relaxes_and_the_time_limit_also_ends_windows() {
+        let adm = Admission::new(DagorConfig {
+            window: Duration::from_millis(10),
+            window_requests: 1_000_000,
+            ..DagorConfig::default()
+        });
+        let t0 = Instant::now();
+        adm.level
+            .store(Priority::new(5, 50).index(), Ordering::Relaxed);
+        for user in 1..=128 {
+            adm.admit(Priority::new(5, user), t0);
+            adm.started(Duration::from_millis(1));
+        }
+        // Nothing rolls before the window's time is up...
+        assert_eq!(adm.snapshot().windows, 0);
+        // ...and the first request after it ends the window healthy: the level relaxes.
+        adm.admit(Priority::new(5, 1), t0 + Duration::from_millis(11));
+        let snap = adm.snapshot();
+        assert_eq!(snap.windows, 1);
+        assert!(!snap.last_window_overloaded);
+        assert!(adm.level() > Priority::new(5, 50).index());
+    }
+}
