@@ -7,7 +7,7 @@
 //! Cloning is cheap: clones share the pool.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -15,12 +15,19 @@ use std::time::{Duration, Instant};
 use super::connection::Connection;
 use super::{RpcRequest, RpcResponse};
 use crate::context::{Context, new_id};
+use crate::overload::{
+    ADMIT_ALL, DEFAULT_BUSINESS_PRIORITY, Priority, level_from_wire, user_priority,
+};
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, RequestHeader, ResponseHeader};
 use crate::status::{Code, Status};
 
 /// The timeout of a call when neither the context, the call nor the IDL sets one
 /// (WeChat's default RPC timeout).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long an instance's admission level, learnt from its responses, is trusted
+/// (one DAGOR window). After that the client sends again and learns the new level.
+pub const ADMISSION_LEVEL_TTL: Duration = Duration::from_secs(1);
 
 /// Settings of a [`Channel`].
 #[derive(Debug, Clone)]
@@ -96,10 +103,13 @@ impl ChannelBuilder {
                 addr,
                 slots: (0..slots).map(|_| Slot::default()).collect(),
                 next_slot: AtomicUsize::new(0),
+                level: AtomicU32::new(ADMIT_ALL),
+                level_at_ms: AtomicU64::new(0),
             })
             .collect();
         Channel {
             inner: Arc::new(ChannelInner {
+                epoch: Instant::now(),
                 endpoints,
                 next: AtomicUsize::new(0),
                 config: self,
@@ -111,7 +121,7 @@ impl ChannelBuilder {
     pub async fn connect(self, addr: SocketAddr) -> Result<Channel, Status> {
         let channel = self.lazy([addr]);
         let deadline = Instant::now() + channel.inner.config.connect_timeout;
-        channel.inner.connection(deadline).await?;
+        channel.inner.connection(deadline, 0).await?;
         Ok(channel)
     }
 }
@@ -124,6 +134,7 @@ pub struct Channel {
 
 #[derive(Debug)]
 struct ChannelInner {
+    epoch: Instant,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
     config: ChannelBuilder,
@@ -134,6 +145,31 @@ struct Endpoint {
     addr: SocketAddr,
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
+    /// The instance's admission level from its latest response (collaborative shedding).
+    level: AtomicU32,
+    /// When `level` was learnt, in ms since the channel's epoch.
+    level_at_ms: AtomicU64,
+}
+
+impl Endpoint {
+    /// True when the instance's recent level says it would shed `priority`.
+    fn would_shed(&self, priority: u32, now_ms: impl FnOnce() -> u64) -> bool {
+        let level = self.level.load(Ordering::Relaxed);
+        level != ADMIT_ALL
+            && priority > level
+            && now_ms().saturating_sub(self.level_at_ms.load(Ordering::Relaxed))
+                < ADMISSION_LEVEL_TTL.as_millis() as u64
+    }
+
+    /// Remembers the level a response carried. The common case — the instance admits
+    /// everything and said so before — costs one load and no clock read.
+    fn learn(&self, business: u32, user: u32, now_ms: impl FnOnce() -> u64) {
+        let level = level_from_wire(business, user);
+        if level != ADMIT_ALL || self.level.load(Ordering::Relaxed) != ADMIT_ALL {
+            self.level.store(level, Ordering::Relaxed);
+            self.level_at_ms.store(now_ms(), Ordering::Relaxed);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -238,6 +274,22 @@ impl ChannelInner {
         } else {
             ctx.service()
         };
+        // Stamp priorities here, so every instance and every later hop sees the same.
+        let business = match (
+            opts.priority.filter(|p| *p != 0),
+            ctx.business_priority(),
+            method.priority,
+        ) {
+            (Some(p), _, _) => p,
+            (None, 0, 0) => DEFAULT_BUSINESS_PRIORITY,
+            (None, 0, idl) => idl,
+            (None, inherited, _) => inherited,
+        };
+        let uid = opts.uid.unwrap_or(ctx.uid());
+        let user = match ctx.user_priority() {
+            0 => user_priority(uid),
+            inherited => inherited,
+        };
         let header = RequestHeader {
             service: method.service,
             method: method.method,
@@ -251,22 +303,21 @@ impl ChannelInner {
             },
             span_id: ctx.span_id(),
             caller,
-            business_priority: opts.priority.filter(|p| *p != 0).unwrap_or(
-                match ctx.business_priority() {
-                    0 => method.priority,
-                    inherited => inherited,
-                },
-            ),
-            uid: opts.uid.unwrap_or(ctx.uid()),
-            user_priority: ctx.user_priority(),
+            business_priority: business,
+            uid,
+            user_priority: user,
             gray_tag: ctx.gray_tag().unwrap_or(""),
             attempt: opts.attempt.max(1),
         };
-        let conn = self.connection(deadline).await?;
+        let priority = Priority::new(business, user).index();
+        let (endpoint, conn) = self.connection(deadline, priority).await?;
         let frame = conn.call(&header, &request.body, Some(deadline)).await?;
         let response = ResponseHeader::decode(&frame.header).map_err(|e| {
             Status::internal(format!("bad response header from {}: {e}", conn.peer()))
         })?;
+        endpoint.learn(response.admission_business, response.admission_user, || {
+            self.now_ms()
+        });
         match Code::from_u32(response.code) {
             Code::Ok => Ok(RpcResponse {
                 body: frame.body,
@@ -285,31 +336,53 @@ impl ChannelInner {
         }
     }
 
-    /// An open connection, chosen round robin over addresses that are not backing off.
-    async fn connection(&self, deadline: Instant) -> Result<Arc<Connection>, Status> {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// An open connection, chosen round robin over the addresses that are not backing off
+    /// and would not shed a request of `priority` (its flat index).
+    async fn connection(
+        &self,
+        deadline: Instant,
+        priority: u32,
+    ) -> Result<(&Endpoint, Arc<Connection>), Status> {
         let n = self.endpoints.len();
         if n == 0 {
             return Err(Status::unavailable("channel has no addresses").with_not_processed());
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
         let mut last_error = String::new();
+        let mut shed = 0;
         for i in 0..n {
             let endpoint = &self.endpoints[(start + i) % n];
+            if endpoint.would_shed(priority, || self.now_ms()) {
+                shed += 1;
+                continue;
+            }
             let slot_index =
                 endpoint.next_slot.fetch_add(1, Ordering::Relaxed) % endpoint.slots.len();
             let slot = &endpoint.slots[slot_index];
             if let Some(conn) = slot.open() {
-                return Ok(conn);
+                return Ok((endpoint, conn));
             }
-            if let Some(error) = slot.backing_off(now) {
+            if let Some(error) = slot.backing_off(Instant::now()) {
                 last_error = error;
                 continue;
             }
             match self.connect_slot(endpoint.addr, slot, deadline).await {
-                Ok(conn) => return Ok(conn),
+                Ok(conn) => return Ok((endpoint, conn)),
                 Err(error) => last_error = error,
             }
+        }
+        if shed == n {
+            crate::overload::metrics::local_shed("collaborative");
+            let p = Priority::from_index(priority);
+            return Err(Status::overloaded(format!(
+                "every instance is shedding priority ({}, {}); refused without sending",
+                p.business, p.user
+            ))
+            .with_not_processed());
         }
         Err(
             Status::unavailable(format!("no reachable instance: {last_error}"))

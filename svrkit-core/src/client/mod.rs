@@ -7,7 +7,7 @@ mod options;
 
 use bytes::Bytes;
 
-pub use channel::{Channel, ChannelBuilder, DEFAULT_TIMEOUT};
+pub use channel::{ADMISSION_LEVEL_TTL, Channel, ChannelBuilder, DEFAULT_TIMEOUT};
 pub use options::CallOptions;
 
 use crate::method::MethodDesc;

@@ -91,6 +91,9 @@ pub fn user_priority_at(uid: u64, now: SystemTime, key: u64) -> u32 {
 
 /// [`user_priority_at`] now, with the default key.
 pub fn user_priority(uid: u64) -> u32 {
+    if uid == 0 {
+        return USER_LEVELS;
+    }
     user_priority_at(uid, SystemTime::now(), DEFAULT_USER_PRIORITY_KEY)
 }
 

@@ -1,28 +1,33 @@
-//! One server connection: preface check, frame handling, dispatch and graceful drain.
+//! One server connection: preface check, frame handling, admission, dispatch, drain.
 //!
 //! The driver reads a batch of frames, and for each request decodes the header (borrowing
-//! from the frame), routes it, builds the request context and polls the handler once,
-//! inline. A handler that finishes on that poll has its response encoded straight into the
-//! write buffer, with no task spawned; one that has to wait is spawned and answers through
-//! the [`Outbox`] when done. Everything answered in a batch leaves in one `write`.
+//! from the frame), routes it, stamps its priorities, and asks DAGOR admission control
+//! whether to take it — all before the body is decoded or any task exists, so a shed
+//! request costs almost nothing. An admitted request gets a worker slot (when the server
+//! has a worker limit; otherwise it starts at once) and its handler is polled once,
+//! inline: a handler that finishes on that poll has its response encoded straight into the
+//! write buffer, with no task spawned. One that has to wait, or that must queue for a
+//! worker, continues in a task and answers through the [`Outbox`]. Everything answered in
+//! a batch leaves in one `write`.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::AbortHandle;
 use tower_service::Service;
 
 use super::call::{HandlerCall, queued};
-use super::metrics;
+use super::metrics::{self, MethodMetrics};
 use super::router::{Router, ServerRequest};
 use crate::context::Context;
+use crate::overload::{Admission, DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
 use crate::protocol::{
     self, FRAME_HEAD_LEN, Frame, FrameError, FrameKind, GoAway, GoAwayReason, MAX_HEADER_LEN,
     PREFACE_LEN, RequestHeader, ResponseHeader,
@@ -30,34 +35,65 @@ use crate::protocol::{
 use crate::status::{Code, Status};
 use crate::transport::{Outbox, ReadOutcome, flush, read_some};
 
-/// Settings a connection needs from its server.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnConfig {
+/// How long a connection closed for a protocol error keeps reading (and discarding) so
+/// its goaway reaches the peer instead of being destroyed by a TCP reset.
+const LINGER: Duration = Duration::from_secs(1);
+/// At most this many bytes are discarded while lingering.
+const LINGER_BYTES: usize = 4 << 20;
+
+/// What every connection of a server shares.
+#[derive(Debug)]
+pub(crate) struct ServerShared {
+    pub(crate) router: Router,
     pub(crate) max_frame_size: usize,
+    pub(crate) admission: Option<Arc<Admission>>,
+    pub(crate) workers: Option<Arc<Semaphore>>,
 }
 
-/// Handlers still running on this connection, by request id.
-#[derive(Debug, Default)]
-struct InFlight(Mutex<HashMap<u64, AbortHandle>>);
-
-impl InFlight {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+impl ServerShared {
+    /// The admission level to report in responses.
+    fn level(&self) -> (u32, u32) {
+        self.admission
+            .as_deref()
+            .map_or((0, 0), Admission::wire_level)
     }
 }
 
-/// Removes a spawned handler from [`InFlight`] however it ends (done or aborted).
+/// What a connection's driver shares with the tasks of its slow handlers.
+#[derive(Debug)]
+struct ConnShared {
+    server: Arc<ServerShared>,
+    outbox: Outbox,
+    in_flight: Mutex<HashMap<u64, AbortHandle>>,
+}
+
+impl ConnShared {
+    fn in_flight(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a response from a task.
+    fn respond(&self, id: u64, result: Result<&[u8], &Status>) {
+        let level = self.server.level();
+        let max = self.server.max_frame_size;
+        self.outbox
+            .push(|buf| encode_response(buf, id, result, max, level));
+    }
+}
+
+/// Removes a spawned request from the in-flight table however it ends (done or aborted),
+/// and wakes the driver, which may be draining and waiting for the last one.
 struct InFlightGuard {
-    in_flight: Arc<InFlight>,
-    outbox: Arc<Outbox>,
+    conn: Arc<ConnShared>,
     id: u64,
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.in_flight.lock().remove(&self.id);
-        // Wake the driver: it may be draining and waiting for the last handler.
-        self.outbox.push(|_| {});
+        self.conn.in_flight().remove(&self.id);
+        self.conn.outbox.push(|_| {});
     }
 }
 
@@ -71,19 +107,9 @@ enum End {
     Linger,
 }
 
-/// How long a connection closed for a protocol error keeps reading (and discarding) so
-/// its goaway reaches the peer instead of being destroyed by a TCP reset.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
-/// At most this many bytes are discarded while lingering.
-const LINGER_BYTES: usize = 4 << 20;
-
 struct Driver<S> {
     svc: S,
-    router: Arc<Router>,
-    config: ConnConfig,
     peer: SocketAddr,
-    outbox: Arc<Outbox>,
-    in_flight: Arc<InFlight>,
     out: BytesMut,
     preface_ok: bool,
     draining: bool,
@@ -96,8 +122,7 @@ pub(crate) async fn serve_connection<S>(
     stream: TcpStream,
     peer: SocketAddr,
     svc: S,
-    router: Arc<Router>,
-    config: ConnConfig,
+    server: Arc<ServerShared>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: Service<ServerRequest, Response = Bytes, Error = Status> + Send + 'static,
@@ -106,13 +131,14 @@ pub(crate) async fn serve_connection<S>(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "set_nodelay failed");
     }
+    let conn = Arc::new(ConnShared {
+        server,
+        outbox: Outbox::default(),
+        in_flight: Mutex::default(),
+    });
     let mut d = Driver {
         svc,
-        router,
-        config,
         peer,
-        outbox: Arc::new(Outbox::default()),
-        in_flight: Arc::new(InFlight::default()),
         out: BytesMut::with_capacity(8 * 1024),
         preface_ok: false,
         draining: false,
@@ -123,11 +149,11 @@ pub(crate) async fn serve_connection<S>(
         d.start_drain();
     }
     let end = loop {
-        d.outbox.drain_into(&mut d.out);
+        conn.outbox.drain_into(&mut d.out);
         if let Err(e) = flush(&stream, &mut d.out) {
             break End::Io(e);
         }
-        if d.draining && d.out.is_empty() && d.in_flight.lock().is_empty() {
+        if d.draining && d.out.is_empty() && conn.in_flight().is_empty() {
             break End::Done;
         }
         tokio::select! {
@@ -146,18 +172,18 @@ pub(crate) async fn serve_connection<S>(
                     Ok(ReadOutcome::Eof) => break End::Done,
                     Err(e) => break End::Io(e),
                 }
-                if let Err((reason, message)) = d.handle_input(&mut rbuf).await {
+                if let Err((reason, message)) = d.handle_input(&conn, &mut rbuf).await {
                     tracing::debug!(peer = %d.peer, ?reason, %message, "closing svrkit connection");
                     metrics::rejected(match reason {
                         GoAwayReason::FrameTooLarge => "frame_too_large",
                         _ => "protocol_error",
                     });
                     d.goaway(reason, &message);
-                    d.outbox.drain_into(&mut d.out);
+                    conn.outbox.drain_into(&mut d.out);
                     break End::Linger;
                 }
             }
-            _ = d.outbox.notified(), if d.out.is_empty() => {}
+            _ = conn.outbox.notified(), if d.out.is_empty() => {}
             ready = stream.writable(), if !d.out.is_empty() => {
                 if let Err(e) = ready {
                     break End::Io(e);
@@ -171,7 +197,7 @@ pub(crate) async fn serve_connection<S>(
         End::Done => {}
     }
     // Nobody can receive the answers any more: stop the remaining handlers.
-    for (_, handle) in d.in_flight.lock().drain() {
+    for (_, handle) in conn.in_flight().drain() {
         handle.abort();
     }
 }
@@ -183,21 +209,24 @@ where
 {
     /// Handles every complete frame in `rbuf`. An error is fatal to the connection and
     /// carries the goaway to send.
-    async fn handle_input(&mut self, rbuf: &mut BytesMut) -> Result<(), (GoAwayReason, String)> {
+    async fn handle_input(
+        &mut self,
+        conn: &Arc<ConnShared>,
+        rbuf: &mut BytesMut,
+    ) -> Result<(), (GoAwayReason, String)> {
         let arrival = Instant::now();
         if !self.preface_ok {
-            if rbuf.len() < PREFACE_LEN {
+            let Some(preface) = rbuf.first_chunk::<PREFACE_LEN>() else {
                 return Ok(());
-            }
-            let preface = rbuf.split_to(PREFACE_LEN);
-            let mut bytes = [0u8; PREFACE_LEN];
-            bytes.copy_from_slice(&preface);
-            protocol::check_preface(&bytes)
+            };
+            protocol::check_preface(preface)
                 .map_err(|e| (GoAwayReason::ProtocolError, e.to_string()))?;
+            let _ = rbuf.split_to(PREFACE_LEN);
             self.preface_ok = true;
         }
+        let max_frame_size = conn.server.max_frame_size;
         loop {
-            let frame = match protocol::decode_frame(rbuf, self.config.max_frame_size) {
+            let frame = match protocol::decode_frame(rbuf, max_frame_size) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(()),
                 Err(e @ FrameError::TooLarge { .. }) => {
@@ -206,9 +235,9 @@ where
                 Err(e) => return Err((GoAwayReason::ProtocolError, e.to_string())),
             };
             match frame.kind {
-                FrameKind::Request => self.on_request(frame, arrival).await,
+                FrameKind::Request => self.on_request(conn, frame, arrival).await,
                 FrameKind::Cancel => {
-                    if let Some(handle) = self.in_flight.lock().remove(&frame.id) {
+                    if let Some(handle) = conn.in_flight().remove(&frame.id) {
                         handle.abort();
                     }
                 }
@@ -226,13 +255,22 @@ where
         }
     }
 
-    async fn on_request(&mut self, frame: Frame, arrival: Instant) {
+    /// Encodes a response straight into this batch's write buffer.
+    fn respond(&mut self, conn: &ConnShared, id: u64, result: Result<&[u8], &Status>) {
+        let level = conn.server.level();
+        encode_response(&mut self.out, id, result, conn.server.max_frame_size, level);
+    }
+
+    async fn on_request(&mut self, conn: &Arc<ConnShared>, frame: Frame, arrival: Instant) {
         let id = frame.id;
         self.last_id = self.last_id.max(id);
         if self.draining {
             metrics::rejected("draining");
-            let status = Status::unavailable("server is shutting down");
-            encode_response(&mut self.out, id, Err(&status), self.config.max_frame_size);
+            self.respond(
+                conn,
+                id,
+                Err(&Status::unavailable("server is shutting down")),
+            );
             return;
         }
         let header = match RequestHeader::decode(&frame.header) {
@@ -240,13 +278,14 @@ where
             Err(e) => {
                 metrics::rejected("bad_header");
                 let status = Status::invalid_argument(format!("malformed request header: {e}"));
-                encode_response(&mut self.out, id, Err(&status), self.config.max_frame_size);
+                self.respond(conn, id, Err(&status));
                 return;
             }
         };
-        let Some(route) = self.router.route(header.service, header.method) else {
+        let server = &*conn.server;
+        let Some(route) = server.router.route(header.service, header.method) else {
             metrics::rejected("unimplemented");
-            let status = if self.router.has_service(header.service) {
+            let status = if server.router.has_service(header.service) {
                 Status::unimplemented(format!(
                     "unknown method {}/{}",
                     header.service, header.method
@@ -254,69 +293,97 @@ where
             } else {
                 Status::unimplemented(format!("unknown service {}", header.service))
             };
-            encode_response(&mut self.out, id, Err(&status), self.config.max_frame_size);
+            self.respond(conn, id, Err(&status));
             return;
         };
         let desc = route.desc;
-        let service_index = route.service;
-        let ctx = Context::from_request(&header, arrival, desc.service);
         let method_metrics = route.metrics();
 
-        // Back-pressure from server layers (for example a concurrency limit) holds here.
+        // The entry service stamps priorities; every hop after it inherits them.
+        let business = match (header.business_priority, desc.priority) {
+            (0, 0) => DEFAULT_BUSINESS_PRIORITY,
+            (0, idl) => idl,
+            (stamped, _) => stamped,
+        };
+        let user = match header.user_priority {
+            0 => user_priority(header.uid),
+            stamped => stamped,
+        };
+        if let Some(admission) = &server.admission
+            && !admission.admit(Priority::new(business, user), arrival)
+        {
+            method_metrics.responded(Code::Overloaded);
+            let (b, u) = admission.wire_level();
+            let status = Status::overloaded(format!(
+                "shed by admission control: priority ({business}, {user}) is below the level ({b}, {u})"
+            ));
+            self.respond(conn, id, Err(&status));
+            return;
+        }
+        let ctx = Context::from_request(&header, arrival, desc.service)
+            .with_business_priority(business)
+            .with_user_priority(user);
+
+        // Back-pressure from server layers holds here.
         if let Err(status) = std::future::poll_fn(|cx| self.svc.poll_ready(cx)).await {
             method_metrics.responded(status.code());
-            encode_response(&mut self.out, id, Err(&status), self.config.max_frame_size);
+            self.respond(conn, id, Err(&status));
             return;
         }
         if ctx.is_expired() {
+            method_metrics.responded(Code::DeadlineExceeded);
             let status =
                 Status::deadline_exceeded("the deadline passed before the handler started");
-            method_metrics.responded(status.code());
-            encode_response(&mut self.out, id, Err(&status), self.config.max_frame_size);
+            self.respond(conn, id, Err(&status));
             return;
         }
-        let start = Instant::now();
-        method_metrics.started(queued(arrival, start));
-        let request = ServerRequest {
-            service: service_index,
+        let handler = self.svc.call(ServerRequest {
+            service: route.service,
             method: desc,
             body: frame.body,
+        });
+        let permit = match &server.workers {
+            None => None,
+            Some(workers) => match Arc::clone(workers).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    // Every worker is busy: wait in the queue, in a task.
+                    let waiting = queue_for_worker(
+                        Arc::clone(conn),
+                        Arc::clone(workers),
+                        id,
+                        ctx,
+                        handler,
+                        arrival,
+                        Arc::clone(method_metrics),
+                    );
+                    spawn_tracked(conn, id, waiting);
+                    return;
+                }
+            },
         };
-        let mut call = Box::pin(HandlerCall::new(self.svc.call(request), ctx));
+
+        let start = Instant::now();
+        let queued = queued(arrival, start);
+        if let Some(admission) = &server.admission {
+            admission.started(queued);
+        }
+        method_metrics.started(queued);
+        let mut call = Box::pin(HandlerCall::new(handler, ctx));
         let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
         if let Poll::Ready(result) = first {
             method_metrics.finished(code_of(&result), start.elapsed());
-            encode_response(
-                &mut self.out,
-                id,
-                result.as_ref().map(Bytes::as_ref),
-                self.config.max_frame_size,
-            );
+            self.respond(conn, id, result.as_ref().map(Bytes::as_ref));
             return;
         }
-
-        let outbox = Arc::clone(&self.outbox);
-        let in_flight = Arc::clone(&self.in_flight);
-        let max_frame_size = self.config.max_frame_size;
-        let router = Arc::clone(&self.router);
-        let (service, method) = (desc.service, desc.method);
-        let mut running = self.in_flight.lock();
-        let task = tokio::spawn(async move {
-            let guard = InFlightGuard {
-                in_flight,
-                outbox: Arc::clone(&outbox),
-                id,
-            };
+        let task_conn = Arc::clone(conn);
+        let task_metrics = Arc::clone(method_metrics);
+        spawn_tracked(conn, id, async move {
+            let _permit = permit;
             let result = call.await;
-            if let Some(route) = router.route(service, method) {
-                route.metrics().finished(code_of(&result), start.elapsed());
-            }
-            drop(guard);
-            outbox.push(|buf| {
-                encode_response(buf, id, result.as_ref().map(Bytes::as_ref), max_frame_size)
-            });
+            task_metrics.finished(code_of(&result), start.elapsed());
+            task_conn.respond(id, result.as_ref().map(Bytes::as_ref));
         });
-        running.insert(id, task.abort_handle());
     }
 
     fn start_drain(&mut self) {
@@ -333,6 +400,57 @@ where
         protocol::encode_frame_head(&mut self.out, FrameKind::GoAway, self.last_id, len, 0);
         goaway.encode(&mut self.out);
     }
+}
+
+/// Runs `task` for request `id`, cancellable through the connection's in-flight table.
+fn spawn_tracked(conn: &Arc<ConnShared>, id: u64, task: impl Future<Output = ()> + Send + 'static) {
+    let guard = InFlightGuard {
+        conn: Arc::clone(conn),
+        id,
+    };
+    // Hold the table while spawning so the task cannot finish before it is listed.
+    let mut running = conn.in_flight();
+    let handle = tokio::spawn(async move {
+        let _guard = guard;
+        task.await;
+    });
+    running.insert(id, handle.abort_handle());
+}
+
+/// Waits for a worker (at most until the deadline), then runs the handler.
+async fn queue_for_worker<F>(
+    conn: Arc<ConnShared>,
+    workers: Arc<Semaphore>,
+    id: u64,
+    ctx: Context,
+    handler: F,
+    arrival: Instant,
+    method_metrics: Arc<MethodMetrics>,
+) where
+    F: Future<Output = Result<Bytes, Status>> + Send,
+{
+    let permit: Option<OwnedSemaphorePermit> = match ctx.deadline() {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), workers.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok),
+        None => workers.acquire_owned().await.ok(),
+    };
+    let Some(_permit) = permit else {
+        method_metrics.responded(Code::DeadlineExceeded);
+        let status = Status::deadline_exceeded("the deadline passed while waiting for a worker");
+        conn.respond(id, Err(&status));
+        return;
+    };
+    let start = Instant::now();
+    let queued = queued(arrival, start);
+    if let Some(admission) = &conn.server.admission {
+        admission.started(queued);
+    }
+    method_metrics.started(queued);
+    let result = HandlerCall::new(handler, ctx).await;
+    method_metrics.finished(code_of(&result), start.elapsed());
+    conn.respond(id, result.as_ref().map(Bytes::as_ref));
 }
 
 /// Writes what is left, half-closes, and discards input for a bounded time, so the peer
@@ -368,10 +486,11 @@ fn encode_response(
     id: u64,
     result: Result<&[u8], &Status>,
     max_frame_size: usize,
+    (admission_business, admission_user): (u32, u32),
 ) {
     let too_large;
     let (code, message, body): (u32, &str, &[u8]) = match result {
-        Ok(body) if FRAME_HEAD_LEN - 4 + body.len() + 8 <= max_frame_size => (0, "", body),
+        Ok(body) if FRAME_HEAD_LEN - 4 + body.len() + 16 <= max_frame_size => (0, "", body),
         Ok(body) => {
             too_large = Status::resource_exhausted(format!(
                 "response of {} bytes exceeds the frame limit of {max_frame_size} bytes",
@@ -384,8 +503,8 @@ fn encode_response(
     let header = ResponseHeader {
         code,
         message: truncate(message, MAX_HEADER_LEN - 64),
-        admission_business: 0,
-        admission_user: 0,
+        admission_business,
+        admission_user,
     };
     let header_len = header.encoded_len();
     protocol::encode_frame_head(buf, FrameKind::Response, id, header_len, body.len());

@@ -27,16 +27,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower_layer::{Identity, Layer, Stack};
 use tower_service::Service;
 
 pub use router::{Routed, ServerRequest, ServiceHandler};
 
+use crate::overload::{Admission, DagorConfig};
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
 use crate::status::Status;
-use connection::{ConnConfig, serve_connection};
+use connection::{ServerShared, serve_connection};
 use router::Router;
 
 /// How long a graceful shutdown waits for in-flight handlers by default.
@@ -49,6 +50,8 @@ pub struct Server<L = Identity> {
     layer: L,
     max_frame_size: usize,
     drain_timeout: Duration,
+    admission: Option<Arc<Admission>>,
+    max_concurrency: Option<usize>,
 }
 
 impl Server<Identity> {
@@ -59,6 +62,8 @@ impl Server<Identity> {
             layer: Identity::new(),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            admission: Some(Arc::new(Admission::new(DagorConfig::default()))),
+            max_concurrency: None,
         }
     }
 }
@@ -77,6 +82,8 @@ impl<L> Server<L> {
             layer: Stack::new(layer, self.layer),
             max_frame_size: self.max_frame_size,
             drain_timeout: self.drain_timeout,
+            admission: self.admission,
+            max_concurrency: self.max_concurrency,
         }
     }
 
@@ -90,6 +97,33 @@ impl<L> Server<L> {
     /// How long shutdown waits for in-flight handlers before aborting them (default 10 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// DAGOR admission control with these settings (on by default with the published
+    /// ones: 1 s or 2,000-request windows, 20 ms queuing threshold, -5 % / +1 %).
+    pub fn admission(mut self, config: DagorConfig) -> Self {
+        self.admission = Some(Arc::new(Admission::new(config)));
+        self
+    }
+
+    /// Turns admission control off: every request is accepted, however long it queues.
+    pub fn without_admission(mut self) -> Self {
+        self.admission = None;
+        self
+    }
+
+    /// The admission controller, to observe its level and shed counts.
+    pub fn admission_controller(&self) -> Option<Arc<Admission>> {
+        self.admission.clone()
+    }
+
+    /// Runs at most `workers` handlers at once (like a worker-thread pool); requests
+    /// beyond that wait in a queue, and that wait is the queuing time DAGOR watches.
+    /// Without a limit every admitted request starts at once and the queuing time is the
+    /// delay between reading a request and starting it.
+    pub fn max_concurrency(mut self, workers: usize) -> Self {
+        self.max_concurrency = Some(workers.max(1));
         self
     }
 
@@ -110,15 +144,17 @@ impl<L> Server<L> {
         S: Service<ServerRequest, Response = Bytes, Error = Status> + Clone + Send + 'static,
         S::Future: Send + 'static,
     {
-        let router = Arc::new(self.router);
-        let svc = self.layer.layer(Routed::new(Arc::clone(&router)));
-        let config = ConnConfig {
+        let shared = Arc::new(ServerShared {
+            router: self.router,
             max_frame_size: self.max_frame_size,
-        };
+            admission: self.admission,
+            workers: self.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
+        });
+        let svc = self.layer.layer(Routed::new(Arc::clone(&shared)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         let local = listener.local_addr()?;
-        tracing::info!(%local, services = ?router.service_names(), "svrkit server listening");
+        tracing::info!(%local, services = ?shared.router.service_names(), "svrkit server listening");
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -129,8 +165,7 @@ impl<L> Server<L> {
                             stream,
                             peer,
                             svc.clone(),
-                            Arc::clone(&router),
-                            config,
+                            Arc::clone(&shared),
                             stop_rx.clone(),
                         ));
                     }

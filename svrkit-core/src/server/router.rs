@@ -6,6 +6,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
 
+use super::connection::ServerShared;
 use super::metrics::MethodMetrics;
 use crate::BoxFuture;
 use crate::method::{MethodDesc, ServiceDesc};
@@ -52,14 +53,15 @@ impl ServerRequest {
 pub(crate) struct Route {
     pub(crate) service: usize,
     pub(crate) desc: &'static MethodDesc,
-    metrics: OnceLock<MethodMetrics>,
+    metrics: OnceLock<Arc<MethodMetrics>>,
 }
 
 impl Route {
     /// The method's metric handles, registered on first use (so a recorder installed after
     /// the server was built is still used).
-    pub(crate) fn metrics(&self) -> &MethodMetrics {
-        self.metrics.get_or_init(|| MethodMetrics::new(self.desc))
+    pub(crate) fn metrics(&self) -> &Arc<MethodMetrics> {
+        self.metrics
+            .get_or_init(|| Arc::new(MethodMetrics::new(self.desc)))
     }
 }
 
@@ -125,12 +127,12 @@ impl Router {
 /// The innermost server `tower::Service`: calls the generated handler. Server layers wrap it.
 #[derive(Debug, Clone)]
 pub struct Routed {
-    router: Arc<Router>,
+    server: Arc<ServerShared>,
 }
 
 impl Routed {
-    pub(crate) fn new(router: Arc<Router>) -> Routed {
-        Routed { router }
+    pub(crate) fn new(server: Arc<ServerShared>) -> Routed {
+        Routed { server }
     }
 }
 
@@ -144,7 +146,7 @@ impl tower_service::Service<ServerRequest> for Routed {
     }
 
     fn call(&mut self, request: ServerRequest) -> Self::Future {
-        match self.router.handlers.get(request.service) {
+        match self.server.router.handlers.get(request.service) {
             Some(handler) => handler.call(request.method, request.body),
             None => Box::pin(std::future::ready(Err(Status::unimplemented(format!(
                 "service {} is not served here",
