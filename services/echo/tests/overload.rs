@@ -174,3 +174,49 @@ async fn a_request_whose_deadline_passes_in_the_worker_queue_is_not_run() {
     assert_eq!(probe.calls(), 2, "the queued request never ran");
     server.shutdown().await;
 }
+
+/// An Echo that refuses everything as overloaded and counts what reaches it.
+#[derive(Clone, Default)]
+struct AlwaysOverloaded {
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl echo::Echo for AlwaysOverloaded {
+    async fn echo(&self, _request: EchoRequest) -> Result<echo::EchoReply, Status> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(Status::overloaded("busy"))
+    }
+
+    async fn relay(&self, _request: EchoRequest) -> Result<echo::RelayReply, Status> {
+        Err(Status::unimplemented("relay"))
+    }
+}
+
+#[tokio::test]
+async fn the_adaptive_throttle_stops_sending_to_a_backend_that_refuses_everything() {
+    use svrkit::overload::AdaptiveThrottleLayer;
+    let backend = AlwaysOverloaded::default();
+    let server = start(Server::builder().add_service(EchoServer::new(backend.clone()))).await;
+    let stack = tower::ServiceBuilder::new()
+        .layer(AdaptiveThrottleLayer::default())
+        .service(Channel::lazy([server.addr]));
+    let client = EchoClient::with_service(stack);
+    let total = 400;
+    let mut local = 0;
+    for _ in 0..total {
+        let err = call(&client, HIGH, 1, 0).await.expect_err("always refused");
+        assert_eq!(err.code(), Code::Overloaded);
+        if err.message().contains("adaptive throttle") {
+            assert!(err.is_not_processed());
+            local += 1;
+        }
+    }
+    let reached = backend.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reached + local, total);
+    // With no accepts, p = requests / (requests + 1): after the first few, nearly all stay local.
+    assert!(
+        reached < 40,
+        "only {reached} of {total} reached the backend"
+    );
+    server.shutdown().await;
+}

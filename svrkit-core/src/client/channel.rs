@@ -25,8 +25,9 @@ use crate::status::{Code, Status};
 /// (WeChat's default RPC timeout).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// How long an instance's admission level, learnt from its responses, is trusted
-/// (one DAGOR window). After that the client sends again and learns the new level.
+/// How long an instance's admission level, learnt from its responses, is used to refuse
+/// requests locally (one DAGOR window), counted from when the level last changed. After
+/// that the client sends everything again until a response tells it the level anew.
 pub const ADMISSION_LEVEL_TTL: Duration = Duration::from_secs(1);
 
 /// Settings of a [`Channel`].
@@ -161,11 +162,14 @@ impl Endpoint {
                 < ADMISSION_LEVEL_TTL.as_millis() as u64
     }
 
-    /// Remembers the level a response carried. The common case — the instance admits
-    /// everything and said so before — costs one load and no clock read.
+    /// Remembers the level a response carried. The TTL runs from when the level last
+    /// changed, not from every response: an instance that keeps saying the same level is
+    /// sent the full demand again once per TTL, so it sees what its callers were refusing
+    /// for it and can relax. The common case — it admits everything and said so before —
+    /// costs one load and no clock read.
     fn learn(&self, business: u32, user: u32, now_ms: impl FnOnce() -> u64) {
         let level = level_from_wire(business, user);
-        if level != ADMIT_ALL || self.level.load(Ordering::Relaxed) != ADMIT_ALL {
+        if level != self.level.load(Ordering::Relaxed) {
             self.level.store(level, Ordering::Relaxed);
             self.level_at_ms.store(now_ms(), Ordering::Relaxed);
         }

@@ -136,6 +136,20 @@ impl Admission {
         admitted
     }
 
+    /// Whether a request admitted earlier still passes the current level (checked again
+    /// when it leaves the worker queue). Counted as shed when it does not.
+    pub fn still_admitted(&self, priority: Priority) -> bool {
+        if priority.index() <= self.level.load(Ordering::Relaxed) {
+            return true;
+        }
+        let b = (priority.business - 1) as usize;
+        self.shed[b].fetch_add(1, Ordering::Relaxed);
+        self.shed_counters[b]
+            .get_or_init(|| super::metrics::shed_counter(priority.business))
+            .increment(1);
+        false
+    }
+
     /// Records how long an admitted request waited before its handler started.
     pub fn started(&self, queued: Duration) {
         self.queue_sum_us

@@ -2,7 +2,7 @@
 //!
 //! Kept a pure function so it can be tested with exact numbers.
 
-use super::priority::ADMIT_ALL;
+use super::priority::{ADMIT_ALL, USER_LEVELS};
 
 /// The next admission level.
 ///
@@ -11,8 +11,10 @@ use super::priority::ADMIT_ALL;
 /// down to the highest one whose cumulative count is at most `(1 - alpha)` times what was
 /// admitted, so the next window admits about `alpha` fewer requests; otherwise it moves up
 /// to the lowest one whose cumulative count reaches `(1 + beta)` times what was admitted
-/// (or to admit-all when even every arrival is fewer). The most important level, 0, is
-/// never shed.
+/// (or to admit-all when even every arrival is fewer). A healthy window in which nothing
+/// below the level arrived moves up one user-priority step only (callers may be refusing
+/// that demand themselves, so its absence proves nothing), and to admit-all when that
+/// step completes a business priority. The most important level, 0, is never shed.
 pub fn next_level(histogram: &[u32], current: u32, overloaded: bool, alpha: f64, beta: f64) -> u32 {
     let current = current.min(ADMIT_ALL) as usize;
     let admitted: u64 = histogram
@@ -36,6 +38,23 @@ pub fn next_level(histogram: &[u32], current: u32, overloaded: bool, alpha: f64,
     } else {
         if current >= ADMIT_ALL as usize {
             return ADMIT_ALL;
+        }
+        let above: u64 = histogram
+            .iter()
+            .skip(current + 1)
+            .map(|c| u64::from(*c))
+            .sum();
+        if above == 0 {
+            // Nothing below the level arrived. Either all demand is admitted, or callers
+            // are refusing it themselves (collaborative shedding) and it is invisible
+            // here: probe one user-priority step up rather than opening the gates, and
+            // admit all once a whole business priority is open.
+            let next = current + 1;
+            return if next as u32 % USER_LEVELS == 0 {
+                ADMIT_ALL
+            } else {
+                next as u32
+            };
         }
         let target = ((admitted as f64 * (1.0 + beta)).ceil() as u64).max(admitted + 1);
         let mut cumulative = admitted;
@@ -90,10 +109,21 @@ mod tests {
         // Admitted 1,000 up to level 10; 1 % more = 1,010 needs level 12 (10 more there).
         let h = histogram(&[(10, 1_000), (11, 5), (12, 5), (13, 500)]);
         assert_eq!(next_level(&h, 10, false, 0.05, 0.01), 12);
-        // No more demand beyond what was admitted: open fully.
-        let h = histogram(&[(10, 1_000)]);
+        // Visible demand below the level is under 1 % of the admitted: open fully.
+        let h = histogram(&[(10, 1_000), (4_000, 5)]);
         assert_eq!(next_level(&h, 10, false, 0.05, 0.01), ADMIT_ALL);
         assert_eq!(next_level(&h, ADMIT_ALL, false, 0.05, 0.01), ADMIT_ALL);
+    }
+
+    #[test]
+    fn with_no_visible_demand_below_the_level_recovery_probes_one_step() {
+        // Callers may be filtering: one user-priority step at a time...
+        let h = histogram(&[(10, 1_000)]);
+        assert_eq!(next_level(&h, 10, false, 0.05, 0.01), 11);
+        // ...until a whole business priority is open, then everything.
+        let top_of_b1 = USER_LEVELS - 2;
+        assert_eq!(next_level(&h, top_of_b1, false, 0.05, 0.01), top_of_b1 + 1);
+        assert_eq!(next_level(&h, top_of_b1 + 1, false, 0.05, 0.01), ADMIT_ALL);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::protocol::{
     self, FRAME_HEAD_LEN, Frame, FrameError, FrameKind, GoAway, GoAwayReason, MAX_HEADER_LEN,
     PREFACE_LEN, RequestHeader, ResponseHeader,
 };
-use crate::status::{Code, Status};
+use crate::status::{BoxError, Code, Status};
 use crate::transport::{Outbox, ReadOutcome, flush, read_some};
 
 /// How long a connection closed for a protocol error keeps reading (and discarding) so
@@ -125,7 +125,8 @@ pub(crate) async fn serve_connection<S>(
     server: Arc<ServerShared>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: Service<ServerRequest, Response = Bytes, Error = Status> + Send + 'static,
+    S: Service<ServerRequest, Response = Bytes> + Send + 'static,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     if let Err(e) = stream.set_nodelay(true) {
@@ -204,7 +205,8 @@ pub(crate) async fn serve_connection<S>(
 
 impl<S> Driver<S>
 where
-    S: Service<ServerRequest, Response = Bytes, Error = Status> + Send + 'static,
+    S: Service<ServerRequest, Response = Bytes> + Send + 'static,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     /// Handles every complete frame in `rbuf`. An error is fatal to the connection and
@@ -309,8 +311,9 @@ where
             0 => user_priority(header.uid),
             stamped => stamped,
         };
+        let priority = Priority::new(business, user);
         if let Some(admission) = &server.admission
-            && !admission.admit(Priority::new(business, user), arrival)
+            && !admission.admit(priority, arrival)
         {
             method_metrics.responded(Code::Overloaded);
             let (b, u) = admission.wire_level();
@@ -325,7 +328,8 @@ where
             .with_user_priority(user);
 
         // Back-pressure from server layers holds here.
-        if let Err(status) = std::future::poll_fn(|cx| self.svc.poll_ready(cx)).await {
+        if let Err(error) = std::future::poll_fn(|cx| self.svc.poll_ready(cx)).await {
+            let status = Status::from_error(error.into());
             method_metrics.responded(status.code());
             self.respond(conn, id, Err(&status));
             return;
@@ -342,22 +346,22 @@ where
             method: desc,
             body: frame.body,
         });
+        let handler = async move { handler.await.map_err(|e| Status::from_error(e.into())) };
         let permit = match &server.workers {
             None => None,
             Some(workers) => match Arc::clone(workers).try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     // Every worker is busy: wait in the queue, in a task.
-                    let waiting = queue_for_worker(
-                        Arc::clone(conn),
-                        Arc::clone(workers),
+                    let queued = Queued {
+                        conn: Arc::clone(conn),
+                        workers: Arc::clone(workers),
                         id,
-                        ctx,
-                        handler,
+                        priority,
                         arrival,
-                        Arc::clone(method_metrics),
-                    );
-                    spawn_tracked(conn, id, waiting);
+                        method_metrics: Arc::clone(method_metrics),
+                    };
+                    spawn_tracked(conn, id, queue_for_worker(queued, ctx, handler));
                     return;
                 }
             },
@@ -417,40 +421,58 @@ fn spawn_tracked(conn: &Arc<ConnShared>, id: u64, task: impl Future<Output = ()>
     running.insert(id, handle.abort_handle());
 }
 
-/// Waits for a worker (at most until the deadline), then runs the handler.
-async fn queue_for_worker<F>(
+/// A request waiting for a worker.
+struct Queued {
     conn: Arc<ConnShared>,
     workers: Arc<Semaphore>,
     id: u64,
-    ctx: Context,
-    handler: F,
+    priority: Priority,
     arrival: Instant,
     method_metrics: Arc<MethodMetrics>,
-) where
+}
+
+/// Waits for a worker (at most until the deadline), then runs the handler — unless the
+/// admission level tightened while it waited: a request that would now be refused is
+/// refused at the head of the queue too, so a backlog admitted before the server noticed
+/// its overload drains at once instead of running late.
+async fn queue_for_worker<F>(q: Queued, ctx: Context, handler: F)
+where
     F: Future<Output = Result<Bytes, Status>> + Send,
 {
     let permit: Option<OwnedSemaphorePermit> = match ctx.deadline() {
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), workers.acquire_owned())
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), q.workers.acquire_owned())
             .await
             .ok()
             .and_then(Result::ok),
-        None => workers.acquire_owned().await.ok(),
+        None => q.workers.acquire_owned().await.ok(),
     };
     let Some(_permit) = permit else {
-        method_metrics.responded(Code::DeadlineExceeded);
+        q.method_metrics.responded(Code::DeadlineExceeded);
         let status = Status::deadline_exceeded("the deadline passed while waiting for a worker");
-        conn.respond(id, Err(&status));
+        q.conn.respond(q.id, Err(&status));
         return;
     };
+    if let Some(admission) = &q.conn.server.admission
+        && !admission.still_admitted(q.priority)
+    {
+        q.method_metrics.responded(Code::Overloaded);
+        let (b, u) = admission.wire_level();
+        let status = Status::overloaded(format!(
+            "shed by admission control while queued: priority ({}, {}) is below the level ({b}, {u})",
+            q.priority.business, q.priority.user
+        ));
+        q.conn.respond(q.id, Err(&status));
+        return;
+    }
     let start = Instant::now();
-    let queued = queued(arrival, start);
-    if let Some(admission) = &conn.server.admission {
+    let queued = queued(q.arrival, start);
+    if let Some(admission) = &q.conn.server.admission {
         admission.started(queued);
     }
-    method_metrics.started(queued);
+    q.method_metrics.started(queued);
     let result = HandlerCall::new(handler, ctx).await;
-    method_metrics.finished(code_of(&result), start.elapsed());
-    conn.respond(id, result.as_ref().map(Bytes::as_ref));
+    q.method_metrics.finished(code_of(&result), start.elapsed());
+    q.conn.respond(q.id, result.as_ref().map(Bytes::as_ref));
 }
 
 /// Writes what is left, half-closes, and discards input for a bounded time, so the peer

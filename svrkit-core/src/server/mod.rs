@@ -36,7 +36,7 @@ pub use router::{Routed, ServerRequest, ServiceHandler};
 
 use crate::overload::{Admission, DagorConfig};
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
-use crate::status::Status;
+use crate::status::BoxError;
 use connection::{ServerShared, serve_connection};
 use router::Router;
 
@@ -141,7 +141,8 @@ impl<L> Server<L> {
     ) -> std::io::Result<()>
     where
         L: Layer<Routed, Service = S>,
-        S: Service<ServerRequest, Response = Bytes, Error = Status> + Clone + Send + 'static,
+        S: Service<ServerRequest, Response = Bytes> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
         S::Future: Send + 'static,
     {
         let shared = Arc::new(ServerShared {

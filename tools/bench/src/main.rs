@@ -3,10 +3,13 @@
 //! - `svrkit-bench rpc`: unary echo through svrkit, tonic (gRPC) and a raw multiplexed
 //!   length-prefixed TCP echo (the floor), each server in its own process, interleaved,
 //!   at several concurrencies. Prints a table, then one JSON line per concurrency.
+//! - `svrkit-bench overload`: DAGOR's experiment, success rate against the optimum for
+//!   none, random, tower and DAGOR shedding.
 //!
 //! Figures are for comparison within one run on one machine; they are never asserted in
 //! tests.
 
+mod overload;
 mod proto;
 mod raw;
 mod rpc;
@@ -26,6 +29,8 @@ struct Cli {
 enum Command {
     /// Unary echo throughput, p99 latency and server CPU per request.
     Rpc(rpc::RpcArgs),
+    /// DAGOR's experiment: success rate under 0.5x..4x overload for k = 1..4 calls per task.
+    Overload(overload::OverloadArgs),
     /// Serve one system's echo server (started by the benchmarks themselves).
     #[command(hide = true)]
     Serve {
@@ -39,11 +44,19 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Logs go to stderr, off unless RUST_LOG asks (for example RUST_LOG=svrkit=debug).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
+        )
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.command {
         Command::Rpc(args) => runtime.block_on(rpc::run(args)),
+        Command::Overload(args) => runtime.block_on(overload::run(args)),
         Command::Serve { system, addr } => runtime.block_on(servers::serve(system, addr)),
     }
 }
