@@ -14,7 +14,19 @@ use svrkit::{CallOptions, Channel, Code, Context, Server, Status};
 const HIGH: u32 = 1;
 const LOW: u32 = 200;
 
-async fn call(client: &EchoClient, business: u32, user: u32, delay_ms: u32) -> Result<(), Status> {
+async fn call<S>(
+    client: &EchoClient<S>,
+    business: u32,
+    user: u32,
+    delay_ms: u32,
+) -> Result<(), Status>
+where
+    S: tower::Service<svrkit::client::RpcRequest, Response = svrkit::client::RpcResponse>
+        + Clone
+        + Send,
+    S::Error: Into<svrkit::BoxError>,
+    S::Future: Send,
+{
     Context::new()
         .with_user_priority(user)
         .scope(
