@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
+use svrkit::admin::{AdminServer, InstanceInfo};
 use svrkit::{Channel, Context, Server};
 use tokio::net::TcpListener;
 
@@ -29,6 +30,9 @@ enum Command {
         /// The name this server reports in replies.
         #[arg(long, default_value = "echo")]
         name: String,
+        /// Address of the admin HTTP endpoint (/metrics, /status, /healthz, /readyz).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        admin: SocketAddr,
     },
     /// Start two servers on loopback, relay a call through both, and print what each saw.
     Demo,
@@ -42,26 +46,49 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Args::parse().command {
-        Command::Serve { listen, next, name } => serve(listen, next, name).await,
+        Command::Serve {
+            listen,
+            next,
+            name,
+            admin,
+        } => serve(listen, next, name, admin).await,
         Command::Demo => demo().await,
     }
 }
 
-async fn serve(listen: SocketAddr, next: Option<SocketAddr>, name: String) -> anyhow::Result<()> {
+async fn serve(
+    listen: SocketAddr,
+    next: Option<SocketAddr>,
+    name: String,
+    admin: SocketAddr,
+) -> anyhow::Result<()> {
+    // The metrics recorder goes first, so every metric handle taken later records.
+    let admin_server = AdminServer::new(InstanceInfo::new("echo"))?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let admin_listener = TcpListener::bind(admin)
+        .await
+        .with_context(|| format!("binding {admin}"))?;
     let mut service = EchoService::new(name);
     if let Some(next) = next {
         service = service.with_next_hop(EchoClient::new(Channel::lazy([next])));
     }
+    let server = Server::builder().add_service(EchoServer::new(service));
+    let admin_server = admin_server.attach(server.stats());
     println!("listening on {}", listener.local_addr()?);
-    Server::builder()
-        .add_service(EchoServer::new(service))
+    println!("admin on http://{}", admin_listener.local_addr()?);
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(admin_server.serve(admin_listener, async {
+        let _ = admin_stopped.await;
+    }));
+    server
         .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    let _ = stop_admin.send(());
+    admin_task.await??;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, Probe, start};
+use common::{PATIENCE, Probe, http_get, start, start_admin};
 use echo::{EchoClient, EchoRequest, EchoServer};
 use svrkit::overload::{DagorConfig, Priority};
 use svrkit::{CallOptions, Channel, Code, Context, Server, Status};

@@ -48,6 +48,19 @@ pub(crate) struct ServerShared {
     pub(crate) max_frame_size: usize,
     pub(crate) admission: Option<Arc<Admission>>,
     pub(crate) workers: Option<Arc<Semaphore>>,
+    pub(crate) connections: std::sync::atomic::AtomicUsize,
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+}
+
+/// Counts a connection for as long as it lives.
+struct Counted<'a>(&'a ServerShared);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl ServerShared {
@@ -132,6 +145,11 @@ pub(crate) async fn serve_connection<S>(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "set_nodelay failed");
     }
+    server
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let counted_server = Arc::clone(&server);
+    let _counted = Counted(&counted_server);
     let conn = Arc::new(ConnShared {
         server,
         outbox: Outbox::default(),

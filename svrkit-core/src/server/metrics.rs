@@ -10,6 +10,7 @@
 //! | `svrkit_server_rejected_total` | counter | reason (requests refused before routing) |
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
@@ -39,6 +40,17 @@ pub(crate) struct MethodMetrics {
     queue: Histogram,
     in_flight: Gauge,
     responses: [OnceLock<Counter>; Code::ALL.len()],
+    /// Plain counters for `/status` (the facade's values cannot be read back).
+    pub(crate) stats: MethodStats,
+}
+
+/// One method's figures as `/status` shows them.
+#[derive(Debug, Default)]
+pub(crate) struct MethodStats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) latency_us_sum: AtomicU64,
+    pub(crate) in_flight: AtomicI64,
 }
 
 impl MethodMetrics {
@@ -51,11 +63,14 @@ impl MethodMetrics {
             queue: metrics::histogram!(QUEUE_DURATION, &labels),
             in_flight: metrics::gauge!(IN_FLIGHT, &labels),
             responses: Default::default(),
+            stats: MethodStats::default(),
         }
     }
 
     /// A request was accepted for this method.
     pub(crate) fn started(&self, queued: Duration) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.increment(1);
         self.queue.record(queued.as_secs_f64());
         self.in_flight.increment(1.0);
@@ -63,6 +78,10 @@ impl MethodMetrics {
 
     /// A handler finished (or was refused) with `code`.
     pub(crate) fn finished(&self, code: Code, took: Duration) {
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.stats
+            .latency_us_sum
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.in_flight.decrement(1.0);
         self.duration.record(took.as_secs_f64());
         self.responded(code);
@@ -70,6 +89,9 @@ impl MethodMetrics {
 
     /// A response with `code` was sent without running the handler.
     pub(crate) fn responded(&self, code: Code) {
+        if code != Code::Ok {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
         let desc = self.desc;
         self.responses[code as usize]
             .get_or_init(|| {

@@ -20,6 +20,7 @@ mod call;
 mod connection;
 pub mod metrics;
 mod router;
+mod stats;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use tower_layer::{Identity, Layer, Stack};
 use tower_service::Service;
 
 pub use router::{Routed, ServerRequest, ServiceHandler};
+pub use stats::{MethodSnapshot, ServerSnapshot, ServerStats};
 
 use crate::overload::{Admission, DagorConfig};
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
@@ -52,6 +54,7 @@ pub struct Server<L = Identity> {
     drain_timeout: Duration,
     admission: Option<Arc<Admission>>,
     max_concurrency: Option<usize>,
+    stats: ServerStats,
 }
 
 impl Server<Identity> {
@@ -64,6 +67,7 @@ impl Server<Identity> {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             admission: Some(Arc::new(Admission::new(DagorConfig::default()))),
             max_concurrency: None,
+            stats: ServerStats::default(),
         }
     }
 }
@@ -84,6 +88,7 @@ impl<L> Server<L> {
             drain_timeout: self.drain_timeout,
             admission: self.admission,
             max_concurrency: self.max_concurrency,
+            stats: self.stats,
         }
     }
 
@@ -127,6 +132,12 @@ impl<L> Server<L> {
         self
     }
 
+    /// A handle to this server's live figures (for the admin endpoint's `/status` and
+    /// `/readyz`); it reads `None` until `serve` starts.
+    pub fn stats(&self) -> ServerStats {
+        self.stats.clone()
+    }
+
     /// The names of the services added so far.
     pub fn service_names(&self) -> Vec<&'static str> {
         self.router.service_names()
@@ -150,7 +161,10 @@ impl<L> Server<L> {
             max_frame_size: self.max_frame_size,
             admission: self.admission,
             workers: self.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            connections: Default::default(),
+            draining: Default::default(),
         });
+        self.stats.attach(Arc::clone(&shared));
         let svc = self.layer.layer(Routed::new(Arc::clone(&shared)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
@@ -180,6 +194,9 @@ impl<L> Server<L> {
             }
         }
         drop(listener);
+        shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(%local, connections = connections.len(), "svrkit server draining");
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(self.drain_timeout, async {

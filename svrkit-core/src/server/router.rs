@@ -118,6 +118,16 @@ impl Router {
         self.routes.contains_key(service)
     }
 
+    /// Every route, for `/status`.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.values().flat_map(HashMap::values)
+    }
+
+    /// The metrics of a route, if it has served anything yet.
+    pub(crate) fn route_metrics(route: &Route) -> Option<&Arc<MethodMetrics>> {
+        route.metrics.get()
+    }
+
     /// The names of the services served.
     pub(crate) fn service_names(&self) -> Vec<&'static str> {
         self.routes.keys().copied().collect()

@@ -197,3 +197,34 @@ pub fn echo_body(payload: &[u8]) -> Vec<u8> {
     }
     .encode_to_vec()
 }
+
+/// A plain HTTP/1.1 GET over loopback: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect admin");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
+        .await
+        .expect("admin answers in time")
+        .expect("read");
+    let text = String::from_utf8(raw).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("header and body");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (code, body.to_string())
+}
+
+/// Serves `admin` on a fresh loopback port until the returned sender is dropped.
+pub async fn start_admin(admin: svrkit::admin::AdminServer) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    let addr = listener.local_addr().expect("admin addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(admin.serve(listener, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}

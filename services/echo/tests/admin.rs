@@ -1,0 +1,90 @@
+//! The admin endpoint of a running server: /healthz, /readyz, /status, /metrics.
+
+mod common;
+
+use common::{http_get, start, start_admin};
+use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
+use svrkit::admin::{AdminServer, InstanceInfo};
+use svrkit::{Channel, Code, Server};
+
+#[tokio::test]
+async fn admin_pages_report_health_readiness_status_and_metrics() {
+    let admin = AdminServer::new(
+        InstanceInfo::new("echo")
+            .instance_id("echo-1")
+            .version_label("gray"),
+    )
+    .expect("recorder");
+    let server = Server::builder().add_service(EchoServer::new(EchoService::new("s")));
+    let admin = admin.attach(server.stats()).config_version(|| Some(7));
+    let (admin_addr, _stop_admin) = start_admin(admin).await;
+    let server = start(server).await;
+
+    assert_eq!(
+        http_get(admin_addr, "/healthz").await,
+        (200, "ok\n".to_string())
+    );
+    assert_eq!(http_get(admin_addr, "/readyz").await.0, 200);
+
+    let client = EchoClient::new(Channel::lazy([server.addr]));
+    for _ in 0..3 {
+        client
+            .echo(EchoRequest {
+                payload: b"x".to_vec().into(),
+                delay_ms: 0,
+            })
+            .await
+            .expect("echo");
+    }
+    let err = client
+        .relay(EchoRequest::default())
+        .await
+        .expect_err("no next hop");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let (code, body) = http_get(admin_addr, "/status").await;
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON status");
+    assert_eq!(status["service"], "echo");
+    assert_eq!(status["instance_id"], "echo-1");
+    assert_eq!(status["version_label"], "gray");
+    assert_eq!(status["config_version"], 7);
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["connections"], 1);
+    assert!(status["uptime_secs"].as_f64().expect("uptime") >= 0.0);
+    let methods = status["servers"][0]["methods"].as_array().expect("methods");
+    let echo = methods
+        .iter()
+        .find(|m| m["method"] == "Echo")
+        .expect("Echo listed");
+    assert_eq!(
+        (echo["requests"].as_u64(), echo["errors"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let relay = methods
+        .iter()
+        .find(|m| m["method"] == "Relay")
+        .expect("Relay listed");
+    assert_eq!(relay["errors"], 1);
+    assert_eq!(status["servers"][0]["admission"]["admits_all"], true);
+
+    let (code, metrics) = http_get(admin_addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(
+            "svrkit_server_requests_total{service=\"svrkit.demo.Echo\",method=\"Echo\"} 3"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("code=\"failed_precondition\""),
+        "{metrics}"
+    );
+
+    server.shutdown().await;
+    assert_eq!(
+        http_get(admin_addr, "/readyz").await.0,
+        503,
+        "a drained server is not ready"
+    );
+}

@@ -1,0 +1,245 @@
+//! The admin HTTP endpoint every svrkit process runs on its own port.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/metrics` | Prometheus text: every metric recorded through the `metrics` facade |
+//! | `/status` | JSON: service, version label, instance id, uptime, config version, connections, in-flight, per-method counts and latencies, DAGOR admission level, queuing time and shed counts |
+//! | `/healthz` | `200 ok` while the process runs |
+//! | `/readyz` | `200 ready` while every attached server serves; `503` before it starts and once it drains |
+//!
+//! ```no_run
+//! # async fn run(server: svrkit::Server, rpc: tokio::net::TcpListener, admin: tokio::net::TcpListener) -> std::io::Result<()> {
+//! let admin_server = svrkit::admin::AdminServer::new(svrkit::admin::InstanceInfo::new("echo"))
+//!     .expect("metrics recorder")
+//!     .attach(server.stats());
+//! tokio::spawn(admin_server.serve(admin, std::future::pending()));
+//! server.serve(rpc, std::future::pending()).await
+//! # }
+//! ```
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::server::{ServerSnapshot, ServerStats};
+
+/// Why the admin endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Another `metrics` recorder is already installed in this process.
+    #[error("installing the Prometheus recorder: {0}")]
+    Recorder(String),
+}
+
+/// Who this process is, as `/status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// The service name.
+    pub service: String,
+    /// `stable` or `gray`.
+    pub version_label: String,
+    /// Unique among the service's instances.
+    pub instance_id: String,
+}
+
+impl InstanceInfo {
+    /// A `stable` instance of `service` with an id made of host-unique parts (pid, time).
+    pub fn new(service: impl Into<String>) -> InstanceInfo {
+        let service = service.into();
+        let instance_id = format!(
+            "{service}-{}-{:x}",
+            std::process::id(),
+            crate::context::new_id() & 0xffff_ffff
+        );
+        InstanceInfo {
+            service,
+            version_label: "stable".to_string(),
+            instance_id,
+        }
+    }
+
+    /// Sets the version label.
+    pub fn version_label(mut self, label: impl Into<String>) -> InstanceInfo {
+        self.version_label = label.into();
+        self
+    }
+
+    /// Sets the instance id.
+    pub fn instance_id(mut self, id: impl Into<String>) -> InstanceInfo {
+        self.instance_id = id.into();
+        self
+    }
+}
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+///
+/// Call it before building servers and channels: metric handles are registered on first
+/// use, and handles taken before a recorder exists record nothing.
+pub fn install_metrics() -> Result<PrometheusHandle, AdminError> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(AdminError::Recorder)
+}
+
+/// The admin endpoint of one process.
+#[derive(Debug, Clone)]
+pub struct AdminServer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Clone)]
+struct Inner {
+    info: InstanceInfo,
+    started: Instant,
+    prometheus: PrometheusHandle,
+    servers: Vec<ServerStats>,
+    config_version: Option<ConfigVersion>,
+}
+
+/// Reads the applied config version when `/status` is asked.
+#[derive(Clone)]
+struct ConfigVersion(Arc<dyn Fn() -> Option<u64> + Send + Sync>);
+
+impl std::fmt::Debug for ConfigVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigVersion")
+    }
+}
+
+impl AdminServer {
+    /// An admin endpoint for this process; installs the Prometheus recorder.
+    pub fn new(info: InstanceInfo) -> Result<AdminServer, AdminError> {
+        Ok(AdminServer {
+            inner: Arc::new(Inner {
+                info,
+                started: Instant::now(),
+                prometheus: install_metrics()?,
+                servers: Vec::new(),
+                config_version: None,
+            }),
+        })
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// Reports this RPC server in `/status` and `/readyz`.
+    pub fn attach(mut self, server: ServerStats) -> AdminServer {
+        self.inner_mut().servers.push(server);
+        self
+    }
+
+    /// Reports the applied config version in `/status`.
+    pub fn config_version(
+        mut self,
+        version: impl Fn() -> Option<u64> + Send + Sync + 'static,
+    ) -> AdminServer {
+        self.inner_mut().config_version = Some(ConfigVersion(Arc::new(version)));
+        self
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> Value {
+        let inner = &self.inner;
+        let snapshots: Vec<ServerSnapshot> = inner
+            .servers
+            .iter()
+            .filter_map(ServerStats::snapshot)
+            .collect();
+        json!({
+            "service": inner.info.service,
+            "version_label": inner.info.version_label,
+            "instance_id": inner.info.instance_id,
+            "uptime_secs": inner.started.elapsed().as_secs_f64(),
+            "config_version": inner.config_version.as_ref().and_then(|f| (f.0)()),
+            "ready": self.is_ready(),
+            "connections": snapshots.iter().map(|s| s.connections).sum::<usize>(),
+            "in_flight": snapshots.iter().map(|s| s.in_flight).sum::<i64>(),
+            "servers": snapshots.iter().map(server_json).collect::<Vec<_>>(),
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.servers.iter().all(ServerStats::is_ready)
+    }
+
+    /// Serves the endpoint on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/status", get(status))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(self);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+fn server_json(s: &ServerSnapshot) -> Value {
+    json!({
+        "services": s.services,
+        "connections": s.connections,
+        "in_flight": s.in_flight,
+        "draining": s.draining,
+        "methods": s.methods.iter().map(|m| json!({
+            "service": m.service,
+            "method": m.method,
+            "requests": m.requests,
+            "errors": m.errors,
+            "in_flight": m.in_flight,
+            "mean_latency_ms": m.mean_latency_ms,
+        })).collect::<Vec<_>>(),
+        "admission": s.admission.as_ref().map(|a| json!({
+            "level": a.level.map(|p| json!({"business": p.business, "user": p.user})),
+            "admits_all": a.level.is_none(),
+            "queue_mean_ms": a.last_window_queue_mean.as_secs_f64() * 1e3,
+            "overloaded": a.last_window_overloaded,
+            "windows": a.windows,
+            "shed_by_business_priority": a.shed_by_business_priority.iter()
+                .map(|(b, n)| json!({"business_priority": b, "shed": n}))
+                .collect::<Vec<_>>(),
+        })),
+    })
+}
+
+async fn metrics(State(admin): State<AdminServer>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        admin.inner.prometheus.render(),
+    )
+        .into_response()
+}
+
+async fn status(State(admin): State<AdminServer>) -> Response {
+    axum::Json(admin.status()).into_response()
+}
+
+async fn readyz(State(admin): State<AdminServer>) -> Response {
+    if admin.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}

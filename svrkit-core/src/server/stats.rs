@@ -1,0 +1,98 @@
+//! A read-only view of a running server, for operators (`/status`, `/readyz`).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use super::connection::ServerShared;
+use super::router::Router;
+use crate::overload::AdmissionSnapshot;
+
+/// A handle to a server's live figures; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct ServerStats {
+    shared: Arc<OnceLock<Arc<ServerShared>>>,
+}
+
+/// One method's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodSnapshot {
+    /// Fully qualified service name.
+    pub service: &'static str,
+    /// Method name.
+    pub method: &'static str,
+    /// Requests whose handler started.
+    pub requests: u64,
+    /// Responses with a code other than ok (including refusals before the handler).
+    pub errors: u64,
+    /// Handlers running now.
+    pub in_flight: i64,
+    /// Mean handler time, in milliseconds.
+    pub mean_latency_ms: f64,
+}
+
+/// A server's figures at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSnapshot {
+    /// The services served.
+    pub services: Vec<&'static str>,
+    /// Open client connections.
+    pub connections: usize,
+    /// Handlers running now, over all methods.
+    pub in_flight: i64,
+    /// True once shutdown began.
+    pub draining: bool,
+    /// Per-method figures, for methods that have been called.
+    pub methods: Vec<MethodSnapshot>,
+    /// DAGOR's state, when admission control is on.
+    pub admission: Option<AdmissionSnapshot>,
+}
+
+impl ServerStats {
+    pub(crate) fn attach(&self, shared: Arc<ServerShared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The figures now, or `None` before the server started serving.
+    pub fn snapshot(&self) -> Option<ServerSnapshot> {
+        let shared = self.shared.get()?;
+        let mut methods: Vec<MethodSnapshot> = shared
+            .router
+            .routes()
+            .filter_map(|route| {
+                let m = Router::route_metrics(route)?;
+                let requests = m.stats.requests.load(Ordering::Relaxed);
+                let latency = m.stats.latency_us_sum.load(Ordering::Relaxed);
+                Some(MethodSnapshot {
+                    service: route.desc.service,
+                    method: route.desc.method,
+                    requests,
+                    errors: m.stats.errors.load(Ordering::Relaxed),
+                    in_flight: m.stats.in_flight.load(Ordering::Relaxed),
+                    mean_latency_ms: if requests == 0 {
+                        0.0
+                    } else {
+                        latency as f64 / requests as f64 / 1000.0
+                    },
+                })
+            })
+            .collect();
+        methods.sort_by(|a, b| (a.service, a.method).cmp(&(b.service, b.method)));
+        let mut services = shared.router.service_names();
+        services.sort_unstable();
+        Some(ServerSnapshot {
+            services,
+            connections: shared.connections.load(Ordering::Relaxed),
+            in_flight: methods.iter().map(|m| m.in_flight).sum(),
+            draining: shared.draining.load(Ordering::Relaxed),
+            methods,
+            admission: shared.admission.as_ref().map(|a| a.snapshot()),
+        })
+    }
+
+    /// True while the server serves and is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.shared
+            .get()
+            .is_some_and(|s| !s.draining.load(Ordering::Relaxed))
+    }
+}
