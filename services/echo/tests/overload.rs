@@ -59,6 +59,10 @@ async fn an_overloaded_server_sheds_low_priorities_and_keeps_serving_high_ones()
     let admission = server
         .admission_controller()
         .expect("admission is on by default");
+    let admin = svrkit::admin::AdminServer::new(svrkit::admin::InstanceInfo::new("m"))
+        .expect("recorder")
+        .attach(server.stats());
+    let (admin_addr, _stop_admin) = start_admin(admin).await;
     let server = start(server).await;
     let client = EchoClient::new(Channel::lazy([server.addr]));
 
@@ -152,6 +156,32 @@ async fn an_overloaded_server_sheds_low_priorities_and_keeps_serving_high_ones()
     call(&fresh, HIGH, 3, 0)
         .await
         .expect("high priority passes the local check");
+
+    // Operators see it: level, queuing time and shed counts by priority.
+    let (_, body) = http_get(admin_addr, "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let adm = &status["servers"][0]["admission"];
+    assert_eq!(
+        adm["level"],
+        serde_json::json!({"business": LOW, "user": 10})
+    );
+    assert_eq!(adm["overloaded"], true);
+    assert!(adm["queue_mean_ms"].as_f64().expect("queue mean") > 20.0);
+    assert_eq!(
+        adm["shed_by_business_priority"][0]["business_priority"],
+        LOW
+    );
+    assert_eq!(adm["shed_by_business_priority"][0]["shed"], 1);
+    let (_, metrics) = http_get(admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("svrkit_dagor_shed_total{business_priority=\"200\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("svrkit_dagor_level_business 200"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("svrkit_dagor_overloaded 1"), "{metrics}");
     server.shutdown().await;
 }
 
