@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -25,10 +26,25 @@ use crate::transport::{ReadOutcome, flush, read_some};
 /// The reply slot of one call.
 type Reply = oneshot::Sender<Result<Frame, Status>>;
 
+/// A call waiting for its response.
+#[derive(Debug)]
+struct Pending {
+    reply: Reply,
+    deadline: Option<Instant>,
+}
+
+/// How often the driver looks for calls past their deadline while any are pending.
+/// Deadlines are enforced by the connection, not by a timer per call: one periodic
+/// check replaces a timer-wheel insert and removal on every call, at the same 1 ms
+/// granularity tokio's timers have.
+const DEADLINE_SWEEP: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A client connection shared by every caller using it.
 #[derive(Debug)]
 pub(crate) struct Connection {
     shared: Mutex<Shared>,
+    /// Mirrors `state == Open`, so choosing a connection takes no lock.
+    open: AtomicBool,
     notify: Notify,
     max_frame_size: usize,
     peer: SocketAddr,
@@ -38,7 +54,7 @@ pub(crate) struct Connection {
 struct Shared {
     out: BytesMut,
     next_id: u64,
-    pending: HashMap<u64, Reply, BuildHasherDefault<IdHasher>>,
+    pending: HashMap<u64, Pending, BuildHasherDefault<IdHasher>>,
     state: State,
 }
 
@@ -70,6 +86,7 @@ impl Connection {
                 pending: HashMap::default(),
                 state: State::Open,
             }),
+            open: AtomicBool::new(true),
             notify: Notify::new(),
             max_frame_size,
             peer,
@@ -85,7 +102,13 @@ impl Connection {
 
     /// True while new calls may start on this connection.
     pub(crate) fn is_open(&self) -> bool {
-        self.lock().state == State::Open
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Moves the connection's state (keeping the lock-free `open` flag in step).
+    fn set_state(&self, shared: &mut Shared, state: State) {
+        self.open.store(state == State::Open, Ordering::Release);
+        shared.state = state;
     }
 
     /// Calls in flight on this connection.
@@ -96,7 +119,9 @@ impl Connection {
     /// Stops the connection: pending calls fail and the driver exits.
     pub(crate) fn close(&self) {
         self.fail_pending(|_| true, || Status::unavailable("channel closed"));
-        self.lock().state = State::Closed;
+        let mut shared = self.lock();
+        self.set_state(&mut shared, State::Closed);
+        drop(shared);
         self.notify.notify_one();
     }
 
@@ -142,7 +167,13 @@ impl Connection {
             );
             header.encode(&mut shared.out);
             shared.out.put_slice(body);
-            shared.pending.insert(id, tx);
+            shared.pending.insert(
+                id,
+                Pending {
+                    reply: tx,
+                    deadline,
+                },
+            );
             id
         };
         self.notify.notify_one();
@@ -152,18 +183,8 @@ impl Connection {
             id,
             armed: true,
         };
-        let reply = match deadline {
-            None => rx.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), rx).await {
-                Ok(reply) => reply,
-                Err(_) => {
-                    return Err(Status::deadline_exceeded(format!(
-                        "no response from {} before the deadline",
-                        self.peer
-                    )));
-                }
-            },
-        };
+        // The driver answers with the response, or with deadline_exceeded (DEADLINE_SWEEP).
+        let reply = rx.await;
         guard.armed = false;
         reply.unwrap_or_else(|_| {
             Err(Status::unavailable(format!(
@@ -173,9 +194,32 @@ impl Connection {
         })
     }
 
+    /// Fails every pending call past its deadline and tells the server to stop them.
+    fn expire(&self, now: Instant, out: &mut BytesMut) {
+        let expired: Vec<(u64, Pending)> = {
+            let mut shared = self.lock();
+            let ids: Vec<u64> = shared
+                .pending
+                .iter()
+                .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| shared.pending.remove(&id).map(|p| (id, p)))
+                .collect()
+        };
+        for (id, pending) in expired {
+            protocol::encode_frame_head(out, FrameKind::Cancel, id, 0, 0);
+            let _ = pending.reply.send(Err(Status::deadline_exceeded(format!(
+                "no response from {} before the deadline",
+                self.peer
+            ))));
+        }
+    }
+
     /// Fails (and forgets) every pending call whose id matches.
     fn fail_pending(&self, matches: impl Fn(u64) -> bool, status: impl Fn() -> Status) {
-        let failed: Vec<Reply> = {
+        let failed: Vec<Pending> = {
             let mut shared = self.lock();
             let ids: Vec<u64> = shared
                 .pending
@@ -187,8 +231,8 @@ impl Connection {
                 .filter_map(|id| shared.pending.remove(id))
                 .collect()
         };
-        for reply in failed {
-            let _ = reply.send(Err(status()));
+        for pending in failed {
+            let _ = pending.reply.send(Err(status()));
         }
     }
 
@@ -223,9 +267,13 @@ impl Drop for CancelOnDrop<'_> {
 async fn drive(conn: Arc<Connection>, stream: TcpStream) {
     let mut rbuf = BytesMut::new();
     let mut out = BytesMut::new();
+    let mut sweep = tokio::time::interval(DEADLINE_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reason = loop {
+        let any_pending;
         {
             let mut shared = conn.lock();
+            any_pending = !shared.pending.is_empty();
             if out.is_empty() {
                 std::mem::swap(&mut shared.out, &mut out);
             }
@@ -259,6 +307,9 @@ async fn drive(conn: Arc<Connection>, stream: TcpStream) {
                 }
             }
             _ = conn.notify.notified(), if out.is_empty() => {}
+            _ = sweep.tick(), if any_pending => {
+                conn.expire(Instant::now(), &mut out);
+            }
             ready = stream.writable(), if !out.is_empty() => {
                 if let Err(e) = ready {
                     break format!("write failed: {e}");
@@ -267,7 +318,10 @@ async fn drive(conn: Arc<Connection>, stream: TcpStream) {
         }
     };
     tracing::debug!(peer = %conn.peer, %reason, "svrkit client connection ended");
-    conn.lock().state = State::Closed;
+    {
+        let mut shared = conn.lock();
+        conn.set_state(&mut shared, State::Closed);
+    }
     conn.fail_pending(
         |_| true,
         || Status::unavailable(format!("connection to {} lost: {reason}", conn.peer)),
@@ -284,9 +338,9 @@ fn handle_frames(conn: &Connection, rbuf: &mut BytesMut, out: &mut BytesMut) -> 
         };
         match frame.kind {
             FrameKind::Response => {
-                let reply = conn.lock().pending.remove(&frame.id);
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(frame));
+                let pending = conn.lock().pending.remove(&frame.id);
+                if let Some(pending) = pending {
+                    let _ = pending.reply.send(Ok(frame));
                 }
             }
             FrameKind::Ping => {
@@ -307,7 +361,7 @@ fn handle_frames(conn: &Connection, rbuf: &mut BytesMut, out: &mut BytesMut) -> 
                 {
                     let mut shared = conn.lock();
                     if shared.state == State::Open {
-                        shared.state = State::Draining { last_id };
+                        conn.set_state(&mut shared, State::Draining { last_id });
                     }
                 }
                 conn.fail_pending(
