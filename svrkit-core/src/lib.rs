@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod balance;
 pub mod client;
 #[doc(hidden)]
 pub mod codegen;

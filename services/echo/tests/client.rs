@@ -59,7 +59,11 @@ async fn calls_spread_over_addresses_and_skip_a_dead_one() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         l.local_addr().expect("addr")
     };
-    let client = EchoClient::new(Channel::lazy([a.addr, dead, b.addr]));
+    let client = EchoClient::new(
+        Channel::builder()
+            .balance(svrkit::balance::Balance::RoundRobin)
+            .lazy([a.addr, dead, b.addr]),
+    );
     let mut seen = std::collections::HashMap::new();
     for _ in 0..30 {
         let reply = client

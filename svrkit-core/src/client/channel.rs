@@ -1,34 +1,59 @@
-//! `Channel`: the client side of svrkit, to one address or a set of them.
+//! `Channel`: the client side of svrkit, to one instance or a changing set of them.
 //!
-//! A channel keeps a small pool of multiplexed connections per address, opens them on
-//! first use, and reopens them after a failure with exponential back-off (while an address
-//! is backing off, calls go to the others, or fail fast with `unavailable` when none is
-//! left). It implements `tower::Service<RpcRequest>`, so any tower layer composes with it.
-//! Cloning is cheap: clones share the pool.
+//! A channel keeps a small pool of multiplexed connections per instance, opened on first
+//! use and reopened after a failure with exponential back-off. For each call it picks an
+//! instance with the configured [`Balance`] — preferring the caller's version label (gray
+//! users go to gray instances), skipping ejected instances and instances whose admission
+//! level would shed the call — and, when a call fails in a way that is safe to repeat,
+//! retries it on a *different* instance, within a retry budget. It implements
+//! `tower::Service<RpcRequest>`, so any tower layer composes with it. Clones share
+//! everything.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::pin::pin;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-use super::connection::Connection;
-use super::{RpcRequest, RpcResponse};
+use super::endpoint::{ConnectFailed, ConnectSettings, Endpoint};
+use super::pick::{EndpointSet, NoPick, Want, pick};
+use super::retry::{DEFAULT_RETRY_RATIO, DEFAULT_RETRY_RESERVE, RetryBudget};
+use super::{RpcRequest, RpcResponse, metrics};
+use crate::balance::Balance;
 use crate::context::{Context, new_id};
-use crate::overload::{
-    ADMIT_ALL, DEFAULT_BUSINESS_PRIORITY, Priority, level_from_wire, user_priority,
-};
+use crate::method::MethodDesc;
+use crate::overload::{DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, RequestHeader, ResponseHeader};
 use crate::status::{Code, Status};
 
 /// The timeout of a call when neither the context, the call nor the IDL sets one
 /// (WeChat's default RPC timeout).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Attempts per call at most, the first included (Google SRE).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
-/// How long an instance's admission level, learnt from its responses, is used to refuse
-/// requests locally (one DAGOR window), counted from when the level last changed. After
-/// that the client sends everything again until a response tells it the level anew.
-pub const ADMISSION_LEVEL_TTL: Duration = Duration::from_secs(1);
+/// An instance a channel may send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its name on the hash ring: the instance id (the address when there is none).
+    pub name: String,
+    /// `stable` or `gray`.
+    pub label: String,
+}
+
+impl Target {
+    /// A stable instance named by its address.
+    pub fn stable(addr: SocketAddr) -> Target {
+        Target {
+            addr,
+            name: addr.to_string(),
+            label: "stable".to_string(),
+        }
+    }
+}
 
 /// Settings of a [`Channel`].
 #[derive(Debug, Clone)]
@@ -40,6 +65,10 @@ pub struct ChannelBuilder {
     backoff_base: Duration,
     backoff_max: Duration,
     caller: &'static str,
+    balance: Balance,
+    max_attempts: u32,
+    retry_ratio: f64,
+    backup_delay: Option<Duration>,
 }
 
 impl Default for ChannelBuilder {
@@ -52,6 +81,10 @@ impl Default for ChannelBuilder {
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             caller: "",
+            balance: Balance::default(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_ratio: DEFAULT_RETRY_RATIO,
+            backup_delay: None,
         }
     }
 }
@@ -75,14 +108,14 @@ impl ChannelBuilder {
         self
     }
 
-    /// Connections kept to each address (default 1; each one multiplexes any number of
+    /// Connections kept to each instance (default 1; each one multiplexes any number of
     /// calls, more spread the work over more server threads).
     pub fn connections_per_address(mut self, n: usize) -> Self {
         self.connections_per_address = n.max(1);
         self
     }
 
-    /// First and longest pause before reconnecting to a failed address (50 ms, 5 s).
+    /// First and longest pause before reconnecting to a failed instance (50 ms, 5 s).
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
         self.backoff_base = base;
         self.backoff_max = max.max(base);
@@ -95,39 +128,78 @@ impl ChannelBuilder {
         self
     }
 
-    /// A channel to `addrs` that connects on first use.
+    /// How to pick an instance (default power of two choices).
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// Attempts per call at most, the first included (default 3; 1 turns retries off).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Retries allowed per call made, over time (default 0.1: under 10 % extra load).
+    pub fn retry_ratio(mut self, ratio: f64) -> Self {
+        self.retry_ratio = ratio.max(0.0);
+        self
+    }
+
+    /// For idempotent methods, send a backup request to another instance when the first
+    /// has not answered after `delay`, and take whichever answers first; backups are
+    /// capped at 10 % extra load. Off by default.
+    pub fn backup_requests(mut self, delay: Duration) -> Self {
+        self.backup_delay = Some(delay);
+        self
+    }
+
+    /// A channel to fixed addresses that connects on first use.
     pub fn lazy(self, addrs: impl IntoIterator<Item = SocketAddr>) -> Channel {
-        let slots = self.connections_per_address;
-        let endpoints = addrs
-            .into_iter()
-            .map(|addr| Endpoint {
-                addr,
-                slots: (0..slots).map(|_| Slot::default()).collect(),
-                next_slot: AtomicUsize::new(0),
-                level: AtomicU32::new(ADMIT_ALL),
-                level_at_ms: AtomicU64::new(0),
-            })
-            .collect();
-        Channel {
+        self.targets(addrs.into_iter().map(Target::stable))
+    }
+
+    /// A channel to the given instances that connects on first use; replace them later
+    /// with [`Channel::set_targets`] (discovery does).
+    pub fn targets(self, targets: impl IntoIterator<Item = Target>) -> Channel {
+        let settings = ConnectSettings {
+            connect_timeout: self.connect_timeout,
+            max_frame_size: self.max_frame_size,
+            backoff_base: self.backoff_base,
+            backoff_max: self.backoff_max,
+        };
+        let channel = Channel {
             inner: Arc::new(ChannelInner {
                 epoch: Instant::now(),
-                endpoints,
-                next: AtomicUsize::new(0),
+                set: RwLock::new(Arc::new(EndpointSet::default())),
+                rr: AtomicUsize::new(0),
+                budget: RetryBudget::new(self.retry_ratio, DEFAULT_RETRY_RESERVE),
+                backup_budget: RetryBudget::new(0.1, 10),
+                settings,
                 config: self,
+                tasks: std::sync::Mutex::new(Vec::new()),
             }),
-        }
+        };
+        channel.set_targets(targets);
+        channel
     }
 
     /// A channel to `addr`, connected before this returns.
     pub async fn connect(self, addr: SocketAddr) -> Result<Channel, Status> {
         let channel = self.lazy([addr]);
-        let deadline = Instant::now() + channel.inner.config.connect_timeout;
-        channel.inner.connection(deadline, 0).await?;
+        let set = channel.inner.snapshot();
+        let deadline = Instant::now() + channel.inner.settings.connect_timeout;
+        for endpoint in &set.endpoints {
+            endpoint
+                .connection(&channel.inner.settings, deadline)
+                .await
+                .map_err(|ConnectFailed(e)| Status::unavailable(e).with_not_processed())?;
+        }
         Ok(channel)
     }
 }
 
-/// A client channel to one or more server addresses.
+/// A client channel to one or more instances of a service.
 #[derive(Debug, Clone)]
 pub struct Channel {
     inner: Arc<ChannelInner>,
@@ -136,77 +208,25 @@ pub struct Channel {
 #[derive(Debug)]
 struct ChannelInner {
     epoch: Instant,
-    endpoints: Vec<Endpoint>,
-    next: AtomicUsize,
+    set: RwLock<Arc<EndpointSet>>,
+    rr: AtomicUsize,
+    budget: RetryBudget,
+    backup_budget: RetryBudget,
+    settings: ConnectSettings,
     config: ChannelBuilder,
+    /// Background tasks feeding this channel (discovery watches); stopped with it.
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
-#[derive(Debug)]
-struct Endpoint {
-    addr: SocketAddr,
-    slots: Vec<Slot>,
-    next_slot: AtomicUsize,
-    /// The instance's admission level from its latest response (collaborative shedding).
-    level: AtomicU32,
-    /// When `level` was learnt, in ms since the channel's epoch.
-    level_at_ms: AtomicU64,
-}
-
-impl Endpoint {
-    /// True when the instance's recent level says it would shed `priority`.
-    fn would_shed(&self, priority: u32, now_ms: impl FnOnce() -> u64) -> bool {
-        let level = self.level.load(Ordering::Relaxed);
-        level != ADMIT_ALL
-            && priority > level
-            && now_ms().saturating_sub(self.level_at_ms.load(Ordering::Relaxed))
-                < ADMISSION_LEVEL_TTL.as_millis() as u64
-    }
-
-    /// Remembers the level a response carried. The TTL runs from when the level last
-    /// changed, not from every response: an instance that keeps saying the same level is
-    /// sent the full demand again once per TTL, so it sees what its callers were refusing
-    /// for it and can relax. The common case — it admits everything and said so before —
-    /// costs one load and no clock read.
-    fn learn(&self, business: u32, user: u32, now_ms: impl FnOnce() -> u64) {
-        let level = level_from_wire(business, user);
-        if level != self.level.load(Ordering::Relaxed) {
-            self.level.store(level, Ordering::Relaxed);
-            self.level_at_ms.store(now_ms(), Ordering::Relaxed);
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Slot {
-    state: Mutex<SlotState>,
-    /// Held while connecting, so concurrent callers share one attempt.
-    connecting: tokio::sync::Mutex<()>,
-}
-
-#[derive(Debug, Default)]
-struct SlotState {
-    conn: Option<Arc<Connection>>,
-    failures: u32,
-    retry_at: Option<Instant>,
-    last_error: String,
-}
-
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The open connection, if there is one.
-    fn open(&self) -> Option<Arc<Connection>> {
-        self.lock().conn.as_ref().filter(|c| c.is_open()).cloned()
-    }
-
-    /// When the slot may next try to connect (`None`: now).
-    fn backing_off(&self, now: Instant) -> Option<String> {
-        let state = self.lock();
-        match state.retry_at {
-            Some(at) if at > now => Some(state.last_error.clone()),
-            _ => None,
+impl Drop for ChannelInner {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
         }
     }
 }
@@ -227,19 +247,67 @@ impl Channel {
         ChannelBuilder::default().connect(addr).await
     }
 
-    /// The addresses this channel sends to.
+    /// Replaces the instances this channel sends to. Instances that stay keep their
+    /// connections and statistics; calls in flight to removed ones finish undisturbed.
+    pub fn set_targets(&self, targets: impl IntoIterator<Item = Target>) {
+        let old = self.inner.snapshot();
+        let endpoints = targets
+            .into_iter()
+            .map(|t| {
+                old.endpoints
+                    .iter()
+                    .find(|e| e.addr == t.addr && e.name == t.name && e.label == t.label)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(Endpoint::new(
+                            t.addr,
+                            t.name,
+                            t.label,
+                            self.inner.config.connections_per_address,
+                        ))
+                    })
+            })
+            .collect();
+        *self
+            .inner
+            .set
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(EndpointSet::new(endpoints));
+    }
+
+    /// Ties a background task (a discovery watch) to this channel's lifetime.
+    pub fn own_task(&self, task: tokio::task::AbortHandle) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+    }
+
+    /// A handle that does not keep the channel alive (for the tasks that feed it).
+    pub fn downgrade(&self) -> WeakChannel {
+        WeakChannel {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// The addresses this channel sends to now.
     pub fn addresses(&self) -> Vec<SocketAddr> {
-        self.inner.endpoints.iter().map(|e| e.addr).collect()
+        self.inner
+            .snapshot()
+            .endpoints
+            .iter()
+            .map(|e| e.addr)
+            .collect()
     }
 
     /// Calls in flight on this channel's connections.
     pub fn in_flight(&self) -> usize {
         self.inner
+            .snapshot()
             .endpoints
             .iter()
-            .flat_map(|e| &e.slots)
-            .filter_map(Slot::open)
-            .map(|c| c.in_flight())
+            .map(|e| e.connection_in_flight())
             .sum()
     }
 
@@ -252,7 +320,39 @@ impl Channel {
     }
 }
 
+/// A [`Channel`] that does not keep it alive.
+#[derive(Debug, Clone)]
+pub struct WeakChannel {
+    inner: std::sync::Weak<ChannelInner>,
+}
+
+impl WeakChannel {
+    /// The channel, if it still exists.
+    pub fn upgrade(&self) -> Option<Channel> {
+        self.inner.upgrade().map(|inner| Channel { inner })
+    }
+}
+
+/// Why a failed call may be repeated, if it may.
+fn retry_reason(status: &Status, method: &MethodDesc) -> Option<&'static str> {
+    if status.is_not_processed() {
+        Some("not_processed")
+    } else if method.idempotent && status.code() == Code::Unavailable {
+        Some("idempotent")
+    } else {
+        None
+    }
+}
+
 impl ChannelInner {
+    fn snapshot(&self) -> Arc<EndpointSet> {
+        Arc::clone(&self.set.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     async fn call(&self, request: RpcRequest) -> Result<RpcResponse, Status> {
         let ctx = Context::current();
         let opts = &request.options;
@@ -294,7 +394,7 @@ impl ChannelInner {
             0 => user_priority(uid),
             inherited => inherited,
         };
-        let header = RequestHeader {
+        let mut header = RequestHeader {
             service: method.service,
             method: method.method,
             timeout_us: u64::try_from((deadline - now).as_micros())
@@ -313,145 +413,242 @@ impl ChannelInner {
             gray_tag: ctx.gray_tag().unwrap_or(""),
             attempt: opts.attempt.max(1),
         };
+        let set = self.snapshot();
+        if set.endpoints.is_empty() {
+            return Err(
+                Status::unavailable(format!("no instances of {}", method.service))
+                    .with_not_processed(),
+            );
+        }
+        self.budget.deposit();
+        let hedge = self.config.backup_delay.filter(|_| method.idempotent);
+        if hedge.is_some() {
+            self.backup_budget.deposit();
+        }
         let priority = Priority::new(business, user).index();
-        let (endpoint, conn) = self.connection(deadline, priority).await?;
-        let frame = conn.call(&header, &request.body, Some(deadline)).await?;
-        let response = ResponseHeader::decode(&frame.header).map_err(|e| {
-            Status::internal(format!("bad response header from {}: {e}", conn.peer()))
+        let mut tried: Vec<usize> = Vec::with_capacity(self.config.max_attempts as usize);
+        let mut last_error: Option<Status> = None;
+        loop {
+            let want = Want {
+                balance: self.config.balance,
+                routing_key: opts.routing_key,
+                gray: ctx.gray_tag().is_some(),
+                priority,
+                now_ms: self.now_ms(),
+                tried: &tried,
+            };
+            let index = match pick(&set, want, &self.rr) {
+                Ok(index) => index,
+                Err(NoPick::AllShedding) if tried.is_empty() => {
+                    crate::overload::metrics::local_shed("collaborative");
+                    let p = Priority::from_index(priority);
+                    return Err(Status::overloaded(format!(
+                        "every instance is shedding priority ({}, {}); refused without sending",
+                        p.business, p.user
+                    ))
+                    .with_not_processed());
+                }
+                Err(_) => {
+                    return Err(last_error.unwrap_or_else(|| {
+                        Status::unavailable(format!(
+                            "no instance of {} left to try",
+                            method.service
+                        ))
+                        .with_not_processed()
+                    }));
+                }
+            };
+            let result = match hedge {
+                Some(delay) if tried.is_empty() => {
+                    let want = Want { tried: &[], ..want };
+                    let (result, backup) = self
+                        .attempt_with_backup(&set, index, &header, &request, deadline, delay, want)
+                        .await;
+                    tried.extend(backup);
+                    result
+                }
+                _ => {
+                    self.attempt(&set.endpoints[index], &header, &request.body, deadline)
+                        .await
+                }
+            };
+            tried.push(index);
+            let Failed { status, sent } = match result {
+                Ok(response) => return Ok(response),
+                Err(failed) => failed,
+            };
+            let Some(reason) = retry_reason(&status, method) else {
+                return Err(status);
+            };
+            if tried.len() >= self.config.max_attempts as usize || Instant::now() >= deadline {
+                return Err(status);
+            }
+            // A request that never left costs the backend nothing: retrying it is free.
+            if sent && !self.budget.withdraw() {
+                metrics::budget_exhausted();
+                return Err(status);
+            }
+            metrics::retried(reason);
+            header.attempt += 1;
+            header.timeout_us = u64::try_from(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_micros(),
+            )
+            .unwrap_or(u64::MAX)
+            .max(1);
+            last_error = Some(status);
+        }
+    }
+
+    /// The first attempt, with a backup to another instance if it is slow. Returns the
+    /// outcome and the backup's instance, if one was sent.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_with_backup(
+        &self,
+        set: &EndpointSet,
+        first: usize,
+        header: &RequestHeader<'_>,
+        request: &RpcRequest,
+        deadline: Instant,
+        delay: Duration,
+        want: Want<'_>,
+    ) -> (Result<RpcResponse, Failed>, Option<usize>) {
+        let mut primary =
+            pin!(self.attempt(&set.endpoints[first], header, &request.body, deadline));
+        tokio::select! {
+            result = &mut primary => return (result, None),
+            () = tokio::time::sleep(delay) => {}
+        }
+        let tried_now = [first];
+        let second = match pick(
+            set,
+            Want {
+                tried: &tried_now,
+                ..want
+            },
+            &self.rr,
+        ) {
+            Ok(second) if self.backup_budget.withdraw() => second,
+            _ => return (primary.await, None),
+        };
+        metrics::backup_sent();
+        let backup_header = RequestHeader {
+            attempt: header.attempt + 1,
+            ..*header
+        };
+        let mut backup = pin!(self.attempt(
+            &set.endpoints[second],
+            &backup_header,
+            &request.body,
+            deadline
+        ));
+        // Whichever succeeds first wins; if one fails, wait for the other.
+        let result = tokio::select! {
+            result = &mut primary => match result {
+                Ok(response) => Ok(response),
+                Err(_) => backup.await,
+            },
+            result = &mut backup => match result {
+                Ok(response) => Ok(response),
+                Err(_) => primary.await,
+            },
+        };
+        (result, Some(second))
+    }
+
+    /// One attempt on one instance, with its load, health and level bookkeeping.
+    async fn attempt(
+        &self,
+        endpoint: &Endpoint,
+        header: &RequestHeader<'_>,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<RpcResponse, Failed> {
+        let conn = match endpoint.connection(&self.settings, deadline).await {
+            Ok(conn) => conn,
+            Err(ConnectFailed(error)) => {
+                endpoint.failed(true, self.now_ms());
+                return Err(Failed {
+                    status: Status::unavailable(error).with_not_processed(),
+                    sent: false,
+                });
+            }
+        };
+        let _load = InFlight::new(endpoint);
+        let start = Instant::now();
+        let frame = match conn.call(header, body, Some(deadline)).await {
+            Ok(frame) => frame,
+            Err(status) => {
+                if status.code() == Code::Unavailable {
+                    endpoint.failed(false, self.now_ms());
+                }
+                return Err(Failed { status, sent: true });
+            }
+        };
+        endpoint.observe_latency(start.elapsed());
+        let response = ResponseHeader::decode(&frame.header).map_err(|e| Failed {
+            status: Status::internal(format!("bad response header from {}: {e}", conn.peer())),
+            sent: true,
         })?;
         endpoint.learn(response.admission_business, response.admission_user, || {
             self.now_ms()
         });
         match Code::from_u32(response.code) {
-            Code::Ok => Ok(RpcResponse {
-                body: frame.body,
-                admission_business: response.admission_business,
-                admission_user: response.admission_user,
-            }),
+            Code::Ok => {
+                endpoint.succeeded();
+                Ok(RpcResponse {
+                    body: frame.body,
+                    admission_business: response.admission_business,
+                    admission_user: response.admission_user,
+                })
+            }
             code => {
+                if matches!(
+                    code,
+                    Code::Unavailable | Code::Internal | Code::Unknown | Code::DataLoss
+                ) {
+                    endpoint.failed(false, self.now_ms());
+                } else {
+                    endpoint.succeeded();
+                }
                 let status = Status::new(code, response.message);
                 // The server sheds overload before dispatch, so the handler never ran.
-                Err(if code == Code::Overloaded {
+                let status = if code == Code::Overloaded {
                     status.with_not_processed()
                 } else {
                     status
-                })
-            }
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// An open connection, chosen round robin over the addresses that are not backing off
-    /// and would not shed a request of `priority` (its flat index).
-    async fn connection(
-        &self,
-        deadline: Instant,
-        priority: u32,
-    ) -> Result<(&Endpoint, Arc<Connection>), Status> {
-        let n = self.endpoints.len();
-        if n == 0 {
-            return Err(Status::unavailable("channel has no addresses").with_not_processed());
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut last_error = String::new();
-        let mut shed = 0;
-        for i in 0..n {
-            let endpoint = &self.endpoints[(start + i) % n];
-            if endpoint.would_shed(priority, || self.now_ms()) {
-                shed += 1;
-                continue;
-            }
-            let slot_index =
-                endpoint.next_slot.fetch_add(1, Ordering::Relaxed) % endpoint.slots.len();
-            let slot = &endpoint.slots[slot_index];
-            if let Some(conn) = slot.open() {
-                return Ok((endpoint, conn));
-            }
-            if let Some(error) = slot.backing_off(Instant::now()) {
-                last_error = error;
-                continue;
-            }
-            match self.connect_slot(endpoint.addr, slot, deadline).await {
-                Ok(conn) => return Ok((endpoint, conn)),
-                Err(error) => last_error = error,
-            }
-        }
-        if shed == n {
-            crate::overload::metrics::local_shed("collaborative");
-            let p = Priority::from_index(priority);
-            return Err(Status::overloaded(format!(
-                "every instance is shedding priority ({}, {}); refused without sending",
-                p.business, p.user
-            ))
-            .with_not_processed());
-        }
-        Err(
-            Status::unavailable(format!("no reachable instance: {last_error}"))
-                .with_not_processed(),
-        )
-    }
-
-    /// Opens the slot's connection, or waits for the caller already doing so.
-    async fn connect_slot(
-        &self,
-        addr: SocketAddr,
-        slot: &Slot,
-        deadline: Instant,
-    ) -> Result<Arc<Connection>, String> {
-        let _gate = slot.connecting.lock().await;
-        if let Some(conn) = slot.open() {
-            return Ok(conn);
-        }
-        if let Some(error) = slot.backing_off(Instant::now()) {
-            return Err(error);
-        }
-        let limit = deadline.min(Instant::now() + self.config.connect_timeout);
-        let attempt = tokio::time::timeout_at(
-            limit.into(),
-            Connection::connect(addr, self.config.max_frame_size),
-        )
-        .await;
-        let mut state = slot.lock();
-        match attempt {
-            Ok(Ok(conn)) => {
-                state.failures = 0;
-                state.retry_at = None;
-                state.conn = Some(Arc::clone(&conn));
-                Ok(conn)
-            }
-            failed => {
-                let error = match failed {
-                    Ok(Err(e)) => format!("connect to {addr}: {e}"),
-                    _ => format!("connect to {addr}: timed out"),
                 };
-                let exp = state.failures.min(16);
-                state.failures = state.failures.saturating_add(1);
-                let pause = self
-                    .config
-                    .backoff_base
-                    .saturating_mul(1 << exp)
-                    .min(self.config.backoff_max);
-                // Up to 20 % jitter so clients that failed together do not return together.
-                let jitter = pause.mul_f64((new_id() % 1000) as f64 / 5000.0);
-                state.retry_at = Some(Instant::now() + pause + jitter);
-                state.last_error = error.clone();
-                tracing::debug!(%addr, %error, ?pause, "svrkit connect failed; backing off");
-                Err(error)
+                Err(Failed { status, sent: true })
             }
         }
     }
 }
 
-impl Drop for ChannelInner {
+/// A failed attempt, and whether its request left this process at all.
+#[derive(Debug)]
+struct Failed {
+    status: Status,
+    sent: bool,
+}
+
+/// Counts a call against its instance's load while it runs.
+struct InFlight<'a>(&'a Endpoint);
+
+impl<'a> InFlight<'a> {
+    fn new(endpoint: &'a Endpoint) -> InFlight<'a> {
+        endpoint
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(endpoint)
+    }
+}
+
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        for slot in self.endpoints.iter().flat_map(|e| &e.slots) {
-            if let Some(conn) = slot.lock().conn.take() {
-                conn.close();
-            }
-        }
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

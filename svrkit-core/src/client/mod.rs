@@ -1,14 +1,23 @@
-//! The client: [`Channel`], per-call [`CallOptions`], and the request and response types
-//! that flow through tower layers.
+//! The client: [`Channel`] (pool, balancing, retries, outlier ejection, collaborative
+//! shedding), per-call [`CallOptions`], and the request and response types that flow
+//! through tower layers.
 
 mod channel;
 mod connection;
+mod endpoint;
+pub(crate) mod metrics;
 mod options;
+mod pick;
+mod retry;
 
 use bytes::Bytes;
 
-pub use channel::{ADMISSION_LEVEL_TTL, Channel, ChannelBuilder, DEFAULT_TIMEOUT};
+pub use channel::{
+    Channel, ChannelBuilder, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, Target, WeakChannel,
+};
+pub use endpoint::{ADMISSION_LEVEL_TTL, EJECT_AFTER_FAILURES, EJECT_BASE, EJECT_MAX};
 pub use options::CallOptions;
+pub use retry::{DEFAULT_RETRY_RATIO, DEFAULT_RETRY_RESERVE, INITIAL_RETRIES, RetryBudget};
 
 use crate::method::MethodDesc;
 

@@ -41,6 +41,8 @@ pub(crate) struct RpcArgs {
 struct ServerProcess {
     child: Child,
     addr: SocketAddr,
+    /// Kept open: a closed pipe would make the server's next print fail.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl ServerProcess {
@@ -53,15 +55,19 @@ impl ServerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting the {} server", system.name()))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        stdout.read_line(&mut line)?;
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .ok_or_else(|| anyhow!("{} server said {line:?}", system.name()))?
             .parse()?;
-        Ok(ServerProcess { child, addr })
+        Ok(ServerProcess {
+            child,
+            addr,
+            _stdout: stdout,
+        })
     }
 
     fn cpu(&self) -> Duration {

@@ -1,0 +1,223 @@
+//! Retries, failover and backup requests against real servers, including a real kill -9
+//! of a server process under load.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{Probe, start};
+use echo::{Echo, EchoClient, EchoReply, EchoRequest, EchoServer, EchoService, RelayReply};
+use svrkit::{Channel, Code, Server, Status};
+
+/// An `echo serve` process; killed with SIGKILL when dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    /// Kept open: a closed pipe would make the child's next print fail.
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Process {
+    fn spawn(name: &str) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_echo"))
+            .args(["serve", "--name", name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start echo");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .parse()
+            .expect("address");
+        Process {
+            child,
+            addr,
+            _stdout: stdout,
+        }
+    }
+
+    fn kill_9(&mut self) {
+        // std's kill sends SIGKILL on Unix.
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request() -> EchoRequest {
+    EchoRequest {
+        payload: b"x".to_vec().into(),
+        delay_ms: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_one_of_three_instances_under_load_fails_no_idempotent_call() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::set_global_recorder(recorder).expect("recorder");
+
+    let mut procs: Vec<Process> = ["a", "b", "c"].iter().map(|n| Process::spawn(n)).collect();
+    let channel = Channel::lazy(procs.iter().map(|p| p.addr));
+    let client = EchoClient::new(channel);
+    let failed = Arc::new(AtomicU64::new(0));
+    let served = Arc::new(AtomicU64::new(0));
+    let killed = Arc::new(AtomicBool::new(false));
+    let after_kill_by_dead = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, failed, served, killed, after) = (
+                client.clone(),
+                failed.clone(),
+                served.clone(),
+                killed.clone(),
+                after_kill_by_dead.clone(),
+            );
+            tokio::spawn(async move {
+                for _ in 0..250 {
+                    match client.echo(request()).await {
+                        Ok(reply) => {
+                            served.fetch_add(1, Ordering::Relaxed);
+                            if killed.load(Ordering::Relaxed)
+                                && reply.seen.is_some_and(|s| s.server == "a")
+                            {
+                                after.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("failed: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Kill instance a once a third of the calls are done.
+    while served.load(Ordering::Relaxed) < 600 {
+        tokio::task::yield_now().await;
+    }
+    killed.store(true, Ordering::Relaxed);
+    procs[0].kill_9();
+    for w in workers {
+        w.await.expect("worker");
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
+    assert_eq!(served.load(Ordering::Relaxed), 2_000);
+    assert_eq!(after_kill_by_dead.load(Ordering::Relaxed), 0);
+
+    let mut retries = 0;
+    let mut ejections = 0;
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        if let DebugValue::Counter(n) = value {
+            match key.key().name() {
+                "svrkit_client_retries_total" => retries += n,
+                "svrkit_client_ejections_total" => ejections += n,
+                _ => {}
+            }
+        }
+    }
+    assert!(ejections >= 1, "the dead instance was ejected");
+    // The calls in flight on the dead instance, plus a few probes: it left rotation fast.
+    assert!(retries <= 40, "{retries} retries");
+}
+
+/// An Echo that is always slow.
+#[derive(Clone)]
+struct Slow(EchoService);
+
+impl Echo for Slow {
+    async fn echo(&self, request: EchoRequest) -> Result<EchoReply, Status> {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        self.0.echo(request).await
+    }
+
+    async fn relay(&self, request: EchoRequest) -> Result<RelayReply, Status> {
+        self.0.relay(request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_request_answers_when_the_first_instance_is_slow() {
+    let slow =
+        start(Server::builder().add_service(EchoServer::new(Slow(EchoService::new("slow"))))).await;
+    let fast =
+        start(Server::builder().add_service(EchoServer::new(EchoService::new("fast")))).await;
+    let client = EchoClient::new(
+        Channel::builder()
+            .balance(svrkit::balance::Balance::RoundRobin)
+            .backup_requests(Duration::from_millis(30))
+            .lazy([slow.addr, fast.addr]),
+    );
+    // Round robin sends every other first attempt to the slow instance; its backup wins.
+    for _ in 0..4 {
+        let reply = client
+            .echo(EchoRequest {
+                payload: b"x".to_vec().into(),
+                delay_ms: 0,
+            })
+            .await
+            .expect("echo");
+        let seen = reply.seen.expect("seen");
+        assert_eq!(seen.server, "fast");
+    }
+    slow.shutdown().await;
+    fast.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_processed_failure_of_a_non_idempotent_method_is_not_retried() {
+    // Relay is not idempotent; each instance's next hop is unreachable, so the handler
+    // runs and fails with `unavailable`.
+    let dead: SocketAddr = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let probes: Vec<Probe> = (0..2)
+        .map(|i| {
+            let mut p = Probe::new(&format!("p{i}"));
+            p.inner = p
+                .inner
+                .clone()
+                .with_next_hop(EchoClient::new(Channel::lazy([dead])));
+            p
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for p in &probes {
+        servers.push(start(Server::builder().add_service(EchoServer::new(p.clone()))).await);
+    }
+    let client = EchoClient::new(Channel::lazy(servers.iter().map(|s| s.addr)));
+    let err = client
+        .relay(EchoRequest::default())
+        .await
+        .expect_err("next hop down");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        probes.iter().map(Probe::calls).sum::<usize>(),
+        1,
+        "ran once, not retried"
+    );
+    for s in servers {
+        s.shutdown().await;
+    }
+}

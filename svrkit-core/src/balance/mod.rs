@@ -1,0 +1,24 @@
+//! Load balancing: how a channel picks an instance for each call.
+//!
+//! - [`Balance::PowerOfTwoChoices`] (default): pick two instances at random and send to
+//!   the less loaded, where load is in-flight calls times a moving average of latency. It
+//!   avoids the herding of least-loaded and reacts to slow instances within a few calls.
+//! - [`Balance::RoundRobin`]: each instance in turn.
+//! - [`Balance::ConsistentHash`]: the instance that owns the call's routing key (usually
+//!   a uid) on a [`Ring`] every client computes identically; for sharded storage.
+
+mod ring;
+
+pub use ring::{POINTS_PER_NODE, Ring, key_position, ring_hash};
+
+/// A balancing strategy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// Two random choices, the less loaded wins.
+    #[default]
+    PowerOfTwoChoices,
+    /// Each instance in turn.
+    RoundRobin,
+    /// By routing key on a consistent-hash ring (calls without a key go round robin).
+    ConsistentHash,
+}
