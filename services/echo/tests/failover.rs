@@ -92,12 +92,12 @@ async fn kill_9_of_one_of_three_instances_under_load_fails_no_idempotent_call() 
             );
             tokio::spawn(async move {
                 for _ in 0..250 {
+                    // Calls started once the process is gone must never be served by it.
+                    let started_after_kill = killed.load(Ordering::Relaxed);
                     match client.echo(request()).await {
                         Ok(reply) => {
                             served.fetch_add(1, Ordering::Relaxed);
-                            if killed.load(Ordering::Relaxed)
-                                && reply.seen.is_some_and(|s| s.server == "a")
-                            {
+                            if started_after_kill && reply.seen.is_some_and(|s| s.server == "a") {
                                 after.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -114,8 +114,8 @@ async fn kill_9_of_one_of_three_instances_under_load_fails_no_idempotent_call() 
     while served.load(Ordering::Relaxed) < 600 {
         tokio::task::yield_now().await;
     }
-    killed.store(true, Ordering::Relaxed);
     procs[0].kill_9();
+    killed.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.expect("worker");
     }

@@ -428,6 +428,8 @@ impl ChannelInner {
         let priority = Priority::new(business, user).index();
         let mut tried: Vec<usize> = Vec::with_capacity(self.config.max_attempts as usize);
         let mut last_error: Option<Status> = None;
+        // Set when the previous attempt failed in a retryable way: (reason, request sent).
+        let mut retrying: Option<(&'static str, bool)> = None;
         loop {
             let want = Want {
                 balance: self.config.balance,
@@ -439,6 +441,11 @@ impl ChannelInner {
             };
             let index = match pick(&set, want, &self.rr) {
                 Ok(index) => index,
+                Err(_) if retrying.is_some() => {
+                    // Nowhere else to go: the last failure stands.
+                    return Err(last_error
+                        .unwrap_or_else(|| Status::unavailable("no instance left to try")));
+                }
                 Err(NoPick::AllShedding) if tried.is_empty() => {
                     crate::overload::metrics::local_shed("collaborative");
                     let p = Priority::from_index(priority);
@@ -458,6 +465,16 @@ impl ChannelInner {
                     }));
                 }
             };
+            if let Some((reason, sent)) = retrying.take() {
+                // A request that never left costs the backend nothing: retrying it is free.
+                if sent && !self.budget.withdraw() {
+                    metrics::budget_exhausted();
+                    return Err(
+                        last_error.unwrap_or_else(|| Status::unavailable("retry budget exhausted"))
+                    );
+                }
+                metrics::retried(reason);
+            }
             let result = match hedge {
                 Some(delay) if tried.is_empty() => {
                     let want = Want { tried: &[], ..want };
@@ -483,12 +500,7 @@ impl ChannelInner {
             if tried.len() >= self.config.max_attempts as usize || Instant::now() >= deadline {
                 return Err(status);
             }
-            // A request that never left costs the backend nothing: retrying it is free.
-            if sent && !self.budget.withdraw() {
-                metrics::budget_exhausted();
-                return Err(status);
-            }
-            metrics::retried(reason);
+            retrying = Some((reason, sent));
             header.attempt += 1;
             header.timeout_us = u64::try_from(
                 deadline
