@@ -11,7 +11,9 @@ use super::priority::{ADMIT_ALL, USER_LEVELS};
 /// down to the highest one whose cumulative count is at most `(1 - alpha)` times what was
 /// admitted, so the next window admits about `alpha` fewer requests; otherwise it moves up
 /// to the lowest one whose cumulative count reaches `(1 + beta)` times what was admitted
-/// (or to admit-all when even every arrival is fewer). A healthy window in which nothing
+/// (or, when even every arrival is fewer, to the least important priority that arrived:
+/// with collaborative shedding the server sees only a trickle of the demand its callers
+/// refuse, so "little demand seen" must not open the gates). A healthy window in which nothing
 /// below the level arrived moves up one user-priority step only (callers may be refusing
 /// that demand themselves, so its absence proves nothing), and to admit-all when that
 /// step completes a business priority. The most important level, 0, is never shed.
@@ -58,13 +60,20 @@ pub fn next_level(histogram: &[u32], current: u32, overloaded: bool, alpha: f64,
         }
         let target = ((admitted as f64 * (1.0 + beta)).ceil() as u64).max(admitted + 1);
         let mut cumulative = admitted;
+        let mut highest_seen = current;
         for (i, count) in histogram.iter().enumerate().skip(current + 1) {
+            if *count == 0 {
+                continue;
+            }
             cumulative += u64::from(*count);
+            highest_seen = i;
             if cumulative >= target {
                 return i as u32;
             }
         }
-        ADMIT_ALL
+        // Less demand below the level was seen than the step allows. That may be all there
+        // is, or a trickle of what callers refuse themselves: admit what was seen, no more.
+        highest_seen as u32
     }
 }
 
@@ -109,9 +118,10 @@ mod tests {
         // Admitted 1,000 up to level 10; 1 % more = 1,010 needs level 12 (10 more there).
         let h = histogram(&[(10, 1_000), (11, 5), (12, 5), (13, 500)]);
         assert_eq!(next_level(&h, 10, false, 0.05, 0.01), 12);
-        // Visible demand below the level is under 1 % of the admitted: open fully.
+        // Visible demand below the level is under 1 % of the admitted: admit all of it, but
+        // do not open beyond what was seen.
         let h = histogram(&[(10, 1_000), (4_000, 5)]);
-        assert_eq!(next_level(&h, 10, false, 0.05, 0.01), ADMIT_ALL);
+        assert_eq!(next_level(&h, 10, false, 0.05, 0.01), 4_000);
         assert_eq!(next_level(&h, ADMIT_ALL, false, 0.05, 0.01), ADMIT_ALL);
     }
 
