@@ -16,6 +16,10 @@
 //! - [`client`]: `Channel`, connection pool, reconnect back-off, `CallOptions`.
 //! - [`server`]: builder, routing, dispatch, deadlines, graceful shutdown, metrics.
 //! - [`context`]: the task-local request context.
+//! - [`discovery`]: registries (embedded, static) and channels that follow them.
+//! - [`balance`]: consistent-hash ring and balancing strategies.
+//! - [`overload`]: DAGOR admission control, collaborative shedding, adaptive throttling.
+//! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/status`, `/healthz`, `/readyz`).
 //! - [`method`]: static service and method descriptions generated from the IDL.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -27,6 +31,7 @@ pub mod client;
 #[doc(hidden)]
 pub mod codegen;
 pub mod context;
+pub mod discovery;
 pub mod method;
 pub mod overload;
 pub mod protocol;

@@ -178,6 +178,7 @@ impl ChannelBuilder {
                 settings,
                 config: self,
                 tasks: std::sync::Mutex::new(Vec::new()),
+                generation: tokio::sync::watch::Sender::new(0),
             }),
         };
         channel.set_targets(targets);
@@ -216,6 +217,8 @@ struct ChannelInner {
     config: ChannelBuilder,
     /// Background tasks feeding this channel (discovery watches); stopped with it.
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Bumped whenever the instance set is replaced.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl Drop for ChannelInner {
@@ -273,6 +276,12 @@ impl Channel {
             .set
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(EndpointSet::new(endpoints));
+        self.inner.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Notifies each time the instance set is replaced (by discovery, say).
+    pub fn subscribe_targets(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.generation.subscribe()
     }
 
     /// Ties a background task (a discovery watch) to this channel's lifetime.

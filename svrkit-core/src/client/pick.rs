@@ -87,10 +87,15 @@ pub(crate) fn pick(set: &EndpointSet, want: Want<'_>, rr: &AtomicUsize) -> Resul
                 b += 1;
             }
             let (a, b) = (pool[a], pool[b]);
-            Ok(if set.endpoints[b].load() < set.endpoints[a].load() {
+            let (la, lb) = (set.endpoints[a].load(), set.endpoints[b].load());
+            // Loads within 25 % are a tie, broken at random: otherwise light, sequential
+            // traffic would always go to whichever instance was marginally faster.
+            Ok(if lb * 5 < la * 4 {
                 b
-            } else {
+            } else if la * 5 < lb * 4 || r & (1 << 20) == 0 {
                 a
+            } else {
+                b
             })
         }
         _ => Ok(pool[rr.fetch_add(1, Ordering::Relaxed) % pool.len()]),

@@ -36,6 +36,7 @@ use tower_service::Service;
 pub use router::{Routed, ServerRequest, ServiceHandler};
 pub use stats::{MethodSnapshot, ServerSnapshot, ServerStats};
 
+use crate::discovery::{Instance, Registry};
 use crate::overload::{Admission, DagorConfig};
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
 use crate::status::BoxError;
@@ -55,6 +56,7 @@ pub struct Server<L = Identity> {
     admission: Option<Arc<Admission>>,
     max_concurrency: Option<usize>,
     stats: ServerStats,
+    registration: Option<(Arc<dyn Registry>, Instance)>,
 }
 
 impl Server<Identity> {
@@ -68,6 +70,7 @@ impl Server<Identity> {
             admission: Some(Arc::new(Admission::new(DagorConfig::default()))),
             max_concurrency: None,
             stats: ServerStats::default(),
+            registration: None,
         }
     }
 }
@@ -89,6 +92,7 @@ impl<L> Server<L> {
             admission: self.admission,
             max_concurrency: self.max_concurrency,
             stats: self.stats,
+            registration: self.registration,
         }
     }
 
@@ -132,6 +136,14 @@ impl<L> Server<L> {
         self
     }
 
+    /// Registers `instance` in `registry` while serving (an address with port 0 becomes
+    /// the listener's), and on shutdown deregisters it *before* draining, so clients stop
+    /// sending before the server stops answering.
+    pub fn register(mut self, registry: Arc<dyn Registry>, instance: Instance) -> Self {
+        self.registration = Some((registry, instance));
+        self
+    }
+
     /// A handle to this server's live figures (for the admin endpoint's `/status` and
     /// `/readyz`); it reads `None` until `serve` starts.
     pub fn stats(&self) -> ServerStats {
@@ -169,6 +181,19 @@ impl<L> Server<L> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         let local = listener.local_addr()?;
+        let registration = match self.registration {
+            Some((registry, mut instance)) => {
+                if instance.addr.port() == 0 {
+                    instance.addr = local;
+                }
+                let registered = registry
+                    .register(instance)
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("registering in discovery: {e}")))?;
+                Some(registered)
+            }
+            None => None,
+        };
         tracing::info!(%local, services = ?shared.router.service_names(), "svrkit server listening");
         tokio::pin!(shutdown);
         loop {
@@ -192,6 +217,11 @@ impl<L> Server<L> {
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
+        }
+        if let Some(registration) = registration
+            && let Err(e) = registration.deregister().await
+        {
+            tracing::warn!(error = %e, "deregistering failed; the record will expire");
         }
         drop(listener);
         shared

@@ -1,0 +1,158 @@
+//! Discovery against the embedded registry: registration, watch, expiry after a crash,
+//! sharing between processes, and channels that follow the registry.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{PATIENCE, start};
+use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
+use svrkit::discovery::{EmbeddedRegistry, Instance, Registry, discover};
+use svrkit::{Channel, Server};
+use tokio::sync::watch;
+
+const SERVICE: &str = "svrkit.demo.Echo";
+
+fn registry(dir: &std::path::Path) -> EmbeddedRegistry {
+    EmbeddedRegistry::new(dir)
+        .ttl(Duration::from_millis(600))
+        .poll(Duration::from_millis(20))
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "svrkit-{name}-{}-{:x}",
+        std::process::id(),
+        svrkit::context::new_id()
+    ));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir
+}
+
+/// Waits (bounded) until the watched set satisfies `done`.
+async fn until(
+    rx: &mut watch::Receiver<svrkit::discovery::Instances>,
+    done: impl Fn(&[Instance]) -> bool,
+) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if done(&rx.borrow_and_update()) {
+                return;
+            }
+            rx.changed().await.expect("watch open");
+        }
+    })
+    .await
+    .expect("the registry reached the expected state in time");
+}
+
+#[tokio::test]
+async fn register_watch_deregister_and_expire_after_a_crash() {
+    let dir = tempdir("reg");
+    let reg = registry(&dir);
+    // A second registry object on the same directory stands for another process.
+    let other_process = registry(&dir);
+    let mut rx = other_process.watch(SERVICE).await.expect("watch");
+    assert!(rx.borrow().is_empty());
+
+    let a = reg
+        .register(Instance::new(SERVICE, "127.0.0.1:1001".parse().expect("addr")).id("a"))
+        .await
+        .expect("register a");
+    let b = reg
+        .register(
+            Instance::new(SERVICE, "127.0.0.1:1002".parse().expect("addr"))
+                .id("b")
+                .version("gray"),
+        )
+        .await
+        .expect("register b");
+    until(&mut rx, |i| i.len() == 2).await;
+    let seen = rx.borrow().clone();
+    assert_eq!(seen[1].version, "gray");
+    assert_eq!(seen[0].addr.port(), 1001);
+
+    // Graceful: gone at once.
+    a.deregister().await.expect("deregister");
+    until(&mut rx, |i| i.len() == 1 && i[0].id == "b").await;
+
+    // b keeps beating past several TTLs...
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(rx.borrow().len(), 1, "heartbeats keep b alive");
+    // ...until it "crashes": no deregistration, the keep-alive stops, the record expires.
+    drop(b);
+    until(&mut rx, <[Instance]>::is_empty).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovered_channel_follows_servers_that_come_and_go() {
+    let dir = tempdir("follow");
+    let reg: Arc<dyn Registry> = Arc::new(registry(&dir));
+    let serve = |name: &'static str| {
+        Server::builder()
+            .register(
+                Arc::clone(&reg),
+                Instance::new(SERVICE, "127.0.0.1:0".parse().expect("addr")).id(name),
+            )
+            .add_service(EchoServer::new(EchoService::new(name)))
+    };
+    let one = start(serve("one")).await;
+    let mut rx = reg.watch(SERVICE).await.expect("watch");
+    until(&mut rx, |i| i.len() == 1).await;
+    let channel = discover(
+        &*reg,
+        SERVICE,
+        Channel::builder().balance(svrkit::balance::Balance::RoundRobin),
+    )
+    .await
+    .expect("discover");
+    let client = EchoClient::new(channel.clone());
+    let call = || {
+        let client = client.clone();
+        async move {
+            client
+                .echo(EchoRequest {
+                    payload: b"x".to_vec().into(),
+                    delay_ms: 0,
+                })
+                .await
+                .expect("echo")
+                .seen
+                .expect("seen")
+                .server
+        }
+    };
+    assert_eq!(call().await, "one");
+
+    let mut changes = channel.subscribe_targets();
+    let two = start(serve("two")).await;
+    tokio::time::timeout(PATIENCE, async {
+        while channel.addresses().len() < 2 {
+            changes.changed().await.expect("channel alive");
+        }
+    })
+    .await
+    .expect("the channel saw the second server");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..40 {
+        seen.insert(call().await);
+    }
+    assert_eq!(seen.len(), 2, "both serve: {seen:?}");
+
+    // Graceful shutdown deregisters first: the channel drops it, and no call fails.
+    one.shutdown().await;
+    tokio::time::timeout(PATIENCE, async {
+        while channel.addresses().len() > 1 {
+            changes.changed().await.expect("channel alive");
+        }
+    })
+    .await
+    .expect("the channel dropped the stopped server");
+    for _ in 0..10 {
+        assert_eq!(call().await, "two");
+    }
+    two.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

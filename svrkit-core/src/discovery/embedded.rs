@@ -1,0 +1,248 @@
+//! The embedded registry: a directory of instance records with heartbeats.
+//!
+//! Layout: `ROOT/services/SERVICE/INSTANCE_ID.json`, one JSON record per instance
+//! (its [`Instance`] fields plus `heartbeat_unix_ms`). A registered instance rewrites its
+//! record every TTL/3 (write to a temporary file, then rename, so readers never see half a
+//! record); deregistering deletes it. Watchers poll the service's directory and publish
+//! the set of records whose heartbeat is younger than the TTL, removing older ones. Every
+//! process on the machine that points at the same root shares the registry; it survives
+//! restarts, and needs nothing installed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use super::{DiscoveryError, Instance, Instances, Registration, Registry};
+use crate::BoxFuture;
+
+/// Records older than this are dead (3 s).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
+/// How often watchers look for changes (100 ms).
+pub const DEFAULT_POLL: Duration = Duration::from_millis(100);
+
+/// A registry in a directory shared by the processes of one machine.
+#[derive(Debug, Clone)]
+pub struct EmbeddedRegistry {
+    root: PathBuf,
+    ttl: Duration,
+    poll: Duration,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Record {
+    #[serde(flatten)]
+    instance: Instance,
+    heartbeat_unix_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A file-name-safe form of a service name or instance id.
+fn safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl EmbeddedRegistry {
+    /// A registry rooted at `root` (created when needed) with the default TTL and poll.
+    pub fn new(root: impl Into<PathBuf>) -> EmbeddedRegistry {
+        EmbeddedRegistry {
+            root: root.into(),
+            ttl: DEFAULT_TTL,
+            poll: DEFAULT_POLL,
+        }
+    }
+
+    /// The root used when none is given: `$SVRKIT_HOME/registry`, else `.svrkit/registry`.
+    pub fn default_root() -> PathBuf {
+        std::env::var_os("SVRKIT_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".svrkit"))
+            .join("registry")
+    }
+
+    /// Sets how long a record lives without a heartbeat.
+    pub fn ttl(mut self, ttl: Duration) -> EmbeddedRegistry {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets how often watchers poll.
+    pub fn poll(mut self, poll: Duration) -> EmbeddedRegistry {
+        self.poll = poll;
+        self
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn service_dir(&self, service: &str) -> PathBuf {
+        self.root.join("services").join(safe(service))
+    }
+
+    fn record_path(&self, instance: &Instance) -> PathBuf {
+        self.service_dir(&instance.service)
+            .join(format!("{}.json", safe(&instance.id)))
+    }
+
+    /// Writes the record with a fresh heartbeat, atomically.
+    fn heartbeat(&self, instance: &Instance) -> Result<(), DiscoveryError> {
+        let path = self.record_path(instance);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let record = Record {
+            instance: instance.clone(),
+            heartbeat_unix_ms: now_ms(),
+        };
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(&record)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    /// The live instances of `service`; expired records are removed.
+    pub fn live(&self, service: &str) -> Result<Vec<Instance>, DiscoveryError> {
+        let dir = self.service_dir(service);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let now = now_ms();
+        let mut live = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let record: Record = match std::fs::read(&path)
+                .map(|bytes| serde_json::from_slice(&bytes))
+            {
+                Ok(Ok(record)) => record,
+                // Gone between listing and reading, or not a record: skip it.
+                Ok(Err(e)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable registry record");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            if now.saturating_sub(record.heartbeat_unix_ms) > self.ttl.as_millis() as u64 {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            live.push(record.instance);
+        }
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(live)
+    }
+
+    /// All services with at least one record.
+    pub fn services(&self) -> Result<Vec<String>, DiscoveryError> {
+        let dir = self.root.join("services");
+        let mut names = Vec::new();
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    names.push(entry?.file_name().to_string_lossy().into_owned());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+impl Registry for EmbeddedRegistry {
+    fn register(
+        &self,
+        instance: Instance,
+    ) -> BoxFuture<'static, Result<Registration, DiscoveryError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.heartbeat(&instance)?;
+            let beat = this.clone();
+            let beating = instance.clone();
+            let keepalive = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(beat.ttl / 3);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let (registry, instance) = (beat.clone(), beating.clone());
+                    let written =
+                        tokio::task::spawn_blocking(move || registry.heartbeat(&instance)).await;
+                    if let Ok(Err(e)) = written {
+                        tracing::warn!(error = %e, "registry heartbeat failed");
+                    }
+                }
+            });
+            let path = this.record_path(&instance);
+            Ok(Registration::new(
+                Some(keepalive.abort_handle()),
+                move || {
+                    Box::pin(async move {
+                        match std::fs::remove_file(&path) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                            _ => Ok(()),
+                        }
+                    })
+                },
+            ))
+        })
+    }
+
+    fn watch(
+        &self,
+        service: &str,
+    ) -> BoxFuture<'static, Result<watch::Receiver<Instances>, DiscoveryError>> {
+        let this = self.clone();
+        let service = service.to_string();
+        Box::pin(async move {
+            let first: Instances = this.live(&service)?.into();
+            let (tx, rx) = watch::channel(first);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(this.poll);
+                loop {
+                    tick.tick().await;
+                    if tx.is_closed() {
+                        break;
+                    }
+                    let (registry, name) = (this.clone(), service.clone());
+                    let now = match tokio::task::spawn_blocking(move || registry.live(&name)).await
+                    {
+                        Ok(Ok(now)) => Instances::from(now),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "registry poll failed; keeping the last instances");
+                            continue;
+                        }
+                        Err(_) => continue,
+                    };
+                    tx.send_if_modified(|current| {
+                        let differs = *current != now;
+                        if differs {
+                            *current = now;
+                        }
+                        differs
+                    });
+                }
+            });
+            Ok(rx)
+        })
+    }
+}

@@ -1,0 +1,192 @@
+//! Service discovery: instances register themselves, clients watch the live set.
+//!
+//! A [`Registry`] stores [`Instance`] records. A server registers its instance (and keeps
+//! the record alive) for as long as it serves, and deregisters before it drains; clients
+//! [`discover`] a service, which gives a [`Channel`] whose instances follow every change.
+//!
+//! - [`EmbeddedRegistry`] (the default): zero set-up on one machine — a directory of
+//!   instance records with heartbeats, shared by every process that points at it; records
+//!   whose heartbeat is older than the TTL (say, after kill -9) disappear.
+//! - [`StaticRegistry`]: a fixed list, for tests and simple set-ups.
+
+mod embedded;
+mod static_list;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+pub use embedded::{DEFAULT_POLL, DEFAULT_TTL, EmbeddedRegistry};
+pub use static_list::StaticRegistry;
+
+use crate::BoxFuture;
+use crate::client::{Channel, ChannelBuilder, Target};
+
+/// One running instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Instance {
+    /// The service name, e.g. `svrkit.demo.Echo`.
+    pub service: String,
+    /// Where it serves RPC.
+    pub addr: SocketAddr,
+    /// Unique among the service's instances; also its name on the hash ring.
+    pub id: String,
+    /// `stable` or `gray`.
+    pub version: String,
+    /// Relative share of traffic (reserved for weighted balancing; default 100).
+    pub weight: u32,
+    /// Where it runs (zone or rack), for locality.
+    pub zone: String,
+    /// Where its admin HTTP endpoint listens, if it has one.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+}
+
+impl Instance {
+    /// A stable instance of `service` at `addr` with a fresh id.
+    pub fn new(service: impl Into<String>, addr: SocketAddr) -> Instance {
+        let service = service.into();
+        let id = format!(
+            "{}-{}-{:x}",
+            service,
+            std::process::id(),
+            crate::context::new_id() & 0xffff_ffff
+        );
+        Instance {
+            service,
+            addr,
+            id,
+            version: "stable".to_string(),
+            weight: 100,
+            zone: String::new(),
+            admin: None,
+        }
+    }
+
+    /// Sets the version label (`stable` or `gray`).
+    pub fn version(mut self, version: impl Into<String>) -> Instance {
+        self.version = version.into();
+        self
+    }
+
+    /// Sets the instance id.
+    pub fn id(mut self, id: impl Into<String>) -> Instance {
+        self.id = id.into();
+        self
+    }
+
+    /// Sets the admin endpoint's address.
+    pub fn admin(mut self, admin: SocketAddr) -> Instance {
+        self.admin = Some(admin);
+        self
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            addr: self.addr,
+            name: self.id.clone(),
+            label: self.version.clone(),
+        }
+    }
+}
+
+/// The live instances of a service, newest first as the registry reported them.
+pub type Instances = Arc<[Instance]>;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// Reading or writing the registry's storage failed.
+    #[error("registry storage: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record could not be encoded or decoded.
+    #[error("registry record: {0}")]
+    Record(#[from] serde_json::Error),
+    /// The registry's backend refused or could not be reached.
+    #[error("registry backend: {0}")]
+    Backend(String),
+}
+
+/// A store of instance records.
+pub trait Registry: std::fmt::Debug + Send + Sync + 'static {
+    /// Publishes `instance` and keeps it alive until the returned registration is
+    /// deregistered (or dropped, after which it expires).
+    fn register(
+        &self,
+        instance: Instance,
+    ) -> BoxFuture<'static, Result<Registration, DiscoveryError>>;
+
+    /// The live instances of `service` now and after every change.
+    fn watch(
+        &self,
+        service: &str,
+    ) -> BoxFuture<'static, Result<watch::Receiver<Instances>, DiscoveryError>>;
+}
+
+/// A registered instance. Deregister it before draining; dropping it only stops the
+/// keep-alive, and the record then expires like a crashed instance's.
+pub struct Registration {
+    keepalive: Option<tokio::task::AbortHandle>,
+    deregister: Option<Box<dyn FnOnce() -> BoxFuture<'static, Result<(), DiscoveryError>> + Send>>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").finish_non_exhaustive()
+    }
+}
+
+impl Registration {
+    pub(crate) fn new(
+        keepalive: Option<tokio::task::AbortHandle>,
+        deregister: impl FnOnce() -> BoxFuture<'static, Result<(), DiscoveryError>> + Send + 'static,
+    ) -> Registration {
+        Registration {
+            keepalive,
+            deregister: Some(Box::new(deregister)),
+        }
+    }
+
+    /// Removes the record now, so clients stop sending before the server drains.
+    pub async fn deregister(mut self) -> Result<(), DiscoveryError> {
+        if let Some(keepalive) = self.keepalive.take() {
+            keepalive.abort();
+        }
+        match self.deregister.take() {
+            Some(remove) => remove().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(keepalive) = self.keepalive.take() {
+            keepalive.abort();
+        }
+    }
+}
+
+/// A channel to `service` whose instances follow the registry: instances that appear are
+/// used at once, and ones that go are dropped (their calls in flight finish).
+pub async fn discover(
+    registry: &dyn Registry,
+    service: &str,
+    builder: ChannelBuilder,
+) -> Result<Channel, DiscoveryError> {
+    let mut watch = registry.watch(service).await?;
+    let channel = builder.targets(watch.borrow_and_update().iter().map(Instance::target));
+    let weak = channel.downgrade();
+    let task = tokio::spawn(async move {
+        while watch.changed().await.is_ok() {
+            let Some(channel) = weak.upgrade() else {
+                break;
+            };
+            let instances = watch.borrow_and_update().clone();
+            channel.set_targets(instances.iter().map(Instance::target));
+        }
+    });
+    channel.own_task(task.abort_handle());
+    Ok(channel)
+}

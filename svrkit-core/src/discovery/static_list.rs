@@ -1,0 +1,95 @@
+//! A registry that is a list in memory: for tests and fixed set-ups.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+use super::{DiscoveryError, Instance, Instances, Registration, Registry};
+use crate::BoxFuture;
+
+/// Instances held in memory by this process; watches see registrations at once.
+#[derive(Debug, Clone, Default)]
+pub struct StaticRegistry {
+    inner: Arc<Mutex<Vec<Instance>>>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl StaticRegistry {
+    /// A registry holding `instances`.
+    pub fn new(instances: impl IntoIterator<Item = Instance>) -> StaticRegistry {
+        let (tx, _) = watch::channel(0);
+        StaticRegistry {
+            inner: Arc::new(Mutex::new(instances.into_iter().collect())),
+            changes: Arc::new(tx),
+        }
+    }
+
+    fn list(&self, service: &str) -> Instances {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|i| i.service == service)
+            .cloned()
+            .collect()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+}
+
+impl Registry for StaticRegistry {
+    fn register(
+        &self,
+        instance: Instance,
+    ) -> BoxFuture<'static, Result<Registration, DiscoveryError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let id = instance.id.clone();
+            this.inner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(instance);
+            this.changed();
+            Ok(Registration::new(None, move || {
+                Box::pin(async move {
+                    this.inner
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .retain(|i| i.id != id);
+                    this.changed();
+                    Ok(())
+                })
+            }))
+        })
+    }
+
+    fn watch(
+        &self,
+        service: &str,
+    ) -> BoxFuture<'static, Result<watch::Receiver<Instances>, DiscoveryError>> {
+        let this = self.clone();
+        let service = service.to_string();
+        Box::pin(async move {
+            let (tx, rx) = watch::channel(this.list(&service));
+            let mut changes = this.changes.subscribe();
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    let now = this.list(&service);
+                    tx.send_if_modified(|current| {
+                        let differs = *current != now;
+                        if differs {
+                            *current = now.clone();
+                        }
+                        differs
+                    });
+                    if tx.is_closed() {
+                        break;
+                    }
+                }
+            });
+            Ok(rx)
+        })
+    }
+}
