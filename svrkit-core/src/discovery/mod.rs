@@ -128,8 +128,11 @@ pub trait Registry: std::fmt::Debug + Send + Sync + 'static {
 /// keep-alive, and the record then expires like a crashed instance's.
 pub struct Registration {
     keepalive: Option<tokio::task::AbortHandle>,
-    deregister: Option<Box<dyn FnOnce() -> BoxFuture<'static, Result<(), DiscoveryError>> + Send>>,
+    deregister: Option<Deregister>,
 }
+
+/// Removes a registration's record.
+type Deregister = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), DiscoveryError>> + Send>;
 
 impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
