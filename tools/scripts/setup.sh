@@ -2,15 +2,16 @@
 # Installs the Debian packages the project needs when they are missing, so both commands
 # work on a fresh Debian machine that has only the Rust toolchain.
 
-# Debian packages needed at run or test time (none yet: svrkit-codegen parses IDL with
-# protox, so protoc is not needed).
-SVRKIT_APT_PACKAGES=()
+# Debian packages needed to build and test: protoc for the etcd client's generated code
+# (service authors never need it: svrkit-codegen parses IDL with protox), and a real etcd
+# server, which the discovery tests start on loopback.
+SVRKIT_APT_PACKAGES=(protobuf-compiler etcd-server)
 
 svrkit_setup() {
   local missing=()
   local pkg
   for pkg in "${SVRKIT_APT_PACKAGES[@]}"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}"

@@ -7,9 +7,14 @@
 //! - [`EmbeddedRegistry`] (the default): zero set-up on one machine — a directory of
 //!   instance records with heartbeats, shared by every process that points at it; records
 //!   whose heartbeat is older than the TTL (say, after kill -9) disappear.
+//! - [`EtcdRegistry`] (feature `etcd`, on by default): for clusters; lease-based records,
+//!   prefix read then watch from the next revision, re-registration after lease loss, and
+//!   the last known instances served while etcd is unreachable.
 //! - [`StaticRegistry`]: a fixed list, for tests and simple set-ups.
 
 mod embedded;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod static_list;
 
 use std::net::SocketAddr;
@@ -18,6 +23,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub use embedded::{DEFAULT_POLL, DEFAULT_TTL, EmbeddedRegistry};
+#[cfg(feature = "etcd")]
+pub use etcd::{DEFAULT_LEASE_TTL_SECS, EtcdRegistry, PREFIX as ETCD_PREFIX};
 pub use static_list::StaticRegistry;
 
 use crate::BoxFuture;

@@ -1,0 +1,210 @@
+//! Discovery against a real etcd server (Debian `etcd-server`), started on free loopback
+//! ports with a temporary data directory and stopped afterwards.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{PATIENCE, start};
+use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
+use svrkit::discovery::{EtcdRegistry, Instance, Instances, Registry, discover};
+use svrkit::{Channel, Server};
+use tokio::sync::watch;
+
+const SERVICE: &str = "svrkit.demo.Echo";
+
+/// A throwaway single-member etcd on loopback.
+struct Etcd {
+    child: Option<Child>,
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Etcd {
+    async fn start() -> Etcd {
+        let dir = std::env::temp_dir().join(format!(
+            "svrkit-etcd-{}-{:x}",
+            std::process::id(),
+            svrkit::context::new_id()
+        ));
+        let mut etcd = Etcd {
+            child: None,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        etcd.run().await;
+        etcd
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    async fn run(&mut self) {
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", self.dir.display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd is installed (tools/test installs etcd-server)");
+        self.child = Some(child);
+        // Ready when a client can read through it.
+        let registry = EtcdRegistry::new([self.endpoint()]);
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if registry.watch("ready-probe").await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("etcd came up");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops etcd and throws its data away: every lease and record is lost.
+    async fn restart_empty(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.run().await;
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn until(rx: &mut watch::Receiver<Instances>, done: impl Fn(&[Instance]) -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if done(&rx.borrow_and_update()) {
+                return;
+            }
+            rx.changed().await.expect("watch open");
+        }
+    })
+    .await
+    .expect("etcd reached the expected state in time");
+}
+
+fn instance(id: &str, port: u16) -> Instance {
+    Instance::new(SERVICE, ([127, 0, 0, 1], port).into()).id(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_watch_deregister_and_lease_expiry() {
+    let etcd = Etcd::start().await;
+    let registry = EtcdRegistry::new([etcd.endpoint()]).lease_ttl(1);
+    let mut rx = registry.watch(SERVICE).await.expect("watch");
+    assert!(rx.borrow().is_empty());
+    let a = registry
+        .register(instance("a", 1001))
+        .await
+        .expect("register a");
+    let b = registry
+        .register(instance("b", 1002).version("gray"))
+        .await
+        .expect("register b");
+    until(&mut rx, |i| i.len() == 2).await;
+    assert!(
+        rx.borrow()
+            .iter()
+            .any(|i| i.id == "b" && i.version == "gray")
+    );
+
+    a.deregister().await.expect("deregister");
+    until(&mut rx, |i| i.len() == 1 && i[0].id == "b").await;
+
+    // The keep-alive holds b past several lease lifetimes...
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(rx.borrow().len(), 1, "keep-alive holds the lease");
+    // ...until b "crashes": no deregistration, no keep-alive, the lease expires.
+    drop(b);
+    until(&mut rx, <[Instance]>::is_empty).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_registers_again_after_etcd_loses_everything() {
+    let mut etcd = Etcd::start().await;
+    let registry = EtcdRegistry::new([etcd.endpoint()]).lease_ttl(1);
+    let _a = registry
+        .register(instance("a", 1001))
+        .await
+        .expect("register");
+    let mut rx = registry.watch(SERVICE).await.expect("watch");
+    until(&mut rx, |i| i.len() == 1).await;
+
+    etcd.restart_empty().await;
+    // A fresh watcher on the empty etcd sees the record come back.
+    let mut fresh = registry.watch(SERVICE).await.expect("watch after restart");
+    until(&mut fresh, |i| i.len() == 1 && i[0].id == "a").await;
+    // The old watcher resynchronised too.
+    until(&mut rx, |i| i.len() == 1 && i[0].id == "a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_keep_serving_from_the_last_known_instances_while_etcd_is_down() {
+    let mut etcd = Etcd::start().await;
+    let registry: Arc<dyn Registry> = Arc::new(EtcdRegistry::new([etcd.endpoint()]).lease_ttl(2));
+    let server = start(
+        Server::builder()
+            .register(
+                Arc::clone(&registry),
+                Instance::new(SERVICE, "127.0.0.1:0".parse().expect("addr")).id("s"),
+            )
+            .add_service(EchoServer::new(EchoService::new("s"))),
+    )
+    .await;
+    let mut rx = registry.watch(SERVICE).await.expect("watch");
+    until(&mut rx, |i| i.len() == 1).await;
+    let client = EchoClient::new(
+        discover(&*registry, SERVICE, Channel::builder())
+            .await
+            .expect("discover"),
+    );
+    let call = || {
+        client.echo(EchoRequest {
+            payload: b"x".to_vec().into(),
+            delay_ms: 0,
+        })
+    };
+    call().await.expect("with etcd up");
+
+    etcd.stop();
+    for _ in 0..20 {
+        call()
+            .await
+            .expect("etcd down: the last known instances still serve");
+    }
+    server.shutdown().await;
+}
