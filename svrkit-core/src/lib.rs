@@ -16,7 +16,8 @@
 //! - [`client`]: `Channel`, connection pool, reconnect back-off, `CallOptions`.
 //! - [`server`]: builder, routing, dispatch, deadlines, graceful shutdown, metrics.
 //! - [`context`]: the task-local request context.
-//! - [`discovery`]: registries (embedded, static) and channels that follow them.
+//! - [`discovery`]: registries (embedded, etcd, static) and channels that follow them.
+//! - [`config`]: gray-release configuration (publish to a selector, promote, roll back).
 //! - [`balance`]: consistent-hash ring and balancing strategies.
 //! - [`overload`]: DAGOR admission control, collaborative shedding, adaptive throttling.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/status`, `/healthz`, `/readyz`).
@@ -30,6 +31,7 @@ pub mod balance;
 pub mod client;
 #[doc(hidden)]
 pub mod codegen;
+pub mod config;
 pub mod context;
 pub mod discovery;
 pub mod method;

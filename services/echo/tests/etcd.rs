@@ -208,3 +208,9 @@ async fn clients_keep_serving_from_the_last_known_instances_while_etcd_is_down()
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gray_release_config_through_etcd() {
+    let etcd = Etcd::start().await;
+    common::gray_release_scenario(Arc::new(EtcdRegistry::new([etcd.endpoint()]))).await;
+}

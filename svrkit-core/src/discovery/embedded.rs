@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::{DiscoveryError, Instance, Instances, Registration, Registry};
 use crate::BoxFuture;
+use crate::config::{ConfigDoc, ConfigStore};
 
 /// Records older than this are dead (3 s).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
@@ -240,6 +241,81 @@ impl Registry for EmbeddedRegistry {
                         }
                         differs
                     });
+                }
+            });
+            Ok(rx)
+        })
+    }
+}
+
+impl EmbeddedRegistry {
+    fn config_path(&self, service: &str) -> PathBuf {
+        self.root
+            .join("config")
+            .join(format!("{}.json", safe(service)))
+    }
+
+    fn read_config(&self, service: &str) -> Result<ConfigDoc, DiscoveryError> {
+        match std::fs::read(self.config_path(service)) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigDoc::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl ConfigStore for EmbeddedRegistry {
+    fn load(&self, service: &str) -> BoxFuture<'static, Result<ConfigDoc, DiscoveryError>> {
+        let (this, service) = (self.clone(), service.to_string());
+        Box::pin(async move { this.read_config(&service) })
+    }
+
+    fn store(
+        &self,
+        service: &str,
+        doc: ConfigDoc,
+    ) -> BoxFuture<'static, Result<(), DiscoveryError>> {
+        let path = self.config_path(service);
+        Box::pin(async move {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        })
+    }
+
+    fn watch_config(
+        &self,
+        service: &str,
+    ) -> BoxFuture<'static, Result<watch::Receiver<std::sync::Arc<ConfigDoc>>, DiscoveryError>>
+    {
+        let (this, service) = (self.clone(), service.to_string());
+        Box::pin(async move {
+            let (tx, rx) = watch::channel(std::sync::Arc::new(this.read_config(&service)?));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(this.poll);
+                loop {
+                    tick.tick().await;
+                    if tx.is_closed() {
+                        break;
+                    }
+                    match this.read_config(&service) {
+                        Ok(now) => {
+                            tx.send_if_modified(|current| {
+                                let differs = **current != now;
+                                if differs {
+                                    *current = std::sync::Arc::new(now);
+                                }
+                                differs
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading config failed; keeping the last document")
+                        }
+                    }
                 }
             });
             Ok(rx)

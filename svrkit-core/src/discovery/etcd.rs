@@ -19,9 +19,12 @@ use tokio::sync::watch;
 
 use super::{DiscoveryError, Instance, Instances, Registration, Registry};
 use crate::BoxFuture;
+use crate::config::{ConfigDoc, ConfigStore};
 
 /// Key prefix of instance records.
 pub const PREFIX: &str = "/svrkit/services/";
+/// Key prefix of configuration documents.
+pub const CONFIG_PREFIX: &str = "/svrkit/config/";
 /// Lease time-to-live of a registration, in seconds (3).
 pub const DEFAULT_LEASE_TTL_SECS: i64 = 3;
 /// Pause between attempts to reach etcd again.
@@ -250,6 +253,116 @@ impl Registry for EtcdRegistry {
                             publish(&tx, &live);
                             stale.set(0.0);
                             tracing::info!(%service, instances = live.len(), "etcd reachable again");
+                            break;
+                        }
+                    }
+                }
+            });
+            Ok(rx)
+        })
+    }
+}
+
+impl EtcdRegistry {
+    async fn read_config(
+        client: &mut Client,
+        key: &str,
+    ) -> Result<(ConfigDoc, i64), DiscoveryError> {
+        let response = client.get(key, None).await.map_err(backend)?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let doc = match response.kvs().first() {
+            Some(kv) => serde_json::from_slice(kv.value())?,
+            None => ConfigDoc::default(),
+        };
+        Ok((doc, revision))
+    }
+}
+
+fn publish_doc(tx: &watch::Sender<std::sync::Arc<ConfigDoc>>, now: ConfigDoc) {
+    tx.send_if_modified(|current| {
+        let differs = **current != now;
+        if differs {
+            *current = std::sync::Arc::new(now);
+        }
+        differs
+    });
+}
+
+impl ConfigStore for EtcdRegistry {
+    fn load(&self, service: &str) -> BoxFuture<'static, Result<ConfigDoc, DiscoveryError>> {
+        let (this, key) = (self.clone(), format!("{CONFIG_PREFIX}{service}"));
+        Box::pin(async move {
+            let mut client = this.client().await?;
+            Ok(EtcdRegistry::read_config(&mut client, &key).await?.0)
+        })
+    }
+
+    fn store(
+        &self,
+        service: &str,
+        doc: ConfigDoc,
+    ) -> BoxFuture<'static, Result<(), DiscoveryError>> {
+        let (this, key) = (self.clone(), format!("{CONFIG_PREFIX}{service}"));
+        Box::pin(async move {
+            let mut client = this.client().await?;
+            client
+                .put(key, serde_json::to_vec_pretty(&doc)?, None)
+                .await
+                .map_err(backend)?;
+            Ok(())
+        })
+    }
+
+    fn watch_config(
+        &self,
+        service: &str,
+    ) -> BoxFuture<'static, Result<watch::Receiver<std::sync::Arc<ConfigDoc>>, DiscoveryError>>
+    {
+        let (this, key) = (self.clone(), format!("{CONFIG_PREFIX}{service}"));
+        Box::pin(async move {
+            let mut client = this.client().await?;
+            let (doc, mut revision) = EtcdRegistry::read_config(&mut client, &key).await?;
+            let (tx, rx) = watch::channel(std::sync::Arc::new(doc));
+            tokio::spawn(async move {
+                loop {
+                    let options = WatchOptions::new().with_start_revision(revision + 1);
+                    if let Ok(mut stream) = client.watch(key.as_str(), Some(options)).await {
+                        while let Ok(Some(response)) = stream.message().await {
+                            if response.canceled() {
+                                break;
+                            }
+                            for event in response.events() {
+                                let Some(kv) = event.kv() else { continue };
+                                revision = revision.max(kv.mod_revision());
+                                let now = match event.event_type() {
+                                    EventType::Put => match serde_json::from_slice(kv.value()) {
+                                        Ok(doc) => doc,
+                                        Err(e) => {
+                                            tracing::warn!(error = %e, "unreadable config document in etcd");
+                                            continue;
+                                        }
+                                    },
+                                    EventType::Delete => ConfigDoc::default(),
+                                };
+                                publish_doc(&tx, now);
+                            }
+                        }
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(%key, "etcd unreachable; keeping the last config document");
+                    loop {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        if tx.is_closed() {
+                            return;
+                        }
+                        let Ok(mut fresh) = this.client().await else {
+                            continue;
+                        };
+                        if let Ok((doc, rev)) = EtcdRegistry::read_config(&mut fresh, &key).await {
+                            (revision, client) = (rev, fresh);
+                            publish_doc(&tx, doc);
                             break;
                         }
                     }

@@ -24,7 +24,10 @@ use tokio::sync::watch;
 
 pub use embedded::{DEFAULT_POLL, DEFAULT_TTL, EmbeddedRegistry};
 #[cfg(feature = "etcd")]
-pub use etcd::{DEFAULT_LEASE_TTL_SECS, EtcdRegistry, PREFIX as ETCD_PREFIX};
+pub use etcd::{
+    CONFIG_PREFIX as ETCD_CONFIG_PREFIX, DEFAULT_LEASE_TTL_SECS, EtcdRegistry,
+    PREFIX as ETCD_PREFIX,
+};
 pub use static_list::StaticRegistry;
 
 use crate::BoxFuture;

@@ -228,3 +228,123 @@ pub async fn start_admin(admin: svrkit::admin::AdminServer) -> (SocketAddr, ones
     }));
     (addr, tx)
 }
+
+/// An Echo whose reply payload is `VERSION:VALUE` of the configuration that applies to
+/// the request.
+#[derive(Clone)]
+pub struct ConfigEcho {
+    pub live: svrkit::config::LiveConfig,
+}
+
+impl Echo for ConfigEcho {
+    async fn echo(&self, _request: EchoRequest) -> Result<EchoReply, Status> {
+        let (version, value) = self.live.for_request();
+        Ok(EchoReply {
+            payload: format!("{version}:{value}").into_bytes().into(),
+            seen: None,
+        })
+    }
+
+    async fn relay(&self, _request: EchoRequest) -> Result<RelayReply, Status> {
+        Err(Status::unimplemented("relay"))
+    }
+}
+
+/// Waits (bounded) until the live document satisfies `done`.
+pub async fn config_until(
+    live: &mut svrkit::config::LiveConfig,
+    done: impl Fn(&svrkit::config::ConfigDoc) -> bool,
+) {
+    tokio::time::timeout(PATIENCE, async {
+        while !done(&live.document()) {
+            assert!(live.changed().await, "config watch open");
+        }
+    })
+    .await
+    .expect("the configuration reached the expected state in time");
+}
+
+/// The gray-release scenario, against any store: 10 % of users, promote, roll back.
+pub async fn gray_release_scenario(store: std::sync::Arc<dyn svrkit::config::ConfigStore>) {
+    use svrkit::config::{LiveConfig, Selector, promote, publish_gray, publish_stable, rollback};
+    use svrkit::{CallOptions, Channel, Server};
+    let service = format!("gray.test.{:x}", svrkit::context::new_id());
+    assert_eq!(
+        publish_stable(&*store, &service, "v1")
+            .await
+            .expect("stable"),
+        1
+    );
+    let live = LiveConfig::follow(&*store, &service, "instance-1")
+        .await
+        .expect("follow");
+    let mut watching = live.clone();
+    let server =
+        start(Server::builder().add_service(echo::EchoServer::new(ConfigEcho { live }))).await;
+    let client = echo::EchoClient::new(Channel::lazy([server.addr]));
+    let seen_by = |uid: u64| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .echo_with(EchoRequest::default(), CallOptions::new().uid(uid))
+                .await
+                .expect("echo");
+            String::from_utf8(reply.payload.to_vec()).expect("utf-8")
+        }
+    };
+
+    // Release v2 to 10 % of users.
+    let selector = Selector::Percent(10);
+    assert_eq!(
+        publish_gray(&*store, &service, "v2", selector.clone())
+            .await
+            .expect("publish"),
+        2
+    );
+    config_until(&mut watching, |d| d.gray.is_some()).await;
+    let mut gray_users = Vec::new();
+    for uid in 1..=1_000u64 {
+        match seen_by(uid).await.as_str() {
+            "2:v2" => gray_users.push(uid),
+            "1:v1" => {}
+            other => panic!("uid {uid} saw {other}"),
+        }
+    }
+    let expected: Vec<u64> = (1..=1_000u64)
+        .filter(|u| selector.selects(*u, "any"))
+        .collect();
+    assert_eq!(
+        gray_users, expected,
+        "exactly the selected users see the new value"
+    );
+    assert!(
+        (60..=140).contains(&gray_users.len()),
+        "about 10 %: {}",
+        gray_users.len()
+    );
+    assert_eq!(
+        watching.applied_version(),
+        1,
+        "the instance itself still applies stable"
+    );
+
+    // Promote: everyone sees v2.
+    assert_eq!(promote(&*store, &service).await.expect("promote"), 2);
+    config_until(&mut watching, |d| d.gray.is_none() && d.stable_version == 2).await;
+    for uid in [1, 2, 3, expected[0], 999] {
+        assert_eq!(seen_by(uid).await, "2:v2");
+    }
+    assert_eq!(watching.applied_version(), 2);
+
+    // Release v3 to user 7, then roll it back.
+    publish_gray(&*store, &service, "v3", Selector::Uids(vec![7]))
+        .await
+        .expect("publish");
+    config_until(&mut watching, |d| d.gray.is_some()).await;
+    assert_eq!(seen_by(7).await, "3:v3");
+    assert_eq!(seen_by(8).await, "2:v2");
+    rollback(&*store, &service).await.expect("rollback");
+    config_until(&mut watching, |d| d.gray.is_none()).await;
+    assert_eq!(seen_by(7).await, "2:v2");
+    server.shutdown().await;
+}
