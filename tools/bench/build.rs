@@ -10,7 +10,10 @@ fn main() {
         .compile(&[proto], &["proto", "../../idl"])
         .unwrap_or_else(|e| panic!("svrkit codegen: {e}"));
 
-    let fds = protox::compile([proto], ["proto"]).unwrap_or_else(|e| panic!("protox: {e}"));
+    let mut fds =
+        protox::compile([proto], ["proto", "../../idl"]).unwrap_or_else(|e| panic!("protox: {e}"));
+    // tonic ignores svrkit's method options; generate code for the bench's own file only.
+    fds.file.retain(|f| f.name() == "bench.proto");
     let tonic_out = out.join("tonic");
     std::fs::create_dir_all(&tonic_out).expect("tonic out dir");
     tonic_prost_build::configure()

@@ -9,6 +9,7 @@
 //! Figures are for comparison within one run on one machine; they are never asserted in
 //! tests.
 
+mod failover;
 mod overload;
 mod proto;
 mod raw;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Unary echo throughput, p99 latency and server CPU per request.
     Rpc(rpc::RpcArgs),
+    /// Three instances under load, one killed: failed calls and the time to shift.
+    Failover(failover::FailoverArgs),
     /// DAGOR's experiment: success rate under 0.5x..4x overload for k = 1..4 calls per task.
     Overload(overload::OverloadArgs),
     /// Serve one system's echo server (started by the benchmarks themselves).
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Rpc(args) => runtime.block_on(rpc::run(args)),
         Command::Overload(args) => runtime.block_on(overload::run(args)),
+        Command::Failover(args) => runtime.block_on(failover::run(args)),
         Command::Serve { system, addr } => runtime.block_on(servers::serve(system, addr)),
     }
 }

@@ -38,15 +38,15 @@ pub(crate) struct RpcArgs {
 }
 
 /// One server process; killed when dropped.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Kept open: a closed pipe would make the server's next print fail.
     _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl ServerProcess {
-    fn start(system: System) -> anyhow::Result<ServerProcess> {
+    pub(crate) fn start(system: System) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args(["serve", system.name()])
@@ -72,6 +72,12 @@ impl ServerProcess {
 
     fn cpu(&self) -> Duration {
         process_cpu(self.child.id())
+    }
+
+    /// Kills the process with SIGKILL (kill -9) and reaps it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
