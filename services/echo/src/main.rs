@@ -6,7 +6,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
+use std::sync::Arc;
+
 use svrkit::admin::{AdminServer, InstanceInfo};
+use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Instance, Registry};
 use svrkit::{Channel, Context, Server};
 use tokio::net::TcpListener;
 
@@ -33,6 +36,15 @@ enum Command {
         /// Address of the admin HTTP endpoint (/metrics, /status, /healthz, /readyz).
         #[arg(long, default_value = "127.0.0.1:0")]
         admin: SocketAddr,
+        /// Register in the embedded registry rooted at this directory.
+        #[arg(long, conflicts_with = "etcd")]
+        registry_dir: Option<std::path::PathBuf>,
+        /// Register in the etcd cluster at this endpoint (http://127.0.0.1:2379).
+        #[arg(long)]
+        etcd: Option<String>,
+        /// The instance id to register under (default: generated).
+        #[arg(long)]
+        instance_id: Option<String>,
     },
     /// Start two servers on loopback, relay a call through both, and print what each saw.
     Demo,
@@ -51,7 +63,17 @@ async fn main() -> anyhow::Result<()> {
             next,
             name,
             admin,
-        } => serve(listen, next, name, admin).await,
+            registry_dir,
+            etcd,
+            instance_id,
+        } => {
+            let registry: Option<Arc<dyn Registry>> = match (registry_dir, etcd) {
+                (Some(dir), _) => Some(Arc::new(EmbeddedRegistry::new(dir))),
+                (None, Some(endpoint)) => Some(Arc::new(EtcdRegistry::new([endpoint]))),
+                (None, None) => None,
+            };
+            serve(listen, next, name, admin, registry, instance_id).await
+        }
         Command::Demo => demo().await,
     }
 }
@@ -61,6 +83,8 @@ async fn serve(
     next: Option<SocketAddr>,
     name: String,
     admin: SocketAddr,
+    registry: Option<Arc<dyn Registry>>,
+    instance_id: Option<String>,
 ) -> anyhow::Result<()> {
     // The metrics recorder goes first, so every metric handle taken later records.
     let admin_server = AdminServer::new(InstanceInfo::new("echo"))?;
@@ -74,7 +98,18 @@ async fn serve(
     if let Some(next) = next {
         service = service.with_next_hop(EchoClient::new(Channel::lazy([next])));
     }
-    let server = Server::builder().add_service(EchoServer::new(service));
+    let mut server = Server::builder().add_service(EchoServer::new(service));
+    if let Some(registry) = registry {
+        let mut instance = Instance::new(
+            echo::proto::echo_methods::SERVICE_NAME,
+            listener.local_addr()?,
+        )
+        .admin(admin_listener.local_addr()?);
+        if let Some(id) = instance_id {
+            instance = instance.id(id);
+        }
+        server = server.register(registry, instance);
+    }
     let admin_server = admin_server.attach(server.stats());
     println!("listening on {}", listener.local_addr()?);
     println!("admin on http://{}", admin_listener.local_addr()?);

@@ -156,3 +156,89 @@ async fn a_discovered_channel_follows_servers_that_come_and_go() {
     two.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_of_a_killed_process_expires() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempdir("kill");
+    let mut rx = registry(&dir).watch(SERVICE).await.expect("watch");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echo"))
+        .arg("serve")
+        .arg("--registry-dir")
+        .arg(&dir)
+        .args(["--instance-id", "doomed"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start echo");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("listening line");
+    until(&mut rx, |i| i.iter().any(|i| i.id == "doomed")).await;
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    // No deregistration happened: the record goes once its heartbeat is older than the TTL.
+    until(&mut rx, |i| !i.iter().any(|i| i.id == "doomed")).await;
+    drop(stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gray_users_reach_gray_instances_and_fall_back_to_stable() {
+    use svrkit::Context;
+    let dir = tempdir("grayroute");
+    let reg: Arc<dyn Registry> = Arc::new(registry(&dir));
+    let serve = |name: &'static str, version: &'static str| {
+        Server::builder()
+            .register(
+                Arc::clone(&reg),
+                Instance::new(SERVICE, "127.0.0.1:0".parse().expect("addr"))
+                    .id(name)
+                    .version(version),
+            )
+            .add_service(EchoServer::new(EchoService::new(name)))
+    };
+    let stable = start(serve("stable-1", "stable")).await;
+    let gray = start(serve("gray-1", "gray")).await;
+    let mut rx = reg.watch(SERVICE).await.expect("watch");
+    until(&mut rx, |i| i.len() == 2).await;
+    let channel = discover(&*reg, SERVICE, Channel::builder())
+        .await
+        .expect("discover");
+    let client = EchoClient::new(channel.clone());
+    let served_by = |ctx: Context| {
+        let client = client.clone();
+        async move {
+            ctx.scope(client.echo(EchoRequest::default()))
+                .await
+                .expect("echo")
+                .seen
+                .expect("seen")
+                .server
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(
+            served_by(Context::new().with_gray_tag("gray")).await,
+            "gray-1"
+        );
+        assert_eq!(served_by(Context::new()).await, "stable-1");
+    }
+    // The gray instance goes away: gray users fall back to stable.
+    let mut changes = channel.subscribe_targets();
+    gray.shutdown().await;
+    tokio::time::timeout(PATIENCE, async {
+        while channel.addresses().len() > 1 {
+            changes.changed().await.expect("channel alive");
+        }
+    })
+    .await
+    .expect("the channel dropped the gray instance");
+    assert_eq!(
+        served_by(Context::new().with_gray_tag("gray")).await,
+        "stable-1"
+    );
+    stable.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -607,7 +607,8 @@ impl ChannelInner {
                 return Err(Failed { status, sent: true });
             }
         };
-        endpoint.observe_latency(start.elapsed());
+        let fed_at = start.saturating_duration_since(self.epoch).as_millis() as u64;
+        endpoint.observe_latency(start.elapsed(), fed_at);
         let response = ResponseHeader::decode(&frame.header).map_err(|e| Failed {
             status: Status::internal(format!("bad response header from {}: {e}", conn.peer())),
             sent: true,

@@ -24,6 +24,9 @@ pub const EJECT_BASE: Duration = Duration::from_millis(500);
 /// The longest ejection.
 pub const EJECT_MAX: Duration = Duration::from_secs(30);
 
+/// How fast an unrefreshed latency average fades: it halves every this many ms.
+pub const LATENCY_HALF_LIFE_MS: u64 = 250;
+
 /// Connection settings an endpoint needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnectSettings {
@@ -47,6 +50,8 @@ pub(crate) struct Endpoint {
     pub(crate) in_flight: AtomicUsize,
     /// Moving average of call latency in microseconds, for balancing.
     ewma_us: AtomicU64,
+    /// When `ewma_us` was last fed (ms since the channel's epoch).
+    ewma_at_ms: AtomicU64,
     failures: AtomicU32,
     ejections: AtomicU32,
     ejected_until_ms: AtomicU64,
@@ -101,6 +106,7 @@ impl Endpoint {
             next_slot: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             ewma_us: AtomicU64::new(0),
+            ewma_at_ms: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
@@ -123,14 +129,18 @@ impl Endpoint {
             .sum()
     }
 
-    /// The balancing score: lower is better.
-    pub(crate) fn load(&self) -> u64 {
+    /// The balancing score at `now_ms`: lower is better. The latency average halves for
+    /// every [`LATENCY_HALF_LIFE_MS`] it has not been fed, so an instance that stopped
+    /// being picked because of one slow call is soon tried again and measured afresh.
+    pub(crate) fn load(&self, now_ms: u64) -> u64 {
         let in_flight = self.in_flight.load(Ordering::Relaxed) as u64 + 1;
-        in_flight * self.ewma_us.load(Ordering::Relaxed).max(1)
+        let age = now_ms.saturating_sub(self.ewma_at_ms.load(Ordering::Relaxed));
+        let ewma = self.ewma_us.load(Ordering::Relaxed) >> (age / LATENCY_HALF_LIFE_MS).min(63);
+        in_flight * ewma.max(1)
     }
 
     /// Folds one call's latency into the moving average (weight 1/5).
-    pub(crate) fn observe_latency(&self, took: Duration) {
+    pub(crate) fn observe_latency(&self, took: Duration, now_ms: u64) {
         let sample = took.as_micros().min(u128::from(u32::MAX)) as u64;
         let old = self.ewma_us.load(Ordering::Relaxed);
         let new = if old == 0 {
@@ -139,6 +149,7 @@ impl Endpoint {
             (old * 4 + sample) / 5
         };
         self.ewma_us.store(new, Ordering::Relaxed);
+        self.ewma_at_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// True while ejected.
@@ -294,10 +305,12 @@ mod tests {
     fn load_prefers_fewer_calls_and_faster_instances() {
         let fast = endpoint();
         let slow = endpoint();
-        fast.observe_latency(Duration::from_micros(100));
-        slow.observe_latency(Duration::from_micros(1_000));
-        assert!(fast.load() < slow.load());
+        fast.observe_latency(Duration::from_micros(100), 0);
+        slow.observe_latency(Duration::from_micros(1_000), 0);
+        assert!(fast.load(0) < slow.load(0));
         fast.in_flight.store(20, Ordering::Relaxed);
-        assert!(fast.load() > slow.load());
+        assert!(fast.load(0) > slow.load(0));
+        // A second later the slow one's stale average has faded (4 half-lives: 1,000 -> 62).
+        assert_eq!(slow.load(1_000), 62);
     }
 }

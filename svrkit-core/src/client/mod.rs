@@ -15,7 +15,9 @@ use bytes::Bytes;
 pub use channel::{
     Channel, ChannelBuilder, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, Target, WeakChannel,
 };
-pub use endpoint::{ADMISSION_LEVEL_TTL, EJECT_AFTER_FAILURES, EJECT_BASE, EJECT_MAX};
+pub use endpoint::{
+    ADMISSION_LEVEL_TTL, EJECT_AFTER_FAILURES, EJECT_BASE, EJECT_MAX, LATENCY_HALF_LIFE_MS,
+};
 pub use options::CallOptions;
 pub use retry::{DEFAULT_RETRY_RATIO, DEFAULT_RETRY_RESERVE, INITIAL_RETRIES, RetryBudget};
 

@@ -87,7 +87,10 @@ pub(crate) fn pick(set: &EndpointSet, want: Want<'_>, rr: &AtomicUsize) -> Resul
                 b += 1;
             }
             let (a, b) = (pool[a], pool[b]);
-            let (la, lb) = (set.endpoints[a].load(), set.endpoints[b].load());
+            let (la, lb) = (
+                set.endpoints[a].load(want.now_ms),
+                set.endpoints[b].load(want.now_ms),
+            );
             // Loads within 25 % are a tie, broken at random: otherwise light, sequential
             // traffic would always go to whichever instance was marginally faster.
             Ok(if lb * 5 < la * 4 {
@@ -155,8 +158,8 @@ mod tests {
     #[test]
     fn two_choices_avoid_the_loaded_instance() {
         let s = set(&["stable", "stable"]);
-        s.endpoints[0].observe_latency(Duration::from_millis(50));
-        s.endpoints[1].observe_latency(Duration::from_micros(100));
+        s.endpoints[0].observe_latency(Duration::from_millis(50), 0);
+        s.endpoints[1].observe_latency(Duration::from_micros(100), 0);
         let rr = AtomicUsize::new(0);
         for _ in 0..20 {
             assert_eq!(pick(&s, want(Balance::PowerOfTwoChoices, &[]), &rr), Ok(1));

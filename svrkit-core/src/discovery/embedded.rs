@@ -1,7 +1,7 @@
 //! The embedded registry: a directory of instance records with heartbeats.
 //!
 //! Layout: `ROOT/services/SERVICE/INSTANCE_ID.json`, one JSON record per instance
-//! (its [`Instance`] fields plus `heartbeat_unix_ms`). A registered instance rewrites its
+//! (its [`Instance`] fields plus `heartbeat_unix_ms` and the writer's `ttl_ms`). A registered instance rewrites its
 //! record every TTL/3 (write to a temporary file, then rename, so readers never see half a
 //! record); deregistering deletes it. Watchers poll the service's directory and publish
 //! the set of records whose heartbeat is younger than the TTL, removing older ones. Every
@@ -35,6 +35,9 @@ struct Record {
     #[serde(flatten)]
     instance: Instance,
     heartbeat_unix_ms: u64,
+    /// The writer's TTL: readers judge a record by the TTL it was written with.
+    #[serde(default)]
+    ttl_ms: u64,
 }
 
 fn now_ms() -> u64 {
@@ -109,6 +112,7 @@ impl EmbeddedRegistry {
         let record = Record {
             instance: instance.clone(),
             heartbeat_unix_ms: now_ms(),
+            ttl_ms: self.ttl.as_millis() as u64,
         };
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec(&record)?)?;
@@ -142,7 +146,12 @@ impl EmbeddedRegistry {
                 }
                 Err(_) => continue,
             };
-            if now.saturating_sub(record.heartbeat_unix_ms) > self.ttl.as_millis() as u64 {
+            let ttl = if record.ttl_ms == 0 {
+                self.ttl.as_millis() as u64
+            } else {
+                record.ttl_ms
+            };
+            if now.saturating_sub(record.heartbeat_unix_ms) > ttl {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
