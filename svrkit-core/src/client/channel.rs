@@ -179,6 +179,7 @@ impl ChannelBuilder {
                 config: self,
                 tasks: std::sync::Mutex::new(Vec::new()),
                 generation: tokio::sync::watch::Sender::new(0),
+                len: AtomicUsize::new(0),
             }),
         };
         channel.set_targets(targets);
@@ -219,6 +220,8 @@ struct ChannelInner {
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
     /// Bumped whenever the instance set is replaced.
     generation: tokio::sync::watch::Sender<u64>,
+    /// The number of instances in `set`.
+    len: AtomicUsize,
 }
 
 impl Drop for ChannelInner {
@@ -276,6 +279,10 @@ impl Channel {
             .set
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(EndpointSet::new(endpoints));
+        self.inner.len.store(
+            self.inner.snapshot().endpoints.len(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.inner.generation.send_modify(|g| *g += 1);
     }
 
@@ -358,6 +365,11 @@ impl ChannelInner {
         Arc::clone(&self.set.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// How many instances the channel has now (cached by the last swap).
+    fn snapshot_len(&self) -> usize {
+        self.len.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
@@ -435,7 +447,7 @@ impl ChannelInner {
             self.backup_budget.deposit();
         }
         let priority = Priority::new(business, user).index();
-        let mut tried: Vec<usize> = Vec::with_capacity(self.config.max_attempts as usize);
+        let mut tried = Tried::default();
         let mut last_error: Option<Status> = None;
         // Set when the previous attempt failed in a retryable way: (reason, request sent).
         let mut retrying: Option<(&'static str, bool)> = None;
@@ -446,7 +458,7 @@ impl ChannelInner {
                 gray: ctx.gray_tag().is_some(),
                 priority,
                 now_ms: self.now_ms(),
-                tried: &tried,
+                tried: tried.as_slice(),
             };
             let index = match pick(&set, want, &self.rr) {
                 Ok(index) => index,
@@ -490,7 +502,9 @@ impl ChannelInner {
                     let (result, backup) = self
                         .attempt_with_backup(&set, index, &header, &request, deadline, delay, want)
                         .await;
-                    tried.extend(backup);
+                    if let Some(backup) = backup {
+                        tried.push(backup);
+                    }
                     result
                 }
                 _ => {
@@ -506,7 +520,9 @@ impl ChannelInner {
             let Some(reason) = retry_reason(&status, method) else {
                 return Err(status);
             };
-            if tried.len() >= self.config.max_attempts as usize || Instant::now() >= deadline {
+            if tried.len() >= (self.config.max_attempts as usize).min(Tried::CAPACITY)
+                || Instant::now() >= deadline
+            {
                 return Err(status);
             }
             retrying = Some((reason, sent));
@@ -596,7 +612,9 @@ impl ChannelInner {
                 });
             }
         };
-        let _load = InFlight::new(endpoint);
+        // Load and latency feed the balancer's choice, which only exists with several.
+        let balancing = self.snapshot_len() > 1;
+        let _load = balancing.then(|| InFlight::new(endpoint));
         let start = Instant::now();
         let frame = match conn.call(header, body, Some(deadline)).await {
             Ok(frame) => frame,
@@ -607,8 +625,10 @@ impl ChannelInner {
                 return Err(Failed { status, sent: true });
             }
         };
-        let fed_at = start.saturating_duration_since(self.epoch).as_millis() as u64;
-        endpoint.observe_latency(start.elapsed(), fed_at);
+        if balancing {
+            let fed_at = start.saturating_duration_since(self.epoch).as_millis() as u64;
+            endpoint.observe_latency(start.elapsed(), fed_at);
+        }
         let response = ResponseHeader::decode(&frame.header).map_err(|e| Failed {
             status: Status::internal(format!("bad response header from {}: {e}", conn.peer())),
             sent: true,
@@ -644,6 +664,37 @@ impl ChannelInner {
                 Err(Failed { status, sent: true })
             }
         }
+    }
+}
+
+/// The instances one call has tried, without allocating.
+#[derive(Debug, Default)]
+struct Tried {
+    ids: [usize; Tried::CAPACITY],
+    len: usize,
+}
+
+impl Tried {
+    /// Attempts a call can make at most, whatever the configuration says.
+    const CAPACITY: usize = 8;
+
+    fn push(&mut self, id: usize) {
+        if self.len < Self::CAPACITY {
+            self.ids[self.len] = id;
+            self.len += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        &self.ids[..self.len]
     }
 }
 

@@ -54,6 +54,14 @@ pub(crate) fn pick(set: &EndpointSet, want: Want<'_>, rr: &AtomicUsize) -> Resul
     let healthy = |i: &usize| !set.endpoints[*i].is_ejected(want.now_ms);
     let admits = |i: &usize| !set.endpoints[*i].would_shed(want.priority, || want.now_ms);
 
+    // One instance (the common point-to-point case): no lists to build.
+    if n == 1 {
+        return match (fresh(&0), admits(&0)) {
+            (false, _) => Err(NoPick::Empty),
+            (true, false) => Err(NoPick::AllShedding),
+            (true, true) => Ok(0),
+        };
+    }
     let untried: Vec<usize> = (0..n).filter(fresh).collect();
     if untried.is_empty() {
         return Err(NoPick::Empty);

@@ -34,13 +34,16 @@ impl RetryBudget {
         }
     }
 
-    /// Credits one original request.
+    /// Credits one original request. A full budget (the steady state of a healthy
+    /// backend) costs a single load, no write: no cache-line ping-pong between callers.
     pub fn deposit(&self) {
-        let _ = self
-            .balance
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some((b + self.earn).min(self.cap))
-            });
+        if self.balance.load(Ordering::Relaxed) < self.cap {
+            let _ = self
+                .balance
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some((b + self.earn).min(self.cap))
+                });
+        }
     }
 
     /// Takes one retry if the balance allows.
