@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{PATIENCE, start};
+use common::{EchoProcess, PATIENCE, start};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
 use svrkit::discovery::{EmbeddedRegistry, Instance, Registry, discover};
 use svrkit::{Channel, Server};
@@ -159,28 +159,18 @@ async fn a_discovered_channel_follows_servers_that_come_and_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_record_of_a_killed_process_expires() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let dir = tempdir("kill");
     let mut rx = registry(&dir).watch(SERVICE).await.expect("watch");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echo"))
-        .arg("serve")
-        .arg("--registry-dir")
-        .arg(&dir)
-        .args(["--instance-id", "doomed"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start echo");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("listening line");
+    let mut process = EchoProcess::spawn(&[
+        "--registry-dir".as_ref(),
+        dir.as_os_str(),
+        "--instance-id".as_ref(),
+        "doomed".as_ref(),
+    ]);
     until(&mut rx, |i| i.iter().any(|i| i.id == "doomed")).await;
-    child.kill().expect("kill -9");
-    child.wait().expect("reap");
+    process.kill_9();
     // No deregistration happened: the record goes once its heartbeat is older than the TTL.
     until(&mut rx, |i| !i.iter().any(|i| i.id == "doomed")).await;
-    drop(stdout);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{PATIENCE, start};
+use common::{EchoProcess, PATIENCE, start};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
 use svrkit::discovery::{EtcdRegistry, Instance, Instances, Registry, discover};
 use svrkit::{Channel, Server};
@@ -217,29 +217,18 @@ async fn gray_release_config_through_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_of_a_killed_instance_expires() {
-    use std::io::{BufRead, BufReader};
     let etcd = Etcd::start().await;
     let registry = EtcdRegistry::new([etcd.endpoint()]);
     let mut rx = registry.watch(SERVICE).await.expect("watch");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echo"))
-        .args([
-            "serve",
-            "--etcd",
-            &etcd.endpoint(),
-            "--instance-id",
-            "doomed",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start echo");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("listening line");
+    let endpoint = etcd.endpoint();
+    let mut process = EchoProcess::spawn(&[
+        "--etcd".as_ref(),
+        endpoint.as_ref(),
+        "--instance-id".as_ref(),
+        "doomed".as_ref(),
+    ]);
     until(&mut rx, |i| i.iter().any(|i| i.id == "doomed")).await;
-    child.kill().expect("kill -9");
-    child.wait().expect("reap");
+    process.kill_9();
     // No deregistration happened: the record goes when its lease (3 s) expires.
     until(&mut rx, |i| !i.iter().any(|i| i.id == "doomed")).await;
-    drop(stdout);
 }

@@ -3,62 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Probe, start};
+use common::{EchoProcess, Probe, start};
 use echo::{Echo, EchoClient, EchoReply, EchoRequest, EchoServer, EchoService, RelayReply};
 use svrkit::{Channel, Code, Server, Status};
-
-/// An `echo serve` process; killed with SIGKILL when dropped.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    /// Kept open: a closed pipe would make the child's next print fail.
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Process {
-    fn spawn(name: &str) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_echo"))
-            .args(["serve", "--name", name])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start echo");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .parse()
-            .expect("address");
-        Process {
-            child,
-            addr,
-            _stdout: stdout,
-        }
-    }
-
-    fn kill_9(&mut self) {
-        // std's kill sends SIGKILL on Unix.
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn request() -> EchoRequest {
     EchoRequest {
@@ -74,7 +26,10 @@ async fn kill_9_of_one_of_three_instances_under_load_fails_no_idempotent_call() 
     let snapshotter = recorder.snapshotter();
     metrics::set_global_recorder(recorder).expect("recorder");
 
-    let mut procs: Vec<Process> = ["a", "b", "c"].iter().map(|n| Process::spawn(n)).collect();
+    let mut procs: Vec<EchoProcess> = ["a", "b", "c"]
+        .iter()
+        .map(|n| EchoProcess::spawn(&["--name".as_ref(), n.as_ref()]))
+        .collect();
     let channel = Channel::lazy(procs.iter().map(|p| p.addr));
     let client = EchoClient::new(channel);
     let failed = Arc::new(AtomicU64::new(0));

@@ -243,13 +243,7 @@ impl Registry for EmbeddedRegistry {
                         }
                         Err(_) => continue,
                     };
-                    tx.send_if_modified(|current| {
-                        let differs = *current != now;
-                        if differs {
-                            *current = now;
-                        }
-                        differs
-                    });
+                    super::publish_if_changed(&tx, now);
                 }
             });
             Ok(rx)
@@ -313,13 +307,7 @@ impl ConfigStore for EmbeddedRegistry {
                     }
                     match this.read_config(&service) {
                         Ok(now) => {
-                            tx.send_if_modified(|current| {
-                                let differs = **current != now;
-                                if differs {
-                                    *current = std::sync::Arc::new(now);
-                                }
-                                differs
-                            });
+                            super::publish_if_changed(&tx, std::sync::Arc::new(now));
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "reading config failed; keeping the last document")

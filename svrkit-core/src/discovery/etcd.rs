@@ -131,14 +131,7 @@ impl EtcdRegistry {
 }
 
 fn publish(tx: &watch::Sender<Instances>, live: &BTreeMap<String, Instance>) {
-    let now: Instances = live.values().cloned().collect();
-    tx.send_if_modified(|current| {
-        let differs = *current != now;
-        if differs {
-            *current = now;
-        }
-        differs
-    });
+    super::publish_if_changed(tx, live.values().cloned().collect::<Instances>());
 }
 
 impl Registry for EtcdRegistry {
@@ -279,13 +272,7 @@ impl EtcdRegistry {
 }
 
 fn publish_doc(tx: &watch::Sender<std::sync::Arc<ConfigDoc>>, now: ConfigDoc) {
-    tx.send_if_modified(|current| {
-        let differs = **current != now;
-        if differs {
-            *current = std::sync::Arc::new(now);
-        }
-        differs
-    });
+    super::publish_if_changed(tx, std::sync::Arc::new(now));
 }
 
 impl ConfigStore for EtcdRegistry {

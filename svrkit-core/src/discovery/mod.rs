@@ -181,6 +181,17 @@ impl Drop for Registration {
     }
 }
 
+/// Sends `now` to a watch only when it differs from what watchers last saw.
+pub(crate) fn publish_if_changed<T: PartialEq>(tx: &watch::Sender<T>, now: T) {
+    tx.send_if_modified(|current| {
+        let differs = *current != now;
+        if differs {
+            *current = now;
+        }
+        differs
+    });
+}
+
 /// A channel to `service` whose instances follow the registry: instances that appear are
 /// used at once, and ones that go are dropped (their calls in flight finish).
 pub async fn discover(

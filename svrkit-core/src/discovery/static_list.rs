@@ -77,13 +77,7 @@ impl Registry for StaticRegistry {
             tokio::spawn(async move {
                 while changes.changed().await.is_ok() {
                     let now = this.list(&service);
-                    tx.send_if_modified(|current| {
-                        let differs = *current != now;
-                        if differs {
-                            *current = now.clone();
-                        }
-                        differs
-                    });
+                    super::publish_if_changed(&tx, now.clone());
                     if tx.is_closed() {
                         break;
                     }

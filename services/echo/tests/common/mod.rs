@@ -348,3 +348,53 @@ pub async fn gray_release_scenario(store: std::sync::Arc<dyn svrkit::config::Con
     assert_eq!(seen_by(7).await, "2:v2");
     server.shutdown().await;
 }
+
+/// An `echo serve` process (the real binary); SIGKILLed when dropped.
+pub struct EchoProcess {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    /// Kept open: a closed pipe would make the child's next print fail.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl EchoProcess {
+    /// Starts `echo serve ARGS…` and waits for its `listening on` line.
+    pub fn spawn(args: &[&std::ffi::OsStr]) -> EchoProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_echo"))
+            .arg("serve")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start echo");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .parse()
+            .expect("address");
+        EchoProcess {
+            child,
+            addr,
+            _stdout: stdout,
+        }
+    }
+
+    /// kill -9, then reap.
+    pub fn kill_9(&mut self) {
+        // std's kill sends SIGKILL on Unix.
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
