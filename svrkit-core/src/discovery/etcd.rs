@@ -50,6 +50,16 @@ impl EtcdRegistry {
         }
     }
 
+    /// Every registered instance of every service.
+    pub async fn all(&self) -> Result<Vec<Instance>, DiscoveryError> {
+        let mut client = self.client().await?;
+        Ok(EtcdRegistry::read(&mut client, PREFIX)
+            .await?
+            .0
+            .into_values()
+            .collect())
+    }
+
     /// Sets the lease time-to-live in seconds: how long a dead instance stays listed.
     pub fn lease_ttl(mut self, secs: i64) -> EtcdRegistry {
         self.lease_ttl = secs.max(1);

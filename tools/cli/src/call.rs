@@ -1,0 +1,169 @@
+//! `svrkit call SERVICE/Method JSON`: any method of any service, from its IDL.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use bytes::Bytes;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
+use svrkit::client::RpcRequest;
+use svrkit::discovery::discover;
+use svrkit::{CallOptions, Channel, MethodDesc};
+
+use crate::Failure;
+use crate::target::RegistryArgs;
+
+/// Options of `svrkit call`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CallArgs {
+    /// The method: SERVICE/Method, e.g. svrkit.demo.Echo/Echo (a unique short service name
+    /// such as Echo/Echo works too).
+    method: String,
+    /// The request in protobuf's JSON mapping; `-` reads standard input.
+    #[arg(default_value = "{}")]
+    json: String,
+    /// Call this address instead of looking the service up in the registry.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Where the .proto files are (every .proto below is read); repeatable.
+    #[arg(long = "idl", default_value = "idl")]
+    idl: Vec<PathBuf>,
+    /// The user id the call acts for.
+    #[arg(long)]
+    uid: Option<u64>,
+    /// Timeout in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
+}
+
+/// Every `.proto` below `root`, relative to it.
+fn protos(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "proto") {
+                found.push(path.strip_prefix(root).unwrap_or(&path).to_path_buf());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The descriptors of every .proto under the IDL roots.
+pub(crate) fn load_idl(roots: &[PathBuf]) -> anyhow::Result<DescriptorPool> {
+    let mut compiler = protox::Compiler::new(roots).map_err(|e| anyhow!("{e}"))?;
+    for root in roots {
+        let files = protos(root)?;
+        compiler.open_files(&files).map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(compiler.descriptor_pool())
+}
+
+/// Finds `SERVICE/Method` in the pool, accepting a unique short service name.
+fn find_method(pool: &DescriptorPool, target: &str) -> Result<MethodDescriptor, Failure> {
+    let (service, method) = target
+        .split_once('/')
+        .ok_or_else(|| Failure::Usage(anyhow!("expected SERVICE/Method, got {target:?}")))?;
+    let candidates: Vec<_> = pool
+        .services()
+        .filter(|s| s.full_name() == service || s.name() == service)
+        .collect();
+    let service_desc = match candidates.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(Failure::Usage(anyhow!(
+                "unknown service {service:?} (not in the IDL)"
+            )));
+        }
+        many => {
+            let names: Vec<_> = many.iter().map(|s| s.full_name().to_string()).collect();
+            return Err(Failure::Usage(anyhow!(
+                "service {service:?} is ambiguous: {}",
+                names.join(", ")
+            )));
+        }
+    };
+    service_desc
+        .methods()
+        .find(|m| m.name() == method)
+        .ok_or_else(|| {
+            Failure::Usage(anyhow!(
+                "unknown method {method:?} of {}",
+                service_desc.full_name()
+            ))
+        })
+}
+
+pub(crate) async fn run(args: CallArgs) -> Result<(), Failure> {
+    let pool = load_idl(&args.idl).map_err(|e| Failure::Usage(e.context("reading the IDL")))?;
+    let method = find_method(&pool, &args.method)?;
+    let json = if args.json == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| Failure::Usage(anyhow!("reading stdin: {e}")))?
+    } else {
+        args.json.clone()
+    };
+    let mut de = serde_json::Deserializer::from_str(&json);
+    let request = DynamicMessage::deserialize(method.input(), &mut de)
+        .and_then(|m| de.end().map(|()| m))
+        .map_err(|e| {
+            Failure::Usage(anyhow!(
+                "the JSON does not fit {}: {e}",
+                method.input().full_name()
+            ))
+        })?;
+
+    let service = method.parent_service().full_name().to_string();
+    // The runtime wants a 'static description; this process makes one call and exits.
+    let desc: &'static MethodDesc = Box::leak(Box::new(MethodDesc {
+        service: Box::leak(service.clone().into_boxed_str()),
+        method: Box::leak(method.name().to_string().into_boxed_str()),
+        idempotent: false,
+        timeout: None,
+        priority: 0,
+    }));
+    let channel = match args.addr {
+        Some(addr) => Channel::lazy([addr]),
+        None => {
+            let store = args.registry.store();
+            let channel = discover(&*store.registry(), &service, Channel::builder())
+                .await
+                .map_err(|e| Failure::Failed(anyhow!("looking up {service}: {e}")))?;
+            if channel.addresses().is_empty() {
+                return Err(Failure::Failed(anyhow!(
+                    "no instance of {service} is registered"
+                )));
+            }
+            channel
+        }
+    };
+    let mut options = CallOptions::new().timeout(Duration::from_millis(args.timeout_ms));
+    if let Some(uid) = args.uid {
+        options = options.uid(uid);
+    }
+    let response = channel
+        .call(RpcRequest {
+            method: desc,
+            body: Bytes::from(request.encode_to_vec()),
+            options,
+        })
+        .await
+        .map_err(|status| Failure::Failed(anyhow!("{service}/{}: {status}", method.name())))?;
+    let reply = DynamicMessage::decode(method.output(), response.body).map_err(|e| {
+        Failure::Failed(anyhow!("undecodable {}: {e}", method.output().full_name()))
+    })?;
+    let text = serde_json::to_string_pretty(&reply).map_err(|e| Failure::Failed(anyhow!("{e}")))?;
+    println!("{text}");
+    Ok(())
+}

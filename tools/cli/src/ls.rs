@@ -1,0 +1,116 @@
+//! `svrkit ls`: services and instances in the registry.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use serde_json::{Value, json};
+use svrkit::discovery::Instance;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::Failure;
+use crate::target::{RegistryArgs, Store};
+
+/// Options of `svrkit ls`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LsArgs {
+    /// Only this service.
+    service: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Print JSON (one object per instance) for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The instance's `/status`, if it has an admin endpoint that answers within a second.
+async fn status(instance: &Instance) -> Option<Value> {
+    let addr = instance.admin?;
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
+    let instances: Vec<Instance> = match args.registry.store() {
+        Store::Embedded(registry) => {
+            let services = match &args.service {
+                Some(service) => vec![service.clone()],
+                None => registry.services().map_err(|e| Failure::Failed(e.into()))?,
+            };
+            let mut all = Vec::new();
+            for service in services {
+                all.extend(
+                    registry
+                        .live(&service)
+                        .map_err(|e| Failure::Failed(e.into()))?,
+                );
+            }
+            all
+        }
+        Store::Etcd(registry) => {
+            let all = registry
+                .all()
+                .await
+                .map_err(|e| Failure::Failed(anyhow!("{e}")))?;
+            all.into_iter()
+                .filter(|i| args.service.as_ref().is_none_or(|s| *s == i.service))
+                .collect()
+        }
+    };
+    let mut rows = Vec::new();
+    for instance in &instances {
+        let status = status(instance).await;
+        let health = match (&instance.admin, &status) {
+            (None, _) => "unknown",
+            (Some(_), None) => "down",
+            (Some(_), Some(s)) if s["ready"] == true => "ready",
+            (Some(_), Some(_)) => "not ready",
+        };
+        rows.push(json!({
+            "service": instance.service,
+            "id": instance.id,
+            "address": instance.addr.to_string(),
+            "version": instance.version,
+            "health": health,
+            "config_version": status.as_ref().map_or(Value::Null, |s| s["config_version"].clone()),
+        }));
+    }
+    if args.json {
+        for row in rows {
+            println!("{row}");
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<28} {:<22} {:<7} {:<10} CONFIG",
+        "SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH"
+    );
+    for row in &rows {
+        let text = |k: &str| row[k].as_str().unwrap_or("-").to_string();
+        let config = row["config_version"]
+            .as_u64()
+            .map_or("-".to_string(), |v| v.to_string());
+        println!(
+            "{:<28} {:<28} {:<22} {:<7} {:<10} {config}",
+            text("service"),
+            text("id"),
+            text("address"),
+            text("version"),
+            text("health")
+        );
+    }
+    if rows.is_empty() {
+        println!("(no instances registered)");
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! `svrkit`: the operator's and service author's command line.
+//!
+//! ```text
+//! svrkit call svrkit.demo.Echo/Echo '{"payload":"aGk="}' --addr 127.0.0.1:7000
+//! svrkit ls --registry-dir .svrkit/registry
+//! svrkit config publish svrkit.demo.Echo '{"greeting":"hi"}' --percent 10 --registry-dir .svrkit/registry
+//! ```
+//!
+//! Exit codes: 0 success, 1 the call or operation failed (the server's status is printed),
+//! 2 bad usage or input (unknown service or method, JSON that does not fit the message).
+
+mod call;
+mod config;
+mod ls;
+mod target;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "svrkit",
+    about = "Call, list and configure svrkit services",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Call any method of any running service from its IDL: JSON in, JSON out.
+    ///
+    /// Example: svrkit call svrkit.demo.Echo/Echo '{"payload":"aGk="}' --addr 127.0.0.1:7000
+    Call(call::CallArgs),
+    /// List services and their instances from the registry.
+    ///
+    /// Example: svrkit ls --registry-dir .svrkit/registry
+    Ls(ls::LsArgs),
+    /// Gray-release configuration: show, publish, promote, rollback.
+    ///
+    /// Example: svrkit config publish svrkit.demo.Echo '{"limit":5}' --percent 10
+    Config(config::ConfigArgs),
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Bad usage or input: exit 2.
+    Usage(anyhow::Error),
+    /// The operation failed: exit 1.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Failed(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("svrkit: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Call(args) => call::run(args).await,
+            Command::Ls(args) => ls::run(args).await,
+            Command::Config(args) => config::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("svrkit: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(e)) => {
+            eprintln!("svrkit: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
