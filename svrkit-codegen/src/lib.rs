@@ -34,7 +34,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use names::{
-    client_module, client_type, methods_module, server_module, server_type, snake_case, trait_name,
+    client_module, client_type, method_name, methods_module, server_module, server_type,
+    snake_case, trait_name, type_name,
 };
 pub use options::MethodOptions;
 

@@ -25,6 +25,16 @@ pub fn snake_case(name: &str) -> String {
     out
 }
 
+/// The Rust name prost-build gives a service, message or trait: `HTTPGateway` -> `HttpGateway`.
+pub fn type_name(proto_name: &str) -> String {
+    heck::ToUpperCamelCase::to_upper_camel_case(proto_name)
+}
+
+/// The Rust name prost-build gives a method: `SayHello` -> `say_hello`.
+pub fn method_name(proto_name: &str) -> String {
+    heck::ToSnakeCase::to_snake_case(proto_name)
+}
+
 /// The module of a service's method descriptors: `Echo` -> `echo_methods`.
 pub fn methods_module(service: &str) -> String {
     format!("{}_methods", snake_case(service))
@@ -58,6 +68,13 @@ pub fn server_type(service: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_names_match_prost_build() {
+        assert_eq!(type_name("HTTPGateway"), "HttpGateway");
+        assert_eq!(type_name("Greeter"), "Greeter");
+        assert_eq!(method_name("SayHello"), "say_hello");
+    }
 
     #[test]
     fn snake_case_handles_acronyms_and_digits() {

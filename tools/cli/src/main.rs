@@ -1,6 +1,7 @@
 //! `svrkit`: the operator's and service author's command line.
 //!
 //! ```text
+//! svrkit new greeter
 //! svrkit call svrkit.demo.Echo/Echo '{"payload":"aGk="}' --addr 127.0.0.1:7000
 //! svrkit ls --registry-dir .svrkit/registry
 //! svrkit config publish svrkit.demo.Echo '{"greeting":"hi"}' --percent 10 --registry-dir .svrkit/registry
@@ -12,6 +13,7 @@
 mod call;
 mod config;
 mod ls;
+mod new;
 mod target;
 
 use std::process::ExitCode;
@@ -31,6 +33,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Scaffold a service: IDL, crate, handlers, main and a passing test.
+    ///
+    /// Example: svrkit new greeter
+    New(new::NewArgs),
     /// Call any method of any running service from its IDL: JSON in, JSON out.
     ///
     /// Example: svrkit call svrkit.demo.Echo/Echo '{"payload":"aGk="}' --addr 127.0.0.1:7000
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::New(args) => new::run(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Ls(args) => ls::run(args).await,
             Command::Config(args) => config::run(args).await,

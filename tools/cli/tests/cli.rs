@@ -260,3 +260,49 @@ async fn config_publish_show_promote_and_rollback() {
     assert!(err.contains("no release to promote"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_scaffolds_a_crate_that_builds_and_passes_its_test_and_never_overwrites() {
+    let dir = tempdir("new");
+    let d = dir.display().to_string();
+    let (code, out, err) = svrkit(&["new", "greeter", "--dir", &d]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("created") && out.contains("tests/smoke.rs"),
+        "{out}"
+    );
+    let crate_dir = dir.join("greeter");
+
+    // Its own test passes straight away (built in a target dir kept between runs).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+        .join("scaffold-test");
+    let manifest = crate_dir.join("Cargo.toml");
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO"))
+            .args(["test", "-q", "--manifest-path"])
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run cargo")
+    })
+    .await
+    .expect("join");
+    assert!(
+        status.success(),
+        "the scaffolded crate builds and its test passes"
+    );
+
+    // A second run keeps every file, including one the author changed.
+    let lib = crate_dir.join("src/lib.rs");
+    std::fs::write(&lib, "// mine\n").expect("edit");
+    let (code, out, _) = svrkit(&["new", "greeter", "--dir", &d]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("kept") && !out.contains("created"), "{out}");
+    assert_eq!(std::fs::read_to_string(&lib).expect("read"), "// mine\n");
+
+    let (code, _, err) = svrkit(&["new", "Bad-Name", "--dir", &d]).await;
+    assert_eq!(code, 2, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
