@@ -45,6 +45,13 @@ enum Command {
     ///
     /// Example: svrkit ls --registry-dir .svrkit/registry
     Ls(ls::LsArgs),
+    /// Print a shell completion script.
+    ///
+    /// Example: svrkit completions bash > /etc/bash_completion.d/svrkit
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Gray-release configuration: show, publish, promote, rollback.
     ///
     /// Example: svrkit config publish svrkit.demo.Echo '{"limit":5}' --percent 10
@@ -84,6 +91,16 @@ fn main() -> ExitCode {
             Command::Call(args) => call::run(args).await,
             Command::Ls(args) => ls::run(args).await,
             Command::Config(args) => config::run(args).await,
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "svrkit",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
         }
     });
     match result {

@@ -306,3 +306,21 @@ async fn new_scaffolds_a_crate_that_builds_and_passes_its_test_and_never_overwri
     assert_eq!(code, 2, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn completions_and_help_with_examples() {
+    let (code, out, _) = svrkit(&["completions", "bash"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("svrkit") && out.contains("complete"),
+        "a bash completion script"
+    );
+    for command in ["new", "call", "ls", "config", "completions"] {
+        let (code, out, _) = svrkit(&[command, "--help"]).await;
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("Example: svrkit"),
+            "{command} --help shows an example: {out}"
+        );
+    }
+}
