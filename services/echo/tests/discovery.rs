@@ -6,11 +6,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{EchoProcess, PATIENCE, start};
+use common::{EchoProcess, PATIENCE, start, until};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
 use svrkit::discovery::{EmbeddedRegistry, Instance, Registry, discover};
 use svrkit::{Channel, Server};
-use tokio::sync::watch;
 
 const SERVICE: &str = "svrkit.demo.Echo";
 
@@ -28,23 +27,6 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).expect("tempdir");
     dir
-}
-
-/// Waits (bounded) until the watched set satisfies `done`.
-async fn until(
-    rx: &mut watch::Receiver<svrkit::discovery::Instances>,
-    done: impl Fn(&[Instance]) -> bool,
-) {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            if done(&rx.borrow_and_update()) {
-                return;
-            }
-            rx.changed().await.expect("watch open");
-        }
-    })
-    .await
-    .expect("the registry reached the expected state in time");
 }
 
 #[tokio::test]

@@ -8,11 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{EchoProcess, PATIENCE, start};
+use common::{EchoProcess, PATIENCE, start, until};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
-use svrkit::discovery::{EtcdRegistry, Instance, Instances, Registry, discover};
+use svrkit::discovery::{EtcdRegistry, Instance, Registry, discover};
 use svrkit::{Channel, Server};
-use tokio::sync::watch;
 
 const SERVICE: &str = "svrkit.demo.Echo";
 
@@ -102,19 +101,6 @@ impl Drop for Etcd {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-async fn until(rx: &mut watch::Receiver<Instances>, done: impl Fn(&[Instance]) -> bool) {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            if done(&rx.borrow_and_update()) {
-                return;
-            }
-            rx.changed().await.expect("watch open");
-        }
-    })
-    .await
-    .expect("etcd reached the expected state in time");
 }
 
 fn instance(id: &str, port: u16) -> Instance {

@@ -398,3 +398,20 @@ impl Drop for EchoProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Waits (bounded) until a watched instance set satisfies `done`.
+pub async fn until(
+    rx: &mut tokio::sync::watch::Receiver<svrkit::discovery::Instances>,
+    done: impl Fn(&[svrkit::discovery::Instance]) -> bool,
+) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if done(&rx.borrow_and_update()) {
+                return;
+            }
+            rx.changed().await.expect("watch open");
+        }
+    })
+    .await
+    .expect("the registry reached the expected state in time");
+}
