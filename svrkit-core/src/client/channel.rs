@@ -179,7 +179,6 @@ impl ChannelBuilder {
                 config: self,
                 tasks: std::sync::Mutex::new(Vec::new()),
                 generation: tokio::sync::watch::Sender::new(0),
-                len: AtomicUsize::new(0),
             }),
         };
         channel.set_targets(targets);
@@ -220,8 +219,6 @@ struct ChannelInner {
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
     /// Bumped whenever the instance set is replaced.
     generation: tokio::sync::watch::Sender<u64>,
-    /// The number of instances in `set`.
-    len: AtomicUsize,
 }
 
 impl Drop for ChannelInner {
@@ -279,10 +276,6 @@ impl Channel {
             .set
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(EndpointSet::new(endpoints));
-        self.inner.len.store(
-            self.inner.snapshot().endpoints.len(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
         self.inner.generation.send_modify(|g| *g += 1);
     }
 
@@ -363,11 +356,6 @@ fn retry_reason(status: &Status, method: &MethodDesc) -> Option<&'static str> {
 impl ChannelInner {
     fn snapshot(&self) -> Arc<EndpointSet> {
         Arc::clone(&self.set.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// How many instances the channel has now (cached by the last swap).
-    fn snapshot_len(&self) -> usize {
-        self.len.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -508,7 +496,7 @@ impl ChannelInner {
                     result
                 }
                 _ => {
-                    self.attempt(&set.endpoints[index], &header, &request.body, deadline)
+                    self.attempt(&set, index, &header, &request.body, deadline)
                         .await
                 }
             };
@@ -551,8 +539,7 @@ impl ChannelInner {
         delay: Duration,
         want: Want<'_>,
     ) -> (Result<RpcResponse, Failed>, Option<usize>) {
-        let mut primary =
-            pin!(self.attempt(&set.endpoints[first], header, &request.body, deadline));
+        let mut primary = pin!(self.attempt(set, first, header, &request.body, deadline));
         tokio::select! {
             result = &mut primary => return (result, None),
             () = tokio::time::sleep(delay) => {}
@@ -574,12 +561,7 @@ impl ChannelInner {
             attempt: header.attempt + 1,
             ..*header
         };
-        let mut backup = pin!(self.attempt(
-            &set.endpoints[second],
-            &backup_header,
-            &request.body,
-            deadline
-        ));
+        let mut backup = pin!(self.attempt(set, second, &backup_header, &request.body, deadline));
         // Whichever succeeds first wins; if one fails, wait for the other.
         let result = tokio::select! {
             result = &mut primary => match result {
@@ -597,11 +579,15 @@ impl ChannelInner {
     /// One attempt on one instance, with its load, health and level bookkeeping.
     async fn attempt(
         &self,
-        endpoint: &Endpoint,
+        set: &EndpointSet,
+        index: usize,
         header: &RequestHeader<'_>,
         body: &[u8],
         deadline: Instant,
     ) -> Result<RpcResponse, Failed> {
+        let endpoint = &set.endpoints[index];
+        // Load and latency feed the balancer's choice, which only exists with several.
+        let balancing = set.endpoints.len() > 1;
         let conn = match endpoint.connection(&self.settings, deadline).await {
             Ok(conn) => conn,
             Err(ConnectFailed(error)) => {
@@ -612,8 +598,6 @@ impl ChannelInner {
                 });
             }
         };
-        // Load and latency feed the balancer's choice, which only exists with several.
-        let balancing = self.snapshot_len() > 1;
         let _load = balancing.then(|| InFlight::new(endpoint));
         let start = Instant::now();
         let frame = match conn.call(header, body, Some(deadline)).await {
