@@ -94,13 +94,13 @@ async fn kill_9_of_one_of_three_instances_under_load_fails_no_idempotent_call() 
     assert!(retries <= 40, "{retries} retries");
 }
 
-/// An Echo that is always slow.
+/// An Echo that never answers within a call's deadline (Echo's IDL timeout is 1 s).
 #[derive(Clone)]
 struct Slow(EchoService);
 
 impl Echo for Slow {
     async fn echo(&self, request: EchoRequest) -> Result<EchoReply, Status> {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
         self.0.echo(request).await
     }
 
@@ -121,7 +121,8 @@ async fn a_backup_request_answers_when_the_first_instance_is_slow() {
             .backup_requests(Duration::from_millis(30))
             .lazy([slow.addr, fast.addr]),
     );
-    // Round robin sends every other first attempt to the slow instance; its backup wins.
+    // Round robin sends every other first attempt to the silent instance: those calls can
+    // only succeed through their backup request.
     for _ in 0..4 {
         let reply = client
             .echo(EchoRequest {
