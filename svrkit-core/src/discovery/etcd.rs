@@ -6,10 +6,11 @@
 //! lease is lost (an etcd restart with lost data, a long partition), the instance grants a
 //! new lease and writes its record again, retrying until etcd answers.
 //!
-//! A watch reads the prefix, then watches from the next revision, so no change between
-//! the two is lost. When etcd becomes unreachable the watch keeps serving the last known
-//! instances, logs it, and sets `svrkit_discovery_stale{service}` to 1; on reconnection it
-//! reads the prefix afresh and resumes watching.
+//! Watches of instances and of configuration documents (`/svrkit/config/SERVICE`) are one
+//! mechanism, `mirror`: read the keys, then watch from the next revision, so no change
+//! between the two is lost. When etcd becomes unreachable a watch keeps serving the last
+//! known state, logs it (instance watches also set `svrkit_discovery_stale{service}` to 1),
+//! and on reconnection reads afresh and resumes watching.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -53,11 +54,8 @@ impl EtcdRegistry {
     /// Every registered instance of every service.
     pub async fn all(&self) -> Result<Vec<Instance>, DiscoveryError> {
         let mut client = self.client().await?;
-        Ok(EtcdRegistry::read(&mut client, PREFIX)
-            .await?
-            .0
-            .into_values()
-            .collect())
+        let (raw, _) = Self::read_raw(&mut client, PREFIX, true).await?;
+        Ok(instances(&raw).map(|i| i.to_vec()).unwrap_or_default())
     }
 
     /// Sets the lease time-to-live in seconds: how long a dead instance stays listed.
@@ -117,31 +115,145 @@ impl EtcdRegistry {
         }
     }
 
-    /// The live instances under `prefix` and the revision they were read at.
-    async fn read(
+    /// The raw values under `key` (every key with that prefix when `prefix`), and the
+    /// revision they were read at.
+    async fn read_raw(
         client: &mut Client,
-        prefix: &str,
-    ) -> Result<(BTreeMap<String, Instance>, i64), DiscoveryError> {
-        let response = client
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(backend)?;
+        key: &str,
+        prefix: bool,
+    ) -> Result<(Raw, i64), DiscoveryError> {
+        let options = prefix.then(|| GetOptions::new().with_prefix());
+        let response = client.get(key, options).await.map_err(backend)?;
         let revision = response.header().map_or(0, |h| h.revision());
-        let mut live = BTreeMap::new();
-        for kv in response.kvs() {
-            match serde_json::from_slice::<Instance>(kv.value()) {
-                Ok(instance) => {
-                    live.insert(String::from_utf8_lossy(kv.key()).into_owned(), instance);
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable instance record in etcd"),
+        let raw = response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.value().to_vec(),
+                )
+            })
+            .collect();
+        Ok((raw, revision))
+    }
+
+    /// Mirrors the keys under `key` into a watch of `project(keys)`.
+    ///
+    /// Reads them, then watches from the next revision, so no change between the two is
+    /// lost. When etcd becomes unreachable the watch keeps its last value, logs it and sets
+    /// `stale` (if given) to 1; once etcd answers again it re-reads everything and resumes.
+    /// A projection that returns `None` (an unreadable document) publishes nothing, so the
+    /// last good value stays.
+    async fn mirror<T>(
+        &self,
+        key: String,
+        prefix: bool,
+        project: fn(&Raw) -> Option<T>,
+        stale: Option<metrics::Gauge>,
+    ) -> Result<watch::Receiver<T>, DiscoveryError>
+    where
+        T: PartialEq + Send + Sync + 'static,
+    {
+        let mut client = self.client().await?;
+        let (mut raw, mut revision) = Self::read_raw(&mut client, &key, prefix).await?;
+        let first = project(&raw)
+            .ok_or_else(|| DiscoveryError::Backend(format!("unreadable record at {key}")))?;
+        let (tx, rx) = watch::channel(first);
+        let this = self.clone();
+        let set_stale = move |value: f64| {
+            if let Some(gauge) = &stale {
+                gauge.set(value);
             }
-        }
-        Ok((live, revision))
+        };
+        set_stale(0.0);
+        tokio::spawn(async move {
+            loop {
+                let mut options = WatchOptions::new().with_start_revision(revision + 1);
+                if prefix {
+                    options = options.with_prefix();
+                }
+                if let Ok(mut stream) = client.watch(key.as_str(), Some(options)).await {
+                    while let Ok(Some(response)) = stream.message().await {
+                        if response.canceled() {
+                            break;
+                        }
+                        for event in response.events() {
+                            let Some(kv) = event.kv() else { continue };
+                            revision = revision.max(kv.mod_revision());
+                            let changed = String::from_utf8_lossy(kv.key()).into_owned();
+                            match event.event_type() {
+                                EventType::Put => {
+                                    raw.insert(changed, kv.value().to_vec());
+                                }
+                                EventType::Delete => {
+                                    raw.remove(&changed);
+                                }
+                            }
+                        }
+                        if let Some(header) = response.header() {
+                            revision = revision.max(header.revision());
+                        }
+                        if let Some(now) = project(&raw) {
+                            super::publish_if_changed(&tx, now);
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tracing::warn!(%key, "etcd unreachable; keeping the last known state");
+                set_stale(1.0);
+                loop {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    if tx.is_closed() {
+                        return;
+                    }
+                    let Ok(mut fresh) = this.client().await else {
+                        continue;
+                    };
+                    if let Ok((now, rev)) = Self::read_raw(&mut fresh, &key, prefix).await {
+                        (raw, revision, client) = (now, rev, fresh);
+                        if let Some(now) = project(&raw) {
+                            super::publish_if_changed(&tx, now);
+                        }
+                        set_stale(0.0);
+                        tracing::info!(%key, "etcd reachable again");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(rx)
     }
 }
 
-fn publish(tx: &watch::Sender<Instances>, live: &BTreeMap<String, Instance>) {
-    super::publish_if_changed(tx, live.values().cloned().collect::<Instances>());
+/// Raw values by key, as read from etcd.
+type Raw = BTreeMap<String, Vec<u8>>;
+
+/// The instances among raw records (unreadable records are skipped, with a warning).
+fn instances(raw: &Raw) -> Option<Instances> {
+    Some(
+        raw.values()
+            .filter_map(|value| {
+                serde_json::from_slice::<Instance>(value)
+                    .map_err(|e| tracing::warn!(error = %e, "unreadable instance record in etcd"))
+                    .ok()
+            })
+            .collect(),
+    )
+}
+
+/// The configuration document among raw records (empty when there is none; `None` when
+/// it is unreadable).
+fn config_doc(raw: &Raw) -> Option<std::sync::Arc<ConfigDoc>> {
+    match raw.values().next() {
+        None => Some(std::sync::Arc::default()),
+        Some(value) => serde_json::from_slice(value)
+            .map(std::sync::Arc::new)
+            .map_err(|e| tracing::warn!(error = %e, "unreadable config document in etcd"))
+            .ok(),
+    }
 }
 
 impl Registry for EtcdRegistry {
@@ -195,94 +307,11 @@ impl Registry for EtcdRegistry {
         let this = self.clone();
         let service = service.to_string();
         Box::pin(async move {
-            let prefix = format!("{PREFIX}{service}/");
-            let mut client = this.client().await?;
-            let (mut live, mut revision) = EtcdRegistry::read(&mut client, &prefix).await?;
-            let (tx, rx) = watch::channel(live.values().cloned().collect::<Instances>());
             let stale = metrics::gauge!("svrkit_discovery_stale", "service" => service.clone());
-            stale.set(0.0);
-            tokio::spawn(async move {
-                loop {
-                    let options = WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1);
-                    if let Ok(mut stream) = client.watch(prefix.as_str(), Some(options)).await {
-                        while let Ok(Some(response)) = stream.message().await {
-                            if response.canceled() {
-                                break;
-                            }
-                            for event in response.events() {
-                                let Some(kv) = event.kv() else { continue };
-                                let key = String::from_utf8_lossy(kv.key()).into_owned();
-                                revision = revision.max(kv.mod_revision());
-                                match event.event_type() {
-                                    EventType::Put => {
-                                        match serde_json::from_slice::<Instance>(kv.value()) {
-                                            Ok(instance) => {
-                                                live.insert(key, instance);
-                                            }
-                                            Err(e) => {
-                                                tracing::warn!(error = %e, "unreadable instance record in etcd")
-                                            }
-                                        }
-                                    }
-                                    EventType::Delete => {
-                                        live.remove(&key);
-                                    }
-                                }
-                            }
-                            if let Some(header) = response.header() {
-                                revision = revision.max(header.revision());
-                            }
-                            publish(&tx, &live);
-                        }
-                    }
-                    if tx.is_closed() {
-                        return;
-                    }
-                    // etcd is gone: keep serving what we knew, say so, and resync when back.
-                    tracing::warn!(%service, instances = live.len(), "etcd unreachable; serving the last known instances");
-                    stale.set(1.0);
-                    loop {
-                        tokio::time::sleep(RETRY_PAUSE).await;
-                        if tx.is_closed() {
-                            return;
-                        }
-                        let Ok(mut fresh) = this.client().await else {
-                            continue;
-                        };
-                        if let Ok((now, rev)) = EtcdRegistry::read(&mut fresh, &prefix).await {
-                            (live, revision, client) = (now, rev, fresh);
-                            publish(&tx, &live);
-                            stale.set(0.0);
-                            tracing::info!(%service, instances = live.len(), "etcd reachable again");
-                            break;
-                        }
-                    }
-                }
-            });
-            Ok(rx)
+            this.mirror(format!("{PREFIX}{service}/"), true, instances, Some(stale))
+                .await
         })
     }
-}
-
-impl EtcdRegistry {
-    async fn read_config(
-        client: &mut Client,
-        key: &str,
-    ) -> Result<(ConfigDoc, i64), DiscoveryError> {
-        let response = client.get(key, None).await.map_err(backend)?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        let doc = match response.kvs().first() {
-            Some(kv) => serde_json::from_slice(kv.value())?,
-            None => ConfigDoc::default(),
-        };
-        Ok((doc, revision))
-    }
-}
-
-fn publish_doc(tx: &watch::Sender<std::sync::Arc<ConfigDoc>>, now: ConfigDoc) {
-    super::publish_if_changed(tx, std::sync::Arc::new(now));
 }
 
 impl ConfigStore for EtcdRegistry {
@@ -290,7 +319,10 @@ impl ConfigStore for EtcdRegistry {
         let (this, key) = (self.clone(), format!("{CONFIG_PREFIX}{service}"));
         Box::pin(async move {
             let mut client = this.client().await?;
-            Ok(EtcdRegistry::read_config(&mut client, &key).await?.0)
+            let (raw, _) = EtcdRegistry::read_raw(&mut client, &key, false).await?;
+            config_doc(&raw).map(|doc| (*doc).clone()).ok_or_else(|| {
+                DiscoveryError::Backend(format!("unreadable config document at {key}"))
+            })
         })
     }
 
@@ -316,56 +348,6 @@ impl ConfigStore for EtcdRegistry {
     ) -> BoxFuture<'static, Result<watch::Receiver<std::sync::Arc<ConfigDoc>>, DiscoveryError>>
     {
         let (this, key) = (self.clone(), format!("{CONFIG_PREFIX}{service}"));
-        Box::pin(async move {
-            let mut client = this.client().await?;
-            let (doc, mut revision) = EtcdRegistry::read_config(&mut client, &key).await?;
-            let (tx, rx) = watch::channel(std::sync::Arc::new(doc));
-            tokio::spawn(async move {
-                loop {
-                    let options = WatchOptions::new().with_start_revision(revision + 1);
-                    if let Ok(mut stream) = client.watch(key.as_str(), Some(options)).await {
-                        while let Ok(Some(response)) = stream.message().await {
-                            if response.canceled() {
-                                break;
-                            }
-                            for event in response.events() {
-                                let Some(kv) = event.kv() else { continue };
-                                revision = revision.max(kv.mod_revision());
-                                let now = match event.event_type() {
-                                    EventType::Put => match serde_json::from_slice(kv.value()) {
-                                        Ok(doc) => doc,
-                                        Err(e) => {
-                                            tracing::warn!(error = %e, "unreadable config document in etcd");
-                                            continue;
-                                        }
-                                    },
-                                    EventType::Delete => ConfigDoc::default(),
-                                };
-                                publish_doc(&tx, now);
-                            }
-                        }
-                    }
-                    if tx.is_closed() {
-                        return;
-                    }
-                    tracing::warn!(%key, "etcd unreachable; keeping the last config document");
-                    loop {
-                        tokio::time::sleep(RETRY_PAUSE).await;
-                        if tx.is_closed() {
-                            return;
-                        }
-                        let Ok(mut fresh) = this.client().await else {
-                            continue;
-                        };
-                        if let Ok((doc, rev)) = EtcdRegistry::read_config(&mut fresh, &key).await {
-                            (revision, client) = (rev, fresh);
-                            publish_doc(&tx, doc);
-                            break;
-                        }
-                    }
-                }
-            });
-            Ok(rx)
-        })
+        Box::pin(async move { this.mirror(key, false, config_doc, None).await })
     }
 }
