@@ -20,6 +20,7 @@
 //! - [`config`]: gray-release configuration (publish to a selector, promote, roll back).
 //! - [`balance`]: consistent-hash ring and balancing strategies.
 //! - [`overload`]: DAGOR admission control, collaborative shedding, adaptive throttling.
+//! - [`launch`]: running a service as a process (address, registry, admin, signals) from the environment.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/status`, `/healthz`, `/readyz`).
 //! - [`method`]: static service and method descriptions generated from the IDL.
 
@@ -34,6 +35,7 @@ pub mod codegen;
 pub mod config;
 pub mod context;
 pub mod discovery;
+pub mod launch;
 pub mod method;
 pub mod overload;
 pub mod protocol;

@@ -3,13 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
-use std::sync::Arc;
 
-use svrkit::admin::{AdminServer, InstanceInfo};
-use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Instance, Registry};
+use svrkit::launch::{Launch, RegistryKind};
 use svrkit::{Channel, Context, Server};
 use tokio::net::TcpListener;
 
@@ -22,20 +19,23 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve svrkit.demo.Echo until Ctrl-C.
+    /// Serve svrkit.demo.Echo until SIGTERM or Ctrl-C.
+    ///
+    /// Unset flags fall back to the SVRKIT_* environment (see `svrkit::launch`), which is
+    /// how `svrkit up` starts it.
     Serve {
         /// Address to listen on (port 0 picks a free port; the chosen one is printed).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
+        #[arg(long)]
+        listen: Option<SocketAddr>,
         /// Where Relay forwards to.
         #[arg(long)]
         next: Option<SocketAddr>,
-        /// The name this server reports in replies.
-        #[arg(long, default_value = "echo")]
-        name: String,
+        /// The name this server reports in replies (default: the instance id).
+        #[arg(long)]
+        name: Option<String>,
         /// Address of the admin HTTP endpoint (/metrics, /status, /healthz, /readyz).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        admin: SocketAddr,
+        #[arg(long)]
+        admin: Option<SocketAddr>,
         /// Register in the embedded registry rooted at this directory.
         #[arg(long, conflicts_with = "etcd")]
         registry_dir: Option<std::path::PathBuf>,
@@ -67,64 +67,34 @@ async fn main() -> anyhow::Result<()> {
             etcd,
             instance_id,
         } => {
-            let registry: Option<Arc<dyn Registry>> = match (registry_dir, etcd) {
-                (Some(dir), _) => Some(Arc::new(EmbeddedRegistry::new(dir))),
-                (None, Some(endpoint)) => Some(Arc::new(EtcdRegistry::new([endpoint]))),
-                (None, None) => None,
+            // The metrics recorder goes first, so every metric handle taken later records.
+            let mut launch = Launch::from_env(echo::proto::echo_methods::SERVICE_NAME)?;
+            if let Some(listen) = listen {
+                launch = launch.with_listen(listen);
+            }
+            if let Some(admin) = admin {
+                launch = launch.with_admin(Some(admin));
+            }
+            if let Some(id) = instance_id {
+                launch = launch.with_instance_id(id);
+            }
+            launch = match (registry_dir, etcd) {
+                (Some(dir), _) => launch.with_registry(RegistryKind::Dir(dir))?,
+                (None, Some(url)) => launch.with_registry(RegistryKind::Etcd(vec![url]))?,
+                (None, None) => launch,
             };
-            serve(listen, next, name, admin, registry, instance_id).await
+            let name = name.unwrap_or_else(|| launch.instance_id().to_string());
+            let mut service = EchoService::new(name);
+            if let Some(next) = next {
+                service = service.with_next_hop(EchoClient::new(Channel::lazy([next])));
+            }
+            launch
+                .serve(Server::builder().add_service(EchoServer::new(service)))
+                .await?;
+            Ok(())
         }
         Command::Demo => demo().await,
     }
-}
-
-async fn serve(
-    listen: SocketAddr,
-    next: Option<SocketAddr>,
-    name: String,
-    admin: SocketAddr,
-    registry: Option<Arc<dyn Registry>>,
-    instance_id: Option<String>,
-) -> anyhow::Result<()> {
-    // The metrics recorder goes first, so every metric handle taken later records.
-    let admin_server = AdminServer::new(InstanceInfo::new("echo"))?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let admin_listener = TcpListener::bind(admin)
-        .await
-        .with_context(|| format!("binding {admin}"))?;
-    let mut service = EchoService::new(name);
-    if let Some(next) = next {
-        service = service.with_next_hop(EchoClient::new(Channel::lazy([next])));
-    }
-    let mut server = Server::builder().add_service(EchoServer::new(service));
-    if let Some(registry) = registry {
-        let mut instance = Instance::new(
-            echo::proto::echo_methods::SERVICE_NAME,
-            listener.local_addr()?,
-        )
-        .admin(admin_listener.local_addr()?);
-        if let Some(id) = instance_id {
-            instance = instance.id(id);
-        }
-        server = server.register(registry, instance);
-    }
-    let admin_server = admin_server.attach(server.stats());
-    println!("listening on {}", listener.local_addr()?);
-    println!("admin on http://{}", admin_listener.local_addr()?);
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(admin_server.serve(admin_listener, async {
-        let _ = admin_stopped.await;
-    }));
-    server
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    let _ = stop_admin.send(());
-    admin_task.await??;
-    Ok(())
 }
 
 async fn demo() -> anyhow::Result<()> {

@@ -162,13 +162,13 @@ async fn gray_users_reach_gray_instances_and_fall_back_to_stable() {
     let dir = tempdir("grayroute");
     let reg: Arc<dyn Registry> = Arc::new(registry(&dir));
     let serve = |name: &'static str, version: &'static str| {
+        let mut instance = Instance::new(SERVICE, "127.0.0.1:0".parse().expect("addr")).id(name);
+        if version == "gray" {
+            // A binary gray release: users 7 and 9 go to the gray build.
+            instance = instance.gray(svrkit::config::Selector::Uids(vec![7, 9]));
+        }
         Server::builder()
-            .register(
-                Arc::clone(&reg),
-                Instance::new(SERVICE, "127.0.0.1:0".parse().expect("addr"))
-                    .id(name)
-                    .version(version),
-            )
+            .register(Arc::clone(&reg), instance)
             .add_service(EchoServer::new(EchoService::new(name)))
     };
     let stable = start(serve("stable-1", "stable")).await;
@@ -196,6 +196,9 @@ async fn gray_users_reach_gray_instances_and_fall_back_to_stable() {
             "gray-1"
         );
         assert_eq!(served_by(Context::new()).await, "stable-1");
+        assert_eq!(served_by(Context::new().with_uid(7)).await, "gray-1");
+        assert_eq!(served_by(Context::new().with_uid(9)).await, "gray-1");
+        assert_eq!(served_by(Context::new().with_uid(8)).await, "stable-1");
     }
     // The gray instance goes away: gray users fall back to stable.
     let mut changes = channel.subscribe_targets();
@@ -211,6 +214,7 @@ async fn gray_users_reach_gray_instances_and_fall_back_to_stable() {
         served_by(Context::new().with_gray_tag("gray")).await,
         "stable-1"
     );
+    assert_eq!(served_by(Context::new().with_uid(7)).await, "stable-1");
     stable.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

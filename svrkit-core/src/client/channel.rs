@@ -21,6 +21,7 @@ use super::pick::{EndpointSet, NoPick, Want, pick};
 use super::retry::{DEFAULT_RETRY_RATIO, DEFAULT_RETRY_RESERVE, RetryBudget};
 use super::{RpcRequest, RpcResponse, metrics};
 use crate::balance::Balance;
+use crate::config::Selector;
 use crate::context::{Context, new_id};
 use crate::method::MethodDesc;
 use crate::overload::{DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
@@ -42,6 +43,9 @@ pub struct Target {
     pub name: String,
     /// `stable` or `gray`.
     pub label: String,
+    /// For a gray instance: the users a binary gray release sends to it (besides requests
+    /// that carry a gray tag).
+    pub gray_users: Option<Selector>,
 }
 
 impl Target {
@@ -51,6 +55,7 @@ impl Target {
             addr,
             name: addr.to_string(),
             label: "stable".to_string(),
+            gray_users: None,
         }
     }
 }
@@ -254,9 +259,15 @@ impl Channel {
     /// connections and statistics; calls in flight to removed ones finish undisturbed.
     pub fn set_targets(&self, targets: impl IntoIterator<Item = Target>) {
         let old = self.inner.snapshot();
+        let mut gray_users = Vec::new();
         let endpoints = targets
             .into_iter()
             .map(|t| {
+                if let Some(selector) = t.gray_users.filter(|_| t.label == "gray") {
+                    if !gray_users.contains(&selector) {
+                        gray_users.push(selector);
+                    }
+                }
                 old.endpoints
                     .iter()
                     .find(|e| e.addr == t.addr && e.name == t.name && e.label == t.label)
@@ -275,7 +286,8 @@ impl Channel {
             .inner
             .set
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(EndpointSet::new(endpoints));
+            .unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(EndpointSet::new(endpoints).with_gray_users(gray_users));
         self.inner.generation.send_modify(|g| *g += 1);
     }
 
@@ -443,7 +455,7 @@ impl ChannelInner {
             let want = Want {
                 balance: self.config.balance,
                 routing_key: opts.routing_key,
-                gray: ctx.gray_tag().is_some(),
+                gray: ctx.gray_tag().is_some() || set.gray_user(uid),
                 priority,
                 now_ms: self.now_ms(),
                 tried: tried.as_slice(),

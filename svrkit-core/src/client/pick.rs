@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::endpoint::Endpoint;
 use crate::balance::{Balance, Ring};
+use crate::config::Selector;
 use crate::context::new_id;
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ use std::sync::Arc;
 pub(crate) struct EndpointSet {
     pub(crate) endpoints: Vec<Arc<Endpoint>>,
     pub(crate) ring: Ring,
+    /// The users binary gray releases send to the gray instances of this set.
+    gray_users: Vec<Selector>,
 }
 
 impl EndpointSet {
@@ -20,7 +23,19 @@ impl EndpointSet {
         EndpointSet {
             ring: Ring::new(&names),
             endpoints,
+            gray_users: Vec::new(),
         }
+    }
+
+    /// Sets the users that gray instances' releases select.
+    pub(crate) fn with_gray_users(mut self, gray_users: Vec<Selector>) -> EndpointSet {
+        self.gray_users = gray_users;
+        self
+    }
+
+    /// True when a gray release of this service selects `uid`.
+    pub(crate) fn gray_user(&self, uid: u64) -> bool {
+        !self.gray_users.is_empty() && self.gray_users.iter().any(|s| s.selects(uid, ""))
     }
 }
 

@@ -32,6 +32,7 @@ pub use static_list::StaticRegistry;
 
 use crate::BoxFuture;
 use crate::client::{Channel, ChannelBuilder, Target};
+use crate::config::Selector;
 
 /// One running instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,6 +52,9 @@ pub struct Instance {
     /// Where its admin HTTP endpoint listens, if it has one.
     #[serde(default)]
     pub admin: Option<SocketAddr>,
+    /// For a gray instance of a binary release: the users routed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gray_users: Option<Selector>,
 }
 
 impl Instance {
@@ -71,6 +75,7 @@ impl Instance {
             weight: 100,
             zone: String::new(),
             admin: None,
+            gray_users: None,
         }
     }
 
@@ -86,6 +91,14 @@ impl Instance {
         self
     }
 
+    /// Labels the instance `gray` and routes the users `selector` picks to it (a binary
+    /// gray release; requests with a gray tag come too).
+    pub fn gray(mut self, selector: Selector) -> Instance {
+        self.version = "gray".to_string();
+        self.gray_users = Some(selector);
+        self
+    }
+
     /// Sets the admin endpoint's address.
     pub fn admin(mut self, admin: SocketAddr) -> Instance {
         self.admin = Some(admin);
@@ -97,6 +110,7 @@ impl Instance {
             addr: self.addr,
             name: self.id.clone(),
             label: self.version.clone(),
+            gray_users: self.gray_users.clone(),
         }
     }
 }

@@ -1,0 +1,417 @@
+//! Running a service as a process: where it listens, which registry it joins, its admin
+//! endpoint and its shutdown — read from the environment, so that `svrkit up`, a test
+//! harness or an operator's unit file can start any svrkit binary the same way.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `SVRKIT_LISTEN` | RPC address (port 0 picks one) | `127.0.0.1:0` |
+//! | `SVRKIT_ADMIN` | admin HTTP address, or `off` | `127.0.0.1:0` |
+//! | `SVRKIT_REGISTRY` | `dir:PATH`, `etcd:URL[,URL…]` or `none` | `dir:` [`EmbeddedRegistry::default_root`] |
+//! | `SVRKIT_INSTANCE_ID` | the id registered (stable across restarts) | generated |
+//! | `SVRKIT_GRAY_USERS` | a [`Selector`] in JSON: run as a gray release for these users | stable |
+//! | `SVRKIT_DATA_DIR` | where a stateful service keeps its files | `.svrkit/data/<instance id>` |
+//!
+//! A service's `main` reads a [`Launch`], builds its clients with [`Launch::registry`],
+//! then hands its [`Server`] to [`Launch::serve`], which prints `listening on ADDR` and
+//! `admin on http://ADDR` (supervisors read them), registers the instance, and drains on
+//! SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::admin::{AdminError, AdminServer, InstanceInfo};
+use crate::config::{ConfigStore, Selector};
+use crate::discovery::{EmbeddedRegistry, Instance, Registry};
+use crate::server::{Routed, Server, ServerRequest};
+use crate::status::BoxError;
+
+/// Why a process could not be launched or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// An environment variable does not parse.
+    #[error("{name}={value:?}: {reason}")]
+    BadVariable {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Binding or serving failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin endpoint could not start.
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+
+/// The registry a process joins.
+#[derive(Debug, Clone)]
+pub enum RegistryKind {
+    /// No registry: clients must be given addresses.
+    None,
+    /// The embedded registry rooted at this directory.
+    Dir(PathBuf),
+    /// An etcd cluster.
+    Etcd(Vec<String>),
+}
+
+impl RegistryKind {
+    /// Parses `dir:PATH`, `etcd:URL[,URL…]` or `none`.
+    pub fn parse(spec: &str) -> Result<RegistryKind, String> {
+        match spec.split_once(':') {
+            _ if spec == "none" => Ok(RegistryKind::None),
+            Some(("dir", path)) if !path.is_empty() => Ok(RegistryKind::Dir(path.into())),
+            Some(("etcd", urls)) if !urls.is_empty() => Ok(RegistryKind::Etcd(
+                urls.split(',').map(str::to_string).collect(),
+            )),
+            _ => Err("expected dir:PATH, etcd:URL[,URL...] or none".to_string()),
+        }
+    }
+
+    /// The spec string [`RegistryKind::parse`] reads back.
+    pub fn spec(&self) -> String {
+        match self {
+            RegistryKind::None => "none".to_string(),
+            RegistryKind::Dir(path) => format!("dir:{}", path.display()),
+            RegistryKind::Etcd(urls) => format!("etcd:{}", urls.join(",")),
+        }
+    }
+}
+
+/// The shared handle to a registry that is also a configuration store.
+#[derive(Debug, Clone)]
+enum Store {
+    Embedded(Arc<EmbeddedRegistry>),
+    #[cfg(feature = "etcd")]
+    Etcd(Arc<crate::discovery::EtcdRegistry>),
+}
+
+/// How this process runs: see the [module documentation](self).
+#[derive(Debug)]
+pub struct Launch {
+    service: String,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    registry: RegistryKind,
+    store: Option<Store>,
+    instance_id: String,
+    gray_users: Option<Selector>,
+    data_dir: PathBuf,
+}
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn bad(name: &'static str, value: &str, reason: impl ToString) -> LaunchError {
+    LaunchError::BadVariable {
+        name,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn addr(name: &'static str, default: &str) -> Result<Option<SocketAddr>, LaunchError> {
+    let value = var(name).unwrap_or_else(|| default.to_string());
+    if value == "off" {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|e| bad(name, &value, e))
+}
+
+impl Launch {
+    /// Reads the environment for `service` (its full IDL name) and installs the metrics
+    /// recorder, so call it first in `main`, before any client or server exists.
+    pub fn from_env(service: impl Into<String>) -> Result<Launch, LaunchError> {
+        let service = service.into();
+        let listen = addr("SVRKIT_LISTEN", "127.0.0.1:0")?
+            .ok_or_else(|| bad("SVRKIT_LISTEN", "off", "the RPC address is required"))?;
+        let admin = addr("SVRKIT_ADMIN", "127.0.0.1:0")?;
+        let registry = match var("SVRKIT_REGISTRY") {
+            Some(spec) => {
+                RegistryKind::parse(&spec).map_err(|e| bad("SVRKIT_REGISTRY", &spec, e))?
+            }
+            None => RegistryKind::Dir(EmbeddedRegistry::default_root()),
+        };
+        let gray_users = match var("SVRKIT_GRAY_USERS") {
+            Some(json) => {
+                Some(serde_json::from_str(&json).map_err(|e| bad("SVRKIT_GRAY_USERS", &json, e))?)
+            }
+            None => None,
+        };
+        let instance_id = var("SVRKIT_INSTANCE_ID").unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                short_name(&service),
+                crate::context::new_id() & 0xffff_ffff
+            )
+        });
+        let data_dir = var("SVRKIT_DATA_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".svrkit/data").join(&instance_id));
+        let mut launch = Launch {
+            service,
+            listen,
+            admin,
+            registry,
+            store: None,
+            instance_id,
+            gray_users,
+            data_dir,
+        };
+        launch.store = launch.open_store()?;
+        crate::admin::install_metrics()?;
+        Ok(launch)
+    }
+
+    /// Overrides the RPC address.
+    pub fn with_listen(mut self, listen: SocketAddr) -> Launch {
+        self.listen = listen;
+        self
+    }
+
+    /// Overrides the admin address (`None`: no admin endpoint).
+    pub fn with_admin(mut self, admin: Option<SocketAddr>) -> Launch {
+        self.admin = admin;
+        self
+    }
+
+    /// Overrides the registry.
+    pub fn with_registry(mut self, registry: RegistryKind) -> Result<Launch, LaunchError> {
+        self.registry = registry;
+        self.store = self.open_store()?;
+        Ok(self)
+    }
+
+    /// Overrides the instance id.
+    pub fn with_instance_id(mut self, id: impl Into<String>) -> Launch {
+        self.instance_id = id.into();
+        self
+    }
+
+    fn open_store(&self) -> Result<Option<Store>, LaunchError> {
+        Ok(match &self.registry {
+            RegistryKind::None => None,
+            RegistryKind::Dir(dir) => Some(Store::Embedded(Arc::new(EmbeddedRegistry::new(dir)))),
+            #[cfg(feature = "etcd")]
+            RegistryKind::Etcd(urls) => Some(Store::Etcd(Arc::new(
+                crate::discovery::EtcdRegistry::new(urls.clone()),
+            ))),
+            #[cfg(not(feature = "etcd"))]
+            RegistryKind::Etcd(urls) => {
+                return Err(bad(
+                    "SVRKIT_REGISTRY",
+                    &urls.join(","),
+                    "this build has no etcd support (feature `etcd`)",
+                ));
+            }
+        })
+    }
+
+    /// The service name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The instance id this process registers under.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// `gray` when launched as a gray release, else `stable`.
+    pub fn version_label(&self) -> &'static str {
+        if self.gray_users.is_some() {
+            "gray"
+        } else {
+            "stable"
+        }
+    }
+
+    /// Where this instance keeps its files.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The registry spec (`dir:…`, `etcd:…`, `none`).
+    pub fn registry_kind(&self) -> &RegistryKind {
+        &self.registry
+    }
+
+    /// The registry, for discovering the services this one calls.
+    pub fn registry(&self) -> Option<Arc<dyn Registry>> {
+        match self.store.as_ref()? {
+            Store::Embedded(r) => Some(Arc::clone(r) as Arc<dyn Registry>),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(r) => Some(Arc::clone(r) as Arc<dyn Registry>),
+        }
+    }
+
+    /// The same registry as a configuration store (for [`crate::config::LiveConfig`]).
+    pub fn config_store(&self) -> Option<Arc<dyn ConfigStore>> {
+        match self.store.as_ref()? {
+            Store::Embedded(r) => Some(Arc::clone(r) as Arc<dyn ConfigStore>),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(r) => Some(Arc::clone(r) as Arc<dyn ConfigStore>),
+        }
+    }
+
+    /// Binds, registers, starts the admin endpoint, prints both addresses, and serves
+    /// until SIGTERM or Ctrl-C; then deregisters and drains.
+    pub async fn serve<L, S>(self, server: Server<L>) -> Result<(), LaunchError>
+    where
+        L: Layer<Routed, Service = S>,
+        S: Service<ServerRequest, Response = Bytes> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        self.serve_until(server, shutdown_signal()).await
+    }
+
+    /// [`Launch::serve`] with a shutdown of the caller's choosing.
+    pub async fn serve_until<L, S>(
+        self,
+        server: Server<L>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), LaunchError>
+    where
+        L: Layer<Routed, Service = S>,
+        S: Service<ServerRequest, Response = Bytes> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        let io = |what: String| move |source| LaunchError::Io { what, source };
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .map_err(io(format!("binding {}", self.listen)))?;
+        let local = listener
+            .local_addr()
+            .map_err(io("reading the local address".into()))?;
+        let admin_listener = match self.admin {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(io(format!("binding the admin address {addr}")))?,
+            ),
+            None => None,
+        };
+        let admin_addr = match &admin_listener {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(io("reading the admin address".into()))?,
+            ),
+            None => None,
+        };
+        let mut server = server;
+        if let Some(registry) = self.registry() {
+            let mut instance = Instance::new(self.service.clone(), local).id(&self.instance_id);
+            if let Some(selector) = self.gray_users.clone() {
+                instance = instance.gray(selector);
+            }
+            if let Some(admin) = admin_addr {
+                instance = instance.admin(admin);
+            }
+            server = server.register(registry, instance);
+        }
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = match admin_listener {
+            Some(listener) => {
+                let info = InstanceInfo::new(self.service.clone())
+                    .instance_id(self.instance_id.clone())
+                    .version_label(self.version_label());
+                let admin = AdminServer::new(info)?.attach(server.stats());
+                Some(tokio::spawn(admin.serve(listener, async {
+                    let _ = admin_stopped.await;
+                })))
+            }
+            None => None,
+        };
+        println!("listening on {local}");
+        if let Some(admin) = admin_addr {
+            println!("admin on http://{admin}");
+        }
+        tracing::info!(service = %self.service, instance = %self.instance_id, %local, "serving");
+        let served = server
+            .serve(listener, shutdown)
+            .await
+            .map_err(io("serving".into()));
+        let _ = stop_admin.send(());
+        if let Some(task) = admin_task {
+            if let Ok(Err(e)) = task.await {
+                tracing::warn!(error = %e, "admin endpoint failed");
+            }
+        }
+        served
+    }
+}
+
+/// `svrkit.demo.Echo` -> `echo`: the last path segment, lower-cased.
+fn short_name(service: &str) -> String {
+    service
+        .rsplit('.')
+        .next()
+        .unwrap_or(service)
+        .to_ascii_lowercase()
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_specs_round_trip() {
+        for spec in [
+            "none",
+            "dir:/tmp/r",
+            "etcd:http://127.0.0.1:2379,http://127.0.0.1:2380",
+        ] {
+            let kind = RegistryKind::parse(spec).expect("parses");
+            assert_eq!(kind.spec(), spec);
+        }
+        for bad in ["", "dir:", "etcd:", "zookeeper:x", "/tmp/r"] {
+            assert!(RegistryKind::parse(bad).is_err(), "{bad:?} must not parse");
+        }
+    }
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_name("svrkit.demo.Echo"), "echo");
+        assert_eq!(short_name("Echo"), "echo");
+    }
+}
