@@ -1,11 +1,8 @@
 //! `svrkit ls`: services and instances in the registry.
 
-use std::time::Duration;
-
 use anyhow::anyhow;
 use serde_json::{Value, json};
 use svrkit::discovery::Instance;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Failure;
 use crate::target::{RegistryArgs, Store};
@@ -22,22 +19,9 @@ pub(crate) struct LsArgs {
     json: bool,
 }
 
-/// The instance's `/status`, if it has an admin endpoint that answers within a second.
+/// The instance's `/status`, if it has an admin endpoint that answers.
 async fn status(instance: &Instance) -> Option<Value> {
-    let addr = instance.admin?;
-    let fetch = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8(raw).ok()?;
-        serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
-    };
-    tokio::time::timeout(Duration::from_secs(1), fetch)
-        .await
-        .ok()
-        .flatten()
+    crate::http::get_json(instance.admin?, "/status").await
 }
 
 pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {

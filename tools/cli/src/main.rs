@@ -11,7 +11,9 @@
 //! 2 bad usage or input (unknown service or method, JSON that does not fit the message).
 
 mod call;
+mod cluster;
 mod config;
+mod http;
 mod ls;
 mod new;
 mod target;
@@ -23,7 +25,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "svrkit",
-    about = "Call, list and configure svrkit services",
+    about = "Scaffold, call, list, run, deploy and configure svrkit services",
     version
 )]
 struct Cli {
@@ -52,6 +54,26 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Run a local deployment from a manifest: build, start, supervise, restart crashes.
+    ///
+    /// Example: svrkit up services/svrkit.toml --detach
+    Up(cluster::UpArgs),
+    /// Stop the deployment gracefully; nothing is left running.
+    ///
+    /// Example: svrkit down
+    Down(cluster::DownArgs),
+    /// The deployment's instances: pid, status, restarts, addresses.
+    ///
+    /// Example: svrkit ps --json
+    Ps(cluster::PsArgs),
+    /// Print a service's or an instance's log.
+    ///
+    /// Example: svrkit logs echo --follow
+    Logs(cluster::LogsArgs),
+    /// Gray binary release: start a new build for some users, compare, promote or roll back.
+    ///
+    /// Example: svrkit deploy echo --gray percent:10, then svrkit deploy echo promote
+    Deploy(cluster::DeployArgs),
     /// Gray-release configuration: show, publish, promote, rollback.
     ///
     /// Example: svrkit config publish svrkit.demo.Echo '{"limit":5}' --percent 10
@@ -91,6 +113,11 @@ fn main() -> ExitCode {
             Command::Call(args) => call::run(args).await,
             Command::Ls(args) => ls::run(args).await,
             Command::Config(args) => config::run(args).await,
+            Command::Up(args) => cluster::up(args).await,
+            Command::Down(args) => cluster::down(args).await,
+            Command::Ps(args) => cluster::ps(args).await,
+            Command::Logs(args) => cluster::logs(args).await,
+            Command::Deploy(args) => cluster::deploy(args).await,
             Command::Completions { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(

@@ -1,0 +1,239 @@
+//! The deployment manifest `svrkit up` reads (TOML).
+//!
+//! ```toml
+//! # Where `cargo build` runs (relative to this file; default: this file's folder).
+//! workspace = ".."
+//!
+//! [build]
+//! profile = "release"        # the cargo profile binaries are built with
+//!
+//! [registry]
+//! kind = "embedded"          # or "etcd", with endpoints = ["http://127.0.0.1:2379"]
+//!
+//! [[service]]
+//! name = "echo"              # the name `ps`, `logs` and `deploy` use
+//! package = "echo"           # cargo package (default: name)
+//! bin = "echo"               # binary in it (default: package)
+//! args = ["serve"]           # arguments (default: ["serve"])
+//! instances = 2              # default 1
+//! port = 0                   # first RPC port, instance i takes port + i; 0 picks free ports
+//! admin_port = 0             # the same for admin endpoints
+//! env = { RUST_LOG = "info" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::Deserialize;
+
+/// A parsed manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Manifest {
+    /// Where cargo builds, relative to the manifest.
+    #[serde(default)]
+    pub(crate) workspace: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) build: Build,
+    #[serde(default)]
+    pub(crate) registry: RegistrySection,
+    #[serde(rename = "service", default)]
+    pub(crate) services: Vec<ServiceSpec>,
+}
+
+/// `[build]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Build {
+    #[serde(default = "release")]
+    pub(crate) profile: String,
+}
+
+fn release() -> String {
+    "release".to_string()
+}
+
+impl Default for Build {
+    fn default() -> Build {
+        Build { profile: release() }
+    }
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegistrySection {
+    #[serde(default)]
+    pub(crate) kind: RegistryChoice,
+    #[serde(default)]
+    pub(crate) endpoints: Vec<String>,
+}
+
+/// Which registry the deployment uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RegistryChoice {
+    /// A directory in the state dir.
+    #[default]
+    Embedded,
+    /// An etcd cluster (not started by svrkit).
+    Etcd,
+}
+
+/// One `[[service]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServiceSpec {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) package: Option<String>,
+    #[serde(default)]
+    pub(crate) bin: Option<String>,
+    /// A prebuilt binary to run instead of building one.
+    #[serde(default)]
+    pub(crate) binary: Option<PathBuf>,
+    #[serde(default = "serve")]
+    pub(crate) args: Vec<String>,
+    #[serde(default = "one")]
+    pub(crate) instances: u16,
+    #[serde(default)]
+    pub(crate) port: u16,
+    #[serde(default)]
+    pub(crate) admin_port: u16,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+}
+
+fn serve() -> Vec<String> {
+    vec!["serve".to_string()]
+}
+
+fn one() -> u16 {
+    1
+}
+
+impl ServiceSpec {
+    /// The cargo package.
+    pub(crate) fn package(&self) -> &str {
+        self.package.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The binary's name.
+    pub(crate) fn bin(&self) -> &str {
+        self.bin.as_deref().unwrap_or_else(|| self.package())
+    }
+
+    /// The RPC port of instance `i` (0: any).
+    pub(crate) fn port_of(&self, i: u16) -> u16 {
+        if self.port == 0 { 0 } else { self.port + i }
+    }
+
+    /// The admin port of instance `i` (0: any).
+    pub(crate) fn admin_port_of(&self, i: u16) -> u16 {
+        if self.admin_port == 0 {
+            0
+        } else {
+            self.admin_port + i
+        }
+    }
+}
+
+impl Manifest {
+    /// Reads and checks `path`.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the manifest {}", path.display()))?;
+        let mut manifest: Manifest =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        manifest.workspace = Some(base.join(manifest.workspace.take().unwrap_or_default()));
+        for service in &mut manifest.services {
+            if let Some(binary) = service.binary.take() {
+                service.binary = Some(base.join(binary));
+            }
+        }
+        manifest.check()?;
+        Ok(manifest)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.services.is_empty() {
+            bail!("the manifest lists no [[service]]");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.services {
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!("service name {:?}: use letters, digits, - and _", s.name);
+            }
+            if !seen.insert(&s.name) {
+                bail!("service {:?} is listed twice", s.name);
+            }
+            if s.instances == 0 {
+                bail!("service {:?}: instances must be at least 1", s.name);
+            }
+        }
+        if self.registry.kind == RegistryChoice::Etcd && self.registry.endpoints.is_empty() {
+            return Err(anyhow!(
+                "[registry] kind = \"etcd\" needs endpoints = [\"http://...\"]"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The service named `name`.
+    pub(crate) fn service(&self, name: &str) -> anyhow::Result<&ServiceSpec> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.services.iter().map(|s| s.name.as_str()).collect();
+                anyhow!(
+                    "no service {name:?} in the manifest (it has: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_checks() {
+        let m: Manifest = toml::from_str("[[service]]\nname = \"echo\"\n").expect("parses");
+        assert_eq!(m.build.profile, "release");
+        assert_eq!(m.registry.kind, RegistryChoice::Embedded);
+        let s = &m.services[0];
+        assert_eq!((s.package(), s.bin(), s.instances), ("echo", "echo", 1));
+        assert_eq!(s.args, ["serve"]);
+        assert!(m.check().is_ok());
+
+        let fixed: ServiceSpec =
+            toml::from_str("name = \"a\"\nport = 7000\ninstances = 3").expect("parses");
+        assert_eq!((fixed.port_of(0), fixed.port_of(2)), (7000, 7002));
+        assert_eq!(fixed.admin_port_of(2), 0);
+
+        for bad in [
+            "",
+            "[[service]]\nname = \"a b\"",
+            "[[service]]\nname = \"a\"\n[[service]]\nname = \"a\"",
+            "[[service]]\nname = \"a\"\ninstances = 0",
+            "[registry]\nkind = \"etcd\"\n[[service]]\nname = \"a\"",
+        ] {
+            let parsed: Result<Manifest, _> = toml::from_str(bad);
+            assert!(
+                parsed.map(|m| m.check().is_err()).unwrap_or(true),
+                "{bad:?}"
+            );
+        }
+        let unknown: Result<Manifest, _> = toml::from_str("[[service]]\nname = \"a\"\nport5 = 1");
+        assert!(unknown.is_err(), "unknown keys are refused");
+    }
+}

@@ -1,0 +1,561 @@
+//! The supervisor `svrkit up` runs: one task per instance that starts its process, reads
+//! its addresses from its first lines of output, probes `/readyz`, restarts it when it
+//! crashes, and stops it with SIGTERM (SIGKILL after a grace period) when told to.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use svrkit::config::Selector;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::state::{ControlReply, ControlRequest, InstanceView, StateFile, write_state};
+use crate::http;
+
+/// How long an instance may take to drain after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long an instance may take to become ready after it starts.
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Restart back-off: first delay and ceiling; a run this long resets it.
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
+
+/// Everything needed to run one instance.
+#[derive(Debug, Clone)]
+pub(crate) struct Unit {
+    pub(crate) service: String,
+    pub(crate) id: String,
+    pub(crate) version: String,
+    pub(crate) binary: PathBuf,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) listen: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) gray_users: Option<Selector>,
+}
+
+struct Running {
+    unit: Unit,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The supervisor of one deployment.
+pub(crate) struct Supervisor {
+    dir: PathBuf,
+    registry: String,
+    state: Mutex<StateFile>,
+    running: Mutex<Vec<Running>>,
+    changed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        dir: PathBuf,
+        manifest: PathBuf,
+        registry: String,
+        profile: String,
+    ) -> Arc<Supervisor> {
+        let state = StateFile {
+            supervisor_pid: std::process::id(),
+            manifest,
+            registry: registry.clone(),
+            profile,
+            ready: false,
+            instances: Vec::new(),
+        };
+        Arc::new(Supervisor {
+            dir,
+            registry,
+            state: Mutex::new(state),
+            running: Mutex::new(Vec::new()),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    /// Notified on every change of the state.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// A copy of the state.
+    pub(crate) fn snapshot(&self) -> StateFile {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut StateFile)) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut state);
+        if let Err(e) = write_state(&self.dir, &state) {
+            tracing::warn!(error = %e, "cannot write the state file");
+        }
+        drop(state);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn update_instance(&self, id: &str, f: impl FnOnce(&mut InstanceView)) {
+        self.update(|state| {
+            if let Some(view) = state.instances.iter_mut().find(|v| v.id == id) {
+                f(view);
+            }
+        });
+    }
+
+    pub(crate) fn mark_ready(&self) {
+        self.update(|s| s.ready = true);
+    }
+
+    /// Starts `unit` (replacing the view of an instance with the same id).
+    pub(crate) fn start(self: &Arc<Self>, unit: Unit) {
+        let view = InstanceView {
+            service: unit.service.clone(),
+            id: unit.id.clone(),
+            version: unit.version.clone(),
+            pid: None,
+            status: "starting".to_string(),
+            restarts: 0,
+            listen: None,
+            admin: None,
+            log: self.dir.join("logs").join(format!("{}.log", unit.id)),
+            binary: unit.binary.clone(),
+            last_exit: None,
+        };
+        self.update(
+            |state| match state.instances.iter_mut().find(|v| v.id == unit.id) {
+                Some(old) => *old = view,
+                None => state.instances.push(view),
+            },
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(Arc::clone(self).supervise(unit.clone(), stop_rx));
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Running { unit, stop, task });
+    }
+
+    /// Stops the instances `which` selects and waits until they exited; returns how many.
+    pub(crate) async fn stop(&self, which: impl Fn(&Unit) -> bool) -> usize {
+        let stopping: Vec<Running> = {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            let (stop, keep) = running.drain(..).partition(|r| which(&r.unit));
+            *running = keep;
+            stop
+        };
+        let n = stopping.len();
+        for r in &stopping {
+            let _ = r.stop.send(true);
+        }
+        for r in stopping {
+            let _ = r.task.await;
+        }
+        n
+    }
+
+    /// The units now running.
+    pub(crate) fn units(&self) -> Vec<Unit> {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|r| r.unit.clone())
+            .collect()
+    }
+
+    /// Waits until every instance in `ids` is ready; fails naming the first that is not in
+    /// time or that crashed while starting.
+    pub(crate) async fn wait_ready(&self, ids: &[String], timeout: Duration) -> anyhow::Result<()> {
+        let mut changes = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let state = self.snapshot();
+            let pending: Vec<&InstanceView> = state
+                .instances
+                .iter()
+                .filter(|v| ids.contains(&v.id) && v.status != "ready")
+                .collect();
+            let Some(first) = pending.first() else {
+                return Ok(());
+            };
+            if let Some(v) = pending.iter().find(|v| v.status == "failed") {
+                return Err(anyhow!(
+                    "{} failed to start: {}",
+                    v.id,
+                    v.last_exit.as_deref().unwrap_or("unknown")
+                ));
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(anyhow!(
+                        "{} not ready after {:?} (status {}; see {})",
+                        first.id,
+                        timeout,
+                        first.status,
+                        first.log.display()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Runs one instance until told to stop, restarting it when it exits by itself.
+    async fn supervise(self: Arc<Self>, unit: Unit, mut stop: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_FIRST;
+        let mut restarts = 0u32;
+        loop {
+            let started = Instant::now();
+            let exit = match self.run_once(&unit, &mut stop).await {
+                Ok(Some(exit)) => exit,
+                Ok(None) => {
+                    self.update_instance(&unit.id, |v| {
+                        v.status = "stopped".to_string();
+                        v.pid = None;
+                    });
+                    return;
+                }
+                Err(e) => {
+                    self.update_instance(&unit.id, |v| {
+                        v.status = "failed".to_string();
+                        v.last_exit = Some(format!("{e:#}"));
+                    });
+                    format!("{e:#}")
+                }
+            };
+            tracing::warn!(instance = %unit.id, %exit, "instance exited; restarting");
+            if started.elapsed() >= HEALTHY_RUN {
+                backoff = BACKOFF_FIRST;
+            }
+            restarts += 1;
+            self.update_instance(&unit.id, |v| {
+                if v.status != "failed" {
+                    v.status = "crashed".to_string();
+                }
+                v.pid = None;
+                v.restarts = restarts;
+                v.last_exit = Some(exit);
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.wait_for(|s| *s) => {
+                    self.update_instance(&unit.id, |v| v.status = "stopped".to_string());
+                    return;
+                }
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One run of the process: `Ok(None)` when stopped on request, `Ok(Some(exit))` when
+    /// it exited by itself.
+    async fn run_once(
+        self: &Arc<Self>,
+        unit: &Unit,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<String>> {
+        let log_path = self.dir.join("logs").join(format!("{}.log", unit.id));
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        {
+            use std::io::Write as _;
+            let _ = writeln!(log, "--- svrkit up: starting {} ---", unit.binary.display());
+        }
+        let data = self.dir.join("data").join(&unit.id);
+        std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+        let mut command = tokio::process::Command::new(&unit.binary);
+        command
+            .args(&unit.args)
+            .env("SVRKIT_LISTEN", unit.listen.to_string())
+            .env("SVRKIT_ADMIN", unit.admin.to_string())
+            .env("SVRKIT_REGISTRY", &self.registry)
+            .env("SVRKIT_INSTANCE_ID", &unit.id)
+            .env("SVRKIT_DATA_DIR", &data)
+            .env_remove("SVRKIT_GRAY_USERS")
+            .envs(&unit.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone()?)
+            // Its own process group: a Ctrl-C at the terminal reaches the supervisor only,
+            // which then stops instances in order.
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(selector) = &unit.gray_users {
+            command.env("SVRKIT_GRAY_USERS", serde_json::to_string(selector)?);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", unit.binary.display()))?;
+        let pid = child.id();
+        self.update_instance(&unit.id, |v| {
+            v.pid = pid;
+            v.status = "starting".to_string();
+            v.listen = None;
+            v.admin = None;
+        });
+        // Reads the instance's output into its log and marks it ready; ends with the run.
+        let watcher = child.stdout.take().map(|out| {
+            tokio::spawn(Arc::clone(self).watch_output(
+                out,
+                tokio::fs::File::from_std(log),
+                unit.id.clone(),
+            ))
+        });
+        let _abort = watcher.as_ref().map(|w| AbortOnDrop(w.abort_handle()));
+        let result = tokio::select! {
+            status = child.wait() => Some(describe(status?)),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        if result.is_none() {
+            self.update_instance(&unit.id, |v| v.status = "stopping".to_string());
+            if let Some(pid) = pid {
+                super::state::signal(pid, false);
+            }
+            if tokio::time::timeout(STOP_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(instance = %unit.id, "did not stop in time; killing");
+                let _ = child.kill().await;
+            }
+        }
+        Ok(result)
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Supervisor {
+    /// Copies the instance's stdout into its log, noting the addresses it prints
+    /// (`listening on ADDR`, `admin on http://ADDR`), then probes `/readyz` until it answers
+    /// 200 (an instance without an admin endpoint is ready once it listens).
+    async fn watch_output(
+        self: Arc<Self>,
+        out: tokio::process::ChildStdout,
+        mut log: tokio::fs::File,
+        id: String,
+    ) {
+        let mut lines = BufReader::new(out).lines();
+        let mut listening = false;
+        let mut admin: Option<SocketAddr> = None;
+        let mut ready = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = log.write_all(line.as_bytes()).await;
+            let _ = log.write_all(b"\n").await;
+            if ready {
+                continue;
+            }
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                listening = true;
+                let addr = addr.trim().to_string();
+                self.update_instance(&id, |v| v.listen = Some(addr));
+            } else if let Some(addr) = line.strip_prefix("admin on http://") {
+                admin = addr.trim().parse().ok();
+                let addr = addr.trim().to_string();
+                self.update_instance(&id, |v| v.admin = Some(addr));
+            } else {
+                continue;
+            }
+            if let (true, Some(addr)) = (listening, admin) {
+                // Probe inline: the instance just printed its addresses and is about to
+                // answer; its further output waits in the pipe meanwhile.
+                let deadline = Instant::now() + READY_TIMEOUT;
+                while Instant::now() < deadline {
+                    if let Some((200, _)) = http::get(addr, "/readyz").await {
+                        self.update_instance(&id, |v| v.status = "ready".to_string());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                ready = true;
+            }
+        }
+        // Output ended (the process closed stdout or exited): an instance without an admin
+        // endpoint that said where it listens counts as ready from then on.
+        if listening && admin.is_none() {
+            self.update_instance(&id, |v| {
+                if v.status == "starting" {
+                    v.status = "ready".to_string();
+                }
+            });
+        }
+        let _ = log.flush().await;
+    }
+
+    /// Handles one control request.
+    pub(crate) async fn handle(self: &Arc<Self>, request: ControlRequest) -> ControlReply {
+        let result = match request {
+            ControlRequest::Down => Ok(String::new()),
+            ControlRequest::Deploy {
+                service,
+                binary,
+                selector,
+                instances,
+            } => self.deploy(&service, binary, selector, instances).await,
+            ControlRequest::Promote { service } => self.promote(&service).await,
+            ControlRequest::Rollback { service } => {
+                let n = self
+                    .stop(|u| u.service == service && u.version == "gray")
+                    .await;
+                self.forget(|v| v.service == service && v.version == "gray");
+                if n == 0 {
+                    Err(anyhow!("{service} has no gray instances"))
+                } else {
+                    Ok(format!(
+                        "{service}: rolled back; {n} gray instance(s) stopped"
+                    ))
+                }
+            }
+        };
+        match result {
+            Ok(message) => ControlReply {
+                error: None,
+                message,
+            },
+            Err(e) => ControlReply {
+                error: Some(format!("{e:#}")),
+                message: String::new(),
+            },
+        }
+    }
+
+    fn forget(&self, which: impl Fn(&InstanceView) -> bool) {
+        self.update(|s| s.instances.retain(|v| !which(v)));
+    }
+
+    async fn deploy(
+        self: &Arc<Self>,
+        service: &str,
+        binary: PathBuf,
+        selector: Selector,
+        instances: u16,
+    ) -> anyhow::Result<String> {
+        let units = self.units();
+        if units
+            .iter()
+            .any(|u| u.service == service && u.version == "gray")
+        {
+            return Err(anyhow!(
+                "{service} already has a gray release; promote or roll it back first"
+            ));
+        }
+        let template = units
+            .iter()
+            .find(|u| u.service == service)
+            .cloned()
+            .ok_or_else(|| anyhow!("no running service {service:?}"))?;
+        let binary = self.keep_binary(&binary, &format!("{service}-gray"))?;
+        let mut ids = Vec::new();
+        for i in 0..instances.max(1) {
+            let unit = Unit {
+                id: format!("{service}-gray-{}", i + 1),
+                version: "gray".to_string(),
+                binary: binary.clone(),
+                listen: SocketAddr::new(template.listen.ip(), 0),
+                admin: SocketAddr::new(template.admin.ip(), 0),
+                gray_users: Some(selector.clone()),
+                ..template.clone()
+            };
+            ids.push(unit.id.clone());
+            self.start(unit);
+        }
+        if let Err(e) = self.wait_ready(&ids, READY_TIMEOUT).await {
+            self.stop(|u| u.service == service && u.version == "gray")
+                .await;
+            self.forget(|v| v.service == service && v.version == "gray");
+            return Err(e.context("the gray release was stopped"));
+        }
+        Ok(format!(
+            "{service}: {} gray instance(s) ready for {}",
+            ids.len(),
+            super::describe_selector(&selector)
+        ))
+    }
+
+    async fn promote(self: &Arc<Self>, service: &str) -> anyhow::Result<String> {
+        let units = self.units();
+        let gray = units
+            .iter()
+            .find(|u| u.service == service && u.version == "gray")
+            .cloned()
+            .ok_or_else(|| anyhow!("{service} has no gray instances to promote"))?;
+        let stable: Vec<Unit> = units
+            .into_iter()
+            .filter(|u| u.service == service && u.version == "stable")
+            .collect();
+        // Rolling: one stable instance at a time moves to the new binary and must be
+        // ready before the next one stops.
+        for old in &stable {
+            self.stop(|u| u.id == old.id).await;
+            let unit = Unit {
+                binary: gray.binary.clone(),
+                ..old.clone()
+            };
+            self.start(unit);
+            self.wait_ready(std::slice::from_ref(&old.id), READY_TIMEOUT)
+                .await?;
+        }
+        let n = self
+            .stop(|u| u.service == service && u.version == "gray")
+            .await;
+        self.forget(|v| v.service == service && v.version == "gray");
+        Ok(format!(
+            "{service}: promoted; {} stable instance(s) now run the new binary, {n} gray instance(s) stopped",
+            stable.len()
+        ))
+    }
+
+    /// Copies `binary` into the state directory as `NAME-N` (a fresh N), so later builds
+    /// never change what a running instance executes.
+    pub(crate) fn keep_binary(&self, binary: &Path, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.dir.join("bin");
+        std::fs::create_dir_all(&dir)?;
+        let mut n = 1;
+        let path = loop {
+            let path = dir.join(format!("{name}-{n}"));
+            if !path.exists() {
+                break path;
+            }
+            n += 1;
+        };
+        std::fs::copy(binary, &path)
+            .with_context(|| format!("copying {} to {}", binary.display(), path.display()))?;
+        Ok(path)
+    }
+}

@@ -1,0 +1,310 @@
+//! `svrkit up`, `ps`, `call`, `ls`, `deploy`, `logs` and `down` against a real local
+//! deployment: every instance its own process, supervised by the real binary.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Runs `svrkit ARGS` to completion: exit code, stdout, stderr.
+fn svrkit(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_svrkit"))
+        .args(args)
+        .output()
+        .expect("run svrkit");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = svrkit(args);
+    assert_eq!(code, 0, "svrkit {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "svrkit-cluster-{name}-{}-{:x}",
+        std::process::id(),
+        svrkit::context::new_id()
+    ));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir
+}
+
+/// `svrkit ps --json`: one object per instance.
+fn ps(state: &str) -> Vec<Value> {
+    ok(&["ps", "--state-dir", state, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+/// Polls `ps` until `done` holds (bounded: fails after 30 s).
+fn until_ps(state: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let instances = ps(state);
+        if done(&instances) {
+            return instances;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {instances:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Which instance served a call for `uid`.
+fn served_by(registry: &str, uid: &str) -> String {
+    let idl = repo().join("idl").display().to_string();
+    let out = ok(&[
+        "call",
+        "svrkit.demo.Echo/Echo",
+        "{}",
+        "--registry-dir",
+        registry,
+        "--idl",
+        &idl,
+        "--uid",
+        uid,
+    ]);
+    let reply: Value = serde_json::from_str(&out).expect("JSON reply");
+    reply["seen"]["server"]
+        .as_str()
+        .expect("server")
+        .to_string()
+}
+
+fn pid_alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, s)| s.trim_start().starts_with('Z'))
+    })
+}
+
+fn write_manifest(dir: &Path) -> PathBuf {
+    let manifest = dir.join("svrkit.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "workspace = {:?}\n[build]\nprofile = \"dev\"\n\n[[service]]\nname = \"echo\"\ninstances = 2\nenv = {{ RUST_LOG = \"info\" }}\n",
+            repo().display().to_string()
+        ),
+    )
+    .expect("manifest");
+    manifest
+}
+
+#[test]
+fn up_call_ls_restart_gray_deploy_and_down() {
+    let dir = tempdir("up");
+    let manifest = write_manifest(&dir);
+    let state = dir.join("state").display().to_string();
+    let registry = dir.join("state/registry").display().to_string();
+
+    let out = ok(&[
+        "up",
+        manifest.to_str().expect("utf-8"),
+        "--state-dir",
+        &state,
+        "--detach",
+    ]);
+    assert!(out.contains("2 instance(s) ready"), "{out}");
+    let instances = ps(&state);
+    assert_eq!(instances.len(), 2);
+    assert!(
+        instances
+            .iter()
+            .all(|i| i["status"] == "ready" && i["pid"].is_u64())
+    );
+    let supervisor: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).expect("state"))
+            .expect("state JSON");
+    let supervisor_pid = supervisor["supervisor_pid"].as_u64().expect("pid");
+
+    // The deployment serves, and the registry lists both instances as ready.
+    assert!(served_by(&registry, "1").starts_with("echo-"));
+    let listed: Vec<Value> = ok(&["ls", "--registry-dir", &registry, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let mut ids: Vec<&str> = listed.iter().filter_map(|i| i["id"].as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["echo-1", "echo-2"]);
+    assert!(listed.iter().all(|i| i["health"] == "ready"), "{listed:?}");
+
+    // kill -9 one instance: the supervisor restarts it.
+    let victim = instances[0]["pid"].as_u64().expect("pid");
+    let victim_id = instances[0]["id"].as_str().expect("id").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let after = until_ps(&state, "restart after kill -9", |all| {
+        all.iter().any(|i| {
+            i["id"] == victim_id.as_str()
+                && i["restarts"] == 1
+                && i["status"] == "ready"
+                && i["pid"].as_u64() != Some(victim)
+        })
+    });
+    let restarted = after
+        .iter()
+        .find(|i| i["id"] == victim_id.as_str())
+        .expect("victim");
+    assert!(
+        restarted["last_exit"]
+            .as_str()
+            .expect("exit")
+            .contains("signal 9")
+    );
+    let log = ok(&["logs", &victim_id, "--state-dir", &state]);
+    assert_eq!(
+        log.matches("listening on").count(),
+        2,
+        "two runs logged:\n{log}"
+    );
+
+    // A gray release for user 7, compared, then rolled back.
+    let out = ok(&["deploy", "echo", "--gray", "uids:7", "--state-dir", &state]);
+    assert!(
+        out.contains("1 gray instance(s) ready for users 7"),
+        "{out}"
+    );
+    for _ in 0..3 {
+        assert_eq!(served_by(&registry, "7"), "echo-gray-1");
+        assert_ne!(served_by(&registry, "8"), "echo-gray-1");
+    }
+    let figures: Vec<Value> = ok(&["deploy", "echo", "status", "--state-dir", &state, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let gray = figures
+        .iter()
+        .find(|f| f["version"] == "gray")
+        .expect("gray row");
+    assert_eq!(gray["requests"], 3);
+    assert_eq!(gray["error_rate"], 0.0);
+    let (code, _, err) = svrkit(&["deploy", "echo", "--gray", "uids:9", "--state-dir", &state]);
+    assert_eq!(code, 1, "a second release while one runs is refused");
+    assert!(err.contains("already has a gray release"), "{err}");
+    ok(&["deploy", "echo", "rollback", "--state-dir", &state]);
+    let all = ps(&state);
+    assert!(all.iter().all(|i| i["version"] == "stable"), "{all:?}");
+    assert_ne!(served_by(&registry, "7"), "echo-gray-1");
+
+    // Another release, promoted: stable instances move to the new binary one by one.
+    ok(&[
+        "deploy",
+        "echo",
+        "--gray",
+        "percent:100",
+        "--state-dir",
+        &state,
+    ]);
+    let before: Vec<u64> = ps(&state)
+        .iter()
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
+    let out = ok(&["deploy", "echo", "promote", "--state-dir", &state]);
+    assert!(out.contains("promoted"), "{out}");
+    let all = ps(&state);
+    assert_eq!(all.len(), 2);
+    assert!(
+        all.iter()
+            .all(|i| i["version"] == "stable" && i["status"] == "ready")
+    );
+    assert!(
+        all.iter()
+            .all(|i| !before.contains(&i["pid"].as_u64().unwrap_or(0)))
+    );
+    let served = served_by(&registry, "7");
+    assert!(served == "echo-1" || served == "echo-2", "{served}");
+
+    // down: every process is gone, supervisor included.
+    let pids: Vec<u64> = all.iter().filter_map(|i| i["pid"].as_u64()).collect();
+    ok(&["down", "--state-dir", &state]);
+    for pid in pids.iter().chain([&supervisor_pid]) {
+        assert!(!pid_alive(*pid), "process {pid} survived svrkit down");
+    }
+    assert!(ok(&["ps", "--state-dir", &state]).contains("nothing is up"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn up_refuses_a_bad_manifest_and_down_with_nothing_up_is_fine() {
+    let dir = tempdir("bad");
+    let manifest = dir.join("bad.toml");
+    std::fs::write(&manifest, "[[service]]\nname = \"a b\"\n").expect("write");
+    let state = dir.join("state").display().to_string();
+    let (code, _, err) = svrkit(&[
+        "up",
+        manifest.to_str().expect("utf-8"),
+        "--state-dir",
+        &state,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("service name \"a b\""), "{err}");
+    let (code, out, _) = svrkit(&["down", "--state-dir", &state]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing is up"));
+    let (code, _, err) = svrkit(&["deploy", "echo", "promote", "--state-dir", &state]);
+    assert_eq!(code, 2);
+    assert!(err.contains("nothing is up"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_foreground_up_stops_everything_on_ctrl_c() {
+    use std::io::BufRead as _;
+    let dir = tempdir("fg");
+    let manifest = write_manifest(&dir);
+    let state = dir.join("state").display().to_string();
+    let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_svrkit"))
+        .args([
+            "up",
+            manifest.to_str().expect("utf-8"),
+            "--state-dir",
+            &state,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("svrkit up");
+    let stdout = up.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    // The summary's last line says the deployment is ready (or the output ends).
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("instance(s) ready"));
+    assert!(ready, "svrkit up never reported ready");
+    let pids: Vec<u64> = ps(&state)
+        .iter()
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &up.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let status = up.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    for pid in pids {
+        assert!(!pid_alive(pid), "instance {pid} survived Ctrl-C");
+    }
+    assert!(ok(&["ps", "--state-dir", &state]).contains("nothing is up"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
