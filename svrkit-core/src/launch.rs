@@ -111,6 +111,7 @@ pub struct Launch {
     instance_id: String,
     gray_users: Option<Selector>,
     data_dir: PathBuf,
+    bound: Option<TcpListener>,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -172,6 +173,7 @@ impl Launch {
             instance_id,
             gray_users,
             data_dir,
+            bound: None,
         };
         launch.store = launch.open_store()?;
         crate::admin::install_metrics()?;
@@ -220,6 +222,26 @@ impl Launch {
                 ));
             }
         })
+    }
+
+    /// Binds the RPC address now (before [`Launch::serve`]) and returns it: for a process
+    /// that must tell others where it serves before it starts serving.
+    pub async fn bind(&mut self) -> Result<SocketAddr, LaunchError> {
+        let listener = match self.bound.take() {
+            Some(listener) => listener,
+            None => TcpListener::bind(self.listen)
+                .await
+                .map_err(|source| LaunchError::Io {
+                    what: format!("binding {}", self.listen),
+                    source,
+                })?,
+        };
+        let local = listener.local_addr().map_err(|source| LaunchError::Io {
+            what: "reading the local address".into(),
+            source,
+        });
+        self.bound = Some(listener);
+        local
     }
 
     /// The service name.
@@ -283,7 +305,7 @@ impl Launch {
 
     /// [`Launch::serve`] with a shutdown of the caller's choosing.
     pub async fn serve_until<L, S>(
-        self,
+        mut self,
         server: Server<L>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), LaunchError>
@@ -294,9 +316,12 @@ impl Launch {
         S::Future: Send + 'static,
     {
         let io = |what: String| move |source| LaunchError::Io { what, source };
-        let listener = TcpListener::bind(self.listen)
-            .await
-            .map_err(io(format!("binding {}", self.listen)))?;
+        let listener = match self.bound.take() {
+            Some(listener) => listener,
+            None => TcpListener::bind(self.listen)
+                .await
+                .map_err(io(format!("binding {}", self.listen)))?,
+        };
         let local = listener
             .local_addr()
             .map_err(io("reading the local address".into()))?;

@@ -20,5 +20,11 @@ pub enum Balance {
     /// Each instance in turn.
     RoundRobin,
     /// By routing key on a consistent-hash ring (calls without a key go round robin).
+    /// When the key's instance is unhealthy, the next one on the ring takes the call:
+    /// affinity, for caches.
     ConsistentHash,
+    /// By routing key on a consistent-hash ring, strictly: only the key's owner ever gets
+    /// the call, healthy or not, because only it holds the key's data (sharded storage).
+    /// Calls without a key fail.
+    Sharded,
 }

@@ -69,6 +69,18 @@ pub(crate) fn pick(set: &EndpointSet, want: Want<'_>, rr: &AtomicUsize) -> Resul
     let healthy = |i: &usize| !set.endpoints[*i].is_ejected(want.now_ms);
     let admits = |i: &usize| !set.endpoints[*i].would_shed(want.priority, || want.now_ms);
 
+    if want.balance == Balance::Sharded {
+        // Only the owner holds the data: no fallback to another shard, ever.
+        let owner = want
+            .routing_key
+            .and_then(|key| set.ring.node(key))
+            .ok_or(NoPick::Empty)?;
+        return match (fresh(&owner), admits(&owner)) {
+            (false, _) => Err(NoPick::Empty),
+            (true, false) => Err(NoPick::AllShedding),
+            (true, true) => Ok(owner),
+        };
+    }
     // One instance (the common point-to-point case): no lists to build.
     if n == 1 {
         return match (fresh(&0), admits(&0)) {
@@ -265,5 +277,23 @@ mod tests {
         }
         let second = s.ring.nodes_from(7).nth(1).expect("successor");
         assert_eq!(pick(&s, keyed(&[owner]), &rr), Ok(second));
+    }
+
+    #[test]
+    fn sharded_routes_only_to_the_owner_even_when_it_is_ejected_or_was_tried() {
+        let s = set(&["stable", "stable", "stable", "gray"]);
+        let rr = AtomicUsize::new(0);
+        for key in 0..50u64 {
+            let owner = s.ring.node(key).expect("owner");
+            let keyed = |tried| Want {
+                routing_key: Some(key),
+                gray: true,
+                ..want(Balance::Sharded, tried)
+            };
+            assert_eq!(pick(&s, keyed(&[]), &rr), Ok(owner));
+            assert_eq!(pick(&s, keyed(&[owner]), &rr), Err(NoPick::Empty));
+        }
+        let unkeyed = want(Balance::Sharded, &[]);
+        assert_eq!(pick(&s, unkeyed, &rr), Err(NoPick::Empty));
     }
 }

@@ -1,0 +1,405 @@
+//! `wx.account.Account`: registration, login sessions and profiles.
+//!
+//! - Names are unique (case-insensitive) through the name index in `accountstore`; an
+//!   account is stored first and its name claimed second, so a crash in between leaves at
+//!   worst an unreachable account, never a name without an account.
+//! - Passwords are hashed with argon2id (a fresh salt each) off the async threads.
+//! - A session is a random 128-bit id stored on the user's shard with an expiry; the
+//!   token clients hold is `uid.session_id`. Verification tells valid, expired and
+//!   invalid (forged, mistyped or logged out) apart.
+//! - Profiles hide the fields a user marked private from everyone but themselves and
+//!   their friends (the relation comes from the contact service).
+
+mod password;
+mod token;
+
+use std::time::Duration;
+
+use svrkit::{Code, Status};
+use wx_api::account::account_server::Account;
+use wx_api::account::{
+    ExistsReply, ExistsRequest, GetProfilesReply, GetProfilesRequest, LoginReply, LoginRequest,
+    LogoutReply, LogoutRequest, Profile, RegisterReply, RegisterRequest, TokenState,
+    UpdateProfileRequest, VerifyTokenReply, VerifyTokenRequest,
+};
+use wx_api::contact::{CheckRequest, ContactClient, Relation};
+use wx_api::storage::{
+    AccountRecord, AccountStoreClient, ClaimNameRequest, CreateAccountRequest, GetAccountRequest,
+    GetSessionRequest, LookupNameRequest, ProfileField, PutSessionRequest, SessionRecord,
+    UpdateAccountRequest,
+};
+use wx_api::{acting_user, by_uid, name_key, now_ms};
+
+pub use token::Token;
+
+/// How long a session lasts unless configured otherwise: 7 days.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The account service.
+#[derive(Debug, Clone)]
+pub struct AccountService {
+    store: AccountStoreClient,
+    contact: ContactClient,
+    session_ttl: Duration,
+}
+
+impl AccountService {
+    /// The service over its store and the contact service (for who is a friend).
+    pub fn new(store: AccountStoreClient, contact: ContactClient) -> AccountService {
+        AccountService {
+            store,
+            contact,
+            session_ttl: DEFAULT_SESSION_TTL,
+        }
+    }
+
+    /// Sets how long sessions last.
+    pub fn session_ttl(mut self, ttl: Duration) -> AccountService {
+        self.session_ttl = ttl;
+        self
+    }
+
+    async fn account(&self, uid: u64) -> Result<AccountRecord, Status> {
+        self.store
+            .get_account_with(GetAccountRequest { uid }, by_uid(uid))
+            .await?
+            .account
+            .ok_or_else(|| Status::internal("the store answered without an account"))
+    }
+}
+
+/// Checks a user name: 3 to 32 characters, ASCII letters, digits and `_`, starting with
+/// a letter.
+pub fn check_name(name: &str) -> Result<(), Status> {
+    let ok = (3..=32).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(
+            "a name has 3 to 32 letters, digits or _, and starts with a letter",
+        ))
+    }
+}
+
+fn check_password(password: &str) -> Result<(), Status> {
+    if (8..=128).contains(&password.chars().count()) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(
+            "a password has 8 to 128 characters",
+        ))
+    }
+}
+
+/// A fresh uid: random, below 2^53 so JavaScript clients keep it exact, above 10,000.
+fn new_uid() -> Result<u64, Status> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| Status::internal(format!("no randomness: {e}")))?;
+    Ok(10_000 + u64::from_le_bytes(bytes) % ((1u64 << 53) - 10_000))
+}
+
+/// `record` as `viewer` may see it.
+pub fn profile_for(record: &AccountRecord, full: bool) -> Profile {
+    let private = |f: ProfileField| record.private_fields.contains(&(f as i32));
+    let mut profile = Profile {
+        uid: record.uid,
+        name: record.name.clone(),
+        nickname: record.nickname.clone(),
+        avatar: record.avatar.clone(),
+        region: record.region.clone(),
+        signature: record.signature.clone(),
+        phone: record.phone.clone(),
+        private_fields: record.private_fields.clone(),
+        hidden: Vec::new(),
+    };
+    if !full {
+        for (field, value) in [
+            (ProfileField::Region, &mut profile.region),
+            (ProfileField::Signature, &mut profile.signature),
+            (ProfileField::Phone, &mut profile.phone),
+        ] {
+            if private(field) {
+                value.clear();
+                profile.hidden.push(field as i32);
+            }
+        }
+        // Which fields someone hides is itself private.
+        profile.private_fields.clear();
+    }
+    profile
+}
+
+impl Account for AccountService {
+    async fn register(&self, request: RegisterRequest) -> Result<RegisterReply, Status> {
+        check_name(&request.name)?;
+        check_password(&request.password)?;
+        if request.nickname.chars().count() > 64 {
+            return Err(Status::invalid_argument(
+                "a nickname has at most 64 characters",
+            ));
+        }
+        // Fail fast on a taken name before paying for the hash.
+        match self
+            .store
+            .lookup_name_with(
+                LookupNameRequest {
+                    name: request.name.clone(),
+                },
+                by_uid(name_key(&request.name)),
+            )
+            .await
+        {
+            Ok(_) => {
+                return Err(Status::already_exists(format!(
+                    "the name {:?} is taken",
+                    request.name
+                )));
+            }
+            Err(e) if e.code() == Code::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let uid = new_uid()?;
+        let hash = password::hash(request.password).await?;
+        let nickname = if request.nickname.is_empty() {
+            request.name.clone()
+        } else {
+            request.nickname
+        };
+        let account = AccountRecord {
+            uid,
+            name: request.name.clone(),
+            password_hash: hash,
+            nickname,
+            // The phone number is private unless the user says otherwise.
+            private_fields: vec![ProfileField::Phone as i32],
+            created_ms: now_ms(),
+            ..AccountRecord::default()
+        };
+        self.store
+            .create_account_with(
+                CreateAccountRequest {
+                    account: Some(account),
+                },
+                by_uid(uid),
+            )
+            .await?;
+        let route = by_uid(name_key(&request.name));
+        self.store
+            .claim_name_with(
+                ClaimNameRequest {
+                    name: request.name,
+                    uid,
+                },
+                route,
+            )
+            .await?;
+        Ok(RegisterReply { uid })
+    }
+
+    async fn login(&self, request: LoginRequest) -> Result<LoginReply, Status> {
+        let uid = self
+            .store
+            .lookup_name_with(
+                LookupNameRequest {
+                    name: request.name.clone(),
+                },
+                by_uid(name_key(&request.name)),
+            )
+            .await?
+            .uid;
+        let account = self.account(uid).await?;
+        if !password::verify(request.password, account.password_hash).await? {
+            return Err(Status::unauthenticated("wrong password"));
+        }
+        let session = SessionRecord {
+            session_id: token::new_session_id()?,
+            uid,
+            created_ms: now_ms(),
+            expires_ms: now_ms() + self.session_ttl.as_millis() as u64,
+        };
+        let reply = LoginReply {
+            uid,
+            token: Token::of(&session).to_string(),
+            expires_ms: session.expires_ms,
+        };
+        self.store
+            .put_session_with(
+                PutSessionRequest {
+                    session: Some(session),
+                },
+                by_uid(uid),
+            )
+            .await?;
+        Ok(reply)
+    }
+
+    async fn logout(&self, request: LogoutRequest) -> Result<LogoutReply, Status> {
+        let token: Token = request
+            .token
+            .parse()
+            .map_err(|_| Status::unauthenticated("invalid session token"))?;
+        self.store
+            .delete_session_with(
+                GetSessionRequest {
+                    uid: token.uid,
+                    session_id: token.session_id,
+                },
+                by_uid(token.uid),
+            )
+            .await?;
+        Ok(LogoutReply {})
+    }
+
+    async fn verify_token(&self, request: VerifyTokenRequest) -> Result<VerifyTokenReply, Status> {
+        let invalid = VerifyTokenReply {
+            state: TokenState::Invalid as i32,
+            uid: 0,
+            expires_ms: 0,
+        };
+        let Ok(token) = request.token.parse::<Token>() else {
+            return Ok(invalid);
+        };
+        let session = match self
+            .store
+            .get_session_with(
+                GetSessionRequest {
+                    uid: token.uid,
+                    session_id: token.session_id,
+                },
+                by_uid(token.uid),
+            )
+            .await
+        {
+            Ok(session) => session,
+            Err(e) if e.code() == Code::NotFound => return Ok(invalid),
+            Err(e) => return Err(e),
+        };
+        let state = if session.expires_ms <= now_ms() {
+            TokenState::Expired
+        } else {
+            TokenState::Valid
+        };
+        Ok(VerifyTokenReply {
+            state: state as i32,
+            uid: session.uid,
+            expires_ms: session.expires_ms,
+        })
+    }
+
+    async fn get_profiles(&self, request: GetProfilesRequest) -> Result<GetProfilesReply, Status> {
+        let viewer = acting_user()?;
+        if request.uids.len() > wx_api::MAX_FRIENDS as usize {
+            return Err(Status::invalid_argument(format!(
+                "at most {} profiles per call",
+                wx_api::MAX_FRIENDS
+            )));
+        }
+        let relations = self
+            .contact
+            .check(CheckRequest {
+                peers: request.uids.clone(),
+            })
+            .await?
+            .relations;
+        let mut fetches = tokio::task::JoinSet::new();
+        for (i, uid) in request.uids.iter().copied().enumerate() {
+            let service = self.clone();
+            let ctx = svrkit::Context::current();
+            fetches.spawn(ctx.scope(async move { (i, service.account(uid).await) }));
+        }
+        let mut found: Vec<(usize, Profile)> = Vec::with_capacity(request.uids.len());
+        while let Some(joined) = fetches.join_next().await {
+            let (i, result) = joined.map_err(|e| Status::internal(e.to_string()))?;
+            match result {
+                Ok(record) => {
+                    let full = record.uid == viewer
+                        || relations.get(i).copied() == Some(Relation::Friend as i32);
+                    found.push((i, profile_for(&record, full)));
+                }
+                Err(e) if e.code() == Code::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        found.sort_by_key(|(i, _)| *i);
+        Ok(GetProfilesReply {
+            profiles: found.into_iter().map(|(_, p)| p).collect(),
+        })
+    }
+
+    async fn update_profile(&self, request: UpdateProfileRequest) -> Result<Profile, Status> {
+        let uid = acting_user()?;
+        let change = request.profile.unwrap_or_default();
+        // Optimistic concurrency: re-read and re-apply when another update got in first.
+        for _ in 0..3 {
+            let mut record = self.account(uid).await?;
+            let expected = record.version;
+            for field in &request.mask {
+                match field.as_str() {
+                    "nickname" if change.nickname.chars().count() <= 64 => {
+                        record.nickname = change.nickname.clone()
+                    }
+                    "avatar" => record.avatar = change.avatar.clone(),
+                    "region" => record.region = change.region.clone(),
+                    "signature" if change.signature.chars().count() <= 140 => {
+                        record.signature = change.signature.clone()
+                    }
+                    "phone" => record.phone = change.phone.clone(),
+                    "private_fields" => {
+                        if change.private_fields.iter().any(|f| {
+                            ProfileField::try_from(*f)
+                                .map_or(true, |f| f == ProfileField::Unspecified)
+                        }) {
+                            return Err(Status::invalid_argument(
+                                "private_fields may hold region, signature and phone",
+                            ));
+                        }
+                        record.private_fields = change.private_fields.clone();
+                    }
+                    "nickname" | "signature" => {
+                        return Err(Status::invalid_argument(format!("{field} is too long")));
+                    }
+                    other => {
+                        return Err(Status::invalid_argument(format!(
+                            "unknown profile field {other:?}"
+                        )));
+                    }
+                }
+            }
+            match self
+                .store
+                .update_account_with(
+                    UpdateAccountRequest {
+                        account: Some(record),
+                        expected_version: expected,
+                    },
+                    by_uid(uid),
+                )
+                .await
+            {
+                Ok(reply) => {
+                    let record = reply
+                        .account
+                        .ok_or_else(|| Status::internal("the store answered without an account"))?;
+                    return Ok(profile_for(&record, true));
+                }
+                Err(e) if e.code() == Code::Aborted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Status::aborted("the profile kept changing; try again"))
+    }
+
+    async fn exists(&self, request: ExistsRequest) -> Result<ExistsReply, Status> {
+        let mut exists = Vec::with_capacity(request.uids.len());
+        for uid in request.uids {
+            exists.push(match self.account(uid).await {
+                Ok(_) => true,
+                Err(e) if e.code() == Code::NotFound => false,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(ExistsReply { exists })
+    }
+}

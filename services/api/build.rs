@@ -1,0 +1,11 @@
+fn main() {
+    let files = [
+        "../../idl/wx/storage.proto",
+        "../../idl/wx/account.proto",
+        "../../idl/wx/contact.proto",
+        "../../idl/wx/access.proto",
+    ];
+    if let Err(e) = svrkit_codegen::compile(&files, &["../../idl"]) {
+        panic!("svrkit codegen failed: {e}");
+    }
+}

@@ -1,0 +1,84 @@
+//! The backend's IDL (`idl/wx`), compiled: every tier talks to the others only through
+//! these generated clients and server traits.
+//!
+//! - [`storage`]: `AccountStore`, `ContactStore` — sharded by uid ([`sharded`]).
+//! - [`account`]: registration, login sessions, profiles.
+//! - [`contact`]: friend requests, friends, blocks.
+//! - [`access`]: `Push`, served by the long-connection gateways.
+//!
+//! Conventions shared by the services live here too: who the acting user is
+//! ([`acting_user`]), how storage calls are routed ([`by_uid`], [`name_key`]) and the
+//! clock ([`now_ms`]).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use svrkit::balance::Balance;
+use svrkit::{CallOptions, ChannelBuilder, Context, Status};
+
+/// `wx.storage`: the storage tier.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod storage {
+    svrkit::include_proto!("wx.storage");
+    pub use account_store_client::AccountStoreClient;
+    pub use contact_store_client::ContactStoreClient;
+}
+
+/// `wx.account`: the account service.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod account {
+    svrkit::include_proto!("wx.account");
+    pub use account_client::AccountClient;
+}
+
+/// `wx.contact`: the contact service.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod contact {
+    svrkit::include_proto!("wx.contact");
+    pub use contact_client::ContactClient;
+}
+
+/// `wx.access`: the access tier's push service.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod access {
+    svrkit::include_proto!("wx.access");
+    pub use push_client::PushClient;
+}
+
+/// The most friends one user may have.
+pub const MAX_FRIENDS: u32 = 5_000;
+
+/// The user a request acts for: the uid the access tier stamped on its context.
+pub fn acting_user() -> Result<u64, Status> {
+    match Context::current().uid() {
+        0 => Err(Status::unauthenticated(
+            "no user on this request (the access tier stamps one after login)",
+        )),
+        uid => Ok(uid),
+    }
+}
+
+/// Call options routing a storage call to the shard owning `uid`.
+pub fn by_uid(uid: u64) -> CallOptions {
+    CallOptions::new().routing_key(uid)
+}
+
+/// The routing key of a user name in the name index (case-insensitive).
+pub fn name_key(name: &str) -> u64 {
+    svrkit::balance::ring_hash(name.to_lowercase().as_bytes())
+}
+
+/// How a client of a sharded storage service balances: strictly by key, never to
+/// another shard.
+pub fn sharded() -> ChannelBuilder {
+    svrkit::Channel::builder().balance(Balance::Sharded)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}

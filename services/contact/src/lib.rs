@@ -1,0 +1,443 @@
+//! `wx.contact.Contact`: the relation chain between users.
+//!
+//! Each user's edges live on their own `contactstore` shard, so a relation between two
+//! users is two edges on (usually) two shards: friendship is FRIEND on both sides, a
+//! request is REQUEST_SENT on the asker's side and REQUEST_RECEIVED on the other's, a
+//! block is BLOCKED on the blocker's side only (the blocked user's side shows nothing, so
+//! a block is not revealed). Every write names the edge version it read; a concurrent
+//! change makes it fail with ABORTED rather than overwrite.
+//!
+//! Events for the other user (a request arrived, a request was accepted) go out through
+//! the access tier's `Push` service; a failed push is logged, never fails the action.
+
+use svrkit::{Code, Status};
+use wx_api::access::{DeliverRequest, Event, PushClient};
+use wx_api::account::{AccountClient, ExistsRequest, GetProfilesRequest};
+use wx_api::contact::contact_server::Contact;
+use wx_api::contact::{
+    CheckReply, CheckRequest, Friend, FriendRequest, ListFriendsReply, ListFriendsRequest,
+    ListRequestsReply, PeerRequest, PendingRequest, Relation, RelationReply,
+};
+use wx_api::storage::{
+    ContactStoreClient, Edge, EdgeState, GetEdgesRequest, ListEdgesRequest, PutEdgeRequest,
+};
+use wx_api::{MAX_FRIENDS, acting_user, by_uid};
+
+/// The contact service.
+#[derive(Debug, Clone)]
+pub struct ContactService {
+    store: ContactStoreClient,
+    account: AccountClient,
+    push: Option<PushClient>,
+}
+
+/// One side's edge as read, with the version a write must name.
+#[derive(Debug, Clone, Default)]
+struct Side {
+    state: EdgeState,
+    version: u64,
+    greeting: String,
+}
+
+fn relation_of(state: EdgeState) -> Relation {
+    match state {
+        EdgeState::None => Relation::None,
+        EdgeState::Friend => Relation::Friend,
+        EdgeState::RequestSent => Relation::RequestSent,
+        EdgeState::RequestReceived => Relation::RequestReceived,
+        EdgeState::Blocked => Relation::Blocked,
+    }
+}
+
+impl ContactService {
+    /// The service over its store, the account service (existence, profiles) and,
+    /// optionally, the push service.
+    pub fn new(
+        store: ContactStoreClient,
+        account: AccountClient,
+        push: Option<PushClient>,
+    ) -> ContactService {
+        ContactService {
+            store,
+            account,
+            push,
+        }
+    }
+
+    async fn side(&self, owner: u64, peer: u64) -> Result<Side, Status> {
+        let edges = self
+            .store
+            .get_edges_with(
+                GetEdgesRequest {
+                    owner,
+                    peers: vec![peer],
+                },
+                by_uid(owner),
+            )
+            .await?
+            .edges;
+        Ok(edges
+            .into_iter()
+            .next()
+            .map(|e| Side {
+                state: e.state(),
+                version: e.version,
+                greeting: e.greeting,
+            })
+            .unwrap_or_default())
+    }
+
+    async fn put(
+        &self,
+        owner: u64,
+        peer: u64,
+        state: EdgeState,
+        greeting: &str,
+        expected: u64,
+    ) -> Result<(), Status> {
+        self.store
+            .put_edge_with(
+                PutEdgeRequest {
+                    edge: Some(Edge {
+                        owner,
+                        peer,
+                        state: state as i32,
+                        greeting: greeting.to_string(),
+                        updated_ms: 0,
+                        version: 0,
+                    }),
+                    expected_version: expected,
+                    max_friends: MAX_FRIENDS,
+                },
+                by_uid(owner),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn push(&self, uid: u64, kind: &str, body: serde_json::Value) {
+        let Some(push) = &self.push else {
+            return;
+        };
+        let request = DeliverRequest {
+            uid,
+            event: Some(Event {
+                kind: kind.to_string(),
+                json: body.to_string(),
+            }),
+        };
+        if let Err(e) = push.deliver_with(request, by_uid(uid)).await {
+            tracing::debug!(uid, kind, error = %e, "push not delivered");
+        }
+    }
+
+    fn peer_of(me: u64, peer: u64) -> Result<u64, Status> {
+        if peer == 0 || peer == me {
+            return Err(Status::invalid_argument("name another user"));
+        }
+        Ok(peer)
+    }
+
+    fn reply(peer: u64, relation: Relation) -> RelationReply {
+        RelationReply {
+            peer,
+            relation: relation as i32,
+        }
+    }
+
+    /// Both sides become friends (the caller checked the request is pending).
+    async fn befriend(&self, me: u64, mine: &Side, peer: u64, theirs: &Side) -> Result<(), Status> {
+        self.put(me, peer, EdgeState::Friend, "", mine.version)
+            .await?;
+        if let Err(e) = self
+            .put(peer, me, EdgeState::Friend, "", theirs.version)
+            .await
+        {
+            // Undo our side so the two stay consistent: back to the pending request.
+            let now = self.side(me, peer).await?;
+            let _ = self
+                .put(me, peer, mine.state, &mine.greeting, now.version)
+                .await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes whatever edges join `a` and `b` in the given states, on both sides.
+    async fn clear(&self, a: u64, a_side: &Side, b: u64, b_side: &Side) -> Result<(), Status> {
+        if a_side.state != EdgeState::None {
+            self.put(a, b, EdgeState::None, "", a_side.version).await?;
+        }
+        if b_side.state != EdgeState::None && b_side.state != EdgeState::Blocked {
+            self.put(b, a, EdgeState::None, "", b_side.version).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Contact for ContactService {
+    async fn request(&self, request: FriendRequest) -> Result<RelationReply, Status> {
+        let me = acting_user()?;
+        let peer = Self::peer_of(me, request.peer)?;
+        if request.greeting.chars().count() > 200 {
+            return Err(Status::invalid_argument(
+                "a greeting has at most 200 characters",
+            ));
+        }
+        let exists = self
+            .account
+            .exists(ExistsRequest { uids: vec![peer] })
+            .await?
+            .exists;
+        if exists.first() != Some(&true) {
+            return Err(Status::not_found(format!("no user {peer}")));
+        }
+        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
+        if theirs.state == EdgeState::Blocked {
+            return Err(Status::permission_denied(format!(
+                "user {peer} does not accept requests from you"
+            )));
+        }
+        match mine.state {
+            EdgeState::Blocked => Err(Status::failed_precondition(format!(
+                "you blocked user {peer}; unblock them first"
+            ))),
+            EdgeState::Friend => Err(Status::already_exists(format!(
+                "you and user {peer} are friends already"
+            ))),
+            EdgeState::RequestSent => Ok(Self::reply(peer, Relation::RequestSent)),
+            EdgeState::RequestReceived => {
+                // They asked first: asking back is accepting.
+                self.befriend(me, &mine, peer, &theirs).await?;
+                self.push(peer, "friend_accepted", serde_json::json!({ "by": me }))
+                    .await;
+                Ok(Self::reply(peer, Relation::Friend))
+            }
+            EdgeState::None => {
+                self.put(
+                    peer,
+                    me,
+                    EdgeState::RequestReceived,
+                    &request.greeting,
+                    theirs.version,
+                )
+                .await?;
+                self.put(
+                    me,
+                    peer,
+                    EdgeState::RequestSent,
+                    &request.greeting,
+                    mine.version,
+                )
+                .await?;
+                self.push(
+                    peer,
+                    "friend_request",
+                    serde_json::json!({ "from": me, "greeting": request.greeting }),
+                )
+                .await;
+                Ok(Self::reply(peer, Relation::RequestSent))
+            }
+        }
+    }
+
+    async fn accept(&self, request: PeerRequest) -> Result<RelationReply, Status> {
+        let me = acting_user()?;
+        let peer = Self::peer_of(me, request.peer)?;
+        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
+        if mine.state != EdgeState::RequestReceived {
+            return Err(Status::failed_precondition(format!(
+                "no pending request from user {peer}"
+            )));
+        }
+        self.befriend(me, &mine, peer, &theirs).await?;
+        self.push(peer, "friend_accepted", serde_json::json!({ "by": me }))
+            .await;
+        Ok(Self::reply(peer, Relation::Friend))
+    }
+
+    async fn reject(&self, request: PeerRequest) -> Result<RelationReply, Status> {
+        let me = acting_user()?;
+        let peer = Self::peer_of(me, request.peer)?;
+        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
+        if mine.state != EdgeState::RequestReceived {
+            return Err(Status::failed_precondition(format!(
+                "no pending request from user {peer}"
+            )));
+        }
+        self.clear(me, &mine, peer, &theirs).await?;
+        Ok(Self::reply(peer, Relation::None))
+    }
+
+    async fn remove(&self, request: PeerRequest) -> Result<RelationReply, Status> {
+        let me = acting_user()?;
+        let peer = Self::peer_of(me, request.peer)?;
+        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
+        if mine.state != EdgeState::Friend {
+            return Err(Status::failed_precondition(format!(
+                "you and user {peer} are not friends"
+            )));
+        }
+        self.clear(me, &mine, peer, &theirs).await?;
+        Ok(Self::reply(peer, Relation::None))
+    }
+
+    async fn block(&self, request: PeerRequest) -> Result<RelationReply, Status> {
+        let me = acting_user()?;
+        let peer = Self::peer_of(me, request.peer)?;
+        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
+        if mine.state == EdgeState::Blocked {
+            return Ok(Self::reply(peer, Relation::Blocked));
+        }
+        // A friendship or pending request ends on their side; ours becomes the block.
+        if theirs.state != EdgeState::None && theirs.state != EdgeState::Blocked {
+            self.put(peer, me, EdgeState::None, "", theirs.version)
+                .await?;
+        }
+        self.put(me, peer, EdgeState::Blocked, "", mine.version)
+            .await?;
+        Ok(Self::reply(peer, Relation::Blocked))
+    }
+
+    async fn unblock(&self, request: PeerRequest) -> Result<RelationReply, Status> {
+        let me = acting_user()?;
+        let peer = Self::peer_of(me, request.peer)?;
+        let mine = self.side(me, peer).await?;
+        if mine.state != EdgeState::Blocked {
+            return Err(Status::failed_precondition(format!(
+                "you have not blocked user {peer}"
+            )));
+        }
+        self.put(me, peer, EdgeState::None, "", mine.version)
+            .await?;
+        Ok(Self::reply(peer, Relation::None))
+    }
+
+    async fn list_friends(&self, request: ListFriendsRequest) -> Result<ListFriendsReply, Status> {
+        let me = acting_user()?;
+        if request.owner != 0 && request.owner != me {
+            return Err(Status::permission_denied(
+                "a friends list is private to its owner",
+            ));
+        }
+        let limit = match request.limit {
+            0 => MAX_FRIENDS,
+            n => n.min(MAX_FRIENDS),
+        };
+        let edges = self
+            .store
+            .list_edges_with(
+                ListEdgesRequest {
+                    owner: me,
+                    state: EdgeState::Friend as i32,
+                    after_peer: request.after,
+                    limit,
+                },
+                by_uid(me),
+            )
+            .await?
+            .edges;
+        if edges.is_empty() {
+            return Ok(ListFriendsReply::default());
+        }
+        // One batched profile call for the whole page.
+        let profiles = self
+            .account
+            .get_profiles(GetProfilesRequest {
+                uids: edges.iter().map(|e| e.peer).collect(),
+            })
+            .await?
+            .profiles;
+        let friends = edges
+            .iter()
+            .filter_map(|e| {
+                let profile = profiles.iter().find(|p| p.uid == e.peer)?.clone();
+                Some(Friend {
+                    profile: Some(profile),
+                    since_ms: e.updated_ms,
+                })
+            })
+            .collect();
+        Ok(ListFriendsReply { friends })
+    }
+
+    async fn list_requests(
+        &self,
+        request: ListFriendsRequest,
+    ) -> Result<ListRequestsReply, Status> {
+        let me = acting_user()?;
+        if request.owner != 0 && request.owner != me {
+            return Err(Status::permission_denied(
+                "friend requests are private to their owner",
+            ));
+        }
+        let edges = self
+            .store
+            .list_edges_with(
+                ListEdgesRequest {
+                    owner: me,
+                    state: EdgeState::RequestReceived as i32,
+                    after_peer: request.after,
+                    limit: request.limit.min(MAX_FRIENDS),
+                },
+                by_uid(me),
+            )
+            .await?
+            .edges;
+        let profiles = if edges.is_empty() {
+            Vec::new()
+        } else {
+            self.account
+                .get_profiles(GetProfilesRequest {
+                    uids: edges.iter().map(|e| e.peer).collect(),
+                })
+                .await?
+                .profiles
+        };
+        let requests = edges
+            .into_iter()
+            .map(|e| PendingRequest {
+                from: e.peer,
+                profile: profiles.iter().find(|p| p.uid == e.peer).cloned(),
+                greeting: e.greeting,
+                sent_ms: e.updated_ms,
+            })
+            .collect();
+        Ok(ListRequestsReply { requests })
+    }
+
+    async fn check(&self, request: CheckRequest) -> Result<CheckReply, Status> {
+        let me = acting_user()?;
+        if request.peers.len() > MAX_FRIENDS as usize {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_FRIENDS} peers per call"
+            )));
+        }
+        let edges = match self
+            .store
+            .get_edges_with(
+                GetEdgesRequest {
+                    owner: me,
+                    peers: request.peers.clone(),
+                },
+                by_uid(me),
+            )
+            .await
+        {
+            Ok(reply) => reply.edges,
+            Err(e) if e.code() == Code::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let relations = request
+            .peers
+            .iter()
+            .map(|peer| {
+                edges
+                    .iter()
+                    .find(|e| e.peer == *peer)
+                    .map_or(Relation::None, |e| relation_of(e.state())) as i32
+            })
+            .collect();
+        Ok(CheckReply { relations })
+    }
+}
