@@ -1,1 +1,20 @@
+//! The access tier: where clients enter.
+//!
+//! - **access-short** ([`http`]): every action over HTTP/JSON.
+//! - **access-long** ([`ws`]): a WebSocket on which a signed-in client sends the same
+//!   actions and receives pushes; [`push`] finds a user's live connections by uid across
+//!   instances.
+//!
+//! Both authenticate the client (once per WebSocket, per request over HTTP), stamp the
+//! uid, the user priority and the action's business priority ([`gateway::ACTIONS`]) on
+//! every downstream request, and rate-limit each user ([`ratelimit`]).
 
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod push;
+pub mod ratelimit;
+pub mod ws;
+
+pub use error::ApiError;
+pub use gateway::{Caller, Gateway, Limits};

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,96 +10,9 @@ use common::{EchoProcess, PATIENCE, start, until};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
 use svrkit::discovery::{EtcdRegistry, Instance, Registry, discover};
 use svrkit::{Channel, Server};
+use svrkit_testkit::Etcd;
 
 const SERVICE: &str = "svrkit.demo.Echo";
-
-/// A throwaway single-member etcd on loopback.
-struct Etcd {
-    child: Option<Child>,
-    dir: PathBuf,
-    client_port: u16,
-    peer_port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-impl Etcd {
-    async fn start() -> Etcd {
-        let dir = std::env::temp_dir().join(format!(
-            "svrkit-etcd-{}-{:x}",
-            std::process::id(),
-            svrkit::context::new_id()
-        ));
-        let mut etcd = Etcd {
-            child: None,
-            dir,
-            client_port: free_port(),
-            peer_port: free_port(),
-        };
-        etcd.run().await;
-        etcd
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    async fn run(&mut self) {
-        let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
-            .arg("--name=test")
-            .arg(format!("--data-dir={}", self.dir.display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd is installed (tools/test installs etcd-server)");
-        self.child = Some(child);
-        // Ready when a client can read through it.
-        let registry = EtcdRegistry::new([self.endpoint()]);
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                if registry.watch("ready-probe").await.is_ok() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await
-        .expect("etcd came up");
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Stops etcd and throws its data away: every lease and record is lost.
-    async fn restart_empty(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-        self.run().await;
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn instance(id: &str, port: u16) -> Instance {
     Instance::new(SERVICE, ([127, 0, 0, 1], port).into()).id(id)

@@ -287,7 +287,12 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
     let specs: Vec<_> = manifest.services.iter().collect();
     let binaries = build(&manifest, &profile, &specs).map_err(failed)?;
     if args.detach {
-        return detach(&args, &manifest_path, &dir, &profile).await;
+        let total: usize = manifest
+            .services
+            .iter()
+            .map(|s| usize::from(s.instances))
+            .sum();
+        return detach(&args, &manifest_path, &dir, &profile, total).await;
     }
     for sub in ["logs", "data", "bin"] {
         std::fs::create_dir_all(dir.join(sub))
@@ -472,12 +477,18 @@ fn print_summary(state: &StateFile, json: bool, took: Duration) {
     }
     println!("{:<20} {:<7} {:<22} ADMIN", "INSTANCE", "VERSION", "RPC");
     for v in &state.instances {
+        let extra: Vec<String> = v
+            .endpoints
+            .iter()
+            .map(|(name, addr)| format!("{name} {addr}"))
+            .collect();
         println!(
-            "{:<20} {:<7} {:<22} http://{}",
+            "{:<20} {:<7} {:<22} http://{:<22} {}",
             v.id,
             v.version,
             v.listen.as_deref().unwrap_or("-"),
-            v.admin.as_deref().unwrap_or("-")
+            v.admin.as_deref().unwrap_or("-"),
+            extra.join("  ")
         );
     }
     println!(
@@ -532,7 +543,7 @@ async fn detach(args: &UpArgs, manifest: &Path, dir: &Path, profile: &str) -> Re
                     .filter(|v| v.status == "ready")
                     .count();
                 if ready != shown && !args.json {
-                    eprintln!("  [{ready}/{}] ready", state.instances.len());
+                    eprintln!("  [{ready}/{total}] ready");
                     shown = ready;
                 }
                 if state.ready {
@@ -616,6 +627,7 @@ fn instance_json(v: &InstanceView) -> Value {
         "restarts": v.restarts,
         "rpc": v.listen,
         "admin": v.admin,
+        "endpoints": v.endpoints,
         "log": v.log,
         "last_exit": v.last_exit,
     })

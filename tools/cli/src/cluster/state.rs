@@ -37,6 +37,9 @@ pub(crate) struct InstanceView {
     pub(crate) listen: Option<String>,
     /// Where its admin endpoint listens, once it said so.
     pub(crate) admin: Option<String>,
+    /// Other endpoints it printed as `NAME on ADDR` (`http`, `ws`, ...).
+    #[serde(default)]
+    pub(crate) endpoints: std::collections::BTreeMap<String, String>,
     /// Its log file.
     pub(crate) log: PathBuf,
     /// The binary it runs.

@@ -134,6 +134,7 @@ impl Supervisor {
             restarts: 0,
             listen: None,
             admin: None,
+            endpoints: BTreeMap::new(),
             log: self.dir.join("logs").join(format!("{}.log", unit.id)),
             binary: unit.binary.clone(),
             last_exit: None,
@@ -312,6 +313,7 @@ impl Supervisor {
             v.status = "starting".to_string();
             v.listen = None;
             v.admin = None;
+            v.endpoints.clear();
         });
         // Reads the instance's output into its log and marks it ready; ends with the run.
         let watcher = child.stdout.take().map(|out| {
@@ -390,6 +392,11 @@ impl Supervisor {
                 let addr = addr.trim().to_string();
                 self.update_instance(&id, |v| v.admin = Some(addr));
             } else {
+                if let Some((name, addr)) = endpoint(&line) {
+                    self.update_instance(&id, |v| {
+                        v.endpoints.insert(name, addr);
+                    });
+                }
                 continue;
             }
             if let (true, Some(addr)) = (listening, admin) {
@@ -557,5 +564,32 @@ impl Supervisor {
         std::fs::copy(binary, &path)
             .with_context(|| format!("copying {} to {}", binary.display(), path.display()))?;
         Ok(path)
+    }
+}
+
+/// `NAME on ADDR` (an extra endpoint an instance announces, such as `http on 127.0.0.1:80`).
+fn endpoint(line: &str) -> Option<(String, String)> {
+    let (name, addr) = line.trim().split_once(" on ")?;
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let bare = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+    (valid && bare.trim_end_matches('/').parse::<SocketAddr>().is_ok())
+        .then(|| (name.to_string(), addr.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoints_are_read_from_output_lines() {
+        use super::endpoint;
+        assert_eq!(
+            endpoint("http on 127.0.0.1:8080"),
+            Some(("http".into(), "127.0.0.1:8080".into()))
+        );
+        assert_eq!(
+            endpoint("ws on ws://127.0.0.1:9/"),
+            Some(("ws".into(), "ws://127.0.0.1:9/".into()))
+        );
+        assert_eq!(endpoint("turned on something"), None);
+        assert_eq!(endpoint("two words on 127.0.0.1:1"), None);
     }
 }

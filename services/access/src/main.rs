@@ -1,0 +1,127 @@
+//! `access short` (HTTP/JSON) or `access long` (WebSocket + push), configured by the
+//! SVRKIT_* environment (see `svrkit::launch`) plus:
+//!
+//! - `WX_HTTP` / `WX_WS`: where the gateway listens (default `127.0.0.1:0`; printed as
+//!   `http on ADDR` / `ws on ADDR`).
+//! - `WX_RATE_PER_SEC`, `WX_RATE_BURST`: each user's request budget (20/s, bursts of 40).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use access::push::{Hub, PushService};
+use access::{Gateway, Limits};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use svrkit::Server;
+use svrkit::discovery::discover;
+use svrkit::launch::Launch;
+use wx_api::access::push_server::PushServer;
+use wx_api::access::{PushClient, push_methods};
+use wx_api::account::{AccountClient, account_methods};
+use wx_api::contact::{ContactClient, contact_methods};
+
+#[derive(Parser)]
+#[command(about = "The backend's access tier", version)]
+struct Args {
+    #[command(subcommand)]
+    gateway: Kind,
+}
+
+#[derive(Subcommand)]
+enum Kind {
+    /// access-short: HTTP/JSON.
+    Short,
+    /// access-long: WebSocket requests and pushes; serves wx.access.Push.
+    Long,
+}
+
+fn env_addr(name: &str) -> anyhow::Result<SocketAddr> {
+    let value = std::env::var(name).unwrap_or_else(|_| "127.0.0.1:0".into());
+    value.parse().with_context(|| format!("{name}={value:?}"))
+}
+
+fn env_f64(name: &str, default: f64) -> anyhow::Result<f64> {
+    match std::env::var(name) {
+        Ok(v) => v.parse().with_context(|| format!("{name}={v:?}")),
+        Err(_) => Ok(default),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let kind = Args::parse().gateway;
+    let service = match kind {
+        Kind::Short => "wx.access.Short",
+        Kind::Long => push_methods::SERVICE_NAME,
+    };
+    let mut launch = Launch::from_env(service)?;
+    let registry = launch
+        .registry()
+        .context("the access tier finds the logic tier through a registry; set SVRKIT_REGISTRY")?;
+    let account = discover(
+        &*registry,
+        account_methods::SERVICE_NAME,
+        svrkit::Channel::builder(),
+    )
+    .await?;
+    let contact = discover(
+        &*registry,
+        contact_methods::SERVICE_NAME,
+        svrkit::Channel::builder(),
+    )
+    .await?;
+    let limits = Limits {
+        rate_per_sec: env_f64("WX_RATE_PER_SEC", Limits::default().rate_per_sec)?,
+        burst: env_f64("WX_RATE_BURST", Limits::default().burst)?,
+        ..Limits::default()
+    };
+    let gateway = Arc::new(Gateway::new(
+        AccountClient::new(account),
+        ContactClient::new(contact),
+        limits,
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        svrkit::launch::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    match kind {
+        Kind::Short => {
+            let listener = tokio::net::TcpListener::bind(env_addr("WX_HTTP")?).await?;
+            println!("http on {}", listener.local_addr()?);
+            let http = tokio::spawn(access::http::serve(listener, gateway, wait()));
+            launch.serve_until(Server::builder(), wait()).await?;
+            http.await??;
+        }
+        Kind::Long => {
+            let me = launch.bind().await?;
+            let owners =
+                discover(&*registry, push_methods::SERVICE_NAME, wx_api::sharded()).await?;
+            let hub = Hub::new(me, PushClient::new(owners));
+            tokio::spawn(Arc::clone(&hub).reannounce_forever());
+            let listener = tokio::net::TcpListener::bind(env_addr("WX_WS")?).await?;
+            println!("ws on {}", listener.local_addr()?);
+            let ws = tokio::spawn(access::ws::serve(
+                listener,
+                gateway,
+                Arc::clone(&hub),
+                wait(),
+            ));
+            let server = Server::builder().add_service(PushServer::new(PushService::new(hub)));
+            launch.serve_until(server, wait()).await?;
+            ws.await??;
+        }
+    }
+    Ok(())
+}

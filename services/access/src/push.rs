@@ -1,0 +1,263 @@
+//! Pushes to live connections, across access-long instances.
+//!
+//! A user's connections may sit on any instance. Each instance tells the *presence owner*
+//! of a uid — the access-long instance owning the uid on the consistent-hash ring of
+//! `wx.access.Push` instances — when it holds the uid's first connection and when it
+//! closed the last (`Announce`), and repeats what it holds every
+//! [`REANNOUNCE`] so an owner that restarted learns it again. A push (`Deliver`) is routed
+//! by uid to the owner, which forwards it (`DeliverLocal`) to each instance holding a
+//! connection of the uid. Two hops at most; no central presence store; presence is soft
+//! state that heals itself.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use svrkit::{Channel, Code, Status};
+use tokio::sync::mpsc;
+use wx_api::access::push_server::Push;
+use wx_api::access::{AnnounceReply, AnnounceRequest, DeliverReply, DeliverRequest, PushClient};
+use wx_api::by_uid;
+
+/// How often an instance repeats the presence it holds.
+pub const REANNOUNCE: Duration = Duration::from_secs(30);
+/// Frames queued for one connection before pushes to it are dropped (a stalled client).
+pub const QUEUE: usize = 256;
+
+/// A connection's outgoing queue.
+type Outbox = mpsc::Sender<String>;
+
+/// The connections on this instance and the presence this instance owns.
+#[derive(Debug)]
+pub struct Hub {
+    me: SocketAddr,
+    owners: PushClient,
+    next_id: AtomicU64,
+    /// uid -> (connection id, its outbox).
+    local: Mutex<HashMap<u64, Vec<(u64, Outbox)>>>,
+    /// uid -> instances holding its connections (for uids this instance owns).
+    presence: Mutex<HashMap<u64, HashSet<SocketAddr>>>,
+    peers: Mutex<HashMap<SocketAddr, PushClient>>,
+}
+
+/// A registered connection; unregisters itself when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    hub: Arc<Hub>,
+    uid: u64,
+    id: u64,
+}
+
+impl Hub {
+    /// The hub of the instance serving RPC at `me`; `owners` reaches the presence owners
+    /// (a channel balancing `Sharded` over the `wx.access.Push` instances).
+    pub fn new(me: SocketAddr, owners: PushClient) -> Arc<Hub> {
+        Arc::new(Hub {
+            me,
+            owners,
+            next_id: AtomicU64::new(1),
+            local: Mutex::default(),
+            presence: Mutex::default(),
+            peers: Mutex::default(),
+        })
+    }
+
+    /// Adds a connection of `uid`; the first one is announced to the uid's owner.
+    pub async fn register(self: &Arc<Self>, uid: u64, outbox: Outbox) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let first = {
+            let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+            let conns = local.entry(uid).or_default();
+            conns.push((id, outbox));
+            conns.len() == 1
+        };
+        if first {
+            self.announce(uid, true).await;
+        }
+        Registration {
+            hub: Arc::clone(self),
+            uid,
+            id,
+        }
+    }
+
+    fn unregister(self: &Arc<Self>, uid: u64, id: u64) {
+        let last = {
+            let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+            match local.get_mut(&uid) {
+                Some(conns) => {
+                    conns.retain(|(c, _)| *c != id);
+                    let empty = conns.is_empty();
+                    if empty {
+                        local.remove(&uid);
+                    }
+                    empty
+                }
+                None => false,
+            }
+        };
+        if last {
+            let hub = Arc::clone(self);
+            tokio::spawn(async move { hub.announce(uid, false).await });
+        }
+    }
+
+    async fn announce(&self, uid: u64, online: bool) {
+        let request = AnnounceRequest {
+            uid,
+            instance_addr: self.me.to_string(),
+            online,
+        };
+        if let Err(e) = self.owners.announce_with(request, by_uid(uid)).await {
+            tracing::debug!(uid, online, error = %e, "presence not announced; the next round retries");
+        }
+    }
+
+    /// Announces every uid with a connection here, for owners that forgot (restarted).
+    pub async fn reannounce_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(REANNOUNCE).await;
+            let uids: Vec<u64> = self
+                .local
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .copied()
+                .collect();
+            for uid in uids {
+                self.announce(uid, true).await;
+            }
+        }
+    }
+
+    /// Users with a connection on this instance.
+    pub fn online(&self) -> usize {
+        self.local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn deliver_here(&self, uid: u64, kind: &str, body: &str) -> u32 {
+        let body: Value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+        let frame = json!({ "push": kind, "body": body }).to_string();
+        let local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut delivered = 0;
+        for (id, outbox) in local.get(&uid).into_iter().flatten() {
+            match outbox.try_send(frame.clone()) {
+                Ok(()) => delivered += 1,
+                Err(_) => tracing::warn!(
+                    uid,
+                    connection = id,
+                    "push dropped: the connection is not reading"
+                ),
+            }
+        }
+        delivered
+    }
+
+    fn peer(&self, addr: SocketAddr) -> PushClient {
+        self.peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(addr)
+            .or_insert_with(|| PushClient::new(Channel::lazy([addr])))
+            .clone()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(self.uid, self.id);
+    }
+}
+
+/// The `wx.access.Push` service of one instance.
+#[derive(Debug, Clone)]
+pub struct PushService {
+    hub: Arc<Hub>,
+}
+
+impl PushService {
+    /// The service over `hub`.
+    pub fn new(hub: Arc<Hub>) -> PushService {
+        PushService { hub }
+    }
+}
+
+impl Push for PushService {
+    async fn deliver(&self, request: DeliverRequest) -> Result<DeliverReply, Status> {
+        let event = request
+            .event
+            .ok_or_else(|| Status::invalid_argument("no event"))?;
+        let holders: Vec<SocketAddr> = self
+            .hub
+            .presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&request.uid)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        let mut delivered = 0;
+        for addr in holders {
+            if addr == self.hub.me {
+                delivered += self.hub.deliver_here(request.uid, &event.kind, &event.json);
+                continue;
+            }
+            let forward = DeliverRequest {
+                uid: request.uid,
+                event: Some(event.clone()),
+            };
+            match self.hub.peer(addr).deliver_local(forward).await {
+                Ok(reply) => delivered += reply.delivered,
+                Err(e) if e.code() == Code::Unavailable => {
+                    // That instance is gone: forget it held anything.
+                    if let Some(set) = self
+                        .hub
+                        .presence
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_mut(&request.uid)
+                    {
+                        set.remove(&addr);
+                    }
+                }
+                Err(e) => tracing::debug!(%addr, error = %e, "forward failed"),
+            }
+        }
+        Ok(DeliverReply { delivered })
+    }
+
+    async fn deliver_local(&self, request: DeliverRequest) -> Result<DeliverReply, Status> {
+        let event = request
+            .event
+            .ok_or_else(|| Status::invalid_argument("no event"))?;
+        Ok(DeliverReply {
+            delivered: self.hub.deliver_here(request.uid, &event.kind, &event.json),
+        })
+    }
+
+    async fn announce(&self, request: AnnounceRequest) -> Result<AnnounceReply, Status> {
+        let addr: SocketAddr = request
+            .instance_addr
+            .parse()
+            .map_err(|_| Status::invalid_argument("instance_addr is not an address"))?;
+        let mut presence = self
+            .hub
+            .presence
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if request.online {
+            presence.entry(request.uid).or_default().insert(addr);
+        } else if let Some(set) = presence.get_mut(&request.uid) {
+            set.remove(&addr);
+            if set.is_empty() {
+                presence.remove(&request.uid);
+            }
+        }
+        Ok(AnnounceReply {})
+    }
+}

@@ -1,0 +1,168 @@
+//! access-long: a WebSocket at `/v1/ws` carrying requests and server pushes.
+//!
+//! ```text
+//! client: {"op":"auth","token":"T"}                 first frame, within 10 s
+//! server: {"op":"auth","ok":true,"uid":U}           or an error, then close
+//! client: {"id":1,"action":"friends.list","body":{}}
+//! server: {"id":1,"ok":true,"result":{...}}         or {"id":1,"ok":false,"error":{...}}
+//! server: {"push":"friend_request","body":{...}}    whenever something happens
+//! ```
+//!
+//! The connection authenticates once; every request on it acts as that user, with the
+//! same action table, priorities and rate limit as access-short. Requests run
+//! concurrently and answer in any order (match them by `id`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::gateway::{Caller, Gateway};
+use crate::http::MAX_BODY;
+use crate::push::{Hub, QUEUE};
+
+/// How long a new connection may take to authenticate.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+struct Long {
+    gateway: Arc<Gateway>,
+    hub: Arc<Hub>,
+}
+
+/// The WebSocket route.
+pub fn router(gateway: Arc<Gateway>, hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/v1/ws", get(upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(Long { gateway, hub })
+}
+
+/// Serves the WebSocket endpoint on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<Gateway>,
+    hub: Arc<Hub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(gateway, hub).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(long): State<Long>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    ws.max_message_size(MAX_BODY)
+        .on_upgrade(move |socket| session(long, socket, peer))
+}
+
+fn error_frame(id: &Value, e: &ApiError) -> String {
+    let mut body = e.body();
+    body["id"] = id.clone();
+    body.to_string()
+}
+
+/// Waits for the auth frame; returns the user and their token.
+async fn authenticate(long: &Long, socket: &mut WebSocket) -> Result<(u64, String), ApiError> {
+    let first = tokio::time::timeout(AUTH_TIMEOUT, socket.recv())
+        .await
+        .map_err(|_| ApiError::new(svrkit::Code::Unauthenticated, "no auth frame in time"))?;
+    let text = match first {
+        Some(Ok(Message::Text(text))) => text,
+        _ => {
+            return Err(ApiError::invalid(
+                "the first frame must be {\"op\":\"auth\",\"token\":...}",
+            ));
+        }
+    };
+    let frame: Value = serde_json::from_str(text.as_str())
+        .map_err(|e| ApiError::invalid(format!("the auth frame is not JSON: {e}")))?;
+    if frame["op"] != "auth" {
+        return Err(ApiError::invalid(
+            "the first frame must be {\"op\":\"auth\",\"token\":...}",
+        ));
+    }
+    let token = frame["token"].as_str().unwrap_or_default().to_string();
+    let uid = long.gateway.authenticate(Some(&token)).await?;
+    Ok((uid, token))
+}
+
+async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
+    let (uid, token) = match authenticate(&long, &mut socket).await {
+        Ok(user) => user,
+        Err(e) => {
+            let mut body = e.body();
+            body["op"] = json!("auth");
+            let _ = socket.send(Message::Text(body.to_string().into())).await;
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let (outbox, mut outgoing) = mpsc::channel::<String>(QUEUE);
+    let _registration = long.hub.register(uid, outbox.clone()).await;
+    let hello = json!({ "op": "auth", "ok": true, "uid": uid }).to_string();
+    if socket.send(Message::Text(hello.into())).await.is_err() {
+        return;
+    }
+    tracing::debug!(uid, %peer, "long connection up");
+    let token: Arc<str> = token.into();
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        let e = ApiError::invalid("send text frames holding JSON");
+                        let _ = outbox.try_send(error_frame(&Value::Null, &e));
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                let frame: Value = match serde_json::from_str(text.as_str()) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        let e = ApiError::invalid(format!("the frame is not JSON: {e}"));
+                        let _ = outbox.try_send(error_frame(&Value::Null, &e));
+                        continue;
+                    }
+                };
+                let id = frame.get("id").cloned().unwrap_or(Value::Null);
+                let Some(action) = frame.get("action").and_then(Value::as_str).map(str::to_string) else {
+                    let e = ApiError::invalid("a request has \"id\", \"action\" and \"body\"");
+                    let _ = outbox.try_send(error_frame(&id, &e));
+                    continue;
+                };
+                let body = frame.get("body").cloned().unwrap_or_else(|| json!({}));
+                let (gateway, outbox, token) = (Arc::clone(&long.gateway), outbox.clone(), Arc::clone(&token));
+                tokio::spawn(async move {
+                    let answer = match gateway.act(Caller::User { uid }, &action, body, Some(&token)).await {
+                        Ok(result) => json!({ "id": id, "ok": true, "result": result }).to_string(),
+                        Err(e) => error_frame(&id, &e),
+                    };
+                    let _ = outbox.send(answer).await;
+                });
+            }
+            Some(frame) = outgoing.recv() => {
+                if socket.send(Message::Text(frame.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!(uid, %peer, "long connection closed");
+}

@@ -1,0 +1,232 @@
+//! A client of the backend's access tier: [`Http`] for access-short and [`Ws`] for
+//! access-long. Every answer is the gateway's JSON (`{"ok":true,...}` or
+//! `{"ok":false,"error":{"code","message","reason"?}}`) with its HTTP status.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Why a call did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting, sending or receiving failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The answer is not HTTP or not JSON.
+    #[error("bad answer: {0}")]
+    BadAnswer(String),
+    /// The WebSocket failed.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] Box<tokio_tungstenite::tungstenite::Error>),
+    /// Nothing came in time.
+    #[error("timed out")]
+    Timeout,
+}
+
+/// An answer: the HTTP status and the JSON body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status (200 on success).
+    pub status: u16,
+    /// The body.
+    pub body: Value,
+}
+
+impl Answer {
+    /// True for `{"ok":true}`.
+    pub fn ok(&self) -> bool {
+        self.body["ok"] == true
+    }
+
+    /// The error code (`not_found`, ...), or `""` on success.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+
+    /// The error reason, if the gateway gave one.
+    pub fn reason(&self) -> &str {
+        self.body["error"]["reason"].as_str().unwrap_or_default()
+    }
+}
+
+/// access-short over HTTP/1.1, one connection per call.
+#[derive(Debug, Clone, Copy)]
+pub struct Http {
+    addr: SocketAddr,
+}
+
+impl Http {
+    /// A client of the gateway at `addr`.
+    pub fn new(addr: SocketAddr) -> Http {
+        Http { addr }
+    }
+
+    /// `POST /v1/ACTION` with `body`, signed with `token` if given.
+    pub async fn call(
+        &self,
+        action: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<Answer, ClientError> {
+        self.raw(
+            "POST",
+            &format!("/v1/{action}"),
+            body.to_string().as_bytes(),
+            token,
+        )
+        .await
+    }
+
+    /// Any request, for tests of malformed input.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        token: Option<&str>,
+    ) -> Result<Answer, ClientError> {
+        let exchange = async {
+            let mut stream = TcpStream::connect(self.addr).await?;
+            let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                self.addr,
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body).await?;
+            let mut raw = Vec::new();
+            stream.read_to_end(&mut raw).await?;
+            Ok::<Vec<u8>, ClientError>(raw)
+        };
+        let raw = tokio::time::timeout(Duration::from_secs(30), exchange)
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| ClientError::BadAnswer(text.to_string()))?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ClientError::BadAnswer(head.to_string()))?;
+        let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+        Ok(Answer { status, body })
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// access-long: one authenticated WebSocket.
+#[derive(Debug)]
+pub struct Ws {
+    socket: Socket,
+    next_id: u64,
+    pushes: VecDeque<Value>,
+    /// The signed-in user.
+    pub uid: u64,
+}
+
+fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> ClientError {
+    ClientError::WebSocket(Box::new(e))
+}
+
+impl Ws {
+    /// Connects to the gateway at `addr` and authenticates with `token`. A refused token
+    /// comes back as the gateway's error answer.
+    pub async fn connect(addr: SocketAddr, token: &str) -> Result<Result<Ws, Value>, ClientError> {
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws"))
+            .await
+            .map_err(ws_error)?;
+        let auth = json!({ "op": "auth", "token": token }).to_string();
+        socket
+            .send(Message::Text(auth.into()))
+            .await
+            .map_err(ws_error)?;
+        let mut ws = Ws {
+            socket,
+            next_id: 1,
+            pushes: VecDeque::new(),
+            uid: 0,
+        };
+        let hello = ws.frame(Duration::from_secs(10)).await?;
+        if hello["ok"] != true {
+            return Ok(Err(hello));
+        }
+        ws.uid = hello["uid"].as_u64().unwrap_or(0);
+        Ok(Ok(ws))
+    }
+
+    async fn frame(&mut self, wait: Duration) -> Result<Value, ClientError> {
+        loop {
+            let message = tokio::time::timeout(wait, self.socket.next())
+                .await
+                .map_err(|_| ClientError::Timeout)?;
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(text.as_str())
+                        .map_err(|e| ClientError::BadAnswer(e.to_string()));
+                }
+                Some(Ok(Message::Close(_))) | None => {
+                    return Err(ClientError::BadAnswer("the connection closed".into()));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(ws_error(e)),
+            }
+        }
+    }
+
+    /// Sends a raw text frame (for tests of malformed input).
+    pub async fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
+        self.socket
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .map_err(ws_error)
+    }
+
+    /// The next frame that is not a push (an answer, or an error about a bad frame).
+    pub async fn answer(&mut self) -> Result<Value, ClientError> {
+        loop {
+            let frame = self.frame(Duration::from_secs(30)).await?;
+            if frame.get("push").is_some() {
+                self.pushes.push_back(frame);
+            } else {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// Runs an action and returns its answer frame.
+    pub async fn call(&mut self, action: &str, body: Value) -> Result<Value, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = json!({ "id": id, "action": action, "body": body }).to_string();
+        self.send_text(&frame).await?;
+        loop {
+            let answer = self.answer().await?;
+            if answer["id"] == id {
+                return Ok(answer);
+            }
+        }
+    }
+
+    /// The next push, waiting up to `wait`.
+    pub async fn push(&mut self, wait: Duration) -> Result<Value, ClientError> {
+        if let Some(push) = self.pushes.pop_front() {
+            return Ok(push);
+        }
+        loop {
+            let frame = self.frame(wait).await?;
+            if frame.get("push").is_some() {
+                return Ok(frame);
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Helpers for integration tests: a real etcd server (Debian `etcd-server`) on free
+//! loopback ports with a temporary data directory, stopped when dropped; temporary
+//! directories; free ports.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use svrkit::discovery::{EtcdRegistry, Registry};
+
+/// How long a test waits for something that should take milliseconds.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A fresh directory under the system's temporary directory.
+pub fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "svrkit-{name}-{}-{:x}",
+        std::process::id(),
+        svrkit::context::new_id()
+    ));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("creating {}: {e}", dir.display());
+    }
+    dir
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(addr) => addr.port(),
+        Err(e) => panic!("no free loopback port: {e}"),
+    }
+}
+
+/// A throwaway single-member etcd on loopback.
+#[derive(Debug)]
+pub struct Etcd {
+    child: Option<Child>,
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until a client can read through it.
+    pub async fn start() -> Etcd {
+        let mut etcd = Etcd {
+            child: None,
+            dir: tempdir("etcd"),
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        etcd.run().await;
+        etcd
+    }
+
+    /// Its client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    async fn run(&mut self) {
+        let client = self.endpoint();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", self.dir.display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => self.child = Some(child),
+            Err(e) => panic!("etcd is not installed (tools/test installs etcd-server): {e}"),
+        }
+        let registry = EtcdRegistry::new([self.endpoint()]);
+        let ready = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if registry.watch("ready-probe").await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(ready.is_ok(), "etcd did not come up within {PATIENCE:?}");
+    }
+
+    /// Stops etcd (its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.run().await;
+    }
+
+    /// Stops etcd and throws its data away: every lease and record is lost.
+    pub async fn restart_empty(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.run().await;
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
