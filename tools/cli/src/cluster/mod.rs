@@ -501,7 +501,13 @@ fn print_summary(state: &StateFile, json: bool, took: Duration) {
 
 /// `up --detach`: runs the supervisor as a background process (its output in
 /// STATE/supervisor.log) and returns once every instance is ready.
-async fn detach(args: &UpArgs, manifest: &Path, dir: &Path, profile: &str) -> Result<(), Failure> {
+async fn detach(
+    args: &UpArgs,
+    manifest: &Path,
+    dir: &Path,
+    profile: &str,
+    total: usize,
+) -> Result<(), Failure> {
     std::fs::create_dir_all(dir).map_err(failed)?;
     let log_path = dir.join("supervisor.log");
     let log = std::fs::File::create(&log_path)
