@@ -503,12 +503,12 @@ mod tests {
         let p = |n: &str| find_action(n).map(|a| a.priority);
         assert!(p("login") < p("friends.request"));
         assert!(p("friends.request") < p("friends.list"));
-        assert!(priority::MESSAGING < priority::MOMENTS_BROWSE);
+        const { assert!(priority::MESSAGING < priority::MOMENTS_BROWSE) };
         let mut names: Vec<&str> = ACTIONS.iter().map(|a| a.name).collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), ACTIONS.len());
-        assert!(!find_action("login").map_or(true, |a| a.needs_user));
+        assert!(find_action("login").is_some_and(|a| !a.needs_user));
         assert!(find_action("friends.list").is_some_and(|a| a.needs_user));
     }
 

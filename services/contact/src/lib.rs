@@ -29,6 +29,7 @@ pub struct ContactService {
     store: ContactStoreClient,
     account: AccountClient,
     push: Option<PushClient>,
+    max_friends: u32,
 }
 
 /// One side's edge as read, with the version a write must name.
@@ -61,7 +62,14 @@ impl ContactService {
             store,
             account,
             push,
+            max_friends: MAX_FRIENDS,
         }
+    }
+
+    /// Lowers the friend ceiling (5,000 by default), for tests and small deployments.
+    pub fn max_friends(mut self, max: u32) -> ContactService {
+        self.max_friends = max.clamp(1, MAX_FRIENDS);
+        self
     }
 
     async fn side(&self, owner: u64, peer: u64) -> Result<Side, Status> {
@@ -107,7 +115,7 @@ impl ContactService {
                         version: 0,
                     }),
                     expected_version: expected,
-                    max_friends: MAX_FRIENDS,
+                    max_friends: self.max_friends,
                 },
                 by_uid(owner),
             )

@@ -1,5 +1,5 @@
 //! `contact`: serves `wx.contact.Contact`, configured by the SVRKIT_* environment (see
-//! `svrkit::launch`).
+//! `svrkit::launch`). `WX_MAX_FRIENDS` lowers the friend ceiling (5,000).
 
 use anyhow::Context as _;
 use svrkit::Server;
@@ -35,11 +35,14 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let push = discover(&*registry, push_methods::SERVICE_NAME, wx_api::sharded()).await?;
-    let service = contact::ContactService::new(
+    let mut service = contact::ContactService::new(
         ContactStoreClient::new(store),
         AccountClient::new(account),
         Some(PushClient::new(push)),
     );
+    if let Ok(max) = std::env::var("WX_MAX_FRIENDS") {
+        service = service.max_friends(max.parse().context("WX_MAX_FRIENDS")?);
+    }
     launch
         .serve(Server::builder().add_service(ContactServer::new(service)))
         .await?;

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{EchoProcess, PATIENCE, start, until};
+use common::{EchoProcess, start, until};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
 use svrkit::discovery::{EtcdRegistry, Instance, Registry, discover};
 use svrkit::{Channel, Server};

@@ -219,7 +219,7 @@ impl Supervisor {
     }
 
     /// Runs one instance until told to stop, restarting it when it exits by itself.
-    async fn supervise(self: Arc<Self>, unit: Unit, mut stop: watch::Receiver<bool>) {
+    async fn supervise(self: Arc<Self>, mut unit: Unit, mut stop: watch::Receiver<bool>) {
         let mut backoff = BACKOFF_FIRST;
         let mut restarts = 0u32;
         loop {
@@ -242,6 +242,18 @@ impl Supervisor {
                 }
             };
             tracing::warn!(instance = %unit.id, %exit, "instance exited; restarting");
+            // Come back on the ports the instance had (when the manifest let it pick), so
+            // the addresses clients and registries hold stay right.
+            let view = self.snapshot();
+            if let Some(v) = view.instances.iter().find(|v| v.id == unit.id) {
+                let parse = |a: &Option<String>| a.as_deref().and_then(|a| a.parse().ok());
+                if unit.listen.port() == 0 {
+                    unit.listen = parse(&v.listen).unwrap_or(unit.listen);
+                }
+                if unit.admin.port() == 0 {
+                    unit.admin = parse(&v.admin).unwrap_or(unit.admin);
+                }
+            }
             if started.elapsed() >= HEALTHY_RUN {
                 backoff = BACKOFF_FIRST;
             }

@@ -1,0 +1,30 @@
+//! The backend end to end with the embedded registry: every service its own process,
+//! every request through the access tier.
+
+mod common;
+
+use common::{Backend, Registry};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_session() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::scripted_session(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_and_their_limits() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::relations_and_their_limits(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_precise_errors() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::bad_input_gets_precise_errors(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_every_process_loses_nothing() {
+    let mut backend = Backend::start(Registry::Embedded).await;
+    common::restarting_every_process_loses_nothing(&mut backend, true).await;
+}

@@ -1,0 +1,34 @@
+//! The same end-to-end suite with a real etcd as the registry.
+
+mod common;
+
+use common::{Backend, Registry};
+use svrkit_testkit::Etcd;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_session_with_etcd() {
+    let etcd = Etcd::start().await;
+    let backend = Backend::start(Registry::Etcd(etcd.endpoint())).await;
+    common::scripted_session(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_and_their_limits_with_etcd() {
+    let etcd = Etcd::start().await;
+    let backend = Backend::start(Registry::Etcd(etcd.endpoint())).await;
+    common::relations_and_their_limits(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_precise_errors_with_etcd() {
+    let etcd = Etcd::start().await;
+    let backend = Backend::start(Registry::Etcd(etcd.endpoint())).await;
+    common::bad_input_gets_precise_errors(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_restart_of_every_process_loses_nothing_with_etcd() {
+    let etcd = Etcd::start().await;
+    let mut backend = Backend::start(Registry::Etcd(etcd.endpoint())).await;
+    common::restarting_every_process_loses_nothing(&mut backend, false).await;
+}

@@ -1,0 +1,857 @@
+//! The whole backend as separate processes on loopback, and the scenarios the end-to-end
+//! suites run against it (once with the embedded registry, once with etcd).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use svrkit_testkit::{PATIENCE, free_port, tempdir};
+use wx_client::{Answer, Http, Ws};
+
+/// Builds the backend's binaries once per test process and returns where they are.
+fn binaries() -> &'static HashMap<String, PathBuf> {
+    static BINARIES: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "--message-format=json-render-diagnostics",
+                "--bins",
+            ])
+            .args([
+                "-p",
+                "wx-storage",
+                "-p",
+                "account",
+                "-p",
+                "contact",
+                "-p",
+                "access",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cargo build");
+        assert!(out.status.success(), "building the backend failed");
+        let mut found = HashMap::new();
+        for line in out.stdout.split(|b| *b == b'\n') {
+            let Ok(msg) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            if let (Some(name), Some(exe)) =
+                (msg["target"]["name"].as_str(), msg["executable"].as_str())
+            {
+                found.insert(name.to_string(), PathBuf::from(exe));
+            }
+        }
+        found
+    })
+}
+
+/// One service process.
+struct Proc {
+    id: String,
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn spawn(&mut self, logs: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{}.log", self.id)))
+            .expect("log file");
+        let mut child = Command::new(&self.bin)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("SVRKIT_INSTANCE_ID", &self.id)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let listening = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.starts_with("listening on "));
+        assert!(listening, "{} exited before listening", self.id);
+        std::thread::spawn(move || lines.for_each(drop));
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self, kill: bool) {
+        if let Some(mut child) = self.child.take() {
+            if kill {
+                let _ = child.kill();
+            } else {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Which registry the backend uses.
+#[derive(Debug, Clone)]
+pub enum Registry {
+    /// The embedded registry in the backend's directory.
+    Embedded,
+    /// An etcd cluster.
+    Etcd(String),
+}
+
+/// The backend: two shards of each store, account, contact, one access-short and two
+/// access-long instances, each its own process.
+pub struct Backend {
+    dir: PathBuf,
+    procs: Vec<Proc>,
+    /// access-short.
+    pub http: Http,
+    /// The access-long instances.
+    pub ws: Vec<SocketAddr>,
+    /// The registry spec the processes were given.
+    pub registry: String,
+}
+
+impl Backend {
+    /// Starts everything and waits until a request crosses all three tiers.
+    pub async fn start(registry: Registry) -> Backend {
+        let dir = tempdir("backend");
+        let bins = binaries();
+        let spec = match &registry {
+            Registry::Embedded => format!("dir:{}", dir.join("registry").display()),
+            Registry::Etcd(url) => format!("etcd:{url}"),
+        };
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let ws: Vec<SocketAddr> = (0..2)
+            .map(|_| ([127, 0, 0, 1], free_port()).into())
+            .collect();
+        let mut procs = Vec::new();
+        let mut add = |id: &str, bin: &str, args: &[&str], extra: Vec<(String, String)>| {
+            // Fixed ports: a restarted process comes back where it was, as under a real
+            // supervisor, so addresses others cached stay right.
+            let listen = format!("127.0.0.1:{}", free_port());
+            let mut env = vec![
+                ("SVRKIT_REGISTRY".to_string(), spec.clone()),
+                ("SVRKIT_LISTEN".into(), listen),
+                ("SVRKIT_ADMIN".into(), "off".into()),
+                (
+                    "SVRKIT_DATA_DIR".into(),
+                    dir.join("data").join(id).display().to_string(),
+                ),
+                ("WX_MAX_FRIENDS".into(), "3".into()),
+                ("WX_RATE_PER_SEC".into(), "200".into()),
+                ("WX_RATE_BURST".into(), "400".into()),
+            ];
+            env.extend(extra);
+            procs.push(Proc {
+                id: id.to_string(),
+                bin: bins
+                    .get(bin)
+                    .unwrap_or_else(|| panic!("no binary {bin}"))
+                    .clone(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                env,
+                child: None,
+            });
+        };
+        for i in 1..=2 {
+            add(&format!("accountstore-{i}"), "accountstore", &[], vec![]);
+            add(&format!("contactstore-{i}"), "contactstore", &[], vec![]);
+        }
+        add("account-1", "account", &[], vec![]);
+        add("contact-1", "contact", &[], vec![]);
+        add(
+            "access-short-1",
+            "access",
+            &["short"],
+            vec![("WX_HTTP".into(), http.to_string())],
+        );
+        for (i, addr) in ws.iter().enumerate() {
+            add(
+                &format!("access-long-{}", i + 1),
+                "access",
+                &["long"],
+                vec![("WX_WS".into(), addr.to_string())],
+            );
+        }
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).expect("logs dir");
+        for p in &mut procs {
+            p.spawn(&logs);
+        }
+        let backend = Backend {
+            dir,
+            procs,
+            http: Http::new(http),
+            ws,
+            registry: spec,
+        };
+        backend.wait_serving().await;
+        backend
+    }
+
+    /// Waits until access-short reaches account and account reaches its store (each
+    /// process finds the others through the registry, which takes a moment).
+    async fn wait_serving(&self) {
+        let deadline = Instant::now() + PATIENCE * 3;
+        let probe = json!({ "name": "nobody_here", "password": "irrelevant" });
+        loop {
+            if let Ok(answer) = self.http.call("login", &probe, None).await {
+                if answer.code() == "not_found" {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the backend did not start serving"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every process (SIGKILL when `kill`, else SIGTERM) and starts them again on
+    /// the same data.
+    pub async fn restart_all(&mut self, kill: bool) {
+        let logs = self.dir.join("logs");
+        for p in &mut self.procs {
+            p.stop(kill);
+        }
+        for p in &mut self.procs {
+            p.spawn(&logs);
+        }
+        self.wait_serving().await;
+    }
+
+    /// A registered, signed-in user.
+    pub async fn user(&self, name: &str) -> User {
+        let password = "correct horse battery";
+        let reply = call(
+            &self.http,
+            "register",
+            json!({ "name": name, "password": password, "nickname": name.to_uppercase() }),
+            None,
+        )
+        .await;
+        let uid = reply["uid"].as_u64().expect("uid");
+        let session = call(
+            &self.http,
+            "login",
+            json!({ "name": name, "password": password }),
+            None,
+        )
+        .await;
+        User {
+            name: name.to_string(),
+            uid,
+            token: session["token"].as_str().expect("token").to_string(),
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.stop(true);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A signed-in user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub uid: u64,
+    pub token: String,
+}
+
+/// Calls an action that must succeed.
+pub async fn call(http: &Http, action: &str, body: Value, token: Option<&str>) -> Value {
+    let answer = http.call(action, &body, token).await.expect("an answer");
+    assert!(
+        answer.ok(),
+        "{action} {body}: {} {}",
+        answer.status,
+        answer.body
+    );
+    answer.body
+}
+
+/// Calls an action that must fail with `status` and error `code`.
+pub async fn refused(
+    http: &Http,
+    action: &str,
+    body: Value,
+    token: Option<&str>,
+    status: u16,
+    code: &str,
+) -> Answer {
+    let answer = http.call(action, &body, token).await.expect("an answer");
+    assert_eq!(
+        (answer.status, answer.code()),
+        (status, code),
+        "{action} {body}: {}",
+        answer.body
+    );
+    answer
+}
+
+fn unique(base: &str) -> String {
+    format!("{base}_{:x}", svrkit::context::new_id() & 0xff_ffff)
+}
+
+/// Register two users, befriend them (the request is pushed over the long connection),
+/// read profiles as a stranger and as a friend, list friends both ways.
+pub async fn scripted_session(backend: &Backend) {
+    let http = &backend.http;
+    let alice = backend.user(&unique("alice")).await;
+    let bob = backend.user(&unique("bob")).await;
+    let (ta, tb) = (Some(alice.token.as_str()), Some(bob.token.as_str()));
+    call(
+        http,
+        "profile.update",
+        json!({ "region": "Shenzhen", "signature": "hi", "phone": "555", "private_fields": ["region", "phone"] }),
+        ta,
+    )
+    .await;
+
+    // As a stranger, Bob sees Alice's public fields only.
+    let seen = call(http, "profile.get", json!({ "uid": alice.uid }), tb).await;
+    let p = &seen["profile"];
+    assert_eq!(
+        (p["nickname"].as_str(), p["signature"].as_str()),
+        (Some(alice.name.to_uppercase().as_str()), Some("hi"))
+    );
+    assert_eq!(
+        (p["region"].as_str(), p["phone"].as_str()),
+        (Some(""), Some(""))
+    );
+    assert_eq!(p["hidden"], json!(["region", "phone"]));
+    assert_eq!(
+        p["private_fields"],
+        json!([]),
+        "which fields are private is private"
+    );
+    // Alice sees all of her own.
+    let own = call(http, "profile.get", json!({}), ta).await;
+    assert_eq!(own["profile"]["region"], "Shenzhen");
+    // A stranger cannot read her friends list.
+    refused(
+        http,
+        "friends.list",
+        json!({ "uid": alice.uid }),
+        tb,
+        403,
+        "permission_denied",
+    )
+    .await;
+
+    // Bob holds long connections on both access-long instances; Alice's request reaches
+    // both, wherever the presence owner is.
+    let mut bob_ws = Vec::new();
+    for addr in &backend.ws {
+        let ws = Ws::connect(*addr, &bob.token)
+            .await
+            .expect("connect")
+            .expect("auth");
+        assert_eq!(ws.uid, bob.uid);
+        bob_ws.push(ws);
+    }
+    let sent = call(
+        http,
+        "friends.request",
+        json!({ "peer": bob.uid, "greeting": "hello" }),
+        ta,
+    )
+    .await;
+    assert_eq!(sent["relation"], "request_sent");
+    for ws in &mut bob_ws {
+        let push = ws.push(PATIENCE).await.expect("a push on every connection");
+        assert_eq!(push["push"], "friend_request");
+        assert_eq!(
+            (
+                push["body"]["from"].as_u64(),
+                push["body"]["greeting"].as_str()
+            ),
+            (Some(alice.uid), Some("hello"))
+        );
+    }
+    let pending = call(http, "friends.requests", json!({}), tb).await;
+    assert_eq!(pending["requests"][0]["from"], alice.uid);
+    assert_eq!(pending["requests"][0]["greeting"], "hello");
+    // Bob accepts over the long connection.
+    let accepted = bob_ws[0]
+        .call("friends.accept", json!({ "peer": alice.uid }))
+        .await
+        .expect("answer");
+    assert_eq!(accepted["ok"], true, "{accepted}");
+    assert_eq!(accepted["result"]["relation"], "friend");
+
+    // Friends see private fields; both lists hold the other, with profiles.
+    let seen = call(http, "profile.get", json!({ "uid": alice.uid }), tb).await;
+    assert_eq!(
+        (
+            seen["profile"]["region"].as_str(),
+            seen["profile"]["phone"].as_str()
+        ),
+        (Some("Shenzhen"), Some("555"))
+    );
+    for (me, other) in [(&alice, &bob), (&bob, &alice)] {
+        let list = call(http, "friends.list", json!({}), Some(&me.token)).await;
+        let friends = list["friends"].as_array().expect("list");
+        assert_eq!(friends.len(), 1);
+        assert_eq!(friends[0]["profile"]["uid"], other.uid);
+        assert_eq!(friends[0]["profile"]["name"], other.name.as_str());
+    }
+    let relations = call(
+        http,
+        "relation.check",
+        json!({ "peers": [bob.uid, 12345] }),
+        ta,
+    )
+    .await;
+    assert_eq!(relations["relations"][bob.uid.to_string()], "friend");
+    assert_eq!(relations["relations"]["12345"], "none");
+
+    // After Alice removes Bob, he is a stranger again.
+    call(http, "friends.remove", json!({ "peer": bob.uid }), ta).await;
+    let seen = call(http, "profile.get", json!({ "uid": alice.uid }), tb).await;
+    assert_eq!(seen["profile"]["region"], "");
+    let list = call(http, "friends.list", json!({}), tb).await;
+    assert_eq!(list["friends"], json!([]));
+}
+
+/// Blocks, the friend ceiling (3 in these backends) and every refusal in between.
+pub async fn relations_and_their_limits(backend: &Backend) {
+    let http = &backend.http;
+    let a = backend.user(&unique("ann")).await;
+    let b = backend.user(&unique("ben")).await;
+    let (ta, tb) = (Some(a.token.as_str()), Some(b.token.as_str()));
+    refused(
+        http,
+        "friends.request",
+        json!({ "peer": a.uid }),
+        ta,
+        400,
+        "invalid_argument",
+    )
+    .await;
+    refused(
+        http,
+        "friends.request",
+        json!({ "peer": 42 }),
+        ta,
+        404,
+        "not_found",
+    )
+    .await;
+    refused(
+        http,
+        "friends.accept",
+        json!({ "peer": b.uid }),
+        ta,
+        409,
+        "failed_precondition",
+    )
+    .await;
+    // Ben blocks Ann: her requests are refused, and the block is not revealed as one.
+    call(http, "friends.block", json!({ "peer": a.uid }), tb).await;
+    refused(
+        http,
+        "friends.request",
+        json!({ "peer": b.uid }),
+        ta,
+        403,
+        "permission_denied",
+    )
+    .await;
+    let seen = call(http, "relation.check", json!({ "peers": [b.uid] }), ta).await;
+    assert_eq!(seen["relations"][b.uid.to_string()], "none");
+    // Ben cannot ask Ann either while he blocks her; unblocking lifts it.
+    refused(
+        http,
+        "friends.request",
+        json!({ "peer": a.uid }),
+        tb,
+        409,
+        "failed_precondition",
+    )
+    .await;
+    call(http, "friends.unblock", json!({ "peer": a.uid }), tb).await;
+    // Asking someone who already asked you is accepting.
+    call(http, "friends.request", json!({ "peer": b.uid }), ta).await;
+    let mutual = call(http, "friends.request", json!({ "peer": a.uid }), tb).await;
+    assert_eq!(mutual["relation"], "friend");
+    refused(
+        http,
+        "friends.request",
+        json!({ "peer": b.uid }),
+        ta,
+        409,
+        "already_exists",
+    )
+    .await;
+
+    // Ann reaches the ceiling of 3 friends: the 4th acceptance is refused, clearly.
+    for name in ["cat", "dan"] {
+        let u = backend.user(&unique(name)).await;
+        call(
+            http,
+            "friends.request",
+            json!({ "peer": a.uid }),
+            Some(&u.token),
+        )
+        .await;
+        call(http, "friends.accept", json!({ "peer": u.uid }), ta).await;
+    }
+    let eve = backend.user(&unique("eve")).await;
+    call(
+        http,
+        "friends.request",
+        json!({ "peer": a.uid }),
+        Some(&eve.token),
+    )
+    .await;
+    let full = refused(
+        http,
+        "friends.accept",
+        json!({ "peer": eve.uid }),
+        ta,
+        429,
+        "resource_exhausted",
+    )
+    .await;
+    assert!(
+        full.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("3 friends"),
+        "{}",
+        full.body
+    );
+    let list = call(http, "friends.list", json!({}), ta).await;
+    assert_eq!(list["friends"].as_array().map(Vec::len), Some(3));
+    // The refusal left Eve's request pending and Eve friendless.
+    let eves = call(http, "friends.list", json!({}), Some(&eve.token)).await;
+    assert_eq!(eves["friends"], json!([]));
+    // Blocking a friend ends the friendship on both sides.
+    call(http, "friends.block", json!({ "peer": b.uid }), ta).await;
+    let bens = call(http, "friends.list", json!({}), tb).await;
+    assert_eq!(bens["friends"], json!([]));
+}
+
+/// Every kind of bad input gets its precise status, and the backend keeps serving.
+pub async fn bad_input_gets_precise_errors(backend: &Backend) {
+    let http = &backend.http;
+    let u = backend.user(&unique("val")).await;
+    let t = Some(u.token.as_str());
+    // Accounts.
+    refused(
+        http,
+        "register",
+        json!({ "name": u.name, "password": "long enough pw" }),
+        None,
+        409,
+        "already_exists",
+    )
+    .await;
+    refused(
+        http,
+        "register",
+        json!({ "name": "x", "password": "long enough pw" }),
+        None,
+        400,
+        "invalid_argument",
+    )
+    .await;
+    refused(
+        http,
+        "register",
+        json!({ "name": unique("shorty"), "password": "short" }),
+        None,
+        400,
+        "invalid_argument",
+    )
+    .await;
+    refused(
+        http,
+        "register",
+        json!({ "name": unique("nopw") }),
+        None,
+        400,
+        "invalid_argument",
+    )
+    .await;
+    let wrong = refused(
+        http,
+        "login",
+        json!({ "name": u.name, "password": "not it at all" }),
+        None,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    assert_eq!(wrong.reason(), "wrong_password");
+    let unknown = refused(
+        http,
+        "login",
+        json!({ "name": unique("ghost"), "password": "whatever123" }),
+        None,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(unknown.reason(), "unknown_user");
+    // Tokens: missing, forged, expired.
+    let missing = refused(
+        http,
+        "friends.list",
+        json!({}),
+        None,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    assert_eq!(missing.reason(), "token_missing");
+    let forged = format!("{}.{}", u.uid, "0123456789abcdef0123456789abcdef");
+    let bad = refused(
+        http,
+        "friends.list",
+        json!({}),
+        Some(&forged),
+        401,
+        "unauthenticated",
+    )
+    .await;
+    assert_eq!(bad.reason(), "token_invalid");
+    let garbage = refused(
+        http,
+        "friends.list",
+        json!({}),
+        Some("not-a-token"),
+        401,
+        "unauthenticated",
+    )
+    .await;
+    assert_eq!(garbage.reason(), "token_invalid");
+    let expired = expired_token(backend, u.uid).await;
+    let old = refused(
+        http,
+        "friends.list",
+        json!({}),
+        Some(&expired),
+        401,
+        "unauthenticated",
+    )
+    .await;
+    assert_eq!(old.reason(), "token_expired");
+    // Requests: unknown action, malformed JSON, wrong types, oversized body.
+    let unknown = refused(http, "friends.teleport", json!({}), t, 404, "not_found").await;
+    assert_eq!(unknown.reason(), "unknown_action");
+    let malformed = http
+        .raw("POST", "/v1/friends.list", b"{not json", t)
+        .await
+        .expect("answer");
+    assert_eq!(
+        (malformed.status, malformed.code()),
+        (400, "invalid_argument"),
+        "{}",
+        malformed.body
+    );
+    let not_object = http
+        .raw("POST", "/v1/friends.list", b"[1,2]", t)
+        .await
+        .expect("answer");
+    assert_eq!(
+        (not_object.status, not_object.code()),
+        (400, "invalid_argument")
+    );
+    refused(
+        http,
+        "friends.request",
+        json!({ "peer": "seven" }),
+        t,
+        400,
+        "invalid_argument",
+    )
+    .await;
+    refused(
+        http,
+        "profile.update",
+        json!({ "private_fields": ["nickname"] }),
+        t,
+        400,
+        "invalid_argument",
+    )
+    .await;
+    refused(
+        http,
+        "profile.update",
+        json!({ "password": "x" }),
+        t,
+        400,
+        "invalid_argument",
+    )
+    .await;
+    let huge = format!("{{\"greeting\":\"{}\"}}", "x".repeat(100 * 1024));
+    let too_big = http
+        .raw("POST", "/v1/friends.request", huge.as_bytes(), t)
+        .await
+        .expect("answer");
+    assert_eq!(
+        (too_big.status, too_big.code()),
+        (413, "resource_exhausted"),
+        "{}",
+        too_big.body
+    );
+    // The long connection: a refused token, then garbage frames on a good one.
+    let refused_ws = Ws::connect(backend.ws[0], &forged).await.expect("connect");
+    let error = refused_ws.expect_err("a forged token is refused");
+    assert_eq!(error["error"]["reason"], "token_invalid");
+    let mut ws = Ws::connect(backend.ws[0], &u.token)
+        .await
+        .expect("connect")
+        .expect("auth");
+    ws.send_text("{oops").await.expect("send");
+    let answer = ws.answer().await.expect("an error frame");
+    assert_eq!(answer["error"]["code"], "invalid_argument");
+    let answer = ws
+        .call("friends.teleport", json!({}))
+        .await
+        .expect("answer");
+    assert_eq!(answer["error"]["reason"], "unknown_action");
+    // Everyone still serves.
+    let ok = ws.call("friends.list", json!({})).await.expect("answer");
+    assert_eq!(ok["ok"], true, "{ok}");
+    call(http, "profile.get", json!({}), t).await;
+    // Logging out ends the session everywhere.
+    call(http, "logout", json!({}), t).await;
+    let gone = refused(http, "friends.list", json!({}), t, 401, "unauthenticated").await;
+    assert_eq!(gone.reason(), "token_invalid");
+}
+
+/// A session stored already expired, through the store's own RPC (no waiting for a
+/// real one to expire).
+async fn expired_token(backend: &Backend, uid: u64) -> String {
+    use std::sync::Arc;
+    use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Registry, discover};
+    use wx_api::storage::{
+        AccountStoreClient, PutSessionRequest, SessionRecord, account_store_methods,
+    };
+    let registry: Arc<dyn Registry> = match backend.registry.split_once(':') {
+        Some(("dir", path)) => Arc::new(EmbeddedRegistry::new(path)),
+        Some(("etcd", url)) => Arc::new(EtcdRegistry::new([url.to_string()])),
+        _ => panic!("unknown registry {}", backend.registry),
+    };
+    let channel = discover(
+        &*registry,
+        account_store_methods::SERVICE_NAME,
+        wx_api::sharded(),
+    )
+    .await
+    .expect("discover");
+    let mut changes = channel.subscribe_targets();
+    tokio::time::timeout(PATIENCE, async {
+        while channel.addresses().len() < 2 {
+            changes.changed().await.expect("alive");
+        }
+    })
+    .await
+    .expect("both shards found");
+    let session_id = "00112233445566778899aabbccddeeff".to_string();
+    let past = wx_api::now_ms() - 1_000;
+    AccountStoreClient::new(channel)
+        .put_session_with(
+            PutSessionRequest {
+                session: Some(SessionRecord {
+                    session_id: session_id.clone(),
+                    uid,
+                    created_ms: past - 60_000,
+                    expires_ms: past,
+                }),
+            },
+            wx_api::by_uid(uid),
+        )
+        .await
+        .expect("stored");
+    format!("{uid}.{session_id}")
+}
+
+/// Everything written before every process restarts is there afterwards: accounts,
+/// passwords, sessions, profiles, friendships, pending requests.
+pub async fn restarting_every_process_loses_nothing(backend: &mut Backend, kill: bool) {
+    let http = backend.http;
+    let a = backend.user(&unique("rita")).await;
+    let b = backend.user(&unique("sam")).await;
+    let c = backend.user(&unique("tom")).await;
+    call(
+        &http,
+        "profile.update",
+        json!({ "signature": "before the restart" }),
+        Some(&a.token),
+    )
+    .await;
+    call(
+        &http,
+        "friends.request",
+        json!({ "peer": b.uid }),
+        Some(&a.token),
+    )
+    .await;
+    call(
+        &http,
+        "friends.accept",
+        json!({ "peer": a.uid }),
+        Some(&b.token),
+    )
+    .await;
+    call(
+        &http,
+        "friends.request",
+        json!({ "peer": a.uid, "greeting": "pending" }),
+        Some(&c.token),
+    )
+    .await;
+
+    backend.restart_all(kill).await;
+
+    // The old session still works; so does signing in again.
+    let me = call(&http, "profile.get", json!({}), Some(&a.token)).await;
+    assert_eq!(me["profile"]["signature"], "before the restart");
+    call(
+        &http,
+        "login",
+        json!({ "name": b.name, "password": "correct horse battery" }),
+        None,
+    )
+    .await;
+    let friends = call(&http, "friends.list", json!({}), Some(&b.token)).await;
+    assert_eq!(friends["friends"][0]["profile"]["uid"], a.uid);
+    let pending = call(&http, "friends.requests", json!({}), Some(&a.token)).await;
+    assert_eq!(pending["requests"][0]["from"], c.uid);
+    assert_eq!(pending["requests"][0]["greeting"], "pending");
+    refused(
+        &http,
+        "register",
+        json!({ "name": a.name, "password": "another password" }),
+        None,
+        409,
+        "already_exists",
+    )
+    .await;
+}
