@@ -26,7 +26,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::admin::{AdminError, AdminServer, InstanceInfo};
-use crate::config::{ConfigStore, Selector};
+use crate::config::{ConfigStore, LiveConfig, Selector};
 use crate::discovery::{EmbeddedRegistry, Instance, Registry};
 use crate::server::{Routed, Server, ServerRequest};
 use crate::status::BoxError;
@@ -56,6 +56,9 @@ pub enum LaunchError {
     /// The admin endpoint could not start.
     #[error(transparent)]
     Admin(#[from] AdminError),
+    /// The configuration could not be followed.
+    #[error("following the configuration: {0}")]
+    Config(String),
 }
 
 /// The registry a process joins.
@@ -112,6 +115,7 @@ pub struct Launch {
     gray_users: Option<Selector>,
     data_dir: PathBuf,
     bound: Option<TcpListener>,
+    config: Option<LiveConfig>,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -174,6 +178,7 @@ impl Launch {
             gray_users,
             data_dir,
             bound: None,
+            config: None,
         };
         launch.store = launch.open_store()?;
         crate::admin::install_metrics()?;
@@ -242,6 +247,22 @@ impl Launch {
         });
         self.bound = Some(listener);
         local
+    }
+
+    /// Follows this service's gray-release configuration in the registry; the admin
+    /// endpoint's `/status` then reports the version this instance applies. `None` when
+    /// the process has no registry.
+    pub async fn config(&mut self) -> Result<Option<LiveConfig>, LaunchError> {
+        if self.config.is_none() {
+            let Some(store) = self.config_store() else {
+                return Ok(None);
+            };
+            let live = LiveConfig::follow(&*store, &self.service, self.instance_id.as_str())
+                .await
+                .map_err(|e| LaunchError::Config(e.to_string()))?;
+            self.config = Some(live);
+        }
+        Ok(self.config.clone())
     }
 
     /// The service name.
@@ -357,7 +378,10 @@ impl Launch {
                 let info = InstanceInfo::new(self.service.clone())
                     .instance_id(self.instance_id.clone())
                     .version_label(self.version_label());
-                let admin = AdminServer::new(info)?.attach(server.stats());
+                let mut admin = AdminServer::new(info)?.attach(server.stats());
+                if let Some(config) = self.config.clone() {
+                    admin = admin.config_version(move || Some(config.applied_version()));
+                }
                 Some(tokio::spawn(admin.serve(listener, async {
                     let _ = admin_stopped.await;
                 })))

@@ -83,6 +83,8 @@ async fn main() -> anyhow::Result<()> {
                 (None, Some(url)) => launch.with_registry(RegistryKind::Etcd(vec![url]))?,
                 (None, None) => launch,
             };
+            // Follow the service's gray-release config so `svrkit ls` shows its version.
+            launch.config().await?;
             let name = name.unwrap_or_else(|| launch.instance_id().to_string());
             let mut service = EchoService::new(name);
             if let Some(next) = next {

@@ -364,6 +364,8 @@ impl EchoProcess {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_echo"))
             .arg("serve")
             .args(args)
+            // No registry unless the arguments name one (not the default `.svrkit/`).
+            .env("SVRKIT_REGISTRY", "none")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
