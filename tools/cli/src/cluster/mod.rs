@@ -655,12 +655,12 @@ pub(crate) async fn ps(args: PsArgs) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<7} {:>7} {:<9} {:>8} {:<22} ADMIN",
-        "INSTANCE", "VERSION", "PID", "STATUS", "RESTARTS", "RPC"
+        "{:<20} {:<7} {:>7} {:<9} {:>8} {:<22} {:<29} ENDPOINTS",
+        "INSTANCE", "VERSION", "PID", "STATUS", "RESTARTS", "RPC", "ADMIN"
     );
     for v in &state.instances {
         println!(
-            "{:<20} {:<7} {:>7} {:<9} {:>8} {:<22} {}",
+            "{:<20} {:<7} {:>7} {:<9} {:>8} {:<22} {:<29} {}",
             v.id,
             v.version,
             v.pid.map_or("-".to_string(), |p| p.to_string()),
@@ -669,7 +669,12 @@ pub(crate) async fn ps(args: PsArgs) -> Result<(), Failure> {
             v.listen.as_deref().unwrap_or("-"),
             v.admin
                 .as_deref()
-                .map_or("-".to_string(), |a| format!("http://{a}"))
+                .map_or("-".to_string(), |a| format!("http://{a}")),
+            v.endpoints
+                .iter()
+                .map(|(name, addr)| format!("{name} {addr}"))
+                .collect::<Vec<_>>()
+                .join("  ")
         );
     }
     if !supervised {
