@@ -5,6 +5,9 @@
 //!   at several concurrencies. Prints a table, then one JSON line per concurrency.
 //! - `svrkit-bench overload`: DAGOR's experiment, success rate against the optimum for
 //!   none, random, tower and DAGOR shedding.
+//! - `svrkit-bench failover`: three instances under load, one killed with SIGKILL.
+//! - `svrkit-bench storage`: durable writes per second on a storage shard's engine, group
+//!   commit against an fsync per write and against no fsync at all.
 //!
 //! Figures are for comparison within one run on one machine; they are never asserted in
 //! tests.
@@ -16,6 +19,7 @@ mod raw;
 mod rpc;
 mod servers;
 mod stats;
+mod storage;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +38,9 @@ enum Command {
     Failover(failover::FailoverArgs),
     /// DAGOR's experiment: success rate under 0.5x..4x overload for k = 1..4 calls per task.
     Overload(overload::OverloadArgs),
+    /// Acknowledged writes per second on a storage shard's engine: group commit vs an
+    /// fsync per write vs no fsync.
+    Storage(storage::StorageArgs),
     /// Serve one system's echo server (started by the benchmarks themselves).
     #[command(hide = true)]
     Serve {
@@ -61,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rpc(args) => runtime.block_on(rpc::run(args)),
         Command::Overload(args) => runtime.block_on(overload::run(args)),
         Command::Failover(args) => runtime.block_on(failover::run(args)),
+        Command::Storage(args) => runtime.block_on(storage::run(args)),
         Command::Serve { system, addr } => runtime.block_on(servers::serve(system, addr)),
     }
 }
