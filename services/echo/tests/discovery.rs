@@ -218,3 +218,78 @@ async fn gray_users_reach_gray_instances_and_fall_back_to_stable() {
     stable.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_channel_never_hands_a_departed_shards_keys_to_a_neighbour() {
+    use svrkit::balance::Balance;
+    use svrkit::{CallOptions, Code};
+    let dir = tempdir("sharded");
+    let reg: Arc<dyn Registry> = Arc::new(registry(&dir));
+    let shard = |id: &'static str| {
+        Server::builder()
+            .register(
+                Arc::clone(&reg),
+                Instance::new(SERVICE, "127.0.0.1:0".parse().expect("addr")).id(id),
+            )
+            .add_service(EchoServer::new(EchoService::new(id)))
+    };
+    let one = start(shard("shard-1")).await;
+    let two = start(shard("shard-2")).await;
+    let mut rx = reg.watch(SERVICE).await.expect("watch");
+    until(&mut rx, |i| i.len() == 2).await;
+    let channel = discover(&*reg, SERVICE, Channel::builder().balance(Balance::Sharded))
+        .await
+        .expect("discover");
+    let client = EchoClient::new(channel.clone());
+    let served = |key: u64| {
+        let client = client.clone();
+        async move {
+            client
+                .echo_with(EchoRequest::default(), CallOptions::new().routing_key(key))
+                .await
+                .map(|r| r.seen.expect("seen").server)
+        }
+    };
+    // Find a key shard-1 owns; it always goes there.
+    let mut key = 0;
+    while served(key).await.expect("served") != "shard-1" {
+        key += 1;
+        assert!(key < 1000, "shard-1 owns some key");
+    }
+    for _ in 0..5 {
+        assert_eq!(served(key).await.expect("served"), "shard-1");
+    }
+    // shard-1 leaves (deregistering): its keys fail rather than reach shard-2.
+    let mut changes = channel.subscribe_targets();
+    one.shutdown().await;
+    until(&mut rx, |i| i.len() == 1).await;
+    tokio::time::timeout(PATIENCE, changes.changed())
+        .await
+        .expect("the channel saw the departure")
+        .expect("alive");
+    assert_eq!(
+        channel.addresses().len(),
+        2,
+        "the departed shard stays on the ring"
+    );
+    let refused = served(key)
+        .await
+        .expect_err("no shard-2 answer for shard-1's key");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    // shard-1 returns (another address, same id): its keys go to it again.
+    let back = start(shard("shard-1")).await;
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(server) = served(key).await {
+                assert_eq!(server, "shard-1");
+                return;
+            }
+            changes.changed().await.expect("alive");
+        }
+    })
+    .await
+    .expect("shard-1's keys reach it again");
+    back.shutdown().await;
+    two.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -281,7 +281,19 @@ impl Channel {
                         ))
                     })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut endpoints = endpoints;
+        if self.inner.config.balance == Balance::Sharded {
+            // A shard that left (crashed, or restarting) still owns its keys: it stays on
+            // the ring, failing fast, rather than letting a neighbour take its keys and
+            // answer without their data. It is replaced when an instance of the same id
+            // returns.
+            for e in &old.endpoints {
+                if !endpoints.iter().any(|n| n.name == e.name) {
+                    endpoints.push(Arc::clone(e));
+                }
+            }
+        }
         *self
             .inner
             .set
