@@ -49,11 +49,7 @@ fn env_f64(name: &str, default: f64) -> anyhow::Result<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    wx_api::init_tracing();
     let kind = Args::parse().gateway;
     let service = match kind {
         Kind::Short => "wx.access.Short",

@@ -73,6 +73,17 @@ pub fn sharded() -> ChannelBuilder {
     svrkit::Channel::builder().balance(Balance::Sharded)
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings): every backend binary
+/// calls it first.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()

@@ -28,3 +28,14 @@ async fn kill_9_of_every_process_loses_nothing() {
     let mut backend = Backend::start(Registry::Embedded).await;
     common::restarting_every_process_loses_nothing(&mut backend, true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_is_rate_limited() {
+    // A budget of 30 requests that practically never refills.
+    let backend = Backend::start_with(
+        Registry::Embedded,
+        &[("WX_RATE_PER_SEC", "0.0001"), ("WX_RATE_BURST", "30")],
+    )
+    .await;
+    common::each_user_is_rate_limited(&backend, 30).await;
+}

@@ -32,6 +32,29 @@ pub struct ContactService {
     max_friends: u32,
 }
 
+/// Two users and the edges between them.
+#[derive(Debug)]
+struct Pair {
+    me: u64,
+    peer: u64,
+    mine: Side,
+    theirs: Side,
+}
+
+impl Pair {
+    /// Fails unless `peer` has a request pending with the acting user.
+    fn pending(&self) -> Result<(), Status> {
+        if self.mine.state == EdgeState::RequestReceived {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(format!(
+                "no pending request from user {}",
+                self.peer
+            )))
+        }
+    }
+}
+
 /// One side's edge as read, with the version a write must name.
 #[derive(Debug, Clone, Default)]
 struct Side {
@@ -137,6 +160,19 @@ impl ContactService {
         if let Err(e) = push.deliver_with(request, by_uid(uid)).await {
             tracing::debug!(uid, kind, error = %e, "push not delivered");
         }
+    }
+
+    /// The acting user, `peer`, and the edges between them both ways.
+    async fn pair(&self, peer: u64) -> Result<Pair, Status> {
+        let me = acting_user()?;
+        let peer = Self::peer_of(me, peer)?;
+        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
+        Ok(Pair {
+            me,
+            peer,
+            mine,
+            theirs,
+        })
     }
 
     fn peer_of(me: u64, peer: u64) -> Result<u64, Status> {
@@ -250,50 +286,40 @@ impl Contact for ContactService {
     }
 
     async fn accept(&self, request: PeerRequest) -> Result<RelationReply, Status> {
-        let me = acting_user()?;
-        let peer = Self::peer_of(me, request.peer)?;
-        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
-        if mine.state != EdgeState::RequestReceived {
-            return Err(Status::failed_precondition(format!(
-                "no pending request from user {peer}"
-            )));
-        }
-        self.befriend(me, &mine, peer, &theirs).await?;
-        self.push(peer, "friend_accepted", serde_json::json!({ "by": me }))
+        let p = self.pair(request.peer).await?;
+        p.pending()?;
+        self.befriend(p.me, &p.mine, p.peer, &p.theirs).await?;
+        self.push(p.peer, "friend_accepted", serde_json::json!({ "by": p.me }))
             .await;
-        Ok(Self::reply(peer, Relation::Friend))
+        Ok(Self::reply(p.peer, Relation::Friend))
     }
 
     async fn reject(&self, request: PeerRequest) -> Result<RelationReply, Status> {
-        let me = acting_user()?;
-        let peer = Self::peer_of(me, request.peer)?;
-        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
-        if mine.state != EdgeState::RequestReceived {
-            return Err(Status::failed_precondition(format!(
-                "no pending request from user {peer}"
-            )));
-        }
-        self.clear(me, &mine, peer, &theirs).await?;
-        Ok(Self::reply(peer, Relation::None))
+        let p = self.pair(request.peer).await?;
+        p.pending()?;
+        self.clear(p.me, &p.mine, p.peer, &p.theirs).await?;
+        Ok(Self::reply(p.peer, Relation::None))
     }
 
     async fn remove(&self, request: PeerRequest) -> Result<RelationReply, Status> {
-        let me = acting_user()?;
-        let peer = Self::peer_of(me, request.peer)?;
-        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
-        if mine.state != EdgeState::Friend {
+        let p = self.pair(request.peer).await?;
+        if p.mine.state != EdgeState::Friend {
             return Err(Status::failed_precondition(format!(
-                "you and user {peer} are not friends"
+                "you and user {} are not friends",
+                p.peer
             )));
         }
-        self.clear(me, &mine, peer, &theirs).await?;
-        Ok(Self::reply(peer, Relation::None))
+        self.clear(p.me, &p.mine, p.peer, &p.theirs).await?;
+        Ok(Self::reply(p.peer, Relation::None))
     }
 
     async fn block(&self, request: PeerRequest) -> Result<RelationReply, Status> {
-        let me = acting_user()?;
-        let peer = Self::peer_of(me, request.peer)?;
-        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
+        let Pair {
+            me,
+            peer,
+            mine,
+            theirs,
+        } = self.pair(request.peer).await?;
         if mine.state == EdgeState::Blocked {
             return Ok(Self::reply(peer, Relation::Blocked));
         }

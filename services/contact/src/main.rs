@@ -13,11 +13,7 @@ use wx_api::storage::{ContactStoreClient, contact_store_methods};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    wx_api::init_tracing();
     let launch = Launch::from_env(SERVICE_NAME)?;
     let registry = launch
         .registry()

@@ -130,6 +130,12 @@ pub struct Backend {
 impl Backend {
     /// Starts everything and waits until a request crosses all three tiers.
     pub async fn start(registry: Registry) -> Backend {
+        Backend::start_with(registry, &[]).await
+    }
+
+    /// [`Backend::start`] with extra environment for every process (it wins over the
+    /// defaults).
+    pub async fn start_with(registry: Registry, overrides: &[(&str, &str)]) -> Backend {
         let dir = tempdir("backend");
         let bins = binaries();
         let spec = match &registry {
@@ -158,6 +164,10 @@ impl Backend {
                 ("WX_RATE_BURST".into(), "400".into()),
             ];
             env.extend(extra);
+            for (k, v) in overrides {
+                env.retain(|(name, _)| name != k);
+                env.push((k.to_string(), v.to_string()));
+            }
             procs.push(Proc {
                 id: id.to_string(),
                 bin: bins
@@ -854,4 +864,38 @@ pub async fn restarting_every_process_loses_nothing(backend: &mut Backend, kill:
         "already_exists",
     )
     .await;
+}
+
+/// Each user has their own request budget on each gateway (`burst` requests here, and
+/// practically no refill): past it, 429 `rate_limited`; other users go on.
+pub async fn each_user_is_rate_limited(backend: &Backend, burst: usize) {
+    let http = &backend.http;
+    let a = backend.user(&unique("greedy")).await;
+    let b = backend.user(&unique("patient")).await;
+    for _ in 0..burst {
+        call(http, "friends.list", json!({}), Some(&a.token)).await;
+    }
+    let limited = refused(
+        http,
+        "friends.list",
+        json!({}),
+        Some(&a.token),
+        429,
+        "resource_exhausted",
+    )
+    .await;
+    assert_eq!(limited.reason(), "rate_limited");
+    // The long connection is limited the same way.
+    let mut ws = Ws::connect(backend.ws[0], &a.token)
+        .await
+        .expect("connect")
+        .expect("auth");
+    for _ in 0..burst {
+        let answer = ws.call("friends.list", json!({})).await.expect("answer");
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+    let answer = ws.call("friends.list", json!({})).await.expect("answer");
+    assert_eq!(answer["error"]["reason"], "rate_limited", "{answer}");
+    // Another user is not affected.
+    call(http, "friends.list", json!({}), Some(&b.token)).await;
 }

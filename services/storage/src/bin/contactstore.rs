@@ -10,11 +10,7 @@ use wx_storage::{ContactStoreService, Engine};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    wx_api::init_tracing();
     let launch = Launch::from_env(SERVICE_NAME)?;
     let dir = launch.data_dir().join("contactstore");
     let engine = Engine::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
