@@ -308,3 +308,61 @@ fn a_foreground_up_stops_everything_on_ctrl_c() {
     assert!(ok(&["ps", "--state-dir", &state]).contains("nothing is up"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_etcd_and_down_after_the_supervisor_died() {
+    let etcd = svrkit_testkit::Etcd::start().await;
+    let dir = tempdir("etcd");
+    let manifest = dir.join("svrkit.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "workspace = {:?}\n[build]\nprofile = \"dev\"\n[registry]\nkind = \"etcd\"\nendpoints = [{:?}]\n\n[[service]]\nname = \"echo\"\n",
+            repo().display().to_string(),
+            etcd.endpoint()
+        ),
+    )
+    .expect("manifest");
+    let state = dir.join("state").display().to_string();
+    ok(&[
+        "up",
+        manifest.to_str().expect("utf-8"),
+        "--state-dir",
+        &state,
+        "--detach",
+    ]);
+    let listed: Vec<Value> = ok(&["ls", "--etcd", &etcd.endpoint(), "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0]["id"].as_str(), listed[0]["health"].as_str()),
+        (Some("echo-1"), Some("ready"))
+    );
+
+    // The supervisor dies without a word; `down` still stops what it left running.
+    let state_file: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).expect("state"))
+            .expect("JSON");
+    let supervisor = state_file["supervisor_pid"].as_u64().expect("pid");
+    let instance = ps(&state)[0]["pid"].as_u64().expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &supervisor.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(supervisor) {
+        assert!(Instant::now() < deadline, "the supervisor survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ok(&["ps", "--state-dir", &state]).contains("is not running"));
+    let out = ok(&["down", "--state-dir", &state]);
+    assert!(out.contains("1 left by a dead supervisor"), "{out}");
+    assert!(
+        !pid_alive(instance),
+        "the orphaned instance survived svrkit down"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
