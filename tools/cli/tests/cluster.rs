@@ -105,6 +105,37 @@ fn write_manifest(dir: &Path) -> PathBuf {
     manifest
 }
 
+/// The echo binary the workspace build left next to this test (built here if missing),
+/// for manifests that name a prebuilt binary instead of building.
+fn echo_binary() -> PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .expect("the test's target directory");
+    let path = dir.join("echo");
+    if !path.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let built = std::process::Command::new(cargo)
+            .current_dir(repo())
+            .args(["build", "--workspace", "--bins"])
+            .status()
+            .expect("cargo build");
+        assert!(built.success());
+    }
+    path
+}
+
+/// A manifest running two instances of the prebuilt echo binary.
+fn write_prebuilt_manifest(dir: &Path, registry: &str) -> PathBuf {
+    let manifest = dir.join("svrkit.toml");
+    let text = format!(
+        "{registry}\n[[service]]\nname = \"echo\"\ninstances = 2\nbinary = {:?}\n",
+        echo_binary().display().to_string()
+    );
+    std::fs::write(&manifest, text).expect("manifest");
+    manifest
+}
+
 #[test]
 fn up_call_ls_restart_gray_deploy_and_down() {
     let dir = tempdir("up");
@@ -269,7 +300,7 @@ fn up_refuses_a_bad_manifest_and_down_with_nothing_up_is_fine() {
 fn a_foreground_up_stops_everything_on_ctrl_c() {
     use std::io::BufRead as _;
     let dir = tempdir("fg");
-    let manifest = write_manifest(&dir);
+    let manifest = write_prebuilt_manifest(&dir, "");
     let state = dir.join("state").display().to_string();
     let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_svrkit"))
         .args([
@@ -313,16 +344,11 @@ fn a_foreground_up_stops_everything_on_ctrl_c() {
 async fn up_with_etcd_and_down_after_the_supervisor_died() {
     let etcd = svrkit_testkit::Etcd::start().await;
     let dir = tempdir("etcd");
-    let manifest = dir.join("svrkit.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "workspace = {:?}\n[build]\nprofile = \"dev\"\n[registry]\nkind = \"etcd\"\nendpoints = [{:?}]\n\n[[service]]\nname = \"echo\"\n",
-            repo().display().to_string(),
-            etcd.endpoint()
-        ),
-    )
-    .expect("manifest");
+    let registry = format!(
+        "[registry]\nkind = \"etcd\"\nendpoints = [{:?}]\n",
+        etcd.endpoint()
+    );
+    let manifest = write_prebuilt_manifest(&dir, &registry);
     let state = dir.join("state").display().to_string();
     ok(&[
         "up",
@@ -335,18 +361,20 @@ async fn up_with_etcd_and_down_after_the_supervisor_died() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON"))
         .collect();
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(
-        (listed[0]["id"].as_str(), listed[0]["health"].as_str()),
-        (Some("echo-1"), Some("ready"))
-    );
+    let mut ids: Vec<&str> = listed.iter().filter_map(|i| i["id"].as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["echo-1", "echo-2"]);
+    assert!(listed.iter().all(|i| i["health"] == "ready"), "{listed:?}");
 
     // The supervisor dies without a word; `down` still stops what it left running.
     let state_file: Value =
         serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).expect("state"))
             .expect("JSON");
     let supervisor = state_file["supervisor_pid"].as_u64().expect("pid");
-    let instance = ps(&state)[0]["pid"].as_u64().expect("pid");
+    let instances: Vec<u64> = ps(&state)
+        .iter()
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
     let killed = std::process::Command::new("kill")
         .args(["-9", &supervisor.to_string()])
         .status()
@@ -359,10 +387,9 @@ async fn up_with_etcd_and_down_after_the_supervisor_died() {
     }
     assert!(ok(&["ps", "--state-dir", &state]).contains("is not running"));
     let out = ok(&["down", "--state-dir", &state]);
-    assert!(out.contains("1 left by a dead supervisor"), "{out}");
-    assert!(
-        !pid_alive(instance),
-        "the orphaned instance survived svrkit down"
-    );
+    assert!(out.contains("2 left by a dead supervisor"), "{out}");
+    for pid in instances {
+        assert!(!pid_alive(pid), "an orphaned instance survived svrkit down");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,44 +15,44 @@ use serde_json::{Value, json};
 use svrkit_testkit::{PATIENCE, free_port, tempdir};
 use wx_client::{Answer, Http, Ws};
 
-/// Builds the backend's binaries once per test process and returns where they are.
+/// The backend's binaries. `cargo nextest run --workspace` (what `tools/test` runs)
+/// builds them next to this test's executable; when one is missing (only this package's
+/// tests were built) they are built once here, with the workspace's feature set so that
+/// nothing else is rebuilt.
 fn binaries() -> &'static HashMap<String, PathBuf> {
     static BINARIES: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     BINARIES.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "--message-format=json-render-diagnostics",
-                "--bins",
-            ])
-            .args([
-                "-p",
-                "wx-storage",
-                "-p",
-                "account",
-                "-p",
-                "contact",
-                "-p",
-                "access",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo build");
-        assert!(out.status.success(), "building the backend failed");
-        let mut found = HashMap::new();
-        for line in out.stdout.split(|b| *b == b'\n') {
-            let Ok(msg) = serde_json::from_slice::<Value>(line) else {
-                continue;
-            };
-            if let (Some(name), Some(exe)) =
-                (msg["target"]["name"].as_str(), msg["executable"].as_str())
-            {
-                found.insert(name.to_string(), PathBuf::from(exe));
-            }
+        let names = [
+            "accountstore",
+            "contactstore",
+            "account",
+            "contact",
+            "access",
+        ];
+        let dir = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+            .expect("the test's target directory");
+        let find = || -> Option<HashMap<String, PathBuf>> {
+            names
+                .iter()
+                .map(|n| {
+                    let path = dir.join(n);
+                    path.exists().then(|| (n.to_string(), path))
+                })
+                .collect()
+        };
+        if let Some(found) = find() {
+            return found;
         }
-        found
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--workspace", "--bins"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the backend failed");
+        find().expect("cargo built the backend's binaries")
     })
 }
 
