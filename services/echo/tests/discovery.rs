@@ -259,6 +259,31 @@ async fn a_sharded_channel_never_hands_a_departed_shards_keys_to_a_neighbour() {
     for _ in 0..5 {
         assert_eq!(served(key).await.expect("served"), "shard-1");
     }
+    // A gray instance owns no data: it never joins the ring, whatever its selector.
+    let mut changes = channel.subscribe_targets();
+    let gray = start(
+        Server::builder()
+            .register(
+                Arc::clone(&reg),
+                Instance::new(SERVICE, "127.0.0.1:0".parse().expect("addr"))
+                    .id("shard-gray")
+                    .gray(svrkit::config::Selector::Percent(100)),
+            )
+            .add_service(EchoServer::new(EchoService::new("shard-gray"))),
+    )
+    .await;
+    until(&mut rx, |i| i.len() == 3).await;
+    tokio::time::timeout(PATIENCE, changes.changed())
+        .await
+        .expect("the channel saw the gray instance")
+        .expect("alive");
+    for k in 0..64u64 {
+        let ctx = svrkit::Context::new().with_uid(k + 1);
+        let server = ctx.scope(served(k)).await.expect("served");
+        assert_ne!(server, "shard-gray", "key {k}");
+    }
+    gray.shutdown().await;
+    until(&mut rx, |i| i.len() == 2).await;
     // shard-1 leaves (deregistering): its keys fail rather than reach shard-2.
     let mut changes = channel.subscribe_targets();
     one.shutdown().await;

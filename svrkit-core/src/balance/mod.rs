@@ -25,6 +25,7 @@ pub enum Balance {
     ConsistentHash,
     /// By routing key on a consistent-hash ring, strictly: only the key's owner ever gets
     /// the call, healthy or not, because only it holds the key's data (sharded storage).
-    /// Calls without a key fail.
+    /// Calls without a key fail. A shard that leaves stays on the ring (its keys fail
+    /// fast) until an instance with its id returns; gray instances never join it.
     Sharded,
 }

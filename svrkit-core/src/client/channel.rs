@@ -259,9 +259,13 @@ impl Channel {
     /// connections and statistics; calls in flight to removed ones finish undisturbed.
     pub fn set_targets(&self, targets: impl IntoIterator<Item = Target>) {
         let old = self.inner.snapshot();
+        let sharded = self.inner.config.balance == Balance::Sharded;
         let mut gray_users = Vec::new();
         let endpoints = targets
             .into_iter()
+            // A gray instance of a sharded service owns no data: it must never join the
+            // ring (shards are upgraded in place, by promotion).
+            .filter(|t| !(sharded && t.label == "gray"))
             .map(|t| {
                 if let Some(selector) = t.gray_users.filter(|_| t.label == "gray") {
                     if !gray_users.contains(&selector) {
@@ -283,7 +287,7 @@ impl Channel {
             })
             .collect::<Vec<_>>();
         let mut endpoints = endpoints;
-        if self.inner.config.balance == Balance::Sharded {
+        if sharded {
             // A shard that left (crashed, or restarting) still owns its keys: it stays on
             // the ring, failing fast, rather than letting a neighbour take its keys and
             // answer without their data. It is replaced when an instance of the same id
