@@ -172,3 +172,44 @@ async fn sync_loop(
 fn metrics_sync() {
     metrics::counter!("wx_storage_syncs_total").increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_are_all_acknowledged_and_there_after_reopening() {
+        let dir = std::env::temp_dir().join(format!(
+            "wx-engine-{}-{:x}",
+            std::process::id(),
+            svrkit::context::new_id()
+        ));
+        {
+            let engine = Engine::open(&dir).expect("open");
+            let ks = engine.keyspace("t").expect("keyspace");
+            let mut writers = tokio::task::JoinSet::new();
+            for i in 0..100u32 {
+                let (engine, ks) = (engine.clone(), ks.clone());
+                writers.spawn(async move {
+                    let mut batch = engine.batch();
+                    batch.insert(&ks, i.to_be_bytes().to_vec(), b"v".to_vec());
+                    engine.commit(batch).await
+                });
+            }
+            while let Some(done) = writers.join_next().await {
+                done.expect("join").expect("acknowledged");
+            }
+            assert_eq!(engine.commits(), 100);
+        }
+        let engine = Engine::open(&dir).expect("reopen");
+        let ks = engine.keyspace("t").expect("keyspace");
+        for i in 0..100u32 {
+            assert!(
+                ks.get(i.to_be_bytes()).expect("read").is_some(),
+                "record {i}"
+            );
+        }
+        drop((ks, engine));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
