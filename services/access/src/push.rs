@@ -133,14 +133,6 @@ impl Hub {
         }
     }
 
-    /// Users with a connection on this instance.
-    pub fn online(&self) -> usize {
-        self.local
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
     fn deliver_here(&self, uid: u64, kind: &str, body: &str) -> u32 {
         let body: Value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
         let frame = json!({ "push": kind, "body": body }).to_string();

@@ -393,3 +393,30 @@ async fn up_with_etcd_and_down_after_the_supervisor_died() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_instance_that_cannot_start_fails_up_quickly_and_leaves_nothing() {
+    let dir = tempdir("crash");
+    let manifest = dir.join("svrkit.toml");
+    // `false` exits at once with status 1, every time.
+    std::fs::write(
+        &manifest,
+        "[[service]]\nname = \"doomed\"\nbinary = \"/bin/false\"\nargs = []\n",
+    )
+    .expect("manifest");
+    let state = dir.join("state").display().to_string();
+    let (code, _, err) = svrkit(&[
+        "up",
+        manifest.to_str().expect("utf-8"),
+        "--state-dir",
+        &state,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    // Given up after a few crashes, not at the ready timeout (which would say "not ready").
+    assert!(
+        err.contains("doomed-1 failed to start (exit code 1)"),
+        "{err}"
+    );
+    assert!(ok(&["ps", "--state-dir", &state]).contains("nothing is up"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -342,8 +342,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
     };
     if let Err(e) = ready {
         eprintln!("svrkit up: {e:#}; stopping");
-        sup.stop(|_| true).await;
-        let _ = std::fs::remove_file(state::socket_path(&dir));
+        shut_down(&sup, &dir).await;
+        printer.abort();
         return Err(failed(e));
     }
     sup.mark_ready();

@@ -26,6 +26,8 @@ pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
+/// Crashes before first becoming ready after which `up` gives up on an instance.
+const START_ATTEMPTS: u32 = 3;
 
 /// Everything needed to run one instance.
 #[derive(Debug, Clone)]
@@ -196,11 +198,17 @@ impl Supervisor {
             let Some(first) = pending.first() else {
                 return Ok(());
             };
-            if let Some(v) = pending.iter().find(|v| v.status == "failed") {
+            // Cannot start, or keeps dying before it is ever ready: say so now rather than
+            // at the timeout.
+            let hopeless = |v: &&&InstanceView| {
+                v.status == "failed" || (v.status == "crashed" && v.restarts >= START_ATTEMPTS)
+            };
+            if let Some(v) = pending.iter().find(hopeless) {
                 return Err(anyhow!(
-                    "{} failed to start: {}",
+                    "{} failed to start ({}); see {}",
                     v.id,
-                    v.last_exit.as_deref().unwrap_or("unknown")
+                    v.last_exit.as_deref().unwrap_or("unknown"),
+                    v.log.display()
                 ));
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
