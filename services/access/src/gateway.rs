@@ -183,7 +183,9 @@ impl Gateway {
             Caller::User { uid } => self.users.allow(&uid),
             Caller::Anonymous { ip } => self.addresses.allow(&ip),
         };
+        metrics::counter!("wx_access_actions_total", "action" => spec.name).increment(1);
         if !allowed {
+            metrics::counter!("wx_access_rate_limited_total").increment(1);
             return Err(
                 ApiError::new(Code::ResourceExhausted, "too many requests; slow down")
                     .reason("rate_limited"),

@@ -8,6 +8,10 @@
 //! Both authenticate the client (once per WebSocket, per request over HTTP), stamp the
 //! uid, the user priority and the action's business priority ([`gateway::ACTIONS`]) on
 //! every downstream request, and rate-limit each user ([`ratelimit`]).
+//!
+//! Metrics (on each process's `/metrics`): `wx_access_actions_total{action}`,
+//! `wx_access_rate_limited_total`, `wx_access_long_connections`,
+//! `wx_access_push_delivered_total{kind}`, `wx_access_push_dropped_total`.
 
 pub mod error;
 pub mod gateway;

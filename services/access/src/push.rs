@@ -68,6 +68,7 @@ impl Hub {
     /// Adds a connection of `uid`; the first one is announced to the uid's owner.
     pub async fn register(self: &Arc<Self>, uid: u64, outbox: Outbox) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("wx_access_long_connections").increment(1.0);
         let first = {
             let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
             let conns = local.entry(uid).or_default();
@@ -85,6 +86,7 @@ impl Hub {
     }
 
     fn unregister(self: &Arc<Self>, uid: u64, id: u64) {
+        metrics::gauge!("wx_access_long_connections").decrement(1.0);
         let last = {
             let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
             match local.get_mut(&uid) {
@@ -141,13 +143,18 @@ impl Hub {
         for (id, outbox) in local.get(&uid).into_iter().flatten() {
             match outbox.try_send(frame.clone()) {
                 Ok(()) => delivered += 1,
-                Err(_) => tracing::warn!(
-                    uid,
-                    connection = id,
-                    "push dropped: the connection is not reading"
-                ),
+                Err(_) => {
+                    metrics::counter!("wx_access_push_dropped_total").increment(1);
+                    tracing::warn!(
+                        uid,
+                        connection = id,
+                        "push dropped: the connection is not reading"
+                    );
+                }
             }
         }
+        metrics::counter!("wx_access_push_delivered_total", "kind" => kind.to_string())
+            .increment(u64::from(delivered));
         delivered
     }
 
