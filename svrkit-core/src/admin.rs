@@ -210,6 +210,7 @@ fn server_json(s: &ServerSnapshot) -> Value {
             "errors": m.errors,
             "in_flight": m.in_flight,
             "mean_latency_ms": m.mean_latency_ms,
+            "p99_latency_ms": m.p99_latency_ms,
         })).collect::<Vec<_>>(),
         "admission": s.admission.as_ref().map(|a| json!({
             "level": a.level.map(|p| json!({"business": p.business, "user": p.user})),

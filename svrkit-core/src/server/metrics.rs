@@ -50,6 +50,7 @@ pub(crate) struct MethodStats {
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) latency_us_sum: AtomicU64,
+    pub(crate) latency: super::latency::LatencyHistogram,
     pub(crate) in_flight: AtomicI64,
 }
 
@@ -82,6 +83,7 @@ impl MethodMetrics {
         self.stats
             .latency_us_sum
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.stats.latency.record(took);
         self.in_flight.decrement(1.0);
         self.duration.record(took.as_secs_f64());
         self.responded(code);

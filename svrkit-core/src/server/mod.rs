@@ -18,6 +18,7 @@
 
 mod call;
 mod connection;
+mod latency;
 pub mod metrics;
 mod router;
 mod stats;

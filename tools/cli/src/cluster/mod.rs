@@ -773,6 +773,8 @@ struct VersionFigures {
     requests: u64,
     errors: u64,
     latency_weighted: f64,
+    /// The worst instance's worst method p99 (percentiles do not add up across instances).
+    worst_p99_ms: f64,
 }
 
 async fn figures(state: &StateFile, service: &str) -> Vec<(String, VersionFigures)> {
@@ -801,6 +803,9 @@ async fn figures(state: &StateFile, service: &str) -> Vec<(String, VersionFigure
                 f.errors += m["errors"].as_u64().unwrap_or(0);
                 f.latency_weighted +=
                     m["mean_latency_ms"].as_f64().unwrap_or(0.0) * requests as f64;
+                f.worst_p99_ms = f
+                    .worst_p99_ms
+                    .max(m["p99_latency_ms"].as_f64().unwrap_or(0.0));
             }
         }
     }
@@ -823,26 +828,28 @@ async fn show_release(state: &StateFile, service: &str, json_out: bool) {
                     "errors": f.errors,
                     "error_rate": if f.requests == 0 { 0.0 } else { f.errors as f64 / f.requests as f64 },
                     "mean_latency_ms": if f.requests == 0 { 0.0 } else { f.latency_weighted / f.requests as f64 },
+                    "worst_p99_latency_ms": f.worst_p99_ms,
                 })
             );
         }
         return;
     }
     println!(
-        "{:<8} {:>9} {:>10} {:>8} {:>10} {:>13}",
-        "VERSION", "INSTANCES", "REQUESTS", "ERRORS", "ERROR RATE", "MEAN LATENCY"
+        "{:<8} {:>9} {:>10} {:>8} {:>10} {:>13} {:>12}",
+        "VERSION", "INSTANCES", "REQUESTS", "ERRORS", "ERROR RATE", "MEAN LATENCY", "WORST P99"
     );
     for (version, f) in &rows {
-        let (rate, latency) = if f.requests == 0 {
-            ("-".to_string(), "-".to_string())
+        let (rate, latency, p99) = if f.requests == 0 {
+            ("-".to_string(), "-".to_string(), "-".to_string())
         } else {
             (
                 format!("{:.2}%", 100.0 * f.errors as f64 / f.requests as f64),
                 format!("{:.3} ms", f.latency_weighted / f.requests as f64),
+                format!("{:.3} ms", f.worst_p99_ms),
             )
         };
         println!(
-            "{version:<8} {:>9} {:>10} {:>8} {rate:>10} {latency:>13}",
+            "{version:<8} {:>9} {:>10} {:>8} {rate:>10} {latency:>13} {p99:>12}",
             format!("{}/{}", f.answering, f.instances),
             f.requests,
             f.errors
