@@ -36,7 +36,7 @@ pub(crate) struct CallArgs {
     #[arg(long)]
     uid: Option<u64>,
     /// Timeout in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, visible_alias = "timeout", default_value_t = 2000)]
     timeout_ms: u64,
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use svrkit::config::ConfigStore;
 use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Registry};
+use svrkit::launch::RegistryKind;
 
 /// Registry options shared by the commands.
 #[derive(Debug, Clone, clap::Args)]
@@ -15,6 +16,16 @@ pub(crate) struct RegistryArgs {
     /// Use the etcd cluster at this endpoint instead (http://127.0.0.1:2379).
     #[arg(long, global = true, conflicts_with = "registry_dir")]
     pub(crate) etcd: Option<String>,
+    /// The registry as services are told it: `dir:PATH` or `etcd:URL[,URL...]`.
+    #[arg(long, global = true, conflicts_with_all = ["registry_dir", "etcd"], value_parser = parse_registry)]
+    pub(crate) registry: Option<RegistryKind>,
+}
+
+fn parse_registry(spec: &str) -> Result<RegistryKind, String> {
+    match RegistryKind::parse(spec)? {
+        RegistryKind::None => Err("`none` names no registry to read".to_string()),
+        kind => Ok(kind),
+    }
 }
 
 /// The chosen registry, as each role it plays.
@@ -25,6 +36,11 @@ pub(crate) enum Store {
 
 impl RegistryArgs {
     pub(crate) fn store(&self) -> Store {
+        match &self.registry {
+            Some(RegistryKind::Dir(dir)) => return Store::Embedded(EmbeddedRegistry::new(dir)),
+            Some(RegistryKind::Etcd(urls)) => return Store::Etcd(EtcdRegistry::new(urls.clone())),
+            Some(RegistryKind::None) | None => {}
+        }
         match (&self.registry_dir, &self.etcd) {
             (_, Some(endpoint)) => Store::Etcd(EtcdRegistry::new([endpoint.clone()])),
             (Some(dir), None) => Store::Embedded(EmbeddedRegistry::new(dir)),

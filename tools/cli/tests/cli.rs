@@ -315,7 +315,18 @@ async fn completions_and_help_with_examples() {
         out.contains("svrkit") && out.contains("complete"),
         "a bash completion script"
     );
-    for command in ["new", "call", "ls", "config", "completions"] {
+    for command in [
+        "new",
+        "call",
+        "ls",
+        "config",
+        "completions",
+        "up",
+        "down",
+        "ps",
+        "logs",
+        "deploy",
+    ] {
         let (code, out, _) = svrkit(&[command, "--help"]).await;
         assert_eq!(code, 0);
         assert!(

@@ -66,16 +66,20 @@ fn until_ps(state: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Val
 /// Which instance served a call for `uid`.
 fn served_by(registry: &str, uid: &str) -> String {
     let idl = repo().join("idl").display().to_string();
+    // The registry as services are told it (`--registry dir:PATH`, like SVRKIT_REGISTRY).
+    let spec = format!("dir:{registry}");
     let out = ok(&[
         "call",
         "svrkit.demo.Echo/Echo",
         "{}",
-        "--registry-dir",
-        registry,
+        "--registry",
+        &spec,
         "--idl",
         &idl,
         "--uid",
         uid,
+        "--timeout",
+        "5000",
     ]);
     let reply: Value = serde_json::from_str(&out).expect("JSON reply");
     reply["seen"]["server"]
