@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         Kind::Long => {
             let me = launch.bind().await?;
             let owners =
-                discover(&*registry, push_methods::SERVICE_NAME, wx_api::sharded()).await?;
+                discover(&*registry, push_methods::SERVICE_NAME, wx_api::presence()).await?;
             let hub = Hub::new(me, PushClient::new(owners));
             tokio::spawn(Arc::clone(&hub).reannounce_forever());
             let listener = tokio::net::TcpListener::bind(env_addr("WX_WS")?).await?;

@@ -4,7 +4,8 @@
 //! of a uid — the access-long instance owning the uid on the consistent-hash ring of
 //! `wx.access.Push` instances — when it holds the uid's first connection and when it
 //! closed the last (`Announce`), and repeats what it holds every
-//! [`REANNOUNCE`] so an owner that restarted learns it again. A push (`Deliver`) is routed
+//! [`REANNOUNCE`] so an owner that restarted — or the next instance on the ring, which
+//! takes over while the owner is down — learns it again. A push (`Deliver`) is routed
 //! by uid to the owner, which forwards it (`DeliverLocal`) to each instance holding a
 //! connection of the uid. Two hops at most; no central presence store; presence is soft
 //! state that heals itself.
@@ -53,7 +54,8 @@ pub struct Registration {
 
 impl Hub {
     /// The hub of the instance serving RPC at `me`; `owners` reaches the presence owners
-    /// (a channel balancing `Sharded` over the `wx.access.Push` instances).
+    /// (a channel balancing by consistent hash over the `wx.access.Push` instances, see
+    /// `wx_api::presence`).
     pub fn new(me: SocketAddr, owners: PushClient) -> Arc<Hub> {
         Arc::new(Hub {
             me,

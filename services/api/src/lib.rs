@@ -84,6 +84,14 @@ pub fn init_tracing() {
         .init();
 }
 
+/// How a client of `wx.access.Push` balances: by uid on the consistent-hash ring of
+/// access-long instances, moving to the next instance when the owner is down. Presence is
+/// soft state (re-announced periodically), so a new owner rebuilds it, unlike a storage
+/// shard whose data cannot move ([`sharded`]).
+pub fn presence() -> ChannelBuilder {
+    svrkit::Channel::builder().balance(Balance::ConsistentHash)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()

@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         svrkit::Channel::builder(),
     )
     .await?;
-    let push = discover(&*registry, push_methods::SERVICE_NAME, wx_api::sharded()).await?;
+    let push = discover(&*registry, push_methods::SERVICE_NAME, wx_api::presence()).await?;
     let mut service = contact::ContactService::new(
         ContactStoreClient::new(store),
         AccountClient::new(account),
