@@ -39,3 +39,9 @@ async fn each_user_is_rate_limited() {
     .await;
     common::each_user_is_rate_limited(&backend, 30).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_accept_is_finished_by_accepting_again() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::an_interrupted_accept_is_finished_by_accepting_again(&backend).await;
+}

@@ -7,6 +7,11 @@
 //! a block is not revealed). Every write names the edge version it read; a concurrent
 //! change makes it fail with ABORTED rather than overwrite.
 //!
+//! The two writes of an action are not one transaction. Every action writes the other
+//! user's edge first and the acting user's last, so if it stops in between, the acting
+//! user still sees the state that offers the action, and repeating it finishes the job
+//! (repeated writes are idempotent).
+//!
 //! Events for the other user (a request arrived, a request was accepted) go out through
 //! the access tier's `Push` service; a failed push is logged, never fails the action.
 
@@ -191,29 +196,38 @@ impl ContactService {
 
     /// Both sides become friends (the caller checked the request is pending).
     async fn befriend(&self, me: u64, mine: &Side, peer: u64, theirs: &Side) -> Result<(), Status> {
-        self.put(me, peer, EdgeState::Friend, "", mine.version)
-            .await?;
+        // Their side first, ours last: if we stop in between, we still see their request
+        // and accepting again completes the friendship.
+        if theirs.state != EdgeState::Friend {
+            self.put(peer, me, EdgeState::Friend, "", theirs.version)
+                .await?;
+        }
         if let Err(e) = self
-            .put(peer, me, EdgeState::Friend, "", theirs.version)
+            .put(me, peer, EdgeState::Friend, "", mine.version)
             .await
         {
-            // Undo our side so the two stay consistent: back to the pending request.
-            let now = self.side(me, peer).await?;
-            let _ = self
-                .put(me, peer, mine.state, &mine.greeting, now.version)
-                .await;
+            // Our side refused (our friend ceiling, say): their side goes back to waiting.
+            let now = self.side(peer, me).await?;
+            if now.state == EdgeState::Friend && theirs.state != EdgeState::Friend {
+                let _ = self
+                    .put(peer, me, theirs.state, &theirs.greeting, now.version)
+                    .await;
+            }
             return Err(e);
         }
         Ok(())
     }
 
-    /// Removes whatever edges join `a` and `b` in the given states, on both sides.
-    async fn clear(&self, a: u64, a_side: &Side, b: u64, b_side: &Side) -> Result<(), Status> {
-        if a_side.state != EdgeState::None {
-            self.put(a, b, EdgeState::None, "", a_side.version).await?;
+    /// Removes the edges between the acting user `me` and `peer`: theirs first (unless it
+    /// is their block, which stays), ours last, so repeating the action finishes the job.
+    async fn clear(&self, me: u64, mine: &Side, peer: u64, theirs: &Side) -> Result<(), Status> {
+        if theirs.state != EdgeState::None && theirs.state != EdgeState::Blocked {
+            self.put(peer, me, EdgeState::None, "", theirs.version)
+                .await?;
         }
-        if b_side.state != EdgeState::None && b_side.state != EdgeState::Blocked {
-            self.put(b, a, EdgeState::None, "", b_side.version).await?;
+        if mine.state != EdgeState::None {
+            self.put(me, peer, EdgeState::None, "", mine.version)
+                .await?;
         }
         Ok(())
     }

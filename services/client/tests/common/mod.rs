@@ -755,26 +755,18 @@ pub async fn bad_input_gets_precise_errors(backend: &Backend) {
     assert_eq!(gone.reason(), "token_invalid");
 }
 
-/// A session stored already expired, through the store's own RPC (no waiting for a
-/// real one to expire).
-async fn expired_token(backend: &Backend, uid: u64) -> String {
+/// A client of one of the backend's storage services, as the logic tier holds it.
+async fn store_channel(backend: &Backend, service: &str) -> svrkit::Channel {
     use std::sync::Arc;
     use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Registry, discover};
-    use wx_api::storage::{
-        AccountStoreClient, PutSessionRequest, SessionRecord, account_store_methods,
-    };
     let registry: Arc<dyn Registry> = match backend.registry.split_once(':') {
         Some(("dir", path)) => Arc::new(EmbeddedRegistry::new(path)),
         Some(("etcd", url)) => Arc::new(EtcdRegistry::new([url.to_string()])),
         _ => panic!("unknown registry {}", backend.registry),
     };
-    let channel = discover(
-        &*registry,
-        account_store_methods::SERVICE_NAME,
-        wx_api::sharded(),
-    )
-    .await
-    .expect("discover");
+    let channel = discover(&*registry, service, wx_api::sharded())
+        .await
+        .expect("discover");
     let mut changes = channel.subscribe_targets();
     tokio::time::timeout(PATIENCE, async {
         while channel.addresses().len() < 2 {
@@ -783,6 +775,16 @@ async fn expired_token(backend: &Backend, uid: u64) -> String {
     })
     .await
     .expect("both shards found");
+    channel
+}
+
+/// A session stored already expired, through the store's own RPC (no waiting for a
+/// real one to expire).
+async fn expired_token(backend: &Backend, uid: u64) -> String {
+    use wx_api::storage::{
+        AccountStoreClient, PutSessionRequest, SessionRecord, account_store_methods,
+    };
+    let channel = store_channel(backend, account_store_methods::SERVICE_NAME).await;
     let session_id = "00112233445566778899aabbccddeeff".to_string();
     let past = wx_api::now_ms() - 1_000;
     AccountStoreClient::new(channel)
@@ -800,6 +802,58 @@ async fn expired_token(backend: &Backend, uid: u64) -> String {
         .await
         .expect("stored");
     format!("{uid}.{session_id}")
+}
+
+/// An accept that stopped between its two writes (their side FRIEND, ours still
+/// REQUEST_RECEIVED, as a crash would leave it) is finished by accepting again.
+pub async fn an_interrupted_accept_is_finished_by_accepting_again(backend: &Backend) {
+    use wx_api::storage::{
+        ContactStoreClient, Edge, EdgeState, PutEdgeRequest, contact_store_methods,
+    };
+    let http = &backend.http;
+    let asker = backend.user(&unique("una")).await;
+    let accepter = backend.user(&unique("vic")).await;
+    call(
+        http,
+        "friends.request",
+        json!({ "peer": accepter.uid }),
+        Some(&asker.token),
+    )
+    .await;
+    // The first half of the accept: the asker's edge becomes FRIEND (version 1 -> 2).
+    let store =
+        ContactStoreClient::new(store_channel(backend, contact_store_methods::SERVICE_NAME).await);
+    store
+        .put_edge_with(
+            PutEdgeRequest {
+                edge: Some(Edge {
+                    owner: asker.uid,
+                    peer: accepter.uid,
+                    state: EdgeState::Friend as i32,
+                    ..Edge::default()
+                }),
+                expected_version: 1,
+                max_friends: 0,
+            },
+            wx_api::by_uid(asker.uid),
+        )
+        .await
+        .expect("half an accept");
+    // The accepter still sees the request, and accepting again completes both sides.
+    let pending = call(http, "friends.requests", json!({}), Some(&accepter.token)).await;
+    assert_eq!(pending["requests"][0]["from"], asker.uid);
+    call(
+        http,
+        "friends.accept",
+        json!({ "peer": asker.uid }),
+        Some(&accepter.token),
+    )
+    .await;
+    for (me, other) in [(&asker, &accepter), (&accepter, &asker)] {
+        let list = call(http, "friends.list", json!({}), Some(&me.token)).await;
+        assert_eq!(list["friends"][0]["profile"]["uid"], other.uid, "{list}");
+        assert_eq!(list["friends"].as_array().map(Vec::len), Some(1));
+    }
 }
 
 /// Everything written before every process restarts is there afterwards: accounts,
