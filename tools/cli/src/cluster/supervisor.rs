@@ -531,7 +531,7 @@ impl Supervisor {
         Ok(format!(
             "{service}: {} gray instance(s) ready for {}",
             ids.len(),
-            super::describe_selector(&selector)
+            super::deploy::describe_selector(&selector)
         ))
     }
 

@@ -1,0 +1,257 @@
+//! `svrkit deploy`: gray binary releases — start, compare, promote, roll back.
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::json;
+use svrkit::config::Selector;
+
+use super::cargo::build;
+use super::manifest::Manifest;
+use super::state::{ControlRequest, StateFile, alive, control, read_state};
+use super::{StateArgs, failed, usage};
+use crate::Failure;
+
+/// Options of `svrkit deploy`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeployArgs {
+    /// The service (its manifest name).
+    name: String,
+    /// `promote` or `rollback` a gray release; without one (and without --gray) shows
+    /// gray beside stable.
+    action: Option<DeployAction>,
+    /// Start a gray release of a new build for these users: `percent:N` or `uids:A,B,…`.
+    #[arg(long, conflicts_with = "action")]
+    gray: Option<String>,
+    /// How many gray instances to start.
+    #[arg(long, default_value_t = 1)]
+    instances: u16,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DeployAction {
+    /// The gray build replaces stable, one instance at a time.
+    Promote,
+    /// The gray instances stop; stable serves everyone again.
+    Rollback,
+    /// Gray beside stable: instances, requests, error rate, latency.
+    Status,
+}
+
+/// Parses `percent:N` (or `N%`) and `uids:A,B`.
+pub(crate) fn parse_selector(text: &str) -> anyhow::Result<Selector> {
+    let percent = |p: &str| -> anyhow::Result<Selector> {
+        let p: u32 = p
+            .trim()
+            .parse()
+            .with_context(|| format!("{p:?} is not a percentage"))?;
+        if p > 100 {
+            bail!("{p}% is over 100");
+        }
+        Ok(Selector::Percent(p))
+    };
+    match text.split_once(':') {
+        Some(("percent", p)) => percent(p),
+        Some(("uids", list)) => list
+            .split(',')
+            .map(|u| {
+                u.trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("{u:?} is not a uid"))
+            })
+            .collect::<anyhow::Result<Vec<u64>>>()
+            .map(Selector::Uids),
+        _ => match text.strip_suffix('%') {
+            Some(p) => percent(p),
+            None => bail!("gray selector {text:?}: use percent:N, N% or uids:A,B,..."),
+        },
+    }
+}
+
+/// How a selector reads in a sentence.
+pub(crate) fn describe_selector(selector: &Selector) -> String {
+    let join = |items: Vec<String>| items.join(", ");
+    match selector {
+        Selector::Percent(p) => format!("{p}% of users"),
+        Selector::Uids(uids) => {
+            format!("users {}", join(uids.iter().map(u64::to_string).collect()))
+        }
+        Selector::Instances(ids) => format!("instances {}", join(ids.clone())),
+    }
+}
+
+/// Requests, errors and mean latency of one version label, summed over its instances.
+#[derive(Debug, Default)]
+struct VersionFigures {
+    instances: usize,
+    answering: usize,
+    requests: u64,
+    errors: u64,
+    latency_weighted: f64,
+    /// The worst instance's worst method p99 (percentiles do not add up across instances).
+    worst_p99_ms: f64,
+}
+
+async fn figures(state: &StateFile, service: &str) -> Vec<(String, VersionFigures)> {
+    let mut by_version: Vec<(String, VersionFigures)> = Vec::new();
+    for v in state.instances.iter().filter(|v| v.service == service) {
+        let index = match by_version.iter().position(|(label, _)| *label == v.version) {
+            Some(i) => i,
+            None => {
+                by_version.push((v.version.clone(), VersionFigures::default()));
+                by_version.len() - 1
+            }
+        };
+        let f = &mut by_version[index].1;
+        f.instances += 1;
+        let Some(admin) = v.admin.as_deref().and_then(|a| a.parse().ok()) else {
+            continue;
+        };
+        let Some(status) = crate::http::get_json(admin, "/status").await else {
+            continue;
+        };
+        f.answering += 1;
+        for server in status["servers"].as_array().into_iter().flatten() {
+            for m in server["methods"].as_array().into_iter().flatten() {
+                let requests = m["requests"].as_u64().unwrap_or(0);
+                f.requests += requests;
+                f.errors += m["errors"].as_u64().unwrap_or(0);
+                f.latency_weighted +=
+                    m["mean_latency_ms"].as_f64().unwrap_or(0.0) * requests as f64;
+                f.worst_p99_ms = f
+                    .worst_p99_ms
+                    .max(m["p99_latency_ms"].as_f64().unwrap_or(0.0));
+            }
+        }
+    }
+    by_version.sort_by(|a, b| a.0.cmp(&b.0).reverse()); // stable before gray
+    by_version
+}
+
+async fn show_release(state: &StateFile, service: &str, json_out: bool) {
+    let rows = figures(state, service).await;
+    if json_out {
+        for (version, f) in &rows {
+            println!(
+                "{}",
+                json!({
+                    "service": service,
+                    "version": version,
+                    "instances": f.instances,
+                    "answering": f.answering,
+                    "requests": f.requests,
+                    "errors": f.errors,
+                    "error_rate": if f.requests == 0 { 0.0 } else { f.errors as f64 / f.requests as f64 },
+                    "mean_latency_ms": if f.requests == 0 { 0.0 } else { f.latency_weighted / f.requests as f64 },
+                    "worst_p99_latency_ms": f.worst_p99_ms,
+                })
+            );
+        }
+        return;
+    }
+    println!(
+        "{:<8} {:>9} {:>10} {:>8} {:>10} {:>13} {:>12}",
+        "VERSION", "INSTANCES", "REQUESTS", "ERRORS", "ERROR RATE", "MEAN LATENCY", "WORST P99"
+    );
+    for (version, f) in &rows {
+        let (rate, latency, p99) = if f.requests == 0 {
+            ("-".to_string(), "-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{:.2}%", 100.0 * f.errors as f64 / f.requests as f64),
+                format!("{:.3} ms", f.latency_weighted / f.requests as f64),
+                format!("{:.3} ms", f.worst_p99_ms),
+            )
+        };
+        println!(
+            "{version:<8} {:>9} {:>10} {:>8} {rate:>10} {latency:>13} {p99:>12}",
+            format!("{}/{}", f.answering, f.instances),
+            f.requests,
+            f.errors
+        );
+    }
+}
+
+pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
+    let dir = args.state.dir().map_err(failed)?;
+    let state = read_state(&dir)
+        .map_err(failed)?
+        .filter(|s| alive(s.supervisor_pid))
+        .ok_or_else(|| {
+            usage(anyhow!(
+                "nothing is up in {}; run `svrkit up` first",
+                dir.display()
+            ))
+        })?;
+    if !state.instances.iter().any(|v| v.service == args.name) {
+        return Err(usage(anyhow!("no service {:?} is up", args.name)));
+    }
+    let request = match (&args.gray, args.action) {
+        (Some(selector), _) => {
+            let selector = parse_selector(selector).map_err(usage)?;
+            let manifest = Manifest::load(&state.manifest).map_err(failed)?;
+            let spec = manifest.service(&args.name).map_err(usage)?;
+            let built = build(&manifest, &state.profile, &[spec]).map_err(failed)?;
+            let binary = built
+                .get(spec.bin())
+                .cloned()
+                .ok_or_else(|| failed(anyhow!("no binary built for {}", args.name)))?;
+            Some(ControlRequest::Deploy {
+                service: args.name.clone(),
+                binary,
+                selector,
+                instances: args.instances,
+            })
+        }
+        (None, Some(DeployAction::Promote)) => Some(ControlRequest::Promote {
+            service: args.name.clone(),
+        }),
+        (None, Some(DeployAction::Rollback)) => Some(ControlRequest::Rollback {
+            service: args.name.clone(),
+        }),
+        (None, Some(DeployAction::Status) | None) => None,
+    };
+    if let Some(request) = request {
+        let reply = control(&dir, &request).await.map_err(failed)?;
+        if let Some(e) = reply.error {
+            return Err(failed(anyhow!(e)));
+        }
+        if !args.json {
+            println!("{}", reply.message);
+        }
+    }
+    let state = read_state(&dir).map_err(failed)?.unwrap_or(state);
+    show_release(&state, &args.name, args.json).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse_or_say_why_not() {
+        assert_eq!(
+            parse_selector("percent:10").ok(),
+            Some(Selector::Percent(10))
+        );
+        assert_eq!(parse_selector("25%").ok(), Some(Selector::Percent(25)));
+        assert_eq!(
+            parse_selector("uids:7, 9").ok(),
+            Some(Selector::Uids(vec![7, 9]))
+        );
+        for bad in [
+            "percent:101",
+            "percent:x",
+            "uids:7,x",
+            "everyone",
+            "instances:a",
+        ] {
+            assert!(parse_selector(bad).is_err(), "{bad}");
+        }
+        assert_eq!(describe_selector(&Selector::Uids(vec![7, 9])), "users 7, 9");
+    }
+}

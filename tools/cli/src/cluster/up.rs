@@ -1,0 +1,364 @@
+//! `svrkit up`: build, start, wait until ready, supervise; `--detach` runs the supervisor
+//! in the background.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::cargo::build;
+use super::manifest::{Manifest, RegistryChoice};
+use super::state::{self, ControlRequest, StateFile, alive, read_state, signal};
+use super::supervisor::{READY_TIMEOUT, Supervisor, Unit};
+use super::{StateArgs, failed, usage};
+use crate::Failure;
+
+/// Options of `svrkit up`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct UpArgs {
+    /// The manifest (default: ./svrkit.toml, else ./services/svrkit.toml).
+    manifest: Option<PathBuf>,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Build with this cargo profile instead of the manifest's (`dev`, `release`, ...).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Return once every instance is ready, leaving the supervisor in the background.
+    #[arg(long)]
+    detach: bool,
+    /// Print the deployment as JSON once it is ready.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_manifest() -> anyhow::Result<PathBuf> {
+    ["svrkit.toml", "services/svrkit.toml"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| {
+            anyhow!("no manifest given and neither ./svrkit.toml nor ./services/svrkit.toml exists")
+        })
+}
+
+/// Fails when a live supervisor already runs a deployment in `dir`.
+fn ensure_not_running(dir: &Path) -> Result<(), Failure> {
+    if let Some(state) = read_state(dir).map_err(failed)? {
+        if alive(state.supervisor_pid) {
+            return Err(usage(anyhow!(
+                "a deployment is already up in {} (supervisor pid {}); run `svrkit down` first",
+                dir.display(),
+                state.supervisor_pid
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
+    let manifest_path = match args.manifest.clone() {
+        Some(path) => path,
+        None => default_manifest().map_err(usage)?,
+    };
+    let manifest_path = std::path::absolute(&manifest_path).map_err(failed)?;
+    let manifest = Manifest::load(&manifest_path).map_err(usage)?;
+    let dir = args.state.dir().map_err(failed)?;
+    ensure_not_running(&dir)?;
+    let profile = args
+        .profile
+        .clone()
+        .unwrap_or_else(|| manifest.build.profile.clone());
+    let specs: Vec<_> = manifest.services.iter().collect();
+    let binaries = build(&manifest, &profile, &specs).map_err(failed)?;
+    if args.detach {
+        let total: usize = manifest
+            .services
+            .iter()
+            .map(|s| usize::from(s.instances))
+            .sum();
+        return detach(&args, &manifest_path, &dir, &profile, total).await;
+    }
+    for sub in ["logs", "data", "bin"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("creating {}", dir.join(sub).display()))
+            .map_err(failed)?;
+    }
+    let registry = match manifest.registry.kind {
+        RegistryChoice::Embedded => format!("dir:{}", dir.join("registry").display()),
+        RegistryChoice::Etcd => format!("etcd:{}", manifest.registry.endpoints.join(",")),
+    };
+    let sup = Supervisor::new(dir.clone(), manifest_path.clone(), registry, profile);
+    let listener = {
+        let path = state::socket_path(&dir);
+        let _ = std::fs::remove_file(&path);
+        tokio::net::UnixListener::bind(&path)
+            .with_context(|| format!("binding {}", path.display()))
+            .map_err(failed)?
+    };
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for spec in &manifest.services {
+        let binary = binaries
+            .get(spec.bin())
+            .ok_or_else(|| anyhow!("no binary for {}", spec.name))
+            .and_then(|b| sup.keep_binary(b, spec.bin()))
+            .map_err(failed)?;
+        for i in 0..spec.instances {
+            let unit = Unit {
+                service: spec.name.clone(),
+                id: format!("{}-{}", spec.name, i + 1),
+                version: "stable".to_string(),
+                binary: binary.clone(),
+                args: spec.args.clone(),
+                env: spec.env.clone(),
+                listen: SocketAddr::new(LOOPBACK, spec.port_of(i)),
+                admin: SocketAddr::new(LOOPBACK, spec.admin_port_of(i)),
+                gray_users: None,
+            };
+            ids.push(unit.id.clone());
+            sup.start(unit);
+        }
+    }
+    let printer = tokio::spawn(print_progress(Arc::clone(&sup), ids.len()));
+    let ready = tokio::select! {
+        ready = sup.wait_ready(&ids, READY_TIMEOUT) => ready,
+        _ = svrkit::launch::shutdown_signal() => Err(anyhow!("interrupted")),
+    };
+    if let Err(e) = ready {
+        eprintln!("svrkit up: {e:#}; stopping");
+        shut_down(&sup, &dir).await;
+        printer.abort();
+        return Err(failed(e));
+    }
+    sup.mark_ready();
+    let state = sup.snapshot();
+    print_summary(&state, args.json, started.elapsed());
+    eprintln!("svrkit up: supervising; Ctrl-C or `svrkit down` stops everything");
+    let (down_tx, mut down_rx) = tokio::sync::mpsc::channel::<tokio::net::UnixStream>(1);
+    loop {
+        tokio::select! {
+            _ = svrkit::launch::shutdown_signal() => break,
+            Some(stream) = down_rx.recv() => {
+                shut_down(&sup, &dir).await;
+                printer.abort();
+                reply(stream, &state::ControlReply { error: None, message: "stopped".into() }).await;
+                return Ok(());
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                tokio::spawn(serve_control(Arc::clone(&sup), stream, down_tx.clone()));
+            }
+        }
+    }
+    shut_down(&sup, &dir).await;
+    printer.abort();
+    Ok(())
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+async fn shut_down(sup: &Arc<Supervisor>, dir: &Path) {
+    eprintln!("svrkit up: stopping every instance");
+    // Gray instances first, then the rest.
+    sup.stop(|u| u.version == "gray").await;
+    let n = sup.stop(|_| true).await;
+    let _ = std::fs::remove_file(state::socket_path(dir));
+    let _ = std::fs::remove_file(state::state_path(dir));
+    eprintln!("svrkit up: {n} instance(s) stopped");
+}
+
+async fn reply(mut stream: tokio::net::UnixStream, reply: &state::ControlReply) {
+    if let Ok(mut line) = serde_json::to_vec(reply) {
+        line.push(b'\n');
+        let _ = stream.write_all(&line).await;
+    }
+}
+
+/// One control connection: one request, one reply. `down` is answered by the main loop
+/// once everything stopped.
+async fn serve_control(
+    sup: Arc<Supervisor>,
+    stream: tokio::net::UnixStream,
+    down: tokio::sync::mpsc::Sender<tokio::net::UnixStream>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let stream = reader.into_inner();
+    let request: ControlRequest = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            let error = Some(format!("bad control request: {e}"));
+            reply(
+                stream,
+                &state::ControlReply {
+                    error,
+                    message: String::new(),
+                },
+            )
+            .await;
+            return;
+        }
+    };
+    if let ControlRequest::Down = request {
+        let _ = down.send(stream).await;
+        return;
+    }
+    let answer = sup.handle(request).await;
+    reply(stream, &answer).await;
+}
+
+/// Prints each instance's status changes on stderr for as long as the deployment runs.
+async fn print_progress(sup: Arc<Supervisor>, total: usize) {
+    let mut seen: HashMap<String, (String, u32)> = HashMap::new();
+    let mut changes = sup.subscribe();
+    loop {
+        let state = sup.snapshot();
+        let ready = state
+            .instances
+            .iter()
+            .filter(|v| v.status == "ready")
+            .count();
+        for v in &state.instances {
+            let now = (v.status.clone(), v.restarts);
+            if seen.get(&v.id) == Some(&now) {
+                continue;
+            }
+            let line = match v.status.as_str() {
+                "ready" => format!(
+                    "ready     {:<20} rpc {}  admin http://{}",
+                    v.id,
+                    v.listen.as_deref().unwrap_or("-"),
+                    v.admin.as_deref().unwrap_or("-")
+                ),
+                "crashed" => format!(
+                    "crashed   {:<20} {} (restart {} follows)",
+                    v.id,
+                    v.last_exit.as_deref().unwrap_or("?"),
+                    v.restarts
+                ),
+                other => format!("{other:<9} {}", v.id),
+            };
+            if state.ready {
+                eprintln!("  {line}");
+            } else {
+                eprintln!("  [{ready}/{total}] {line}");
+            }
+            seen.insert(v.id.clone(), now);
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn print_summary(state: &StateFile, json: bool, took: Duration) {
+    if json {
+        println!("{}", serde_json::to_string(state).unwrap_or_default());
+        return;
+    }
+    println!("{:<20} {:<7} {:<22} ADMIN", "INSTANCE", "VERSION", "RPC");
+    for v in &state.instances {
+        let extra: Vec<String> = v
+            .endpoints
+            .iter()
+            .map(|(name, addr)| format!("{name} {addr}"))
+            .collect();
+        println!(
+            "{:<20} {:<7} {:<22} http://{:<22} {}",
+            v.id,
+            v.version,
+            v.listen.as_deref().unwrap_or("-"),
+            v.admin.as_deref().unwrap_or("-"),
+            extra.join("  ")
+        );
+    }
+    println!(
+        "svrkit up: {} instance(s) ready in {:.1}s; registry {}",
+        state.instances.len(),
+        took.as_secs_f64(),
+        state.registry
+    );
+}
+
+/// `up --detach`: runs the supervisor as a background process (its output in
+/// STATE/supervisor.log) and returns once every instance is ready.
+async fn detach(
+    args: &UpArgs,
+    manifest: &Path,
+    dir: &Path,
+    profile: &str,
+    total: usize,
+) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let log_path = dir.join("supervisor.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))
+        .map_err(failed)?;
+    let exe = std::env::current_exe().map_err(failed)?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg("up")
+        .arg(manifest)
+        .arg("--state-dir")
+        .arg(dir)
+        .arg("--profile")
+        .arg(profile)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(failed)?)
+        .stderr(log)
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .context("starting the supervisor")
+        .map_err(failed)?;
+    let pid = child.id().unwrap_or_default();
+    let started = Instant::now();
+    let deadline = started + READY_TIMEOUT * 2;
+    let mut shown = 0;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(failed(anyhow!(
+                "the supervisor exited ({status}) before the deployment was ready:\n{log}"
+            )));
+        }
+        if let Ok(Some(state)) = read_state(dir) {
+            if state.supervisor_pid == pid {
+                let ready = state
+                    .instances
+                    .iter()
+                    .filter(|v| v.status == "ready")
+                    .count();
+                if ready != shown && !args.json {
+                    eprintln!("  [{ready}/{total}] ready");
+                    shown = ready;
+                }
+                if state.ready {
+                    print_summary(&state, args.json, started.elapsed());
+                    eprintln!(
+                        "svrkit up: supervisor pid {pid} runs in the background (log {}); `svrkit down` stops it",
+                        log_path.display()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            signal(pid, false);
+            return Err(failed(anyhow!(
+                "the deployment was not ready after {:?}; see {}",
+                deadline - started,
+                log_path.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
