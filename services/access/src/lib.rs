@@ -6,16 +6,18 @@
 //!   instances.
 //!
 //! Both authenticate the client (once per WebSocket, per request over HTTP), stamp the
-//! uid, the user priority and the action's business priority ([`gateway::ACTIONS`]) on
+//! uid, the user priority and the action's business priority ([`actions::ACTIONS`]) on
 //! every downstream request, and rate-limit each user ([`ratelimit`]).
 //!
 //! Metrics (on each process's `/metrics`): `wx_access_actions_total{action}`,
 //! `wx_access_rate_limited_total`, `wx_access_long_connections`,
 //! `wx_access_push_delivered_total{kind}`, `wx_access_push_dropped_total`.
 
+pub mod actions;
 pub mod error;
 pub mod gateway;
 pub mod http;
+mod json;
 pub mod push;
 pub mod ratelimit;
 pub mod ws;
