@@ -164,6 +164,6 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), Failure> {
         Failure::Failed(anyhow!("undecodable {}: {e}", method.output().full_name()))
     })?;
     let text = serde_json::to_string_pretty(&reply).map_err(|e| Failure::Failed(anyhow!("{e}")))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }

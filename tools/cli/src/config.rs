@@ -64,7 +64,7 @@ pub(crate) async fn run(args: ConfigArgs) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Failed(e.into()))?;
             let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::Failed(e.into()))?;
-            println!("{text}");
+            outln!("{text}");
         }
         Action::Publish {
             service,
@@ -93,19 +93,19 @@ pub(crate) async fn run(args: ConfigArgs) -> Result<(), Failure> {
                 None => publish_stable(store, &service, value).await,
             }
             .map_err(|e| Failure::Failed(e.into()))?;
-            println!("{service}: published version {version}");
+            outln!("{service}: published version {version}");
         }
         Action::Promote { service } => {
             let version = promote(store, &service)
                 .await
                 .map_err(|e| Failure::Failed(e.into()))?;
-            println!("{service}: version {version} is now stable");
+            outln!("{service}: version {version} is now stable");
         }
         Action::Rollback { service } => {
             let version = rollback(store, &service)
                 .await
                 .map_err(|e| Failure::Failed(e.into()))?;
-            println!("{service}: rolled back to version {version}");
+            outln!("{service}: rolled back to version {version}");
         }
     }
     Ok(())

@@ -71,20 +71,24 @@ pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
     }
     if args.json {
         for row in rows {
-            println!("{row}");
+            outln!("{row}");
         }
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<28} {:<28} {:<22} {:<7} {:<10} CONFIG",
-        "SERVICE", "INSTANCE", "ADDRESS", "VERSION", "HEALTH"
+        "SERVICE",
+        "INSTANCE",
+        "ADDRESS",
+        "VERSION",
+        "HEALTH"
     );
     for row in &rows {
         let text = |k: &str| row[k].as_str().unwrap_or("-").to_string();
         let config = row["config_version"]
             .as_u64()
             .map_or("-".to_string(), |v| v.to_string());
-        println!(
+        outln!(
             "{:<28} {:<28} {:<22} {:<7} {:<10} {config}",
             text("service"),
             text("id"),
@@ -94,7 +98,7 @@ pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
         );
     }
     if rows.is_empty() {
-        println!("(no instances registered)");
+        outln!("(no instances registered)");
     }
     Ok(())
 }

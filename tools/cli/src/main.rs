@@ -10,6 +10,17 @@
 //! Exit codes: 0 success, 1 the call or operation failed (the server's status is printed),
 //! 2 bad usage or input (unknown service or method, JSON that does not fit the message).
 
+/// `println!` that ends the program quietly when standard output is gone (`svrkit ps |
+/// head`), as a Unix tool does on SIGPIPE, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
 mod call;
 mod cluster;
 mod config;

@@ -43,14 +43,14 @@ fn fill(template: &str, vars: &[(&str, String)]) -> String {
 /// Writes `content` unless the file exists. Returns whether it wrote.
 fn create(path: &Path, content: &str) -> anyhow::Result<bool> {
     if path.exists() {
-        println!("  kept     {}", path.display());
+        outln!("  kept     {}", path.display());
         return Ok(false);
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
-    println!("  created  {}", path.display());
+    outln!("  created  {}", path.display());
     Ok(true)
 }
 
@@ -98,7 +98,7 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
     };
 
     // The IDL first: everything else is derived from it.
-    println!("scaffolding {name} in {}", crate_dir.display());
+    outln!("scaffolding {name} in {}", crate_dir.display());
     let proto = match &args.idl {
         Some(file) => std::fs::read_to_string(file)
             .map_err(|e| Failure::Usage(anyhow!("{}: {e}", file.display())))?,
@@ -226,10 +226,10 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
         if !text.contains(&member) {
             let updated = text.replacen("members = [", &format!("members = [{member}, "), 1);
             std::fs::write(&root, updated).map_err(|e| Failure::Failed(e.into()))?;
-            println!("  added    {member} to the workspace");
+            outln!("  added    {member} to the workspace");
         }
     }
-    println!(
+    outln!(
         "next: cargo test --manifest-path {}",
         crate_dir.join("Cargo.toml").display()
     );

@@ -135,7 +135,7 @@ async fn show_release(state: &StateFile, service: &str, json_out: bool) {
     let rows = figures(state, service).await;
     if json_out {
         for (version, f) in &rows {
-            println!(
+            outln!(
                 "{}",
                 json!({
                     "service": service,
@@ -152,9 +152,15 @@ async fn show_release(state: &StateFile, service: &str, json_out: bool) {
         }
         return;
     }
-    println!(
+    outln!(
         "{:<8} {:>9} {:>10} {:>8} {:>10} {:>13} {:>12}",
-        "VERSION", "INSTANCES", "REQUESTS", "ERRORS", "ERROR RATE", "MEAN LATENCY", "WORST P99"
+        "VERSION",
+        "INSTANCES",
+        "REQUESTS",
+        "ERRORS",
+        "ERROR RATE",
+        "MEAN LATENCY",
+        "WORST P99"
     );
     for (version, f) in &rows {
         let (rate, latency, p99) = if f.requests == 0 {
@@ -166,7 +172,7 @@ async fn show_release(state: &StateFile, service: &str, json_out: bool) {
                 format!("{:.3} ms", f.worst_p99_ms),
             )
         };
-        println!(
+        outln!(
             "{version:<8} {:>9} {:>10} {:>8} {rate:>10} {latency:>13} {p99:>12}",
             format!("{}/{}", f.answering, f.instances),
             f.requests,
@@ -220,7 +226,7 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
             return Err(failed(anyhow!(e)));
         }
         if !args.json {
-            println!("{}", reply.message);
+            outln!("{}", reply.message);
         }
     }
     let state = read_state(&dir).map_err(failed)?.unwrap_or(state);

@@ -18,7 +18,7 @@ pub(crate) struct DownArgs {
 pub(crate) async fn down(args: DownArgs) -> Result<(), Failure> {
     let dir = args.state.dir().map_err(failed)?;
     let Some(state) = read_state(&dir).map_err(failed)? else {
-        println!("nothing is up in {}", dir.display());
+        outln!("nothing is up in {}", dir.display());
         return Ok(());
     };
     if alive(state.supervisor_pid) {
@@ -52,7 +52,7 @@ pub(crate) async fn down(args: DownArgs) -> Result<(), Failure> {
     }
     let _ = std::fs::remove_file(state::state_path(&dir));
     let _ = std::fs::remove_file(state::socket_path(&dir));
-    println!(
+    outln!(
         "down: {} instance(s) stopped{}",
         state.instances.len(),
         if leftovers > 0 {

@@ -96,8 +96,8 @@ pub(crate) async fn logs(args: LogsArgs) -> Result<(), Failure> {
 
 fn print_log_line(prefix: bool, name: &str, line: &str) {
     if prefix {
-        println!("{name:<16} | {line}");
+        outln!("{name:<16} | {line}");
     } else {
-        println!("{line}");
+        outln!("{line}");
     }
 }

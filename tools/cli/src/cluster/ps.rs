@@ -36,23 +36,29 @@ pub(crate) async fn ps(args: PsArgs) -> Result<(), Failure> {
     let dir = args.state.dir().map_err(failed)?;
     let Some(state) = read_state(&dir).map_err(failed)? else {
         if !args.json {
-            println!("nothing is up in {}", dir.display());
+            outln!("nothing is up in {}", dir.display());
         }
         return Ok(());
     };
     let supervised = alive(state.supervisor_pid);
     if args.json {
         for v in &state.instances {
-            println!("{}", instance_json(v));
+            outln!("{}", instance_json(v));
         }
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<20} {:<7} {:>7} {:<9} {:>8} {:<22} {:<29} ENDPOINTS",
-        "INSTANCE", "VERSION", "PID", "STATUS", "RESTARTS", "RPC", "ADMIN"
+        "INSTANCE",
+        "VERSION",
+        "PID",
+        "STATUS",
+        "RESTARTS",
+        "RPC",
+        "ADMIN"
     );
     for v in &state.instances {
-        println!(
+        outln!(
             "{:<20} {:<7} {:>7} {:<9} {:>8} {:<22} {:<29} {}",
             v.id,
             v.version,
@@ -71,7 +77,7 @@ pub(crate) async fn ps(args: PsArgs) -> Result<(), Failure> {
         );
     }
     if !supervised {
-        println!(
+        outln!(
             "(the supervisor, pid {}, is not running: `svrkit down` cleans up)",
             state.supervisor_pid
         );

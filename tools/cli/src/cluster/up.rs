@@ -261,17 +261,17 @@ async fn print_progress(sup: Arc<Supervisor>, total: usize) {
 
 fn print_summary(state: &StateFile, json: bool, took: Duration) {
     if json {
-        println!("{}", serde_json::to_string(state).unwrap_or_default());
+        outln!("{}", serde_json::to_string(state).unwrap_or_default());
         return;
     }
-    println!("{:<20} {:<7} {:<22} ADMIN", "INSTANCE", "VERSION", "RPC");
+    outln!("{:<20} {:<7} {:<22} ADMIN", "INSTANCE", "VERSION", "RPC");
     for v in &state.instances {
         let extra: Vec<String> = v
             .endpoints
             .iter()
             .map(|(name, addr)| format!("{name} {addr}"))
             .collect();
-        println!(
+        outln!(
             "{:<20} {:<7} {:<22} http://{:<22} {}",
             v.id,
             v.version,
@@ -280,7 +280,7 @@ fn print_summary(state: &StateFile, json: bool, took: Duration) {
             extra.join("  ")
         );
     }
-    println!(
+    outln!(
         "svrkit up: {} instance(s) ready in {:.1}s; registry {}",
         state.instances.len(),
         took.as_secs_f64(),
