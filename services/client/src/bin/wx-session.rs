@@ -91,7 +91,11 @@ async fn main() -> anyhow::Result<()> {
         (None, None) => bail!("use --http ADDR [--ws ADDR] or --state-dir DIR"),
     };
     let api = Http::new(http);
-    let suffix = format!("{:04x}", std::process::id() % 0xffff);
+    // Fresh names every run: the backend keeps its users across runs.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let suffix = format!("{:06x}", (nanos ^ std::process::id()) & 0xff_ffff);
     let (alice, bob) = (format!("alice_{suffix}"), format!("bob_{suffix}"));
     println!("scripted session through access-short http://{http}");
 
