@@ -13,7 +13,6 @@ use access::{Gateway, Limits};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use svrkit::Server;
-use svrkit::discovery::discover;
 use svrkit::launch::Launch;
 use wx_api::access::push_server::PushServer;
 use wx_api::access::{PushClient, push_methods};
@@ -56,21 +55,9 @@ async fn main() -> anyhow::Result<()> {
         Kind::Long => push_methods::SERVICE_NAME,
     };
     let mut launch = Launch::from_env(service)?;
-    let registry = launch
-        .registry()
-        .context("the access tier finds the logic tier through a registry; set SVRKIT_REGISTRY")?;
-    let account = discover(
-        &*registry,
-        account_methods::SERVICE_NAME,
-        svrkit::Channel::builder(),
-    )
-    .await?;
-    let contact = discover(
-        &*registry,
-        contact_methods::SERVICE_NAME,
-        svrkit::Channel::builder(),
-    )
-    .await?;
+    let peers = wx_api::Peers::of(&launch)?;
+    let account = peers.balanced(account_methods::SERVICE_NAME).await?;
+    let contact = peers.balanced(contact_methods::SERVICE_NAME).await?;
     let limits = Limits {
         rate_per_sec: env_f64("WX_RATE_PER_SEC", Limits::default().rate_per_sec)?,
         burst: env_f64("WX_RATE_BURST", Limits::default().burst)?,
@@ -102,9 +89,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Kind::Long => {
             let me = launch.bind().await?;
-            let owners =
-                discover(&*registry, push_methods::SERVICE_NAME, wx_api::presence()).await?;
-            let hub = Hub::new(me, PushClient::new(owners));
+            let hub = Hub::new(me, PushClient::new(peers.presence().await?));
             tokio::spawn(Arc::clone(&hub).reannounce_forever());
             let listener = tokio::net::TcpListener::bind(env_addr("WX_WS")?).await?;
             println!("ws on {}", listener.local_addr()?);

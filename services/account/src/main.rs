@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use svrkit::Server;
-use svrkit::discovery::discover;
 use svrkit::launch::Launch;
 use wx_api::account::account_methods::SERVICE_NAME;
 use wx_api::account::account_server::AccountServer;
@@ -16,21 +15,9 @@ use wx_api::storage::{AccountStoreClient, account_store_methods};
 async fn main() -> anyhow::Result<()> {
     wx_api::init_tracing();
     let launch = Launch::from_env(SERVICE_NAME)?;
-    let registry = launch
-        .registry()
-        .context("the account service finds its store through a registry; set SVRKIT_REGISTRY")?;
-    let store = discover(
-        &*registry,
-        account_store_methods::SERVICE_NAME,
-        wx_api::sharded(),
-    )
-    .await?;
-    let contact = discover(
-        &*registry,
-        contact_methods::SERVICE_NAME,
-        svrkit::Channel::builder(),
-    )
-    .await?;
+    let peers = wx_api::Peers::of(&launch)?;
+    let store = peers.sharded(account_store_methods::SERVICE_NAME).await?;
+    let contact = peers.balanced(contact_methods::SERVICE_NAME).await?;
     let mut service =
         account::AccountService::new(AccountStoreClient::new(store), ContactClient::new(contact));
     if let Ok(secs) = std::env::var("WX_SESSION_TTL_SECS") {

@@ -10,10 +10,13 @@
 //! ([`acting_user`]), how storage calls are routed ([`by_uid`], [`name_key`]) and the
 //! clock ([`now_ms`]).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use svrkit::balance::Balance;
-use svrkit::{CallOptions, ChannelBuilder, Context, Status};
+use svrkit::discovery::{DiscoveryError, Registry, discover};
+use svrkit::launch::Launch;
+use svrkit::{CallOptions, Channel, ChannelBuilder, Context, Status};
 
 /// `wx.storage`: the storage tier.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -71,6 +74,58 @@ pub fn name_key(name: &str) -> u64 {
 /// another shard.
 pub fn sharded() -> ChannelBuilder {
     svrkit::Channel::builder().balance(Balance::Sharded)
+}
+
+/// The services a process calls, found through the registry it joined.
+#[derive(Clone)]
+pub struct Peers {
+    registry: Arc<dyn Registry>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Peers")
+    }
+}
+
+/// Why a process cannot reach the services it calls.
+#[derive(Debug, thiserror::Error)]
+pub enum PeersError {
+    /// The process was started without a registry.
+    #[error("the backend's services find each other through a registry; set SVRKIT_REGISTRY")]
+    NoRegistry,
+    /// The registry failed.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+}
+
+impl Peers {
+    /// The registry of `launch`.
+    pub fn of(launch: &Launch) -> Result<Peers, PeersError> {
+        Ok(Peers {
+            registry: launch.registry().ok_or(PeersError::NoRegistry)?,
+        })
+    }
+
+    /// A channel to `service` balancing by load (power of two choices).
+    pub async fn balanced(&self, service: &str) -> Result<Channel, PeersError> {
+        Ok(discover(&*self.registry, service, Channel::builder()).await?)
+    }
+
+    /// A channel to the shards of a storage service ([`sharded`]).
+    pub async fn sharded(&self, service: &str) -> Result<Channel, PeersError> {
+        Ok(discover(&*self.registry, service, sharded()).await?)
+    }
+
+    /// A channel to the presence owners of `wx.access.Push` ([`presence`]).
+    pub async fn presence(&self) -> Result<Channel, PeersError> {
+        Ok(discover(
+            &*self.registry,
+            access::push_methods::SERVICE_NAME,
+            presence(),
+        )
+        .await?)
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings): every backend binary

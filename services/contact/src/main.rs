@@ -3,9 +3,8 @@
 
 use anyhow::Context as _;
 use svrkit::Server;
-use svrkit::discovery::discover;
 use svrkit::launch::Launch;
-use wx_api::access::{PushClient, push_methods};
+use wx_api::access::PushClient;
 use wx_api::account::{AccountClient, account_methods};
 use wx_api::contact::contact_methods::SERVICE_NAME;
 use wx_api::contact::contact_server::ContactServer;
@@ -15,22 +14,10 @@ use wx_api::storage::{ContactStoreClient, contact_store_methods};
 async fn main() -> anyhow::Result<()> {
     wx_api::init_tracing();
     let launch = Launch::from_env(SERVICE_NAME)?;
-    let registry = launch
-        .registry()
-        .context("the contact service finds its store through a registry; set SVRKIT_REGISTRY")?;
-    let store = discover(
-        &*registry,
-        contact_store_methods::SERVICE_NAME,
-        wx_api::sharded(),
-    )
-    .await?;
-    let account = discover(
-        &*registry,
-        account_methods::SERVICE_NAME,
-        svrkit::Channel::builder(),
-    )
-    .await?;
-    let push = discover(&*registry, push_methods::SERVICE_NAME, wx_api::presence()).await?;
+    let peers = wx_api::Peers::of(&launch)?;
+    let store = peers.sharded(contact_store_methods::SERVICE_NAME).await?;
+    let account = peers.balanced(account_methods::SERVICE_NAME).await?;
+    let push = peers.presence().await?;
     let mut service = contact::ContactService::new(
         ContactStoreClient::new(store),
         AccountClient::new(account),
