@@ -31,6 +31,8 @@ use crate::push::{Hub, QUEUE};
 
 /// How long a new connection may take to authenticate.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests one connection may have running at once; more are refused at once.
+pub const MAX_IN_FLIGHT: usize = 64;
 
 #[derive(Debug, Clone)]
 struct Long {
@@ -120,6 +122,7 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
     }
     tracing::debug!(uid, %peer, "long connection up");
     let token: Arc<str> = token.into();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -148,8 +151,19 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                     continue;
                 };
                 let body = frame.get("body").cloned().unwrap_or_else(|| json!({}));
+                // A client that sends without reading cannot pile up work here.
+                let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                    let e = ApiError::new(
+                        svrkit::Code::ResourceExhausted,
+                        format!("more than {MAX_IN_FLIGHT} requests in flight on this connection"),
+                    )
+                    .reason("too_many_in_flight");
+                    let _ = outbox.try_send(error_frame(&id, &e));
+                    continue;
+                };
                 let (gateway, outbox, token) = (Arc::clone(&long.gateway), outbox.clone(), Arc::clone(&token));
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let answer = match gateway.act(Caller::User { uid }, &action, body, Some(&token)).await {
                         Ok(result) => json!({ "id": id, "ok": true, "result": result }).to_string(),
                         Err(e) => error_frame(&id, &e),
