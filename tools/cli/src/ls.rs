@@ -67,6 +67,7 @@ pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
             "version": instance.version,
             "health": health,
             "config_version": status.as_ref().map_or(Value::Null, |s| s["config_version"].clone()),
+            "gray_users": instance.gray_users.as_ref().map(crate::cluster::describe_selector),
         }));
     }
     if args.json {
@@ -76,20 +77,22 @@ pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
         return Ok(());
     }
     outln!(
-        "{:<28} {:<28} {:<22} {:<7} {:<10} CONFIG",
+        "{:<28} {:<28} {:<22} {:<7} {:<10} {:<7} GRAY USERS",
         "SERVICE",
         "INSTANCE",
         "ADDRESS",
         "VERSION",
-        "HEALTH"
+        "HEALTH",
+        "CONFIG"
     );
     for row in &rows {
         let text = |k: &str| row[k].as_str().unwrap_or("-").to_string();
         let config = row["config_version"]
             .as_u64()
             .map_or("-".to_string(), |v| v.to_string());
+        let gray = row["gray_users"].as_str().unwrap_or("");
         outln!(
-            "{:<28} {:<28} {:<22} {:<7} {:<10} {config}",
+            "{:<28} {:<28} {:<22} {:<7} {:<10} {config:<7} {gray}",
             text("service"),
             text("id"),
             text("address"),

@@ -217,6 +217,18 @@ fn up_call_ls_restart_gray_deploy_and_down() {
         out.contains("1 gray instance(s) ready for users 7"),
         "{out}"
     );
+    let listed: Vec<Value> = ok(&["ls", "--registry-dir", &registry, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let gray = listed
+        .iter()
+        .find(|i| i["id"] == "echo-gray-1")
+        .expect("listed");
+    assert_eq!(
+        (gray["version"].as_str(), gray["gray_users"].as_str()),
+        (Some("gray"), Some("users 7"))
+    );
     for _ in 0..3 {
         assert_eq!(served_by(&registry, "7"), "echo-gray-1");
         assert_ne!(served_by(&registry, "8"), "echo-gray-1");

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use crate::Failure;
 
-pub(crate) use deploy::{DeployArgs, deploy};
+pub(crate) use deploy::{DeployArgs, deploy, describe_selector};
 pub(crate) use down::{DownArgs, down};
 pub(crate) use logs::{LogsArgs, logs};
 pub(crate) use ps::{PsArgs, ps};
