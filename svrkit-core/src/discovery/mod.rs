@@ -206,14 +206,41 @@ pub(crate) fn publish_if_changed<T: PartialEq>(tx: &watch::Sender<T>, now: T) {
     });
 }
 
+/// How long a process keeps trying to reach a registry that does not answer yet (one
+/// started together with, or just before, its etcd cluster), for [`discover`] and for a
+/// server's registration.
+pub const REGISTRY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `attempt` until it succeeds, retrying with back-off (0.1 s doubling to 2 s) for up
+/// to [`REGISTRY_PATIENCE`]; then the last error stands.
+pub(crate) async fn patiently<T>(
+    what: &str,
+    mut attempt: impl FnMut() -> BoxFuture<'static, Result<T, DiscoveryError>>,
+) -> Result<T, DiscoveryError> {
+    let deadline = tokio::time::Instant::now() + REGISTRY_PATIENCE;
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                tracing::warn!(%what, error = %e, "registry not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A channel to `service` whose instances follow the registry: instances that appear are
-/// used at once, and ones that go are dropped (their calls in flight finish).
+/// used at once, and ones that go are dropped (their calls in flight finish). A registry
+/// that cannot be read yet is retried for up to [`REGISTRY_PATIENCE`].
 pub async fn discover(
     registry: &dyn Registry,
     service: &str,
     builder: ChannelBuilder,
 ) -> Result<Channel, DiscoveryError> {
-    let mut watch = registry.watch(service).await?;
+    let mut watch = patiently(service, || registry.watch(service)).await?;
     let channel = builder.targets(watch.borrow_and_update().iter().map(Instance::target));
     let weak = channel.downgrade();
     let task = tokio::spawn(async move {

@@ -187,10 +187,11 @@ impl<L> Server<L> {
                 if instance.addr.port() == 0 {
                     instance.addr = local;
                 }
-                let registered = registry
-                    .register(instance)
-                    .await
-                    .map_err(|e| std::io::Error::other(format!("registering in discovery: {e}")))?;
+                let registered = crate::discovery::patiently(&instance.service.clone(), || {
+                    registry.register(instance.clone())
+                })
+                .await
+                .map_err(|e| std::io::Error::other(format!("registering in discovery: {e}")))?;
                 Some(registered)
             }
             None => None,

@@ -137,8 +137,18 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), Failure> {
         Some(addr) => Channel::lazy([addr]),
         None => {
             let store = args.registry.store();
-            let channel = discover(&*store.registry(), &service, Channel::builder())
+            // A person is waiting: give the registry the call's timeout, not a service's
+            // start-up patience.
+            let registry = store.registry();
+            let lookup = discover(&*registry, &service, Channel::builder());
+            let channel = tokio::time::timeout(Duration::from_millis(args.timeout_ms), lookup)
                 .await
+                .map_err(|_| {
+                    Failure::Failed(anyhow!(
+                        "looking up {service}: the registry did not answer in {} ms",
+                        args.timeout_ms
+                    ))
+                })?
                 .map_err(|e| Failure::Failed(anyhow!("looking up {service}: {e}")))?;
             if channel.addresses().is_empty() {
                 return Err(Failure::Failed(anyhow!(

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use svrkit_testkit::{PATIENCE, free_port, tempdir};
+use svrkit_testkit::{PATIENCE, tempdir};
 use wx_client::{Answer, Http, Ws};
 
 /// The backend's binaries. `cargo nextest run --workspace` (what `tools/test` runs)
@@ -82,13 +82,41 @@ impl Proc {
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let listening = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.starts_with("listening on "));
-        assert!(listening, "{} exited before listening", self.id);
+        // Each address the process announces is pinned for its restarts (it starts on port
+        // 0, so no port is picked and released for another process to take meanwhile).
+        let mut listening = false;
+        for line in lines.by_ref().map_while(Result::ok) {
+            let pinned = [
+                ("listening on ", "SVRKIT_LISTEN"),
+                ("http on ", "WX_HTTP"),
+                ("ws on ", "WX_WS"),
+            ];
+            for (prefix, key) in pinned {
+                if let Some(addr) = line.strip_prefix(prefix) {
+                    self.env.retain(|(k, _)| k != key);
+                    self.env.push((key.to_string(), addr.trim().to_string()));
+                }
+            }
+            if line.starts_with("listening on ") {
+                listening = true;
+                break;
+            }
+        }
+        if !listening {
+            let log =
+                std::fs::read_to_string(logs.join(format!("{}.log", self.id))).unwrap_or_default();
+            panic!("{} exited before listening; its log:\n{log}", self.id);
+        }
         std::thread::spawn(move || lines.for_each(drop));
         self.child = Some(child);
+    }
+
+    /// The address the process announced as `key` (`WX_HTTP`, `WX_WS`, `SVRKIT_LISTEN`).
+    fn announced(&self, key: &str) -> Option<SocketAddr> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.parse().ok())
     }
 
     fn stop(&mut self, kill: bool) {
@@ -142,18 +170,13 @@ impl Backend {
             Registry::Embedded => format!("dir:{}", dir.join("registry").display()),
             Registry::Etcd(url) => format!("etcd:{url}"),
         };
-        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let ws: Vec<SocketAddr> = (0..2)
-            .map(|_| ([127, 0, 0, 1], free_port()).into())
-            .collect();
         let mut procs = Vec::new();
         let mut add = |id: &str, bin: &str, args: &[&str], extra: Vec<(String, String)>| {
-            // Fixed ports: a restarted process comes back where it was, as under a real
-            // supervisor, so addresses others cached stay right.
-            let listen = format!("127.0.0.1:{}", free_port());
+            // Port 0 at first; a restarted process comes back where it was (see `spawn`), as
+            // under a real supervisor, so addresses others cached stay right.
             let mut env = vec![
                 ("SVRKIT_REGISTRY".to_string(), spec.clone()),
-                ("SVRKIT_LISTEN".into(), listen),
+                ("SVRKIT_LISTEN".into(), "127.0.0.1:0".into()),
                 ("SVRKIT_ADMIN".into(), "off".into()),
                 (
                     "SVRKIT_DATA_DIR".into(),
@@ -189,14 +212,14 @@ impl Backend {
             "access-short-1",
             "access",
             &["short"],
-            vec![("WX_HTTP".into(), http.to_string())],
+            vec![("WX_HTTP".into(), "127.0.0.1:0".into())],
         );
-        for (i, addr) in ws.iter().enumerate() {
+        for i in 1..=2 {
             add(
-                &format!("access-long-{}", i + 1),
+                &format!("access-long-{i}"),
                 "access",
                 &["long"],
-                vec![("WX_WS".into(), addr.to_string())],
+                vec![("WX_WS".into(), "127.0.0.1:0".into())],
             );
         }
         let logs = dir.join("logs");
@@ -204,6 +227,11 @@ impl Backend {
         for p in &mut procs {
             p.spawn(&logs);
         }
+        let http = procs
+            .iter()
+            .find_map(|p| p.announced("WX_HTTP"))
+            .expect("access-short announced its HTTP address");
+        let ws = procs.iter().filter_map(|p| p.announced("WX_WS")).collect();
         let backend = Backend {
             dir,
             procs,
