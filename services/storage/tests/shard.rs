@@ -15,7 +15,7 @@ use wx_api::storage::{
 };
 
 /// Starts a shard binary on a free port with its data in `data`.
-fn shard(bin: &str, data: &Path) -> (Child, SocketAddr) {
+fn shard(bin: &str, data: &Path) -> (Shard, SocketAddr) {
     let mut child = Command::new(bin)
         .env("SVRKIT_REGISTRY", "none")
         .env("SVRKIT_ADMIN", "off")
@@ -34,12 +34,22 @@ fn shard(bin: &str, data: &Path) -> (Child, SocketAddr) {
         .parse()
         .expect("an address");
     std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
+    (Shard(child), addr)
 }
 
-fn kill_9(child: &mut Child) {
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+/// A running shard process; killed (SIGKILL) when dropped, so a failing test leaves none.
+struct Shard(Child);
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kill_9(shard: &mut Shard) {
+    shard.0.kill().expect("SIGKILL");
+    shard.0.wait().expect("reaped");
 }
 
 fn account(uid: u64) -> AccountRecord {

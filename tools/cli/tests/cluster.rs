@@ -42,6 +42,17 @@ fn tempdir(name: &str) -> PathBuf {
     dir
 }
 
+/// Runs `svrkit down` on its state dir when dropped: a failing test leaves no deployment.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_svrkit"))
+            .args(["down", "--state-dir", &self.0])
+            .output();
+    }
+}
+
 /// `svrkit ps --json`: one object per instance.
 fn ps(state: &str) -> Vec<Value> {
     ok(&["ps", "--state-dir", state, "--json"])
@@ -145,6 +156,7 @@ fn up_call_ls_restart_gray_deploy_and_down() {
     let dir = tempdir("up");
     let manifest = write_manifest(&dir);
     let state = dir.join("state").display().to_string();
+    let _down = Down(state.clone());
     let registry = dir.join("state/registry").display().to_string();
 
     let out = ok(&[
@@ -320,6 +332,7 @@ fn a_foreground_up_stops_everything_on_ctrl_c() {
     let dir = tempdir("fg");
     let manifest = write_prebuilt_manifest(&dir, "");
     let state = dir.join("state").display().to_string();
+    let _down = Down(state.clone());
     let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_svrkit"))
         .args([
             "up",
@@ -368,6 +381,7 @@ async fn up_with_etcd_and_down_after_the_supervisor_died() {
     );
     let manifest = write_prebuilt_manifest(&dir, &registry);
     let state = dir.join("state").display().to_string();
+    let _down = Down(state.clone());
     ok(&[
         "up",
         manifest.to_str().expect("utf-8"),

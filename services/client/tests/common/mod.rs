@@ -133,6 +133,13 @@ impl Proc {
     }
 }
 
+impl Drop for Proc {
+    /// A test that fails half-way through starting the backend leaves no process behind.
+    fn drop(&mut self) {
+        self.stop(true);
+    }
+}
+
 /// Which registry the backend uses.
 #[derive(Debug, Clone)]
 pub enum Registry {
