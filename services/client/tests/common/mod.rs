@@ -794,10 +794,12 @@ pub async fn bad_input_gets_precise_errors(backend: &Backend) {
 async fn store_channel(backend: &Backend, service: &str) -> svrkit::Channel {
     use std::sync::Arc;
     use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Registry, discover};
-    let registry: Arc<dyn Registry> = match backend.registry.split_once(':') {
-        Some(("dir", path)) => Arc::new(EmbeddedRegistry::new(path)),
-        Some(("etcd", url)) => Arc::new(EtcdRegistry::new([url.to_string()])),
-        _ => panic!("unknown registry {}", backend.registry),
+    use svrkit::launch::RegistryKind;
+    // The spec the processes were given, read the way they read it.
+    let registry: Arc<dyn Registry> = match RegistryKind::parse(&backend.registry) {
+        Ok(RegistryKind::Dir(path)) => Arc::new(EmbeddedRegistry::new(path)),
+        Ok(RegistryKind::Etcd(urls)) => Arc::new(EtcdRegistry::new(urls)),
+        other => panic!("no registry in {}: {other:?}", backend.registry),
     };
     let channel = discover(&*registry, service, wx_api::sharded())
         .await

@@ -448,7 +448,8 @@ impl Supervisor {
     /// Handles one control request.
     pub(crate) async fn handle(self: &Arc<Self>, request: ControlRequest) -> ControlReply {
         let result = match request {
-            ControlRequest::Down => Ok(String::new()),
+            // The main loop answers `down` itself, once everything has stopped.
+            ControlRequest::Down => Err(anyhow!("down is handled by the supervisor's main loop")),
             ControlRequest::Deploy {
                 service,
                 binary,
