@@ -27,15 +27,24 @@ impl ServiceGenerator for SvrkitGenerator {
         } else {
             format!("{}.{}", service.package, service.proto_name)
         };
+        let idents = names::method_idents(
+            &service
+                .methods
+                .iter()
+                .map(|m| m.proto_name.as_str())
+                .collect::<Vec<_>>(),
+        );
         let methods: Vec<(Method, MethodOptions)> = service
             .methods
             .iter()
-            .map(|m| {
+            .zip(idents)
+            .map(|(m, ident)| {
                 let key = format!("{full_name}.{}", m.proto_name);
-                (
-                    m.clone(),
-                    self.options.get(&key).copied().unwrap_or_default(),
-                )
+                let mut method = m.clone();
+                // prost-build's own name may be a raw identifier or clash with a helper;
+                // svrkit's rule (see `names::method_idents`) never does.
+                method.name = ident;
+                (method, self.options.get(&key).copied().unwrap_or_default())
             })
             .collect();
         let service_docs = docs(&service.comments);
@@ -45,25 +54,34 @@ impl ServiceGenerator for SvrkitGenerator {
     }
 }
 
-/// The IDL comment as `///` lines (empty when there is none).
+/// The IDL comment as doc lines (empty when there is none), rendered as prost-build
+/// renders message comments (already made safe for rustdoc by `comments::sanitize`).
 fn docs(comments: &Comments) -> String {
+    let leading_only = Comments {
+        leading_detached: Vec::new(),
+        leading: comments.leading.clone(),
+        trailing: comments.trailing.clone(),
+    };
     let mut out = String::new();
-    for line in &comments.leading {
-        let line = line.strip_prefix(' ').unwrap_or(line).trim_end();
-        let _ = writeln!(out, "///{}{line}", if line.is_empty() { "" } else { " " });
-    }
+    leading_only.append_with_indent(0, &mut out);
     out
 }
 
 /// A message type as seen from inside the generated modules.
 fn rust_type(path: &str) -> String {
-    // Extern paths are absolute; prost-build maps google.protobuf.Empty to `()`.
-    if path.starts_with("::") || path == "()" {
+    // Extern paths are absolute; prost-build maps google.protobuf.Empty to `()` and the
+    // scalar wrappers (`Int64Value`, ...) to primitives.
+    const PRIMITIVES: &[&str] = &["()", "bool", "f32", "f64", "i32", "i64", "u32", "u64"];
+    if path.starts_with("::") || PRIMITIVES.contains(&path) {
         path.to_string()
     } else {
         format!("super::{path}")
     }
 }
+
+/// Names the IDL chose may break Rust's naming style (`type_` gives `type__with`, an RPC
+/// `GETUser` a constant `GET_USER`); the generated modules accept them.
+const ALLOW: &str = "#[allow(non_snake_case, non_camel_case_types, non_upper_case_globals)]";
 
 fn const_name(method: &Method) -> String {
     method.name.to_uppercase()
@@ -77,6 +95,7 @@ fn write_methods(
 ) {
     let module = names::methods_module(&service.name);
     let _ = writeln!(buf, "/// Names and IDL options of `{full_name}`.");
+    let _ = writeln!(buf, "{ALLOW}");
     let _ = writeln!(buf, "pub mod {module} {{");
     let _ = writeln!(buf, "use svrkit::codegen::{{MethodDesc, ServiceDesc}};");
     let _ = writeln!(buf, "/// The fully qualified service name.");
@@ -121,6 +140,7 @@ fn write_client(
     let client = names::client_type(&service.name);
     let methods_mod = names::methods_module(&service.name);
     let _ = writeln!(buf, "/// Client for `{full_name}`.");
+    let _ = writeln!(buf, "{ALLOW}");
     let _ = writeln!(buf, "pub mod {module} {{");
     let _ = writeln!(
         buf,
@@ -192,6 +212,7 @@ fn write_server(
     let server = names::server_type(&service.name);
     let methods_mod = names::methods_module(&service.name);
     let _ = writeln!(buf, "/// Server side of `{full_name}`.");
+    let _ = writeln!(buf, "{ALLOW}");
     let _ = writeln!(buf, "pub mod {module} {{");
     let _ = writeln!(
         buf,
@@ -258,7 +279,7 @@ fn write_server(
     for (method, _) in methods {
         let _ = writeln!(
             buf,
-            "\"{proto}\" => {{ let inner = Arc::clone(&self.inner); Box::pin(async move {{ let request = svrkit::codegen::decode_request::<{input}>(method, body)?; let reply = inner.{name}(request).await?; Ok(svrkit::codegen::encode(&reply)) }}) }}",
+            "\"{proto}\" => {{ let inner = Arc::clone(&self.inner); Box::pin(async move {{ let request = svrkit::codegen::decode_request::<{input}>(method, body)?; let reply = <T as {trait_name}>::{name}(&inner, request).await?; Ok(svrkit::codegen::encode(&reply)) }}) }}",
             proto = method.proto_name,
             input = rust_type(&method.input_type),
             name = method.name

@@ -19,13 +19,41 @@
 //! svrkit_codegen::compile(&["../../idl/demo/echo.proto"], &["../../idl"]).unwrap();
 //! ```
 //!
-//! and include the output with `svrkit::include_proto!("svrkit.demo")`. Comments in the
-//! IDL become doc comments. Streaming methods are refused with an error naming the file
-//! and the method.
+//! and include the output with `svrkit::include_proto!("svrkit.demo")`: one file per
+//! package, named as the IDL spells the package. Code for several packages that refer to
+//! each other goes in nested modules mirroring the package names (`corpus.match.type` in
+//! `pub mod corpus { pub mod r#match { pub mod r#type { … } } }`), as with prost.
+//!
+//! ## What the generated code needs and names
+//!
+//! - It reaches prost and the well-known types only through `svrkit::codegen`
+//!   (`google.protobuf.Timestamp` is `svrkit::codegen::prost_types::Timestamp`, `Empty`
+//!   is `()`, the wrappers are `Option<i64>`, `Option<String>`, ...), so a service crate
+//!   depends on `svrkit` alone.
+//! - RPC names follow one rule, [`method_idents`]: snake case, then a `_` appended for a
+//!   Rust keyword or a name the generated code defines itself (`New` -> `new_`), and
+//!   again while it or its `_with` variant would repeat an earlier RPC's
+//!   (`GetUser`, `get_user` -> `get_user`, `get_user_`). `svrkit new` uses the same rule.
+//! - Services take prost-build's type name (`Self` -> `Self_`); their helpers drop that
+//!   `_` (`SelfClient` in `self_client`).
+//! - Comments become doc comments, made safe for rustdoc first: code blocks never become
+//!   doctests, `<T>` is not read as HTML (see the `comments` module).
+//!
+//! ## What is refused
+//!
+//! With an error naming the file and the item, never a panic or code that does not
+//! compile: streaming methods, out-of-range method options, and two generated modules
+//! of one package with one name (two services `Foo` and `FOO`, or a message `FooClient`
+//! with nested types beside a service `Foo`).
+//!
+//! `tests/corpus` is the conformance corpus: IDL covering every proto3 feature, built and
+//! served by the test suite.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod check;
+mod comments;
 mod generator;
 mod names;
 mod options;
@@ -34,8 +62,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use names::{
-    client_module, client_type, method_name, methods_module, server_module, server_type,
-    snake_case, trait_name, type_name,
+    client_module, client_type, method_idents, method_name, methods_module, server_module,
+    server_type, snake_case, trait_name, type_name,
 };
 pub use options::MethodOptions;
 
@@ -72,6 +100,20 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// IDL that is valid protobuf but would generate Rust that cannot compile, such as two
+    /// services whose generated modules would share a name.
+    #[error("{file}: {item}: {problem}")]
+    Unsupported {
+        /// The .proto file.
+        file: String,
+        /// The fully qualified name of the item.
+        item: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// prost-build failed on the descriptors (a bug in svrkit-codegen if it happens).
+    #[error("generating messages: {0}")]
+    Prost(std::io::Error),
     /// Writing the generated code failed.
     #[error("writing generated code: {0}")]
     Io(#[from] std::io::Error),
@@ -139,7 +181,8 @@ impl Builder {
     }
 
     /// Generates code for `protos` into the output directory, one `<package>.rs` per
-    /// protobuf package.
+    /// protobuf package, named after the package as the IDL spells it
+    /// (`corpus.match.type.rs`, even where Rust needs raw identifiers).
     pub fn compile(
         &self,
         protos: &[impl AsRef<Path>],
@@ -181,29 +224,42 @@ impl Builder {
         }
         let pool = compiler.descriptor_pool();
         let methods = options::collect(&pool)?;
+        check::names(&pool)?;
 
         let mut fds = compiler.file_descriptor_set();
-        // Well-known types come from prost-types and svrkit's options need no code.
-        fds.file.retain(|f| {
-            let name = f.name();
-            !name.starts_with("google/protobuf/") && name != options::OPTIONS_FILE
-        });
+        // svrkit's options need no code. The well-known types stay: prost-build maps them
+        // to `prost_types` (re-exported by `svrkit::codegen`), but it needs their
+        // descriptors to judge the messages that use them; their own output is dropped.
+        fds.file.retain(|f| f.name() != options::OPTIONS_FILE);
+        comments::sanitize(&mut fds);
 
         let dir = tempdir()?;
         let mut config = prost_build::Config::new();
         config.out_dir(&dir);
+        // Generated code reaches prost through svrkit, so a service crate needs neither
+        // `prost` nor `prost-types` as a dependency of its own.
+        config.prost_path("::svrkit::codegen::prost");
+        config.prost_types_path("::svrkit::codegen::prost_types");
         if self.bytes_as_bytes {
             // `bytes` fields decode as slices of the received frame: no copy.
             config.bytes(["."]);
         }
         config.service_generator(Box::new(generator::SvrkitGenerator::new(methods)));
-        config.compile_fds(fds)?;
+        config.compile_fds(fds).map_err(Error::Prost)?;
 
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            files.insert(name, std::fs::read_to_string(entry.path())?);
+            if name == "google.protobuf.rs" {
+                continue;
+            }
+            // prost-build writes `r#match.rs` for `package match;`; name the file after the
+            // package as written, which is what `include_proto!` is given.
+            files.insert(
+                name.replace("r#", ""),
+                std::fs::read_to_string(entry.path())?,
+            );
         }
         std::fs::remove_dir_all(&dir)?;
         Ok(files)

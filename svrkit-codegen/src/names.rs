@@ -25,34 +25,99 @@ pub fn snake_case(name: &str) -> String {
     out
 }
 
-/// The Rust name prost-build gives a service, message or trait: `HTTPGateway` -> `HttpGateway`.
+/// The Rust name prost-build gives a service, message or trait: `HTTPGateway` ->
+/// `HttpGateway`, and `Self` (a keyword) -> `Self_`.
 pub fn type_name(proto_name: &str) -> String {
-    heck::ToUpperCamelCase::to_upper_camel_case(proto_name)
+    let name = heck::ToUpperCamelCase::to_upper_camel_case(proto_name);
+    if name == "Self" {
+        "Self_".to_string()
+    } else {
+        name
+    }
 }
 
-/// The Rust name prost-build gives a method: `SayHello` -> `say_hello`.
+/// Whether `word` is a Rust keyword (strict or reserved, in any edition).
+pub(crate) fn is_keyword(word: &str) -> bool {
+    KEYWORDS.contains(&word)
+}
+
+/// The snake case of an RPC's IDL name: `SayHello` -> `say_hello` (before the rules of
+/// [`method_idents`], which make it a usable, unique identifier).
 pub fn method_name(proto_name: &str) -> String {
     heck::ToSnakeCase::to_snake_case(proto_name)
 }
 
+/// Names generated code defines itself: on a client (`new`, `with_service`) and beside
+/// the method constants (`SERVICE`, `SERVICE_NAME`).
+const RESERVED: &[&str] = &["new", "with_service", "service", "service_name"];
+
+/// Rust's keywords, strict and reserved, of every edition up to 2024 (and `_`).
+const KEYWORDS: &[&str] = &[
+    "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn",
+    "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let",
+    "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return",
+    "self", "Self", "static", "struct", "super", "trait", "true", "try", "type", "typeof",
+    "unsafe", "unsized", "use", "virtual", "where", "while", "yield", "_",
+];
+
+/// The Rust names of a service's RPCs, in IDL order: the one rule the generated client,
+/// server trait and method constants, `svrkit new` and the docs share.
+///
+/// 1. Start from the snake case of the IDL name (`GetUser` -> `get_user`).
+/// 2. If that is a Rust keyword or a name generated code defines itself (`new`,
+///    `with_service`, `service`, `service_name`), append `_` (`Type` -> `type_`,
+///    `New` -> `new_`).
+/// 3. While the name, or its `<name>_with` variant, is already taken by an earlier RPC of
+///    the service (its name or its `_with` variant), append another `_`
+///    (`GetUser` then `get_user` -> `get_user`, `get_user_`; `Foo` then `FooWith` ->
+///    `foo`, `foo_with_`).
+///
+/// Each RPC's constant in `<service>_methods` is its name in upper case (`GET_USER_`).
+pub fn method_idents<S: AsRef<str>>(proto_names: &[S]) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    let mut idents = Vec::with_capacity(proto_names.len());
+    for proto in proto_names {
+        let mut ident = method_name(proto.as_ref());
+        if ident.is_empty() || is_keyword(&ident) || RESERVED.contains(&ident.as_str()) {
+            ident.push('_');
+        }
+        while taken.contains(&ident) || taken.contains(&format!("{ident}_with")) {
+            ident.push('_');
+        }
+        taken.insert(format!("{ident}_with"));
+        taken.insert(ident.clone());
+        idents.push(ident);
+    }
+    idents
+}
+
+/// A service's Rust name without the `_` that keeps a keyword (`Self_`) from being one:
+/// `Self_` -> `Self`, so its client is `SelfClient` in `self_client`.
+fn stem(service: &str) -> &str {
+    match service.trim_end_matches('_') {
+        "" => service,
+        stem => stem,
+    }
+}
+
 /// The module of a service's method descriptors: `Echo` -> `echo_methods`.
 pub fn methods_module(service: &str) -> String {
-    format!("{}_methods", snake_case(service))
+    format!("{}_methods", snake_case(stem(service)))
 }
 
 /// The client module: `Echo` -> `echo_client`.
 pub fn client_module(service: &str) -> String {
-    format!("{}_client", snake_case(service))
+    format!("{}_client", snake_case(stem(service)))
 }
 
 /// The client type: `Echo` -> `EchoClient`.
 pub fn client_type(service: &str) -> String {
-    format!("{service}Client")
+    format!("{}Client", stem(service))
 }
 
 /// The server module: `Echo` -> `echo_server`.
 pub fn server_module(service: &str) -> String {
-    format!("{}_server", snake_case(service))
+    format!("{}_server", snake_case(stem(service)))
 }
 
 /// The trait an author implements: `Echo` -> `Echo`.
@@ -62,7 +127,7 @@ pub fn trait_name(service: &str) -> String {
 
 /// The server adapter type: `Echo` -> `EchoServer`.
 pub fn server_type(service: &str) -> String {
-    format!("{service}Server")
+    format!("{}Server", stem(service))
 }
 
 #[cfg(test)]
@@ -74,6 +139,56 @@ mod tests {
         assert_eq!(type_name("HTTPGateway"), "HttpGateway");
         assert_eq!(type_name("Greeter"), "Greeter");
         assert_eq!(method_name("SayHello"), "say_hello");
+    }
+
+    #[test]
+    fn method_idents_avoid_keywords_helpers_and_each_other() {
+        assert_eq!(
+            method_idents(&[
+                "Type",
+                "New",
+                "WithService",
+                "Self",
+                "Service",
+                "ServiceName"
+            ]),
+            [
+                "type_",
+                "new_",
+                "with_service_",
+                "self_",
+                "service_",
+                "service_name_"
+            ]
+        );
+        assert_eq!(
+            method_idents(&["GetUser", "get_user"]),
+            ["get_user", "get_user_"]
+        );
+        assert_eq!(method_idents(&["Foo", "FooWith"]), ["foo", "foo_with_"]);
+        assert_eq!(method_idents(&["FooWith", "Foo"]), ["foo_with", "foo_"]);
+        assert_eq!(
+            method_idents(&["Ping", "ping", "PING"]),
+            ["ping", "ping_", "ping__"]
+        );
+        // Every name and every `_with` variant is distinct.
+        let idents = method_idents(&["A", "AWith", "a_with", "a", "AWithWith"]);
+        let mut all: Vec<String> = idents
+            .iter()
+            .flat_map(|i| [i.clone(), format!("{i}_with")])
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), idents.len() * 2, "{idents:?}");
+    }
+
+    #[test]
+    fn keyword_services_get_plain_helper_names() {
+        assert_eq!(type_name("Self"), "Self_");
+        assert_eq!(client_type("Self_"), "SelfClient");
+        assert_eq!(server_type("Self_"), "SelfServer");
+        assert_eq!(client_module("Self_"), "self_client");
+        assert_eq!(trait_name("Self_"), "Self_");
     }
 
     #[test]

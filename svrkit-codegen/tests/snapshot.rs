@@ -66,7 +66,7 @@ fn generated_code_carries_options_names_and_docs() {
         "pub async fn reset(&self, request: ()) -> Result<(), Status>",
         "pub mod http_gateway_client",
         "pub struct HttpGatewayClient",
-        "pub avatar: ::prost::bytes::Bytes",
+        "pub avatar: ::svrkit::codegen::prost::bytes::Bytes",
     ] {
         assert!(
             code.contains(needle),
@@ -105,4 +105,53 @@ fn parse_errors_name_the_file() {
         .expect_err("parse error");
     assert!(err.to_string().contains("bad.proto"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes `text` as `clash.proto` in a fresh directory and generates it.
+fn generate_one(tag: &str, text: &str) -> Result<(), svrkit_codegen::Error> {
+    let dir = std::env::temp_dir().join(format!("svrkit-codegen-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    std::fs::write(dir.join("clash.proto"), text).expect("write");
+    let result = svrkit_codegen::Builder::new()
+        .emit_rerun_if_changed(false)
+        .generate(&[dir.join("clash.proto")], &[dir.clone(), idl()])
+        .map(drop);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+#[test]
+fn module_clashes_are_refused_naming_file_and_items() {
+    // Two services whose Rust names agree (`Foo`), so their modules would too.
+    let err = generate_one(
+        "twins",
+        "syntax = \"proto3\";\npackage p;\nmessage M {}\nservice Foo { rpc A(M) returns (M); }\nservice FOO { rpc A(M) returns (M); }\n",
+    )
+    .expect_err("refused");
+    let message = err.to_string();
+    assert!(message.contains("clash.proto"), "{message}");
+    assert!(
+        message.contains("service p.FOO") && message.contains("service p.Foo"),
+        "{message}"
+    );
+    assert!(message.contains("foo_methods"), "{message}");
+
+    // A message whose nested-types module is named like a service's client module.
+    let err = generate_one(
+        "nested",
+        "syntax = \"proto3\";\npackage p;\nmessage FooClient { message Inner {} }\nservice Foo { rpc A(FooClient) returns (FooClient); }\n",
+    )
+    .expect_err("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("message p.FooClient") && message.contains("foo_client"),
+        "{message}"
+    );
+
+    // The same names in different packages, or without nested types, are fine.
+    generate_one(
+        "fine",
+        "syntax = \"proto3\";\npackage p;\nmessage FooClient { map<string, string> m = 1; optional int32 o = 2; }\nservice Foo { rpc A(FooClient) returns (FooClient); }\n",
+    )
+    .expect("a message without a module does not clash");
 }

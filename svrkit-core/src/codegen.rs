@@ -4,6 +4,7 @@
 
 pub use bytes::Bytes;
 pub use prost;
+pub use prost_types;
 pub use tower_service::Service;
 
 pub use crate::BoxFuture;
