@@ -21,16 +21,6 @@ fn has_module(message: &MessageDescriptor) -> bool {
         || message.oneofs().any(|o| !o.is_synthetic())
 }
 
-/// The module name prost-build gives a message's nested items.
-fn message_module(name: &str) -> String {
-    let snake = heck::ToSnakeCase::to_snake_case(name);
-    match snake.as_str() {
-        "self" | "super" | "crate" | "extern" | "_" => format!("{snake}_"),
-        _ if names::is_keyword(&snake) => format!("r#{snake}"),
-        _ => snake,
-    }
-}
-
 /// Checks that the modules generated for each package have distinct names.
 pub(crate) fn names(pool: &DescriptorPool) -> Result<(), Error> {
     // package -> module name -> (file, item that owns it)
@@ -56,7 +46,7 @@ pub(crate) fn names(pool: &DescriptorPool) -> Result<(), Error> {
         if message.parent_message().is_none() && has_module(&message) {
             claim(
                 message.package_name(),
-                message_module(message.name()),
+                names::module_ident(message.name()),
                 message.parent_file().name(),
                 format!("message {}", message.full_name()),
             )?;

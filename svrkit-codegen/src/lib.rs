@@ -62,8 +62,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use names::{
-    client_module, client_type, method_idents, method_name, methods_module, server_module,
-    server_type, snake_case, trait_name, type_name,
+    client_module, client_type, message_path, method_idents, method_name, methods_module,
+    module_ident, server_module, server_type, snake_case, trait_name, type_name,
 };
 pub use options::MethodOptions;
 

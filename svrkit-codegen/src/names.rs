@@ -91,6 +91,55 @@ pub fn method_idents<S: AsRef<str>>(proto_names: &[S]) -> Vec<String> {
     idents
 }
 
+/// The Rust module prost-build gives a package segment or a message's nested items:
+/// `Match` -> `r#match`, `self` -> `self_`.
+pub fn module_ident(name: &str) -> String {
+    let snake = heck::ToSnakeCase::to_snake_case(name);
+    match snake.as_str() {
+        "self" | "super" | "crate" | "extern" | "_" => format!("{snake}_"),
+        _ if is_keyword(&snake) => format!("r#{snake}"),
+        _ => snake,
+    }
+}
+
+/// The Rust type of message `full_name` (`pkg.Outer.Inner`) of package `package`, as a
+/// path below the module that mirrors the package tree: `pkg::outer::Inner`. Well-known
+/// types map as generated code maps them: `Empty` -> `()`, the scalar wrappers to
+/// primitives, the rest to `svrkit::codegen::prost_types`.
+pub fn message_path(package: &str, full_name: &str) -> String {
+    if package == "google.protobuf" {
+        let name = full_name.trim_start_matches("google.protobuf.");
+        return match name {
+            "Empty" => "()".to_string(),
+            "BoolValue" => "bool".to_string(),
+            "BytesValue" => "Vec<u8>".to_string(),
+            "DoubleValue" => "f64".to_string(),
+            "FloatValue" => "f32".to_string(),
+            "Int32Value" => "i32".to_string(),
+            "Int64Value" => "i64".to_string(),
+            "StringValue" => "String".to_string(),
+            "UInt32Value" => "u32".to_string(),
+            "UInt64Value" => "u64".to_string(),
+            other => format!("svrkit::codegen::prost_types::{other}"),
+        };
+    }
+    let local = full_name
+        .strip_prefix(package)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(full_name);
+    let mut parts: Vec<String> = package
+        .split('.')
+        .filter(|p| !p.is_empty())
+        .map(module_ident)
+        .collect();
+    let names: Vec<&str> = local.split('.').collect();
+    if let Some((last, parents)) = names.split_last() {
+        parts.extend(parents.iter().map(|p| module_ident(p)));
+        parts.push(type_name(last));
+    }
+    parts.join("::")
+}
+
 /// A service's Rust name without the `_` that keeps a keyword (`Self_`) from being one:
 /// `Self_` -> `Self`, so its client is `SelfClient` in `self_client`.
 fn stem(service: &str) -> &str {
@@ -180,6 +229,24 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), idents.len() * 2, "{idents:?}");
+    }
+
+    #[test]
+    fn message_paths_mirror_packages_and_nesting() {
+        assert_eq!(
+            message_path("a.match", "a.match.Outer.Inner"),
+            "a::r#match::outer::Inner"
+        );
+        assert_eq!(message_path("p", "p.Self"), "p::Self_");
+        assert_eq!(
+            message_path("google.protobuf", "google.protobuf.Empty"),
+            "()"
+        );
+        assert_eq!(
+            message_path("google.protobuf", "google.protobuf.Timestamp"),
+            "svrkit::codegen::prost_types::Timestamp"
+        );
+        assert_eq!(module_ident("self"), "self_");
     }
 
     #[test]

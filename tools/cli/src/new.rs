@@ -18,12 +18,17 @@ use crate::Failure;
 pub(crate) struct NewArgs {
     /// The crate's name: lowercase letters, digits and underscores, e.g. `greeter`.
     name: String,
-    /// Start from this .proto (its first service is scaffolded) instead of a starter.
+    /// Start from this .proto (every service it declares is scaffolded) instead of a
+    /// starter.
     #[arg(long)]
     idl: Option<PathBuf>,
     /// Where to create it (default: the current directory).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
+    /// Build svrkit with etcd support (needs `protoc` at build time) when the crate is
+    /// outside this workspace; inside it the workspace's features apply.
+    #[arg(long)]
+    etcd: bool,
 }
 
 const STARTER: &str = include_str!("../templates/starter.proto");
@@ -60,6 +65,170 @@ fn svrkit_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
+/// Whether `name` is a Rust keyword, which a crate name used as a path cannot be.
+fn syn_keyword(name: &str) -> bool {
+    svrkit_codegen::module_ident(name) != name
+}
+
+/// `code` as rustfmt would write it (edition 2024), or unchanged if rustfmt is missing.
+fn rustfmt(code: String) -> String {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new("rustfmt")
+        .args(["--edition", "2024", "--emit", "stdout", "--quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return code;
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(code.as_bytes());
+    }
+    match child.wait_with_output() {
+        Ok(out) if out.status.success() && !out.stdout.is_empty() => {
+            String::from_utf8(out.stdout).unwrap_or(code)
+        }
+        _ => code,
+    }
+}
+
+/// The parts of the scaffold that depend on the IDL.
+struct ScaffoldCode {
+    /// The nested package modules inside `proto`.
+    modules: String,
+    /// `pub use` lines, one struct and one trait impl per service.
+    impls: String,
+    /// `.add_service(...)` calls, one per service.
+    add_services: String,
+    /// The smoke test's client calls, every method of every service.
+    calls: String,
+}
+
+/// A package tree of modules, each leaf including its package's generated code.
+#[derive(Default)]
+struct PackageTree {
+    package: Option<String>,
+    children: std::collections::BTreeMap<String, PackageTree>,
+}
+
+impl PackageTree {
+    fn insert(&mut self, package: &str) {
+        let mut node = self;
+        for segment in package.split('.').filter(|s| !s.is_empty()) {
+            node = node
+                .children
+                .entry(svrkit_codegen::module_ident(segment))
+                .or_default();
+        }
+        node.package = Some(package.to_string());
+    }
+
+    fn write(&self, out: &mut String) {
+        if let Some(package) = &self.package {
+            let _ = writeln!(out, "svrkit::include_proto!(\"{package}\");");
+        }
+        for (module, child) in &self.children {
+            let _ = writeln!(out, "pub mod {module} {{");
+            child.write(out);
+            let _ = writeln!(out, "}}");
+        }
+    }
+}
+
+/// The Rust type a handler of `message` takes or returns, from the crate root.
+fn scaffold_type(message: &prost_reflect::MessageDescriptor) -> String {
+    let path = svrkit_codegen::message_path(message.package_name(), message.full_name());
+    if message.package_name() == "google.protobuf" {
+        path
+    } else {
+        format!("proto::{path}")
+    }
+}
+
+/// Handlers, registrations and smoke-test calls for every service of the file, with the
+/// names svrkit-codegen gives them.
+fn scaffold_code(
+    pool: &prost_reflect::DescriptorPool,
+    services: &[prost_reflect::ServiceDescriptor],
+    crate_ident: &str,
+) -> ScaffoldCode {
+    let mut tree = PackageTree::default();
+    for file in pool.files() {
+        let name = file.name();
+        if !name.starts_with("google/protobuf/") && name != "svrkit/options.proto" {
+            tree.insert(file.package_name());
+        }
+    }
+    let mut code = ScaffoldCode {
+        modules: String::new(),
+        impls: String::new(),
+        add_services: String::new(),
+        calls: String::new(),
+    };
+    tree.write(&mut code.modules);
+    for service in services {
+        let rust = svrkit_codegen::type_name(service.name());
+        let package: Vec<String> = service
+            .package_name()
+            .split('.')
+            .filter(|s| !s.is_empty())
+            .map(svrkit_codegen::module_ident)
+            .collect();
+        let package = if package.is_empty() {
+            "proto".to_string()
+        } else {
+            format!("proto::{}", package.join("::"))
+        };
+        let client = svrkit_codegen::client_type(&rust);
+        let server = svrkit_codegen::server_type(&rust);
+        let trait_name = svrkit_codegen::trait_name(&rust);
+        let impl_type = format!("{}Service", rust.trim_end_matches('_'));
+        let _ = writeln!(
+            code.impls,
+            "pub use {package}::{}::{client};\npub use {package}::{}::{{{trait_name}, {server}}};\n",
+            svrkit_codegen::client_module(&rust),
+            svrkit_codegen::server_module(&rust),
+        );
+        let _ = writeln!(
+            code.impls,
+            "/// The state and logic of `{}`. Fill in each method.\n#[derive(Debug, Clone, Default)]\npub struct {impl_type};\n\nimpl {trait_name} for {impl_type} {{",
+            service.full_name()
+        );
+        let names: Vec<String> = service.methods().map(|m| m.name().to_string()).collect();
+        let idents = svrkit_codegen::method_idents(&names);
+        let variable = format!("{}_client", svrkit_codegen::snake_case(&impl_type));
+        let _ = writeln!(
+            code.calls,
+            "let {variable} = {crate_ident}::{client}::new(channel.clone());"
+        );
+        for (method, ident) in service.methods().zip(&idents) {
+            let input = scaffold_type(&method.input());
+            let output = scaffold_type(&method.output());
+            let _ = writeln!(
+                code.impls,
+                "async fn {ident}(&self, request: {input}) -> Result<{output}, Status> {{\n\
+                 // The logic of {}/{} goes here.\nlet _ = request;\nOk(Default::default())\n}}",
+                service.full_name(),
+                method.name()
+            );
+            let _ = writeln!(
+                code.calls,
+                "{variable}.{ident}(Default::default()).await.expect(\"{}/{} answers\");",
+                service.full_name(),
+                method.name()
+            );
+        }
+        let _ = writeln!(code.impls, "}}\n");
+        let _ = write!(
+            code.add_services,
+            ".add_service({crate_ident}::{server}::new({crate_ident}::{impl_type}))"
+        );
+    }
+    code
+}
+
 fn quoted(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }
@@ -70,7 +239,7 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !valid {
+    if !valid || syn_keyword(name) {
         return Err(Failure::Usage(anyhow!(
             "{name:?}: use lowercase letters, digits and underscores, starting with a letter"
         )));
@@ -122,70 +291,42 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
         .open_file(&relative)
         .map_err(|e| Failure::Usage(anyhow!("{e}")))?;
     let pool = compiler.descriptor_pool();
-    let service = pool
+    let file_name = relative.to_string_lossy().replace('\\', "/");
+    let services: Vec<_> = pool
         .services()
-        .find(|s| s.parent_file().name() == relative.to_string_lossy())
-        .ok_or_else(|| Failure::Usage(anyhow!("{} declares no service", idl_file.display())))?;
-    let package = service.package_name().to_string();
-    let service_name = svrkit_codegen::type_name(service.name());
-
-    let mut methods = String::new();
-    let mut calls = String::new();
-    for method in service.methods() {
-        let rust_type = |m: &prost_reflect::MessageDescriptor| -> Result<String, Failure> {
-            if m.full_name() == "google.protobuf.Empty" {
-                Ok("()".to_string())
-            } else if m.package_name() == package {
-                Ok(format!("proto::{}", svrkit_codegen::type_name(m.name())))
-            } else {
-                Err(Failure::Usage(anyhow!(
-                    "{}: messages from other packages are not scaffolded yet",
-                    m.full_name()
-                )))
-            }
-        };
-        let (input, output) = (rust_type(&method.input())?, rust_type(&method.output())?);
-        let fn_name = svrkit_codegen::method_name(method.name());
-        let _ = write!(
-            methods,
-            "    async fn {fn_name}(&self, request: {input}) -> Result<{output}, Status> {{\n        \
-             // The logic of {}/{} goes here.\n        let _ = request;\n        Ok(Default::default())\n    }}\n",
-            service.full_name(),
-            method.name()
-        );
-        let _ = writeln!(
-            calls,
-            "    client.{fn_name}(Default::default()).await.expect(\"{} answers\");",
-            method.name()
-        );
+        .filter(|s| s.parent_file().name() == file_name)
+        .collect();
+    if services.is_empty() {
+        return Err(Failure::Usage(anyhow!(
+            "{} declares no service",
+            idl_file.display()
+        )));
     }
-
-    let crate_ident = name.to_string();
+    let code = scaffold_code(&pool, &services, name);
+    let served: Vec<String> = services
+        .iter()
+        .map(|s| format!("`{}`", s.full_name()))
+        .collect();
     let vars = [
-        ("package", package.clone()),
-        ("full_service", service.full_name().to_string()),
-        ("crate_name", name.to_string()),
-        ("crate_ident", crate_ident),
-        ("impl_type", format!("{service_name}Service")),
-        ("trait_name", svrkit_codegen::trait_name(&service_name)),
-        ("server_type", svrkit_codegen::server_type(&service_name)),
         (
-            "server_module",
-            svrkit_codegen::server_module(&service_name),
+            "description",
+            format!(
+                "The {} service(s), scaffolded by `svrkit new`.",
+                served.join(", ")
+            ),
         ),
-        ("client_type", svrkit_codegen::client_type(&service_name)),
-        (
-            "client_module",
-            svrkit_codegen::client_module(&service_name),
-        ),
-        ("methods", methods),
-        ("calls", calls),
+        ("served", served.join(", ")),
+        ("first_service", services[0].full_name().to_string()),
+        ("modules", code.modules),
+        ("impls", code.impls),
+        ("add_services", code.add_services),
+        ("calls", code.calls),
     ];
     let (manifest, build_vars) = if in_workspace {
         (
             format!(
                 "[package]\nname = \"{name}\"\nversion.workspace = true\nedition.workspace = true\nrust-version.workspace = true\nlicense.workspace = true\n\n\
-                 [dependencies]\nanyhow.workspace = true\nprost.workspace = true\nsvrkit.workspace = true\ntokio.workspace = true\n\n\
+                 [dependencies]\nanyhow.workspace = true\nsvrkit.workspace = true\ntokio.workspace = true\n\n\
                  [build-dependencies]\nsvrkit-codegen.workspace = true\n\n[lints]\nworkspace = true\n"
             ),
             [
@@ -200,11 +341,17 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
         (
             format!(
                 "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
-                 [dependencies]\nanyhow = \"1\"\nprost = \"0.14\"\nsvrkit = {{ path = {} }}\n\
+                 [dependencies]\nanyhow = \"1\"\nsvrkit = {{ path = {}{} }}\n\
                  tokio = {{ version = \"1\", features = [\"rt-multi-thread\", \"net\", \"time\", \"sync\", \"macros\", \"signal\"] }}\n\n\
                  [build-dependencies]\nsvrkit-codegen = {{ path = {} }}\n\n\
                  # A workspace of its own, so a parent directory's workspace does not claim it.\n[workspace]\n",
                 quoted(&svrkit.join("svrkit-core")),
+                // etcd support needs `protoc` to build; only on request.
+                if args.etcd {
+                    ""
+                } else {
+                    ", default-features = false"
+                },
                 quoted(&svrkit.join("svrkit-codegen")),
             ),
             [
@@ -214,10 +361,16 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
         )
     };
     create(&crate_dir.join("Cargo.toml"), &manifest)?;
-    create(&crate_dir.join("build.rs"), &fill(BUILD, &build_vars))?;
-    create(&crate_dir.join("src/lib.rs"), &fill(LIB, &vars))?;
-    create(&crate_dir.join("src/main.rs"), &fill(MAIN, &vars))?;
-    create(&crate_dir.join("tests/smoke.rs"), &fill(TEST, &vars))?;
+    create(
+        &crate_dir.join("build.rs"),
+        &rustfmt(fill(BUILD, &build_vars)),
+    )?;
+    create(&crate_dir.join("src/lib.rs"), &rustfmt(fill(LIB, &vars)))?;
+    create(&crate_dir.join("src/main.rs"), &rustfmt(fill(MAIN, &vars)))?;
+    create(
+        &crate_dir.join("tests/smoke.rs"),
+        &rustfmt(fill(TEST, &vars)),
+    )?;
 
     if in_workspace {
         let root = dir.join("Cargo.toml");

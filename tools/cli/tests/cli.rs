@@ -81,6 +81,162 @@ async fn call_any_method_with_json_and_get_json_back() {
     assert_eq!(reply["seen"]["uid"], "42");
 }
 
+fn corpus_idl() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../svrkit-codegen/tests/corpus/idl")
+        .display()
+        .to_string()
+}
+
+/// `svrkit call METHOD JSON` against the codegen corpus's server: exit code, parsed reply
+/// (Null when the call failed) and standard error.
+async fn call_corpus(addr: &str, method: &str, json: &str) -> (i32, serde_json::Value, String) {
+    let idl = corpus_idl();
+    let (code, out, err) = svrkit(&["call", method, json, "--addr", addr, "--idl", &idl]).await;
+    let reply = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+    (code, reply, err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_maps_every_field_kind_and_well_known_type_to_json() {
+    let (addr, _stop) = svrkit_codegen_corpus::serve::serve().await;
+    let addr = addr.to_string();
+    let request = r#"{
+        "timestamp": "2024-01-02T03:04:05.500Z",
+        "durationList": ["1.5s", "-0.000000001s"],
+        "emptyMap": {"e": {}},
+        "any": {"@type": "type.googleapis.com/corpus.types.Scalars", "fInt64": "-9"},
+        "struct": {"k": [1, "two", null, {"n": true}]},
+        "valueMap": {"v": 2.5},
+        "listValue": ["x", 1],
+        "fieldMask": "a.b,cD",
+        "boolValue": false,
+        "bytesValueList": ["AAH/"],
+        "doubleValue": 0.25,
+        "int64ValueMap": {"i": "-9223372036854775808"},
+        "stringValue": "✓",
+        "uInt64Value": "18446744073709551615",
+        "null": null
+    }"#;
+    let (code, reply, err) = call_corpus(&addr, "corpus.wkt.Known/EchoAll", request).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(reply["timestamp"], "2024-01-02T03:04:05.500Z", "{reply}");
+    assert_eq!(
+        reply["durationList"],
+        serde_json::json!(["1.500s", "-0.000000001s"])
+    );
+    assert_eq!(reply["emptyMap"]["e"], serde_json::json!({}));
+    assert_eq!(
+        reply["any"]["@type"],
+        "type.googleapis.com/corpus.types.Scalars"
+    );
+    assert_eq!(reply["any"]["fInt64"], "-9");
+    assert_eq!(
+        reply["struct"]["k"],
+        serde_json::json!([1.0, "two", null, {"n": true}])
+    );
+    assert_eq!(reply["valueMap"]["v"], 2.5);
+    assert_eq!(reply["fieldMask"], "a.b,cD");
+    assert_eq!(reply["boolValue"], false, "a wrapper keeps its presence");
+    assert_eq!(reply["bytesValueList"], serde_json::json!(["AAH/"]));
+    assert_eq!(reply["doubleValue"], 0.25);
+    assert_eq!(reply["int64ValueMap"]["i"], "-9223372036854775808");
+    assert_eq!(reply["uInt64Value"], "18446744073709551615");
+
+    // Well-known types as the whole argument and result.
+    for (method, json) in [
+        ("EchoTimestamp", r#""1970-01-01T00:00:01Z""#),
+        ("EchoDuration", r#""3s""#),
+        ("EchoEmpty", "{}"),
+        ("EchoInt64Value", r#""42""#),
+        ("EchoStringValue", r#""hi""#),
+        ("EchoValue", r#"{"a":[true]}"#),
+        ("EchoFieldMask", r#""x.y""#),
+    ] {
+        let (code, reply, err) =
+            call_corpus(&addr, &format!("corpus.wkt.Known/{method}"), json).await;
+        assert_eq!(code, 0, "{method}: {err}");
+        let sent: serde_json::Value = serde_json::from_str(json).expect("JSON");
+        assert_eq!(reply, sent, "{method}");
+    }
+
+    // Scalars, enums by name, maps, oneofs, nested and recursive messages, optionals.
+    let everything = r#"{
+        "scalars": {"fDouble": 1.5, "fInt64": "-5", "fUint64": "7", "fBool": true,
+                    "fBytes": "AQI=", "fEnum": "COLOR_GREEN", "fSfixed64": "-1"},
+        "repeated": {"colors": ["COLOR_RED", "COLOR_GREEN"], "unpacked": [1, 2]},
+        "maps": {"byId": {"-3": "x"}, "flags": {"true": "AA=="}, "colors": {"1": "COLOR_RED"},
+                 "nested": {"4": {"kind": "KIND_DEEP"}}},
+        "nested": {"inner": {"deeper": {"leaf": "l"}}},
+        "oneofs": {"at": "2000-01-01T00:00:00Z", "flag": true},
+        "tree": {"name": "r", "children": [{"name": "c"}], "forest": {"trees": [{"name": "f"}]}},
+        "optionals": {"count": 0, "label": ""}
+    }"#;
+    let (code, reply, err) = call_corpus(&addr, "corpus.types.Types/Everything", everything).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(reply["scalars"]["fEnum"], "COLOR_GREEN");
+    assert_eq!(reply["scalars"]["fInt64"], "-5");
+    assert_eq!(reply["maps"]["byId"]["-3"], "x");
+    assert_eq!(reply["maps"]["nested"]["4"]["kind"], "KIND_DEEP");
+    assert_eq!(reply["oneofs"]["at"], "2000-01-01T00:00:00Z");
+    assert_eq!(reply["tree"]["forest"]["trees"][0]["name"], "f");
+    assert_eq!(
+        reply["optionals"]["count"], 0,
+        "proto3 optional keeps a zero"
+    );
+    assert_eq!(reply["optionals"]["label"], "");
+
+    // RPCs named after keywords and helpers are called by their IDL names.
+    let (code, reply, err) = call_corpus(&addr, "corpus.match.type.Match/GETUser", "{}").await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(reply["match"], "GETUser");
+
+    // JSON that does not fit: exit 2, naming the message and what is wrong.
+    for (method, json, needle) in [
+        (
+            "corpus.wkt.Known/EchoTimestamp",
+            r#""yesterday""#,
+            "Timestamp",
+        ),
+        (
+            "corpus.wkt.Known/EchoDuration",
+            r#""5 minutes""#,
+            "Duration",
+        ),
+        (
+            "corpus.wkt.Known/EchoAll",
+            r#"{"timestamp": 5}"#,
+            "corpus.wkt.AllKnown",
+        ),
+        (
+            "corpus.types.Types/Scalars",
+            r#"{"fEnum": "COLOR_PURPLE"}"#,
+            "corpus.types.Scalars",
+        ),
+        (
+            "corpus.types.Types/Scalars",
+            r#"{"fInt32": 1e20}"#,
+            "corpus.types.Scalars",
+        ),
+        ("corpus.types.Types/Scalars", r#"{"nope": 1}"#, "nope"),
+        (
+            "corpus.types.Types/Everything",
+            r#"{"oneofs": {"text": "a", "number": "1"}}"#,
+            "corpus.types.Everything",
+        ),
+        (
+            "corpus.wkt.Known/EchoAny",
+            r#"{"@type": "type.googleapis.com/no.Such"}"#,
+            "no.Such",
+        ),
+    ] {
+        let (code, _, err) = call_corpus(&addr, method, json).await;
+        assert_eq!(code, 2, "{method} {json}: {err}");
+        assert!(err.contains(needle), "{method} {json}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mistakes_get_one_line_errors_and_clear_exit_codes() {
     let (addr, _stop) = echo_server().await;
@@ -261,28 +417,86 @@ async fn config_publish_show_promote_and_rollback() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+fn ledger_idl() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ledger.proto")
+        .display()
+        .to_string()
+}
+
+/// Whether rustfmt finds nothing to change in `files` (true when rustfmt is missing).
+fn rustfmt_clean(files: &[PathBuf]) -> bool {
+    match std::process::Command::new("rustfmt")
+        .args(["--edition", "2024", "--check"])
+        .args(files)
+        .output()
+    {
+        Ok(out) => out.status.success(),
+        Err(_) => true,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_scaffolds_a_crate_that_builds_and_passes_its_test_and_never_overwrites() {
+async fn new_scaffolds_every_service_of_real_idl_into_a_crate_that_builds_and_passes_its_test() {
     let dir = tempdir("new");
     let d = dir.display().to_string();
-    let (code, out, err) = svrkit(&["new", "greeter", "--dir", &d]).await;
+    let ledger = ledger_idl();
+    let (code, out, err) = svrkit(&["new", "ledger", "--idl", &ledger, "--dir", &d]).await;
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("created") && out.contains("tests/smoke.rs"),
         "{out}"
     );
-    let crate_dir = dir.join("greeter");
+    let crate_dir = dir.join("ledger");
+    let read = |p: &str| std::fs::read_to_string(crate_dir.join(p)).expect("scaffolded file");
+    let (lib, main, smoke, manifest) = (
+        read("src/lib.rs"),
+        read("src/main.rs"),
+        read("tests/smoke.rs"),
+        read("Cargo.toml"),
+    );
+    // Both services: a handler each, both served, every method called by the smoke test
+    // under the names codegen gives them (`New` -> `new_`).
+    for needle in [
+        "impl Ledger for LedgerService",
+        "impl Reports for ReportsService",
+    ] {
+        assert!(lib.contains(needle), "{needle} in\n{lib}");
+    }
+    for needle in ["LedgerServer::new", "ReportsServer::new"] {
+        assert!(main.contains(needle) && smoke.contains(needle), "{needle}");
+    }
+    for call in [
+        ".new_(",
+        ".book(",
+        ".balance_at(",
+        ".new_with(",
+        ".with_service_(",
+    ] {
+        assert!(smoke.contains(call), "{call} in\n{smoke}");
+    }
+    assert!(
+        manifest.contains("default-features = false") && !manifest.contains("prost"),
+        "no etcd (protoc) and no prost of its own unless asked:\n{manifest}"
+    );
+    assert!(rustfmt_clean(&[
+        crate_dir.join("src/lib.rs"),
+        crate_dir.join("src/main.rs"),
+        crate_dir.join("tests/smoke.rs"),
+        crate_dir.join("build.rs"),
+    ]));
 
-    // Its own test passes straight away (built in a target dir kept between runs).
+    // Its own test passes straight away, outside this workspace (built in a target dir
+    // kept between runs).
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
         .join("scaffold-test");
-    let manifest = crate_dir.join("Cargo.toml");
+    let cargo_manifest = crate_dir.join("Cargo.toml");
     let status = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO"))
             .args(["test", "-q", "--manifest-path"])
-            .arg(&manifest)
+            .arg(&cargo_manifest)
             .env("CARGO_TARGET_DIR", &target)
             .status()
             .expect("run cargo")
@@ -295,15 +509,64 @@ async fn new_scaffolds_a_crate_that_builds_and_passes_its_test_and_never_overwri
     );
 
     // A second run keeps every file, including one the author changed.
-    let lib = crate_dir.join("src/lib.rs");
-    std::fs::write(&lib, "// mine\n").expect("edit");
-    let (code, out, _) = svrkit(&["new", "greeter", "--dir", &d]).await;
+    let lib_path = crate_dir.join("src/lib.rs");
+    std::fs::write(&lib_path, "// mine\n").expect("edit");
+    let (code, out, _) = svrkit(&["new", "ledger", "--idl", &ledger, "--dir", &d]).await;
     assert_eq!(code, 0);
     assert!(out.contains("kept") && !out.contains("created"), "{out}");
-    assert_eq!(std::fs::read_to_string(&lib).expect("read"), "// mine\n");
+    assert_eq!(
+        std::fs::read_to_string(&lib_path).expect("read"),
+        "// mine\n"
+    );
 
-    let (code, _, err) = svrkit(&["new", "Bad-Name", "--dir", &d]).await;
-    assert_eq!(code, 2, "{err}");
+    for bad in ["Bad-Name", "type", "self"] {
+        let (code, _, err) = svrkit(&["new", bad, "--dir", &d]).await;
+        assert_eq!(code, 2, "{bad}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_inside_a_workspace_joins_it_and_the_starter_is_formatted() {
+    // A directory shaped like an svrkit workspace.
+    let dir = tempdir("new-ws");
+    std::fs::create_dir_all(dir.join("svrkit-core")).expect("mkdir");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[workspace]\nmembers = [\"svrkit-core\"]\n",
+    )
+    .expect("write");
+    let d = dir.display().to_string();
+    let ledger = ledger_idl();
+    let (code, out, err) = svrkit(&["new", "ledger", "--idl", &ledger, "--dir", &d]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("to the workspace"), "{out}");
+    let root = std::fs::read_to_string(dir.join("Cargo.toml")).expect("root");
+    assert!(root.contains("\"services/ledger\""), "{root}");
+    let manifest =
+        std::fs::read_to_string(dir.join("services/ledger/Cargo.toml")).expect("manifest");
+    assert!(manifest.contains("svrkit.workspace = true"), "{manifest}");
+    let build = std::fs::read_to_string(dir.join("services/ledger/build.rs")).expect("build");
+    assert!(build.contains("../../idl/ledger/ledger.proto"), "{build}");
+    assert!(dir.join("idl/ledger/ledger.proto").is_file());
+
+    // The starter, with and without etcd.
+    let (code, _, err) = svrkit(&["new", "greeter", "--dir", &d, "--etcd"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = svrkit(&["new", "plain", "--dir", &format!("{d}/services")]).await;
+    assert_eq!(code, 0, "{err}");
+    let plain = std::fs::read_to_string(dir.join("services/plain/Cargo.toml")).expect("plain");
+    assert!(plain.contains("default-features = false"), "{plain}");
+    let starter = dir.join("services/greeter/src/lib.rs");
+    assert!(
+        std::fs::read_to_string(&starter)
+            .expect("lib")
+            .contains("async fn hello(")
+    );
+    assert!(rustfmt_clean(&[
+        starter,
+        dir.join("services/greeter/tests/smoke.rs")
+    ]));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

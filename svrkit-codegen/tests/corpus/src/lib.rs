@@ -36,6 +36,8 @@ pub mod corpus {
     }
 }
 
+pub mod serve;
+
 /// The generated code, as text, for tests that look at it.
 pub mod generated {
     /// `corpus.docs`, as generated.
