@@ -107,44 +107,32 @@ fn pid_alive(pid: u64) -> bool {
     })
 }
 
-fn write_manifest(dir: &Path) -> PathBuf {
+/// A manifest that builds the dependency-free `tests/fixtures/tiny` service with cargo.
+fn write_build_manifest(dir: &Path) -> PathBuf {
     let manifest = dir.join("svrkit.toml");
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny");
     std::fs::write(
         &manifest,
         format!(
-            "workspace = {:?}\n[build]\nprofile = \"dev\"\n\n[[service]]\nname = \"echo\"\ninstances = 2\nenv = {{ RUST_LOG = \"info\" }}\n",
-            repo().display().to_string()
+            "workspace = {:?}\n[build]\nprofile = \"dev\"\n\n[[service]]\nname = \"tiny\"\ninstances = 1\n",
+            tiny.display().to_string()
         ),
     )
     .expect("manifest");
     manifest
 }
 
-/// The echo binary the workspace build left next to this test (built here if missing),
-/// for manifests that name a prebuilt binary instead of building.
+/// The echo binary the workspace build left next to this test, for manifests that name
+/// a prebuilt binary instead of building.
 fn echo_binary() -> PathBuf {
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
-        .expect("the test's target directory");
-    let path = dir.join("echo");
-    if !path.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let built = std::process::Command::new(cargo)
-            .current_dir(repo())
-            .args(["build", "--workspace", "--bins"])
-            .status()
-            .expect("cargo build");
-        assert!(built.success());
-    }
-    path
+    svrkit_testkit::workspace_binary("echo")
 }
 
 /// A manifest running two instances of the prebuilt echo binary.
 fn write_prebuilt_manifest(dir: &Path, registry: &str) -> PathBuf {
     let manifest = dir.join("svrkit.toml");
     let text = format!(
-        "{registry}\n[[service]]\nname = \"echo\"\ninstances = 2\nbinary = {:?}\n",
+        "{registry}\n[[service]]\nname = \"echo\"\ninstances = 2\nbinary = {:?}\nenv = {{ RUST_LOG = \"info\" }}\n",
         echo_binary().display().to_string()
     );
     std::fs::write(&manifest, text).expect("manifest");
@@ -152,9 +140,49 @@ fn write_prebuilt_manifest(dir: &Path, registry: &str) -> PathBuf {
 }
 
 #[test]
+fn up_builds_with_cargo_and_deploy_builds_again() {
+    let dir = tempdir("build");
+    let manifest = write_build_manifest(&dir);
+    let state = dir.join("state").display().to_string();
+    let _down = Down(state.clone());
+    let target = dir.join("target");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_svrkit"))
+            .args(args)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .expect("run svrkit");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "svrkit {args:?}:\n{text}\n{err}");
+        (text, err)
+    };
+    let (out, err) = run(&[
+        "up",
+        manifest.to_str().expect("utf-8"),
+        "--state-dir",
+        &state,
+        "--detach",
+    ]);
+    assert!(out.contains("1 instance(s) ready"), "{out}");
+    assert!(err.contains("building tiny (dev)"), "{err}");
+    let instances = ps(&state);
+    assert_eq!(instances.len(), 1);
+    assert_eq!(instances[0]["status"], "ready");
+    // The binary was built into the target dir and copied into the state dir.
+    assert!(target.join("debug/tiny").is_file());
+
+    let (out, err) = run(&["deploy", "tiny", "--gray", "uids:7", "--state-dir", &state]);
+    assert!(out.contains("1 gray instance(s) ready"), "{out}");
+    assert!(err.contains("building tiny"), "{err}");
+    ok(&["down", "--state-dir", &state]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn up_call_ls_restart_gray_deploy_and_down() {
     let dir = tempdir("up");
-    let manifest = write_manifest(&dir);
+    let manifest = write_prebuilt_manifest(&dir, "");
     let state = dir.join("state").display().to_string();
     let _down = Down(state.clone());
     let registry = dir.join("state/registry").display().to_string();

@@ -24,6 +24,40 @@ pub fn tempdir(name: &str) -> PathBuf {
     dir
 }
 
+/// The command that builds every binary the tests start, with the one feature set of the
+/// test build: `tools/test` runs exactly this before the tests, so they find every binary
+/// built and nothing is compiled twice.
+pub const BUILD_ALL: &[&str] = &["build", "--workspace", "--all-targets"];
+
+/// The path of the workspace binary `name`, built by [`BUILD_ALL`] next to the running
+/// test's executable. When it is missing (only some tests were built, e.g. by
+/// `cargo test -p wx-client`), runs [`BUILD_ALL`] once, which resolves the same features as
+/// the test build and so recompiles nothing that was built.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .expect("the test's target directory");
+    let path = dir.join(name);
+    if !path.exists() {
+        BUILT.call_once(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(BUILD_ALL)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "cargo {} failed",
+                BUILD_ALL.join(" ")
+            );
+        });
+    }
+    assert!(path.exists(), "no binary {} after building", path.display());
+    path
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {

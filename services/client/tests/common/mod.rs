@@ -15,44 +15,21 @@ use serde_json::{Value, json};
 use svrkit_testkit::{PATIENCE, tempdir};
 use wx_client::{Answer, Http, Ws};
 
-/// The backend's binaries. `cargo nextest run --workspace` (what `tools/test` runs)
-/// builds them next to this test's executable; when one is missing (only this package's
-/// tests were built) they are built once here, with the workspace's feature set so that
-/// nothing else is rebuilt.
+/// The backend's binaries, built once by `tools/test` (see
+/// [`svrkit_testkit::workspace_binary`]).
 fn binaries() -> &'static HashMap<String, PathBuf> {
     static BINARIES: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     BINARIES.get_or_init(|| {
-        let names = [
+        [
             "accountstore",
             "contactstore",
             "account",
             "contact",
             "access",
-        ];
-        let dir = std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
-            .expect("the test's target directory");
-        let find = || -> Option<HashMap<String, PathBuf>> {
-            names
-                .iter()
-                .map(|n| {
-                    let path = dir.join(n);
-                    path.exists().then(|| (n.to_string(), path))
-                })
-                .collect()
-        };
-        if let Some(found) = find() {
-            return found;
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--workspace", "--bins"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the backend failed");
-        find().expect("cargo built the backend's binaries")
+        ]
+        .into_iter()
+        .map(|n| (n.to_string(), svrkit_testkit::workspace_binary(n)))
+        .collect()
     })
 }
 
