@@ -77,11 +77,13 @@ fn response_header_and_goaway_match_the_schema() {
     set(&mut msg, "message", Value::String("overloaded".into()));
     set(&mut msg, "admission_business", Value::U32(4));
     set(&mut msg, "admission_user", Value::U32(64));
+    set(&mut msg, "not_processed", Value::Bool(true));
     let expected = ResponseHeader {
         code: 17,
         message: "overloaded",
         admission_business: 4,
         admission_user: 64,
+        not_processed: true,
     };
     assert_eq!(
         ResponseHeader::decode(&msg.encode_to_vec()).expect("decode"),

@@ -667,8 +667,9 @@ impl ChannelInner {
                     endpoint.succeeded();
                 }
                 let status = Status::new(code, response.message);
-                // The server sheds overload before dispatch, so the handler never ran.
-                let status = if code == Code::Overloaded {
+                // The server sheds overload before dispatch, so the handler never ran; a
+                // handler says so itself for a request that was not its to serve.
+                let status = if code == Code::Overloaded || response.not_processed {
                     status.with_not_processed()
                 } else {
                     status

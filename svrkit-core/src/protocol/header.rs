@@ -74,6 +74,9 @@ pub struct ResponseHeader<'a> {
     pub admission_business: u32,
     /// 4: the server's current admission level, user part.
     pub admission_user: u32,
+    /// 5: the handler did not act on the request (it is not this instance's to serve, e.g.
+    /// a key it does not own): the client may retry any method on another instance.
+    pub not_processed: bool,
 }
 
 /// Why a server sent goaway.
@@ -275,6 +278,7 @@ impl<'a> ResponseHeader<'a> {
             + str_len(2, self.message)
             + varint_len(3, u64::from(self.admission_business))
             + varint_len(4, u64::from(self.admission_user))
+            + varint_len(5, u64::from(self.not_processed))
     }
 
     /// Writes the header as protobuf.
@@ -283,6 +287,7 @@ impl<'a> ResponseHeader<'a> {
         put_str(2, self.message, buf);
         put_varint(3, u64::from(self.admission_business), buf);
         put_varint(4, u64::from(self.admission_user), buf);
+        put_varint(5, u64::from(self.not_processed), buf);
     }
 
     /// Reads a header, borrowing its message from `buf`.
@@ -295,6 +300,7 @@ impl<'a> ResponseHeader<'a> {
                 2 => h.message = r.str(tag, wire)?,
                 3 => h.admission_business = r.varint_u32(tag, wire)?,
                 4 => h.admission_user = r.varint_u32(tag, wire)?,
+                5 => h.not_processed = r.varint_u32(tag, wire)? != 0,
                 _ => r.skip(tag, wire)?,
             }
         }
@@ -369,6 +375,7 @@ mod tests {
             message: "shed",
             admission_business: 9,
             admission_user: 64,
+            not_processed: true,
         };
         let mut buf = Vec::new();
         r.encode(&mut buf);

@@ -529,6 +529,7 @@ fn encode_response(
     (admission_business, admission_user): (u32, u32),
 ) {
     let too_large;
+    let not_processed = result.is_err_and(Status::is_not_processed);
     let (code, message, body): (u32, &str, &[u8]) = match result {
         Ok(body) if FRAME_HEAD_LEN - 4 + body.len() + 16 <= max_frame_size => (0, "", body),
         Ok(body) => {
@@ -545,6 +546,7 @@ fn encode_response(
         message: truncate(message, MAX_HEADER_LEN - 64),
         admission_business,
         admission_user,
+        not_processed,
     };
     let header_len = header.encoded_len();
     protocol::encode_frame_head(buf, FrameKind::Response, id, header_len, body.len());
