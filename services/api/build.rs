@@ -4,6 +4,7 @@ fn main() {
         "../../idl/wx/account.proto",
         "../../idl/wx/contact.proto",
         "../../idl/wx/access.proto",
+        "../../idl/wx/seq.proto",
     ];
     if let Err(e) = svrkit_codegen::compile(&files, &["../../idl"]) {
         panic!("svrkit codegen failed: {e}");

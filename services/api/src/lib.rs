@@ -24,6 +24,14 @@ pub mod storage {
     svrkit::include_proto!("wx.storage");
     pub use account_store_client::AccountStoreClient;
     pub use contact_store_client::ContactStoreClient;
+    pub use seq_store_client::SeqStoreClient;
+}
+
+/// `wx.seq`: per-user sequence numbers.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod seq {
+    svrkit::include_proto!("wx.seq");
+    pub use seq_client::SeqClient;
 }
 
 /// `wx.account`: the account service.
@@ -45,6 +53,28 @@ pub mod contact {
 pub mod access {
     svrkit::include_proto!("wx.access");
     pub use push_client::PushClient;
+}
+
+/// How many sections the sequence allocator's users are grouped in.
+///
+/// seqsvr groups 100,000 adjacent uids per section so that persisted state stays tiny;
+/// this backend's uids are random 53-bit numbers, so adjacency would group nobody.
+/// Instead a uid's section is a hash of the uid modulo this fixed count: with 1,024
+/// sections, a million users put ~1,000 in each, and the persisted state is 1,024 small
+/// records however many users there are. The count is fixed for the life of a
+/// deployment: changing it would move users to sections whose `max_seq` may be lower,
+/// and their sequences would go back.
+pub const SEQ_SECTIONS: u32 = 1024;
+
+/// The sequence section of `uid` (see [`SEQ_SECTIONS`]); callers of `wx.seq.Seq` route
+/// by it ([`by_section`]).
+pub fn seq_section(uid: u64) -> u32 {
+    (svrkit::balance::ring_hash(&uid.to_be_bytes()) % u64::from(SEQ_SECTIONS)) as u32
+}
+
+/// Call options routing a `wx.seq.Seq` call, or a `SeqStore` call, by `uid`'s section.
+pub fn by_section(section: u32) -> CallOptions {
+    CallOptions::new().routing_key(u64::from(section))
 }
 
 /// The most friends one user may have.
