@@ -8,6 +8,8 @@
 //! - `svrkit-bench failover`: three instances under load, one killed with SIGKILL.
 //! - `svrkit-bench storage`: durable writes per second on a storage shard's engine, group
 //!   commit against an fsync per write and against no fsync at all.
+//! - `svrkit-bench seq`: sequence allocations per second and latency through the RPC, a
+//!   `seqstore` shard and a `seq` allocator in processes of their own.
 //!
 //! Figures are for comparison within one run on one machine; they are never asserted in
 //! tests.
@@ -17,6 +19,7 @@ mod overload;
 mod proto;
 mod raw;
 mod rpc;
+mod seq;
 mod servers;
 mod stats;
 mod storage;
@@ -41,6 +44,15 @@ enum Command {
     /// Acknowledged writes per second on a storage shard's engine: group commit vs an
     /// fsync per write vs no fsync.
     Storage(storage::StorageArgs),
+    /// Sequence allocations per second and mean/p99/p99.9 latency through the RPC.
+    Seq(seq::SeqArgs),
+    /// Serve one half of the seq backend (started by `seq` itself).
+    #[command(hide = true)]
+    ServeSeq {
+        /// Which half.
+        #[command(subcommand)]
+        role: seq::SeqRole,
+    },
     /// Serve one system's echo server (started by the benchmarks themselves).
     #[command(hide = true)]
     Serve {
@@ -69,6 +81,8 @@ fn main() -> anyhow::Result<()> {
         Command::Overload(args) => runtime.block_on(overload::run(args)),
         Command::Failover(args) => runtime.block_on(failover::run(args)),
         Command::Storage(args) => runtime.block_on(storage::run(args)),
+        Command::Seq(args) => runtime.block_on(seq::run(args)),
+        Command::ServeSeq { role } => runtime.block_on(seq::serve(role)),
         Command::Serve { system, addr } => runtime.block_on(servers::serve(system, addr)),
     }
 }

@@ -47,21 +47,27 @@ pub(crate) struct ServerProcess {
 
 impl ServerProcess {
     pub(crate) fn start(system: System) -> anyhow::Result<ServerProcess> {
+        ServerProcess::spawn(&["serve", system.name()])
+    }
+
+    /// Runs this benchmark binary with `args` (a hidden serving subcommand) and waits for
+    /// its `listening on ADDR` line.
+    pub(crate) fn spawn(args: &[&str]) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
-            .args(["serve", system.name()])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .with_context(|| format!("starting the {} server", system.name()))?;
+            .with_context(|| format!("starting `svrkit-bench {}`", args.join(" ")))?;
         let mut stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
         let mut line = String::new();
         stdout.read_line(&mut line)?;
         let addr = line
             .trim()
             .strip_prefix("listening on ")
-            .ok_or_else(|| anyhow!("{} server said {line:?}", system.name()))?
+            .ok_or_else(|| anyhow!("`svrkit-bench {}` said {line:?}", args.join(" ")))?
             .parse()?;
         Ok(ServerProcess {
             child,
@@ -70,7 +76,7 @@ impl ServerProcess {
         })
     }
 
-    fn cpu(&self) -> Duration {
+    pub(crate) fn cpu(&self) -> Duration {
         process_cpu(self.child.id())
     }
 
