@@ -5,6 +5,7 @@ fn main() {
         "../../idl/wx/contact.proto",
         "../../idl/wx/access.proto",
         "../../idl/wx/seq.proto",
+        "../../idl/wx/message.proto",
     ];
     if let Err(e) = svrkit_codegen::compile(&files, &["../../idl"]) {
         panic!("svrkit codegen failed: {e}");

@@ -51,6 +51,8 @@ pub const ACTIONS: &[ActionSpec] = &[
     action("friends.list", priority::CONTACT_READ, true),
     action("friends.requests", priority::CONTACT_READ, true),
     action("relation.check", priority::CONTACT_READ, true),
+    action("message.send", priority::MESSAGING, true),
+    action("sync", priority::MESSAGING, true),
 ];
 
 /// The action named `name`.

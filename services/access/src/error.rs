@@ -62,8 +62,27 @@ impl ApiError {
     }
 }
 
+/// Reasons a logic service states itself, as the first word of its status message
+/// (`"bad_sync_key: malformed sync key"`).
+const STATED_REASONS: &[&str] = &[
+    "empty_text",
+    "text_too_long",
+    "bad_sync_key",
+    "sync_key_expired",
+];
+
 impl From<Status> for ApiError {
     fn from(status: Status) -> ApiError {
-        ApiError::new(status.code(), status.message())
+        let error = ApiError::new(status.code(), status.message());
+        let stated = STATED_REASONS.iter().find(|r| {
+            status
+                .message()
+                .strip_prefix(**r)
+                .is_some_and(|rest| rest.starts_with(':'))
+        });
+        match stated {
+            Some(reason) => error.reason(reason),
+            None => error,
+        }
     }
 }

@@ -16,6 +16,7 @@ use wx_api::account::{
     UpdateProfileRequest, VerifyTokenRequest,
 };
 use wx_api::contact::{CheckRequest, ContactClient, FriendRequest, Relation};
+use wx_api::message::{MessageClient, SendRequest, SyncRequest};
 
 use crate::actions::{find_action, priority};
 use crate::error::ApiError;
@@ -66,6 +67,7 @@ impl Default for Limits {
 pub struct Gateway {
     account: AccountClient,
     contact: ContactClient,
+    message: MessageClient,
     users: RateLimiter<u64>,
     addresses: RateLimiter<IpAddr>,
     limits: Limits,
@@ -73,10 +75,16 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway calling these services.
-    pub fn new(account: AccountClient, contact: ContactClient, limits: Limits) -> Gateway {
+    pub fn new(
+        account: AccountClient,
+        contact: ContactClient,
+        message: MessageClient,
+        limits: Limits,
+    ) -> Gateway {
         Gateway {
             account,
             contact,
+            message,
             users: RateLimiter::new(limits.rate_per_sec, limits.burst),
             addresses: RateLimiter::new(limits.rate_per_sec, limits.burst),
             limits,
@@ -268,6 +276,49 @@ impl Gateway {
                     })
                     .collect();
                 json!({ "relations": relations })
+            }
+            "message.send" => {
+                let reply = self
+                    .message
+                    .send(SendRequest {
+                        to: id(body, "to")?,
+                        text: text(body, "text")?,
+                        client_msg_id: optional_text(body, "client_msg_id")?.unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(|s| {
+                        let e = with_reason(s.into(), Code::PermissionDenied, "not_friend");
+                        with_reason(e, Code::NotFound, "unknown_user")
+                    })?;
+                json!({ "msg_id": reply.msg_id.to_string(), "seq": reply.seq, "sent_ms": reply.sent_ms })
+            }
+            "sync" => {
+                let reply = self
+                    .message
+                    .sync(SyncRequest {
+                        sync_key: optional_text(body, "sync_key")?.unwrap_or_default(),
+                        limit: optional_id(body, "limit")?
+                            .map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)),
+                        device: optional_text(body, "device")?.unwrap_or_default(),
+                    })
+                    .await?;
+                let mut out = json!({
+                    "messages": reply.messages.iter().map(|m| json!({
+                        "seq": m.seq,
+                        "msg_id": m.msg_id.to_string(),
+                        "from": m.from,
+                        "to": m.to,
+                        "text": m.text,
+                        "sent_ms": m.sent_ms,
+                        "client_msg_id": m.client_msg_id,
+                    })).collect::<Vec<_>>(),
+                    "has_more": reply.has_more,
+                    "sync_key": reply.sync_key,
+                });
+                if let Some(profile) = &reply.profile {
+                    out["profile"] = profile_json(profile);
+                }
+                out
             }
             other => {
                 return Err(ApiError::new(

@@ -113,6 +113,7 @@ pub fn profile_for(record: &AccountRecord, full: bool) -> Profile {
         phone: record.phone.clone(),
         private_fields: record.private_fields.clone(),
         hidden: Vec::new(),
+        version: record.version,
     };
     if !full {
         for (field, value) in [

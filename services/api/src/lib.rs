@@ -24,7 +24,15 @@ pub mod storage {
     svrkit::include_proto!("wx.storage");
     pub use account_store_client::AccountStoreClient;
     pub use contact_store_client::ContactStoreClient;
+    pub use msg_store_client::MsgStoreClient;
     pub use seq_store_client::SeqStoreClient;
+}
+
+/// `wx.message`: messaging and sync.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod message {
+    svrkit::include_proto!("wx.message");
+    pub use message_client::MessageClient;
 }
 
 /// `wx.seq`: per-user sequence numbers.
@@ -140,6 +148,17 @@ impl Peers {
     /// A channel to `service` balancing by load (power of two choices).
     pub async fn balanced(&self, service: &str) -> Result<Channel, PeersError> {
         Ok(discover(&*self.registry, service, Channel::builder()).await?)
+    }
+
+    /// A channel to `service` routed by key on a consistent-hash ring, moving to the next
+    /// instance when the key's is down or answers "not mine" (`wx.seq.Seq` by section).
+    pub async fn by_key(&self, service: &str) -> Result<Channel, PeersError> {
+        Ok(discover(
+            &*self.registry,
+            service,
+            Channel::builder().balance(Balance::ConsistentHash),
+        )
+        .await?)
     }
 
     /// A channel to the shards of a storage service ([`sharded`]).

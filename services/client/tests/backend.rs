@@ -45,3 +45,15 @@ async fn an_interrupted_accept_is_finished_by_accepting_again() {
     let backend = Backend::start(Registry::Embedded).await;
     common::an_interrupted_accept_is_finished_by_accepting_again(&backend).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_pushed_synced_and_caught_up() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::messaging::send_push_sync_and_catch_up(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messaging_refuses_precisely_and_never_reveals_a_block() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::messaging::messaging_refusals(&backend).await;
+}

@@ -32,3 +32,10 @@ async fn graceful_restart_of_every_process_loses_nothing_with_etcd() {
     let mut backend = Backend::start(Registry::Etcd(etcd.endpoint())).await;
     common::restarting_every_process_loses_nothing(&mut backend, false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_pushed_synced_and_caught_up_with_etcd() {
+    let etcd = Etcd::start().await;
+    let backend = Backend::start(Registry::Etcd(etcd.endpoint())).await;
+    common::messaging::send_push_sync_and_catch_up(&backend).await;
+}

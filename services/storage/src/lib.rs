@@ -1,6 +1,7 @@
 //! The storage tier of the backend: one service per data type — `accountstore`
-//! ([`AccountStoreService`]), `contactstore` ([`ContactStoreService`]) and `seqstore`
-//! ([`SeqStoreService`], the sequence allocator's sections) — each run as
+//! ([`AccountStoreService`]), `contactstore` ([`ContactStoreService`]), `msgstore`
+//! ([`MsgStoreService`], mailboxes) and `seqstore` ([`SeqStoreService`], the sequence
+//! allocator's sections) — each run as
 //! shards that callers pick by uid on a consistent-hash ring of the instances discovery
 //! reports (`svrkit::balance::Balance::Sharded`: only the owner, never a neighbour).
 //!
@@ -30,9 +31,11 @@ pub mod engine;
 mod account_store;
 mod codec;
 mod contact_store;
+pub mod msg_store;
 mod seq_store;
 
 pub use account_store::AccountStoreService;
 pub use contact_store::ContactStoreService;
 pub use engine::{Engine, StorageError};
+pub use msg_store::MsgStoreService;
 pub use seq_store::SeqStoreService;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod messaging;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -23,8 +25,12 @@ fn binaries() -> &'static HashMap<String, PathBuf> {
         [
             "accountstore",
             "contactstore",
+            "seqstore",
+            "msgstore",
             "account",
             "contact",
+            "seq",
+            "message",
             "access",
         ]
         .into_iter()
@@ -126,8 +132,8 @@ pub enum Registry {
     Etcd(String),
 }
 
-/// The backend: two shards of each store, account, contact, one access-short and two
-/// access-long instances, each its own process.
+/// The backend: two shards of each store, account, contact, two seq allocators, message,
+/// one access-short and two access-long instances, each its own process.
 pub struct Backend {
     dir: PathBuf,
     procs: Vec<Proc>,
@@ -189,9 +195,20 @@ impl Backend {
         for i in 1..=2 {
             add(&format!("accountstore-{i}"), "accountstore", &[], vec![]);
             add(&format!("contactstore-{i}"), "contactstore", &[], vec![]);
+            add(&format!("seqstore-{i}"), "seqstore", &[], vec![]);
+            add(&format!("msgstore-{i}"), "msgstore", &[], vec![]);
         }
         add("account-1", "account", &[], vec![]);
         add("contact-1", "contact", &[], vec![]);
+        for i in 1..=2 {
+            add(
+                &format!("seq-{i}"),
+                "seq",
+                &[],
+                vec![("WX_SEQ_LEASE_MS".into(), "1000".into())],
+            );
+        }
+        add("message-1", "message", &[], vec![]);
         add(
             "access-short-1",
             "access",
@@ -333,7 +350,7 @@ pub async fn refused(
     answer
 }
 
-fn unique(base: &str) -> String {
+pub fn unique(base: &str) -> String {
     format!("{base}_{:x}", svrkit::context::new_id() & 0xff_ffff)
 }
 

@@ -1,0 +1,287 @@
+//! `wx.message.Message`: store-and-forward messaging with SyncKey sync.
+//!
+//! ## Send
+//!
+//! Only between friends: the recipient's edge to the sender must be FRIEND, so a block
+//! (which leaves the blocked side's edge untouched) answers the same `not_friend` as a
+//! stranger and is never revealed. The message gets the recipient's next sequence from
+//! `seq` and is stored in the recipient's mailbox, then under the sender's next sequence
+//! in the sender's own (their other devices sync what they sent). Each store is
+//! idempotent by (sender, client message id), so a client that did not hear the answer
+//! sends again with the same id and gets the same message back. A mailbox accepts
+//! sequences only above its last one; a send that lost a race to a concurrent send (its
+//! sequence arrived second) takes a new sequence and tries again.
+//!
+//! Then both users' live connections are told to sync ([`notify`], coalesced per user).
+//!
+//! ## Sync
+//!
+//! The device presents its [`SyncKey`] (empty the first time). Presenting it proves the
+//! device has everything up to it (no separate ACK), so the mailbox may trim what every
+//! device has. The answer holds the messages above the key (oldest first, at most 200,
+//! `has_more` when more wait), the user's profile when its version is newer, and a new key.
+//! A key below what the mailbox still keeps is `sync_key_expired`: the device starts over
+//! from an empty key.
+
+pub mod notify;
+pub mod sync_key;
+
+use svrkit::{Code, Status};
+use wx_api::account::{AccountClient, ExistsRequest, GetProfilesRequest};
+use wx_api::message::message_server::Message;
+use wx_api::message::{ChatMessage, SendReply, SendRequest, SyncReply, SyncRequest};
+use wx_api::seq::{NextRequest, SeqClient};
+use wx_api::storage::{
+    AckRequest, ContactStoreClient, DeliverMessageRequest, EdgeState, GetEdgesRequest,
+    MsgStoreClient, ReadMailboxRequest, StoredMessage,
+};
+use wx_api::{acting_user, by_uid};
+
+pub use notify::Notifier;
+pub use sync_key::{SyncKey, SyncKeyError};
+
+/// The longest text a message may carry, in bytes.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+/// The longest client message id and device id, in bytes.
+pub const MAX_ID_BYTES: usize = 64;
+/// How many times a send takes a new sequence after losing a race for a mailbox.
+const DELIVERY_ATTEMPTS: usize = 5;
+
+/// The message service.
+#[derive(Debug, Clone)]
+pub struct MessageService {
+    store: MsgStoreClient,
+    seq: SeqClient,
+    contacts: ContactStoreClient,
+    account: AccountClient,
+    notifier: Option<Notifier>,
+}
+
+impl MessageService {
+    /// A service over its stores and peers; `notifier` pushes "sync" (none: no pushes).
+    pub fn new(
+        store: MsgStoreClient,
+        seq: SeqClient,
+        contacts: ContactStoreClient,
+        account: AccountClient,
+        notifier: Option<Notifier>,
+    ) -> MessageService {
+        MessageService {
+            store,
+            seq,
+            contacts,
+            account,
+            notifier,
+        }
+    }
+
+    /// Stores `message` in `owner`'s mailbox under a fresh sequence of `owner`.
+    async fn deliver(
+        &self,
+        owner: u64,
+        mut message: StoredMessage,
+    ) -> Result<StoredMessage, Status> {
+        let mut last = None;
+        for _ in 0..DELIVERY_ATTEMPTS {
+            let seq = self
+                .seq
+                .next_with(
+                    NextRequest { uid: owner },
+                    wx_api::by_section(wx_api::seq_section(owner)),
+                )
+                .await?;
+            message.seq = seq.seq;
+            match self
+                .store
+                .deliver_with(
+                    DeliverMessageRequest {
+                        owner,
+                        message: Some(message.clone()),
+                    },
+                    by_uid(owner),
+                )
+                .await
+            {
+                Ok(reply) => {
+                    return reply
+                        .message
+                        .ok_or_else(|| Status::internal("msgstore answered no message"));
+                }
+                Err(status) if status.code() == Code::Aborted => last = Some(status),
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable("could not deliver")))
+    }
+
+    /// Whether `from` may message `to`: `to` has `from` as a friend.
+    async fn may_message(&self, from: u64, to: u64) -> Result<bool, Status> {
+        let edges = self
+            .contacts
+            .get_edges_with(
+                GetEdgesRequest {
+                    owner: to,
+                    peers: vec![from],
+                },
+                by_uid(to),
+            )
+            .await?;
+        Ok(edges
+            .edges
+            .iter()
+            .any(|e| e.peer == from && e.state() == EdgeState::Friend))
+    }
+
+    fn notify(&self, uid: u64) {
+        if let Some(notifier) = &self.notifier {
+            notifier.notify(uid);
+        }
+    }
+}
+
+fn chat(m: StoredMessage) -> ChatMessage {
+    ChatMessage {
+        seq: m.seq,
+        msg_id: m.msg_id,
+        from: m.from,
+        to: m.to,
+        text: m.text,
+        sent_ms: m.sent_ms,
+        client_msg_id: m.client_msg_id,
+    }
+}
+
+impl Message for MessageService {
+    async fn send(&self, request: SendRequest) -> Result<SendReply, Status> {
+        let me = acting_user()?;
+        if request.text.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "empty_text: a message needs some text",
+            ));
+        }
+        if request.text.len() > MAX_TEXT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "text_too_long: a message is at most {MAX_TEXT_BYTES} bytes, this one is {}",
+                request.text.len()
+            )));
+        }
+        if request.client_msg_id.len() > MAX_ID_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "client_msg_id is at most {MAX_ID_BYTES} bytes"
+            )));
+        }
+        if request.to == me || request.to == 0 {
+            return Err(Status::invalid_argument(
+                "send to a friend, not to yourself",
+            ));
+        }
+        if !self.may_message(me, request.to).await? {
+            let exists = self
+                .account
+                .exists(ExistsRequest {
+                    uids: vec![request.to],
+                })
+                .await?;
+            if !exists.exists.first().copied().unwrap_or(false) {
+                return Err(Status::not_found(format!("no user {}", request.to)));
+            }
+            return Err(Status::permission_denied(format!(
+                "user {} is not your friend",
+                request.to
+            )));
+        }
+        let client_msg_id = if request.client_msg_id.is_empty() {
+            format!("server-{:x}", svrkit::context::new_id())
+        } else {
+            request.client_msg_id
+        };
+        let message = StoredMessage {
+            seq: 0,
+            msg_id: svrkit::context::new_id(),
+            from: me,
+            to: request.to,
+            text: request.text,
+            sent_ms: wx_api::now_ms(),
+            client_msg_id,
+        };
+        // The recipient's copy first: once it is stored the message is sent, and a re-send
+        // after a failure below finds it and completes the sender's copy.
+        let delivered = self.deliver(request.to, message).await?;
+        let own = StoredMessage {
+            seq: 0,
+            ..delivered.clone()
+        };
+        let own = self.deliver(me, own).await?;
+        metrics::counter!("wx_message_sent_total").increment(1);
+        self.notify(request.to);
+        self.notify(me);
+        Ok(SendReply {
+            msg_id: own.msg_id,
+            seq: own.seq,
+            sent_ms: own.sent_ms,
+        })
+    }
+
+    async fn sync(&self, request: SyncRequest) -> Result<SyncReply, Status> {
+        let me = acting_user()?;
+        let key = SyncKey::decode(&request.sync_key, me)
+            .map_err(|e| Status::invalid_argument(format!("bad_sync_key: {e}")))?;
+        let device = if request.device.is_empty() {
+            "default".to_string()
+        } else if request.device.len() > MAX_ID_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a device id is at most {MAX_ID_BYTES} bytes"
+            )));
+        } else {
+            request.device
+        };
+        metrics::counter!("wx_message_syncs_total").increment(1);
+        // The key proves the device has everything up to it; a first sync (key 0) makes
+        // the device known, so nothing it has not seen is trimmed from then on.
+        self.store
+            .ack_with(
+                AckRequest {
+                    owner: me,
+                    device,
+                    seq: key.messages,
+                },
+                by_uid(me),
+            )
+            .await?;
+        let read = self
+            .store
+            .read_with(
+                ReadMailboxRequest {
+                    owner: me,
+                    after_seq: key.messages,
+                    limit: request.limit,
+                },
+                by_uid(me),
+            )
+            .await?;
+        if key.messages > 0 && read.kept_from_seq > key.messages + 1 {
+            return Err(Status::failed_precondition(format!(
+                "sync_key_expired: messages up to {} are gone; sync again from an empty key",
+                read.kept_from_seq - 1
+            )));
+        }
+        let profiles = self
+            .account
+            .get_profiles(GetProfilesRequest { uids: vec![me] })
+            .await?;
+        let profile = profiles.profiles.into_iter().next();
+        let profile_version = profile.as_ref().map_or(key.profile, |p| p.version);
+        let newest = read.messages.last().map_or(key.messages, |m| m.seq);
+        let next = SyncKey {
+            uid: me,
+            profile: profile_version.max(key.profile),
+            messages: newest.max(key.messages),
+        };
+        Ok(SyncReply {
+            messages: read.messages.into_iter().map(chat).collect(),
+            profile: profile.filter(|p| p.version > key.profile),
+            has_more: read.has_more,
+            sync_key: next.encode(),
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! The SyncKey: what a device has, as an opaque token the server computes.
+//!
+//! Clients must treat it as opaque: keep the latest one and present it on the next sync.
+//! Inside (documented for operators and for this crate's tests) it is 33 bytes, written
+//! as 66 lower-case hex digits:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0 | format version, 1 |
+//! | 1..9 | uid the key belongs to (big-endian) |
+//! | 9..17 | profile: the account version the device has |
+//! | 17..25 | messages: the highest mailbox sequence the device has |
+//! | 25..29 | reserved, 0 (contacts' change counter, when contacts join sync) |
+//! | 29..33 | check: the first 4 bytes of `ring_hash` of bytes 0..29 |
+//!
+//! A key that does not decode, fails its check, or belongs to another user is
+//! `bad_sync_key`; the empty key is a device's first sync.
+
+use std::fmt::Write as _;
+
+/// The versions a device has of each data type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncKey {
+    /// The user.
+    pub uid: u64,
+    /// The account (profile) version.
+    pub profile: u64,
+    /// The mailbox sequence.
+    pub messages: u64,
+}
+
+/// Why a presented key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncKeyError {
+    /// Not 66 hex digits of a known format.
+    #[error("malformed sync key")]
+    Malformed,
+    /// The check bytes do not match.
+    #[error("corrupt sync key")]
+    Corrupt,
+    /// Made for another user.
+    #[error("this sync key belongs to another user")]
+    OtherUser,
+}
+
+const VERSION: u8 = 1;
+const LEN: usize = 33;
+
+fn check(payload: &[u8]) -> [u8; 4] {
+    let hash = svrkit::balance::ring_hash(payload).to_be_bytes();
+    [hash[0], hash[1], hash[2], hash[3]]
+}
+
+impl SyncKey {
+    /// The token for this key.
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::with_capacity(LEN);
+        bytes.push(VERSION);
+        bytes.extend_from_slice(&self.uid.to_be_bytes());
+        bytes.extend_from_slice(&self.profile.to_be_bytes());
+        bytes.extend_from_slice(&self.messages.to_be_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        let sum = check(&bytes);
+        bytes.extend_from_slice(&sum);
+        let mut out = String::with_capacity(LEN * 2);
+        for b in bytes {
+            let _ = write!(out, "{b:02x}");
+        }
+        out
+    }
+
+    /// The key `token` holds for user `uid`; the empty token is a fresh device.
+    pub fn decode(token: &str, uid: u64) -> Result<SyncKey, SyncKeyError> {
+        if token.is_empty() {
+            return Ok(SyncKey {
+                uid,
+                ..SyncKey::default()
+            });
+        }
+        if token.len() != LEN * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SyncKeyError::Malformed);
+        }
+        let bytes: Vec<u8> = (0..LEN)
+            .map(|i| u8::from_str_radix(&token[i * 2..i * 2 + 2], 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| SyncKeyError::Malformed)?;
+        if bytes[0] != VERSION {
+            return Err(SyncKeyError::Malformed);
+        }
+        if check(&bytes[..29]) != bytes[29..33] {
+            return Err(SyncKeyError::Corrupt);
+        }
+        let word = |i: usize| bytes[i..i + 8].try_into().map_or(0, u64::from_be_bytes);
+        let key = SyncKey {
+            uid: word(1),
+            profile: word(9),
+            messages: word(17),
+        };
+        if key.uid != uid {
+            return Err(SyncKeyError::OtherUser);
+        }
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_what_it_did_not_make() {
+        let key = SyncKey {
+            uid: 42,
+            profile: 3,
+            messages: u64::MAX - 1,
+        };
+        let token = key.encode();
+        assert_eq!(token.len(), 66);
+        assert_eq!(SyncKey::decode(&token, 42), Ok(key));
+        assert_eq!(
+            SyncKey::decode("", 7),
+            Ok(SyncKey {
+                uid: 7,
+                ..SyncKey::default()
+            })
+        );
+        assert_eq!(SyncKey::decode(&token, 43), Err(SyncKeyError::OtherUser));
+        assert_eq!(SyncKey::decode("zz", 42), Err(SyncKeyError::Malformed));
+        assert_eq!(
+            SyncKey::decode(&"g".repeat(66), 42),
+            Err(SyncKeyError::Malformed)
+        );
+        let mut flipped = token.clone().into_bytes();
+        flipped[40] = if flipped[40] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).expect("ascii");
+        assert_eq!(SyncKey::decode(&flipped, 42), Err(SyncKeyError::Corrupt));
+        let mut other_version = token.into_bytes();
+        other_version[1] = b'2';
+        let other_version = String::from_utf8(other_version).expect("ascii");
+        assert_eq!(
+            SyncKey::decode(&other_version, 42),
+            Err(SyncKeyError::Malformed)
+        );
+    }
+}

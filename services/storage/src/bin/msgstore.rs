@@ -1,0 +1,27 @@
+//! `msgstore`: one shard of `wx.storage.MsgStore`, configured by the SVRKIT_* environment
+//! (see `svrkit::launch`); its data lives in SVRKIT_DATA_DIR. `WX_MSG_RETENTION_MS` sets how
+//! long messages no device acknowledged are kept (default 7 days).
+
+use anyhow::Context as _;
+use svrkit::Server;
+use svrkit::launch::Launch;
+use wx_api::storage::msg_store_methods::SERVICE_NAME;
+use wx_api::storage::msg_store_server::MsgStoreServer;
+use wx_storage::{Engine, MsgStoreService, msg_store};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    wx_api::init_tracing();
+    let launch = Launch::from_env(SERVICE_NAME)?;
+    let retention = match std::env::var("WX_MSG_RETENTION_MS") {
+        Ok(ms) => std::time::Duration::from_millis(ms.parse().context("WX_MSG_RETENTION_MS")?),
+        Err(_) => msg_store::DEFAULT_RETENTION,
+    };
+    let dir = launch.data_dir().join("msgstore");
+    let engine = Engine::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    let service = MsgStoreService::new(engine, retention)?;
+    launch
+        .serve(Server::builder().add_service(MsgStoreServer::new(service)))
+        .await?;
+    Ok(())
+}
