@@ -213,6 +213,89 @@ async fn main() -> anyhow::Result<()> {
             .collect();
         println!("  {name}'s friends: {}", names.join("; "));
     }
+
+    // Messaging: push, then sync with the SyncKey.
+    let first = expect(
+        "sync",
+        api.call("sync", &json!({ "device": "phone" }), Some(tb))
+            .await?,
+    )?;
+    let mut bob_key = first["sync_key"].as_str().unwrap_or_default().to_string();
+    let hello = json!({ "to": b, "text": "Hi Bob! Lunch?", "client_msg_id": "lunch-1" });
+    let sent = expect(
+        "message.send",
+        api.call("message.send", &hello, Some(ta)).await?,
+    )?;
+    println!(
+        "  {alice} writes to {bob}: message {} stored",
+        sent["msg_id"]
+    );
+    if let Some(ws) = bob_ws.as_mut() {
+        match ws.push(Duration::from_secs(5)).await {
+            Ok(push) => println!("  {bob} is pushed: {}", push["push"]),
+            Err(e) => println!("  {bob} got no push: {e}"),
+        }
+        let answer = ws
+            .call("sync", json!({ "sync_key": bob_key, "device": "phone" }))
+            .await?;
+        if answer["ok"] != true {
+            bail!("sync failed: {answer}");
+        }
+        for m in answer["result"]["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "  {bob} syncs over the long connection: seq {} {:?}",
+                m["seq"], m["text"]
+            );
+        }
+        bob_key = answer["result"]["sync_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    }
+    drop(bob_ws);
+    println!("  {bob} goes offline");
+    for (i, text) in ["Are you there?", "I'll be at the usual place."]
+        .iter()
+        .enumerate()
+    {
+        let body = json!({ "to": b, "text": text, "client_msg_id": format!("lunch-{}", i + 2) });
+        expect(
+            "message.send",
+            api.call("message.send", &body, Some(ta)).await?,
+        )?;
+        println!("  {alice} writes: {text:?}");
+    }
+    let caught = expect(
+        "sync",
+        api.call(
+            "sync",
+            &json!({ "sync_key": bob_key, "device": "phone" }),
+            Some(tb),
+        )
+        .await?,
+    )?;
+    let missed: Vec<String> = caught["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            format!(
+                "seq {} {:?}",
+                m["seq"],
+                m["text"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    println!(
+        "  {bob} reconnects and syncs from his old key: {} message(s): {}",
+        missed.len(),
+        missed.join("; ")
+    );
+
     expect("logout", api.call("logout", &json!({}), Some(ta)).await?)?;
     let after = api.call("friends.list", &json!({}), Some(ta)).await?;
     println!(
