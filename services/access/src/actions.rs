@@ -53,6 +53,11 @@ pub const ACTIONS: &[ActionSpec] = &[
     action("relation.check", priority::CONTACT_READ, true),
     action("message.send", priority::MESSAGING, true),
     action("sync", priority::MESSAGING, true),
+    action("group.create", priority::MESSAGING, true),
+    action("group.add", priority::MESSAGING, true),
+    action("group.leave", priority::MESSAGING, true),
+    action("group.send", priority::MESSAGING, true),
+    action("group.info", priority::MESSAGING, true),
 ];
 
 /// The action named `name`.

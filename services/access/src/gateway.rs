@@ -16,7 +16,10 @@ use wx_api::account::{
     UpdateProfileRequest, VerifyTokenRequest,
 };
 use wx_api::contact::{CheckRequest, ContactClient, FriendRequest, Relation};
-use wx_api::message::{MessageClient, SendRequest, SyncRequest};
+use wx_api::message::{
+    AddMembersRequest, CreateGroupRequest, GroupInfo, GroupInfoRequest, LeaveGroupRequest,
+    MessageClient, SendGroupRequest, SendRequest, SyncRequest,
+};
 
 use crate::actions::{find_action, priority};
 use crate::error::ApiError;
@@ -304,6 +307,7 @@ impl Gateway {
                     .await?;
                 let mut out = json!({
                     "messages": reply.messages.iter().map(|m| json!({
+                        "group_id": m.group_id,
                         "seq": m.seq,
                         "msg_id": m.msg_id.to_string(),
                         "from": m.from,
@@ -320,6 +324,52 @@ impl Gateway {
                 }
                 out
             }
+            "group.create" => group_json(
+                self.message
+                    .create_group(CreateGroupRequest {
+                        name: optional_text(body, "name")?.unwrap_or_default(),
+                        members: ids(body, "members")?,
+                    })
+                    .await
+                    .map_err(|s| with_reason(s.into(), Code::PermissionDenied, "not_friend"))?,
+            ),
+            "group.add" => group_json(
+                self.message
+                    .add_members(AddMembersRequest {
+                        group_id: id(body, "group_id")?,
+                        members: ids(body, "members")?,
+                    })
+                    .await
+                    .map_err(|s| with_reason(s.into(), Code::PermissionDenied, "not_friend"))?,
+            ),
+            "group.leave" => {
+                self.message
+                    .leave_group(LeaveGroupRequest {
+                        group_id: id(body, "group_id")?,
+                    })
+                    .await?;
+                json!({})
+            }
+            "group.send" => {
+                let reply = self
+                    .message
+                    .send_group(SendGroupRequest {
+                        group_id: id(body, "group_id")?,
+                        text: text(body, "text")?,
+                        client_msg_id: optional_text(body, "client_msg_id")?.unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(|s| with_reason(s.into(), Code::PermissionDenied, "not_member"))?;
+                json!({ "msg_id": reply.msg_id.to_string(), "sent_ms": reply.sent_ms })
+            }
+            "group.info" => group_json(
+                self.message
+                    .get_group_info(GroupInfoRequest {
+                        group_id: id(body, "group_id")?,
+                    })
+                    .await
+                    .map_err(|s| with_reason(s.into(), Code::PermissionDenied, "not_member"))?,
+            ),
             other => {
                 return Err(ApiError::new(
                     Code::Unimplemented,
@@ -328,6 +378,10 @@ impl Gateway {
             }
         })
     }
+}
+
+fn group_json(g: GroupInfo) -> Value {
+    json!({ "group": { "group_id": g.group_id, "name": g.name, "owner": g.owner, "members": g.members } })
 }
 
 fn with_reason(e: ApiError, code: Code, reason: &'static str) -> ApiError {

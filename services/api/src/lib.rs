@@ -85,6 +85,9 @@ pub fn by_section(section: u32) -> CallOptions {
     CallOptions::new().routing_key(u64::from(section))
 }
 
+/// The most members a group chat holds (WeChat's published limit).
+pub const MAX_GROUP_MEMBERS: u32 = 500;
+
 /// The most friends one user may have.
 pub const MAX_FRIENDS: u32 = 5_000;
 

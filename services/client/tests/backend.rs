@@ -57,3 +57,29 @@ async fn messaging_refuses_precisely_and_never_reveals_a_block() {
     let backend = Backend::start(Registry::Embedded).await;
     common::messaging::messaging_refusals(&backend).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_message_reaches_every_member_once() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::messaging::group_chat(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_fifty() {
+    let backend = Backend::start_with(Registry::Embedded, &[("WX_MAX_FRIENDS", "60")]).await;
+    common::messaging::group_of_fifty(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_fan_out_survives_a_crash_mid_job() {
+    let mut backend = Backend::start_with(
+        Registry::Embedded,
+        &[
+            ("WX_MAX_FRIENDS", "20"),
+            ("WX_FAILPOINT_FANOUT_ABORT_AFTER", "4"),
+            ("WX_FANOUT_LEASE_MS", "300"),
+        ],
+    )
+    .await;
+    common::messaging::fanout_survives_a_crash_mid_job(&mut backend).await;
+}

@@ -39,3 +39,10 @@ async fn messages_are_pushed_synced_and_caught_up_with_etcd() {
     let backend = Backend::start(Registry::Etcd(etcd.endpoint())).await;
     common::messaging::send_push_sync_and_catch_up(&backend).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_message_reaches_every_member_once_with_etcd() {
+    let etcd = Etcd::start().await;
+    let backend = Backend::start(Registry::Etcd(etcd.endpoint())).await;
+    common::messaging::group_chat(&backend).await;
+}

@@ -23,20 +23,27 @@
 //! A key below what the mailbox still keeps is `sync_key_expired`: the device starts over
 //! from an empty key.
 
+pub mod fanout;
 pub mod notify;
 pub mod sync_key;
 
 use svrkit::{Code, Status};
 use wx_api::account::{AccountClient, ExistsRequest, GetProfilesRequest};
 use wx_api::message::message_server::Message;
-use wx_api::message::{ChatMessage, SendReply, SendRequest, SyncReply, SyncRequest};
+use wx_api::message::{
+    AddMembersRequest, ChatMessage, CreateGroupRequest, GroupInfo, GroupInfoRequest,
+    LeaveGroupReply, LeaveGroupRequest, SendGroupRequest, SendReply, SendRequest, SyncReply,
+    SyncRequest,
+};
 use wx_api::seq::{NextRequest, SeqClient};
 use wx_api::storage::{
     AckRequest, ContactStoreClient, DeliverMessageRequest, EdgeState, GetEdgesRequest,
-    MsgStoreClient, ReadMailboxRequest, StoredMessage,
+    GetGroupRequest, GroupRecord, MsgStoreClient, PostGroupMessageRequest, PutGroupRequest,
+    ReadMailboxRequest, StoredMessage,
 };
 use wx_api::{acting_user, by_uid};
 
+pub use fanout::Fanout;
 pub use notify::Notifier;
 pub use sync_key::{SyncKey, SyncKeyError};
 
@@ -55,16 +62,19 @@ pub struct MessageService {
     contacts: ContactStoreClient,
     account: AccountClient,
     notifier: Option<Notifier>,
+    fanout: std::sync::Arc<Fanout>,
 }
 
 impl MessageService {
-    /// A service over its stores and peers; `notifier` pushes "sync" (none: no pushes).
+    /// A service over its stores and peers; `notifier` pushes "sync" (none: no pushes);
+    /// `fanout` delivers group messages.
     pub fn new(
         store: MsgStoreClient,
         seq: SeqClient,
         contacts: ContactStoreClient,
         account: AccountClient,
         notifier: Option<Notifier>,
+        fanout: std::sync::Arc<Fanout>,
     ) -> MessageService {
         MessageService {
             store,
@@ -72,7 +82,83 @@ impl MessageService {
             contacts,
             account,
             notifier,
+            fanout,
         }
+    }
+
+    /// Fails unless every one of `members` is a friend of `me`.
+    async fn all_friends(&self, me: u64, members: &[u64]) -> Result<(), Status> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let edges = self
+            .contacts
+            .get_edges_with(
+                GetEdgesRequest {
+                    owner: me,
+                    peers: members.to_vec(),
+                },
+                by_uid(me),
+            )
+            .await?;
+        let friends: std::collections::HashSet<u64> = edges
+            .edges
+            .iter()
+            .filter(|e| e.state() == EdgeState::Friend)
+            .map(|e| e.peer)
+            .collect();
+        match members.iter().find(|m| !friends.contains(m)) {
+            Some(m) => Err(Status::permission_denied(format!(
+                "user {m} is not your friend; only friends can be added to a group"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The group, if `me` is in it.
+    async fn group_of(&self, group_id: u64, me: u64) -> Result<GroupRecord, Status> {
+        let group = self
+            .store
+            .get_group_with(GetGroupRequest { group_id }, by_uid(group_id))
+            .await?;
+        if group.members.contains(&me) {
+            Ok(group)
+        } else {
+            Err(Status::permission_denied(format!(
+                "you are not a member of group {group_id}"
+            )))
+        }
+    }
+
+    /// Changes the group with `change` under optimistic concurrency (re-reads on a race).
+    async fn update_group(
+        &self,
+        group_id: u64,
+        me: u64,
+        change: impl Fn(&mut GroupRecord) -> Result<(), Status>,
+    ) -> Result<GroupRecord, Status> {
+        let mut last = None;
+        for _ in 0..4 {
+            let mut group = self.group_of(group_id, me).await?;
+            let version = group.version;
+            change(&mut group)?;
+            match self
+                .store
+                .put_group_with(
+                    PutGroupRequest {
+                        group: Some(group),
+                        expected_version: version,
+                    },
+                    by_uid(group_id),
+                )
+                .await
+            {
+                Ok(group) => return Ok(group),
+                Err(status) if status.code() == Code::Aborted => last = Some(status),
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::aborted("the group kept changing")))
     }
 
     /// Stores `message` in `owner`'s mailbox under a fresh sequence of `owner`.
@@ -139,8 +225,39 @@ impl MessageService {
     }
 }
 
+fn info(g: GroupRecord) -> GroupInfo {
+    GroupInfo {
+        group_id: g.group_id,
+        name: g.name,
+        owner: g.owner,
+        members: g.members,
+    }
+}
+
+/// Checks a message's text and client id; the errors name their reason first.
+fn check_text(text: &str, client_msg_id: &str) -> Result<(), Status> {
+    if text.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "empty_text: a message needs some text",
+        ));
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "text_too_long: a message is at most {MAX_TEXT_BYTES} bytes, this one is {}",
+            text.len()
+        )));
+    }
+    if client_msg_id.len() > MAX_ID_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "client_msg_id is at most {MAX_ID_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 fn chat(m: StoredMessage) -> ChatMessage {
     ChatMessage {
+        group_id: m.group_id,
         seq: m.seq,
         msg_id: m.msg_id,
         from: m.from,
@@ -203,6 +320,7 @@ impl Message for MessageService {
             text: request.text,
             sent_ms: wx_api::now_ms(),
             client_msg_id,
+            group_id: 0,
         };
         // The recipient's copy first: once it is stored the message is sent, and a re-send
         // after a failure below finds it and completes the sender's copy.
@@ -283,5 +401,129 @@ impl Message for MessageService {
             has_more: read.has_more,
             sync_key: next.encode(),
         })
+    }
+
+    async fn create_group(&self, request: CreateGroupRequest) -> Result<GroupInfo, Status> {
+        let me = acting_user()?;
+        let mut members: Vec<u64> = request.members.into_iter().filter(|m| *m != me).collect();
+        members.sort_unstable();
+        members.dedup();
+        if members.len() + 1 > wx_api::MAX_GROUP_MEMBERS as usize {
+            return Err(Status::resource_exhausted(format!(
+                "a group holds at most {} members",
+                wx_api::MAX_GROUP_MEMBERS
+            )));
+        }
+        if request.name.chars().count() > 64 {
+            return Err(Status::invalid_argument(
+                "a group name is at most 64 characters",
+            ));
+        }
+        self.all_friends(me, &members).await?;
+        members.insert(0, me);
+        let group = GroupRecord {
+            group_id: 1 + svrkit::context::new_id() % ((1u64 << 53) - 1),
+            owner: me,
+            name: request.name,
+            members,
+            created_ms: wx_api::now_ms(),
+            version: 0,
+        };
+        let group_id = group.group_id;
+        let group = self
+            .store
+            .put_group_with(
+                PutGroupRequest {
+                    group: Some(group),
+                    expected_version: 0,
+                },
+                by_uid(group_id),
+            )
+            .await?;
+        Ok(info(group))
+    }
+
+    async fn add_members(&self, request: AddMembersRequest) -> Result<GroupInfo, Status> {
+        let me = acting_user()?;
+        let mut new: Vec<u64> = request.members;
+        new.sort_unstable();
+        new.dedup();
+        self.all_friends(me, &new).await?;
+        let group = self
+            .update_group(request.group_id, me, |g| {
+                for m in &new {
+                    if !g.members.contains(m) {
+                        g.members.push(*m);
+                    }
+                }
+                if g.members.len() > wx_api::MAX_GROUP_MEMBERS as usize {
+                    return Err(Status::resource_exhausted(format!(
+                        "a group holds at most {} members",
+                        wx_api::MAX_GROUP_MEMBERS
+                    )));
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(info(group))
+    }
+
+    async fn leave_group(&self, request: LeaveGroupRequest) -> Result<LeaveGroupReply, Status> {
+        let me = acting_user()?;
+        self.update_group(request.group_id, me, |g| {
+            g.members.retain(|m| *m != me);
+            Ok(())
+        })
+        .await?;
+        Ok(LeaveGroupReply {})
+    }
+
+    async fn send_group(&self, request: SendGroupRequest) -> Result<SendReply, Status> {
+        let me = acting_user()?;
+        check_text(&request.text, &request.client_msg_id)?;
+        let client_msg_id = if request.client_msg_id.is_empty() {
+            format!("server-{:x}", svrkit::context::new_id())
+        } else {
+            request.client_msg_id
+        };
+        let message = StoredMessage {
+            seq: 0,
+            msg_id: svrkit::context::new_id(),
+            from: me,
+            to: 0,
+            text: request.text,
+            sent_ms: wx_api::now_ms(),
+            client_msg_id,
+            group_id: request.group_id,
+        };
+        let posted = self
+            .store
+            .post_group_message_with(
+                PostGroupMessageRequest {
+                    group_id: request.group_id,
+                    message: Some(message),
+                },
+                by_uid(request.group_id),
+            )
+            .await?;
+        let message = posted.message.unwrap_or_default();
+        // Accepted: the job is durable. Deliver now; the sweep retries if this fails.
+        let (fanout, group_id, job_id) = (self.fanout.clone(), request.group_id, posted.job_id);
+        tokio::spawn(async move {
+            if let Err(status) = fanout.run_job(group_id, job_id).await {
+                tracing::debug!(%status, job_id, "fan-out left to the sweep");
+            }
+        });
+        metrics::counter!("wx_message_group_sent_total").increment(1);
+        Ok(SendReply {
+            msg_id: message.msg_id,
+            seq: 0,
+            sent_ms: message.sent_ms,
+        })
+    }
+
+    async fn get_group_info(&self, request: GroupInfoRequest) -> Result<GroupInfo, Status> {
+        let me = acting_user()?;
+        Ok(info(self.group_of(request.group_id, me).await?))
     }
 }

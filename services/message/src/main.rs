@@ -1,6 +1,12 @@
 //! `message`: serves `wx.message.Message`, configured by the SVRKIT_* environment (see
-//! `svrkit::launch`).
+//! `svrkit::launch`), and runs a group fan-out worker. `WX_FANOUT_LEASE_MS` sets how long
+//! a worker holds a job (default 5,000); `WX_FAILPOINT_FANOUT_ABORT_AFTER=N` aborts the
+//! process after N deliveries (tests only).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
 use svrkit::Server;
 use svrkit::launch::Launch;
 use wx_api::access::PushClient;
@@ -22,12 +28,30 @@ async fn main() -> anyhow::Result<()> {
     let seq = peers.by_key(seq_methods::SERVICE_NAME).await?;
     let account = peers.balanced(account_methods::SERVICE_NAME).await?;
     let push = peers.presence().await?;
+    let notifier = message::Notifier::new(PushClient::new(push));
+    let abort_after = match std::env::var("WX_FAILPOINT_FANOUT_ABORT_AFTER") {
+        Ok(n) => Some(n.parse().context("WX_FAILPOINT_FANOUT_ABORT_AFTER")?),
+        Err(_) => None,
+    };
+    let lease = match std::env::var("WX_FANOUT_LEASE_MS") {
+        Ok(ms) => Duration::from_millis(ms.parse().context("WX_FANOUT_LEASE_MS")?),
+        Err(_) => message::fanout::DEFAULT_LEASE,
+    };
+    let fanout = Arc::new(message::Fanout::new(
+        store.clone(),
+        SeqClient::new(seq.clone()),
+        Some(notifier.clone()),
+        lease,
+        abort_after,
+    ));
+    tokio::spawn(Arc::clone(&fanout).sweep_forever());
     let service = message::MessageService::new(
         MsgStoreClient::new(store),
         SeqClient::new(seq),
         ContactStoreClient::new(contacts),
         AccountClient::new(account),
-        Some(message::Notifier::new(PushClient::new(push))),
+        Some(notifier),
+        fanout,
     );
     launch
         .serve(Server::builder().add_service(MessageServer::new(service)))

@@ -123,6 +123,22 @@ impl Engine {
         self.inner.stripes[i].lock().await
     }
 
+    /// Holds the locks of every key's stripe (each stripe once, in stripe order, so two
+    /// callers never wait on each other crosswise).
+    pub async fn lock_all(&self, keys: &[&[u8]]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys
+            .iter()
+            .map(|k| (svrkit::balance::ring_hash(k) % STRIPES as u64) as usize)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.inner.stripes[i].lock().await);
+        }
+        guards
+    }
+
     /// How many syncs covered how many commits so far (for tests and metrics).
     pub fn commits(&self) -> u64 {
         self.inner.appended.load(Ordering::Relaxed)

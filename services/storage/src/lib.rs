@@ -32,6 +32,7 @@ mod account_store;
 mod codec;
 mod contact_store;
 pub mod msg_store;
+pub mod queue;
 mod seq_store;
 
 pub use account_store::AccountStoreService;

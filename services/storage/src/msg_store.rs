@@ -14,12 +14,15 @@ use prost::Message;
 use svrkit::Status;
 use wx_api::storage::msg_store_server::MsgStore;
 use wx_api::storage::{
-    AckReply, AckRequest, DeliverMessageReply, DeliverMessageRequest, ReadMailboxReply,
-    ReadMailboxRequest, StoredMessage,
+    AckFanoutReply, AckFanoutRequest, AckReply, AckRequest, DeliverBatchReply, DeliverBatchRequest,
+    DeliverMessageReply, DeliverMessageRequest, DeliveryOutcome, FanoutJob, GetGroupRequest,
+    GroupRecord, LeaseFanoutReply, LeaseFanoutRequest, LeasedJob, PostGroupMessageReply,
+    PostGroupMessageRequest, PutGroupRequest, ReadMailboxReply, ReadMailboxRequest, StoredMessage,
 };
 
 use crate::codec::{decode, get, id_key, pair_key};
 use crate::engine::{Engine, StorageError};
+use crate::queue::Queue;
 
 /// The most messages one Read returns.
 pub const MAX_READ: u32 = 200;
@@ -33,6 +36,10 @@ pub const MAX_ID_BYTES: usize = 64;
 const MAX_TRIM: usize = 1_000;
 /// The most devices a mailbox tracks; past it the least recently seen is forgotten.
 const MAX_DEVICES: usize = 16;
+/// The most items one DeliverBatch takes.
+pub const MAX_BATCH: usize = 1_000;
+/// The longest group name, in bytes.
+pub const MAX_GROUP_NAME_BYTES: usize = 256;
 
 /// A mailbox's bookkeeping.
 #[derive(Debug, Clone, Copy, Default)]
@@ -70,6 +77,9 @@ pub struct MsgStoreService {
     dedup: Keyspace,
     meta: Keyspace,
     devices: Keyspace,
+    groups: Keyspace,
+    group_dedup: Keyspace,
+    fanout: std::sync::Arc<Queue>,
     retention: Duration,
 }
 
@@ -104,6 +114,9 @@ impl MsgStoreService {
             dedup: engine.keyspace("mailbox_dedup")?,
             meta: engine.keyspace("mailbox_meta")?,
             devices: engine.keyspace("mailbox_devices")?,
+            groups: engine.keyspace("groups")?,
+            group_dedup: engine.keyspace("group_dedup")?,
+            fanout: std::sync::Arc::new(Queue::open(&engine, "group_fanout")?),
             engine,
             retention,
         })
@@ -116,14 +129,15 @@ impl MsgStoreService {
             .map(|b| Meta::decode(&b))
             .unwrap_or_default())
     }
-}
-
-impl MsgStore for MsgStoreService {
-    async fn deliver(&self, request: DeliverMessageRequest) -> Result<DeliverMessageReply, Status> {
-        let owner = request.owner;
-        let message = request
-            .message
-            .ok_or_else(|| Status::invalid_argument("no message given"))?;
+    /// Stages one delivery in `batch` (the caller holds `owner`'s lock); `metas` holds the
+    /// mailboxes this batch already changed.
+    fn stage(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        metas: &mut std::collections::HashMap<u64, Meta>,
+        owner: u64,
+        message: StoredMessage,
+    ) -> Result<DeliveryOutcome, Status> {
         if owner == 0 || message.seq == 0 {
             return Err(Status::invalid_argument(
                 "a delivery needs an owner and a seq",
@@ -134,7 +148,6 @@ impl MsgStore for MsgStoreService {
                 "texts are at most {MAX_TEXT_BYTES} bytes and ids {MAX_ID_BYTES}"
             )));
         }
-        let _guard = self.engine.lock(&id_key(owner)).await;
         let dedup = (!message.client_msg_id.is_empty())
             .then(|| dedup_key(owner, message.from, &message.client_msg_id));
         if let Some(key) = &dedup
@@ -142,21 +155,25 @@ impl MsgStore for MsgStoreService {
         {
             let seq = seq.as_ref().try_into().map_or(0, u64::from_be_bytes);
             if let Some(first) = get::<StoredMessage>(&self.mailbox, &pair_key(owner, seq))? {
-                return Ok(DeliverMessageReply {
+                return Ok(DeliveryOutcome {
                     message: Some(first),
                     stored: false,
+                    stale: false,
                 });
             }
         }
-        let mut meta = self.meta(owner)?;
+        let meta = match metas.entry(owner) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.meta(owner)?),
+        };
         if message.seq <= meta.last_seq {
-            return Err(Status::aborted(format!(
-                "mailbox {owner} is at sequence {}; {} is not above it",
-                meta.last_seq, message.seq
-            )));
+            return Ok(DeliveryOutcome {
+                message: Some(message),
+                stored: false,
+                stale: true,
+            });
         }
         meta.last_seq = message.seq;
-        let mut batch = self.engine.batch();
         batch.insert(
             &self.mailbox,
             pair_key(owner, message.seq).to_vec(),
@@ -165,13 +182,210 @@ impl MsgStore for MsgStoreService {
         if let Some(key) = dedup {
             batch.insert(&self.dedup, key, message.seq.to_be_bytes().to_vec());
         }
-        batch.insert(&self.meta, id_key(owner).to_vec(), meta.encode());
-        self.engine.commit(batch).await?;
-        metrics::counter!("wx_msgstore_messages_stored_total").increment(1);
-        Ok(DeliverMessageReply {
+        Ok(DeliveryOutcome {
             message: Some(message),
             stored: true,
+            stale: false,
         })
+    }
+
+    /// Writes the staged mailboxes' bookkeeping into `batch`.
+    fn stage_metas(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        metas: std::collections::HashMap<u64, Meta>,
+    ) {
+        for (owner, meta) in metas {
+            batch.insert(&self.meta, id_key(owner).to_vec(), meta.encode());
+        }
+    }
+
+    fn group(&self, group_id: u64) -> Result<Option<GroupRecord>, StorageError> {
+        get::<GroupRecord>(&self.groups, &id_key(group_id))
+    }
+}
+
+impl MsgStore for MsgStoreService {
+    async fn deliver(&self, request: DeliverMessageRequest) -> Result<DeliverMessageReply, Status> {
+        let owner = request.owner;
+        let message = request
+            .message
+            .ok_or_else(|| Status::invalid_argument("no message given"))?;
+        let _guard = self.engine.lock(&id_key(owner)).await;
+        let mut batch = self.engine.batch();
+        let mut metas = std::collections::HashMap::new();
+        let seq = message.seq;
+        let outcome = self.stage(&mut batch, &mut metas, owner, message)?;
+        if outcome.stale {
+            let last = metas.get(&owner).map_or(0, |m| m.last_seq);
+            return Err(Status::aborted(format!(
+                "mailbox {owner} is at sequence {last}; {seq} is not above it"
+            )));
+        }
+        if outcome.stored {
+            self.stage_metas(&mut batch, metas);
+            self.engine.commit(batch).await?;
+            metrics::counter!("wx_msgstore_messages_stored_total").increment(1);
+        }
+        Ok(DeliverMessageReply {
+            message: outcome.message,
+            stored: outcome.stored,
+        })
+    }
+
+    async fn deliver_batch(
+        &self,
+        request: DeliverBatchRequest,
+    ) -> Result<DeliverBatchReply, Status> {
+        if request.items.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_BATCH} deliveries per batch"
+            )));
+        }
+        let keys: Vec<[u8; 8]> = request.items.iter().map(|i| id_key(i.owner)).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+        let _guards = self.engine.lock_all(&refs).await;
+        let mut batch = self.engine.batch();
+        let mut metas = std::collections::HashMap::new();
+        let mut outcomes = Vec::with_capacity(request.items.len());
+        for item in request.items {
+            let message = item
+                .message
+                .ok_or_else(|| Status::invalid_argument("no message given"))?;
+            outcomes.push(self.stage(&mut batch, &mut metas, item.owner, message)?);
+        }
+        let stored = outcomes.iter().filter(|o| o.stored).count();
+        if stored > 0 {
+            self.stage_metas(&mut batch, metas);
+            self.engine.commit(batch).await?;
+            metrics::counter!("wx_msgstore_messages_stored_total").increment(stored as u64);
+        }
+        Ok(DeliverBatchReply { outcomes })
+    }
+
+    async fn put_group(&self, request: PutGroupRequest) -> Result<GroupRecord, Status> {
+        let mut group = request
+            .group
+            .ok_or_else(|| Status::invalid_argument("no group given"))?;
+        if group.group_id == 0 || group.name.len() > MAX_GROUP_NAME_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a group needs an id and a name of at most {MAX_GROUP_NAME_BYTES} bytes"
+            )));
+        }
+        if group.members.len() > wx_api::MAX_GROUP_MEMBERS as usize {
+            return Err(Status::resource_exhausted(format!(
+                "a group holds at most {} members",
+                wx_api::MAX_GROUP_MEMBERS
+            )));
+        }
+        let key = id_key(group.group_id);
+        let _guard = self.engine.lock(&key).await;
+        let current = self.group(group.group_id)?.map_or(0, |g| g.version);
+        if current != request.expected_version {
+            return Err(Status::aborted(format!(
+                "group {} is at version {current}, not {}",
+                group.group_id, request.expected_version
+            )));
+        }
+        group.version = current + 1;
+        let mut batch = self.engine.batch();
+        batch.insert(&self.groups, key.to_vec(), group.encode_to_vec());
+        self.engine.commit(batch).await?;
+        Ok(group)
+    }
+
+    async fn get_group(&self, request: GetGroupRequest) -> Result<GroupRecord, Status> {
+        self.group(request.group_id)?
+            .ok_or_else(|| Status::not_found(format!("no group {}", request.group_id)))
+    }
+
+    async fn post_group_message(
+        &self,
+        request: PostGroupMessageRequest,
+    ) -> Result<PostGroupMessageReply, Status> {
+        let mut message = request
+            .message
+            .ok_or_else(|| Status::invalid_argument("no message given"))?;
+        if message.text.len() > MAX_TEXT_BYTES
+            || message.client_msg_id.is_empty()
+            || message.client_msg_id.len() > MAX_ID_BYTES
+        {
+            return Err(Status::invalid_argument(format!(
+                "a group message has at most {MAX_TEXT_BYTES} bytes of text and a client id of 1 to {MAX_ID_BYTES} bytes"
+            )));
+        }
+        let key = id_key(request.group_id);
+        let _guard = self.engine.lock(&key).await;
+        let group = self
+            .group(request.group_id)?
+            .ok_or_else(|| Status::not_found(format!("no group {}", request.group_id)))?;
+        if !group.members.contains(&message.from) {
+            return Err(Status::permission_denied(format!(
+                "user {} is not a member of group {}",
+                message.from, request.group_id
+            )));
+        }
+        let mut dedup = pair_key(request.group_id, message.from).to_vec();
+        dedup.extend_from_slice(message.client_msg_id.as_bytes());
+        if let Some(first) = self.group_dedup.get(&dedup).map_err(StorageError::from)? {
+            let job_id = first
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            let first: StoredMessage = decode(&dedup, first.get(8..).unwrap_or_default())?;
+            return Ok(PostGroupMessageReply {
+                message: Some(first),
+                job_id,
+                stored: false,
+            });
+        }
+        message.group_id = request.group_id;
+        message.to = 0;
+        message.seq = 0;
+        let job = FanoutJob {
+            group_id: request.group_id,
+            message: Some(message.clone()),
+            recipients: group.members,
+        };
+        let mut batch = self.engine.batch();
+        let job_id = self.fanout.push(&mut batch, &job.encode_to_vec());
+        let mut value = job_id.to_be_bytes().to_vec();
+        value.extend_from_slice(&message.encode_to_vec());
+        batch.insert(&self.group_dedup, dedup, value);
+        self.engine.commit(batch).await?;
+        metrics::counter!("wx_msgstore_group_messages_total").increment(1);
+        Ok(PostGroupMessageReply {
+            message: Some(message),
+            job_id,
+            stored: true,
+        })
+    }
+
+    async fn lease_fanout(&self, request: LeaseFanoutRequest) -> Result<LeaseFanoutReply, Status> {
+        let lease = Duration::from_millis(request.lease_ms.clamp(100, 600_000));
+        let only = (request.job_id != 0).then_some(request.job_id);
+        let jobs = self.fanout.lease(request.max as usize, lease, only)?;
+        let (depth, lag_ms) = self.fanout.depth()?;
+        metrics::gauge!("wx_msgstore_fanout_depth").set(depth as f64);
+        metrics::gauge!("wx_msgstore_fanout_lag_ms").set(lag_ms as f64);
+        let mut leased = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            leased.push(LeasedJob {
+                job_id: job.id,
+                job: Some(decode(&job.id.to_be_bytes(), &job.payload)?),
+                created_ms: job.created_ms,
+            });
+        }
+        Ok(LeaseFanoutReply {
+            jobs: leased,
+            depth,
+            lag_ms,
+        })
+    }
+
+    async fn ack_fanout(&self, request: AckFanoutRequest) -> Result<AckFanoutReply, Status> {
+        self.fanout.ack(request.job_id).await?;
+        Ok(AckFanoutReply {})
     }
 
     async fn read(&self, request: ReadMailboxRequest) -> Result<ReadMailboxReply, Status> {

@@ -338,6 +338,36 @@ impl Channel {
             .collect()
     }
 
+    /// The instance (its name on the hash ring: the instance id) that owns `key` on this
+    /// channel's consistent-hash ring now, if there is any instance. Callers use it to
+    /// group keyed work by destination — one request per shard instead of one per key.
+    pub fn owner_of(&self, key: u64) -> Option<String> {
+        let set = self.inner.snapshot();
+        set.ring.node(key).map(|i| set.endpoints[i].name.clone())
+    }
+
+    /// One routing key owned by each instance on the hash ring now, so a caller can
+    /// address every instance of a sharded service in turn (a sweep across shards, where
+    /// routing by a data key reaches only one). Keys are found by search, at most a few
+    /// thousand hash lookups per instance.
+    pub fn instance_keys(&self) -> Vec<u64> {
+        let set = self.inner.snapshot();
+        let n = set.endpoints.len();
+        let mut keys: Vec<Option<u64>> = vec![None; n];
+        let mut found = 0;
+        let mut key = 0u64;
+        while found < n && key < (n as u64 + 1) * 4096 {
+            if let Some(i) = set.ring.node(key)
+                && keys[i].is_none()
+            {
+                keys[i] = Some(key);
+                found += 1;
+            }
+            key += 1;
+        }
+        keys.into_iter().flatten().collect()
+    }
+
     /// Calls in flight on this channel's connections.
     pub fn in_flight(&self) -> usize {
         self.inner

@@ -331,3 +331,220 @@ pub async fn messaging_refusals(backend: &Backend) {
     )
     .await;
 }
+
+/// How many messages of group `group` `user` has, after syncing from scratch.
+async fn group_messages(backend: &Backend, user: &User, group: u64) -> Vec<Value> {
+    let device = format!("check-{:x}", svrkit::context::new_id());
+    let (all, _) = sync_all(backend, user, &device, "").await;
+    all.into_iter().filter(|m| m["group_id"] == group).collect()
+}
+
+/// Waits until every one of `users` holds `count` messages of `group`.
+async fn until_delivered(backend: &Backend, users: &[User], group: u64, count: usize) {
+    let deadline = std::time::Instant::now() + PATIENCE * 3;
+    for user in users {
+        loop {
+            let got = group_messages(backend, user, group).await;
+            assert!(
+                got.len() <= count,
+                "{} got {} copies: {got:?}",
+                user.name,
+                got.len()
+            );
+            if got.len() == count {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} has {} of {count} group messages",
+                user.name,
+                got.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A group of three: one message reaches all three once; members only; leaving stops
+/// delivery; only friends can be added.
+pub async fn group_chat(backend: &Backend) {
+    let http = &backend.http;
+    let alice = backend.user(&unique("alice")).await;
+    let bob = backend.user(&unique("bob")).await;
+    let carol = backend.user(&unique("carol")).await;
+    let stranger = backend.user(&unique("stranger")).await;
+    befriend(backend, &alice, &bob).await;
+    befriend(backend, &alice, &carol).await;
+    let ta = Some(alice.token.as_str());
+
+    let refused_create = refused(
+        http,
+        "group.create",
+        json!({ "name": "x", "members": [bob.uid, stranger.uid] }),
+        ta,
+        403,
+        "permission_denied",
+    )
+    .await;
+    assert_eq!(refused_create.reason(), "not_friend");
+    let created = call(
+        http,
+        "group.create",
+        json!({ "name": "lunch", "members": [bob.uid, carol.uid] }),
+        ta,
+    )
+    .await;
+    let group = created["group"]["group_id"].as_u64().expect("group id");
+    let mut members: Vec<u64> = created["group"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(members.first(), Some(&alice.uid), "the creator first");
+    members.sort_unstable();
+    let mut expected = vec![alice.uid, bob.uid, carol.uid];
+    expected.sort_unstable();
+    assert_eq!(members, expected);
+    let seen = call(
+        http,
+        "group.info",
+        json!({ "group_id": group }),
+        Some(&bob.token),
+    )
+    .await;
+    assert_eq!(seen["group"]["name"], "lunch");
+
+    let body = json!({ "group_id": group, "text": "noon?", "client_msg_id": "g-1" });
+    call(http, "group.send", body.clone(), ta).await;
+    // Sent again with the same id: still one copy each.
+    call(http, "group.send", body, ta).await;
+    let everyone = [alice.clone(), bob.clone(), carol.clone()];
+    until_delivered(backend, &everyone, group, 1).await;
+    let bobs = group_messages(backend, &bob, group).await;
+    assert_eq!(bobs[0]["text"], "noon?");
+    assert_eq!(bobs[0]["from"], alice.uid);
+
+    // Outsiders can neither send nor look.
+    for (action, body) in [
+        ("group.send", json!({ "group_id": group, "text": "hi" })),
+        ("group.info", json!({ "group_id": group })),
+    ] {
+        let answer = refused(
+            http,
+            action,
+            body,
+            Some(&stranger.token),
+            403,
+            "permission_denied",
+        )
+        .await;
+        assert_eq!(answer.reason(), "not_member", "{action}");
+    }
+    refused(
+        http,
+        "group.info",
+        json!({ "group_id": 12345 }),
+        ta,
+        404,
+        "not_found",
+    )
+    .await;
+    refused(
+        http,
+        "group.send",
+        json!({ "group_id": group, "text": "" }),
+        ta,
+        400,
+        "invalid_argument",
+    )
+    .await;
+
+    // Bob leaves: the next message reaches Alice and Carol only.
+    call(
+        http,
+        "group.leave",
+        json!({ "group_id": group }),
+        Some(&bob.token),
+    )
+    .await;
+    call(
+        http,
+        "group.send",
+        json!({ "group_id": group, "text": "without Bob" }),
+        ta,
+    )
+    .await;
+    until_delivered(backend, &[alice.clone(), carol.clone()], group, 2).await;
+    assert_eq!(group_messages(backend, &bob, group).await.len(), 1);
+}
+
+/// A group of 50: one message, fifty mailboxes, one copy each.
+pub async fn group_of_fifty(backend: &Backend) {
+    let http = &backend.http;
+    let owner = backend.user(&unique("owner")).await;
+    let mut members = Vec::new();
+    for i in 0..49 {
+        let user = backend.user(&unique(&format!("m{i}"))).await;
+        befriend(backend, &owner, &user).await;
+        members.push(user);
+    }
+    let ids: Vec<u64> = members.iter().map(|m| m.uid).collect();
+    let created = call(
+        http,
+        "group.create",
+        json!({ "name": "fifty", "members": ids }),
+        Some(&owner.token),
+    )
+    .await;
+    let group = created["group"]["group_id"].as_u64().expect("group id");
+    assert_eq!(
+        created["group"]["members"].as_array().map(Vec::len),
+        Some(50)
+    );
+    call(
+        http,
+        "group.send",
+        json!({ "group_id": group, "text": "all hands" }),
+        Some(&owner.token),
+    )
+    .await;
+    members.push(owner);
+    until_delivered(backend, &members, group, 1).await;
+}
+
+/// The fan-out worker aborts after a few stored copies (a failpoint); restarted, it finishes
+/// the job from the durable queue: every member gets the message exactly once.
+pub async fn fanout_survives_a_crash_mid_job(backend: &mut Backend) {
+    let owner = backend.user(&unique("owner")).await;
+    let mut members = Vec::new();
+    for i in 0..9 {
+        let user = backend.user(&unique(&format!("c{i}"))).await;
+        befriend(backend, &owner, &user).await;
+        members.push(user);
+    }
+    let ids: Vec<u64> = members.iter().map(|m| m.uid).collect();
+    let created = call(
+        &backend.http,
+        "group.create",
+        json!({ "name": "crash", "members": ids }),
+        Some(&owner.token),
+    )
+    .await;
+    let group = created["group"]["group_id"].as_u64().expect("group id");
+    // The send is accepted (or, if the abort beats the answer, sent again: idempotent).
+    let body = json!({ "group_id": group, "text": "survive", "client_msg_id": "crash-1" });
+    let first = backend
+        .http
+        .call("group.send", &body, Some(&owner.token))
+        .await;
+    assert!(
+        backend.restart_after_exit("message-1", &["WX_FAILPOINT_FANOUT_ABORT_AFTER"]),
+        "the failpoint aborted the fan-out worker"
+    );
+    if !first.is_ok_and(|a| a.ok()) {
+        call(&backend.http, "group.send", body, Some(&owner.token)).await;
+    }
+    members.push(owner);
+    until_delivered(backend, &members, group, 1).await;
+}

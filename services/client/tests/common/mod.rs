@@ -276,6 +276,32 @@ impl Backend {
         self.wait_serving().await;
     }
 
+    /// Waits (up to the patience) until process `id` has exited by itself, as a failpoint
+    /// makes it, then starts it again on the same data and address without the variables
+    /// `unset`. False if it did not exit.
+    pub fn restart_after_exit(&mut self, id: &str, unset: &[&str]) -> bool {
+        let logs = self.dir.join("logs");
+        let proc = self
+            .procs
+            .iter_mut()
+            .find(|p| p.id == id)
+            .unwrap_or_else(|| panic!("no process {id}"));
+        let deadline = Instant::now() + PATIENCE;
+        let exited = loop {
+            match proc.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(_))) | None => break true,
+                _ if Instant::now() > deadline => break false,
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        if exited {
+            proc.child = None;
+            proc.env.retain(|(k, _)| !unset.contains(&k.as_str()));
+            proc.spawn(&logs);
+        }
+        exited
+    }
+
     /// A registered, signed-in user.
     pub async fn user(&self, name: &str) -> User {
         let password = "correct horse battery";
