@@ -322,6 +322,17 @@ impl Gateway {
                 if let Some(profile) = &reply.profile {
                     out["profile"] = profile_json(profile);
                 }
+                out["contacts"] = reply
+                    .contacts
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "peer": c.peer,
+                            "relation": edge_state_name(c.state()),
+                            "updated_ms": c.updated_ms,
+                        })
+                    })
+                    .collect();
                 out
             }
             "group.create" => group_json(
@@ -377,6 +388,18 @@ impl Gateway {
                 ));
             }
         })
+    }
+}
+
+/// An edge's state as a relation name, from the owner's side.
+fn edge_state_name(state: wx_api::storage::EdgeState) -> &'static str {
+    use wx_api::storage::EdgeState;
+    match state {
+        EdgeState::None => "none",
+        EdgeState::Friend => "friend",
+        EdgeState::RequestSent => "request_sent",
+        EdgeState::RequestReceived => "request_received",
+        EdgeState::Blocked => "blocked",
     }
 }
 

@@ -92,8 +92,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Kind::Long => {
             let me = launch.bind().await?;
-            let hub = Hub::new(me, PushClient::new(peers.presence().await?));
-            tokio::spawn(Arc::clone(&hub).reannounce_forever());
+            let presence = peers.presence().await?;
+            let instances_changed = presence.subscribe_targets();
+            let hub = Hub::new(me, PushClient::new(presence));
+            tokio::spawn(Arc::clone(&hub).reannounce_forever(instances_changed));
             let listener = tokio::net::TcpListener::bind(env_addr("WX_WS")?).await?;
             println!("ws on {}", listener.local_addr()?);
             let ws = tokio::spawn(access::ws::serve(

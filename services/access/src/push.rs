@@ -120,10 +120,23 @@ impl Hub {
         }
     }
 
-    /// Announces every uid with a connection here, for owners that forgot (restarted).
-    pub async fn reannounce_forever(self: Arc<Self>) {
+    /// Announces every uid with a connection here: periodically, for owners that forgot
+    /// (restarted), and at once whenever the set of access-long instances changes
+    /// (`changed`, from the presence channel), since that moves uids to new owners.
+    pub async fn reannounce_forever(
+        self: Arc<Self>,
+        mut changed: tokio::sync::watch::Receiver<u64>,
+    ) {
+        let mut watching = true;
         loop {
-            tokio::time::sleep(REANNOUNCE).await;
+            if watching {
+                tokio::select! {
+                    _ = tokio::time::sleep(REANNOUNCE) => {}
+                    result = changed.changed() => watching = result.is_ok(),
+                }
+            } else {
+                tokio::time::sleep(REANNOUNCE).await;
+            }
             let uids: Vec<u64> = self
                 .local
                 .lock()
@@ -229,6 +242,7 @@ impl Push for PushService {
                 Err(e) => tracing::debug!(%addr, error = %e, "forward failed"),
             }
         }
+        tracing::debug!(uid = request.uid, kind = %event.kind, delivered, "delivered");
         Ok(DeliverReply { delivered })
     }
 

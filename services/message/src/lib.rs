@@ -19,7 +19,9 @@
 //! The device presents its [`SyncKey`] (empty the first time). Presenting it proves the
 //! device has everything up to it (no separate ACK), so the mailbox may trim what every
 //! device has. The answer holds the messages above the key (oldest first, at most 200,
-//! `has_more` when more wait), the user's profile when its version is newer, and a new key.
+//! `has_more` when more wait), the changes to the user's relations since the key (from
+//! contactstore's change log, removals included), the user's profile when its version is
+//! newer, and a new key.
 //! A key below what the mailbox still keeps is `sync_key_expired`: the device starts over
 //! from an empty key.
 
@@ -38,8 +40,8 @@ use wx_api::message::{
 use wx_api::seq::{NextRequest, SeqClient};
 use wx_api::storage::{
     AckRequest, ContactStoreClient, DeliverMessageRequest, EdgeState, GetEdgesRequest,
-    GetGroupRequest, GroupRecord, MsgStoreClient, PostGroupMessageRequest, PutGroupRequest,
-    ReadMailboxRequest, StoredMessage,
+    GetGroupRequest, GroupRecord, ListChangesRequest, MsgStoreClient, PostGroupMessageRequest,
+    PutGroupRequest, ReadMailboxRequest, StoredMessage,
 };
 use wx_api::{acting_user, by_uid};
 
@@ -383,6 +385,23 @@ impl Message for MessageService {
                 read.kept_from_seq - 1
             )));
         }
+        let changes = self
+            .contacts
+            .list_changes_with(
+                ListChangesRequest {
+                    owner: me,
+                    after: key.contacts,
+                    limit: 0,
+                },
+                by_uid(me),
+            )
+            .await?;
+        if key.contacts > 0 && changes.trimmed_to > key.contacts {
+            return Err(Status::failed_precondition(format!(
+                "sync_key_expired: contact changes up to {} are gone; sync again from an empty key",
+                changes.trimmed_to
+            )));
+        }
         let profiles = self
             .account
             .get_profiles(GetProfilesRequest { uids: vec![me] })
@@ -390,16 +409,19 @@ impl Message for MessageService {
         let profile = profiles.profiles.into_iter().next();
         let profile_version = profile.as_ref().map_or(key.profile, |p| p.version);
         let newest = read.messages.last().map_or(key.messages, |m| m.seq);
+        let contacts_seen = changes.changes.last().map_or(key.contacts, |c| c.counter);
         let next = SyncKey {
             uid: me,
             profile: profile_version.max(key.profile),
+            contacts: contacts_seen.max(key.contacts),
             messages: newest.max(key.messages),
         };
         Ok(SyncReply {
             messages: read.messages.into_iter().map(chat).collect(),
             profile: profile.filter(|p| p.version > key.profile),
-            has_more: read.has_more,
+            has_more: read.has_more || changes.has_more,
             sync_key: next.encode(),
+            contacts: changes.changes,
         })
     }
 

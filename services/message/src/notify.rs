@@ -50,16 +50,23 @@ impl Notifier {
         let this = self.clone();
         tokio::spawn(async move {
             loop {
+                // Routed by uid to the presence owner, who knows every connection.
                 let sent = this
                     .push
-                    .deliver(DeliverRequest {
-                        uid,
-                        event: Some(sync_event()),
-                    })
+                    .deliver_with(
+                        DeliverRequest {
+                            uid,
+                            event: Some(sync_event()),
+                        },
+                        wx_api::by_uid(uid),
+                    )
                     .await;
                 metrics::counter!("wx_message_pushes_total").increment(1);
-                if let Err(status) = sent {
-                    tracing::debug!(uid, %status, "sync push failed; the next sync finds it");
+                match sent {
+                    Ok(reply) => tracing::debug!(uid, connections = reply.delivered, "sync pushed"),
+                    Err(status) => {
+                        tracing::debug!(uid, %status, "sync push failed; the next sync finds it");
+                    }
                 }
                 let mut pending = this.lock();
                 match pending.get_mut(&uid) {

@@ -1,17 +1,17 @@
 //! The SyncKey: what a device has, as an opaque token the server computes.
 //!
 //! Clients must treat it as opaque: keep the latest one and present it on the next sync.
-//! Inside (documented for operators and for this crate's tests) it is 33 bytes, written
-//! as 66 lower-case hex digits:
+//! Inside (documented for operators and for this crate's tests) it is 37 bytes, written
+//! as 74 lower-case hex digits:
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 0 | format version, 1 |
+//! | 0 | format version, 2 |
 //! | 1..9 | uid the key belongs to (big-endian) |
 //! | 9..17 | profile: the account version the device has |
-//! | 17..25 | messages: the highest mailbox sequence the device has |
-//! | 25..29 | reserved, 0 (contacts' change counter, when contacts join sync) |
-//! | 29..33 | check: the first 4 bytes of `ring_hash` of bytes 0..29 |
+//! | 17..25 | contacts: the user's edge change counter the device has |
+//! | 25..33 | messages: the highest mailbox sequence the device has |
+//! | 33..37 | check: the first 4 bytes of `ring_hash` of bytes 0..33 |
 //!
 //! A key that does not decode, fails its check, or belongs to another user is
 //! `bad_sync_key`; the empty key is a device's first sync.
@@ -25,6 +25,8 @@ pub struct SyncKey {
     pub uid: u64,
     /// The account (profile) version.
     pub profile: u64,
+    /// The contacts' change counter.
+    pub contacts: u64,
     /// The mailbox sequence.
     pub messages: u64,
 }
@@ -32,7 +34,7 @@ pub struct SyncKey {
 /// Why a presented key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyncKeyError {
-    /// Not 66 hex digits of a known format.
+    /// Not 74 hex digits of a known format.
     #[error("malformed sync key")]
     Malformed,
     /// The check bytes do not match.
@@ -43,8 +45,9 @@ pub enum SyncKeyError {
     OtherUser,
 }
 
-const VERSION: u8 = 1;
-const LEN: usize = 33;
+const VERSION: u8 = 2;
+const LEN: usize = 37;
+const CHECKED: usize = LEN - 4;
 
 fn check(payload: &[u8]) -> [u8; 4] {
     let hash = svrkit::balance::ring_hash(payload).to_be_bytes();
@@ -58,8 +61,8 @@ impl SyncKey {
         bytes.push(VERSION);
         bytes.extend_from_slice(&self.uid.to_be_bytes());
         bytes.extend_from_slice(&self.profile.to_be_bytes());
+        bytes.extend_from_slice(&self.contacts.to_be_bytes());
         bytes.extend_from_slice(&self.messages.to_be_bytes());
-        bytes.extend_from_slice(&[0; 4]);
         let sum = check(&bytes);
         bytes.extend_from_slice(&sum);
         let mut out = String::with_capacity(LEN * 2);
@@ -87,14 +90,15 @@ impl SyncKey {
         if bytes[0] != VERSION {
             return Err(SyncKeyError::Malformed);
         }
-        if check(&bytes[..29]) != bytes[29..33] {
+        if check(&bytes[..CHECKED]) != bytes[CHECKED..] {
             return Err(SyncKeyError::Corrupt);
         }
         let word = |i: usize| bytes[i..i + 8].try_into().map_or(0, u64::from_be_bytes);
         let key = SyncKey {
             uid: word(1),
             profile: word(9),
-            messages: word(17),
+            contacts: word(17),
+            messages: word(25),
         };
         if key.uid != uid {
             return Err(SyncKeyError::OtherUser);
@@ -112,10 +116,11 @@ mod tests {
         let key = SyncKey {
             uid: 42,
             profile: 3,
+            contacts: 9,
             messages: u64::MAX - 1,
         };
         let token = key.encode();
-        assert_eq!(token.len(), 66);
+        assert_eq!(token.len(), 74);
         assert_eq!(SyncKey::decode(&token, 42), Ok(key));
         assert_eq!(
             SyncKey::decode("", 7),
@@ -135,7 +140,7 @@ mod tests {
         let flipped = String::from_utf8(flipped).expect("ascii");
         assert_eq!(SyncKey::decode(&flipped, 42), Err(SyncKeyError::Corrupt));
         let mut other_version = token.into_bytes();
-        other_version[1] = b'2';
+        other_version[1] = b'1';
         let other_version = String::from_utf8(other_version).expect("ascii");
         assert_eq!(
             SyncKey::decode(&other_version, 42),

@@ -7,8 +7,8 @@ use prost::Message;
 use svrkit::Status;
 use wx_api::storage::contact_store_server::ContactStore;
 use wx_api::storage::{
-    CountFriendsReply, CountFriendsRequest, Edge, EdgeState, EdgesReply, GetEdgesRequest,
-    ListEdgesRequest, PutEdgeReply, PutEdgeRequest,
+    ChangesReply, CountFriendsReply, CountFriendsRequest, Edge, EdgeChange, EdgeState, EdgesReply,
+    GetEdgesRequest, ListChangesRequest, ListEdgesRequest, PutEdgeReply, PutEdgeRequest,
 };
 
 use crate::codec::{decode, get, id_key, pair_key};
@@ -16,6 +16,10 @@ use crate::engine::{Engine, StorageError};
 
 /// The most edges one ListEdges returns.
 const MAX_LIST: usize = 10_000;
+/// How many of each owner's newest edge changes are kept for sync.
+const KEPT_CHANGES: u64 = 10_000;
+/// The most changes one ListChanges returns.
+const MAX_CHANGES_LIST: usize = 500;
 
 /// The contact store of one shard.
 #[derive(Clone)]
@@ -23,6 +27,8 @@ pub struct ContactStoreService {
     engine: Engine,
     edges: Keyspace,
     counts: Keyspace,
+    changes: Keyspace,
+    change_counters: Keyspace,
 }
 
 impl std::fmt::Debug for ContactStoreService {
@@ -39,8 +45,18 @@ impl ContactStoreService {
         Ok(ContactStoreService {
             edges: engine.keyspace("edges")?,
             counts: engine.keyspace("friend_counts")?,
+            changes: engine.keyspace("edge_changes")?,
+            change_counters: engine.keyspace("edge_change_counters")?,
             engine,
         })
+    }
+
+    fn change_counter(&self, owner: u64) -> Result<u64, StorageError> {
+        Ok(self
+            .change_counters
+            .get(id_key(owner))?
+            .and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
     }
 
     fn friends(&self, owner: u64) -> Result<u32, StorageError> {
@@ -121,6 +137,34 @@ impl ContactStore for ContactStoreService {
                 new_count.to_be_bytes().to_vec(),
             );
         }
+        // The change log for sync, in the same write.
+        let counter = self.change_counter(edge.owner)? + 1;
+        let change = EdgeChange {
+            counter,
+            peer: edge.peer,
+            state: edge.state,
+            updated_ms: if edge.updated_ms == 0 {
+                wx_api::now_ms()
+            } else {
+                edge.updated_ms
+            },
+        };
+        batch.insert(
+            &self.changes,
+            pair_key(edge.owner, counter).to_vec(),
+            change.encode_to_vec(),
+        );
+        batch.insert(
+            &self.change_counters,
+            id_key(edge.owner).to_vec(),
+            counter.to_be_bytes().to_vec(),
+        );
+        if counter > KEPT_CHANGES {
+            batch.remove(
+                &self.changes,
+                pair_key(edge.owner, counter - KEPT_CHANGES).to_vec(),
+            );
+        }
         self.engine.commit(batch).await?;
         Ok(PutEdgeReply { version })
     }
@@ -153,6 +197,32 @@ impl ContactStore for ContactStoreService {
     ) -> Result<CountFriendsReply, Status> {
         Ok(CountFriendsReply {
             friends: self.friends(request.owner)?,
+        })
+    }
+
+    async fn list_changes(&self, request: ListChangesRequest) -> Result<ChangesReply, Status> {
+        let limit = match request.limit as usize {
+            0 => MAX_CHANGES_LIST,
+            n => n.min(MAX_CHANGES_LIST),
+        };
+        let counter = self.change_counter(request.owner)?;
+        let from = pair_key(request.owner, request.after.saturating_add(1));
+        let to = pair_key(request.owner, u64::MAX);
+        let mut changes = Vec::new();
+        let mut has_more = false;
+        for item in self.changes.range(from..=to) {
+            let (key, value) = item.into_inner().map_err(StorageError::from)?;
+            if changes.len() == limit {
+                has_more = true;
+                break;
+            }
+            changes.push(decode::<EdgeChange>(&key, &value)?);
+        }
+        Ok(ChangesReply {
+            changes,
+            has_more,
+            counter,
+            trimmed_to: counter.saturating_sub(KEPT_CHANGES),
         })
     }
 }

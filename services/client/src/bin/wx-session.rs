@@ -96,12 +96,16 @@ async fn main() -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let suffix = format!("{:06x}", (nanos ^ std::process::id()) & 0xff_ffff);
-    let (alice, bob) = (format!("alice_{suffix}"), format!("bob_{suffix}"));
+    let (alice, bob, carol) = (
+        format!("alice_{suffix}"),
+        format!("bob_{suffix}"),
+        format!("carol_{suffix}"),
+    );
     println!("scripted session through access-short http://{http}");
 
     let mut uids = Vec::new();
     let mut tokens = Vec::new();
-    for (name, nickname) in [(&alice, "Alice"), (&bob, "Bob")] {
+    for (name, nickname) in [(&alice, "Alice"), (&bob, "Bob"), (&carol, "Carol")] {
         let body =
             json!({ "name": name, "password": "correct horse battery", "nickname": nickname });
         let reply = expect("register", api.call("register", &body, None).await?)?;
@@ -113,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (a, b) = (uids[0], uids[1]);
     let (ta, tb) = (tokens[0].as_str(), tokens[1].as_str());
+    let (c, tc) = (uids[2], tokens[2].as_str());
 
     let wrong = api
         .call(
@@ -295,6 +300,55 @@ async fn main() -> anyhow::Result<()> {
         missed.len(),
         missed.join("; ")
     );
+
+    // A group with a third user: one message, in all three mailboxes.
+    expect(
+        "friends.request",
+        api.call("friends.request", &json!({ "peer": c }), Some(ta))
+            .await?,
+    )?;
+    expect(
+        "friends.accept",
+        api.call("friends.accept", &json!({ "peer": a }), Some(tc))
+            .await?,
+    )?;
+    let created = expect(
+        "group.create",
+        api.call(
+            "group.create",
+            &json!({ "name": "lunch crew", "members": [b, c] }),
+            Some(ta),
+        )
+        .await?,
+    )?;
+    let group = created["group"]["group_id"].as_u64().unwrap_or_default();
+    println!("  {alice} creates group {group} \"lunch crew\" with {bob} and {carol}");
+    let body =
+        json!({ "group_id": group, "text": "Table for three at noon", "client_msg_id": "crew-1" });
+    expect("group.send", api.call("group.send", &body, Some(ta)).await?)?;
+    println!("  {alice} writes to the group: \"Table for three at noon\"");
+    for (name, token) in [(&alice, ta), (&bob, tb), (&carol, tc)] {
+        // The fan-out is asynchronous (durable, acknowledged before delivery): poll briefly.
+        let mut got = 0;
+        for _ in 0..50 {
+            let reply = expect(
+                "sync",
+                api.call("sync", &json!({ "device": "group-check" }), Some(token))
+                    .await?,
+            )?;
+            got = reply["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["group_id"] == group)
+                .count();
+            if got > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!("  {name} has {got} message(s) from the group");
+    }
 
     expect("logout", api.call("logout", &json!({}), Some(ta)).await?)?;
     let after = api.call("friends.list", &json!({}), Some(ta)).await?;

@@ -66,8 +66,23 @@ pub async fn send_push_sync_and_catch_up(backend: &Backend) {
     befriend(backend, &alice, &bob).await;
     let (ta, tb) = (Some(alice.token.as_str()), Some(bob.token.as_str()));
 
-    // Both of Bob's devices sync once: the mailbox knows them from then on.
-    let (none, phone_key) = sync_all(backend, &bob, "phone", "").await;
+    // Both of Bob's devices sync once: the mailbox knows them from then on. The first
+    // sync carries his relations: Alice, a friend.
+    let first = call(http, "sync", json!({ "device": "phone" }), tb).await;
+    let contacts = first["contacts"].as_array().cloned().unwrap_or_default();
+    assert!(
+        contacts
+            .iter()
+            .any(|c| c["peer"] == alice.uid && c["relation"] == "friend"),
+        "{first}"
+    );
+    let (none, phone_key) = sync_all(
+        backend,
+        &bob,
+        "phone",
+        first["sync_key"].as_str().expect("key"),
+    )
+    .await;
     assert!(none.is_empty());
     let (_, desktop_key) = sync_all(backend, &bob, "desktop", "").await;
 
@@ -126,7 +141,7 @@ pub async fn send_push_sync_and_catch_up(backend: &Backend) {
         )
         .await;
     }
-    let (missed, _) = sync_all(backend, &bob, "phone", &phone_key).await;
+    let (missed, phone_key) = sync_all(backend, &bob, "phone", &phone_key).await;
     assert_eq!(texts(&missed), ["second", "third"]);
     let seqs: Vec<u64> = missed.iter().filter_map(|m| m["seq"].as_u64()).collect();
     assert!(seqs[0] < seqs[1], "in sequence order: {seqs:?}");
@@ -141,6 +156,28 @@ pub async fn send_push_sync_and_catch_up(backend: &Backend) {
         own.iter()
             .all(|m| m["from"] == alice.uid && m["to"] == bob.uid)
     );
+
+    // A removal reaches sync too: the contact change log keeps it.
+    let quiet = call(
+        http,
+        "sync",
+        json!({ "sync_key": phone_key, "device": "phone" }),
+        tb,
+    )
+    .await;
+    assert_eq!(quiet["contacts"], json!([]), "nothing changed since");
+    call(http, "friends.remove", json!({ "peer": bob.uid }), ta).await;
+    let removed = call(
+        http,
+        "sync",
+        json!({ "sync_key": quiet["sync_key"], "device": "phone" }),
+        tb,
+    )
+    .await;
+    let changes = removed["contacts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(changes.len(), 1, "{removed}");
+    assert_eq!(changes[0]["peer"], alice.uid);
+    assert_eq!(changes[0]["relation"], "none");
 
     // Paging: one message at a time, has_more until the end.
     let first = call(http, "sync", json!({ "limit": 1, "device": "pager" }), tb).await;
@@ -273,7 +310,7 @@ pub async fn messaging_refusals(backend: &Backend) {
 
     // Keys: malformed, corrupt, another user's.
     let (_, bob_key) = sync_all(backend, &bob, "phone", "").await;
-    for key in ["nonsense", &"0".repeat(66), bob_key.as_str()] {
+    for key in ["nonsense", &"0".repeat(74), bob_key.as_str()] {
         let answer = refused(
             http,
             "sync",

@@ -175,6 +175,7 @@ impl Backend {
                 ("WX_MAX_FRIENDS".into(), "3".into()),
                 ("WX_RATE_PER_SEC".into(), "200".into()),
                 ("WX_RATE_BURST".into(), "400".into()),
+                ("RUST_LOG".into(), "info,svrkit=warn".into()),
             ];
             env.extend(extra);
             for (k, v) in overrides {
@@ -333,7 +334,14 @@ impl Drop for Backend {
         for p in &mut self.procs {
             p.stop(true);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            eprintln!(
+                "the backend's logs are kept in {}",
+                self.dir.join("logs").display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
