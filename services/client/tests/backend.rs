@@ -83,3 +83,10 @@ async fn group_fan_out_survives_a_crash_mid_job() {
     .await;
     common::messaging::fanout_survives_a_crash_mid_job(&mut backend).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_messages_flow_loses_and_duplicates_nothing() {
+    let mut backend =
+        Backend::start_with(Registry::Embedded, &[("WX_FANOUT_LEASE_MS", "300")]).await;
+    common::messaging::chaos_loses_and_duplicates_nothing(&mut backend).await;
+}

@@ -585,3 +585,126 @@ pub async fn fanout_survives_a_crash_mid_job(backend: &mut Backend) {
     members.push(owner);
     until_delivered(backend, &members, group, 1).await;
 }
+
+/// Sends until acknowledged (the same client id each time, so retries are idempotent),
+/// within the patience; `None` if it never was.
+async fn send_until_acked(
+    backend: &Backend,
+    user: &User,
+    action: &str,
+    body: &Value,
+) -> Option<Value> {
+    let deadline = std::time::Instant::now() + PATIENCE * 2;
+    while std::time::Instant::now() < deadline {
+        match backend.http.call(action, body, Some(&user.token)).await {
+            Ok(answer) if answer.ok() => return Some(answer.body),
+            // While a process restarts (or a dead allocator's lease runs out) sends fail.
+            Ok(answer) => assert!(
+                matches!(answer.status, 503 | 504 | 500 | 409),
+                "{action}: {} {}",
+                answer.status,
+                answer.body
+            ),
+            Err(_) => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    None
+}
+
+/// While messages flow, kill -9 the message, seq and msgstore processes in turn (each is
+/// restarted at once): every acknowledged message arrives exactly once, in sequence
+/// order, one to one and in a group.
+pub async fn chaos_loses_and_duplicates_nothing(backend: &mut Backend) {
+    let alice = backend.user(&unique("alice")).await;
+    let bob = backend.user(&unique("bob")).await;
+    let carol = backend.user(&unique("carol")).await;
+    befriend(backend, &alice, &bob).await;
+    befriend(backend, &alice, &carol).await;
+    let created = call(
+        &backend.http,
+        "group.create",
+        json!({ "name": "chaos", "members": [bob.uid, carol.uid] }),
+        Some(&alice.token),
+    )
+    .await;
+    let group = created["group"]["group_id"].as_u64().expect("group id");
+    let victims = [
+        "message-1",
+        "seq-1",
+        "msgstore-1",
+        "seq-2",
+        "msgstore-2",
+        "message-1",
+    ];
+    let mut acked_direct = Vec::new();
+    let mut acked_group = Vec::new();
+    for round in 0..(victims.len() * 8) {
+        if round % 8 == 4 {
+            backend.kill_and_restart(victims[round / 8]);
+        }
+        let id = format!("chaos-{round}");
+        let direct = json!({ "to": bob.uid, "text": id, "client_msg_id": id });
+        if send_until_acked(backend, &alice, "message.send", &direct)
+            .await
+            .is_some()
+        {
+            acked_direct.push(id.clone());
+        }
+        let gid = format!("group-{round}");
+        let body = json!({ "group_id": group, "text": gid, "client_msg_id": gid });
+        if send_until_acked(backend, &alice, "group.send", &body)
+            .await
+            .is_some()
+        {
+            acked_group.push(gid);
+        }
+    }
+    assert!(
+        acked_direct.len() >= victims.len() * 8 - 2,
+        "most sends were acknowledged eventually: {}",
+        acked_direct.len()
+    );
+    // Bob has every acknowledged direct message exactly once, in the order sent.
+    let (got, _) = sync_all(backend, &bob, "chaos", "").await;
+    let direct: Vec<&str> = got
+        .iter()
+        .filter(|m| m["group_id"] == 0)
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(direct, acked_direct, "exactly once, in order");
+    let seqs: Vec<u64> = got.iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "sequence order: {seqs:?}"
+    );
+    // Every member has every acknowledged group message exactly once (the fan-out may
+    // still be finishing a job a kill interrupted).
+    for user in [&alice, &bob, &carol] {
+        let deadline = std::time::Instant::now() + PATIENCE * 3;
+        loop {
+            let mut texts: Vec<String> = group_messages(backend, user, group)
+                .await
+                .iter()
+                .filter_map(|m| m["text"].as_str().map(str::to_string))
+                .collect();
+            let total = texts.len();
+            texts.sort();
+            texts.dedup();
+            assert_eq!(texts.len(), total, "{}: a group message twice", user.name);
+            let mut want = acked_group.clone();
+            want.sort();
+            if texts == want {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: {} of {} group messages",
+                user.name,
+                texts.len(),
+                want.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}

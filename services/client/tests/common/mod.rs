@@ -277,6 +277,18 @@ impl Backend {
         self.wait_serving().await;
     }
 
+    /// Kills process `id` with SIGKILL and starts it again on the same data and address.
+    pub fn kill_and_restart(&mut self, id: &str) {
+        let logs = self.dir.join("logs");
+        let proc = self
+            .procs
+            .iter_mut()
+            .find(|p| p.id == id)
+            .unwrap_or_else(|| panic!("no process {id}"));
+        proc.stop(true);
+        proc.spawn(&logs);
+    }
+
     /// Waits (up to the patience) until process `id` has exited by itself, as a failpoint
     /// makes it, then starts it again on the same data and address without the variables
     /// `unset`. False if it did not exit.
