@@ -8,13 +8,18 @@
 //! - `svrkit-bench failover`: three instances under load, one killed with SIGKILL.
 //! - `svrkit-bench storage`: durable writes per second on a storage shard's engine, group
 //!   commit against an fsync per write and against no fsync at all.
+//! - `svrkit-bench message`: messaging through the whole backend (started by itself):
+//!   acknowledged messages per second, send and end-to-end latency, lost, duplicated and
+//!   out-of-order messages.
 //! - `svrkit-bench seq`: sequence allocations per second and latency through the RPC, a
 //!   `seqstore` shard and a `seq` allocator in processes of their own.
 //!
 //! Figures are for comparison within one run on one machine; they are never asserted in
 //! tests.
 
+mod backend;
 mod failover;
+mod message;
 mod overload;
 mod proto;
 mod raw;
@@ -44,6 +49,8 @@ enum Command {
     /// Acknowledged writes per second on a storage shard's engine: group commit vs an
     /// fsync per write vs no fsync.
     Storage(storage::StorageArgs),
+    /// Messaging through the whole backend: throughput, latency, lost/duplicated/reordered.
+    Message(message::MessageArgs),
     /// Sequence allocations per second and mean/p99/p99.9 latency through the RPC.
     Seq(seq::SeqArgs),
     /// Serve one half of the seq backend (started by `seq` itself).
@@ -82,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         Command::Failover(args) => runtime.block_on(failover::run(args)),
         Command::Storage(args) => runtime.block_on(storage::run(args)),
         Command::Seq(args) => runtime.block_on(seq::run(args)),
+        Command::Message(args) => runtime.block_on(message::run(args)),
         Command::ServeSeq { role } => runtime.block_on(seq::serve(role)),
         Command::Serve { system, addr } => runtime.block_on(servers::serve(system, addr)),
     }

@@ -1,0 +1,175 @@
+//! The WeChat-like backend, started by a benchmark for itself: release binaries (built
+//! with cargo when missing), every service its own process on free loopback ports, the
+//! embedded registry in a temporary directory; stopped (SIGKILL) when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context as _, anyhow, bail};
+
+/// Every backend binary and its package.
+const BINARIES: &[(&str, &str)] = &[
+    ("accountstore", "wx-storage"),
+    ("contactstore", "wx-storage"),
+    ("msgstore", "wx-storage"),
+    ("seqstore", "wx-storage"),
+    ("account", "account"),
+    ("contact", "contact"),
+    ("seq", "seq"),
+    ("message", "message"),
+    ("access", "access"),
+];
+
+/// A running backend.
+pub(crate) struct Backend {
+    dir: PathBuf,
+    procs: Vec<(String, Child)>,
+    /// access-short's HTTP address.
+    pub(crate) http: SocketAddr,
+    /// The access-long instances' WebSocket addresses.
+    pub(crate) ws: Vec<SocketAddr>,
+}
+
+/// The directory of this benchmark's executable, where cargo puts the release binaries.
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("no directory for {}", exe.display()))
+}
+
+/// Builds the backend's binaries in release mode unless they are all there.
+fn ensure_built(dir: &Path) -> anyhow::Result<()> {
+    if BINARIES.iter().all(|(bin, _)| dir.join(bin).is_file()) {
+        return Ok(());
+    }
+    eprintln!("building the backend (release; several minutes the first time)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args(["build", "--release"]);
+    for (bin, package) in BINARIES {
+        command.args(["-p", package, "--bin", bin]);
+    }
+    let status = command.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("building the backend failed");
+    }
+    Ok(())
+}
+
+impl Backend {
+    /// Starts two shards of each store, account, contact, two seq allocators, message,
+    /// access-short and `long` access-long instances; `env` goes to every process.
+    pub(crate) fn start(long: usize, env: &[(&str, &str)]) -> anyhow::Result<Backend> {
+        let bins = bin_dir()?;
+        ensure_built(&bins)?;
+        let dir = std::env::temp_dir().join(format!(
+            "svrkit-bench-backend-{}-{:x}",
+            std::process::id(),
+            svrkit::context::new_id()
+        ));
+        std::fs::create_dir_all(dir.join("logs"))?;
+        let mut backend = Backend {
+            dir,
+            procs: Vec::new(),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ws: Vec::new(),
+        };
+        let mut plan: Vec<(String, &str, Vec<&str>)> = Vec::new();
+        for store in ["accountstore", "contactstore", "msgstore", "seqstore"] {
+            for i in 1..=2 {
+                plan.push((format!("{store}-{i}"), store, vec![]));
+            }
+        }
+        for service in ["account", "contact", "message"] {
+            plan.push((format!("{service}-1"), service, vec![]));
+        }
+        for i in 1..=2 {
+            plan.push((format!("seq-{i}"), "seq", vec![]));
+        }
+        plan.push(("access-short-1".into(), "access", vec!["short"]));
+        for i in 1..=long {
+            plan.push((format!("access-long-{i}"), "access", vec!["long"]));
+        }
+        eprintln!("starting {} backend processes", plan.len());
+        for (id, bin, args) in plan {
+            backend.spawn(&bins.join(bin), &id, &args, env)?;
+        }
+        Ok(backend)
+    }
+
+    fn spawn(
+        &mut self,
+        binary: &Path,
+        id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.join("logs").join(format!("{id}.log")))?;
+        let mut child = Command::new(binary)
+            .args(args)
+            .env("SVRKIT_LISTEN", "127.0.0.1:0")
+            .env("SVRKIT_ADMIN", "off")
+            .env(
+                "SVRKIT_REGISTRY",
+                format!("dir:{}", self.dir.join("registry").display()),
+            )
+            .env("SVRKIT_INSTANCE_ID", id)
+            .env("SVRKIT_DATA_DIR", self.dir.join("data").join(id))
+            .env("WX_HTTP", "127.0.0.1:0")
+            .env("WX_WS", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut listening = false;
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("http on ") {
+                self.http = addr.trim().parse()?;
+            } else if let Some(addr) = line.strip_prefix("ws on ") {
+                self.ws.push(addr.trim().parse()?);
+            } else if line.starts_with("listening on ") {
+                listening = true;
+                break;
+            }
+        }
+        if !listening {
+            bail!(
+                "{id} exited before listening; see {}",
+                self.dir.join("logs").display()
+            );
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        self.procs.push((id.to_string(), child));
+        Ok(())
+    }
+
+    /// Resident memory of every process, in bytes, by instance id.
+    pub(crate) fn rss(&self) -> Vec<(String, u64)> {
+        self.procs
+            .iter()
+            .map(|(id, child)| {
+                let rss = std::fs::read_to_string(format!("/proc/{}/statm", child.id()))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .unwrap_or(0);
+                (id.clone(), rss * 4096)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.procs {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
