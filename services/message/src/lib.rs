@@ -356,56 +356,50 @@ impl Message for MessageService {
             request.device
         };
         metrics::counter!("wx_message_syncs_total").increment(1);
-        // The key proves the device has everything up to it; a first sync (key 0) makes
-        // the device known, so nothing it has not seen is trimmed from then on.
-        self.store
-            .ack_with(
-                AckRequest {
-                    owner: me,
-                    device,
-                    seq: key.messages,
-                },
-                by_uid(me),
-            )
-            .await?;
-        let read = self
-            .store
-            .read_with(
-                ReadMailboxRequest {
-                    owner: me,
-                    after_seq: key.messages,
-                    limit: request.limit,
-                },
-                by_uid(me),
-            )
-            .await?;
+        // The four reads and the acknowledgement are independent: one round trip of
+        // latency, not four. The key proves the device has everything up to it; a first
+        // sync (key 0) makes the device known, so nothing it has not seen is trimmed from
+        // then on.
+        let ack = self.store.ack_with(
+            AckRequest {
+                owner: me,
+                device,
+                seq: key.messages,
+            },
+            by_uid(me),
+        );
+        let read = self.store.read_with(
+            ReadMailboxRequest {
+                owner: me,
+                after_seq: key.messages,
+                limit: request.limit,
+            },
+            by_uid(me),
+        );
+        let changes = self.contacts.list_changes_with(
+            ListChangesRequest {
+                owner: me,
+                after: key.contacts,
+                limit: 0,
+            },
+            by_uid(me),
+        );
+        let profiles = self
+            .account
+            .get_profiles(GetProfilesRequest { uids: vec![me] });
+        let (_, read, changes, profiles) = tokio::try_join!(ack, read, changes, profiles)?;
         if key.messages > 0 && read.kept_from_seq > key.messages + 1 {
             return Err(Status::failed_precondition(format!(
                 "sync_key_expired: messages up to {} are gone; sync again from an empty key",
                 read.kept_from_seq - 1
             )));
         }
-        let changes = self
-            .contacts
-            .list_changes_with(
-                ListChangesRequest {
-                    owner: me,
-                    after: key.contacts,
-                    limit: 0,
-                },
-                by_uid(me),
-            )
-            .await?;
         if key.contacts > 0 && changes.trimmed_to > key.contacts {
             return Err(Status::failed_precondition(format!(
                 "sync_key_expired: contact changes up to {} are gone; sync again from an empty key",
                 changes.trimmed_to
             )));
         }
-        let profiles = self
-            .account
-            .get_profiles(GetProfilesRequest { uids: vec![me] })
-            .await?;
         let profile = profiles.profiles.into_iter().next();
         let profile_version = profile.as_ref().map_or(key.profile, |p| p.version);
         let newest = read.messages.last().map_or(key.messages, |m| m.seq);

@@ -116,6 +116,17 @@ impl Engine {
         }
     }
 
+    /// Applies `batch` without waiting for the disk: the next group sync persists it. Only
+    /// for writes whose loss in a crash is harmless because a later one redoes them (a
+    /// device's acknowledged position, trimming); everything a client is told is stored
+    /// goes through [`Engine::commit`].
+    pub fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        batch.commit()?;
+        self.inner.appended.fetch_add(1, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
     /// Holds the lock of `key`'s stripe: read-check-write sequences under it do not
     /// interleave with others on the same key.
     pub async fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {

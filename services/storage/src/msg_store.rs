@@ -488,7 +488,9 @@ impl MsgStore for MsgStoreService {
             batch.insert(&self.meta, id_key(owner).to_vec(), meta.encode());
             metrics::counter!("wx_msgstore_messages_trimmed_total").increment(trimmed as u64);
         }
-        self.engine.commit(batch).await?;
+        // Not waited for: a lost acknowledgement only delays trimming until the device's
+        // next sync acknowledges again.
+        self.engine.apply(batch)?;
         Ok(AckReply {
             kept_from_seq: meta.kept_from_seq,
         })
