@@ -129,6 +129,8 @@ struct Inner {
     code: Code,
     message: String,
     not_processed: bool,
+    /// Said by a handler about its own request: "not mine, ask another instance".
+    not_mine: bool,
 }
 
 macro_rules! constructors {
@@ -149,6 +151,7 @@ impl Status {
             code,
             message: message.into(),
             not_processed: false,
+            not_mine: false,
         }))
     }
 
@@ -228,6 +231,25 @@ impl Status {
     /// True when the request provably never reached a handler.
     pub fn is_not_processed(&self) -> bool {
         self.0.not_processed
+    }
+
+    /// What a handler answers for a request that is not its instance's to serve (a key it
+    /// does not own, a lease another instance holds): `UNAVAILABLE`, not processed, and
+    /// sent as such on the wire (`ResponseHeader.not_processed`), so the caller's channel
+    /// retries any method on another instance.
+    ///
+    /// Only this constructor sets the wire flag: a handler that passes on a status from a
+    /// call of its own (which may be locally "not processed", e.g. a refused connection)
+    /// did process its request, and its caller must not repeat it.
+    pub fn not_mine(message: impl Into<String>) -> Status {
+        let mut status = Status::unavailable(message).with_not_processed();
+        status.0.not_mine = true;
+        status
+    }
+
+    /// True for [`Status::not_mine`].
+    pub fn is_not_mine(&self) -> bool {
+        self.0.not_mine
     }
 }
 

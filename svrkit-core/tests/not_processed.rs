@@ -1,6 +1,7 @@
-//! A handler that answers "not mine" (a status marked not processed) makes the client
-//! retry even a non-idempotent method on another instance, within the attempt limit; an
-//! ordinary failure of that method is never retried.
+//! A handler that answers "not mine" (`Status::not_mine`) makes the client retry even a
+//! non-idempotent method on another instance, within the attempt limit; an ordinary
+//! failure of that method is never retried, nor one that passes on a locally "not
+//! processed" status from a call of its own (it did process its request).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,10 +22,23 @@ static SERVICE: ServiceDesc = ServiceDesc {
     methods: &[PUT],
 };
 
-/// Answers with its own name when it owns the request, else "not mine" or a plain error.
+/// How an instance answers.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// With its name.
+    Serve,
+    /// `Status::not_mine`.
+    NotMine,
+    /// A plain failure after running.
+    Fail,
+    /// A failure it got from a call of its own that never reached that callee.
+    PassOnNotProcessed,
+}
+
+/// Answers with its own name when it owns the request, else as told.
 struct Owner {
     name: &'static str,
-    answer: Result<(), (Code, bool)>,
+    answer: Answer,
     calls: Arc<AtomicU32>,
 }
 
@@ -41,9 +55,12 @@ impl ServiceHandler for Owner {
         let (name, answer) = (self.name, self.answer);
         Box::pin(async move {
             match answer {
-                Ok(()) => Ok(Bytes::from_static(name.as_bytes())),
-                Err((code, true)) => Err(Status::new(code, "not mine").with_not_processed()),
-                Err((code, false)) => Err(Status::new(code, "failed")),
+                Answer::Serve => Ok(Bytes::from_static(name.as_bytes())),
+                Answer::NotMine => Err(Status::not_mine("not mine")),
+                Answer::Fail => Err(Status::unavailable("failed")),
+                Answer::PassOnNotProcessed => {
+                    Err(Status::unavailable("next hop refused").with_not_processed())
+                }
             }
         })
     }
@@ -51,7 +68,7 @@ impl ServiceHandler for Owner {
 
 async fn serve(
     name: &'static str,
-    answer: Result<(), (Code, bool)>,
+    answer: Answer,
 ) -> (
     std::net::SocketAddr,
     Arc<AtomicU32>,
@@ -85,8 +102,8 @@ async fn put(channel: &Channel) -> Result<Bytes, Status> {
 
 #[tokio::test]
 async fn not_mine_is_retried_on_another_instance_and_plain_errors_are_not() {
-    let (refuser, refused, _a) = serve("refuser", Err((Code::Unavailable, true))).await;
-    let (owner, owned, _b) = serve("owner", Ok(())).await;
+    let (refuser, refused, _a) = serve("refuser", Answer::NotMine).await;
+    let (owner, owned, _b) = serve("owner", Answer::Serve).await;
     let channel = Channel::builder()
         .balance(svrkit::balance::Balance::RoundRobin)
         .lazy([refuser, owner]);
@@ -97,8 +114,8 @@ async fn not_mine_is_retried_on_another_instance_and_plain_errors_are_not() {
     assert!(refused.load(Ordering::SeqCst) >= 1, "the refuser was asked");
 
     // Every instance refuses: the caller gets the status, after a bounded number of tries.
-    let (a, a_calls, _c) = serve("a", Err((Code::Unavailable, true))).await;
-    let (b, b_calls, _d) = serve("b", Err((Code::Unavailable, true))).await;
+    let (a, a_calls, _c) = serve("a", Answer::NotMine).await;
+    let (b, b_calls, _d) = serve("b", Answer::NotMine).await;
     let channel = Channel::lazy([a, b]);
     let status = put(&channel).await.expect_err("nobody owns it");
     assert_eq!(status.code(), Code::Unavailable);
@@ -106,14 +123,17 @@ async fn not_mine_is_retried_on_another_instance_and_plain_errors_are_not() {
     let tries = a_calls.load(Ordering::SeqCst) + b_calls.load(Ordering::SeqCst);
     assert!((2..=3).contains(&tries), "{tries} tries");
 
-    // A non-idempotent method that failed after running is not repeated.
-    let (e, e_calls, _e) = serve("e", Err((Code::Unavailable, false))).await;
-    let (f, f_calls, _f) = serve("f", Err((Code::Unavailable, false))).await;
-    let channel = Channel::lazy([e, f]);
-    let status = put(&channel).await.expect_err("failed");
-    assert!(!status.is_not_processed());
-    assert_eq!(
-        e_calls.load(Ordering::SeqCst) + f_calls.load(Ordering::SeqCst),
-        1
-    );
+    // A non-idempotent method that failed after running is not repeated, whether its
+    // failure was its own or one it passed on from a call that never reached its callee.
+    for answer in [Answer::Fail, Answer::PassOnNotProcessed] {
+        let (e, e_calls, _e) = serve("e", answer).await;
+        let (f, f_calls, _f) = serve("f", answer).await;
+        let channel = Channel::lazy([e, f]);
+        let status = put(&channel).await.expect_err("failed");
+        assert!(!status.is_not_processed());
+        assert_eq!(
+            e_calls.load(Ordering::SeqCst) + f_calls.load(Ordering::SeqCst),
+            1
+        );
+    }
 }

@@ -124,7 +124,7 @@ impl std::fmt::Debug for SeqService {
 /// "Not mine": the caller's channel may try another instance.
 fn not_mine(section: u32, why: impl std::fmt::Display) -> Status {
     metrics::counter!("wx_seq_not_mine_total").increment(1);
-    Status::unavailable(format!("section {section} is not served here: {why}")).with_not_processed()
+    Status::not_mine(format!("section {section} is not served here: {why}"))
 }
 
 impl SeqService {

@@ -75,7 +75,8 @@ pub struct ResponseHeader<'a> {
     /// 4: the server's current admission level, user part.
     pub admission_user: u32,
     /// 5: the handler did not act on the request (it is not this instance's to serve, e.g.
-    /// a key it does not own): the client may retry any method on another instance.
+    /// a key it does not own; `Status::not_mine`): the client may retry any method on
+    /// another instance.
     pub not_processed: bool,
 }
 

@@ -529,7 +529,7 @@ fn encode_response(
     (admission_business, admission_user): (u32, u32),
 ) {
     let too_large;
-    let not_processed = result.is_err_and(Status::is_not_processed);
+    let not_processed = result.is_err_and(Status::is_not_mine);
     let (code, message, body): (u32, &str, &[u8]) = match result {
         Ok(body) if FRAME_HEAD_LEN - 4 + body.len() + 16 <= max_frame_size => (0, "", body),
         Ok(body) => {
