@@ -37,6 +37,13 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Small frames go out at once: with Nagle's algorithm a reply written right after a
+    // push waits for the client's delayed ACK (40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+    });
     axum::serve(
         listener,
         router(gateway).into_make_service_with_connect_info::<SocketAddr>(),

@@ -116,14 +116,12 @@ impl Engine {
         }
     }
 
-    /// Applies `batch` without waiting for the disk: the next group sync persists it. Only
-    /// for writes whose loss in a crash is harmless because a later one redoes them (a
-    /// device's acknowledged position, trimming); everything a client is told is stored
-    /// goes through [`Engine::commit`].
+    /// Applies `batch` without asking for the disk: the next sync for a durable commit
+    /// persists it along. Only for writes whose loss in a crash is harmless because a
+    /// later one redoes them (a device's acknowledged position, trimming); everything a
+    /// client is told is stored goes through [`Engine::commit`].
     pub fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
         batch.commit()?;
-        self.inner.appended.fetch_add(1, Ordering::SeqCst);
-        self.inner.wake.notify_one();
         Ok(())
     }
 
