@@ -496,3 +496,122 @@ impl MsgStore for MsgStoreService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64, sent_ms: u64, id: &str) -> StoredMessage {
+        StoredMessage {
+            seq,
+            msg_id: seq,
+            from: 7,
+            to: 1,
+            text: format!("m{seq}"),
+            sent_ms,
+            client_msg_id: id.to_string(),
+            group_id: 0,
+        }
+    }
+
+    async fn store(retention: Duration) -> (MsgStoreService, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "wx-msgstore-{}-{:x}",
+            std::process::id(),
+            svrkit::context::new_id()
+        ));
+        let engine = Engine::open(&dir).expect("open");
+        (MsgStoreService::new(engine, retention).expect("store"), dir)
+    }
+
+    async fn deliver(s: &MsgStoreService, m: StoredMessage) -> Result<DeliverMessageReply, Status> {
+        s.deliver(DeliverMessageRequest {
+            owner: 1,
+            message: Some(m),
+        })
+        .await
+    }
+
+    async fn seqs(s: &MsgStoreService) -> Vec<u64> {
+        let read = s
+            .read(ReadMailboxRequest {
+                owner: 1,
+                after_seq: 0,
+                limit: 0,
+            })
+            .await
+            .expect("read");
+        read.messages.iter().map(|m| m.seq).collect()
+    }
+
+    async fn ack(s: &MsgStoreService, device: &str, seq: u64) -> u64 {
+        s.ack(AckRequest {
+            owner: 1,
+            device: device.into(),
+            seq,
+        })
+        .await
+        .expect("ack")
+        .kept_from_seq
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliveries_only_grow_are_idempotent_and_trim_after_every_device() {
+        let (s, dir) = store(DEFAULT_RETENTION).await;
+        let now = wx_api::now_ms();
+        // Both devices are known before anything arrives.
+        ack(&s, "phone", 0).await;
+        ack(&s, "desktop", 0).await;
+        assert!(deliver(&s, message(5, now, "a")).await.expect("5").stored);
+        // A lower sequence after a higher one is refused, so readers never miss it.
+        let stale = deliver(&s, message(4, now, "b")).await.expect_err("stale");
+        assert_eq!(stale.code(), svrkit::Code::Aborted);
+        // The same client id again: the first delivery back, not stored twice.
+        let again = deliver(&s, message(9, now, "a")).await.expect("dup");
+        assert!(!again.stored);
+        assert_eq!(again.message.expect("message").seq, 5);
+        deliver(&s, message(6, now, "c")).await.expect("6");
+        assert_eq!(seqs(&s).await, [5, 6]);
+        // One device synced past both: nothing goes while the other has not.
+        assert_eq!(ack(&s, "phone", 6).await, 0);
+        assert_eq!(seqs(&s).await, [5, 6]);
+        assert_eq!(ack(&s, "desktop", 5).await, 6);
+        assert_eq!(seqs(&s).await, [6]);
+        // A re-send of a trimmed message is stored anew only under a new sequence; its
+        // dedup entry went with it.
+        let resent = deliver(&s, message(7, now, "a")).await.expect("resent");
+        assert!(resent.stored);
+        let bad = s
+            .ack(AckRequest {
+                owner: 1,
+                device: "x".repeat(MAX_ID_BYTES + 1),
+                seq: 1,
+            })
+            .await
+            .expect_err("long device id");
+        assert_eq!(bad.code(), svrkit::Code::InvalidArgument);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn old_messages_and_absent_devices_expire_after_the_retention_period() {
+        let (s, dir) = store(Duration::from_secs(3600)).await;
+        let now = wx_api::now_ms();
+        ack(&s, "phone", 0).await;
+        ack(&s, "tablet", 0).await;
+        // Two messages sent more than the retention period ago, one just now.
+        deliver(&s, message(1, now - 7_200_000, "old1"))
+            .await
+            .expect("1");
+        deliver(&s, message(2, now - 7_200_000, "old2"))
+            .await
+            .expect("2");
+        deliver(&s, message(3, now, "new")).await.expect("3");
+        // Nobody acknowledged them, yet the old ones go at the next acknowledgement.
+        assert_eq!(ack(&s, "phone", 0).await, 3);
+        assert_eq!(seqs(&s).await, [3]);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
