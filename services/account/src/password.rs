@@ -5,14 +5,13 @@
 //! logins, each hashing at once (CPU the machine does not have), and the allocator keeps a
 //! 19 MiB arena per thread that ever hashed — the account service grew to 400-900 MB. A
 //! fixed pool bounds both: at most one hash per core runs, the rest wait in the queue, and
-//! memory stays at about 19 MiB per core.
+//! memory stays at 19 MiB per core: each thread hashes in one buffer it keeps.
 
 use std::sync::LazyLock;
 use std::sync::mpsc;
 
-use argon2::Argon2;
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use svrkit::Status;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -63,13 +62,54 @@ async fn on_pool<T: Send + 'static>(
     result.map_err(|_| Status::internal("a hashing thread died"))?
 }
 
+thread_local! {
+    /// Each hashing thread's argon2 memory (19 MiB at the default parameters), reused by
+    /// every hash it computes: allocating it per hash made the allocator keep hundreds of
+    /// megabytes.
+    static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// argon2 of `password` and `salt` under `argon2`'s parameters into `out`, in this thread's
+/// reused memory.
+fn argon2_into(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), Status> {
+    MEMORY.with_borrow_mut(|memory| {
+        let blocks = params.block_count();
+        if memory.len() != blocks {
+            memory.clear();
+            memory.shrink_to_fit();
+            memory.resize(blocks, Block::new());
+        }
+        argon2
+            .hash_password_into_with_memory(password, salt, out, memory.as_mut_slice())
+            .map_err(|e| Status::internal(format!("argon2: {e}")))
+    })
+}
+
 /// The PHC string of `password` under a fresh random salt.
 pub(crate) async fn hash(password: String) -> Result<String, Status> {
     on_pool(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|e| Status::internal(format!("hashing the password: {e}")))
+        let params = Params::default();
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| Status::internal(format!("no randomness: {e}")))?;
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        argon2_into(&argon2, &params, password.as_bytes(), &salt, &mut out)?;
+        let phc = |e: argon2::password_hash::phc::Error| Status::internal(format!("PHC: {e}"));
+        let hash = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params)
+                .map_err(|e| Status::internal(format!("params: {e}")))?,
+            salt: Some(Salt::new(&salt).map_err(phc)?),
+            hash: Some(Output::new(&out).map_err(phc)?),
+        };
+        Ok(hash.to_string())
     })
     .await
 }
@@ -77,11 +117,29 @@ pub(crate) async fn hash(password: String) -> Result<String, Status> {
 /// True when `password` matches the stored PHC string.
 pub(crate) async fn verify(password: String, stored: String) -> Result<bool, Status> {
     on_pool(move || {
-        let parsed = PasswordHash::new(&stored)
-            .map_err(|e| Status::internal(format!("stored password hash: {e}")))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
+        let bad = |what: &str| Status::internal(format!("stored password hash: {what}"));
+        let parsed = PasswordHash::new(&stored).map_err(|e| bad(&e.to_string()))?;
+        let algorithm =
+            Algorithm::try_from(parsed.algorithm.as_str()).map_err(|e| bad(&e.to_string()))?;
+        let version = match parsed.version {
+            Some(v) => Version::try_from(v).map_err(|e| bad(&e.to_string()))?,
+            None => Version::default(),
+        };
+        let params = Params::try_from(&parsed).map_err(|e| bad(&e.to_string()))?;
+        let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+            return Err(bad("no salt or no hash"));
+        };
+        let argon2 = Argon2::new(algorithm, version, params.clone());
+        let mut out = vec![0u8; expected.len()];
+        argon2_into(
+            &argon2,
+            &params,
+            password.as_bytes(),
+            salt.as_ref(),
+            &mut out,
+        )?;
+        // Output's equality is constant-time.
+        Ok(Output::new(&out).is_ok_and(|computed| &computed == expected))
     })
     .await
 }
@@ -100,9 +158,40 @@ mod tests {
                 .expect("verify")
         );
         assert!(
-            !super::verify("wrong horse".into(), a)
+            !super::verify("wrong horse".into(), a.clone())
                 .await
                 .expect("verify")
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_agree_with_the_argon2_crates_own_format() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        // Stored by the crate's own hasher (what earlier versions stored): still verifies.
+        let theirs = argon2::Argon2::default()
+            .hash_password(b"correct horse")
+            .expect("hash")
+            .to_string();
+        assert!(
+            super::verify("correct horse".into(), theirs.clone())
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !super::verify("correct h0rse".into(), theirs)
+                .await
+                .expect("verify")
+        );
+        // Ours verifies with the crate's verifier.
+        let ours = super::hash("correct horse".into()).await.expect("hash");
+        argon2::Argon2::default()
+            .verify_password(b"correct horse", ours.as_str())
+            .expect("the crate accepts our hash");
+        // A corrupt stored hash is an error, not a match.
+        assert!(
+            super::verify("x".into(), "$argon2id$nonsense".into())
+                .await
+                .is_err()
         );
     }
 }
