@@ -527,13 +527,31 @@ async fn new_scaffolds_every_service_of_real_idl_into_a_crate_that_builds_and_pa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn new_inside_a_workspace_joins_it_and_the_starter_is_formatted() {
-    // A directory shaped like an svrkit workspace.
+async fn new_inside_a_workspace_joins_it_builds_and_the_starter_is_formatted() {
+    // A workspace shaped like this one (`svrkit-core/`, `idl/svrkit/`, a `[workspace]`
+    // Cargo.toml whose dependencies point at this checkout), so the scaffold joins it.
     let dir = tempdir("new-ws");
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let repo = repo.canonicalize().expect("repo");
     std::fs::create_dir_all(dir.join("svrkit-core")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("idl/svrkit")).expect("mkdir");
+    std::fs::copy(
+        repo.join("idl/svrkit/options.proto"),
+        dir.join("idl/svrkit/options.proto"),
+    )
+    .expect("options.proto");
     std::fs::write(
         dir.join("Cargo.toml"),
-        "[workspace]\nmembers = [\"svrkit-core\"]\n",
+        format!(
+            "[workspace]\nresolver = \"3\"\nmembers = []\n\n\
+             [workspace.package]\nversion = \"0.1.0\"\nedition = \"2024\"\nrust-version = \"1.85\"\nlicense = \"MIT\"\n\n\
+             [workspace.dependencies]\nsvrkit = {{ path = {:?}, default-features = false }}\n\
+             svrkit-codegen = {{ path = {:?} }}\nanyhow = \"1\"\n\
+             tokio = {{ version = \"1\", features = [\"rt-multi-thread\", \"net\", \"time\", \"sync\", \"macros\", \"signal\"] }}\n\n\
+             [workspace.lints.rust]\nunsafe_code = \"forbid\"\n",
+            repo.join("svrkit-core").display().to_string(),
+            repo.join("svrkit-codegen").display().to_string(),
+        ),
     )
     .expect("write");
     let d = dir.display().to_string();
@@ -549,6 +567,24 @@ async fn new_inside_a_workspace_joins_it_and_the_starter_is_formatted() {
     let build = std::fs::read_to_string(dir.join("services/ledger/build.rs")).expect("build");
     assert!(build.contains("../../idl/ledger/ledger.proto"), "{build}");
     assert!(dir.join("idl/ledger/ledger.proto").is_file());
+    // It builds as a member of that workspace and its smoke test passes (sharing the
+    // compiled dependencies of the scaffold test's target dir).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target"))
+        .join("scaffold-test");
+    let member = dir.join("services/ledger/Cargo.toml");
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO"))
+            .args(["test", "-q", "--manifest-path"])
+            .arg(&member)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run cargo")
+    })
+    .await
+    .expect("join");
+    assert!(status.success(), "the workspace member builds and passes");
 
     // The starter, with and without etcd.
     let (code, _, err) = svrkit(&["new", "greeter", "--dir", &d, "--etcd"]).await;
