@@ -439,8 +439,86 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A line a launched process prints on standard output to say where it serves:
+/// `listening on ADDR` (RPC), `admin on http://ADDR`, or `NAME on [SCHEME://]ADDR` for any
+/// other endpoint a service offers (`http on …`, `ws on …`). Supervisors, test harnesses
+/// and benchmarks read these lines with [`Announcement::parse`] rather than each matching
+/// the text anew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// `listening on ADDR`: the RPC address.
+    Listening(SocketAddr),
+    /// `admin on http://ADDR`: the admin HTTP address.
+    Admin(SocketAddr),
+    /// `NAME on [SCHEME://]ADDR[/]`: another endpoint, its name and address as printed.
+    Endpoint {
+        /// Its name (letters, digits, `-`).
+        name: String,
+        /// The address as printed (`127.0.0.1:80`, `ws://127.0.0.1:9/`).
+        addr: String,
+    },
+}
+
+impl Announcement {
+    /// The announcement `line` makes, if it makes one.
+    pub fn parse(line: &str) -> Option<Announcement> {
+        let (name, addr) = line.trim().split_once(" on ")?;
+        let bare = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+        let socket: SocketAddr = bare.trim_end_matches('/').parse().ok()?;
+        match name {
+            "listening" => Some(Announcement::Listening(socket)),
+            "admin" => Some(Announcement::Admin(socket)),
+            _ if !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+            {
+                Some(Announcement::Endpoint {
+                    name: name.to_string(),
+                    addr: addr.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The address, for any kind of announcement whose address is a bare socket address.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Announcement::Listening(a) | Announcement::Admin(a) => Some(*a),
+            Announcement::Endpoint { addr, .. } => addr.parse().ok(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn announcements_are_read_from_output_lines() {
+        use super::Announcement;
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+        assert_eq!(
+            Announcement::parse("listening on 127.0.0.1:7000"),
+            Some(Announcement::Listening(addr("127.0.0.1:7000")))
+        );
+        assert_eq!(
+            Announcement::parse("admin on http://127.0.0.1:9/"),
+            Some(Announcement::Admin(addr("127.0.0.1:9")))
+        );
+        let ws = Announcement::parse("ws on ws://127.0.0.1:9/");
+        assert_eq!(
+            ws,
+            Some(Announcement::Endpoint {
+                name: "ws".into(),
+                addr: "ws://127.0.0.1:9/".into()
+            })
+        );
+        assert_eq!(
+            Announcement::parse("http on 127.0.0.1:80").and_then(|a| a.socket_addr()),
+            Some(addr("127.0.0.1:80"))
+        );
+        assert_eq!(Announcement::parse("turned on something"), None);
+        assert_eq!(Announcement::parse("two words on 127.0.0.1:1"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use svrkit::Channel;
 use svrkit::balance::Balance;
 use svrkit::discovery::{EmbeddedRegistry, discover};
+use svrkit::launch::Announcement;
 use wx_api::seq::{NextRequest, SeqClient, seq_methods};
 
 /// A service process, killed when dropped.
@@ -44,7 +45,7 @@ fn start(binary: &Path, id: &str, registry: &Path, data: &Path, env: &[(&str, &s
     let listening = lines
         .by_ref()
         .map_while(Result::ok)
-        .any(|l| l.starts_with("listening on "));
+        .any(|l| matches!(Announcement::parse(&l), Some(Announcement::Listening(_))));
     assert!(listening, "{id} exited before listening");
     std::thread::spawn(move || lines.for_each(drop));
     Proc { child }

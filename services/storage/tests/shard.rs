@@ -29,10 +29,11 @@ fn shard(bin: &str, data: &Path) -> (Shard, SocketAddr) {
     let addr = lines
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("listening on ").map(str::to_string))
-        .expect("the shard says where it listens")
-        .parse()
-        .expect("an address");
+        .find_map(|l| match svrkit::launch::Announcement::parse(&l) {
+            Some(svrkit::launch::Announcement::Listening(addr)) => Some(addr),
+            _ => None,
+        })
+        .expect("the shard says where it listens");
     std::thread::spawn(move || lines.for_each(drop));
     (Shard(child), addr)
 }

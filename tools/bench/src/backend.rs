@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context as _, anyhow, bail};
+use svrkit::launch::Announcement;
 
 /// Every backend binary and its package.
 const BINARIES: &[(&str, &str)] = &[
@@ -129,13 +130,22 @@ impl Backend {
         let mut lines = BufReader::new(stdout).lines();
         let mut listening = false;
         for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("http on ") {
-                self.http = addr.trim().parse()?;
-            } else if let Some(addr) = line.strip_prefix("ws on ") {
-                self.ws.push(addr.trim().parse()?);
-            } else if line.starts_with("listening on ") {
-                listening = true;
-                break;
+            match Announcement::parse(&line) {
+                Some(Announcement::Listening(_)) => {
+                    listening = true;
+                    break;
+                }
+                Some(endpoint @ Announcement::Endpoint { .. }) => {
+                    let addr = endpoint
+                        .socket_addr()
+                        .ok_or_else(|| anyhow!("{id} announced {line:?}"))?;
+                    match &endpoint {
+                        Announcement::Endpoint { name, .. } if name == "http" => self.http = addr,
+                        Announcement::Endpoint { name, .. } if name == "ws" => self.ws.push(addr),
+                        _ => {}
+                    }
+                }
+                _ => {}
             }
         }
         if !listening {

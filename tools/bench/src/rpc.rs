@@ -64,11 +64,10 @@ impl ServerProcess {
         let mut stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
         let mut line = String::new();
         stdout.read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| anyhow!("`svrkit-bench {}` said {line:?}", args.join(" ")))?
-            .parse()?;
+        let addr = match svrkit::launch::Announcement::parse(&line) {
+            Some(svrkit::launch::Announcement::Listening(addr)) => addr,
+            _ => return Err(anyhow!("`svrkit-bench {}` said {line:?}", args.join(" "))),
+        };
         Ok(ServerProcess {
             child,
             addr,

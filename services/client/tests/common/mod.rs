@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use svrkit::launch::Announcement;
 use svrkit_testkit::{PATIENCE, tempdir};
 use wx_client::{Answer, Http, Ws};
 
@@ -69,18 +70,15 @@ impl Proc {
         // 0, so no port is picked and released for another process to take meanwhile).
         let mut listening = false;
         for line in lines.by_ref().map_while(Result::ok) {
-            let pinned = [
-                ("listening on ", "SVRKIT_LISTEN"),
-                ("http on ", "WX_HTTP"),
-                ("ws on ", "WX_WS"),
-            ];
-            for (prefix, key) in pinned {
-                if let Some(addr) = line.strip_prefix(prefix) {
-                    self.env.retain(|(k, _)| k != key);
-                    self.env.push((key.to_string(), addr.trim().to_string()));
-                }
-            }
-            if line.starts_with("listening on ") {
+            let (key, addr) = match Announcement::parse(&line) {
+                Some(Announcement::Listening(addr)) => ("SVRKIT_LISTEN", addr.to_string()),
+                Some(Announcement::Endpoint { name, addr }) if name == "http" => ("WX_HTTP", addr),
+                Some(Announcement::Endpoint { name, addr }) if name == "ws" => ("WX_WS", addr),
+                _ => continue,
+            };
+            self.env.retain(|(k, _)| k != key);
+            self.env.push((key.to_string(), addr));
+            if key == "SVRKIT_LISTEN" {
                 listening = true;
                 break;
             }

@@ -373,12 +373,10 @@ impl EchoProcess {
         let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .parse()
-            .expect("address");
+        let addr = match svrkit::launch::Announcement::parse(&line) {
+            Some(svrkit::launch::Announcement::Listening(addr)) => addr,
+            other => panic!("expected the listening line, got {line:?} ({other:?})"),
+        };
         EchoProcess {
             child,
             addr,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use svrkit::config::Selector;
+use svrkit::launch::Announcement;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -403,21 +404,22 @@ impl Supervisor {
             if ready {
                 continue;
             }
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                listening = true;
-                let addr = addr.trim().to_string();
-                self.update_instance(&id, |v| v.listen = Some(addr));
-            } else if let Some(addr) = line.strip_prefix("admin on http://") {
-                admin = addr.trim().parse().ok();
-                let addr = addr.trim().to_string();
-                self.update_instance(&id, |v| v.admin = Some(addr));
-            } else {
-                if let Some((name, addr)) = endpoint(&line) {
+            match Announcement::parse(&line) {
+                Some(Announcement::Listening(addr)) => {
+                    listening = true;
+                    self.update_instance(&id, |v| v.listen = Some(addr.to_string()));
+                }
+                Some(Announcement::Admin(addr)) => {
+                    admin = Some(addr);
+                    self.update_instance(&id, |v| v.admin = Some(addr.to_string()));
+                }
+                Some(Announcement::Endpoint { name, addr }) => {
                     self.update_instance(&id, |v| {
                         v.endpoints.insert(name, addr);
                     });
+                    continue;
                 }
-                continue;
+                None => continue,
             }
             if let (true, Some(addr)) = (listening, admin) {
                 // Probe inline: the instance just printed its addresses and is about to
@@ -585,32 +587,5 @@ impl Supervisor {
         std::fs::copy(binary, &path)
             .with_context(|| format!("copying {} to {}", binary.display(), path.display()))?;
         Ok(path)
-    }
-}
-
-/// `NAME on ADDR` (an extra endpoint an instance announces, such as `http on 127.0.0.1:80`).
-fn endpoint(line: &str) -> Option<(String, String)> {
-    let (name, addr) = line.trim().split_once(" on ")?;
-    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    let bare = addr.split_once("://").map_or(addr, |(_, rest)| rest);
-    (valid && bare.trim_end_matches('/').parse::<SocketAddr>().is_ok())
-        .then(|| (name.to_string(), addr.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn endpoints_are_read_from_output_lines() {
-        use super::endpoint;
-        assert_eq!(
-            endpoint("http on 127.0.0.1:8080"),
-            Some(("http".into(), "127.0.0.1:8080".into()))
-        );
-        assert_eq!(
-            endpoint("ws on ws://127.0.0.1:9/"),
-            Some(("ws".into(), "ws://127.0.0.1:9/".into()))
-        );
-        assert_eq!(endpoint("turned on something"), None);
-        assert_eq!(endpoint("two words on 127.0.0.1:1"), None);
     }
 }
