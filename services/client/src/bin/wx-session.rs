@@ -253,7 +253,8 @@ async fn main() -> anyhow::Result<()> {
         {
             println!(
                 "  {bob} syncs over the long connection: seq {} {:?}",
-                m["seq"], m["text"]
+                m["seq"],
+                m["text"].as_str().unwrap_or_default()
             );
         }
         bob_key = answer["result"]["sync_key"]
