@@ -24,8 +24,8 @@ use wx_api::message::{
 use crate::actions::{find_action, priority};
 use crate::error::ApiError;
 use crate::json::{
-    id, ids, list_request, optional_id, optional_text, peer, profile_change, profile_json,
-    relation_json, relation_name, text,
+    edge_state_name, id, ids, list_request, optional_id, optional_text, peer, profile_change,
+    profile_json, relation_json, relation_name, text,
 };
 use crate::ratelimit::RateLimiter;
 
@@ -388,18 +388,6 @@ impl Gateway {
                 ));
             }
         })
-    }
-}
-
-/// An edge's state as a relation name, from the owner's side.
-fn edge_state_name(state: wx_api::storage::EdgeState) -> &'static str {
-    use wx_api::storage::EdgeState;
-    match state {
-        EdgeState::None => "none",
-        EdgeState::Friend => "friend",
-        EdgeState::RequestSent => "request_sent",
-        EdgeState::RequestReceived => "request_received",
-        EdgeState::Blocked => "blocked",
     }
 }
 

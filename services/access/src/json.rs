@@ -164,6 +164,18 @@ pub(crate) fn profile_change(body: &Value) -> Result<(Profile, Vec<String>), Api
     Ok((profile, mask))
 }
 
+/// An edge's state as a relation name, from the owner's side.
+pub(crate) fn edge_state_name(state: wx_api::storage::EdgeState) -> &'static str {
+    use wx_api::storage::EdgeState;
+    match state {
+        EdgeState::None => "none",
+        EdgeState::Friend => "friend",
+        EdgeState::RequestSent => "request_sent",
+        EdgeState::RequestReceived => "request_received",
+        EdgeState::Blocked => "blocked",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use svrkit::Status;
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The hashing threads' queue.
-static POOL: LazyLock<std::sync::Mutex<mpsc::Sender<Job>>> = LazyLock::new(|| {
+static POOL: LazyLock<mpsc::Sender<Job>> = LazyLock::new(|| {
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -41,7 +41,7 @@ static POOL: LazyLock<std::sync::Mutex<mpsc::Sender<Job>>> = LazyLock::new(|| {
             tracing::error!(error = %e, "could not start a hashing thread");
         }
     }
-    std::sync::Mutex::new(tx)
+    tx
 });
 
 /// Runs `work` on the hashing pool.
@@ -52,9 +52,7 @@ async fn on_pool<T: Send + 'static>(
     let job: Job = Box::new(move || {
         let _ = done.send(work());
     });
-    POOL.lock()
-        .map_err(|_| Status::internal("the hashing pool is gone"))?
-        .send(job)
+    POOL.send(job)
         .map_err(|_| Status::internal("the hashing pool is gone"))?;
     metrics::gauge!("wx_account_hashes_queued").increment(1.0);
     let result = result.await;

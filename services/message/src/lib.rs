@@ -90,25 +90,7 @@ impl MessageService {
 
     /// Fails unless every one of `members` is a friend of `me`.
     async fn all_friends(&self, me: u64, members: &[u64]) -> Result<(), Status> {
-        if members.is_empty() {
-            return Ok(());
-        }
-        let edges = self
-            .contacts
-            .get_edges_with(
-                GetEdgesRequest {
-                    owner: me,
-                    peers: members.to_vec(),
-                },
-                by_uid(me),
-            )
-            .await?;
-        let friends: std::collections::HashSet<u64> = edges
-            .edges
-            .iter()
-            .filter(|e| e.state() == EdgeState::Friend)
-            .map(|e| e.peer)
-            .collect();
+        let friends = self.friends_among(me, members).await?;
         match members.iter().find(|m| !friends.contains(m)) {
             Some(m) => Err(Status::permission_denied(format!(
                 "user {m} is not your friend; only friends can be added to a group"
@@ -202,22 +184,31 @@ impl MessageService {
         Err(last.unwrap_or_else(|| Status::unavailable("could not deliver")))
     }
 
-    /// Whether `from` may message `to`: `to` has `from` as a friend.
-    async fn may_message(&self, from: u64, to: u64) -> Result<bool, Status> {
+    /// Which of `peers` `owner` has as friends (one read of `owner`'s edges).
+    async fn friends_among(
+        &self,
+        owner: u64,
+        peers: &[u64],
+    ) -> Result<std::collections::HashSet<u64>, Status> {
+        if peers.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
         let edges = self
             .contacts
             .get_edges_with(
                 GetEdgesRequest {
-                    owner: to,
-                    peers: vec![from],
+                    owner,
+                    peers: peers.to_vec(),
                 },
-                by_uid(to),
+                by_uid(owner),
             )
             .await?;
         Ok(edges
             .edges
             .iter()
-            .any(|e| e.peer == from && e.state() == EdgeState::Friend))
+            .filter(|e| e.state() == EdgeState::Friend)
+            .map(|e| e.peer)
+            .collect())
     }
 
     fn notify(&self, uid: u64) {
@@ -294,7 +285,8 @@ impl Message for MessageService {
                 "send to a friend, not to yourself",
             ));
         }
-        if !self.may_message(me, request.to).await? {
+        // The recipient's edge decides: a block leaves it other than FRIEND.
+        if !self.friends_among(request.to, &[me]).await?.contains(&me) {
             let exists = self
                 .account
                 .exists(ExistsRequest {

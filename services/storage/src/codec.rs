@@ -10,6 +10,15 @@ pub(crate) fn id_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 
+/// The `i`th big-endian u64 of `bytes` (0 when `bytes` is too short): the fixed-width
+/// numbers of keys and small values.
+pub(crate) fn word(bytes: &[u8], i: usize) -> u64 {
+    bytes
+        .get(i * 8..i * 8 + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 /// Two ids, big-endian: sorts by the first, then the second.
 pub(crate) fn pair_key(a: u64, b: u64) -> [u8; 16] {
     let mut key = [0u8; 16];

@@ -20,7 +20,7 @@ use wx_api::storage::{
     PostGroupMessageRequest, PutGroupRequest, ReadMailboxReply, ReadMailboxRequest, StoredMessage,
 };
 
-use crate::codec::{decode, get, id_key, pair_key};
+use crate::codec::{decode, get, id_key, pair_key, word};
 use crate::engine::{Engine, StorageError};
 use crate::queue::Queue;
 
@@ -56,15 +56,9 @@ impl Meta {
     }
 
     fn decode(bytes: &[u8]) -> Meta {
-        let word = |i: usize| {
-            bytes
-                .get(i * 8..i * 8 + 8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_be_bytes)
-        };
         Meta {
-            last_seq: word(0),
-            kept_from_seq: word(1),
+            last_seq: word(bytes, 0),
+            kept_from_seq: word(bytes, 1),
         }
     }
 }
@@ -153,7 +147,7 @@ impl MsgStoreService {
         if let Some(key) = &dedup
             && let Some(seq) = self.dedup.get(key).map_err(StorageError::from)?
         {
-            let seq = seq.as_ref().try_into().map_or(0, u64::from_be_bytes);
+            let seq = word(&seq, 0);
             if let Some(first) = get::<StoredMessage>(&self.mailbox, &pair_key(owner, seq))? {
                 return Ok(DeliveryOutcome {
                     message: Some(first),
@@ -328,10 +322,7 @@ impl MsgStore for MsgStoreService {
         let mut dedup = pair_key(request.group_id, message.from).to_vec();
         dedup.extend_from_slice(message.client_msg_id.as_bytes());
         if let Some(first) = self.group_dedup.get(&dedup).map_err(StorageError::from)? {
-            let job_id = first
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_be_bytes);
+            let job_id = word(&first, 0);
             let first: StoredMessage = decode(&dedup, first.get(8..).unwrap_or_default())?;
             return Ok(PostGroupMessageReply {
                 message: Some(first),
@@ -365,7 +356,11 @@ impl MsgStore for MsgStoreService {
         let lease = Duration::from_millis(request.lease_ms.clamp(100, 600_000));
         let only = (request.job_id != 0).then_some(request.job_id);
         let jobs = self.fanout.lease(request.max as usize, lease, only)?;
-        let (depth, lag_ms) = self.fanout.depth()?;
+        // Depth and lag scan the queue: only for sweeps, not on every send's own lease.
+        let (depth, lag_ms) = match only {
+            Some(_) => (0, 0),
+            None => self.fanout.depth()?,
+        };
         metrics::gauge!("wx_msgstore_fanout_depth").set(depth as f64);
         metrics::gauge!("wx_msgstore_fanout_lag_ms").set(lag_ms as f64);
         let mut leased = Vec::with_capacity(jobs.len());
@@ -431,13 +426,7 @@ impl MsgStore for MsgStoreService {
         let prefix = id_key(owner);
         for item in self.devices.prefix(prefix) {
             let (key, value) = item.into_inner().map_err(StorageError::from)?;
-            let word = |i: usize| {
-                value
-                    .get(i * 8..i * 8 + 8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, u64::from_be_bytes)
-            };
-            devices.push((key.to_vec(), word(0), word(1)));
+            devices.push((key.to_vec(), word(&value, 0), word(&value, 1)));
         }
         let this = device_key(owner, &request.device);
         let acked = request.seq.min(meta.last_seq);

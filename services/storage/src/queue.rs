@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use fjall::{Keyspace, OwnedWriteBatch as WriteBatch};
 
+use crate::codec::word;
 use crate::engine::{Engine, StorageError};
 
 /// The most jobs one lease hands out.
@@ -57,7 +58,7 @@ impl Queue {
         let last = match jobs.last_key_value() {
             Some(item) => {
                 let key = item.key().map_err(StorageError::from)?;
-                key.as_ref().try_into().map_or(0, u64::from_be_bytes)
+                word(&key, 0)
             }
             None => 0,
         };
@@ -82,10 +83,7 @@ impl Queue {
     fn job(id: u64, value: &[u8]) -> Job {
         Job {
             id,
-            created_ms: value
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_be_bytes),
+            created_ms: word(value, 0),
             payload: value.get(8..).unwrap_or_default().to_vec(),
         }
     }
@@ -118,7 +116,7 @@ impl Queue {
             None => {
                 for item in self.jobs.iter() {
                     let (key, value) = item.into_inner().map_err(StorageError::from)?;
-                    let id = key.as_ref().try_into().map_or(0, u64::from_be_bytes);
+                    let id = word(&key, 0);
                     take(id, &value, &mut out);
                     if out.len() >= max.min(MAX_LEASE) {
                         break;
