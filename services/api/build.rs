@@ -6,6 +6,8 @@ fn main() {
         "../../idl/wx/access.proto",
         "../../idl/wx/seq.proto",
         "../../idl/wx/message.proto",
+        "../../idl/wx/moments_store.proto",
+        "../../idl/wx/moments.proto",
     ];
     if let Err(e) = svrkit_codegen::compile(&files, &["../../idl"]) {
         panic!("svrkit codegen failed: {e}");

@@ -1,5 +1,6 @@
 //! The action table: every client action, its business priority (what DAGOR sheds last
-//! under overload: signing in and messaging before contact changes before browsing) and
+//! under overload: signing in and messaging before contact changes before Moments writes
+//! before browsing) and
 //! whether it needs a signed-in user.
 
 /// One client action.
@@ -31,7 +32,9 @@ pub mod priority {
     pub const CONTACT_WRITE: u32 = 30;
     /// Reading contacts and profiles.
     pub const CONTACT_READ: u32 = 40;
-    /// Browsing moments (the moments issue's actions).
+    /// Writing moments: posts, likes, comments.
+    pub const MOMENTS_WRITE: u32 = 60;
+    /// Browsing moments: timelines, albums, posts.
     pub const MOMENTS_BROWSE: u32 = 80;
 }
 
@@ -58,6 +61,15 @@ pub const ACTIONS: &[ActionSpec] = &[
     action("group.leave", priority::MESSAGING, true),
     action("group.send", priority::MESSAGING, true),
     action("group.info", priority::MESSAGING, true),
+    action("moments.post", priority::MOMENTS_WRITE, true),
+    action("moments.delete", priority::MOMENTS_WRITE, true),
+    action("moments.like", priority::MOMENTS_WRITE, true),
+    action("moments.unlike", priority::MOMENTS_WRITE, true),
+    action("moments.comment", priority::MOMENTS_WRITE, true),
+    action("moments.uncomment", priority::MOMENTS_WRITE, true),
+    action("moments.album", priority::MOMENTS_BROWSE, true),
+    action("moments.timeline", priority::MOMENTS_BROWSE, true),
+    action("moments.get", priority::MOMENTS_BROWSE, true),
 ];
 
 /// The action named `name`.
@@ -74,7 +86,8 @@ mod tests {
         let p = |n: &str| find_action(n).map(|a| a.priority);
         assert!(p("login") < p("friends.request"));
         assert!(p("friends.request") < p("friends.list"));
-        const { assert!(priority::MESSAGING < priority::MOMENTS_BROWSE) };
+        const { assert!(priority::MESSAGING < priority::MOMENTS_WRITE) };
+        const { assert!(priority::MOMENTS_WRITE < priority::MOMENTS_BROWSE) };
         let mut names: Vec<&str> = ACTIONS.iter().map(|a| a.name).collect();
         names.sort();
         names.dedup();

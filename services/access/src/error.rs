@@ -69,6 +69,14 @@ const STATED_REASONS: &[&str] = &[
     "text_too_long",
     "bad_sync_key",
     "sync_key_expired",
+    "not_visible",
+    "not_friend",
+    "not_author",
+    "empty_post",
+    "too_many_media",
+    "bad_media",
+    "bad_visibility",
+    "bad_cursor",
 ];
 
 impl From<Status> for ApiError {

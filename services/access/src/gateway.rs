@@ -20,6 +20,7 @@ use wx_api::message::{
     AddMembersRequest, CreateGroupRequest, GroupInfo, GroupInfoRequest, LeaveGroupRequest,
     MessageClient, SendGroupRequest, SendRequest, SyncRequest,
 };
+use wx_api::moments::MomentsClient;
 
 use crate::actions::{find_action, priority};
 use crate::error::ApiError;
@@ -71,6 +72,7 @@ pub struct Gateway {
     account: AccountClient,
     contact: ContactClient,
     message: MessageClient,
+    moments: MomentsClient,
     users: RateLimiter<u64>,
     addresses: RateLimiter<IpAddr>,
     limits: Limits,
@@ -82,12 +84,14 @@ impl Gateway {
         account: AccountClient,
         contact: ContactClient,
         message: MessageClient,
+        moments: MomentsClient,
         limits: Limits,
     ) -> Gateway {
         Gateway {
             account,
             contact,
             message,
+            moments,
             users: RateLimiter::new(limits.rate_per_sec, limits.burst),
             addresses: RateLimiter::new(limits.rate_per_sec, limits.burst),
             limits,
@@ -381,6 +385,9 @@ impl Gateway {
                     .await
                     .map_err(|s| with_reason(s.into(), Code::PermissionDenied, "not_member"))?,
             ),
+            moments if moments.starts_with("moments.") => {
+                crate::moments_actions::run(&self.moments, moments, me, body).await?
+            }
             other => {
                 return Err(ApiError::new(
                     Code::Unimplemented,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 mod json;
+mod moments_actions;
 pub mod push;
 pub mod ratelimit;
 pub mod ws;

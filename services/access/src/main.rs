@@ -19,6 +19,7 @@ use wx_api::access::{PushClient, push_methods};
 use wx_api::account::{AccountClient, account_methods};
 use wx_api::contact::{ContactClient, contact_methods};
 use wx_api::message::{MessageClient, message_methods};
+use wx_api::moments::{MomentsClient, moments_methods};
 
 #[derive(Parser)]
 #[command(about = "The backend's access tier", version)]
@@ -60,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let account = peers.balanced(account_methods::SERVICE_NAME).await?;
     let contact = peers.balanced(contact_methods::SERVICE_NAME).await?;
     let message = peers.balanced(message_methods::SERVICE_NAME).await?;
+    let moments = peers.balanced(moments_methods::SERVICE_NAME).await?;
     let limits = Limits {
         rate_per_sec: env_f64("WX_RATE_PER_SEC", Limits::default().rate_per_sec)?,
         burst: env_f64("WX_RATE_BURST", Limits::default().burst)?,
@@ -69,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         AccountClient::new(account),
         ContactClient::new(contact),
         MessageClient::new(message),
+        MomentsClient::new(moments),
         limits,
     ));
     let (stop, stopped) = tokio::sync::watch::channel(false);

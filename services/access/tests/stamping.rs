@@ -85,6 +85,7 @@ async fn every_request_carries_the_uid_the_user_priority_and_the_actions_busines
         AccountClient::new(Channel::lazy([addr])),
         ContactClient::new(Channel::lazy([addr])),
         wx_api::message::MessageClient::new(Channel::lazy([addr])),
+        wx_api::moments::MomentsClient::new(Channel::lazy([addr])),
         Limits::default(),
     );
     let user = Caller::User { uid: 42 };

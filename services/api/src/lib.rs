@@ -5,6 +5,7 @@
 //! - [`account`]: registration, login sessions, profiles.
 //! - [`contact`]: friend requests, friends, blocks.
 //! - [`access`]: `Push`, served by the long-connection gateways.
+//! - [`message`], [`seq`], [`moments`]: messaging, sequences, Moments.
 //!
 //! Conventions shared by the services live here too: who the acting user is
 //! ([`acting_user`]), how storage calls are routed ([`by_uid`], [`name_key`]) and the
@@ -24,6 +25,7 @@ pub mod storage {
     svrkit::include_proto!("wx.storage");
     pub use account_store_client::AccountStoreClient;
     pub use contact_store_client::ContactStoreClient;
+    pub use moments_store_client::MomentsStoreClient;
     pub use msg_store_client::MsgStoreClient;
     pub use seq_store_client::SeqStoreClient;
 }
@@ -33,6 +35,13 @@ pub mod storage {
 pub mod message {
     svrkit::include_proto!("wx.message");
     pub use message_client::MessageClient;
+}
+
+/// `wx.moments`: posts, albums, timelines, likes and comments.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod moments {
+    svrkit::include_proto!("wx.moments");
+    pub use moments_client::MomentsClient;
 }
 
 /// `wx.seq`: per-user sequence numbers.

@@ -90,3 +90,40 @@ async fn kill_9_while_messages_flow_loses_and_duplicates_nothing() {
         Backend::start_with(Registry::Embedded, &[("WX_FANOUT_LEASE_MS", "300")]).await;
     common::messaging::chaos_loses_and_duplicates_nothing(&mut backend).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moments_visibility_matrix() {
+    let backend = Backend::start_with(Registry::Embedded, &[("WX_MAX_FRIENDS", "20")]).await;
+    common::moments::visibility_matrix(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moments_likes_comments_deletion_and_refusals() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::moments::likes_comments_deletion_and_refusals(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moments_pagination_is_stable_while_posts_arrive() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::moments::pagination_is_stable_while_posts_arrive(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moments_pull_authors_merge_with_pushed_posts() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::moments::pull_authors_merge_with_pushed_posts(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moments_fanout_survives_a_crash() {
+    let mut backend = Backend::start_with(
+        Registry::Embedded,
+        &[
+            ("WX_MAX_FRIENDS", "20"),
+            ("WX_FAILPOINT_MOMENTS_ABORT_AFTER", "1"),
+        ],
+    )
+    .await;
+    common::moments::fanout_survives_a_crash(&mut backend).await;
+}

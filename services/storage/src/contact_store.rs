@@ -8,7 +8,8 @@ use svrkit::Status;
 use wx_api::storage::contact_store_server::ContactStore;
 use wx_api::storage::{
     ChangesReply, CountFriendsReply, CountFriendsRequest, Edge, EdgeChange, EdgeState, EdgesReply,
-    GetEdgesRequest, ListChangesRequest, ListEdgesRequest, PutEdgeReply, PutEdgeRequest,
+    GetEdgesRequest, GetEdgesToRequest, ListChangesRequest, ListEdgesRequest, PutEdgeReply,
+    PutEdgeRequest,
 };
 
 use crate::codec::{decode, get, id_key, pair_key};
@@ -73,6 +74,16 @@ impl ContactStore for ContactStoreService {
         let mut edges = Vec::with_capacity(request.peers.len());
         for peer in request.peers {
             if let Some(edge) = get::<Edge>(&self.edges, &pair_key(request.owner, peer))? {
+                edges.push(edge);
+            }
+        }
+        Ok(EdgesReply { edges })
+    }
+
+    async fn get_edges_to(&self, request: GetEdgesToRequest) -> Result<EdgesReply, Status> {
+        let mut edges = Vec::with_capacity(request.owners.len());
+        for owner in request.owners {
+            if let Some(edge) = get::<Edge>(&self.edges, &pair_key(owner, request.peer))? {
                 edges.push(edge);
             }
         }

@@ -1,7 +1,8 @@
 //! The storage tier of the backend: one service per data type — `accountstore`
 //! ([`AccountStoreService`]), `contactstore` ([`ContactStoreService`]), `msgstore`
-//! ([`MsgStoreService`], mailboxes) and `seqstore` ([`SeqStoreService`], the sequence
-//! allocator's sections) — each run as
+//! ([`MsgStoreService`], mailboxes), `seqstore` ([`SeqStoreService`], the sequence
+//! allocator's sections) and `momentsstore` ([`MomentsStoreService`], posts, likes,
+//! comments and timelines) — each run as
 //! shards that callers pick by uid on a consistent-hash ring of the instances discovery
 //! reports (`svrkit::balance::Balance::Sharded`: only the owner, never a neighbour).
 //!
@@ -31,6 +32,7 @@ pub mod engine;
 mod account_store;
 mod codec;
 mod contact_store;
+pub mod moments_store;
 pub mod msg_store;
 pub mod queue;
 mod seq_store;
@@ -38,5 +40,6 @@ mod seq_store;
 pub use account_store::AccountStoreService;
 pub use contact_store::ContactStoreService;
 pub use engine::{Engine, StorageError};
+pub use moments_store::MomentsStoreService;
 pub use msg_store::MsgStoreService;
 pub use seq_store::SeqStoreService;

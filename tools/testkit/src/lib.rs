@@ -58,12 +58,42 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, taken from below the kernel's ephemeral
+/// range.
+///
+/// A process that is stopped and started again on the same port (a restarted service, a
+/// restarted etcd) needs a port the kernel never hands out by itself: a port from the
+/// ephemeral range may become the local end of some unrelated outgoing connection while
+/// its owner is down, and the restart then fails with "address in use". Ports below the
+/// range are only ever taken by an explicit bind. The search starts at a random place, so
+/// tests running in parallel rarely probe the same port.
 pub fn free_port() -> u16 {
-    match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-        Ok(addr) => addr.port(),
-        Err(e) => panic!("no free loopback port: {e}"),
+    let (low, high) = unassigned_range();
+    let span = u64::from(high - low);
+    let start = {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::process::id()) % span
+    };
+    for step in 0..span {
+        let port = low + u16::try_from((start + step) % span).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// The ports [`free_port`] picks from: from 20000 up to the start of the kernel's
+/// ephemeral range (read from `/proc/sys/net/ipv4/ip_local_port_range`, 32768 when
+/// unreadable or when that range starts too low to leave room).
+fn unassigned_range() -> (u16, u16) {
+    const LOW: u16 = 20_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&start| start >= LOW + 1_000)
+        .unwrap_or(32_768);
+    (LOW, ephemeral_start)
 }
 
 /// A throwaway single-member etcd on loopback.

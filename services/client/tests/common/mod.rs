@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod messaging;
+pub mod moments;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -28,10 +29,12 @@ fn binaries() -> &'static HashMap<String, PathBuf> {
             "contactstore",
             "seqstore",
             "msgstore",
+            "momentsstore",
             "account",
             "contact",
             "seq",
             "message",
+            "moments",
             "access",
         ]
         .into_iter()
@@ -47,10 +50,48 @@ struct Proc {
     args: Vec<String>,
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// Whether it has listened once (its ports are then its own).
+    started: bool,
+}
+
+/// The variables that hold an address a process listens on.
+const PORT_VARIABLES: [&str; 3] = ["SVRKIT_LISTEN", "WX_HTTP", "WX_WS"];
+
+/// A loopback address on a port that stays the process's across restarts (see
+/// [`svrkit_testkit::free_port`]).
+fn loopback_address() -> String {
+    format!("127.0.0.1:{}", svrkit_testkit::free_port())
 }
 
 impl Proc {
+    /// Starts the process and waits until it listens. Its first start may find a port
+    /// taken by another test between picking and binding it: it then tries other ports
+    /// (twice at most). A restart keeps its ports, which nothing else takes meanwhile (see
+    /// [`svrkit_testkit::free_port`]).
     fn spawn(&mut self, logs: &Path) {
+        let first = !self.started;
+        for attempt in 0.. {
+            match self.try_spawn(logs) {
+                Ok(()) => {
+                    self.started = true;
+                    return;
+                }
+                Err(log) if first && attempt < 2 && log.contains("Address already in use") => {
+                    for (k, v) in &mut self.env {
+                        if PORT_VARIABLES.contains(&k.as_str()) {
+                            *v = loopback_address();
+                        }
+                    }
+                }
+                Err(log) => panic!("{} exited before listening; its log:\n{log}", self.id),
+            }
+        }
+    }
+
+    /// One start; the log of this start when it exits before listening.
+    fn try_spawn(&mut self, logs: &Path) -> Result<(), String> {
+        let log_path = logs.join(format!("{}.log", self.id));
+        let log_start = std::fs::metadata(&log_path).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -66,8 +107,7 @@ impl Proc {
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        // Each address the process announces is pinned for its restarts (it starts on port
-        // 0, so no port is picked and released for another process to take meanwhile).
+        // Each address the process announces is the one it comes back on when restarted.
         let mut listening = false;
         for line in lines.by_ref().map_while(Result::ok) {
             let (key, addr) = match Announcement::parse(&line) {
@@ -84,12 +124,14 @@ impl Proc {
             }
         }
         if !listening {
-            let log =
-                std::fs::read_to_string(logs.join(format!("{}.log", self.id))).unwrap_or_default();
-            panic!("{} exited before listening; its log:\n{log}", self.id);
+            let _ = child.wait();
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let start = usize::try_from(log_start).unwrap_or(0).min(log.len());
+            return Err(String::from_utf8_lossy(&log[start..]).into_owned());
         }
         std::thread::spawn(move || lines.for_each(drop));
         self.child = Some(child);
+        Ok(())
     }
 
     /// The address the process announced as `key` (`WX_HTTP`, `WX_WS`, `SVRKIT_LISTEN`).
@@ -160,11 +202,11 @@ impl Backend {
         };
         let mut procs = Vec::new();
         let mut add = |id: &str, bin: &str, args: &[&str], extra: Vec<(String, String)>| {
-            // Port 0 at first; a restarted process comes back where it was (see `spawn`), as
-            // under a real supervisor, so addresses others cached stay right.
+            // A restarted process comes back where it was, as under a real supervisor, so
+            // addresses others cached stay right.
             let mut env = vec![
                 ("SVRKIT_REGISTRY".to_string(), spec.clone()),
-                ("SVRKIT_LISTEN".into(), "127.0.0.1:0".into()),
+                ("SVRKIT_LISTEN".into(), loopback_address()),
                 ("SVRKIT_ADMIN".into(), "off".into()),
                 (
                     "SVRKIT_DATA_DIR".into(),
@@ -189,6 +231,7 @@ impl Backend {
                 args: args.iter().map(|a| a.to_string()).collect(),
                 env,
                 child: None,
+                started: false,
             });
         };
         for i in 1..=2 {
@@ -196,6 +239,7 @@ impl Backend {
             add(&format!("contactstore-{i}"), "contactstore", &[], vec![]);
             add(&format!("seqstore-{i}"), "seqstore", &[], vec![]);
             add(&format!("msgstore-{i}"), "msgstore", &[], vec![]);
+            add(&format!("momentsstore-{i}"), "momentsstore", &[], vec![]);
         }
         add("account-1", "account", &[], vec![]);
         add("contact-1", "contact", &[], vec![]);
@@ -209,17 +253,23 @@ impl Backend {
         }
         add("message-1", "message", &[], vec![]);
         add(
+            "moments-1",
+            "moments",
+            &[],
+            vec![("WX_MOMENTS_LEASE_MS".into(), "500".into())],
+        );
+        add(
             "access-short-1",
             "access",
             &["short"],
-            vec![("WX_HTTP".into(), "127.0.0.1:0".into())],
+            vec![("WX_HTTP".into(), loopback_address())],
         );
         for i in 1..=2 {
             add(
                 &format!("access-long-{i}"),
                 "access",
                 &["long"],
-                vec![("WX_WS".into(), "127.0.0.1:0".into())],
+                vec![("WX_WS".into(), loopback_address())],
             );
         }
         let logs = dir.join("logs");

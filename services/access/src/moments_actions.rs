@@ -1,0 +1,182 @@
+//! The `moments.*` actions: JSON in, `wx.moments.Moments` calls, JSON out.
+//!
+//! A post is named by `{"author": uid, "seq": n}` (`moments.delete` takes `seq` alone: the
+//! author is the caller). Pages take `cursor` (a previous page's `next_cursor`) and
+//! `limit`; `moments.album` takes `author` (default: the caller).
+
+use serde_json::{Value, json};
+use svrkit::Code;
+use wx_api::moments::{
+    AlbumRequest, CommentRequest, CommentView, MomentsClient, PostRef, PostRequest, PostView,
+    PostsReply, TimelineRequest, UncommentRequest,
+};
+use wx_api::storage::MomentVisibility;
+
+use crate::error::ApiError;
+use crate::json::{id, ids, optional_id, optional_text, text};
+
+fn post_ref(body: &Value, me: u64) -> Result<PostRef, ApiError> {
+    Ok(PostRef {
+        author: optional_id(body, "author")?.unwrap_or(me),
+        seq: id(body, "seq")?,
+    })
+}
+
+fn limit(body: &Value) -> Result<u32, ApiError> {
+    Ok(optional_id(body, "limit")?.map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)))
+}
+
+fn visibility(body: &Value) -> Result<(MomentVisibility, Vec<u64>), ApiError> {
+    let v = match optional_text(body, "visibility")?.as_deref() {
+        None | Some("all_friends") => MomentVisibility::AllFriends,
+        Some("only") => MomentVisibility::Only,
+        Some("except") => MomentVisibility::Except,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "\"visibility\" is all_friends, only or except, not {other:?}"
+            )));
+        }
+    };
+    let listed = match body.get("listed") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => ids(body, "listed")?,
+    };
+    Ok((v, listed))
+}
+
+fn visibility_name(v: i32) -> &'static str {
+    match MomentVisibility::try_from(v) {
+        Ok(MomentVisibility::Only) => "only",
+        Ok(MomentVisibility::Except) => "except",
+        _ => "all_friends",
+    }
+}
+
+fn media(body: &Value) -> Result<Vec<String>, ApiError> {
+    match body.get("media") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) if list.len() <= 64 => list
+            .iter()
+            .map(|m| {
+                m.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::invalid("\"media\" must be a list of strings"))
+            })
+            .collect(),
+        Some(_) => Err(ApiError::invalid("\"media\" must be a list of strings")),
+    }
+}
+
+fn comment_json(c: &CommentView) -> Value {
+    json!({
+        "comment_id": c.comment_id,
+        "from": c.from,
+        "text": c.text,
+        "reply_to": c.reply_to,
+        "created_ms": c.created_ms,
+    })
+}
+
+fn post_json(p: &PostView, me: u64) -> Value {
+    let r = p.post.unwrap_or_default();
+    let mut out = json!({
+        "author": r.author,
+        "seq": r.seq,
+        "text": p.text,
+        "media": p.media,
+        "created_ms": p.created_ms,
+        "likes": p.likes.iter().map(|l| json!({ "from": l.from, "created_ms": l.created_ms })).collect::<Vec<_>>(),
+        "comments": p.comments.iter().map(comment_json).collect::<Vec<_>>(),
+    });
+    if r.author == me {
+        out["visibility"] = json!(visibility_name(p.visibility));
+        out["listed"] = json!(p.listed);
+    }
+    out
+}
+
+fn page_json(reply: &PostsReply, me: u64) -> Value {
+    json!({
+        "posts": reply.posts.iter().map(|p| post_json(p, me)).collect::<Vec<_>>(),
+        "next_cursor": reply.next_cursor,
+    })
+}
+
+/// Runs the moments action `action` for `me` (refusals carry the reason the moments
+/// service states: `not_visible`, `not_friend`, `not_author`, `bad_cursor`, …).
+pub(crate) async fn run(
+    moments: &MomentsClient,
+    action: &str,
+    me: u64,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let out = match action {
+        "moments.post" => {
+            let (visibility, listed) = visibility(body)?;
+            let reply = moments
+                .post(PostRequest {
+                    text: optional_text(body, "text")?.unwrap_or_default(),
+                    media: media(body)?,
+                    visibility: visibility as i32,
+                    listed,
+                })
+                .await?;
+            let r = reply.post.unwrap_or_default();
+            json!({ "author": r.author, "seq": r.seq, "created_ms": reply.created_ms, "pushed": reply.pushed })
+        }
+        "moments.delete" => {
+            moments.delete(post_ref(body, me)?).await?;
+            json!({})
+        }
+        "moments.album" => {
+            let reply = moments
+                .album(AlbumRequest {
+                    author: optional_id(body, "author")?.unwrap_or(me),
+                    cursor: optional_text(body, "cursor")?.unwrap_or_default(),
+                    limit: limit(body)?,
+                })
+                .await?;
+            page_json(&reply, me)
+        }
+        "moments.timeline" => {
+            let reply = moments
+                .timeline(TimelineRequest {
+                    cursor: optional_text(body, "cursor")?.unwrap_or_default(),
+                    limit: limit(body)?,
+                })
+                .await?;
+            page_json(&reply, me)
+        }
+        "moments.get" => json!({ "post": post_json(&moments.get(post_ref(body, me)?).await?, me) }),
+        "moments.like" => json!({ "changed": moments.like(post_ref(body, me)?).await?.changed }),
+        "moments.unlike" => {
+            json!({ "changed": moments.unlike(post_ref(body, me)?).await?.changed })
+        }
+        "moments.comment" => {
+            let reply = moments
+                .comment(CommentRequest {
+                    post: Some(post_ref(body, me)?),
+                    text: text(body, "text")?,
+                    reply_to: optional_id(body, "reply_to")?.unwrap_or(0),
+                })
+                .await?;
+            json!({ "comment": comment_json(&reply) })
+        }
+        "moments.uncomment" => {
+            moments
+                .uncomment(UncommentRequest {
+                    post: Some(post_ref(body, me)?),
+                    comment_id: id(body, "comment_id")?,
+                })
+                .await?;
+            json!({})
+        }
+        other => {
+            return Err(ApiError::new(
+                Code::Unimplemented,
+                format!("{other} is listed but not wired"),
+            ));
+        }
+    };
+    Ok(out)
+}

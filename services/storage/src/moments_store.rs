@@ -1,0 +1,460 @@
+//! `wx.storage.MomentsStore`: Moments on the author's and the reader's shards.
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | `moment_posts` | author, seq | `MomentPost` (the album is the author's range) |
+//! | `moment_likes` | author, seq, liker | `MomentLike` |
+//! | `moment_comments` | author, seq, comment id | `MomentComment` |
+//! | `timelines` | reader, created ms, author, seq | nothing: a pointer |
+//! | `moment_outbox` | author, created ms, author, seq | nothing: the author's own posts |
+//! | `moment_pull_authors` | author | nothing |
+//! | `queue_timeline` | job id | `TimelineJob` (see [`crate::queue`]) |
+//!
+//! All numbers are big-endian, so a reader's timeline sorts by time, then author, then
+//! sequence, and a reverse range scan reads it newest first. Comment ids count up per
+//! post (1, 2, …) so comments read back in the order they were made.
+
+use std::time::Duration;
+
+use fjall::Keyspace;
+use prost::Message;
+use svrkit::Status;
+use wx_api::storage::moments_store_server::MomentsStore;
+use wx_api::storage::{
+    AckTimelineJobReply, AckTimelineJobRequest, AddCommentRequest, AddToTimelinesReply,
+    AddToTimelinesRequest, DeleteCommentReply, DeleteCommentRequest, DeletePostReply,
+    GetPostsReply, GetPostsRequest, LeaseTimelineJobsReply, LeaseTimelineJobsRequest,
+    LeasedTimelineJob, ListPullAuthorsReply, ListPullAuthorsRequest, MarkPullAuthorReply,
+    MarkPullAuthorRequest, MomentComment, MomentLike, MomentPost, PostKey, PublishReply,
+    PublishRequest, ReadTimelineReply, ReadTimelineRequest, SetLikeReply, SetLikeRequest,
+    StoredMoment, TimelineEntry, TimelineJob,
+};
+
+use crate::codec::{decode, get, id_key, pair_key, word};
+use crate::engine::{Engine, StorageError};
+use crate::queue::Queue;
+
+/// The most comments one post takes.
+pub const MAX_COMMENTS: usize = 1_000;
+/// The most posts one GetPosts returns.
+pub const MAX_GET: usize = 200;
+/// The most pointers one ReadTimeline returns.
+pub const MAX_TIMELINE: usize = 500;
+/// The most pointers one AddToTimelines writes.
+pub const MAX_TIMELINE_ITEMS: usize = 10_000;
+/// The most authors the pull list holds.
+pub const MAX_PULL_AUTHORS: usize = 100_000;
+
+/// The Moments store of one shard.
+pub struct MomentsStoreService {
+    engine: Engine,
+    posts: Keyspace,
+    likes: Keyspace,
+    comments: Keyspace,
+    timelines: Keyspace,
+    outbox: Keyspace,
+    pull_authors: Keyspace,
+    jobs: Queue,
+}
+
+impl std::fmt::Debug for MomentsStoreService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MomentsStoreService")
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+/// Three ids, big-endian.
+fn triple_key(a: u64, b: u64, c: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(&pair_key(a, b));
+    key[16..].copy_from_slice(&c.to_be_bytes());
+    key
+}
+
+/// Whether `ks` holds `key`.
+fn exists(ks: &Keyspace, key: &[u8]) -> Result<bool, StorageError> {
+    Ok(ks.get(key)?.is_some())
+}
+
+/// A timeline pointer's key.
+fn timeline_key(reader: u64, e: &TimelineEntry) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&reader.to_be_bytes());
+    key[8..].copy_from_slice(&triple_key(e.created_ms, e.author, e.seq));
+    key
+}
+
+fn post_key(post: Option<&PostKey>) -> Result<PostKey, Status> {
+    match post {
+        Some(p) if p.author != 0 && p.seq != 0 => Ok(*p),
+        _ => Err(Status::invalid_argument(
+            "a post is named by its author and seq",
+        )),
+    }
+}
+
+impl MomentsStoreService {
+    /// The store on `engine`.
+    pub fn new(engine: Engine) -> Result<MomentsStoreService, StorageError> {
+        Ok(MomentsStoreService {
+            posts: engine.keyspace("moment_posts")?,
+            likes: engine.keyspace("moment_likes")?,
+            comments: engine.keyspace("moment_comments")?,
+            timelines: engine.keyspace("timelines")?,
+            outbox: engine.keyspace("moment_outbox")?,
+            pull_authors: engine.keyspace("moment_pull_authors")?,
+            jobs: Queue::open(&engine, "timeline")?,
+            engine,
+        })
+    }
+
+    fn post(&self, key: &PostKey) -> Result<MomentPost, Status> {
+        get::<MomentPost>(&self.posts, &pair_key(key.author, key.seq))?
+            .filter(|p| !p.deleted)
+            .ok_or_else(|| Status::not_found(format!("no post {}:{}", key.author, key.seq)))
+    }
+
+    fn interactions(&self, key: &PostKey) -> Result<(Vec<MomentLike>, Vec<MomentComment>), Status> {
+        let prefix = pair_key(key.author, key.seq);
+        let mut likes = Vec::new();
+        for item in self.likes.prefix(prefix) {
+            let (k, v) = item.into_inner().map_err(StorageError::from)?;
+            likes.push(decode::<MomentLike>(&k, &v)?);
+        }
+        let mut comments = Vec::new();
+        for item in self.comments.prefix(prefix) {
+            let (k, v) = item.into_inner().map_err(StorageError::from)?;
+            comments.push(decode::<MomentComment>(&k, &v)?);
+        }
+        Ok((likes, comments))
+    }
+}
+
+impl MomentsStore for MomentsStoreService {
+    async fn publish(&self, request: PublishRequest) -> Result<PublishReply, Status> {
+        let post = request
+            .post
+            .ok_or_else(|| Status::invalid_argument("no post given"))?;
+        if post.author == 0 || post.seq == 0 {
+            return Err(Status::invalid_argument("a post needs an author and a seq"));
+        }
+        if request.recipients.len() > wx_api::MAX_FRIENDS as usize + 1 {
+            return Err(Status::invalid_argument(format!(
+                "a post reaches at most {} timelines",
+                wx_api::MAX_FRIENDS + 1
+            )));
+        }
+        let key = pair_key(post.author, post.seq);
+        let _guard = self.engine.lock(&key).await;
+        if exists(&self.posts, &key)? {
+            // Published before (a retry): its job, if any, was enqueued with it.
+            return Ok(PublishReply { job_id: 0 });
+        }
+        let entry = TimelineEntry {
+            created_ms: post.created_ms,
+            author: post.author,
+            seq: post.seq,
+        };
+        let mut batch = self.engine.batch();
+        batch.insert(&self.posts, key.to_vec(), post.encode_to_vec());
+        batch.insert(
+            &self.outbox,
+            timeline_key(post.author, &entry).to_vec(),
+            Vec::new(),
+        );
+        let job_id = if request.recipients.is_empty() {
+            0
+        } else {
+            let job = TimelineJob {
+                entry: Some(entry),
+                recipients: request.recipients,
+            };
+            self.jobs.push(&mut batch, &job.encode_to_vec())
+        };
+        self.engine.commit(batch).await?;
+        Ok(PublishReply { job_id })
+    }
+
+    async fn delete_post(&self, request: PostKey) -> Result<DeletePostReply, Status> {
+        let key = pair_key(request.author, request.seq);
+        let _guard = self.engine.lock(&key).await;
+        let Some(mut post) = get::<MomentPost>(&self.posts, &key)? else {
+            return Err(Status::not_found(format!(
+                "no post {}:{}",
+                request.author, request.seq
+            )));
+        };
+        if post.deleted {
+            return Ok(DeletePostReply {});
+        }
+        post.deleted = true;
+        post.text.clear();
+        post.media.clear();
+        post.listed.clear();
+        let mut batch = self.engine.batch();
+        batch.insert(&self.posts, key.to_vec(), post.encode_to_vec());
+        self.engine.commit(batch).await?;
+        Ok(DeletePostReply {})
+    }
+
+    async fn get_posts(&self, request: GetPostsRequest) -> Result<GetPostsReply, Status> {
+        if request.keys.len() > MAX_GET {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_GET} posts at a time"
+            )));
+        }
+        let mut moments = Vec::with_capacity(request.keys.len());
+        for key in &request.keys {
+            let Some(post) = get::<MomentPost>(&self.posts, &pair_key(key.author, key.seq))? else {
+                continue;
+            };
+            let (likes, comments) = if request.interactions && !post.deleted {
+                self.interactions(key)?
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            moments.push(StoredMoment {
+                post: Some(post),
+                likes,
+                comments,
+            });
+        }
+        Ok(GetPostsReply { moments })
+    }
+
+    async fn set_like(&self, request: SetLikeRequest) -> Result<SetLikeReply, Status> {
+        let post = post_key(request.post.as_ref())?;
+        if request.from == 0 {
+            return Err(Status::invalid_argument("a like needs its author"));
+        }
+        let key = triple_key(post.author, post.seq, request.from);
+        let _guard = self.engine.lock(&pair_key(post.author, post.seq)).await;
+        let there = exists(&self.likes, &key)?;
+        if there == request.on {
+            return Ok(SetLikeReply { changed: false });
+        }
+        let mut batch = self.engine.batch();
+        if request.on {
+            self.post(&post)?;
+            let like = MomentLike {
+                from: request.from,
+                created_ms: wx_api::now_ms(),
+            };
+            batch.insert(&self.likes, key.to_vec(), like.encode_to_vec());
+        } else {
+            batch.remove(&self.likes, key.to_vec());
+        }
+        self.engine.commit(batch).await?;
+        Ok(SetLikeReply { changed: true })
+    }
+
+    async fn add_comment(&self, request: AddCommentRequest) -> Result<MomentComment, Status> {
+        let post = post_key(request.post.as_ref())?;
+        let mut comment = request
+            .comment
+            .ok_or_else(|| Status::invalid_argument("no comment given"))?;
+        let prefix = pair_key(post.author, post.seq);
+        let _guard = self.engine.lock(&prefix).await;
+        self.post(&post)?;
+        let mut count = 0;
+        let mut last_id = 0;
+        for item in self.comments.prefix(prefix) {
+            let key = item.key().map_err(StorageError::from)?;
+            last_id = word(&key, 2);
+            count += 1;
+        }
+        if count >= MAX_COMMENTS {
+            return Err(Status::resource_exhausted(format!(
+                "a post takes at most {MAX_COMMENTS} comments"
+            )));
+        }
+        if comment.reply_to != 0
+            && !exists(
+                &self.comments,
+                &triple_key(post.author, post.seq, comment.reply_to),
+            )?
+        {
+            return Err(Status::not_found(format!(
+                "no comment {} on this post",
+                comment.reply_to
+            )));
+        }
+        // Ids count up, never reused while a later comment exists.
+        comment.comment_id = last_id + 1;
+        if comment.created_ms == 0 {
+            comment.created_ms = wx_api::now_ms();
+        }
+        let mut batch = self.engine.batch();
+        batch.insert(
+            &self.comments,
+            triple_key(post.author, post.seq, comment.comment_id).to_vec(),
+            comment.encode_to_vec(),
+        );
+        self.engine.commit(batch).await?;
+        Ok(comment)
+    }
+
+    async fn delete_comment(
+        &self,
+        request: DeleteCommentRequest,
+    ) -> Result<DeleteCommentReply, Status> {
+        let post = post_key(request.post.as_ref())?;
+        let key = triple_key(post.author, post.seq, request.comment_id);
+        let _guard = self.engine.lock(&pair_key(post.author, post.seq)).await;
+        let Some(comment) = get::<MomentComment>(&self.comments, &key)? else {
+            return Ok(DeleteCommentReply {});
+        };
+        if comment.from != request.by {
+            return Err(Status::permission_denied(
+                "only its author deletes a comment",
+            ));
+        }
+        let mut batch = self.engine.batch();
+        batch.remove(&self.comments, key.to_vec());
+        self.engine.commit(batch).await?;
+        Ok(DeleteCommentReply {})
+    }
+
+    async fn add_to_timelines(
+        &self,
+        request: AddToTimelinesRequest,
+    ) -> Result<AddToTimelinesReply, Status> {
+        if request.items.len() > MAX_TIMELINE_ITEMS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_TIMELINE_ITEMS} pointers at a time"
+            )));
+        }
+        let mut batch = self.engine.batch();
+        let mut added = 0;
+        for item in &request.items {
+            let Some(entry) = &item.entry else { continue };
+            let key = timeline_key(item.reader, entry);
+            if !exists(&self.timelines, &key)? {
+                added += 1;
+            }
+            batch.insert(&self.timelines, key.to_vec(), Vec::new());
+        }
+        self.engine.commit(batch).await?;
+        metrics::counter!("wx_momentsstore_pointers_total").increment(u64::from(added));
+        Ok(AddToTimelinesReply { added })
+    }
+
+    async fn read_timeline(
+        &self,
+        request: ReadTimelineRequest,
+    ) -> Result<ReadTimelineReply, Status> {
+        let limit = match request.limit as usize {
+            0 => 20,
+            n => n.min(MAX_TIMELINE),
+        };
+        let keyspace = if request.outbox {
+            &self.outbox
+        } else {
+            &self.timelines
+        };
+        let from = timeline_key(request.reader, &TimelineEntry::default());
+        let mut entries = Vec::new();
+        let mut has_more = false;
+        let scan = match &request.before {
+            Some(before) => {
+                let to = timeline_key(request.reader, before);
+                keyspace.range(from..to)
+            }
+            None => {
+                let to = timeline_key(
+                    request.reader,
+                    &TimelineEntry {
+                        created_ms: u64::MAX,
+                        author: u64::MAX,
+                        seq: u64::MAX,
+                    },
+                );
+                keyspace.range(from..=to)
+            }
+        };
+        for item in scan.rev() {
+            let key = item.key().map_err(StorageError::from)?;
+            if entries.len() == limit {
+                has_more = true;
+                break;
+            }
+            entries.push(TimelineEntry {
+                created_ms: word(&key, 1),
+                author: word(&key, 2),
+                seq: word(&key, 3),
+            });
+        }
+        Ok(ReadTimelineReply { entries, has_more })
+    }
+
+    async fn lease_timeline_jobs(
+        &self,
+        request: LeaseTimelineJobsRequest,
+    ) -> Result<LeaseTimelineJobsReply, Status> {
+        let lease = Duration::from_millis(request.lease_ms.clamp(100, 600_000));
+        let only = (request.job_id != 0).then_some(request.job_id);
+        let jobs = self.jobs.lease(request.max as usize, lease, only)?;
+        let (depth, lag_ms) = match only {
+            Some(_) => (0, 0),
+            None => self.jobs.depth()?,
+        };
+        metrics::gauge!("wx_momentsstore_fanout_depth").set(depth as f64);
+        let mut leased = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            leased.push(LeasedTimelineJob {
+                job_id: job.id,
+                job: Some(decode(&job.id.to_be_bytes(), &job.payload)?),
+            });
+        }
+        Ok(LeaseTimelineJobsReply {
+            jobs: leased,
+            depth,
+            lag_ms,
+        })
+    }
+
+    async fn ack_timeline_job(
+        &self,
+        request: AckTimelineJobRequest,
+    ) -> Result<AckTimelineJobReply, Status> {
+        self.jobs.ack(request.job_id).await?;
+        Ok(AckTimelineJobReply {})
+    }
+
+    async fn mark_pull_author(
+        &self,
+        request: MarkPullAuthorRequest,
+    ) -> Result<MarkPullAuthorReply, Status> {
+        if request.author == 0 {
+            return Err(Status::invalid_argument("no author given"));
+        }
+        let key = id_key(request.author);
+        if exists(&self.pull_authors, &key)? {
+            return Ok(MarkPullAuthorReply {});
+        }
+        let _guard = self.engine.lock(b"pull_authors").await;
+        if self.pull_authors.len().map_err(StorageError::from)? >= MAX_PULL_AUTHORS {
+            return Err(Status::resource_exhausted(format!(
+                "the pull list holds at most {MAX_PULL_AUTHORS} authors"
+            )));
+        }
+        let mut batch = self.engine.batch();
+        batch.insert(&self.pull_authors, key.to_vec(), Vec::new());
+        self.engine.commit(batch).await?;
+        Ok(MarkPullAuthorReply {})
+    }
+
+    async fn list_pull_authors(
+        &self,
+        _request: ListPullAuthorsRequest,
+    ) -> Result<ListPullAuthorsReply, Status> {
+        let mut authors = Vec::new();
+        for item in self.pull_authors.iter() {
+            let key = item.key().map_err(StorageError::from)?;
+            authors.push(word(&key, 0));
+        }
+        Ok(ListPullAuthorsReply { authors })
+    }
+}
