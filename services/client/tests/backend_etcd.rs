@@ -46,3 +46,11 @@ async fn a_group_message_reaches_every_member_once_with_etcd() {
     let backend = Backend::start(Registry::Etcd(etcd.endpoint())).await;
     common::messaging::group_chat(&backend).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moments_visibility_matrix_with_etcd() {
+    let etcd = Etcd::start().await;
+    let backend =
+        Backend::start_with(Registry::Etcd(etcd.endpoint()), &[("WX_MAX_FRIENDS", "20")]).await;
+    common::moments::visibility_matrix(&backend).await;
+}

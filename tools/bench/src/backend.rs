@@ -16,10 +16,12 @@ const BINARIES: &[(&str, &str)] = &[
     ("contactstore", "wx-storage"),
     ("msgstore", "wx-storage"),
     ("seqstore", "wx-storage"),
+    ("momentsstore", "wx-storage"),
     ("account", "account"),
     ("contact", "contact"),
     ("seq", "seq"),
     ("message", "message"),
+    ("moments", "moments"),
     ("access", "access"),
 ];
 
@@ -62,7 +64,7 @@ fn ensure_built(dir: &Path) -> anyhow::Result<()> {
 
 impl Backend {
     /// Starts two shards of each store, account, contact, two seq allocators, message,
-    /// access-short and `long` access-long instances; `env` goes to every process.
+    /// moments, access-short and `long` access-long instances; `env` goes to every process.
     pub(crate) fn start(long: usize, env: &[(&str, &str)]) -> anyhow::Result<Backend> {
         let bins = bin_dir()?;
         ensure_built(&bins)?;
@@ -79,12 +81,18 @@ impl Backend {
             ws: Vec::new(),
         };
         let mut plan: Vec<(String, &str, Vec<&str>)> = Vec::new();
-        for store in ["accountstore", "contactstore", "msgstore", "seqstore"] {
+        for store in [
+            "accountstore",
+            "contactstore",
+            "msgstore",
+            "seqstore",
+            "momentsstore",
+        ] {
             for i in 1..=2 {
                 plan.push((format!("{store}-{i}"), store, vec![]));
             }
         }
-        for service in ["account", "contact", "message"] {
+        for service in ["account", "contact", "message", "moments"] {
             plan.push((format!("{service}-1"), service, vec![]));
         }
         for i in 1..=2 {
@@ -157,6 +165,12 @@ impl Backend {
         std::thread::spawn(move || lines.for_each(drop));
         self.procs.push((id.to_string(), child));
         Ok(())
+    }
+
+    /// The embedded registry the processes joined (for discovering them, and for
+    /// publishing configuration).
+    pub(crate) fn registry_dir(&self) -> PathBuf {
+        self.dir.join("registry")
     }
 
     /// Resident memory of every process, in bytes, by instance id.

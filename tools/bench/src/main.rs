@@ -11,6 +11,9 @@
 //! - `svrkit-bench message`: messaging through the whole backend (started by itself):
 //!   acknowledged messages per second, send and end-to-end latency, lost, duplicated and
 //!   out-of-order messages.
+//! - `svrkit-bench moments`: Moments on a generated social graph (the backend started by
+//!   itself): time until a post is visible to its friends, pushed and pulled, and
+//!   timeline reads, at several push thresholds.
 //! - `svrkit-bench seq`: sequence allocations per second and latency through the RPC, a
 //!   `seqstore` shard and a `seq` allocator in processes of their own.
 //!
@@ -20,6 +23,7 @@
 mod backend;
 mod failover;
 mod message;
+mod moments;
 mod overload;
 mod proto;
 mod raw;
@@ -51,6 +55,8 @@ enum Command {
     Storage(storage::StorageArgs),
     /// Messaging through the whole backend: throughput, latency, lost/duplicated/reordered.
     Message(message::MessageArgs),
+    /// Moments: time until a post is visible (push and pull) and timeline reads, at several push thresholds.
+    Moments(moments::MomentsArgs),
     /// Sequence allocations per second and mean/p99/p99.9 latency through the RPC.
     Seq(seq::SeqArgs),
     /// Serve one half of the seq backend (started by `seq` itself).
@@ -90,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         Command::Storage(args) => runtime.block_on(storage::run(args)),
         Command::Seq(args) => runtime.block_on(seq::run(args)),
         Command::Message(args) => runtime.block_on(message::run(args)),
+        Command::Moments(args) => runtime.block_on(moments::run(args)),
         Command::ServeSeq { role } => runtime.block_on(seq::serve(role)),
         Command::Serve { system, addr } => runtime.block_on(servers::serve(system, addr)),
     }

@@ -351,6 +351,96 @@ async fn main() -> anyhow::Result<()> {
         println!("  {name} has {got} message(s) from the group");
     }
 
+    // Moments: Carol is Alice's friend but not Bob's.
+    let posted = expect(
+        "moments.post",
+        api.call(
+            "moments.post",
+            &json!({ "text": "Dim sum at noon was great", "media": ["photo-dimsum-1"] }),
+            Some(ta),
+        )
+        .await?,
+    )?;
+    let post = json!({ "author": posted["author"], "seq": posted["seq"] });
+    println!("  {alice} posts to Moments: \"Dim sum at noon was great\" (1 photo)");
+    let with_text = |text: &str| {
+        let mut body = post.clone();
+        body["text"] = json!(text);
+        body
+    };
+    expect(
+        "moments.comment",
+        api.call("moments.comment", &with_text("Looks delicious"), Some(tb))
+            .await?,
+    )?;
+    expect(
+        "moments.comment",
+        api.call(
+            "moments.comment",
+            &with_text("Next time, all of us"),
+            Some(ta),
+        )
+        .await?,
+    )?;
+    expect(
+        "moments.like",
+        api.call("moments.like", &post, Some(tb)).await?,
+    )?;
+    println!("  {bob} comments and likes it; {alice} answers in a comment");
+    // The timeline fan-out is asynchronous (durable, after the answer): poll briefly.
+    let mut seen = Value::Null;
+    for _ in 0..50 {
+        let page = expect(
+            "moments.timeline",
+            api.call("moments.timeline", &json!({ "limit": 5 }), Some(tc))
+                .await?,
+        )?;
+        if let Some(p) = page["posts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["author"] == posted["author"] && p["seq"] == posted["seq"])
+        {
+            seen = p.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listed = |v: &Value, key: &str, field: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| x[field].to_string().trim_matches('"').to_string())
+            .collect()
+    };
+    println!(
+        "  {carol}'s timeline shows it with comments {:?} and {} like(s): Bob's are not hers to see",
+        listed(&seen, "comments", "text"),
+        listed(&seen, "likes", "from").len()
+    );
+    let own = expect(
+        "moments.get",
+        api.call("moments.get", &post, Some(ta)).await?,
+    )?;
+    println!(
+        "  {alice} sees comments {:?} and likes from {:?}",
+        listed(&own["post"], "comments", "text"),
+        listed(&own["post"], "likes", "from")
+    );
+    expect(
+        "moments.delete",
+        api.call("moments.delete", &post, Some(ta)).await?,
+    )?;
+    for (name, token) in [(&bob, tb), (&carol, tc)] {
+        let gone = api.call("moments.get", &post, Some(token)).await?;
+        println!(
+            "  {alice} deletes the post; {name} now gets {} {}",
+            gone.status,
+            gone.reason()
+        );
+    }
+
     expect("logout", api.call("logout", &json!({}), Some(ta)).await?)?;
     let after = api.call("friends.list", &json!({}), Some(ta)).await?;
     println!(
