@@ -98,6 +98,11 @@ pub const MAX_COMMENT_CHARS: usize = 500;
 pub const DEFAULT_PUSH_THRESHOLD: usize = wx_api::MAX_FRIENDS as usize;
 /// The default and the largest page.
 const PAGE: (usize, usize) = (20, 50);
+/// The most likes, and the newest comments, read with each post of a page (before
+/// hiding those the viewer may not see).
+const PAGE_INTERACTIONS: u32 = 50;
+/// The same for a single post (`Get`, and the checks of a like or comment).
+const POST_INTERACTIONS: u32 = 200;
 /// Rounds of reading a page refills when posts it read were not visible.
 const FILL_ROUNDS: usize = 4;
 /// How long the list of pull authors is reused before it is read again.
@@ -134,8 +139,12 @@ fn may_see(post: &MomentPost, viewer: u64, mutual: &HashSet<u64>) -> bool {
     if !mutual.contains(&post.author) {
         return false;
     }
-    let listed = post.listed.contains(&viewer);
-    match post.visibility() {
+    admits(post.visibility(), post.listed.contains(&viewer))
+}
+
+/// Whether a post's visibility admits a friend (who is `listed` in it or not).
+fn admits(visibility: MomentVisibility, listed: bool) -> bool {
+    match visibility {
         MomentVisibility::AllFriends => true,
         MomentVisibility::Only => listed,
         MomentVisibility::Except => !listed,
@@ -217,8 +226,13 @@ impl MomentsService {
         Ok(authors)
     }
 
-    /// Posts by key, from every shard holding some, with their likes and comments.
-    async fn fetch(&self, keys: &[PostKey]) -> Result<HashMap<(u64, u64), StoredMoment>, Status> {
+    /// Posts by key, from every shard holding some, with at most `max_each` likes and the
+    /// newest `max_each` comments.
+    async fn fetch(
+        &self,
+        keys: &[PostKey],
+        max_each: u32,
+    ) -> Result<HashMap<(u64, u64), StoredMoment>, Status> {
         let mut by_shard: HashMap<String, Vec<PostKey>> = HashMap::new();
         for k in keys {
             let shard = self.shards.owner_of(k.author).unwrap_or_default();
@@ -230,6 +244,7 @@ impl MomentsService {
                 GetPostsRequest {
                     keys,
                     interactions: true,
+                    max_each,
                 },
                 route,
             )
@@ -360,7 +375,7 @@ impl MomentsService {
                     seq: e.seq,
                 })
                 .collect();
-            let mut found = self.fetch(&keys).await?;
+            let mut found = self.fetch(&keys, PAGE_INTERACTIONS).await?;
             let ordered: Vec<StoredMoment> = keys
                 .iter()
                 .filter_map(|k| found.remove(&(k.author, k.seq)))
@@ -377,7 +392,7 @@ impl MomentsService {
     /// The post `key` and its likes and comments, if `viewer` may see it.
     async fn visible(&self, viewer: u64, key: PostKey) -> Result<StoredMoment, Status> {
         let moment = self
-            .fetch(&[key])
+            .fetch(&[key], POST_INTERACTIONS)
             .await?
             .remove(&(key.author, key.seq))
             .ok_or_else(not_visible)?;
@@ -474,11 +489,7 @@ impl Moments for MomentsService {
         };
         let admitted: Vec<u64> = friends
             .into_iter()
-            .filter(|f| match post.visibility() {
-                MomentVisibility::AllFriends => true,
-                MomentVisibility::Only => listed.contains(f),
-                MomentVisibility::Except => !listed.contains(f),
-            })
+            .filter(|f| admits(post.visibility(), listed.contains(f)))
             .collect();
         let pushed = admitted.len() <= self.push_threshold();
         // Readers must know to pull before the post exists.

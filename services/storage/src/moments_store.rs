@@ -36,6 +36,8 @@ use crate::queue::Queue;
 
 /// The most comments one post takes.
 pub const MAX_COMMENTS: usize = 1_000;
+/// The most likes, and the most comments, GetPosts returns with one post.
+pub const MAX_EACH: usize = 200;
 /// The most posts one GetPosts returns.
 pub const MAX_GET: usize = 200;
 /// The most pointers one ReadTimeline returns.
@@ -116,18 +118,24 @@ impl MomentsStoreService {
             .ok_or_else(|| Status::not_found(format!("no post {}:{}", key.author, key.seq)))
     }
 
-    fn interactions(&self, key: &PostKey) -> Result<(Vec<MomentLike>, Vec<MomentComment>), Status> {
+    /// The first `max` likes and the newest `max` comments (oldest first) of a post.
+    fn interactions(
+        &self,
+        key: &PostKey,
+        max: usize,
+    ) -> Result<(Vec<MomentLike>, Vec<MomentComment>), Status> {
         let prefix = pair_key(key.author, key.seq);
         let mut likes = Vec::new();
-        for item in self.likes.prefix(prefix) {
+        for item in self.likes.prefix(prefix).take(max) {
             let (k, v) = item.into_inner().map_err(StorageError::from)?;
             likes.push(decode::<MomentLike>(&k, &v)?);
         }
         let mut comments = Vec::new();
-        for item in self.comments.prefix(prefix) {
+        for item in self.comments.prefix(prefix).rev().take(max) {
             let (k, v) = item.into_inner().map_err(StorageError::from)?;
             comments.push(decode::<MomentComment>(&k, &v)?);
         }
+        comments.reverse();
         Ok((likes, comments))
     }
 }
@@ -205,13 +213,17 @@ impl MomentsStore for MomentsStoreService {
                 "at most {MAX_GET} posts at a time"
             )));
         }
+        let max_each = match request.max_each as usize {
+            0 => MAX_EACH,
+            n => n.min(MAX_EACH),
+        };
         let mut moments = Vec::with_capacity(request.keys.len());
         for key in &request.keys {
             let Some(post) = get::<MomentPost>(&self.posts, &pair_key(key.author, key.seq))? else {
                 continue;
             };
             let (likes, comments) = if request.interactions && !post.deleted {
-                self.interactions(key)?
+                self.interactions(key, max_each)?
             } else {
                 (Vec::new(), Vec::new())
             };
@@ -456,5 +468,202 @@ impl MomentsStore for MomentsStoreService {
             authors.push(word(&key, 0));
         }
         Ok(ListPullAuthorsReply { authors })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use svrkit::Code;
+    use wx_api::storage::TimelineItem;
+
+    fn store() -> (MomentsStoreService, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "wx-momentsstore-{}-{:x}",
+            std::process::id(),
+            svrkit::context::new_id()
+        ));
+        let engine = Engine::open(&dir).expect("open");
+        (MomentsStoreService::new(engine).expect("store"), dir)
+    }
+
+    fn entry(created_ms: u64, author: u64, seq: u64) -> TimelineEntry {
+        TimelineEntry {
+            created_ms,
+            author,
+            seq,
+        }
+    }
+
+    async fn timeline(
+        s: &MomentsStoreService,
+        reader: u64,
+        before: Option<TimelineEntry>,
+        limit: u32,
+        outbox: bool,
+    ) -> ReadTimelineReply {
+        s.read_timeline(ReadTimelineRequest {
+            reader,
+            before,
+            limit,
+            outbox,
+        })
+        .await
+        .expect("read")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timelines_page_newest_first_and_pointers_are_idempotent() {
+        let (s, dir) = store();
+        let items: Vec<TimelineItem> = [(30, 5, 1), (10, 6, 1), (20, 7, 2), (20, 6, 2)]
+            .into_iter()
+            .map(|(t, a, q)| TimelineItem {
+                reader: 9,
+                entry: Some(entry(t, a, q)),
+            })
+            .collect();
+        let added = s
+            .add_to_timelines(AddToTimelinesRequest {
+                items: items.clone(),
+            })
+            .await
+            .expect("add");
+        assert_eq!(added.added, 4);
+        let again = s
+            .add_to_timelines(AddToTimelinesRequest { items })
+            .await
+            .expect("add again");
+        assert_eq!(again.added, 0, "a pointer added twice is there once");
+        let first = timeline(&s, 9, None, 2, false).await;
+        assert_eq!(first.entries, [entry(30, 5, 1), entry(20, 7, 2)]);
+        assert!(first.has_more);
+        let rest = timeline(&s, 9, first.entries.last().copied(), 10, false).await;
+        assert_eq!(rest.entries, [entry(20, 6, 2), entry(10, 6, 1)]);
+        assert!(!rest.has_more);
+        assert!(
+            timeline(&s, 8, None, 10, false).await.entries.is_empty(),
+            "another reader's"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn posts_likes_comments_and_deletion() {
+        let (s, dir) = store();
+        let post = MomentPost {
+            author: 1,
+            seq: 3,
+            text: "hi".into(),
+            media: vec!["m".into()],
+            created_ms: 100,
+            ..MomentPost::default()
+        };
+        let published = s
+            .publish(PublishRequest {
+                post: Some(post.clone()),
+                recipients: vec![2, 3],
+            })
+            .await
+            .expect("publish");
+        assert_ne!(published.job_id, 0);
+        let again = s
+            .publish(PublishRequest {
+                post: Some(post),
+                recipients: vec![2, 3],
+            })
+            .await
+            .expect("publish again");
+        assert_eq!(again.job_id, 0, "no second job for the same post");
+        let outbox = timeline(&s, 1, None, 10, true).await;
+        assert_eq!(outbox.entries, [entry(100, 1, 3)]);
+        let jobs = s
+            .lease_timeline_jobs(LeaseTimelineJobsRequest {
+                max: 10,
+                lease_ms: 60_000,
+                job_id: 0,
+            })
+            .await
+            .expect("lease");
+        assert_eq!(jobs.jobs.len(), 1);
+        assert_eq!(
+            jobs.jobs[0].job.as_ref().map(|j| j.recipients.clone()),
+            Some(vec![2, 3])
+        );
+
+        let key = PostKey { author: 1, seq: 3 };
+        let like = |from, on| SetLikeRequest {
+            post: Some(key),
+            from,
+            on,
+        };
+        assert!(s.set_like(like(2, true)).await.expect("like").changed);
+        assert!(!s.set_like(like(2, true)).await.expect("like again").changed);
+        let comment = |from, reply_to| AddCommentRequest {
+            post: Some(key),
+            comment: Some(MomentComment {
+                from,
+                text: "c".into(),
+                reply_to,
+                ..MomentComment::default()
+            }),
+        };
+        let c1 = s.add_comment(comment(2, 0)).await.expect("comment");
+        let c2 = s
+            .add_comment(comment(1, c1.comment_id))
+            .await
+            .expect("reply");
+        assert_eq!((c1.comment_id, c2.comment_id), (1, 2));
+        let missing = s
+            .add_comment(comment(1, 77))
+            .await
+            .expect_err("no such comment");
+        assert_eq!(missing.code(), Code::NotFound);
+        let denied = s
+            .delete_comment(DeleteCommentRequest {
+                post: Some(key),
+                comment_id: 1,
+                by: 3,
+            })
+            .await
+            .expect_err("not the author");
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        let got = s
+            .get_posts(GetPostsRequest {
+                keys: vec![key, PostKey { author: 1, seq: 4 }],
+                interactions: true,
+                max_each: 1,
+            })
+            .await
+            .expect("get");
+        assert_eq!(got.moments.len(), 1, "absent posts are left out");
+        assert_eq!(got.moments[0].likes.len(), 1);
+        assert_eq!(
+            got.moments[0]
+                .comments
+                .iter()
+                .map(|c| c.comment_id)
+                .collect::<Vec<_>>(),
+            [2],
+            "the newest comment within max_each"
+        );
+
+        s.delete_post(key).await.expect("delete");
+        s.delete_post(key).await.expect("delete again");
+        let gone = s
+            .get_posts(GetPostsRequest {
+                keys: vec![key],
+                interactions: true,
+                max_each: 0,
+            })
+            .await
+            .expect("get");
+        let post = gone.moments[0].post.clone().unwrap_or_default();
+        assert!(post.deleted && post.text.is_empty() && post.media.is_empty());
+        assert!(gone.moments[0].comments.is_empty());
+        let late = s.set_like(like(3, true)).await.expect_err("deleted");
+        assert_eq!(late.code(), Code::NotFound);
+        let late = s.add_comment(comment(3, 0)).await.expect_err("deleted");
+        assert_eq!(late.code(), Code::NotFound);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use svrkit_testkit::PATIENCE;
+use wx_client::Ws;
 
 use super::messaging::befriend;
 use super::{Backend, User, call, refused, unique};
@@ -280,9 +281,20 @@ pub async fn likes_comments_deletion_and_refusals(backend: &Backend) {
     let body = json!({ "author": p.0, "seq": p.1 });
     until_in_timeline(backend, &dan, &[p]).await;
 
+    // Carol is online: Dan's like and comment reach her as `moment` pushes.
+    let mut ws = Ws::connect(backend.ws[0], &carol.token)
+        .await
+        .expect("connect")
+        .expect("auth");
     assert_eq!(
         call(http, "moments.like", body.clone(), td).await["changed"],
         true
+    );
+    let push = ws.push(PATIENCE).await.expect("a moment push");
+    assert_eq!(
+        (&push["push"], &push["body"]["type"], &push["body"]["from"]),
+        (&json!("moment"), &json!("like"), &json!(dan.uid)),
+        "{push}"
     );
     assert_eq!(
         call(http, "moments.like", body.clone(), td).await["changed"],
@@ -303,6 +315,17 @@ pub async fn likes_comments_deletion_and_refusals(backend: &Backend) {
     c["text"] = json!("first!");
     let first = call(http, "moments.comment", c.clone(), td).await["comment"].clone();
     let first_id = first["comment_id"].as_u64().expect("comment id");
+    let push = ws.push(PATIENCE).await.expect("a moment push");
+    assert_eq!(
+        (
+            &push["push"],
+            &push["body"]["type"],
+            &push["body"]["comment_id"]
+        ),
+        (&json!("moment"), &json!("comment"), &json!(first_id)),
+        "{push}"
+    );
+    drop(ws);
     let mut reply = body.clone();
     reply["text"] = json!("thanks");
     reply["reply_to"] = json!(first_id);
@@ -482,11 +505,26 @@ pub async fn pagination_is_stable_while_posts_arrive(backend: &Backend) {
         .await;
         seen.extend(reply["posts"].as_array().cloned().unwrap_or_default());
         if page == 0 {
-            // Two new posts arrive (and reach the timeline) between pages.
+            // Two new posts arrive (and reach the timeline) between pages; Vic, online,
+            // is told of the first.
+            let mut ws = Ws::connect(backend.ws[1], &vic.token)
+                .await
+                .expect("connect")
+                .expect("auth");
             let new = [
                 post(backend, &eve, json!({ "text": "new 1" })).await,
                 post(backend, &eve, json!({ "text": "new 2" })).await,
             ];
+            let push = ws.push(PATIENCE).await.expect("a moment push");
+            assert_eq!(
+                (
+                    &push["push"],
+                    &push["body"]["type"],
+                    &push["body"]["author"]
+                ),
+                (&json!("moment"), &json!("post"), &json!(eve.uid)),
+                "{push}"
+            );
             until_in_timeline(backend, &vic, &new).await;
         }
         cursor = reply["next_cursor"]
