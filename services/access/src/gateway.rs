@@ -30,6 +30,9 @@ use crate::json::{
 };
 use crate::ratelimit::RateLimiter;
 
+/// The most profiles one `profile.get` reads (repeated uids count once downstream).
+pub const MAX_PROFILES_PER_CALL: usize = 100;
+
 /// Who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
@@ -214,7 +217,15 @@ impl Gateway {
             }
             "profile.get" => {
                 let uids = match body.get("uids") {
-                    Some(_) => ids(body, "uids")?,
+                    Some(_) => {
+                        let uids = ids(body, "uids")?;
+                        if uids.len() > MAX_PROFILES_PER_CALL {
+                            return Err(ApiError::invalid(format!(
+                                "\"uids\" holds at most {MAX_PROFILES_PER_CALL} ids"
+                            )));
+                        }
+                        uids
+                    }
                     None => vec![optional_id(body, "uid")?.unwrap_or(me)],
                 };
                 let profiles = a

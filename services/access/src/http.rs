@@ -9,13 +9,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use crate::edge::EdgeLimits;
 use crate::error::ApiError;
 use crate::gateway::{Caller, Gateway};
 
@@ -31,25 +32,15 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// Serves `router` on `listener` until `shutdown`.
+/// Serves `router` on `listener` within `limits` until `shutdown` (see [`crate::edge`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
+    limits: EdgeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Small frames go out at once: with Nagle's algorithm a reply written right after a
-    // push waits for the client's delayed ACK (40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "set_nodelay failed");
-        }
-    });
-    axum::serve(
-        listener,
-        router(gateway).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let router = router(gateway).layer(axum::Extension(limits));
+    crate::edge::serve(listener, router, limits, shutdown).await
 }
 
 fn reply(result: Result<Value, ApiError>) -> Response {
@@ -64,30 +55,52 @@ fn reply(result: Result<Value, ApiError>) -> Response {
     }
 }
 
-/// The bearer token of a request, if any.
+/// The bearer token of a request, if any, exactly as sent (a token with stray spaces is
+/// not the same token).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")
-        .map(str::trim)
 }
 
 async fn call(
     State(gateway): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(action): Path<String>,
+    limits: Option<axum::Extension<EdgeLimits>>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            let error = ApiError::new(svrkit::Code::ResourceExhausted, rejection.body_text())
-                .reason("body_too_large");
-            return (status, axum::Json(error.body())).into_response();
+    let body_timeout = limits.map_or(EdgeLimits::default().body_timeout, |l| l.0.body_timeout);
+    let read = axum::body::to_bytes(body, MAX_BODY);
+    let body = match tokio::time::timeout(body_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            // Too large, or the connection failed mid-body.
+            let error = ApiError::new(
+                svrkit::Code::ResourceExhausted,
+                format!("the body could not be read within {MAX_BODY} bytes: {e}"),
+            )
+            .reason("body_too_large");
+            return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(error.body())).into_response();
+        }
+        Err(_) => {
+            let error = ApiError::new(
+                svrkit::Code::DeadlineExceeded,
+                format!("the body did not arrive within {body_timeout:?}"),
+            )
+            .reason("body_timeout");
+            let mut response =
+                (StatusCode::REQUEST_TIMEOUT, axum::Json(error.body())).into_response();
+            // The rest of the body may never come: do not wait for it to reuse the
+            // connection.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return response;
         }
     };
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {

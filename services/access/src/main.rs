@@ -4,10 +4,14 @@
 //! - `WX_HTTP` / `WX_WS`: where the gateway listens (default `127.0.0.1:0`; printed as
 //!   `http on ADDR` / `ws on ADDR`).
 //! - `WX_RATE_PER_SEC`, `WX_RATE_BURST`: each user's request budget (20/s, bursts of 40).
+//! - `WX_MAX_CONNECTIONS`: connections open at once (default: the open-file limit less
+//!   256); `WX_HEADER_TIMEOUT_MS`, `WX_BODY_TIMEOUT_MS`: how long a request's headers (or
+//!   an idle connection) and its body may take (10 s each). See `access::edge`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use access::edge::EdgeLimits;
 use access::push::{Hub, PushService};
 use access::{Gateway, Limits};
 use anyhow::Context as _;
@@ -74,6 +78,22 @@ async fn main() -> anyhow::Result<()> {
         MomentsClient::new(moments),
         limits,
     ));
+    let defaults = EdgeLimits::default();
+    let millis =
+        |name: &str, default: std::time::Duration| -> anyhow::Result<std::time::Duration> {
+            Ok(match std::env::var(name) {
+                Ok(ms) => std::time::Duration::from_millis(ms.parse().context(name.to_string())?),
+                Err(_) => default,
+            })
+        };
+    let edge = EdgeLimits {
+        max_connections: match std::env::var("WX_MAX_CONNECTIONS") {
+            Ok(n) => n.parse().context("WX_MAX_CONNECTIONS")?,
+            Err(_) => defaults.max_connections,
+        },
+        header_timeout: millis("WX_HEADER_TIMEOUT_MS", defaults.header_timeout)?,
+        body_timeout: millis("WX_BODY_TIMEOUT_MS", defaults.body_timeout)?,
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = move || {
         let mut stopped = stopped.clone();
@@ -89,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         Kind::Short => {
             let listener = tokio::net::TcpListener::bind(env_addr("WX_HTTP")?).await?;
             println!("http on {}", listener.local_addr()?);
-            let http = tokio::spawn(access::http::serve(listener, gateway, wait()));
+            let http = tokio::spawn(access::http::serve(listener, gateway, edge, wait()));
             launch.serve_until(Server::builder(), wait()).await?;
             http.await??;
         }
@@ -105,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
                 listener,
                 gateway,
                 Arc::clone(&hub),
+                edge,
                 wait(),
             ));
             let server = Server::builder().add_service(PushServer::new(PushService::new(hub)));

@@ -19,11 +19,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
+use crate::edge::EdgeLimits;
 use crate::error::ApiError;
 use crate::gateway::{Caller, Gateway};
 use crate::http::MAX_BODY;
@@ -31,6 +32,9 @@ use crate::push::{Hub, QUEUE};
 
 /// How long a new connection may take to authenticate.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a frame to the client may wait for the client to read it; a client slower
+/// than that is disconnected, so what is queued for it stays bounded.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests one connection may have running at once; more are refused at once.
 pub const MAX_IN_FLIGHT: usize = 64;
 
@@ -38,36 +42,29 @@ pub const MAX_IN_FLIGHT: usize = 64;
 struct Long {
     gateway: Arc<Gateway>,
     hub: Arc<Hub>,
+    /// Upgraded connections open, at most the edge's connection limit.
+    sessions: Arc<Semaphore>,
 }
 
-/// The WebSocket route.
-pub fn router(gateway: Arc<Gateway>, hub: Arc<Hub>) -> Router {
-    Router::new()
-        .route("/v1/ws", get(upgrade))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(Long { gateway, hub })
-}
-
-/// Serves the WebSocket endpoint on `listener` until `shutdown`.
+/// Serves the WebSocket endpoint on `listener` within `limits` until `shutdown`: at most
+/// `limits.max_connections` connections, upgraded or not (see [`crate::edge`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     hub: Arc<Hub>,
+    limits: EdgeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Small frames go out at once: with Nagle's algorithm a reply written right after a
-    // push waits for the client's delayed ACK (40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "set_nodelay failed");
-        }
-    });
-    axum::serve(
-        listener,
-        router(gateway, hub).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let sessions = Arc::new(Semaphore::new(limits.max_connections));
+    let router = Router::new()
+        .route("/v1/ws", get(upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(Long {
+            gateway,
+            hub,
+            sessions,
+        });
+    crate::edge::serve(listener, router, limits, shutdown).await
 }
 
 async fn upgrade(
@@ -75,8 +72,25 @@ async fn upgrade(
     State(long): State<Long>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
+    // An upgraded connection leaves the edge's count: it holds a session permit instead.
+    let Ok(permit) = Arc::clone(&long.sessions).try_acquire_owned() else {
+        metrics::counter!("wx_access_connections_refused_total").increment(1);
+        let error = ApiError::new(svrkit::Code::Unavailable, "too many connections")
+            .reason("too_many_connections");
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(error.body()),
+        )
+            .into_response();
+    };
+    // A frame announcing more than a message may hold is refused from its header, before
+    // any of it is buffered.
     ws.max_message_size(MAX_BODY)
-        .on_upgrade(move |socket| session(long, socket, peer))
+        .max_frame_size(MAX_BODY)
+        .on_upgrade(move |socket| async move {
+            session(long, socket, peer).await;
+            drop(permit);
+        })
 }
 
 fn error_frame(id: &Value, e: &ApiError) -> String {
@@ -179,8 +193,15 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                 });
             }
             Some(frame) = outgoing.recv() => {
-                if socket.send(Message::Text(frame.into())).await.is_err() {
-                    break;
+                // A client that stops reading is let go rather than buffered for.
+                match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(frame.into()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        metrics::counter!("wx_access_slow_readers_dropped_total").increment(1);
+                        tracing::debug!(uid, %peer, "client stopped reading; closing");
+                        break;
+                    }
                 }
             }
         }

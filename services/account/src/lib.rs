@@ -83,6 +83,58 @@ pub fn check_name(name: &str) -> Result<(), Status> {
     }
 }
 
+/// The text fields of a profile and the most characters each holds.
+pub const TEXT_FIELDS: [(&str, usize); 5] = [
+    ("nickname", 64),
+    ("avatar", 256),
+    ("region", 64),
+    ("signature", 140),
+    ("phone", 32),
+];
+
+/// Checks a text profile field: within its length, and no control characters (NUL,
+/// newlines, escapes); errors name the field.
+pub fn check_field(name: &str, value: &str) -> Result<(), Status> {
+    let max = TEXT_FIELDS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, max)| *max);
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(Status::invalid_argument(format!(
+            "{name} has at most {max} characters, not {chars}"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{name} may not hold control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn change_text<'a>(p: &'a Profile, name: &str) -> Option<&'a String> {
+    Some(match name {
+        "nickname" => &p.nickname,
+        "avatar" => &p.avatar,
+        "region" => &p.region,
+        "signature" => &p.signature,
+        "phone" => &p.phone,
+        _ => return None,
+    })
+}
+
+fn record_text<'a>(r: &'a mut AccountRecord, name: &str) -> Option<&'a mut String> {
+    Some(match name {
+        "nickname" => &mut r.nickname,
+        "avatar" => &mut r.avatar,
+        "region" => &mut r.region,
+        "signature" => &mut r.signature,
+        "phone" => &mut r.phone,
+        _ => return None,
+    })
+}
+
 fn check_password(password: &str) -> Result<(), Status> {
     if (8..=128).contains(&password.chars().count()) {
         Ok(())
@@ -136,11 +188,7 @@ impl Account for AccountService {
     async fn register(&self, request: RegisterRequest) -> Result<RegisterReply, Status> {
         check_name(&request.name)?;
         check_password(&request.password)?;
-        if request.nickname.chars().count() > 64 {
-            return Err(Status::invalid_argument(
-                "a nickname has at most 64 characters",
-            ));
-        }
+        check_field("nickname", &request.nickname)?;
         // Fail fast on a taken name before paying for the hash.
         match self
             .store
@@ -297,6 +345,14 @@ impl Account for AccountService {
                 wx_api::MAX_FRIENDS
             )));
         }
+        // Each user once, whatever the request repeats.
+        let mut seen = std::collections::HashSet::new();
+        let uids: Vec<u64> = request
+            .uids
+            .into_iter()
+            .filter(|u| seen.insert(*u))
+            .collect();
+        let request = GetProfilesRequest { uids };
         let relations = self
             .contact
             .check(CheckRequest {
@@ -337,16 +393,14 @@ impl Account for AccountService {
             let mut record = self.account(uid).await?;
             let expected = record.version;
             for field in &request.mask {
+                if let (Some(value), Some(target)) =
+                    (change_text(&change, field), record_text(&mut record, field))
+                {
+                    check_field(field, value)?;
+                    target.clone_from(value);
+                    continue;
+                }
                 match field.as_str() {
-                    "nickname" if change.nickname.chars().count() <= 64 => {
-                        record.nickname = change.nickname.clone()
-                    }
-                    "avatar" => record.avatar = change.avatar.clone(),
-                    "region" => record.region = change.region.clone(),
-                    "signature" if change.signature.chars().count() <= 140 => {
-                        record.signature = change.signature.clone()
-                    }
-                    "phone" => record.phone = change.phone.clone(),
                     "private_fields" => {
                         if change.private_fields.iter().any(|f| {
                             ProfileField::try_from(*f)
@@ -357,9 +411,6 @@ impl Account for AccountService {
                             ));
                         }
                         record.private_fields = change.private_fields.clone();
-                    }
-                    "nickname" | "signature" => {
-                        return Err(Status::invalid_argument(format!("{field} is too long")));
                     }
                     other => {
                         return Err(Status::invalid_argument(format!(

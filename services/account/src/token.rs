@@ -40,6 +40,13 @@ impl FromStr for Token {
 
     fn from_str(s: &str) -> Result<Token, BadToken> {
         let (uid, id) = s.split_once('.').ok_or(BadToken)?;
+        // Digits only, no sign, no leading zero: one spelling per token.
+        let canonical = !uid.is_empty()
+            && uid.bytes().all(|b| b.is_ascii_digit())
+            && !(uid.len() > 1 && uid.starts_with('0'));
+        if !canonical {
+            return Err(BadToken);
+        }
         let uid: u64 = uid.parse().map_err(|_| BadToken)?;
         let hex = id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if uid == 0 || !hex {
@@ -81,6 +88,11 @@ mod tests {
             "42.0123456789ABCDEF0123456789abcdef",
             "42.0123456789abcdef0123456789abcde",
             "42.0123456789abcdef0123456789abcdef0",
+            "042.0123456789abcdef0123456789abcdef",
+            "+42.0123456789abcdef0123456789abcdef",
+            " 42.0123456789abcdef0123456789abcdef",
+            "42.0123456789abcdef0123456789abcdef ",
+            "18446744073709551616.0123456789abcdef0123456789abcdef",
         ] {
             assert_eq!(bad.parse::<Token>(), Err(BadToken), "{bad:?}");
         }

@@ -67,6 +67,11 @@ impl Http {
         Http { addr }
     }
 
+    /// The gateway's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `POST /v1/ACTION` with `body`, signed with `token` if given.
     pub async fn call(
         &self,

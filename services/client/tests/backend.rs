@@ -127,3 +127,41 @@ async fn moments_fanout_survives_a_crash() {
     .await;
     common::moments::fanout_survives_a_crash(&mut backend).await;
 }
+
+/// The edge's bounds, on a backend with short timeouts and a small connection cap.
+async fn tight_edge() -> Backend {
+    let cap = common::edge::MAX_CONNECTIONS.to_string();
+    Backend::start_with(
+        Registry::Embedded,
+        &[
+            ("WX_HEADER_TIMEOUT_MS", "500"),
+            ("WX_BODY_TIMEOUT_MS", "500"),
+            ("WX_MAX_CONNECTIONS", cap.as_str()),
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_short_requests_end_within_the_timeouts() {
+    let backend = tight_edge().await;
+    common::edge::slow_and_short_requests_end(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_closed_at_once() {
+    let backend = tight_edge().await;
+    common::edge::connections_are_capped(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_websocket_frames_are_refused_from_their_header() {
+    let backend = tight_edge().await;
+    common::edge::oversized_websocket_frames_are_refused(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_fields_batches_and_tokens_are_bounded() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::edge::inputs_are_bounded(&backend).await;
+}

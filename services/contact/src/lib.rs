@@ -252,9 +252,19 @@ impl Contact for ContactService {
         }
         let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
         if theirs.state == EdgeState::Blocked {
-            return Err(Status::permission_denied(format!(
-                "user {peer} does not accept requests from you"
-            )));
+            // Answered as any request is, so the block is not revealed: the asker's side
+            // says "sent", the blocker never hears of it.
+            if mine.state == EdgeState::None {
+                self.put(
+                    me,
+                    peer,
+                    EdgeState::RequestSent,
+                    &request.greeting,
+                    mine.version,
+                )
+                .await?;
+            }
+            return Ok(Self::reply(peer, Relation::RequestSent));
         }
         match mine.state {
             EdgeState::Blocked => Err(Status::failed_precondition(format!(
@@ -264,6 +274,13 @@ impl Contact for ContactService {
                 "you and user {peer} are friends already"
             ))),
             EdgeState::RequestSent => Ok(Self::reply(peer, Relation::RequestSent)),
+            EdgeState::None if theirs.state == EdgeState::RequestSent => {
+                // They asked while we blocked them (we never heard of it): both want it.
+                self.befriend(me, &mine, peer, &theirs).await?;
+                self.push(peer, "friend_accepted", serde_json::json!({ "by": me }))
+                    .await;
+                Ok(Self::reply(peer, Relation::Friend))
+            }
             EdgeState::RequestReceived => {
                 // They asked first: asking back is accepting.
                 self.befriend(me, &mine, peer, &theirs).await?;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod edge;
 pub mod messaging;
 pub mod moments;
 
@@ -602,19 +603,15 @@ pub async fn relations_and_their_limits(backend: &Backend) {
         "failed_precondition",
     )
     .await;
-    // Ben blocks Ann: her requests are refused, and the block is not revealed as one.
+    // Ben blocks Ann: her request is answered as any other ("sent"), so the block is not
+    // revealed, and Ben never hears of it.
     call(http, "friends.block", json!({ "peer": a.uid }), tb).await;
-    refused(
-        http,
-        "friends.request",
-        json!({ "peer": b.uid }),
-        ta,
-        403,
-        "permission_denied",
-    )
-    .await;
+    let sent = call(http, "friends.request", json!({ "peer": b.uid }), ta).await;
+    assert_eq!(sent["relation"], "request_sent", "{sent}");
     let seen = call(http, "relation.check", json!({ "peers": [b.uid] }), ta).await;
-    assert_eq!(seen["relations"][b.uid.to_string()], "none");
+    assert_eq!(seen["relations"][b.uid.to_string()], "request_sent");
+    let requests = call(http, "friends.requests", json!({}), tb).await;
+    assert_eq!(requests["requests"], json!([]), "{requests}");
     // Ben cannot ask Ann either while he blocks her; unblocking lifts it.
     refused(
         http,
@@ -626,7 +623,7 @@ pub async fn relations_and_their_limits(backend: &Backend) {
     )
     .await;
     call(http, "friends.unblock", json!({ "peer": a.uid }), tb).await;
-    // Asking someone who already asked you is accepting.
+    // Asking someone who already asked you is accepting (her unheard request counts).
     call(http, "friends.request", json!({ "peer": b.uid }), ta).await;
     let mutual = call(http, "friends.request", json!({ "peer": a.uid }), tb).await;
     assert_eq!(mutual["relation"], "friend");

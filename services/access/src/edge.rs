@@ -1,0 +1,137 @@
+//! The gateways' HTTP/1.1 edge, with the bounds one abusive client must not get past:
+//!
+//! - **Connections**: at most [`EdgeLimits::max_connections`] at once (by default a little
+//!   under the process's open-file limit, so the registry heartbeat, the admin endpoint
+//!   and the RPC clients always find a descriptor); a connection past it is closed at once
+//!   and counted (`wx_access_connections_refused_total`).
+//! - **Headers and idleness**: a request's headers must arrive within
+//!   [`EdgeLimits::header_timeout`] of the connection starting to wait for them — which
+//!   also closes a kept-alive connection idle that long (slowloris, idle floods).
+//! - **Bodies**: read by the handlers within [`EdgeLimits::body_timeout`] (a
+//!   `Content-Length` larger than what is sent, or a chunked body that never ends, gets
+//!   408 and the connection is closed).
+//!
+//! WebSockets upgraded here leave these bounds for their own (see [`crate::ws`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// Bounds of one gateway's edge.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    /// Connections open at once, at most.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's headers (or stay idle).
+    pub header_timeout: Duration,
+    /// How long a handler waits for a request's body.
+    pub body_timeout: Duration,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> EdgeLimits {
+        EdgeLimits {
+            max_connections: default_max_connections(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Descriptors kept back from connections for everything else the process does.
+const RESERVED_FDS: u64 = 256;
+
+/// The soft open-file limit less [`RESERVED_FDS`] (1,024 less that when unknown).
+pub fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))?
+                .split_whitespace()
+                .nth(3)?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(1_024);
+    usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX)
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown`, then lets open
+/// requests finish (for at most ten seconds).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: EdgeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopping) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            metrics::counter!("wx_access_connections_refused_total").increment(1);
+            drop(tcp);
+            continue;
+        };
+        // Small frames go out at once: with Nagle's algorithm a reply written right after
+        // a push waits for the client's delayed ACK (40 ms).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(ConnectInfo::<SocketAddr>(peer))),
+        );
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            metrics::gauge!("wx_access_connections").increment(1.0);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let outcome = tokio::select! {
+                outcome = conn.as_mut() => outcome,
+                () = async { drop(stopping.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(Duration::from_secs(10), conn.as_mut())
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = outcome {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+            metrics::gauge!("wx_access_connections").decrement(1.0);
+        });
+    }
+    let _ = stop.send(true);
+    // Wait (bounded) for the connections to finish their requests.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(10), open.acquire_many(all)).await;
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The edge against one abusive client: every attack below is bounded, and another user
+//! keeps being served meanwhile. The backend runs with 500 ms header and body timeouts
+//! and at most 24 connections per gateway (see `access::edge`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wx_client::Ws;
+
+use super::{Backend, call, refused, unique};
+
+/// The connection cap the edge test's backend runs with.
+pub const MAX_CONNECTIONS: usize = 24;
+
+/// Everything the server sends until it closes the connection (bounded by `wait`);
+/// `None` if it is still open then.
+async fn until_closed(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&got).into_owned())
+}
+
+async fn send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    stream
+}
+
+/// A Content-Length larger than the body, a chunked body without its last chunk, headers
+/// that never end, a connection that says nothing: each ends (408 or a close) within the
+/// timeouts, while a user is served.
+pub async fn slow_and_short_requests_end(backend: &Backend) {
+    let addr = backend.http.addr();
+    let wait = Duration::from_secs(10);
+    let mut short = send(
+        addr,
+        b"POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\"",
+    )
+    .await;
+    let mut chunked = send(
+        addr,
+        b"POST /v1/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await;
+    let mut slowloris = send(addr, b"POST /v1/login HTTP/1.1\r\nHost: x\r\nX-Slow: 1").await;
+    let mut idle = TcpStream::connect(addr).await.expect("connect");
+    // A user meanwhile.
+    let user = backend.user(&unique("patient")).await;
+    call(&backend.http, "profile.get", json!({}), Some(&user.token)).await;
+    for (what, stream) in [("short body", &mut short), ("endless chunks", &mut chunked)] {
+        let answer = until_closed(stream, wait).await;
+        let answer = answer.unwrap_or_else(|| panic!("{what}: still open after {wait:?}"));
+        assert!(answer.starts_with("HTTP/1.1 408"), "{what}: {answer}");
+        assert!(answer.contains("body_timeout"), "{what}: {answer}");
+    }
+    for (what, stream) in [("slowloris", &mut slowloris), ("idle", &mut idle)] {
+        assert!(
+            until_closed(stream, wait).await.is_some(),
+            "{what}: still open after {wait:?}"
+        );
+    }
+}
+
+/// Past the connection cap a connection is closed at once; those within it are served,
+/// and once the flood ends everyone is served again.
+pub async fn connections_are_capped(backend: &Backend) {
+    let addr = backend.http.addr();
+    let mut flood = Vec::new();
+    for _ in 0..MAX_CONNECTIONS + 8 {
+        flood.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (mut served, mut refused_now) = (0, 0);
+    for stream in &mut flood {
+        let _ = stream.write_all(request).await;
+        match until_closed(stream, Duration::from_secs(10)).await {
+            Some(answer) if answer.starts_with("HTTP/1.1 200") => served += 1,
+            Some(_) => refused_now += 1,
+            None => panic!("a connection stayed open"),
+        }
+    }
+    assert!(served <= MAX_CONNECTIONS, "{served} served");
+    assert!(refused_now >= 8, "{refused_now} refused");
+    drop(flood);
+    let user = backend.user(&unique("after_flood")).await;
+    call(&backend.http, "profile.get", json!({}), Some(&user.token)).await;
+}
+
+/// A WebSocket frame announcing 16 MiB is refused from its header (the connection ends
+/// at once, nothing buffered); other users' connections carry on.
+pub async fn oversized_websocket_frames_are_refused(backend: &Backend) {
+    let user = backend.user(&unique("steady")).await;
+    let mut ws = Ws::connect(backend.ws[0], &user.token)
+        .await
+        .expect("connect")
+        .expect("auth");
+    let mut raw = send(
+        backend.ws[0],
+        b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    let mut head = [0u8; 512];
+    let n = raw.read(&mut head).await.expect("handshake");
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // FIN + text, masked, 64-bit length 16 MiB, a mask, then a little of the payload.
+    let mut frame = vec![0x81, 0xFF];
+    frame.extend_from_slice(&(16u64 << 20).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend_from_slice(&[0u8; 1024]);
+    raw.write_all(&frame).await.expect("frame");
+    assert!(
+        until_closed(&mut raw, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the connection announcing 16 MiB is still open"
+    );
+    let reply = ws
+        .call("profile.get", json!({}))
+        .await
+        .expect("still served");
+    assert_eq!(reply["ok"], true, "{reply}");
+}
+
+/// Profile fields have lengths and no control characters; a batch of profiles is capped
+/// and each uid read once; tokens are parsed strictly.
+pub async fn inputs_are_bounded(backend: &Backend) {
+    let http = &backend.http;
+    let user = backend.user(&unique("bounded")).await;
+    let t = Some(user.token.as_str());
+    let huge = "x".repeat(65_000);
+    for (field, value) in [
+        ("avatar", huge.as_str()),
+        ("region", huge.as_str()),
+        ("phone", huge.as_str()),
+        ("nickname", "bad\u{0}name"),
+        ("signature", "line\nbreak"),
+    ] {
+        let mut body = json!({});
+        body[field] = json!(value);
+        let answer = refused(http, "profile.update", body, t, 400, "invalid_argument").await;
+        assert!(
+            answer.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(field)),
+            "{}",
+            answer.body
+        );
+    }
+    call(http, "profile.update", json!({ "region": "Shenzhen" }), t).await;
+    let many: Vec<u64> = (0..101).map(|_| user.uid).collect();
+    refused(
+        http,
+        "profile.get",
+        json!({ "uids": many }),
+        t,
+        400,
+        "invalid_argument",
+    )
+    .await;
+    let same: Vec<u64> = (0..100).map(|_| user.uid).collect();
+    let reply = call(http, "profile.get", json!({ "uids": same }), t).await;
+    assert_eq!(
+        reply["profiles"].as_array().map(Vec::len),
+        Some(1),
+        "{reply}"
+    );
+    for forged in [
+        format!("+{}", user.token),
+        format!("0{}", user.token),
+        format!("{}x", user.token),
+    ] {
+        let answer = refused(
+            http,
+            "profile.get",
+            json!({}),
+            Some(&forged),
+            401,
+            "unauthenticated",
+        )
+        .await;
+        assert_eq!(
+            answer.reason(),
+            "token_invalid",
+            "{forged}: {}",
+            answer.body
+        );
+    }
+}
