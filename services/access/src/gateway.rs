@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use svrkit::overload::user_priority;
 use svrkit::{Code, Context};
+use wx_api::access::{DeliverRequest, Event, PushClient};
 use wx_api::account::{
     AccountClient, GetProfilesRequest, LoginRequest, LogoutRequest, RegisterRequest, TokenState,
     UpdateProfileRequest, VerifyTokenRequest,
@@ -28,6 +29,7 @@ use crate::json::{
     edge_state_name, id, ids, list_request, optional_id, optional_text, peer, profile_change,
     profile_json, relation_json, relation_name, text,
 };
+use crate::push::{SESSION_ENDED, session_digest};
 use crate::ratelimit::RateLimiter;
 
 /// The most profiles one `profile.get` reads (repeated uids count once downstream).
@@ -76,6 +78,7 @@ pub struct Gateway {
     contact: ContactClient,
     message: MessageClient,
     moments: MomentsClient,
+    push: Option<PushClient>,
     users: RateLimiter<u64>,
     addresses: RateLimiter<IpAddr>,
     limits: Limits,
@@ -88,6 +91,7 @@ impl Gateway {
         contact: ContactClient,
         message: MessageClient,
         moments: MomentsClient,
+        push: Option<PushClient>,
         limits: Limits,
     ) -> Gateway {
         Gateway {
@@ -95,6 +99,7 @@ impl Gateway {
             contact,
             message,
             moments,
+            push,
             users: RateLimiter::new(limits.rate_per_sec, limits.burst),
             addresses: RateLimiter::new(limits.rate_per_sec, limits.burst),
             limits,
@@ -209,10 +214,30 @@ impl Gateway {
                 json!({ "uid": reply.uid, "token": reply.token, "expires_ms": reply.expires_ms })
             }
             "logout" => {
+                let token = token.unwrap_or_default();
                 a.logout(LogoutRequest {
-                    token: token.unwrap_or_default().to_string(),
+                    token: token.to_string(),
                 })
                 .await?;
+                // The session's live connections end too (wherever they are).
+                if let Some(push) = &self.push {
+                    let ended = push
+                        .deliver_with(
+                            DeliverRequest {
+                                uid: me,
+                                event: Some(Event {
+                                    kind: SESSION_ENDED.to_string(),
+                                    json: json!({ "session": session_digest(token).to_string() })
+                                        .to_string(),
+                                }),
+                            },
+                            wx_api::by_uid(me),
+                        )
+                        .await;
+                    if let Err(status) = ended {
+                        tracing::warn!(uid = me, %status, "the session's connections were not told of the logout");
+                    }
+                }
                 json!({})
             }
             "profile.get" => {

@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         ContactClient::new(contact),
         MessageClient::new(message),
         MomentsClient::new(moments),
+        Some(PushClient::new(peers.presence().await?)),
         limits,
     ));
     let defaults = EdgeLimits::default();

@@ -37,11 +37,32 @@ pub struct Hub {
     me: SocketAddr,
     owners: PushClient,
     next_id: AtomicU64,
-    /// uid -> (connection id, its outbox).
-    local: Mutex<HashMap<u64, Vec<(u64, Outbox)>>>,
+    /// uid -> its connections here.
+    local: Mutex<HashMap<u64, Vec<Connection>>>,
     /// uid -> instances holding its connections (for uids this instance owns).
     presence: Mutex<HashMap<u64, HashSet<SocketAddr>>>,
     peers: Mutex<HashMap<SocketAddr, PushClient>>,
+}
+
+/// One live connection of a user.
+#[derive(Debug)]
+struct Connection {
+    id: u64,
+    outbox: Outbox,
+    /// [`session_digest`] of the token it signed in with.
+    session: u64,
+    /// Notified when that session ends (logout).
+    ended: Arc<tokio::sync::Notify>,
+}
+
+/// The push kind that ends the connections of one session: its body is
+/// `{"session": DIGEST}` ([`session_digest`] of the token, as a string).
+pub const SESSION_ENDED: &str = "session_ended";
+
+/// A digest naming a session token among one user's connections (the token itself never
+/// travels in a push).
+pub fn session_digest(token: &str) -> u64 {
+    svrkit::balance::ring_hash(token.as_bytes())
 }
 
 /// A registered connection; unregisters itself when dropped.
@@ -67,14 +88,26 @@ impl Hub {
         })
     }
 
-    /// Adds a connection of `uid`; the first one is announced to the uid's owner.
-    pub async fn register(self: &Arc<Self>, uid: u64, outbox: Outbox) -> Registration {
+    /// Adds a connection of `uid` signed in with `token`; the first one is announced to
+    /// the uid's owner. `ended` is notified when the token's session ends.
+    pub async fn register(
+        self: &Arc<Self>,
+        uid: u64,
+        token: &str,
+        outbox: Outbox,
+        ended: Arc<tokio::sync::Notify>,
+    ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("wx_access_long_connections").increment(1.0);
         let first = {
             let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
             let conns = local.entry(uid).or_default();
-            conns.push((id, outbox));
+            conns.push(Connection {
+                id,
+                outbox,
+                session: session_digest(token),
+                ended,
+            });
             conns.len() == 1
         };
         if first {
@@ -93,7 +126,7 @@ impl Hub {
             let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
             match local.get_mut(&uid) {
                 Some(conns) => {
-                    conns.retain(|(c, _)| *c != id);
+                    conns.retain(|c| c.id != id);
                     let empty = conns.is_empty();
                     if empty {
                         local.remove(&uid);
@@ -155,8 +188,24 @@ impl Hub {
         let frame = json!({ "push": kind, "body": body }).to_string();
         let local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
         let mut delivered = 0;
-        for (id, outbox) in local.get(&uid).into_iter().flatten() {
-            match outbox.try_send(frame.clone()) {
+        // A session's end goes only to its own connections, which then close.
+        let ending = (kind == SESSION_ENDED).then(|| {
+            body["session"]
+                .as_str()
+                .and_then(|d| d.parse::<u64>().ok())
+                .unwrap_or(0)
+        });
+        for conn in local.get(&uid).into_iter().flatten() {
+            if let Some(session) = ending {
+                if conn.session == session {
+                    let _ = conn.outbox.try_send(frame.clone());
+                    conn.ended.notify_one();
+                    delivered += 1;
+                }
+                continue;
+            }
+            let id = conn.id;
+            match conn.outbox.try_send(frame.clone()) {
                 Ok(()) => delivered += 1,
                 Err(_) => {
                     metrics::counter!("wx_access_push_dropped_total").increment(1);

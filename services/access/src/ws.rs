@@ -136,7 +136,11 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
         }
     };
     let (outbox, mut outgoing) = mpsc::channel::<String>(QUEUE);
-    let _registration = long.hub.register(uid, outbox.clone()).await;
+    let ended = Arc::new(tokio::sync::Notify::new());
+    let _registration = long
+        .hub
+        .register(uid, &token, outbox.clone(), Arc::clone(&ended))
+        .await;
     let hello = json!({ "op": "auth", "ok": true, "uid": uid }).to_string();
     if socket.send(Message::Text(hello.into())).await.is_err() {
         return;
@@ -191,6 +195,14 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                     };
                     let _ = outbox.send(answer).await;
                 });
+            }
+            () = ended.notified() => {
+                // Logged out: say so (the frame is queued), then close.
+                while let Ok(frame) = outgoing.try_recv() {
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(frame.into()))).await;
+                }
+                let _ = socket.send(Message::Close(None)).await;
+                break;
             }
             Some(frame) = outgoing.recv() => {
                 // A client that stops reading is let go rather than buffered for.

@@ -86,6 +86,7 @@ async fn every_request_carries_the_uid_the_user_priority_and_the_actions_busines
         ContactClient::new(Channel::lazy([addr])),
         wx_api::message::MessageClient::new(Channel::lazy([addr])),
         wx_api::moments::MomentsClient::new(Channel::lazy([addr])),
+        None,
         Limits::default(),
     );
     let user = Caller::User { uid: 42 };

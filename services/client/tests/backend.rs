@@ -150,7 +150,10 @@ async fn slow_and_short_requests_end_within_the_timeouts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_are_closed_at_once() {
-    let backend = tight_edge().await;
+    // The default 10 s header timeout: served connections keep their places meanwhile.
+    let cap = common::edge::MAX_CONNECTIONS.to_string();
+    let backend =
+        Backend::start_with(Registry::Embedded, &[("WX_MAX_CONNECTIONS", cap.as_str())]).await;
     common::edge::connections_are_capped(&backend).await;
 }
 
@@ -164,4 +167,10 @@ async fn oversized_websocket_frames_are_refused_from_their_header() {
 async fn profile_fields_batches_and_tokens_are_bounded() {
     let backend = Backend::start(Registry::Embedded).await;
     common::edge::inputs_are_bounded(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_the_sessions_live_connections() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::edge::logout_ends_the_sessions_connections(&backend).await;
 }
