@@ -45,6 +45,8 @@ async fn send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
 pub async fn slow_and_short_requests_end(backend: &Backend) {
     let addr = backend.http.addr();
     let wait = Duration::from_secs(10);
+    let user = backend.user(&unique("patient")).await;
+    served_soon(backend, &user.token).await;
     let mut short = send(
         addr,
         b"POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\"",
@@ -58,7 +60,6 @@ pub async fn slow_and_short_requests_end(backend: &Backend) {
     let mut slowloris = send(addr, b"POST /v1/login HTTP/1.1\r\nHost: x\r\nX-Slow: 1").await;
     let mut idle = TcpStream::connect(addr).await.expect("connect");
     // A user meanwhile.
-    let user = backend.user(&unique("patient")).await;
     call(&backend.http, "profile.get", json!({}), Some(&user.token)).await;
     for (what, stream) in [("short body", &mut short), ("endless chunks", &mut chunked)] {
         let answer = until_closed(stream, wait).await;
@@ -71,6 +72,26 @@ pub async fn slow_and_short_requests_end(backend: &Backend) {
             until_closed(stream, wait).await.is_some(),
             "{what}: still open after {wait:?}"
         );
+    }
+}
+
+/// Waits (bounded) until `profile.get` crosses access, account and contact: right after
+/// the backend starts, account may not have discovered contact yet.
+async fn served_soon(backend: &Backend, token: &str) {
+    let deadline = std::time::Instant::now() + svrkit_testkit::PATIENCE;
+    loop {
+        let answer = backend
+            .http
+            .call("profile.get", &json!({}), Some(token))
+            .await;
+        if answer.is_ok_and(|a| a.ok()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "profile.get never served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -114,13 +135,14 @@ pub async fn connections_are_capped(backend: &Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let user = backend.user(&unique("after_flood")).await;
-    call(&backend.http, "profile.get", json!({}), Some(&user.token)).await;
+    served_soon(backend, &user.token).await;
 }
 
 /// A WebSocket frame announcing 16 MiB is refused from its header (the connection ends
 /// at once, nothing buffered); other users' connections carry on.
 pub async fn oversized_websocket_frames_are_refused(backend: &Backend) {
     let user = backend.user(&unique("steady")).await;
+    served_soon(backend, &user.token).await;
     let mut ws = Ws::connect(backend.ws[0], &user.token)
         .await
         .expect("connect")
@@ -161,6 +183,7 @@ pub async fn oversized_websocket_frames_are_refused(backend: &Backend) {
 pub async fn inputs_are_bounded(backend: &Backend) {
     let http = &backend.http;
     let user = backend.user(&unique("bounded")).await;
+    served_soon(backend, &user.token).await;
     let t = Some(user.token.as_str());
     let huge = "x".repeat(65_000);
     for (field, value) in [
@@ -227,6 +250,7 @@ pub async fn inputs_are_bounded(backend: &Backend) {
 /// another instance carries on.
 pub async fn logout_ends_the_sessions_connections(backend: &Backend) {
     let user = backend.user(&unique("leaver")).await;
+    served_soon(backend, &user.token).await;
     let second = call(
         &backend.http,
         "login",
