@@ -4,6 +4,8 @@
 //!   under the process's open-file limit, so the registry heartbeat, the admin endpoint
 //!   and the RPC clients always find a descriptor); a connection past it is closed at once
 //!   and counted (`wx_access_connections_refused_total`).
+//! - **Per address**: at most [`EdgeLimits::max_per_address`] of them from one client
+//!   address, so one client cannot take every connection.
 //! - **Headers and idleness**: a request's headers must arrive within
 //!   [`EdgeLimits::header_timeout`] of the connection starting to wait for them — which
 //!   also closes a kept-alive connection idle that long (slowloris, idle floods).
@@ -13,8 +15,9 @@
 //!
 //! WebSockets upgraded here leave these bounds for their own (see [`crate::ws`]).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -33,6 +36,8 @@ pub struct EdgeLimits {
     pub header_timeout: Duration,
     /// How long a handler waits for a request's body.
     pub body_timeout: Duration,
+    /// Connections one client address may hold open at once (before upgrades).
+    pub max_per_address: usize,
 }
 
 impl Default for EdgeLimits {
@@ -41,6 +46,7 @@ impl Default for EdgeLimits {
             max_connections: default_max_connections(),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            max_per_address: 256,
         }
     }
 }
@@ -65,6 +71,44 @@ pub fn default_max_connections() -> usize {
     usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX)
 }
 
+/// One open connection counted against its address; uncounted when dropped.
+struct PerAddress {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// Counts a connection from `ip`, unless `ip` holds `max` already.
+    fn enter(
+        counts: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        max: usize,
+    ) -> Option<PerAddress> {
+        let mut map = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerAddress {
+            counts: Arc::clone(counts),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` within `limits` until `shutdown`, then lets open
 /// requests finish (for at most ten seconds).
 pub async fn serve(
@@ -74,6 +118,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -89,8 +134,15 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(from_address) = PerAddress::enter(&per_address, peer.ip(), limits.max_per_address)
+        else {
+            metrics::counter!("wx_access_connections_refused_total", "why" => "address")
+                .increment(1);
+            drop(tcp);
+            continue;
+        };
         let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
-            metrics::counter!("wx_access_connections_refused_total").increment(1);
+            metrics::counter!("wx_access_connections_refused_total", "why" => "total").increment(1);
             drop(tcp);
             continue;
         };
@@ -106,7 +158,7 @@ pub async fn serve(
         );
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, from_address);
             metrics::gauge!("wx_access_connections").increment(1.0);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

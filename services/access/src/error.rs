@@ -77,6 +77,7 @@ const STATED_REASONS: &[&str] = &[
     "bad_media",
     "bad_visibility",
     "bad_cursor",
+    "login_throttled",
 ];
 
 impl From<Status> for ApiError {

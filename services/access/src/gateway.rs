@@ -108,6 +108,11 @@ impl Gateway {
 
     /// The user a token belongs to; each failure has its own reason.
     pub async fn authenticate(&self, token: Option<&str>) -> Result<u64, ApiError> {
+        Ok(self.authenticate_session(token).await?.0)
+    }
+
+    /// The user a token belongs to and when its session expires (ms since the epoch).
+    pub async fn authenticate_session(&self, token: Option<&str>) -> Result<(u64, u64), ApiError> {
         let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
             ApiError::new(Code::Unauthenticated, "sign in first: no token").reason("token_missing")
         })?;
@@ -120,7 +125,7 @@ impl Gateway {
             }))
             .await?;
         match reply.state() {
-            TokenState::Valid => Ok(reply.uid),
+            TokenState::Valid => Ok((reply.uid, reply.expires_ms)),
             TokenState::Expired => Err(ApiError::new(
                 Code::Unauthenticated,
                 "the session expired; sign in again",

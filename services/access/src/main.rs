@@ -5,7 +5,8 @@
 //!   `http on ADDR` / `ws on ADDR`).
 //! - `WX_RATE_PER_SEC`, `WX_RATE_BURST`: each user's request budget (20/s, bursts of 40).
 //! - `WX_MAX_CONNECTIONS`: connections open at once (default: the open-file limit less
-//!   256); `WX_HEADER_TIMEOUT_MS`, `WX_BODY_TIMEOUT_MS`: how long a request's headers (or
+//!   256), `WX_MAX_CONNECTIONS_PER_ADDRESS` (256) of them from one address;
+//!   `WX_HEADER_TIMEOUT_MS`, `WX_BODY_TIMEOUT_MS`: how long a request's headers (or
 //!   an idle connection) and its body may take (10 s each). See `access::edge`.
 
 use std::net::SocketAddr;
@@ -94,6 +95,10 @@ async fn main() -> anyhow::Result<()> {
         },
         header_timeout: millis("WX_HEADER_TIMEOUT_MS", defaults.header_timeout)?,
         body_timeout: millis("WX_BODY_TIMEOUT_MS", defaults.body_timeout)?,
+        max_per_address: match std::env::var("WX_MAX_CONNECTIONS_PER_ADDRESS") {
+            Ok(n) => n.parse().context("WX_MAX_CONNECTIONS_PER_ADDRESS")?,
+            Err(_) => defaults.max_per_address,
+        },
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = move || {

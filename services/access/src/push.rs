@@ -120,6 +120,15 @@ impl Hub {
         }
     }
 
+    /// How many connections `uid` has on this instance.
+    pub fn connections_of(&self, uid: u64) -> usize {
+        self.local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&uid)
+            .map_or(0, Vec::len)
+    }
+
     fn unregister(self: &Arc<Self>, uid: u64, id: u64) {
         metrics::gauge!("wx_access_long_connections").decrement(1.0);
         let last = {

@@ -35,6 +35,8 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a frame to the client may wait for the client to read it; a client slower
 /// than that is disconnected, so what is queued for it stays bounded.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Live connections one user may hold on one instance.
+pub const MAX_PER_USER: usize = 8;
 /// Requests one connection may have running at once; more are refused at once.
 pub const MAX_IN_FLIGHT: usize = 64;
 
@@ -99,8 +101,8 @@ fn error_frame(id: &Value, e: &ApiError) -> String {
     body.to_string()
 }
 
-/// Waits for the auth frame; returns the user and their token.
-async fn authenticate(long: &Long, socket: &mut WebSocket) -> Result<(u64, String), ApiError> {
+/// Waits for the auth frame; returns the user, their token and when it expires.
+async fn authenticate(long: &Long, socket: &mut WebSocket) -> Result<(u64, String, u64), ApiError> {
     let first = tokio::time::timeout(AUTH_TIMEOUT, socket.recv())
         .await
         .map_err(|_| ApiError::new(svrkit::Code::Unauthenticated, "no auth frame in time"))?;
@@ -120,12 +122,20 @@ async fn authenticate(long: &Long, socket: &mut WebSocket) -> Result<(u64, Strin
         ));
     }
     let token = frame["token"].as_str().unwrap_or_default().to_string();
-    let uid = long.gateway.authenticate(Some(&token)).await?;
-    Ok((uid, token))
+    let (uid, expires_ms) = long.gateway.authenticate_session(Some(&token)).await?;
+    if long.hub.connections_of(uid) >= MAX_PER_USER {
+        metrics::counter!("wx_access_connections_refused_total").increment(1);
+        return Err(ApiError::new(
+            svrkit::Code::ResourceExhausted,
+            format!("at most {MAX_PER_USER} connections per user"),
+        )
+        .reason("too_many_connections"));
+    }
+    Ok((uid, token, expires_ms))
 }
 
 async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
-    let (uid, token) = match authenticate(&long, &mut socket).await {
+    let (uid, token, expires_ms) = match authenticate(&long, &mut socket).await {
         Ok(user) => user,
         Err(e) => {
             let mut body = e.body();
@@ -148,8 +158,18 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
     tracing::debug!(uid, %peer, "long connection up");
     let token: Arc<str> = token.into();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    // The session's expiry ends the connection as a logout does.
+    let left = Duration::from_millis(expires_ms.saturating_sub(wx_api::now_ms()));
+    let expiry = tokio::time::sleep(left);
+    tokio::pin!(expiry);
     loop {
         tokio::select! {
+            () = &mut expiry => {
+                let frame = json!({ "push": crate::push::SESSION_ENDED, "body": { "reason": "expired" } });
+                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(frame.to_string().into()))).await;
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
             incoming = socket.recv() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,

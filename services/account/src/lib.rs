@@ -11,6 +11,7 @@
 //!   their friends (the relation comes from the contact service).
 
 mod password;
+pub mod throttle;
 mod token;
 
 use std::time::Duration;
@@ -41,6 +42,7 @@ pub struct AccountService {
     store: AccountStoreClient,
     contact: ContactClient,
     session_ttl: Duration,
+    throttle: std::sync::Arc<throttle::LoginThrottle>,
 }
 
 impl AccountService {
@@ -50,6 +52,7 @@ impl AccountService {
             store,
             contact,
             session_ttl: DEFAULT_SESSION_TTL,
+            throttle: std::sync::Arc::default(),
         }
     }
 
@@ -258,10 +261,18 @@ impl Account for AccountService {
             )
             .await?
             .uid;
+        if let Some(wait) = self.throttle.wait(uid, std::time::Instant::now()) {
+            return Err(Status::resource_exhausted(format!(
+                "login_throttled: too many wrong passwords; try again in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
         let account = self.account(uid).await?;
         if !password::verify(request.password, account.password_hash).await? {
+            self.throttle.failed(uid, std::time::Instant::now());
             return Err(Status::unauthenticated("wrong password"));
         }
+        self.throttle.succeeded(uid);
         let session = SessionRecord {
             session_id: token::new_session_id()?,
             uid,

@@ -174,3 +174,26 @@ async fn logout_ends_the_sessions_live_connections() {
     let backend = Backend::start(Registry::Embedded).await;
     common::edge::logout_ends_the_sessions_connections(&backend).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_slow_down_per_account() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::edge::failed_logins_slow_down_per_account(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_expiry_ends_its_live_connection() {
+    let backend = Backend::start_with(Registry::Embedded, &[("WX_SESSION_TTL_SECS", "2")]).await;
+    common::edge::expiry_ends_the_connection(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_user_and_per_address_are_capped() {
+    let backend = Backend::start_with(
+        Registry::Embedded,
+        &[("WX_MAX_CONNECTIONS_PER_ADDRESS", "4")],
+    )
+    .await;
+    common::edge::connections_per_user_are_capped(&backend).await;
+    common::edge::connections_per_address_are_capped(&backend).await;
+}

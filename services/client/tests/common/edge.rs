@@ -283,3 +283,129 @@ pub async fn logout_ends_the_sessions_connections(backend: &Backend) {
         .expect("the other session carries on");
     assert_eq!(reply["ok"], true, "{reply}");
 }
+
+/// Wrong passwords slow down further attempts on that account (from any address), the
+/// right one included, until the wait is over; then the real user gets in. Other
+/// accounts are untouched.
+pub async fn failed_logins_slow_down_per_account(backend: &Backend) {
+    let http = &backend.http;
+    let victim = backend.user(&unique("victim")).await;
+    let bystander = backend.user(&unique("bystander")).await;
+    let wrong = json!({ "name": victim.name, "password": "not the password" });
+    for _ in 0..account::throttle::FREE_FAILURES {
+        let answer = refused(http, "login", wrong.clone(), None, 401, "unauthenticated").await;
+        assert_eq!(answer.reason(), "wrong_password");
+    }
+    let right = json!({ "name": victim.name, "password": "correct horse battery" });
+    let answer = refused(
+        http,
+        "login",
+        right.clone(),
+        None,
+        429,
+        "resource_exhausted",
+    )
+    .await;
+    assert_eq!(answer.reason(), "login_throttled", "{}", answer.body);
+    let other = json!({ "name": bystander.name, "password": "correct horse battery" });
+    call(http, "login", other, None).await;
+    // The wait is a second: then the right password works.
+    let deadline = std::time::Instant::now() + svrkit_testkit::PATIENCE;
+    loop {
+        let answer = http.call("login", &right, None).await.expect("an answer");
+        if answer.ok() {
+            break;
+        }
+        assert_eq!(answer.reason(), "login_throttled", "{}", answer.body);
+        assert!(std::time::Instant::now() < deadline, "locked out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A session's expiry ends its live connection (the backend runs 2 s sessions).
+pub async fn expiry_ends_the_connection(backend: &Backend) {
+    let user = backend.user(&unique("brief")).await;
+    let mut ws = Ws::connect(backend.ws[0], &user.token)
+        .await
+        .expect("connect")
+        .expect("auth");
+    let push = ws
+        .push(svrkit_testkit::PATIENCE)
+        .await
+        .expect("told of the expiry");
+    assert_eq!(push["push"], "session_ended", "{push}");
+    assert_eq!(push["body"]["reason"], "expired", "{push}");
+    assert!(ws.call("profile.get", json!({})).await.is_err(), "closed");
+}
+
+/// One user holds at most 8 connections on an instance; the ninth is refused at sign-in.
+pub async fn connections_per_user_are_capped(backend: &Backend) {
+    let user = backend.user(&unique("many")).await;
+    let mut held = Vec::new();
+    for _ in 0..access::ws::MAX_PER_USER {
+        held.push(
+            Ws::connect(backend.ws[0], &user.token)
+                .await
+                .expect("connect")
+                .expect("auth"),
+        );
+    }
+    let refused_auth = Ws::connect(backend.ws[0], &user.token)
+        .await
+        .expect("connect")
+        .expect_err("the ninth is refused");
+    assert_eq!(
+        refused_auth["error"]["reason"], "too_many_connections",
+        "{refused_auth}"
+    );
+    drop(held.pop());
+    // One closed: room again (the server sees the close a moment later).
+    let deadline = std::time::Instant::now() + svrkit_testkit::PATIENCE;
+    while Ws::connect(backend.ws[0], &user.token)
+        .await
+        .expect("connect")
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no room after a close"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One address holds at most 4 connections (the backend's setting): a fifth from it is
+/// closed at once, while another address is served.
+pub async fn connections_per_address_are_capped(backend: &Backend) {
+    let addr = backend.http.addr();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    for stream in &mut held {
+        stream.write_all(request).await.expect("write");
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head).await.expect("read");
+        assert!(head[..n].starts_with(b"HTTP/1.1 200"), "within the cap");
+    }
+    let mut fifth = send(addr, request).await;
+    let mut head = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), fifth.read(&mut head))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&head[..n]));
+    // Another loopback address is its own client.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 2], 0)))
+        .expect("bind 127.0.0.2");
+    let mut other = socket.connect(addr).await.expect("connect");
+    other.write_all(request).await.expect("write");
+    let n = other.read(&mut head).await.expect("read");
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "another address is served"
+    );
+}
