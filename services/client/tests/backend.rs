@@ -7,8 +7,12 @@ use common::{Backend, Registry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripted_session() {
-    let backend = Backend::start(Registry::Embedded).await;
+    // Debug logs everywhere: secrets must stay out of them too.
+    let backend = Backend::start_with(Registry::Embedded, &[("RUST_LOG", "debug")]).await;
     common::scripted_session(&backend).await;
+    // Passwords, wrong ones too, and tokens crossed every tier: no log holds one.
+    common::messaging::send_push_sync_and_catch_up(&backend).await;
+    backend.assert_logs_hold_no_secrets();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,4 +200,15 @@ async fn connections_per_user_and_per_address_are_capped() {
     .await;
     common::edge::connections_per_user_are_capped(&backend).await;
     common::edge::connections_per_address_are_capped(&backend).await;
+}
+
+#[test]
+fn the_log_scan_knows_a_token_when_it_sees_one() {
+    assert!(common::holds_token(
+        "verified 4242.0123456789abcdef0123456789abcdef ok"
+    ));
+    assert!(!common::holds_token("version 1.2 and 0123456789abcdef"));
+    assert!(!common::holds_token(
+        "4242.0123456789ABCDEF0123456789abcdef"
+    ));
 }

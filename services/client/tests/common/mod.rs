@@ -326,6 +326,31 @@ impl Backend {
         self.wait_serving().await;
     }
 
+    /// Fails if any process's log holds a secret: a password the tests use, a session
+    /// token (`uid.` and 32 hex digits) or a password hash.
+    pub fn assert_logs_hold_no_secrets(&self) {
+        let logs = self.dir.join("logs");
+        let entries = std::fs::read_dir(&logs).expect("the logs directory");
+        let mut read = 0;
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            read += 1;
+            for secret in ["correct horse battery", "not the password", "$argon2"] {
+                assert!(
+                    !text.contains(secret),
+                    "{} holds {secret:?}",
+                    entry.path().display()
+                );
+            }
+            assert!(
+                !holds_token(&text),
+                "{} holds a session token",
+                entry.path().display()
+            );
+        }
+        assert!(read > 10, "only {read} logs read");
+    }
+
     /// Kills process `id` with SIGKILL and starts it again on the same data and address.
     pub fn kill_and_restart(&mut self, id: &str) {
         let logs = self.dir.join("logs");
@@ -443,6 +468,21 @@ pub async fn refused(
         answer.body
     );
     answer
+}
+
+/// Whether `text` holds something shaped like a session token: digits, `.`, then 32
+/// lowercase hex digits.
+pub fn holds_token(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'.'
+            && i > 0
+            && bytes[i - 1].is_ascii_digit()
+            && bytes.len() >= i + 33
+            && bytes[i + 1..i + 33]
+                .iter()
+                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 pub fn unique(base: &str) -> String {
