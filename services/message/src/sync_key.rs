@@ -80,7 +80,12 @@ impl SyncKey {
                 ..SyncKey::default()
             });
         }
-        if token.len() != LEN * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // Lowercase hex only, as `encode` writes it: one spelling per key.
+        if token.len() != LEN * 2
+            || !token
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(SyncKeyError::Malformed);
         }
         let bytes: Vec<u8> = (0..LEN)
@@ -130,6 +135,11 @@ mod tests {
             })
         );
         assert_eq!(SyncKey::decode(&token, 43), Err(SyncKeyError::OtherUser));
+        assert_eq!(
+            SyncKey::decode(&token.to_uppercase(), 42),
+            Err(SyncKeyError::Malformed),
+            "one spelling per key"
+        );
         assert_eq!(SyncKey::decode("zz", 42), Err(SyncKeyError::Malformed));
         assert_eq!(
             SyncKey::decode(&"g".repeat(66), 42),

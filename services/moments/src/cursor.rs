@@ -17,7 +17,12 @@ pub fn decode(cursor: &str) -> Result<Option<TimelineEntry>, Status> {
         return Ok(None);
     }
     let bad = || Status::invalid_argument("bad_cursor: pass back a next_cursor unchanged");
-    if cursor.len() != 48 || !cursor.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // Lowercase hex only, as `encode` writes it: one spelling per position.
+    if cursor.len() != 48
+        || !cursor
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return Err(bad());
     }
     let word = |i: usize| u64::from_str_radix(&cursor[i * 16..i * 16 + 16], 16).map_err(|_| bad());
@@ -47,6 +52,7 @@ mod tests {
             &"0".repeat(47),
             &"0".repeat(49),
             "ä".repeat(24).as_str(),
+            &"A".repeat(48),
         ] {
             let status = decode(bad).expect_err(bad);
             assert_eq!(status.code(), svrkit::Code::InvalidArgument);
