@@ -12,6 +12,9 @@ async fn scripted_session() {
     common::scripted_session(&backend).await;
     // Passwords, wrong ones too, and tokens crossed every tier: no log holds one.
     common::messaging::send_push_sync_and_catch_up(&backend).await;
+    let user = backend.user(&common::unique("wrong_pw")).await;
+    let wrong = serde_json::json!({ "name": user.name, "password": "not the password" });
+    common::refused(&backend.http, "login", wrong, None, 401, "unauthenticated").await;
     backend.assert_logs_hold_no_secrets();
 }
 
