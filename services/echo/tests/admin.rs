@@ -80,6 +80,23 @@ async fn admin_pages_report_health_readiness_status_and_metrics() {
         metrics.contains("code=\"failed_precondition\""),
         "{metrics}"
     );
+    // Latency is a histogram with the documented buckets (aggregatable across
+    // instances), and metrics carry HELP and TYPE lines.
+    for bucket in svrkit::admin::LATENCY_BUCKETS {
+        let line = format!(
+            "svrkit_server_request_duration_seconds_bucket{{service=\"svrkit.demo.Echo\",method=\"Echo\",le=\"{bucket}\"}}"
+        );
+        assert!(metrics.contains(&line), "no {line} in {metrics}");
+    }
+    assert!(
+        metrics.contains("# TYPE svrkit_server_request_duration_seconds histogram"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# HELP svrkit_server_requests_total Requests received, per method."),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("quantile="), "no summaries: {metrics}");
 
     server.shutdown().await;
     assert_eq!(

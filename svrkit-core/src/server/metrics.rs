@@ -31,6 +31,93 @@ pub const IN_FLIGHT: &str = "svrkit_server_in_flight";
 /// Requests refused before they could be routed, by reason.
 pub const REJECTED_TOTAL: &str = "svrkit_server_rejected_total";
 
+/// Gives every metric svrkit records its HELP text and unit (the admin endpoint calls it
+/// once the recorder is installed).
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "Requests received, per method."
+    );
+    describe_counter!(
+        RESPONSES_TOTAL,
+        Unit::Count,
+        "Responses sent, per method and status code."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Handler time from start to response, per method."
+    );
+    describe_histogram!(
+        QUEUE_DURATION,
+        Unit::Seconds,
+        "Time from arrival on the socket to handler start (DAGOR's overload signal), per method."
+    );
+    describe_gauge!(
+        IN_FLIGHT,
+        Unit::Count,
+        "Requests being handled, per method."
+    );
+    describe_counter!(
+        REJECTED_TOTAL,
+        Unit::Count,
+        "Requests refused before they could be routed, by reason."
+    );
+    describe_counter!(
+        "svrkit_client_retries_total",
+        Unit::Count,
+        "Calls a client sent again after a failure, per service."
+    );
+    describe_counter!(
+        "svrkit_client_retry_budget_exhausted_total",
+        Unit::Count,
+        "Retries a client skipped because its retry budget was spent."
+    );
+    describe_counter!(
+        "svrkit_client_backup_requests_total",
+        Unit::Count,
+        "Backup (hedged) requests a client sent."
+    );
+    describe_counter!(
+        "svrkit_client_ejections_total",
+        Unit::Count,
+        "Instances a client took out of rotation as outliers."
+    );
+    describe_counter!(
+        "svrkit_client_local_shed_total",
+        Unit::Count,
+        "Calls a client refused locally because the instance's DAGOR level would refuse them."
+    );
+    describe_counter!(
+        "svrkit_dagor_shed_total",
+        Unit::Count,
+        "Requests DAGOR admission control refused, by business priority."
+    );
+    describe_gauge!(
+        "svrkit_dagor_level_business",
+        "The business priority DAGOR admits up to (lower numbers are more important)."
+    );
+    describe_gauge!(
+        "svrkit_dagor_level_user",
+        "The user priority DAGOR admits up to within the business level."
+    );
+    describe_gauge!(
+        "svrkit_dagor_queue_mean_seconds",
+        Unit::Seconds,
+        "Mean queuing time of the last DAGOR window."
+    );
+    describe_gauge!(
+        "svrkit_dagor_overloaded",
+        "1 while the last DAGOR window was overloaded, else 0."
+    );
+    describe_gauge!(
+        "svrkit_discovery_stale",
+        "1 while a channel serves its last known instances because the registry is unreachable."
+    );
+}
+
 /// Cached metric handles of one method.
 #[derive(Debug)]
 pub(crate) struct MethodMetrics {
