@@ -2,7 +2,7 @@
 //!
 //! | path | answer |
 //! |---|---|
-//! | `/metrics` | Prometheus text: every metric recorded through the `metrics` facade |
+//! | `/metrics` | Prometheus text: every metric recorded through the `metrics` facade, and the process metrics (CPU, memory, descriptors, threads) |
 //! | `/status` | JSON: service, version label, instance id, uptime, config version, connections, in-flight, per-method counts and latencies, DAGOR admission level, queuing time and shed counts |
 //! | `/healthz` | `200 ok` while the process runs |
 //! | `/readyz` | `200 ready` while every attached server serves; `503` before it starts and once it drains |
@@ -239,11 +239,9 @@ fn server_json(s: &ServerSnapshot) -> Value {
 }
 
 async fn metrics(State(admin): State<AdminServer>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        admin.inner.prometheus.render(),
-    )
-        .into_response()
+    let mut text = admin.inner.prometheus.render();
+    text.push_str(&crate::process_metrics::render());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn status(State(admin): State<AdminServer>) -> Response {

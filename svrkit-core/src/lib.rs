@@ -38,6 +38,7 @@ pub mod discovery;
 pub mod launch;
 pub mod method;
 pub mod overload;
+mod process_metrics;
 pub mod protocol;
 pub mod server;
 pub mod status;

@@ -7,10 +7,12 @@
 # server, which the discovery tests start on loopback.
 SVRKIT_APT_PACKAGES=(protobuf-compiler etcd-server)
 
+# svrkit_setup [PACKAGE...]: the packages above and any given (tools/test adds Debian's
+# prometheus, for promtool).
 svrkit_setup() {
   local missing=()
   local pkg
-  for pkg in "${SVRKIT_APT_PACKAGES[@]}"; do
+  for pkg in "${SVRKIT_APT_PACKAGES[@]}" "$@"; do
     dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -18,7 +20,7 @@ svrkit_setup() {
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)" >&2; return 1; }
 }

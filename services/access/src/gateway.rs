@@ -182,7 +182,17 @@ impl Gateway {
         if uid != 0 {
             ctx = ctx.with_uid(uid).with_user_priority(user_priority(uid));
         }
-        ctx.scope(self.run(spec.name, uid, &body, token)).await
+        let started = std::time::Instant::now();
+        let outcome = ctx.scope(self.run(spec.name, uid, &body, token)).await;
+        let code = match &outcome {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        metrics::counter!("wx_access_requests_total", "action" => spec.name, "code" => code)
+            .increment(1);
+        metrics::histogram!("wx_access_request_duration_seconds", "action" => spec.name)
+            .record(started.elapsed().as_secs_f64());
+        outcome
     }
 
     async fn run(

@@ -11,6 +11,8 @@
 //! ([`acting_user`]), how storage calls are routed ([`by_uid`], [`name_key`]) and the
 //! clock ([`now_ms`]).
 
+mod metric_help;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -189,9 +191,13 @@ impl Peers {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings): every backend binary
-/// calls it first.
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings), and installs the metrics
+/// recorder with every backend metric described: every backend binary calls it first.
 pub fn init_tracing() {
+    match svrkit::admin::install_metrics() {
+        Ok(_) => metric_help::describe(),
+        Err(e) => eprintln!("metrics recorder: {e}"),
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

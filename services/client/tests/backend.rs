@@ -215,3 +215,12 @@ fn the_log_scan_knows_a_token_when_it_sees_one() {
         "4242.0123456789ABCDEF0123456789abcdef"
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_process_metrics_pass_promtool() {
+    let backend = Backend::start_with(Registry::Embedded, &[("SVRKIT_ADMIN", "127.0.0.1:0")]).await;
+    // Traffic through every tier first, so the metrics exist.
+    common::scripted_session(&backend).await;
+    common::moments::pagination_is_stable_while_posts_arrive(&backend).await;
+    common::metrics::promtool_passes_every_process(&backend).await;
+}

@@ -97,6 +97,18 @@ async fn admin_pages_report_health_readiness_status_and_metrics() {
         "{metrics}"
     );
     assert!(!metrics.contains("quantile="), "no summaries: {metrics}");
+    for process in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_threads",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {process} ")),
+            "no {process}: {metrics}"
+        );
+    }
 
     server.shutdown().await;
     assert_eq!(

@@ -115,7 +115,7 @@ impl Fanout {
                     }
                 };
                 metrics::gauge!("wx_message_fanout_depth").set(leased.depth as f64);
-                metrics::gauge!("wx_message_fanout_lag_ms").set(leased.lag_ms as f64);
+                metrics::gauge!("wx_message_fanout_lag_seconds").set(leased.lag_ms as f64 / 1000.0);
                 for job in leased.jobs {
                     let body = job.job.unwrap_or_default();
                     if let Err(status) = self.finish(key, job.job_id, body).await {

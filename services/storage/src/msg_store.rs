@@ -362,7 +362,7 @@ impl MsgStore for MsgStoreService {
             None => self.fanout.depth()?,
         };
         metrics::gauge!("wx_msgstore_fanout_depth").set(depth as f64);
-        metrics::gauge!("wx_msgstore_fanout_lag_ms").set(lag_ms as f64);
+        metrics::gauge!("wx_msgstore_fanout_lag_seconds").set(lag_ms as f64 / 1000.0);
         let mut leased = Vec::with_capacity(jobs.len());
         for job in jobs {
             leased.push(LeasedJob {

@@ -5,6 +5,7 @@
 
 pub mod edge;
 pub mod messaging;
+pub mod metrics;
 pub mod moments;
 
 use std::collections::HashMap;
@@ -53,6 +54,8 @@ struct Proc {
     child: Option<Child>,
     /// Whether it has listened once (its ports are then its own).
     started: bool,
+    /// Its admin endpoint, when it runs one.
+    admin: Option<SocketAddr>,
 }
 
 /// The variables that hold an address a process listens on.
@@ -122,6 +125,19 @@ impl Proc {
             if key == "SVRKIT_LISTEN" {
                 listening = true;
                 break;
+            }
+        }
+        // The admin address follows the listening line, when there is one.
+        let admin_off = self
+            .env
+            .iter()
+            .any(|(k, v)| k == "SVRKIT_ADMIN" && v == "off");
+        if listening && !admin_off {
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(Announcement::Admin(addr)) = Announcement::parse(&line) {
+                    self.admin = Some(addr);
+                    break;
+                }
             }
         }
         if !listening {
@@ -233,6 +249,7 @@ impl Backend {
                 env,
                 child: None,
                 started: false,
+                admin: None,
             });
         };
         for i in 1..=2 {
@@ -324,6 +341,14 @@ impl Backend {
             p.spawn(&logs);
         }
         self.wait_serving().await;
+    }
+
+    /// Every process's admin endpoint, by instance id (none when admin is off).
+    pub fn admin_endpoints(&self) -> Vec<(String, SocketAddr)> {
+        self.procs
+            .iter()
+            .filter_map(|p| Some((p.id.clone(), p.admin?)))
+            .collect()
     }
 
     /// Fails if any process's log holds a secret: a password the tests use, a session

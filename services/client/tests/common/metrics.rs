@@ -1,0 +1,67 @@
+//! Every backend process's `/metrics`, checked by Prometheus' own `promtool check metrics`
+//! (Debian's `prometheus` package, which `tools/test` installs): names, types, HELP text
+//! and units as Prometheus expects them.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Backend;
+
+/// `GET path` on `addr`: the body.
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// Runs promtool on every process's metrics; skipped (with a message) where promtool is
+/// not installed, except under CI, where its absence is a failure.
+pub async fn promtool_passes_every_process(backend: &Backend) {
+    let endpoints = backend.admin_endpoints();
+    assert!(endpoints.len() > 10, "{} admin endpoints", endpoints.len());
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing: tools/test installs Debian's prometheus package"
+        );
+        eprintln!("skipped: promtool is not installed (apt-get install prometheus)");
+        return;
+    }
+    for (id, addr) in endpoints {
+        let text = get(addr, "/metrics").await;
+        assert!(
+            text.contains("process_resident_memory_bytes"),
+            "{id}: {text}"
+        );
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("feed promtool");
+        let out = child.wait_with_output().expect("promtool ran");
+        assert!(
+            out.status.success(),
+            "{id}: promtool check metrics:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
