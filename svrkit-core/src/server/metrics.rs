@@ -116,6 +116,15 @@ pub fn describe() {
         "svrkit_discovery_stale",
         "1 while a channel serves its last known instances because the registry is unreachable."
     );
+    // Until DAGOR's first window ends, a server admits everything and is not overloaded.
+    for gauge in [
+        "svrkit_dagor_level_business",
+        "svrkit_dagor_level_user",
+        "svrkit_dagor_queue_mean_seconds",
+        "svrkit_dagor_overloaded",
+    ] {
+        metrics::gauge!(gauge).set(0.0);
+    }
 }
 
 /// Cached metric handles of one method.

@@ -206,6 +206,27 @@ fn up_call_ls_restart_gray_deploy_and_down() {
         serde_json::from_slice(&std::fs::read(dir.join("state/state.json")).expect("state"))
             .expect("state JSON");
     let supervisor_pid = supervisor["supervisor_pid"].as_u64().expect("pid");
+    // Prometheus scrapes every instance's admin endpoint from the written configuration.
+    let scrape = std::fs::read_to_string(dir.join("state/prometheus.yml")).expect("prometheus.yml");
+    for instance in &instances {
+        let admin = instance["admin"].as_str().expect("an admin address");
+        assert!(
+            scrape.contains(&format!("[\"{admin}\"]")),
+            "{admin} in {scrape}"
+        );
+    }
+    if let Ok(out) = std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(dir.join("state/prometheus.yml"))
+        .output()
+    {
+        assert!(
+            out.status.success(),
+            "promtool check config: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // The deployment serves, and the registry lists both instances as ready.
     assert!(served_by(&registry, "1").starts_with("echo-"));

@@ -37,8 +37,10 @@ pub async fn promtool_passes_every_process(backend: &Backend) {
         eprintln!("skipped: promtool is not installed (apt-get install prometheus)");
         return;
     }
+    let mut scraped = String::new();
     for (id, addr) in endpoints {
         let text = get(addr, "/metrics").await;
+        scraped.push_str(&text);
         assert!(
             text.contains("process_resident_memory_bytes"),
             "{id}: {text}"
@@ -64,4 +66,38 @@ pub async fn promtool_passes_every_process(backend: &Backend) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    dashboard_metrics_exist(&scraped);
+}
+
+/// Every metric the shipped Grafana dashboard (`docs/grafana/svrkit.json`) queries is one
+/// the backend exports.
+fn dashboard_metrics_exist(scraped: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana/svrkit.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("the dashboard")).expect("JSON");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("a query");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                let exported = ["svrkit_", "wx_", "process_"]
+                    .iter()
+                    .any(|p| word.starts_with(p));
+                // Counted only once something happens (a shed): none in this run.
+                let after_an_event = word == "svrkit_dagor_shed_total";
+                if exported && !after_an_event {
+                    queried += 1;
+                    let family = word.strip_suffix("_bucket").unwrap_or(word);
+                    assert!(
+                        scraped.contains(&format!("# TYPE {family} ")),
+                        "the dashboard queries {word}, which no process exports"
+                    );
+                }
+            }
+        }
+    }
+    assert!(queried >= 12, "{queried} metrics queried");
 }

@@ -115,11 +115,44 @@ pub(crate) fn read_state(dir: &Path) -> anyhow::Result<Option<StateFile>> {
     }
 }
 
-/// Replaces the state file atomically (write then rename).
+/// Replaces the state file, and the Prometheus configuration that follows it, atomically
+/// (write then rename).
 pub(crate) fn write_state(dir: &Path, state: &StateFile) -> std::io::Result<()> {
     let tmp = dir.join("state.json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
-    std::fs::rename(tmp, state_path(dir))
+    std::fs::rename(tmp, state_path(dir))?;
+    let tmp = dir.join("prometheus.yml.tmp");
+    std::fs::write(&tmp, prometheus_config(state))?;
+    std::fs::rename(tmp, prometheus_path(dir))
+}
+
+/// The Prometheus scrape configuration beside the state file.
+pub(crate) fn prometheus_path(dir: &Path) -> PathBuf {
+    dir.join("prometheus.yml")
+}
+
+/// A Prometheus configuration scraping every instance's admin endpoint, labelled with its
+/// service and instance id (`prometheus --config.file STATE_DIR/prometheus.yml`).
+pub(crate) fn prometheus_config(state: &StateFile) -> String {
+    let mut out = String::from(
+        "# Written by `svrkit up` whenever the cluster changes: every instance's admin\n\
+         # endpoint (/metrics).\n\
+         global:\n  scrape_interval: 5s\n\
+         scrape_configs:\n  - job_name: svrkit\n    static_configs:\n",
+    );
+    let mut any = false;
+    for v in &state.instances {
+        let Some(admin) = &v.admin else { continue };
+        any = true;
+        out.push_str(&format!(
+            "      - targets: [{admin:?}]\n        labels:\n          service: {:?}\n          instance_id: {:?}\n",
+            v.service, v.id
+        ));
+    }
+    if !any {
+        out.push_str("      - targets: []\n");
+    }
+    out
 }
 
 /// Sends one request to the supervisor and waits for its reply.
