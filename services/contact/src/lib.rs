@@ -266,6 +266,10 @@ impl Contact for ContactService {
             }
             return Ok(Self::reply(peer, Relation::RequestSent));
         }
+        // They asked first, so asking back is accepting. That includes a request they made
+        // while we blocked them, which we never heard of (our side is NONE).
+        let they_asked = mine.state == EdgeState::RequestReceived
+            || (mine.state == EdgeState::None && theirs.state == EdgeState::RequestSent);
         match mine.state {
             EdgeState::Blocked => Err(Status::failed_precondition(format!(
                 "you blocked user {peer}; unblock them first"
@@ -274,21 +278,14 @@ impl Contact for ContactService {
                 "you and user {peer} are friends already"
             ))),
             EdgeState::RequestSent => Ok(Self::reply(peer, Relation::RequestSent)),
-            EdgeState::None if theirs.state == EdgeState::RequestSent => {
-                // They asked while we blocked them (we never heard of it): both want it.
+            _ if they_asked => {
                 self.befriend(me, &mine, peer, &theirs).await?;
                 self.push(peer, "friend_accepted", serde_json::json!({ "by": me }))
                     .await;
                 Ok(Self::reply(peer, Relation::Friend))
             }
-            EdgeState::RequestReceived => {
-                // They asked first: asking back is accepting.
-                self.befriend(me, &mine, peer, &theirs).await?;
-                self.push(peer, "friend_accepted", serde_json::json!({ "by": me }))
-                    .await;
-                Ok(Self::reply(peer, Relation::Friend))
-            }
-            EdgeState::None => {
+            // NONE here: RECEIVED went to the arm above.
+            EdgeState::None | EdgeState::RequestReceived => {
                 self.put(
                     peer,
                     me,
