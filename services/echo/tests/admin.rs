@@ -97,6 +97,21 @@ async fn admin_pages_report_health_readiness_status_and_metrics() {
         "{metrics}"
     );
     assert!(!metrics.contains("quantile="), "no summaries: {metrics}");
+    // The client side of the same calls, per method (the test's client is in-process).
+    assert!(
+        metrics.contains(
+            "svrkit_client_requests_total{service=\"svrkit.demo.Echo\",method=\"Echo\"} 3"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("svrkit_client_responses_total{service=\"svrkit.demo.Echo\",method=\"Relay\",code=\"failed_precondition\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE svrkit_client_request_duration_seconds histogram"),
+        "{metrics}"
+    );
     for process in [
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",

@@ -420,7 +420,16 @@ impl ChannelInner {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// One call, measured (`svrkit_client_*` per method).
     async fn call(&self, request: RpcRequest) -> Result<RpcResponse, Status> {
+        let (method, started) = (request.method, Instant::now());
+        let result = self.call_unmeasured(request).await;
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        super::metrics::call_finished(method, code, started.elapsed());
+        result
+    }
+
+    async fn call_unmeasured(&self, request: RpcRequest) -> Result<RpcResponse, Status> {
         let ctx = Context::current();
         let opts = &request.options;
         let method = request.method;

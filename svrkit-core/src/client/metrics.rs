@@ -7,6 +7,71 @@
 //! | `svrkit_client_backup_requests_total` | counter | — |
 //! | `svrkit_client_ejections_total` | counter | — |
 //! | `svrkit_client_local_shed_total` | counter | reason (`collaborative`, `throttle`) |
+//! | `svrkit_client_requests_total` | counter | service, method |
+//! | `svrkit_client_responses_total` | counter | service, method, code |
+//! | `svrkit_client_request_duration_seconds` | histogram | service, method (the whole call, retries and hedges included) |
+//!
+//! The per-method handles are cached per thread, keyed by the method's descriptor, so a
+//! call costs one thread-local lookup and no registry access.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+
+use crate::method::MethodDesc;
+use crate::status::Code;
+
+/// Calls completed, per method.
+pub(crate) const CLIENT_REQUESTS_TOTAL: &str = "svrkit_client_requests_total";
+/// Calls completed, per method and status code.
+pub(crate) const CLIENT_RESPONSES_TOTAL: &str = "svrkit_client_responses_total";
+/// Time from calling to the answer, per method.
+pub(crate) const CLIENT_REQUEST_DURATION: &str = "svrkit_client_request_duration_seconds";
+
+/// One method's handles.
+struct MethodHandles {
+    desc: &'static MethodDesc,
+    requests: Counter,
+    duration: Histogram,
+    responses: [Option<Counter>; Code::ALL.len()],
+}
+
+thread_local! {
+    static HANDLES: RefCell<HashMap<usize, MethodHandles>> = RefCell::new(HashMap::new());
+}
+
+/// Records a finished call of `method`.
+pub(crate) fn call_finished(method: &'static MethodDesc, code: Code, elapsed: Duration) {
+    HANDLES.with(|handles| {
+        let mut handles = handles.borrow_mut();
+        let h = handles
+            .entry(std::ptr::from_ref(method) as usize)
+            .or_insert_with(|| {
+                let labels = [("service", method.service), ("method", method.method)];
+                MethodHandles {
+                    desc: method,
+                    requests: metrics::counter!(CLIENT_REQUESTS_TOTAL, &labels),
+                    duration: metrics::histogram!(CLIENT_REQUEST_DURATION, &labels),
+                    responses: std::array::from_fn(|_| None),
+                }
+            });
+        h.requests.increment(1);
+        h.duration.record(elapsed.as_secs_f64());
+        let desc = h.desc;
+        h.responses[code as usize]
+            .get_or_insert_with(|| {
+                metrics::counter!(
+                    CLIENT_RESPONSES_TOTAL,
+                    "service" => desc.service,
+                    "method" => desc.method,
+                    "code" => code.as_str()
+                )
+            })
+            .increment(1);
+    });
+}
 
 /// A retry was sent.
 pub(crate) fn retried(reason: &'static str) {

@@ -66,6 +66,21 @@ pub fn describe() {
         "Requests refused before they could be routed, by reason."
     );
     describe_counter!(
+        crate::client::metrics::CLIENT_REQUESTS_TOTAL,
+        Unit::Count,
+        "Calls a client completed, per method."
+    );
+    describe_counter!(
+        crate::client::metrics::CLIENT_RESPONSES_TOTAL,
+        Unit::Count,
+        "Calls a client completed, per method and status code."
+    );
+    describe_histogram!(
+        crate::client::metrics::CLIENT_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from a client's call to its answer, retries and hedges included, per method."
+    );
+    describe_counter!(
         "svrkit_client_retries_total",
         Unit::Count,
         "Calls a client sent again after a failure, per service."
