@@ -191,7 +191,8 @@ impl Peers {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings), and installs the metrics
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings, inside each request's
+/// `rpc` span so every line names its trace, span and parent), and installs the metrics
 /// recorder with every backend metric described: every backend binary calls it first.
 pub fn init_tracing() {
     match svrkit::admin::install_metrics() {
@@ -201,7 +202,8 @@ pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,svrkit::server::call=info".into()),
         )
         .init();
 }

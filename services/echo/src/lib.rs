@@ -64,6 +64,7 @@ impl EchoService {
 impl Echo for EchoService {
     async fn echo(&self, request: EchoRequest) -> Result<EchoReply, Status> {
         let seen = self.seen();
+        tracing::debug!(instance = %self.name, "echo");
         if request.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))).await;
         }
@@ -75,6 +76,7 @@ impl Echo for EchoService {
 
     async fn relay(&self, request: EchoRequest) -> Result<RelayReply, Status> {
         let first = self.seen();
+        tracing::debug!(instance = %self.name, "relay");
         let next = self
             .next
             .as_ref()

@@ -156,3 +156,82 @@ async fn work_past_the_deadline_never_reaches_the_next_hop() {
     front.shutdown().await;
     back_server.shutdown().await;
 }
+
+/// Captured log output, shared with the subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every line a handler logs runs inside the request's `rpc` span: it names the trace,
+/// and the second hop's span names the first hop's as its parent.
+#[tokio::test(flavor = "current_thread")]
+async fn handler_logs_carry_the_trace_and_the_parent_span() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let back =
+        start(Server::builder().add_service(EchoServer::new(EchoService::new("back")))).await;
+    let front_service =
+        EchoService::new("front").with_next_hop(EchoClient::new(Channel::lazy([back.addr])));
+    let front = start(Server::builder().add_service(EchoServer::new(front_service))).await;
+    let client = EchoClient::new(Channel::connect(front.addr).await.expect("connect"));
+    Context::new()
+        .with_trace_id(0xfeed)
+        .scope(client.relay(request(0)))
+        .await
+        .expect("relay");
+
+    let text = String::from_utf8_lossy(
+        &captured
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned();
+    let line = |what: &str| -> String {
+        text.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} line in:\n{text}"))
+            .to_string()
+    };
+    let field = |line: &str, name: &str| -> String {
+        line.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|rest| rest.split([' ', '}', ':']).next())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .to_string()
+    };
+    let relay = line("relay instance=front");
+    let echo = line("echo instance=back");
+    for l in [&relay, &echo] {
+        assert!(l.contains("rpc{"), "{l}");
+        assert_eq!(field(l, "trace_id"), format!("{:016x}", 0xfeed), "{l}");
+    }
+    assert!(relay.contains("method=\"Relay\""), "{relay}");
+    assert!(echo.contains("method=\"Echo\""), "{echo}");
+    assert_ne!(field(&relay, "span_id"), "0".repeat(16), "{relay}");
+    assert_ne!(field(&relay, "span_id"), field(&echo, "span_id"));
+    assert_eq!(
+        field(&echo, "parent"),
+        field(&relay, "span_id"),
+        "the second hop's parent is the first hop's span:\n{relay}\n{echo}"
+    );
+}

@@ -1,4 +1,4 @@
-//! The future of one handler invocation: context, deadline and nothing else.
+//! The future of one handler invocation: its context, its tracing span, its deadline.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,15 +21,42 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         ctx: Context,
+        span: tracing::Span,
         sleep: Option<Pin<Box<Sleep>>>,
     }
 }
 
+/// An id as 16 hex digits, the way logs show trace and span ids.
+struct Hex(u64);
+
+impl std::fmt::Display for Hex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 impl<F> HandlerCall<F> {
-    pub(crate) fn new(inner: F, ctx: Context) -> HandlerCall<F> {
+    /// The call of `method` with `ctx`. Its span (`rpc`, at INFO) carries the request's
+    /// identity, so every line the handler logs names the trace it belongs to; when INFO
+    /// is off for svrkit the span is never built.
+    pub(crate) fn new(inner: F, ctx: Context, method: &'static str) -> HandlerCall<F> {
+        let span = tracing::info_span!(
+            "rpc",
+            service = ctx.service(),
+            method,
+            trace_id = %Hex(ctx.trace_id()),
+            span_id = %Hex(ctx.span_id()),
+            parent = %Hex(ctx.parent_span_id()),
+            caller = ctx.caller().unwrap_or(""),
+            uid = ctx.uid(),
+            business = ctx.business_priority(),
+            user = ctx.user_priority(),
+            attempt = ctx.attempt(),
+        );
         HandlerCall {
             inner,
             ctx,
+            span,
             sleep: None,
         }
     }
@@ -44,7 +71,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
-        if let Poll::Ready(result) = this.ctx.clone().sync_scope(|| inner.poll(cx)) {
+        let entered = this.span.enter();
+        let polled = this.ctx.clone().sync_scope(|| inner.poll(cx));
+        drop(entered);
+        if let Poll::Ready(result) = polled {
             return Poll::Ready(result);
         }
         let Some(deadline) = this.ctx.deadline() else {

@@ -391,7 +391,7 @@ where
             admission.started(queued);
         }
         method_metrics.started(queued);
-        let mut call = Box::pin(HandlerCall::new(handler, ctx));
+        let mut call = Box::pin(HandlerCall::new(handler, ctx, method_metrics.method()));
         let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
         if let Poll::Ready(result) = first {
             method_metrics.finished(code_of(&result), start.elapsed());
@@ -488,7 +488,7 @@ where
         admission.started(queued);
     }
     q.method_metrics.started(queued);
-    let result = HandlerCall::new(handler, ctx).await;
+    let result = HandlerCall::new(handler, ctx, q.method_metrics.method()).await;
     q.method_metrics.finished(code_of(&result), start.elapsed());
     q.conn.respond(q.id, result.as_ref().map(Bytes::as_ref));
 }
