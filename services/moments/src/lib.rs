@@ -128,7 +128,7 @@ struct PullList {
     read_at: Option<Instant>,
 }
 
-/// A post as a viewer gets it, and whether they may see it.
+/// Whether `viewer` may see `post`, given who is a friend of theirs both ways (`mutual`).
 fn may_see(post: &MomentPost, viewer: u64, mutual: &HashSet<u64>) -> bool {
     if post.deleted {
         return false;
@@ -316,8 +316,9 @@ impl MomentsService {
             .collect())
     }
 
-    /// Fills one page from `sources` (each a function reading pointers below a position),
-    /// newest first, skipping what the viewer may not see; the page and the next cursor.
+    /// Fills one page from `sources` (each a user, and whether to read their outbox rather
+    /// than their timeline), newest first, skipping what the viewer may not see; the page
+    /// and the next cursor.
     async fn page(
         &self,
         viewer: u64,
