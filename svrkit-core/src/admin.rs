@@ -2,6 +2,7 @@
 //!
 //! | path | answer |
 //! |---|---|
+//! | `/` | HTML: the same figures as `/status`, live (requests/s, errors, p50/p99 per method, DAGOR level and sheds), for a person ([`page`]) |
 //! | `/metrics` | Prometheus text: every metric recorded through the `metrics` facade, and the process metrics (CPU, memory, descriptors, threads) |
 //! | `/status` | JSON: service, version label, instance id, uptime, config version, connections, in-flight, per-method counts and latencies, DAGOR admission level, queuing time and shed counts |
 //! | `/healthz` | `200 ok` while the process runs |
@@ -21,7 +22,6 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +31,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::server::{ServerSnapshot, ServerStats};
+
+pub mod page;
 
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +200,7 @@ impl AdminServer {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = Router::new()
+        let app = page::router()
             .route("/metrics", get(metrics))
             .route("/status", get(status))
             .route("/healthz", get(|| async { "ok\n" }))
@@ -223,6 +225,7 @@ fn server_json(s: &ServerSnapshot) -> Value {
             "errors": m.errors,
             "in_flight": m.in_flight,
             "mean_latency_ms": m.mean_latency_ms,
+            "p50_latency_ms": m.p50_latency_ms,
             "p99_latency_ms": m.p99_latency_ms,
         })).collect::<Vec<_>>(),
         "admission": s.admission.as_ref().map(|a| json!({

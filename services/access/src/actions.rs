@@ -44,6 +44,8 @@ pub const ACTIONS: &[ActionSpec] = &[
     action("login", priority::AUTH, false),
     action("logout", priority::AUTH, true),
     action("profile.get", priority::CONTACT_READ, true),
+    action("user.find", priority::CONTACT_READ, true),
+    action("endpoint", priority::AUTH, true),
     action("profile.update", priority::CONTACT_WRITE, true),
     action("friends.request", priority::CONTACT_WRITE, true),
     action("friends.accept", priority::CONTACT_WRITE, true),

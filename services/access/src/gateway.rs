@@ -11,10 +11,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use svrkit::overload::user_priority;
 use svrkit::{Code, Context};
-use wx_api::access::{DeliverRequest, Event, PushClient};
+use wx_api::access::{DeliverRequest, EndpointRequest, Event, PushClient};
 use wx_api::account::{
-    AccountClient, GetProfilesRequest, LoginRequest, LogoutRequest, RegisterRequest, TokenState,
-    UpdateProfileRequest, VerifyTokenRequest,
+    AccountClient, FindUserRequest, GetProfilesRequest, LoginRequest, LogoutRequest,
+    RegisterRequest, TokenState, UpdateProfileRequest, VerifyTokenRequest,
 };
 use wx_api::contact::{CheckRequest, ContactClient, FriendRequest, Relation};
 use wx_api::message::{
@@ -279,6 +279,23 @@ impl Gateway {
                 } else {
                     json!({ "profiles": profiles.profiles.iter().map(profile_json).collect::<Vec<_>>() })
                 }
+            }
+            "user.find" => {
+                let name = text(body, "name")?;
+                let profile = a
+                    .find_user(FindUserRequest { name })
+                    .await
+                    .map_err(|s| with_reason(s.into(), Code::NotFound, "unknown_user"))?;
+                json!({ "profile": profile_json(&profile) })
+            }
+            "endpoint" => {
+                let push = self.push.as_ref().ok_or_else(|| {
+                    ApiError::new(Code::Unavailable, "this gateway has no long connections")
+                })?;
+                let reply = push
+                    .endpoint_with(EndpointRequest {}, wx_api::by_uid(me))
+                    .await?;
+                json!({ "websocket_url": reply.websocket_url })
             }
             "profile.update" => {
                 let (profile, mask) = profile_change(body)?;

@@ -28,6 +28,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/{action}", post(call).get(call))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::web::router())
         .with_state(gateway)
 }
 

@@ -1,6 +1,8 @@
 //! The access tier: where clients enter.
 //!
 //! - **access-short** ([`http`]): every action over HTTP/JSON.
+//! - The web client ([`web`]): plain HTML, CSS and JavaScript modules served by
+//!   access-short at `/`, speaking the same API.
 //! - **access-long** ([`ws`]): a WebSocket on which a signed-in client sends the same
 //!   actions and receives pushes; [`push`] finds a user's live connections by uid across
 //!   instances.
@@ -22,6 +24,7 @@ mod json;
 mod moments_actions;
 pub mod push;
 pub mod ratelimit;
+pub mod web;
 pub mod ws;
 
 pub use error::ApiError;

@@ -8,6 +8,8 @@
 //!   256), `WX_MAX_CONNECTIONS_PER_ADDRESS` (256) of them from one address;
 //!   `WX_HEADER_TIMEOUT_MS`, `WX_BODY_TIMEOUT_MS`: how long a request's headers (or
 //!   an idle connection) and its body may take (10 s each). See `access::edge`.
+//! - `WX_PUBLIC_WS_URL` (access-long): the WebSocket URL clients are given (default
+//!   `ws://` + the `WX_WS` address + `/v1/ws`), for a gateway behind a proxy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -126,7 +128,12 @@ async fn main() -> anyhow::Result<()> {
             let hub = Hub::new(me, PushClient::new(presence));
             tokio::spawn(Arc::clone(&hub).reannounce_forever(instances_changed));
             let listener = tokio::net::TcpListener::bind(env_addr("WX_WS")?).await?;
-            println!("ws on {}", listener.local_addr()?);
+            let ws_addr = listener.local_addr()?;
+            println!("ws on {ws_addr}");
+            // What clients are told to open: the listening address unless a proxy in
+            // front of the gateway says otherwise.
+            let websocket_url = std::env::var("WX_PUBLIC_WS_URL")
+                .unwrap_or_else(|_| format!("ws://{ws_addr}/v1/ws"));
             let ws = tokio::spawn(access::ws::serve(
                 listener,
                 gateway,
@@ -134,7 +141,8 @@ async fn main() -> anyhow::Result<()> {
                 edge,
                 wait(),
             ));
-            let server = Server::builder().add_service(PushServer::new(PushService::new(hub)));
+            let server = Server::builder()
+                .add_service(PushServer::new(PushService::new(hub, websocket_url)));
             launch.serve_until(server, wait()).await?;
             ws.await??;
         }

@@ -20,7 +20,10 @@ use serde_json::{Value, json};
 use svrkit::{Channel, Code, Status};
 use tokio::sync::mpsc;
 use wx_api::access::push_server::Push;
-use wx_api::access::{AnnounceReply, AnnounceRequest, DeliverReply, DeliverRequest, PushClient};
+use wx_api::access::{
+    AnnounceReply, AnnounceRequest, DeliverReply, DeliverRequest, EndpointReply, EndpointRequest,
+    PushClient,
+};
 use wx_api::by_uid;
 
 /// How often an instance repeats the presence it holds.
@@ -251,12 +254,14 @@ impl Drop for Registration {
 #[derive(Debug, Clone)]
 pub struct PushService {
     hub: Arc<Hub>,
+    /// Where clients open this instance's WebSocket.
+    websocket_url: String,
 }
 
 impl PushService {
-    /// The service over `hub`.
-    pub fn new(hub: Arc<Hub>) -> PushService {
-        PushService { hub }
+    /// The service over `hub`, telling clients to connect to `websocket_url`.
+    pub fn new(hub: Arc<Hub>, websocket_url: String) -> PushService {
+        PushService { hub, websocket_url }
     }
 }
 
@@ -310,6 +315,12 @@ impl Push for PushService {
             .ok_or_else(|| Status::invalid_argument("no event"))?;
         Ok(DeliverReply {
             delivered: self.hub.deliver_here(request.uid, &event.kind, &event.json),
+        })
+    }
+
+    async fn endpoint(&self, _: EndpointRequest) -> Result<EndpointReply, Status> {
+        Ok(EndpointReply {
+            websocket_url: self.websocket_url.clone(),
         })
     }
 

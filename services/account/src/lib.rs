@@ -19,8 +19,8 @@ use std::time::Duration;
 use svrkit::{Code, Status};
 use wx_api::account::account_server::Account;
 use wx_api::account::{
-    ExistsReply, ExistsRequest, GetProfilesReply, GetProfilesRequest, LoginReply, LoginRequest,
-    LogoutReply, LogoutRequest, Profile, RegisterReply, RegisterRequest, TokenState,
+    ExistsReply, ExistsRequest, FindUserRequest, GetProfilesReply, GetProfilesRequest, LoginReply,
+    LoginRequest, LogoutReply, LogoutRequest, Profile, RegisterReply, RegisterRequest, TokenState,
     UpdateProfileRequest, VerifyTokenReply, VerifyTokenRequest,
 };
 use wx_api::contact::{CheckRequest, ContactClient, Relation};
@@ -452,6 +452,29 @@ impl Account for AccountService {
             }
         }
         Err(Status::aborted("the profile kept changing; try again"))
+    }
+
+    async fn find_user(&self, request: FindUserRequest) -> Result<Profile, Status> {
+        acting_user()?;
+        check_name(&request.name)?;
+        let uid = self
+            .store
+            .lookup_name_with(
+                LookupNameRequest {
+                    name: request.name.clone(),
+                },
+                by_uid(name_key(&request.name)),
+            )
+            .await?
+            .uid;
+        let found = self
+            .get_profiles(GetProfilesRequest { uids: vec![uid] })
+            .await?;
+        found
+            .profiles
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::not_found(format!("no user named {}", request.name)))
     }
 
     async fn exists(&self, request: ExistsRequest) -> Result<ExistsReply, Status> {

@@ -28,6 +28,8 @@ pub struct MethodSnapshot {
     pub in_flight: i64,
     /// Mean handler time, in milliseconds.
     pub mean_latency_ms: f64,
+    /// Median handler time, in milliseconds (within 19 %).
+    pub p50_latency_ms: f64,
     /// 99th-percentile handler time, in milliseconds (within 19 %).
     pub p99_latency_ms: f64,
 }
@@ -75,6 +77,7 @@ impl ServerStats {
                     } else {
                         latency as f64 / requests as f64 / 1000.0
                     },
+                    p50_latency_ms: m.stats.latency.quantile_ms(0.5),
                     p99_latency_ms: m.stats.latency.quantile_ms(0.99),
                 })
             })

@@ -1,0 +1,138 @@
+// The backend's public API: actions over HTTP (`POST /v1/ACTION`) and the live
+// WebSocket of an access-long instance.
+
+/** An action the backend refused: `code` and `reason` as the API states them. */
+export class ApiError extends Error {
+  constructor(status, error) {
+    super(error?.message ?? `HTTP ${status}`);
+    this.status = status;
+    this.code = error?.code ?? "unknown";
+    this.reason = error?.reason ?? "";
+  }
+}
+
+/** A readable sentence for an API error. */
+export function explain(e) {
+  if (!(e instanceof ApiError)) return `Could not reach the server (${e.message ?? e}).`;
+  const known = {
+    wrong_password: "Wrong password.",
+    unknown_user: "No such user.",
+    name_taken: "That name is taken.",
+    not_friend: "You are not friends (yet).",
+    not_member: "You are not in this group.",
+    rate_limited: "Too many requests; slow down a little.",
+    login_throttled: "Too many wrong passwords for this account; wait a moment.",
+    token_expired: "Your session expired; log in again.",
+    token_invalid: "Your session ended; log in again.",
+    not_visible: "You cannot see this post.",
+    not_author: "Only the author can do that.",
+  };
+  const prefix = known[e.reason];
+  return prefix ? `${prefix} (${e.message})` : e.message;
+}
+
+/** Calls actions with the session token. */
+export class Api {
+  constructor() {
+    this.token = null;
+  }
+
+  /** Runs `action` with `body`; resolves to the answer or throws an ApiError. */
+  async call(action, body = {}) {
+    const headers = { "Content-Type": "application/json" };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    const response = await fetch(`/v1/${action}`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+    });
+    let answer = null;
+    try {
+      answer = await response.json();
+    } catch {
+      throw new ApiError(response.status, { message: `HTTP ${response.status}` });
+    }
+    if (!answer.ok) throw new ApiError(response.status, answer.error);
+    return answer;
+  }
+}
+
+/**
+ * The live connection: authenticates with the token, hands every push to `onPush`,
+ * reports its state to `onState` ("connecting", "live", "offline") and reconnects with
+ * a growing pause until `close()`.
+ */
+export class Live {
+  constructor(api, onPush, onState) {
+    this.api = api;
+    this.onPush = onPush;
+    this.onState = onState;
+    this.socket = null;
+    this.closed = false;
+    this.pause = 500;
+    this.timer = null;
+  }
+
+  async open() {
+    if (this.closed) return;
+    this.onState("connecting");
+    let url;
+    try {
+      url = (await this.api.call("endpoint")).websocket_url;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) {
+        this.onPush("session_ended", { reason: e.reason });
+        return;
+      }
+      this.retry();
+      return;
+    }
+    const socket = new WebSocket(url);
+    this.socket = socket;
+    socket.addEventListener("open", () => {
+      socket.send(JSON.stringify({ op: "auth", token: this.api.token }));
+    });
+    socket.addEventListener("message", (event) => {
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (frame.op === "auth") {
+        if (frame.ok) {
+          this.pause = 500;
+          this.onState("live");
+        } else {
+          this.onPush("session_ended", { reason: frame.error?.reason ?? "auth" });
+        }
+      } else if (frame.push) {
+        this.onPush(frame.push, frame.body ?? {});
+      }
+    });
+    socket.addEventListener("close", () => {
+      if (this.socket === socket) {
+        this.socket = null;
+        this.retry();
+      }
+    });
+  }
+
+  retry() {
+    this.onState("offline");
+    if (this.closed) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.open(), this.pause);
+    this.pause = Math.min(this.pause * 2, 30000);
+  }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.timer);
+    const socket = this.socket;
+    this.socket = null;
+    socket?.close();
+    this.onState("offline");
+  }
+}
