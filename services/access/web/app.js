@@ -1,12 +1,26 @@
 // The web client: sign-in, contacts, chats (live: a push says "sync", the client syncs
-// with its SyncKey), Moments and the profile. State lives in memory; the session token
-// in sessionStorage (this origin only), read marks in localStorage.
+// with its SyncKey), Moments and the profile. The session token lives in sessionStorage
+// (this origin only). As in WeChat, the server's mailbox is a sync queue, not an
+// archive — what every device has synced is trimmed — so chat history is kept on the
+// device: messages, the SyncKey and read marks in localStorage, per user.
 
 import { Api, ApiError, Live, explain } from "./api.js";
 import { $, h, fill, when, showError, checked } from "./view.js";
 
 const SESSION = "svrkit.session";
 const MAX_SYNC_PAGES = 50;
+/** Messages kept per chat on this device. */
+const KEEP_PER_CHAT = 500;
+
+/** This browser's device id: one per browser, so devices do not trim each other's. */
+function deviceId() {
+  let id = localStorage.getItem("svrkit.device");
+  if (!id) {
+    id = `web-${crypto.randomUUID().slice(0, 18)}`;
+    localStorage.setItem("svrkit.device", id);
+  }
+  return id;
+}
 
 const api = new Api();
 const state = {
@@ -57,6 +71,39 @@ async function learnGroup(gid) {
   }
 }
 
+// ---------- history on this device ----------
+
+function historyKey() {
+  return `svrkit.history.${state.uid}`;
+}
+
+function loadHistory() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(historyKey()) ?? "null");
+    if (!saved) return;
+    state.syncKey = saved.syncKey ?? "";
+    for (const m of saved.messages ?? []) {
+      if (state.seen.has(m.msg_id)) continue;
+      state.seen.add(m.msg_id);
+      const key = chatKey(m);
+      if (!state.chats.has(key)) state.chats.set(key, []);
+      state.chats.get(key).push(m);
+    }
+  } catch {
+    localStorage.removeItem(historyKey());
+  }
+}
+
+function saveHistory() {
+  const messages = [];
+  for (const list of state.chats.values()) messages.push(...list.slice(-KEEP_PER_CHAT));
+  try {
+    localStorage.setItem(historyKey(), JSON.stringify({ syncKey: state.syncKey, messages }));
+  } catch {
+    // Storage full: the history stays in memory for this visit.
+  }
+}
+
 // ---------- session ----------
 
 function saveSession(uid, token) {
@@ -70,6 +117,7 @@ async function signedIn(uid, token) {
   $("auth").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = false;
+  loadHistory();
   await Promise.all([loadProfile(), refreshContacts()]);
   await sync();
   state.live = new Live(api, onPush, onLiveState);
@@ -375,7 +423,7 @@ async function sync() {
       const fresh = [];
       await guarded("compose-error", async () => {
         for (let page = 0; page < MAX_SYNC_PAGES; page++) {
-          const r = await api.call("sync", { sync_key: state.syncKey, device: "web" });
+          const r = await api.call("sync", { sync_key: state.syncKey, device: deviceId() });
           for (const m of r.messages) {
             if (state.seen.has(m.msg_id)) continue;
             state.seen.add(m.msg_id);
@@ -387,9 +435,14 @@ async function sync() {
           if (r.profile) showProfile(r.profile);
           if (r.contacts?.length) refreshContacts();
           state.syncKey = r.sync_key;
+          // Saved before the next request presents the key (which lets the server trim).
+          saveHistory();
           if (!r.has_more) break;
         }
       });
+      const names = [...state.chats.values()].flatMap((list) => list.slice(-1).flatMap((m) => [m.from, m.to]));
+      await learnProfiles(names);
+      for (const key of state.chats.keys()) if (key.startsWith("g:")) await learnGroup(Number(key.slice(2)));
       if (fresh.length) {
         await learnProfiles(fresh.flatMap((m) => [m.from, m.to]));
         for (const gid of new Set(fresh.map((m) => Number(m.group_id)).filter(Boolean))) await learnGroup(gid);

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The most bytes read of an answer.
+const MAX_ANSWER: u64 = 4 << 20;
+
 /// `GET path` at `addr`: the status code and body, or `None` when nothing answers
 /// properly within a second.
 pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -13,7 +16,12 @@ pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.ok()?;
+        // An admin answer is a few kilobytes; a larger one is not read whole.
+        (&mut stream)
+            .take(MAX_ANSWER)
+            .read_to_end(&mut raw)
+            .await
+            .ok()?;
         let text = String::from_utf8(raw).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
         let code = head.split_whitespace().nth(1)?.parse().ok()?;

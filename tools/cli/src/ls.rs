@@ -1,11 +1,10 @@
 //! `svrkit ls`: services and instances in the registry.
 
-use anyhow::anyhow;
 use serde_json::{Value, json};
 use svrkit::discovery::Instance;
 
 use crate::Failure;
-use crate::target::{RegistryArgs, Store};
+use crate::target::RegistryArgs;
 
 /// Options of `svrkit ls`.
 #[derive(Debug, clap::Args)]
@@ -25,41 +24,13 @@ async fn status(instance: &Instance) -> Option<Value> {
 }
 
 pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
-    let instances: Vec<Instance> = match args.registry.store() {
-        Store::Embedded(registry) => {
-            let services = match &args.service {
-                Some(service) => vec![service.clone()],
-                None => registry.services().map_err(|e| Failure::Failed(e.into()))?,
-            };
-            let mut all = Vec::new();
-            for service in services {
-                all.extend(
-                    registry
-                        .live(&service)
-                        .map_err(|e| Failure::Failed(e.into()))?,
-                );
-            }
-            all
-        }
-        Store::Etcd(registry) => {
-            let all = registry
-                .all()
-                .await
-                .map_err(|e| Failure::Failed(anyhow!("{e}")))?;
-            all.into_iter()
-                .filter(|i| args.service.as_ref().is_none_or(|s| *s == i.service))
-                .collect()
-        }
-    };
+    let instances = crate::console::instances(&args.registry, args.service.as_deref())
+        .await
+        .map_err(Failure::Failed)?;
     let mut rows = Vec::new();
     for instance in &instances {
         let status = status(instance).await;
-        let health = match (&instance.admin, &status) {
-            (None, _) => "unknown",
-            (Some(_), None) => "down",
-            (Some(_), Some(s)) if s["ready"] == true => "ready",
-            (Some(_), Some(_)) => "not ready",
-        };
+        let health = crate::console::health(instance, status.as_ref());
         rows.push(json!({
             "service": instance.service,
             "id": instance.id,

@@ -24,6 +24,7 @@ macro_rules! outln {
 mod call;
 mod cluster;
 mod config;
+mod console;
 mod http;
 mod ls;
 mod new;
@@ -85,6 +86,11 @@ enum Command {
     ///
     /// Example: svrkit deploy echo --gray percent:10, then svrkit deploy echo promote
     Deploy(cluster::DeployArgs),
+    /// A live cluster view in the browser: services, instances, health, requests/s,
+    /// errors, p99, DAGOR level, restarts, gray beside stable.
+    ///
+    /// Example: svrkit console --listen 127.0.0.1:8420
+    Console(console::ConsoleArgs),
     /// Gray-release configuration: show, publish, promote, rollback.
     ///
     /// Example: svrkit config publish svrkit.demo.Echo '{"limit":5}' --percent 10
@@ -123,6 +129,7 @@ fn main() -> ExitCode {
             Command::New(args) => new::run(args).await,
             Command::Call(args) => call::run(args).await,
             Command::Ls(args) => ls::run(args).await,
+            Command::Console(args) => console::run(args).await,
             Command::Config(args) => config::run(args).await,
             Command::Up(args) => cluster::up(args).await,
             Command::Down(args) => cluster::down(args).await,

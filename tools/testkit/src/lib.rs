@@ -9,6 +9,8 @@ use std::time::Duration;
 use svrkit::discovery::{EtcdRegistry, Registry};
 
 /// How long a test waits for something that should take milliseconds.
+pub mod browser;
+
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A fresh directory under the system's temporary directory.

@@ -26,6 +26,7 @@ pub(crate) use deploy::{DeployArgs, deploy, describe_selector};
 pub(crate) use down::{DownArgs, down};
 pub(crate) use logs::{LogsArgs, logs};
 pub(crate) use ps::{PsArgs, ps};
+pub(crate) use state::read_state;
 pub(crate) use up::{UpArgs, up};
 
 /// Where the deployment's state lives.

@@ -1,0 +1,156 @@
+//! The web client in a real headless Chromium against the real backend: two people
+//! register, befriend each other, chat (the second sees the first's message arrive
+//! without reloading, and the history survives a reload) and meet in Moments. Errors
+//! from the API show next to what caused them. Screenshots go to docs/screenshots/.
+
+mod common;
+
+use common::{Backend, Registry};
+use svrkit_testkit::browser::{
+    Browser, Client, click, screenshot, type_into, wait_for, wait_for_text,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Registers `name` through the page and waits until the app shows them signed in.
+async fn register(page: &Client, name: &str, nickname: &str) {
+    type_into(page, "#register-name", name).await;
+    type_into(page, "#register-nickname", nickname).await;
+    type_into(page, "#register-password", "correct horse battery").await;
+    click(page, "#register-form button[type=submit]").await;
+    wait_for_text(page, "#whoami", nickname).await;
+}
+
+/// The response head of `GET path` from access-short.
+async fn head_of(backend: &Backend, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(backend.http.addr())
+        .await
+        .expect("access-short accepts");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("sent");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer).to_string();
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_befriend_chat_and_meet_in_moments_in_a_real_browser() {
+    let Some(mut browser) = Browser::start("web client").await else {
+        return;
+    };
+    let backend = Backend::start(Registry::Embedded).await;
+    let url = format!("http://{}/", backend.http.addr());
+
+    // The page and its scripts come with a policy that allows no inline script, and the
+    // API tells no other origin it may read it.
+    let page_head = head_of(&backend, "/").await;
+    assert!(
+        page_head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{page_head}"
+    );
+    assert!(page_head.contains("x-frame-options: deny"), "{page_head}");
+    assert!(
+        !head_of(&backend, "/v1/login")
+            .await
+            .contains("access-control-allow-origin")
+    );
+
+    let alice_name = common::unique("alice");
+    let bob_name = common::unique("bob");
+    let alice = browser.session(1200, 820).await;
+    // Bob uses a phone-sized window.
+    let bob = browser.session(390, 844).await;
+    alice.goto(&url).await.expect("alice opens the page");
+    bob.goto(&url).await.expect("bob opens the page");
+
+    // An error from the API shows next to the form that caused it.
+    type_into(&bob, "#login-name", &bob_name).await;
+    type_into(&bob, "#login-password", "whatever it is").await;
+    click(&bob, "#login-form button[type=submit]").await;
+    wait_for_text(&bob, "#login-error", "No such user").await;
+
+    register(&alice, &alice_name, "Alice").await;
+    register(&bob, &bob_name, "Bob").await;
+    // Both hold a live connection.
+    wait_for_text(&alice, "#live", "live").await;
+    wait_for_text(&bob, "#live", "live").await;
+
+    // Alice finds Bob by name and asks.
+    click(&alice, "#tabs button[data-tab=contacts]").await;
+    type_into(&alice, "#search-name", "no_such_person_here").await;
+    click(&alice, "#search-form button[type=submit]").await;
+    wait_for_text(&alice, "#search-error", "No such user").await;
+    type_into(&alice, "#search-name", &bob_name).await;
+    click(&alice, "#search-form button[type=submit]").await;
+    type_into(&alice, "#greeting", "It's Alice from the lake").await;
+    click(&alice, "#search-result .add-friend").await;
+    wait_for_text(&alice, "#search-result", "Request sent").await;
+
+    // Bob is told at once (a push, no reload) and accepts.
+    wait_for_text(&bob, "#badge-contacts", "1").await;
+    click(&bob, "#tabs button[data-tab=contacts]").await;
+    wait_for_text(&bob, "#requests", "It's Alice from the lake").await;
+    click(&bob, "#requests .accept").await;
+    wait_for_text(&bob, "#friends", "Alice").await;
+
+    // Alice sees the new friend appear, opens the chat and writes.
+    wait_for_text(&alice, "#friends", "Bob").await;
+    click(&alice, "#friends .chat").await;
+    type_into(&alice, "#compose-text", "Hello Bob! Lunch at noon?").await;
+    click(&alice, "#compose-form button[type=submit]").await;
+    wait_for_text(&alice, "#messages", "Hello Bob! Lunch at noon?").await;
+
+    // Bob, still on Contacts, sees an unread message arrive without reloading.
+    wait_for_text(&bob, "#badge-chats", "1").await;
+    click(&bob, "#tabs button[data-tab=chats]").await;
+    wait_for_text(&bob, "#chat-list .unread", "1").await;
+    click(&bob, "#chat-list li").await;
+    wait_for_text(&bob, "#messages", "Hello Bob! Lunch at noon?").await;
+    type_into(&bob, "#compose-text", "Noon works. See you there").await;
+    click(&bob, "#compose-form button[type=submit]").await;
+    wait_for_text(&alice, "#messages", "Noon works. See you there").await;
+    screenshot(&alice, "web-chat").await;
+
+    // The history survives a reload, and a read chat stays read.
+    bob.refresh().await.expect("bob reloads");
+    wait_for_text(&bob, "#whoami", "Bob").await;
+    click(&bob, "#chat-list li").await;
+    wait_for_text(&bob, "#messages", "Hello Bob! Lunch at noon?").await;
+    wait_for_text(&bob, "#messages", "Noon works. See you there").await;
+    assert!(
+        bob.find(svrkit_testkit::browser::Locator::Css("#chat-list .unread"))
+            .await
+            .is_err(),
+        "a chat read before the reload shows no unread count after it"
+    );
+
+    // Alice posts to Moments; Bob sees it on his timeline, likes it and comments.
+    click(&alice, "#tabs button[data-tab=moments]").await;
+    type_into(&alice, "#post-text", "First light over the lake").await;
+    click(&alice, "#post-form button[type=submit]").await;
+    wait_for_text(&alice, "#feed", "First light over the lake").await;
+    click(&bob, "#tabs button[data-tab=moments]").await;
+    wait_for_text(&bob, "#feed .post", "First light over the lake").await;
+    click(&bob, "#feed .post .like").await;
+    wait_for_text(&bob, "#feed .post .likes", "Bob").await;
+    type_into(&bob, "#feed .post .comment-text", "Beautiful! Was it cold?").await;
+    click(&bob, "#feed .post .comment-form button[type=submit]").await;
+    wait_for_text(&bob, "#feed .post .comments", "Beautiful! Was it cold?").await;
+    screenshot(&bob, "web-moments-phone").await;
+
+    // Alice sees the like and the comment on her post.
+    click(&alice, "#feed-mine").await;
+    wait_for_text(&alice, "#feed .post .comments", "Beautiful! Was it cold?").await;
+    wait_for_text(&alice, "#feed .post .likes", "Bob").await;
+    screenshot(&alice, "web-moments").await;
+
+    // Logging out ends the session: the page returns to the sign-in forms.
+    click(&alice, "#logout").await;
+    wait_for(&alice, "#login-form").await;
+
+    alice.close().await.expect("alice's browser closes");
+    bob.close().await.expect("bob's browser closes");
+}

@@ -1,0 +1,132 @@
+// The cluster console: polls /api/cluster every second; rates come from the
+// difference between two polls of the same instance.
+
+const $ = (id) => document.getElementById(id);
+let previous = new Map(); // instance id -> { totals, at }
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  if (text instanceof Node) td.append(text);
+  else td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+function fact(label, value, cls) {
+  const div = document.createElement("div");
+  div.className = `fact ${cls ?? ""}`;
+  const b = document.createElement("b");
+  b.textContent = value;
+  const span = document.createElement("span");
+  span.textContent = label;
+  div.append(b, span);
+  return div;
+}
+
+/** Requests, errors, sheds, worst p99, in-flight and DAGOR level of one /status. */
+function totals(status) {
+  const t = { requests: 0, errors: 0, shed: 0, p99: 0, inFlight: status?.in_flight ?? 0, level: null, dagor: false };
+  for (const server of status?.servers ?? []) {
+    for (const m of server.methods) {
+      t.requests += m.requests;
+      t.errors += m.errors;
+      t.p99 = Math.max(t.p99, m.p99_latency_ms);
+    }
+    if (server.admission) {
+      t.dagor = true;
+      if (server.admission.level) t.level = server.admission.level;
+      for (const s of server.admission.shed_by_business_priority) t.shed += s.shed;
+    }
+  }
+  return t;
+}
+
+function perSecond(now, before, seconds) {
+  if (before === undefined || seconds <= 0) return null;
+  return Math.max(0, (now - before) / seconds);
+}
+
+function render(doc, at) {
+  const next = new Map();
+  const byService = new Map();
+  for (const i of doc.instances) {
+    if (!byService.has(i.service)) byService.set(i.service, []);
+    byService.get(i.service).push(i);
+  }
+  const rows = [];
+  let ready = 0;
+  let overloaded = 0;
+  let clusterRps = 0;
+  for (const service of [...byService.keys()].sort()) {
+    const list = byService.get(service).sort((a, b) =>
+      (a.version === "gray") - (b.version === "gray") || a.id.localeCompare(b.id));
+    const head = document.createElement("tr");
+    head.className = "service";
+    head.dataset.service = service;
+    const readyHere = list.filter((i) => i.health === "ready").length;
+    head.append(cell(service), cell(""), cell(`${readyHere}/${list.length} ready`));
+    for (let k = 0; k < 8; k++) head.append(cell(""));
+    rows.push(head);
+    for (const i of list) {
+      const t = totals(i.status);
+      const before = previous.get(i.id);
+      const seconds = before ? (at - before.at) / 1000 : 0;
+      const rps = perSecond(t.requests, before?.t.requests, seconds);
+      const eps = perSecond(t.errors, before?.t.errors, seconds);
+      const sps = perSecond(t.shed, before?.t.shed, seconds);
+      next.set(i.id, { t, at });
+      if (i.health === "ready") ready++;
+      if (t.level) overloaded++;
+      clusterRps += rps ?? 0;
+      const tr = document.createElement("tr");
+      tr.dataset.instance = i.id;
+      tr.dataset.level = t.level ? `${t.level.business}:${t.level.user}` : "none";
+      if (i.version === "gray") tr.className = "gray";
+      const address = i.admin
+        ? Object.assign(document.createElement("a"), { href: `http://${i.admin}/`, textContent: i.address })
+        : i.address;
+      const version = i.version === "gray" && i.gray_users ? `gray (${i.gray_users})` : i.version;
+      tr.append(
+        cell(i.id),
+        cell(version),
+        cell(i.health, i.health === "ready" ? "good-text" : "bad-text"),
+        cell(rps === null ? "–" : rps.toFixed(1), "num"),
+        cell(eps === null ? "–" : rps > 0 ? `${((100 * eps) / rps).toFixed(1)} %` : eps > 0 ? `${eps.toFixed(1)}/s` : "0 %", eps > 0 ? "num bad" : "num"),
+        cell(t.p99.toFixed(2), "num"),
+        cell(t.inFlight, "num"),
+        cell(t.dagor ? (t.level ? `B ${t.level.business} · U ${t.level.user}` : "admits all") : "off", t.level ? "bad" : ""),
+        cell(sps === null ? "–" : sps.toFixed(1), sps > 0 ? "num bad" : "num"),
+        cell(i.restarts ?? "–", i.restarts ? "num bad" : "num"),
+        cell(address),
+      );
+      rows.push(tr);
+    }
+  }
+  previous = next;
+  $("cluster").tBodies[0].replaceChildren(...rows);
+  $("totals").replaceChildren(
+    fact("services", byService.size),
+    fact("instances", doc.instances.length),
+    fact("ready", ready, ready === doc.instances.length ? "good" : "bad"),
+    fact("requests/s", clusterRps.toFixed(0)),
+    fact("shedding (DAGOR)", overloaded, overloaded ? "bad" : "good"),
+  );
+  const summary = $("summary");
+  summary.textContent = ready === doc.instances.length ? "all ready" : `${doc.instances.length - ready} not ready`;
+  summary.className = `pill ${ready === doc.instances.length ? "good" : "bad"}`;
+}
+
+async function poll() {
+  try {
+    const response = await fetch("/api/cluster", { cache: "no-store" });
+    const doc = await response.json();
+    if (!response.ok) throw new Error(doc.error ?? `HTTP ${response.status}`);
+    $("error").textContent = "";
+    render(doc, Date.now());
+  } catch (e) {
+    $("error").textContent = `The registry could not be read: ${e.message}`;
+  }
+  setTimeout(poll, 1000);
+}
+
+poll();
