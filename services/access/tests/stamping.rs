@@ -51,6 +51,7 @@ impl Account for Recorder {
         verify_token: VerifyTokenRequest => VerifyTokenReply,
         get_profiles: GetProfilesRequest => GetProfilesReply,
         update_profile: UpdateProfileRequest => Profile,
+        find_user: FindUserRequest => Profile,
         exists: ExistsRequest => ExistsReply,
     }
 }
