@@ -41,7 +41,7 @@ async fn two_people_befriend_chat_and_meet_in_moments_in_a_real_browser() {
     let Some(mut browser) = Browser::start("web client").await else {
         return;
     };
-    let backend = Backend::start(Registry::Embedded).await;
+    let backend = Backend::start_with(Registry::Embedded, &[("SVRKIT_ADMIN", "127.0.0.1:0")]).await;
     let url = format!("http://{}/", backend.http.addr());
 
     // The page and its scripts come with a policy that allows no inline script, and the
@@ -150,6 +150,50 @@ async fn two_people_befriend_chat_and_meet_in_moments_in_a_real_browser() {
     // Logging out ends the session: the page returns to the sign-in forms.
     click(&alice, "#logout").await;
     wait_for(&alice, "#login-form").await;
+
+    // The operator's view of the same cluster: every process of the backend, ready.
+    let processes = backend.admin_endpoints().len();
+    let mut console = std::process::Command::new(svrkit_testkit::workspace_binary("svrkit"))
+        .args([
+            "console",
+            "--registry",
+            &backend.registry,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("svrkit console starts");
+    let stdout = console.stdout.take().expect("stdout");
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+    })
+    .await
+    .expect("join")
+    .expect("the console says where it listens");
+    let console_url = first
+        .trim()
+        .strip_prefix("console on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    alice.goto(&console_url).await.expect("open the console");
+    let all_ready = format!("{processes}\nready");
+    wait_for_text(&alice, "#totals", &all_ready).await;
+    wait_for_text(&alice, "#totals", &format!("{processes}\ninstances")).await;
+    for service in [
+        "wx.account.Account",
+        "wx.storage.MomentsStore",
+        "wx.access.Push",
+        "wx.access.Short",
+    ] {
+        wait_for_text(&alice, &format!("tr[data-service=\"{service}\"]"), "ready").await;
+    }
+    // Rates need a second poll.
+    wait_for_text(&alice, "tr[data-instance=\"account-1\"] td:nth-child(4)", ".").await;
+    screenshot(&alice, "console-backend").await;
+    let _ = console.kill();
+    let _ = console.wait();
 
     alice.close().await.expect("alice's browser closes");
     bob.close().await.expect("bob's browser closes");

@@ -46,6 +46,17 @@ function perSecond(now, before, seconds) {
   return Math.max(0, (now - before) / seconds);
 }
 
+/**
+ * Errors as a share of what the instance answered: handlers started (`requests`) plus
+ * what DAGOR shed before a handler (counted in `errors`, not in `requests`).
+ */
+function errorRate(eps, rps, sps) {
+  if (eps === null) return "–";
+  const answered = rps + (sps ?? 0);
+  if (answered <= 0) return eps > 0 ? `${eps.toFixed(1)}/s` : "0 %";
+  return `${Math.min(100, (100 * eps) / answered).toFixed(1)} %`;
+}
+
 function render(doc, at) {
   const next = new Map();
   const byService = new Map();
@@ -91,7 +102,7 @@ function render(doc, at) {
         cell(version),
         cell(i.health, i.health === "ready" ? "good-text" : "bad-text"),
         cell(rps === null ? "–" : rps.toFixed(1), "num"),
-        cell(eps === null ? "–" : rps > 0 ? `${((100 * eps) / rps).toFixed(1)} %` : eps > 0 ? `${eps.toFixed(1)}/s` : "0 %", eps > 0 ? "num bad" : "num"),
+        cell(errorRate(eps, rps, sps), eps > 0 ? "num bad" : "num"),
         cell(t.p99.toFixed(2), "num"),
         cell(t.inFlight, "num"),
         cell(t.dagor ? (t.level ? `B ${t.level.business} · U ${t.level.user}` : "admits all") : "off", t.level ? "bad" : ""),
