@@ -12,11 +12,16 @@ const MAX_SYNC_PAGES = 50;
 /** Messages kept per chat on this device. */
 const KEEP_PER_CHAT = 500;
 
+/** 16 random hex digits (crypto.randomUUID needs a secure context; this does not). */
+function randomHex() {
+  return [...crypto.getRandomValues(new Uint8Array(8))].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** This browser's device id: one per browser, so devices do not trim each other's. */
 function deviceId() {
   let id = localStorage.getItem("svrkit.device");
   if (!id) {
-    id = `web-${crypto.randomUUID().slice(0, 18)}`;
+    id = `web-${randomHex()}`;
     localStorage.setItem("svrkit.device", id);
   }
   return id;
@@ -525,7 +530,7 @@ $("compose-form").addEventListener("submit", async (event) => {
   const key = state.open;
   const text = $("compose-text").value;
   if (!key || !text.trim()) return;
-  const client_msg_id = crypto.randomUUID();
+  const client_msg_id = randomHex();
   const [kind, id] = key.split(":");
   await guarded("compose-error", async () => {
     if (kind === "g") await api.call("group.send", { group_id: Number(id), text, client_msg_id });

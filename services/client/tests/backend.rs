@@ -22,6 +22,7 @@ async fn scripted_session() {
 async fn relations_and_their_limits() {
     let backend = Backend::start(Registry::Embedded).await;
     common::relations_and_their_limits(&backend).await;
+    common::finding_people_and_the_long_connection(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,14 +112,32 @@ async fn two_people_befriend_chat_and_meet_in_moments_in_a_real_browser() {
     type_into(&bob, "#compose-text", "Noon works. See you there").await;
     click(&bob, "#compose-form button[type=submit]").await;
     wait_for_text(&alice, "#messages", "Noon works. See you there").await;
+
+    // A group: Alice makes one with Bob and writes; Bob sees it appear and reads it.
+    click(&alice, "#new-group summary").await;
+    type_into(&alice, "#group-name", "Lunch crew").await;
+    click(&alice, "#group-members input[type=checkbox]").await;
+    click(&alice, "#group-form button[type=submit]").await;
+    wait_for_text(&alice, "#conversation-title", "Lunch crew").await;
+    type_into(&alice, "#compose-text", "Table for two at noon").await;
+    click(&alice, "#compose-form button[type=submit]").await;
+    wait_for_text(&alice, "#messages", "Table for two at noon").await;
+    wait_for_text(&bob, "#chat-list", "Lunch crew").await;
+    click(&bob, "#chat-list li[data-chat^=\"g:\"]").await;
+    wait_for_text(&bob, "#messages", "Table for two at noon").await;
+    wait_for_text(&bob, "#conversation-title", "Alice").await;
+    click(&alice, "#chat-list li[data-chat^=\"u:\"]").await;
+    wait_for_text(&alice, "#messages", "Noon works. See you there").await;
     screenshot(&alice, "web-chat").await;
 
     // The history survives a reload, and a read chat stays read.
     bob.refresh().await.expect("bob reloads");
     wait_for_text(&bob, "#whoami", "Bob").await;
-    click(&bob, "#chat-list li").await;
+    click(&bob, "#chat-list li[data-chat^=\"u:\"]").await;
     wait_for_text(&bob, "#messages", "Hello Bob! Lunch at noon?").await;
     wait_for_text(&bob, "#messages", "Noon works. See you there").await;
+    click(&bob, "#chat-list li[data-chat^=\"g:\"]").await;
+    wait_for_text(&bob, "#messages", "Table for two at noon").await;
     assert!(
         bob.find(svrkit_testkit::browser::Locator::Css("#chat-list .unread"))
             .await
@@ -190,7 +208,12 @@ async fn two_people_befriend_chat_and_meet_in_moments_in_a_real_browser() {
         wait_for_text(&alice, &format!("tr[data-service=\"{service}\"]"), "ready").await;
     }
     // Rates need a second poll.
-    wait_for_text(&alice, "tr[data-instance=\"account-1\"] td:nth-child(4)", ".").await;
+    wait_for_text(
+        &alice,
+        "tr[data-instance=\"account-1\"] td:nth-child(4)",
+        ".",
+    )
+    .await;
     screenshot(&alice, "console-backend").await;
     let _ = console.kill();
     let _ = console.wait();

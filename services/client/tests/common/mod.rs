@@ -514,6 +514,77 @@ pub fn unique(base: &str) -> String {
     format!("{base}_{:x}", svrkit::context::new_id() & 0xff_ffff)
 }
 
+/// `user.find` finds a user by their exact name and shows what a stranger may see;
+/// unknown and impossible names get precise refusals; `endpoint` names an access-long
+/// WebSocket that accepts the caller's token.
+pub async fn finding_people_and_the_long_connection(backend: &Backend) {
+    let http = &backend.http;
+    let finder = backend.user(&unique("finder")).await;
+    let found = backend.user(&unique("found")).await;
+    let token = Some(finder.token.as_str());
+    call(
+        http,
+        "profile.update",
+        json!({ "region": "Shenzhen", "signature": "hi", "private_fields": ["region"] }),
+        Some(&found.token),
+    )
+    .await;
+    let reply = call(http, "user.find", json!({ "name": found.name }), token).await;
+    let profile = &reply["profile"];
+    assert_eq!(profile["uid"], found.uid);
+    assert_eq!(profile["signature"], "hi");
+    assert_eq!(
+        profile["region"], "",
+        "a stranger does not see a private field"
+    );
+    assert_eq!(profile["hidden"], json!(["region"]));
+    let nobody = refused(
+        http,
+        "user.find",
+        json!({ "name": unique("nobody") }),
+        token,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(nobody.reason(), "unknown_user");
+    for bad in [
+        json!({ "name": "no spaces" }),
+        json!({ "name": "x".repeat(10_000) }),
+        json!({}),
+    ] {
+        refused(http, "user.find", bad, token, 400, "invalid_argument").await;
+    }
+    refused(
+        http,
+        "user.find",
+        json!({ "name": found.name }),
+        None,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    refused(http, "endpoint", json!({}), None, 401, "unauthenticated").await;
+
+    let endpoint = call(http, "endpoint", json!({}), token).await;
+    let url = endpoint["websocket_url"].as_str().expect("a URL");
+    let addr: SocketAddr = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.strip_suffix("/v1/ws"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not a WebSocket URL of the gateway: {url}"));
+    assert!(
+        backend.ws.contains(&addr),
+        "{addr} is not an access-long instance"
+    );
+    let mut ws = wx_client::Ws::connect(addr, &finder.token)
+        .await
+        .expect("connects")
+        .expect("the token is accepted");
+    let listed = ws.call("friends.list", json!({})).await.expect("an answer");
+    assert_eq!(listed["ok"], true, "{listed}");
+}
+
 /// Register two users, befriend them (the request is pushed over the long connection),
 /// read profiles as a stranger and as a friend, list friends both ways.
 pub async fn scripted_session(backend: &Backend) {
