@@ -28,6 +28,8 @@ pub struct Context {
     span_id: u64,
     parent_span_id: u64,
     caller: Option<Arc<str>>,
+    /// The caller's service name as its mTLS certificate proves it.
+    peer_identity: Option<Arc<str>>,
     service: &'static str,
     business_priority: u32,
     uid: u64,
@@ -90,6 +92,7 @@ impl Context {
             span_id: new_id(),
             parent_span_id: header.span_id,
             caller: (!header.caller.is_empty()).then(|| Arc::from(header.caller)),
+            peer_identity: None,
             service,
             business_priority: header.business_priority,
             uid: header.uid,
@@ -97,6 +100,22 @@ impl Context {
             gray_tag: (!header.gray_tag.is_empty()).then(|| Arc::from(header.gray_tag)),
             attempt: header.attempt.max(1),
         }
+    }
+
+    /// Records the caller's verified identity (from mutual TLS); it replaces the
+    /// self-declared caller name.
+    pub(crate) fn verified(mut self, identity: Option<Arc<str>>) -> Context {
+        if identity.is_some() {
+            self.caller.clone_from(&identity);
+        }
+        self.peer_identity = identity;
+        self
+    }
+
+    /// The calling service as its certificate proves it (`None` without mutual TLS, or
+    /// outside a server call).
+    pub fn peer_identity(&self) -> Option<&str> {
+        self.peer_identity.as_deref()
     }
 
     /// Sets an absolute deadline.

@@ -10,6 +10,8 @@
 //! | `SVRKIT_INSTANCE_ID` | the id registered (stable across restarts) | generated |
 //! | `SVRKIT_GRAY_USERS` | a [`Selector`] in JSON: run as a gray release for these users | stable |
 //! | `SVRKIT_DATA_DIR` | where a stateful service keeps its files | `.svrkit/data/<instance id>` |
+//! | `SVRKIT_TLS_CERT`, `SVRKIT_TLS_KEY`, `SVRKIT_TLS_CA` | PEM files: this service's certificate and key, and the cluster CA; all three turn on mutual TLS for the server and every channel ([`crate::tls`]) | plain TCP |
+//! | `SVRKIT_CALL_POLICY` | who may call what, JSON ([`crate::policy`]) | everyone |
 //!
 //! A service's `main` reads a [`Launch`], builds its clients with [`Launch::registry`],
 //! then hands its [`Server`] to [`Launch::serve`], which prints `listening on ADDR` and
@@ -116,6 +118,8 @@ pub struct Launch {
     data_dir: PathBuf,
     bound: Option<TcpListener>,
     config: Option<LiveConfig>,
+    tls: Option<crate::tls::ServerTls>,
+    policy: Option<crate::policy::CallPolicy>,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -168,7 +172,48 @@ impl Launch {
         let data_dir = var("SVRKIT_DATA_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".svrkit/data").join(&instance_id));
+        let tls = match (
+            var("SVRKIT_TLS_CERT"),
+            var("SVRKIT_TLS_KEY"),
+            var("SVRKIT_TLS_CA"),
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => {
+                let credentials = crate::tls::Credentials::from_pem_files(
+                    cert.as_ref(),
+                    key.as_ref(),
+                    ca.as_ref(),
+                )
+                .map_err(|e| bad("SVRKIT_TLS_CERT", &cert, e))?;
+                let client = credentials
+                    .client()
+                    .map_err(|e| bad("SVRKIT_TLS_CERT", &cert, e))?;
+                // Every channel this process builds from now on presents the certificate.
+                crate::tls::set_process_client(client);
+                Some(
+                    credentials
+                        .server()
+                        .map_err(|e| bad("SVRKIT_TLS_CERT", &cert, e))?,
+                )
+            }
+            _ => {
+                return Err(bad(
+                    "SVRKIT_TLS_CERT",
+                    &var("SVRKIT_TLS_CERT").unwrap_or_default(),
+                    "mutual TLS needs SVRKIT_TLS_CERT, SVRKIT_TLS_KEY and SVRKIT_TLS_CA together",
+                ));
+            }
+        };
+        let policy = match var("SVRKIT_CALL_POLICY") {
+            Some(json) => Some(
+                crate::policy::CallPolicy::from_json(&json)
+                    .map_err(|e| bad("SVRKIT_CALL_POLICY", &json, e))?,
+            ),
+            None => None,
+        };
         let mut launch = Launch {
+            tls,
+            policy,
             service,
             listen,
             admin,
@@ -362,6 +407,12 @@ impl Launch {
             None => None,
         };
         let mut server = server;
+        if let Some(tls) = self.tls.clone() {
+            server = server.tls(tls);
+        }
+        if let Some(policy) = self.policy.clone() {
+            server = server.policy(policy);
+        }
         if let Some(registry) = self.registry() {
             let mut instance = Instance::new(self.service.clone(), local).id(&self.instance_id);
             if let Some(selector) = self.gray_users.clone() {

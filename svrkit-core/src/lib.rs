@@ -38,10 +38,12 @@ pub mod discovery;
 pub mod launch;
 pub mod method;
 pub mod overload;
+pub mod policy;
 mod process_metrics;
 pub mod protocol;
 pub mod server;
 pub mod status;
+pub mod tls;
 mod transport;
 
 pub use client::{CallOptions, Channel, ChannelBuilder};

@@ -74,6 +74,7 @@ pub struct ChannelBuilder {
     max_attempts: u32,
     retry_ratio: f64,
     backup_delay: Option<Duration>,
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ChannelBuilder {
@@ -90,6 +91,7 @@ impl Default for ChannelBuilder {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             retry_ratio: DEFAULT_RETRY_RATIO,
             backup_delay: None,
+            tls: crate::tls::process_client(),
         }
     }
 }
@@ -159,6 +161,19 @@ impl ChannelBuilder {
         self
     }
 
+    /// Connects with mutual TLS using `tls` (by default: the process's credentials, if
+    /// [`crate::tls::set_process_client`] set them; else plain TCP).
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Connects over plain TCP even where the process has TLS credentials.
+    pub fn plaintext(mut self) -> Self {
+        self.tls = None;
+        self
+    }
+
     /// A channel to fixed addresses that connects on first use.
     pub fn lazy(self, addrs: impl IntoIterator<Item = SocketAddr>) -> Channel {
         self.targets(addrs.into_iter().map(Target::stable))
@@ -170,6 +185,7 @@ impl ChannelBuilder {
         let settings = ConnectSettings {
             connect_timeout: self.connect_timeout,
             max_frame_size: self.max_frame_size,
+            tls: self.tls.clone(),
             backoff_base: self.backoff_base,
             backoff_max: self.backoff_max,
         };

@@ -21,7 +21,7 @@ use crate::protocol::{
     self, Frame, FrameKind, GoAway, GoAwayReason, MAX_HEADER_LEN, PREFACE, RequestHeader,
 };
 use crate::status::Status;
-use crate::transport::{ReadOutcome, flush, read_some};
+use crate::transport::{Link, ReadOutcome};
 
 /// The reply slot of one call.
 type Reply = oneshot::Sender<Result<Frame, Status>>;
@@ -74,9 +74,15 @@ impl Connection {
     pub(crate) async fn connect(
         peer: SocketAddr,
         max_frame_size: usize,
+        tls: Option<&crate::tls::ClientTls>,
     ) -> std::io::Result<Arc<Connection>> {
         let stream = TcpStream::connect(peer).await?;
         stream.set_nodelay(true)?;
+        // The caller bounds the whole connect too (its connect timeout).
+        let link = match tls {
+            None => Link::plain(stream),
+            Some(tls) => Link::client(stream, tls, std::time::Duration::from_secs(10)).await?,
+        };
         let mut out = BytesMut::with_capacity(8 * 1024);
         out.put_slice(&PREFACE);
         let conn = Arc::new(Connection {
@@ -91,7 +97,7 @@ impl Connection {
             max_frame_size,
             peer,
         });
-        tokio::spawn(drive(Arc::clone(&conn), stream));
+        tokio::spawn(drive(Arc::clone(&conn), link));
         Ok(conn)
     }
 
@@ -264,7 +270,7 @@ impl Drop for CancelOnDrop<'_> {
 }
 
 /// The connection's driver: writes queued frames, reads and routes responses.
-async fn drive(conn: Arc<Connection>, stream: TcpStream) {
+async fn drive(conn: Arc<Connection>, mut link: Link) {
     let mut rbuf = BytesMut::new();
     let mut out = BytesMut::new();
     let mut sweep = tokio::time::interval(DEADLINE_SWEEP);
@@ -284,19 +290,20 @@ async fn drive(conn: Arc<Connection>, stream: TcpStream) {
             };
             if finished && shared.out.is_empty() {
                 drop(shared);
-                let _ = flush(&stream, &mut out);
+                let _ = link.flush(&mut out);
                 break "closed".to_string();
             }
         }
-        if let Err(e) = flush(&stream, &mut out) {
+        if let Err(e) = link.flush(&mut out) {
             break format!("write failed: {e}");
         }
+        let unsent = !out.is_empty() || link.wants_write();
         tokio::select! {
-            ready = stream.readable() => {
+            ready = link.readable() => {
                 if let Err(e) = ready {
                     break format!("read failed: {e}");
                 }
-                match read_some(&stream, &mut rbuf) {
+                match link.read_some(&mut rbuf) {
                     Ok(ReadOutcome::Data) => {}
                     Ok(ReadOutcome::WouldBlock) => continue,
                     Ok(ReadOutcome::Eof) => break "closed by the server".to_string(),
@@ -306,11 +313,11 @@ async fn drive(conn: Arc<Connection>, stream: TcpStream) {
                     break e;
                 }
             }
-            _ = conn.notify.notified(), if out.is_empty() => {}
+            _ = conn.notify.notified(), if !unsent => {}
             _ = sweep.tick(), if any_pending => {
                 conn.expire(Instant::now(), &mut out);
             }
-            ready = stream.writable(), if !out.is_empty() => {
+            ready = link.writable(), if unsent => {
                 if let Err(e) = ready {
                     break format!("write failed: {e}");
                 }

@@ -28,10 +28,12 @@ pub const EJECT_MAX: Duration = Duration::from_secs(30);
 pub const LATENCY_HALF_LIFE_MS: u64 = 250;
 
 /// Connection settings an endpoint needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ConnectSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_frame_size: usize,
+    /// Mutual TLS, when set.
+    pub(crate) tls: Option<crate::tls::ClientTls>,
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_max: Duration,
 }
@@ -233,7 +235,7 @@ impl Endpoint {
         let limit = deadline.min(Instant::now() + settings.connect_timeout);
         let attempt = tokio::time::timeout_at(
             limit.into(),
-            Connection::connect(self.addr, settings.max_frame_size),
+            Connection::connect(self.addr, settings.max_frame_size, settings.tls.as_ref()),
         )
         .await;
         let mut state = slot.lock();

@@ -33,11 +33,13 @@ use crate::protocol::{
     PREFACE_LEN, RequestHeader, ResponseHeader,
 };
 use crate::status::{BoxError, Code, Status};
-use crate::transport::{Outbox, ReadOutcome, flush, read_some};
+use crate::transport::{Link, Outbox, ReadOutcome};
 
 /// How long a connection closed for a protocol error keeps reading (and discarding) so
 /// its goaway reaches the peer instead of being destroyed by a TCP reset.
 const LINGER: Duration = Duration::from_secs(1);
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many bytes are discarded while lingering.
 const LINGER_BYTES: usize = 4 << 20;
 
@@ -50,6 +52,10 @@ pub(crate) struct ServerShared {
     pub(crate) workers: Option<Arc<Semaphore>>,
     pub(crate) connections: std::sync::atomic::AtomicUsize,
     pub(crate) draining: std::sync::atomic::AtomicBool,
+    /// Mutual TLS on every connection, when set.
+    pub(crate) tls: Option<crate::tls::ServerTls>,
+    /// Who may call what, when set.
+    pub(crate) policy: Option<Arc<crate::policy::CallPolicy>>,
 }
 
 /// Counts a connection for as long as it lives.
@@ -123,6 +129,8 @@ enum End {
 struct Driver<S> {
     svc: S,
     peer: SocketAddr,
+    /// The client's service name, verified by mutual TLS.
+    identity: Option<Arc<str>>,
     out: BytesMut,
     preface_ok: bool,
     draining: bool,
@@ -145,6 +153,21 @@ pub(crate) async fn serve_connection<S>(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "set_nodelay failed");
     }
+    let mut link = match &server.tls {
+        None => Link::plain(stream),
+        Some(tls) => match Link::server(stream, tls, HANDSHAKE_TIMEOUT).await {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                metrics::rejected("tls_handshake");
+                return;
+            }
+        },
+    };
+    let identity = link
+        .peer_certificate()
+        .and_then(crate::tls::identity_of)
+        .map(Arc::<str>::from);
     server
         .connections
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -158,6 +181,7 @@ pub(crate) async fn serve_connection<S>(
     let mut d = Driver {
         svc,
         peer,
+        identity,
         out: BytesMut::with_capacity(8 * 1024),
         preface_ok: false,
         draining: false,
@@ -169,10 +193,11 @@ pub(crate) async fn serve_connection<S>(
     }
     let end = loop {
         conn.outbox.drain_into(&mut d.out);
-        if let Err(e) = flush(&stream, &mut d.out) {
+        if let Err(e) = link.flush(&mut d.out) {
             break End::Io(e);
         }
-        if d.draining && d.out.is_empty() && conn.in_flight().is_empty() {
+        let unsent = !d.out.is_empty() || link.wants_write();
+        if d.draining && !unsent && conn.in_flight().is_empty() {
             break End::Done;
         }
         tokio::select! {
@@ -181,11 +206,11 @@ pub(crate) async fn serve_connection<S>(
                     d.start_drain();
                 }
             }
-            ready = stream.readable() => {
+            ready = link.readable() => {
                 if let Err(e) = ready {
                     break End::Io(e);
                 }
-                match read_some(&stream, &mut rbuf) {
+                match link.read_some(&mut rbuf) {
                     Ok(ReadOutcome::Data) => {}
                     Ok(ReadOutcome::WouldBlock) => continue,
                     Ok(ReadOutcome::Eof) => break End::Done,
@@ -202,8 +227,8 @@ pub(crate) async fn serve_connection<S>(
                     break End::Linger;
                 }
             }
-            _ = conn.outbox.notified(), if d.out.is_empty() => {}
-            ready = stream.writable(), if !d.out.is_empty() => {
+            _ = conn.outbox.notified(), if !unsent => {}
+            ready = link.writable(), if unsent => {
                 if let Err(e) = ready {
                     break End::Io(e);
                 }
@@ -212,7 +237,7 @@ pub(crate) async fn serve_connection<S>(
     };
     match end {
         End::Io(e) => tracing::debug!(peer = %d.peer, error = %e, "svrkit connection I/O error"),
-        End::Linger => linger_close(stream, d.out).await,
+        End::Linger => linger_close(link, d.out).await,
         End::Done => {}
     }
     // Nobody can receive the answers any more: stop the remaining handlers.
@@ -318,6 +343,19 @@ where
         };
         let desc = route.desc;
         let method_metrics = route.metrics();
+        if let Some(policy) = &server.policy
+            && let Err(status) = policy.check(
+                self.identity.as_deref(),
+                desc.service,
+                desc.method,
+                header.uid != 0,
+            )
+        {
+            metrics::rejected("permission_denied");
+            method_metrics.responded(Code::PermissionDenied);
+            self.respond(conn, id, Err(&status));
+            return;
+        }
 
         // The entry service stamps priorities; every hop after it inherits them.
         let business = match (header.business_priority, desc.priority) {
@@ -342,6 +380,7 @@ where
             return;
         }
         let ctx = Context::from_request(&header, arrival, desc.service)
+            .verified(self.identity.clone())
             .with_business_priority(business)
             .with_user_priority(user);
 
@@ -495,10 +534,10 @@ where
 
 /// Writes what is left, half-closes, and discards input for a bounded time, so the peer
 /// reads the goaway before the connection goes.
-async fn linger_close(mut stream: TcpStream, mut out: BytesMut) {
+async fn linger_close(link: Link, out: BytesMut) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tokio::time::timeout(LINGER, async {
-        stream.write_all_buf(&mut out).await?;
+        let mut stream = link.finish(out).await?;
         stream.shutdown().await?;
         let mut sink = vec![0u8; 64 * 1024];
         let mut discarded = 0;

@@ -58,6 +58,8 @@ pub struct Server<L = Identity> {
     max_concurrency: Option<usize>,
     stats: ServerStats,
     registration: Option<(Arc<dyn Registry>, Instance)>,
+    tls: Option<crate::tls::ServerTls>,
+    policy: Option<Arc<crate::policy::CallPolicy>>,
 }
 
 impl Server<Identity> {
@@ -72,6 +74,8 @@ impl Server<Identity> {
             max_concurrency: None,
             stats: ServerStats::default(),
             registration: None,
+            tls: None,
+            policy: None,
         }
     }
 }
@@ -94,6 +98,8 @@ impl<L> Server<L> {
             max_concurrency: self.max_concurrency,
             stats: self.stats,
             registration: self.registration,
+            tls: self.tls,
+            policy: self.policy,
         }
     }
 
@@ -137,6 +143,21 @@ impl<L> Server<L> {
         self
     }
 
+    /// Requires mutual TLS on every connection: clients must present a certificate from
+    /// the cluster CA, and handlers see its service name
+    /// ([`crate::Context::peer_identity`]). See [`crate::tls`].
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Refuses calls `policy` does not allow, before their body is decoded
+    /// (`permission_denied`). See [`crate::policy`].
+    pub fn policy(mut self, policy: crate::policy::CallPolicy) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self
+    }
+
     /// Registers `instance` in `registry` while serving (an address with port 0 becomes
     /// the listener's), and on shutdown deregisters it *before* draining, so clients stop
     /// sending before the server stops answering.
@@ -176,6 +197,8 @@ impl<L> Server<L> {
             workers: self.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
             connections: Default::default(),
             draining: Default::default(),
+            tls: self.tls,
+            policy: self.policy,
         });
         self.stats.attach(Arc::clone(&shared));
         let svc = self.layer.layer(Routed::new(Arc::clone(&shared)));

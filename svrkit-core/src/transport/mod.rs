@@ -8,7 +8,9 @@
 //! answered inline costs no cross-task wake-up at all.
 
 mod io;
+mod link;
 mod outbox;
 
-pub(crate) use io::{ReadOutcome, flush, read_some};
+pub(crate) use io::ReadOutcome;
+pub(crate) use link::Link;
 pub(crate) use outbox::Outbox;

@@ -1,0 +1,110 @@
+//! Minting certificates: a cluster CA and a certificate per service, as `svrkit up` does
+//! on a cluster's first start (feature `mint`).
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+use super::{CLUSTER_SERVER_NAME, TlsError, spiffe_uri};
+
+fn config_error(e: rcgen::Error) -> TlsError {
+    TlsError::Config(e.to_string())
+}
+
+/// A cluster's certificate authority.
+pub struct ClusterCa {
+    cluster: String,
+    cert_pem: String,
+    key_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCa")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate and its private key, PEM.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate.
+    pub cert_pem: String,
+    /// Its private key (keep it 0600).
+    pub key_pem: String,
+}
+
+/// The CA certificate's fields (the same every time, so a reloaded CA issues
+/// certificates naming the saved one).
+fn ca_params(cluster: &str) -> Result<CertificateParams, TlsError> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(config_error)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("svrkit cluster {cluster} CA"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(params)
+}
+
+impl ClusterCa {
+    /// A new CA for `cluster` (ECDSA P-256).
+    pub fn new(cluster: &str) -> Result<ClusterCa, TlsError> {
+        let key = KeyPair::generate().map_err(config_error)?;
+        let cert = ca_params(cluster)?
+            .self_signed(&key)
+            .map_err(config_error)?;
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        ClusterCa::load(cluster, &cert_pem, &key_pem)
+    }
+
+    /// The CA saved as PEM by [`ClusterCa::cert_pem`] and [`ClusterCa::key_pem`] (the
+    /// certificates it issues name the CA by the subject `new` gave it).
+    pub fn load(cluster: &str, cert_pem: &str, key_pem: &str) -> Result<ClusterCa, TlsError> {
+        let key = KeyPair::from_pem(key_pem).map_err(config_error)?;
+        let issuer = Issuer::new(ca_params(cluster)?, key);
+        Ok(ClusterCa {
+            cluster: cluster.to_string(),
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            issuer,
+        })
+    }
+
+    /// The CA certificate (what every member trusts).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA's private key (keep it 0600).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// A certificate naming `service` (`spiffe://CLUSTER/service/SERVICE`), for both
+    /// serving and calling.
+    pub fn issue(&self, service: &str) -> Result<Issued, TlsError> {
+        let mut params =
+            CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_string()]).map_err(config_error)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, service.to_string());
+        let uri = spiffe_uri(&self.cluster, service)
+            .try_into()
+            .map_err(config_error)?;
+        params.subject_alt_names.push(SanType::URI(uri));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().map_err(config_error)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(config_error)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
