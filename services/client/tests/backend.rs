@@ -225,3 +225,133 @@ async fn every_process_metrics_pass_promtool() {
     common::moments::pagination_is_stable_while_posts_arrive(&backend).await;
     common::metrics::promtool_passes_every_process(&backend).await;
 }
+
+/// Runs `svrkit ARGS` to completion: exit code, stdout, stderr.
+fn svrkit(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(svrkit_testkit::workspace_binary("svrkit"))
+        .args(args)
+        .output()
+        .expect("svrkit runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_rpc_admits_only_the_callers_the_manifest_names() {
+    let backend = Backend::start(Registry::Embedded).await;
+    let user = backend.user(&common::unique("victim")).await;
+    let idl = concat!(env!("CARGO_MANIFEST_DIR"), "/../../idl");
+    let tls_dir = backend.tls_dir.display().to_string();
+    let uid = user.uid.to_string();
+    let call = |method: &str, json: &str, extra: &[&str]| {
+        let mut args = vec![
+            "call",
+            method,
+            json,
+            "--registry",
+            &backend.registry,
+            "--idl",
+            idl,
+        ];
+        args.extend_from_slice(extra);
+        svrkit(&args)
+    };
+    let body = format!("{{\"uid\":\"{uid}\"}}");
+
+    // Without a certificate there is no connection at all.
+    let (code, _, err) = call(
+        "wx.storage.AccountStore/GetAccount",
+        &body,
+        &["--plaintext"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unavailable") && err.contains("TLS"), "{err}");
+
+    // The operator's certificate opens connections, but the password hashes stay with
+    // the account service, sessions cannot be minted, edges cannot be forged.
+    for (method, json) in [
+        ("wx.storage.AccountStore/GetAccount", body.as_str()),
+        (
+            "wx.storage.AccountStore/PutSession",
+            r#"{"session":{"sessionId":"00112233445566778899aabbccddeeff","uid":"1","expiresMs":"99999999999999"}}"#,
+        ),
+        (
+            "wx.storage.ContactStore/PutEdge",
+            r#"{"edge":{"owner":"1","peer":"2","state":"EDGE_STATE_FRIEND"}}"#,
+        ),
+        (
+            "wx.access.Push/Announce",
+            r#"{"uid":"1","instanceAddr":"127.0.0.1:9","online":true}"#,
+        ),
+        (
+            "wx.access.Push/Deliver",
+            r#"{"uid":"1","event":{"kind":"message","json":"{}"}}"#,
+        ),
+    ] {
+        let (code, _, err) = call(method, json, &["--tls-dir", &tls_dir]);
+        assert_eq!(code, 1, "{method}: {err}");
+        assert!(err.contains("permission_denied"), "{method}: {err}");
+    }
+    // Nor may it act as a user on a logic service.
+    let (code, _, err) = call(
+        "wx.account.Account/GetProfiles",
+        &body
+            .replace("uid", "uids")
+            .replace(&format!("\"{uid}\""), &format!("[\"{uid}\"]")),
+        &["--tls-dir", &tls_dir, "--uid", &uid],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("permission_denied") && err.contains("act for a user"),
+        "{err}"
+    );
+    // What the operator may do, it does: ask whether an account exists.
+    let (code, out, err) = call(
+        "wx.account.Account/Exists",
+        &format!("{{\"uids\":[\"{uid}\"]}}"),
+        &["--tls-dir", &tls_dir],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("true"), "{out}");
+
+    // A process of the cluster is refused what its service may not do: contact may not
+    // read the account store.
+    let contact = backend
+        .credentials("contact-1")
+        .client()
+        .expect("client TLS");
+    let registry = svrkit::discovery::EmbeddedRegistry::new(
+        backend
+            .registry
+            .strip_prefix("dir:")
+            .expect("an embedded registry"),
+    );
+    let channel = svrkit::discovery::discover(
+        &registry,
+        wx_api::storage::account_store_methods::SERVICE_NAME,
+        wx_api::sharded().tls(contact),
+    )
+    .await
+    .expect("discover");
+    let denied = wx_api::storage::AccountStoreClient::new(channel)
+        .get_account_with(
+            wx_api::storage::GetAccountRequest { uid: user.uid },
+            wx_api::by_uid(user.uid),
+        )
+        .await
+        .expect_err("contact may not read accounts");
+    assert_eq!(denied.code(), svrkit::Code::PermissionDenied, "{denied}");
+
+    // The backend keeps serving its users.
+    let profile = common::call(
+        &backend.http,
+        "profile.get",
+        serde_json::json!({}),
+        Some(&user.token),
+    )
+    .await;
+    assert_eq!(profile["profile"]["uid"], user.uid);
+}

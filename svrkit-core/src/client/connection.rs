@@ -341,6 +341,13 @@ fn handle_frames(conn: &Connection, rbuf: &mut BytesMut, out: &mut BytesMut) -> 
         let frame = match protocol::decode_frame(rbuf, conn.max_frame_size) {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
+            Err(_) if crate::tls::looks_like_tls(rbuf) => {
+                return Err(
+                    "the server speaks TLS: give the channel mutual TLS credentials \
+                     (svrkit::tls, or SVRKIT_TLS_* through svrkit::launch)"
+                        .to_string(),
+                );
+            }
             Err(e) => return Err(format!("bad frame from server: {e}")),
         };
         match frame.kind {

@@ -264,6 +264,12 @@ where
             let Some(preface) = rbuf.first_chunk::<PREFACE_LEN>() else {
                 return Ok(());
             };
+            if crate::tls::looks_like_tls(preface) {
+                return Err((
+                    GoAwayReason::ProtocolError,
+                    "this server speaks plain svrkit, not TLS".to_string(),
+                ));
+            }
             protocol::check_preface(preface)
                 .map_err(|e| (GoAwayReason::ProtocolError, e.to_string()))?;
             let _ = rbuf.split_to(PREFACE_LEN);

@@ -43,6 +43,12 @@ pub fn identity_of(der: &[u8]) -> Option<String> {
     })
 }
 
+/// Whether `bytes` start like a TLS record (a handshake or an alert), which is what a
+/// plain svrkit peer receives from a TLS one.
+pub fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, ..])
+}
+
 /// Why credentials could not be loaded or used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

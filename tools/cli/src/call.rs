@@ -38,6 +38,58 @@ pub(crate) struct CallArgs {
     /// Timeout in milliseconds.
     #[arg(long, visible_alias = "timeout", default_value_t = 2000)]
     timeout_ms: u64,
+    /// Where the cluster's certificates are (default: the deployment's — `tls` beside an
+    /// embedded registry's directory, else $SVRKIT_HOME/tls or .svrkit/tls): with them
+    /// the call presents the operator's certificate over mutual TLS.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Call over plain TCP even where operator certificates exist.
+    #[arg(long, conflicts_with = "tls_dir")]
+    plaintext: bool,
+}
+
+/// Makes every channel of this call present the operator's certificate, when the
+/// deployment has one.
+fn use_operator_certificate(args: &CallArgs) -> Result<(), Failure> {
+    if args.plaintext {
+        return Ok(());
+    }
+    // The deployment's certificates sit beside its registry (STATE/tls next to
+    // STATE/registry), or in $SVRKIT_HOME/tls.
+    let dir = match &args.tls_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let home = std::env::var_os("SVRKIT_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(".svrkit"))
+                .join("tls");
+            args.registry
+                .embedded_dir()
+                .and_then(|registry| registry.parent().map(|state| state.join("tls")))
+                .filter(|dir| dir.join("operator.crt").exists())
+                .unwrap_or(home)
+        }
+    };
+    let credentials = crate::cluster::certs::operator(&dir).map_err(|e| {
+        Failure::Usage(e.context(format!(
+            "reading the operator certificate in {}",
+            dir.display()
+        )))
+    })?;
+    match credentials {
+        Some(credentials) => {
+            let client = credentials.client().map_err(|e| Failure::Usage(e.into()))?;
+            svrkit::tls::set_process_client(client);
+        }
+        None if args.tls_dir.is_some() => {
+            return Err(Failure::Usage(anyhow!(
+                "no operator certificate (operator.crt, operator.key, ca.crt) in {}",
+                dir.display()
+            )));
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// Every `.proto` below `root`, relative to it.
@@ -106,6 +158,7 @@ fn find_method(pool: &DescriptorPool, target: &str) -> Result<MethodDescriptor, 
 }
 
 pub(crate) async fn run(args: CallArgs) -> Result<(), Failure> {
+    use_operator_certificate(&args)?;
     let pool = load_idl(&args.idl).map_err(|e| Failure::Usage(e.context("reading the IDL")))?;
     let method = find_method(&pool, &args.method)?;
     let json = if args.json == "-" {

@@ -35,6 +35,15 @@ pub(crate) enum Store {
 }
 
 impl RegistryArgs {
+    /// The embedded registry's directory, when one was named.
+    pub(crate) fn embedded_dir(&self) -> Option<PathBuf> {
+        match (&self.registry, &self.registry_dir) {
+            (Some(RegistryKind::Dir(dir)), _) => Some(dir.clone()),
+            (None, Some(dir)) => Some(dir.clone()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn store(&self) -> Store {
         match &self.registry {
             Some(RegistryKind::Dir(dir)) => return Store::Embedded(EmbeddedRegistry::new(dir)),

@@ -63,6 +63,47 @@ const PORT_VARIABLES: [&str; 3] = ["SVRKIT_LISTEN", "WX_HTTP", "WX_WS"];
 
 /// A loopback address on a port that stays the process's across restarts (see
 /// [`svrkit_testkit::free_port`]).
+/// Each manifest service's call policy (`services/svrkit.toml`), as the JSON
+/// `SVRKIT_CALL_POLICY` takes: the harness enforces what `svrkit up` does.
+fn manifest_policies() -> HashMap<String, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../svrkit.toml");
+    let text = std::fs::read_to_string(&path).expect("services/svrkit.toml");
+    let manifest: toml::Table = toml::from_str(&text).expect("the manifest parses");
+    let services = manifest
+        .get("service")
+        .and_then(toml::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let json = |v: Option<&toml::Value>| -> Value {
+        v.map_or(Value::Null, |v| {
+            serde_json::to_value(v).expect("TOML as JSON")
+        })
+    };
+    services
+        .iter()
+        .filter_map(|s| {
+            let name = s.get("name")?.as_str()?.to_string();
+            let mut policy = serde_json::Map::new();
+            for (from, to) in [
+                ("callers", "callers"),
+                ("uid_callers", "uid_callers"),
+                ("method_callers", "methods"),
+            ] {
+                let value = json(s.get(from));
+                if !value.is_null() {
+                    policy.insert(to.to_string(), value);
+                }
+            }
+            (!policy.is_empty()).then(|| (name, Value::Object(policy).to_string()))
+        })
+        .collect()
+}
+
+/// The manifest service an instance id belongs to (`access-long-2` -> `access-long`).
+fn service_of(id: &str) -> &str {
+    id.rsplit_once('-').map_or(id, |(service, _)| service)
+}
+
 fn loopback_address() -> String {
     format!("127.0.0.1:{}", svrkit_testkit::free_port())
 }
@@ -200,6 +241,9 @@ pub struct Backend {
     pub ws: Vec<SocketAddr>,
     /// The registry spec the processes were given.
     pub registry: String,
+    /// The cluster's certificates: `ca.crt`, `ID.crt`/`ID.key` per process, and the
+    /// operator's (`operator.crt`/`operator.key`), as `svrkit up` lays them out.
+    pub tls_dir: PathBuf,
 }
 
 impl Backend {
@@ -218,7 +262,37 @@ impl Backend {
             Registry::Etcd(url) => format!("etcd:{url}"),
         };
         let mut procs = Vec::new();
+        // Mutual TLS and the manifest's call policies, as under `svrkit up`.
+        let tls_dir = dir.join("tls");
+        std::fs::create_dir_all(&tls_dir).expect("tls dir");
+        let ca = svrkit::tls::mint::ClusterCa::new("wx").expect("a cluster CA");
+        std::fs::write(tls_dir.join("ca.crt"), ca.cert_pem()).expect("ca.crt");
+        let issue = |service: &str, name: &str| -> (PathBuf, PathBuf) {
+            let issued = ca.issue(service).expect("a certificate");
+            let (cert, key) = (
+                tls_dir.join(format!("{name}.crt")),
+                tls_dir.join(format!("{name}.key")),
+            );
+            std::fs::write(&cert, issued.cert_pem).expect("cert");
+            std::fs::write(&key, issued.key_pem).expect("key");
+            (cert, key)
+        };
+        issue("operator", "operator");
+        let policies = manifest_policies();
         let mut add = |id: &str, bin: &str, args: &[&str], extra: Vec<(String, String)>| {
+            let service = service_of(id);
+            let (cert, key) = issue(service, id);
+            let mut tls = vec![
+                ("SVRKIT_TLS_CERT".to_string(), cert.display().to_string()),
+                ("SVRKIT_TLS_KEY".to_string(), key.display().to_string()),
+                (
+                    "SVRKIT_TLS_CA".to_string(),
+                    tls_dir.join("ca.crt").display().to_string(),
+                ),
+            ];
+            if let Some(policy) = policies.get(service) {
+                tls.push(("SVRKIT_CALL_POLICY".to_string(), policy.clone()));
+            }
             // A restarted process comes back where it was, as under a real supervisor, so
             // addresses others cached stay right.
             let mut env = vec![
@@ -234,6 +308,7 @@ impl Backend {
                 ("WX_RATE_BURST".into(), "400".into()),
                 ("RUST_LOG".into(), "info,svrkit=warn".into()),
             ];
+            env.extend(tls);
             env.extend(extra);
             for (k, v) in overrides {
                 env.retain(|(name, _)| name != k);
@@ -306,6 +381,7 @@ impl Backend {
             http: Http::new(http),
             ws,
             registry: spec,
+            tls_dir,
         };
         backend.wait_serving().await;
         backend
@@ -341,6 +417,16 @@ impl Backend {
             p.spawn(&logs);
         }
         self.wait_serving().await;
+    }
+
+    /// The certificate of `name` (a process id, or `operator`) from the cluster CA.
+    pub fn credentials(&self, name: &str) -> svrkit::tls::Credentials {
+        svrkit::tls::Credentials::from_pem_files(
+            &self.tls_dir.join(format!("{name}.crt")),
+            &self.tls_dir.join(format!("{name}.key")),
+            &self.tls_dir.join("ca.crt"),
+        )
+        .unwrap_or_else(|e| panic!("credentials of {name}: {e}"))
     }
 
     /// Every process's admin endpoint, by instance id (none when admin is off).
@@ -1011,8 +1097,9 @@ pub async fn bad_input_gets_precise_errors(backend: &Backend) {
     assert_eq!(gone.reason(), "token_invalid");
 }
 
-/// A client of one of the backend's storage services, as the logic tier holds it.
-async fn store_channel(backend: &Backend, service: &str) -> svrkit::Channel {
+/// A client of one of the backend's storage services, as the logic tier holds it: with
+/// the certificate of process `as_process` (the only kind of caller the store admits).
+async fn store_channel(backend: &Backend, service: &str, as_process: &str) -> svrkit::Channel {
     use std::sync::Arc;
     use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Registry, discover};
     use svrkit::launch::RegistryKind;
@@ -1022,7 +1109,11 @@ async fn store_channel(backend: &Backend, service: &str) -> svrkit::Channel {
         Ok(RegistryKind::Etcd(urls)) => Arc::new(EtcdRegistry::new(urls)),
         other => panic!("no registry in {}: {other:?}", backend.registry),
     };
-    let channel = discover(&*registry, service, wx_api::sharded())
+    let tls = backend
+        .credentials(as_process)
+        .client()
+        .expect("client TLS");
+    let channel = discover(&*registry, service, wx_api::sharded().tls(tls))
         .await
         .expect("discover");
     let mut changes = channel.subscribe_targets();
@@ -1042,7 +1133,7 @@ async fn expired_token(backend: &Backend, uid: u64) -> String {
     use wx_api::storage::{
         AccountStoreClient, PutSessionRequest, SessionRecord, account_store_methods,
     };
-    let channel = store_channel(backend, account_store_methods::SERVICE_NAME).await;
+    let channel = store_channel(backend, account_store_methods::SERVICE_NAME, "account-1").await;
     let session_id = "00112233445566778899aabbccddeeff".to_string();
     let past = wx_api::now_ms() - 1_000;
     AccountStoreClient::new(channel)
@@ -1079,8 +1170,9 @@ pub async fn an_interrupted_accept_is_finished_by_accepting_again(backend: &Back
     )
     .await;
     // The first half of the accept: the asker's edge becomes FRIEND (version 1 -> 2).
-    let store =
-        ContactStoreClient::new(store_channel(backend, contact_store_methods::SERVICE_NAME).await);
+    let store = ContactStoreClient::new(
+        store_channel(backend, contact_store_methods::SERVICE_NAME, "contact-1").await,
+    );
     store
         .put_edge_with(
             PutEdgeRequest {

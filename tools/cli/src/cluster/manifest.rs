@@ -38,6 +38,8 @@ pub(crate) struct Manifest {
     pub(crate) build: Build,
     #[serde(default)]
     pub(crate) registry: RegistrySection,
+    #[serde(default)]
+    pub(crate) tls: TlsSection,
     #[serde(rename = "service", default)]
     pub(crate) services: Vec<ServiceSpec>,
 }
@@ -68,6 +70,39 @@ pub(crate) struct RegistrySection {
     pub(crate) kind: RegistryChoice,
     #[serde(default)]
     pub(crate) endpoints: Vec<String>,
+}
+
+/// `[tls]`: mutual TLS between every instance (on unless `enabled = false`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsSection {
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    /// The cluster's name in certificates (`spiffe://CLUSTER/service/NAME`).
+    #[serde(default = "default_cluster")]
+    pub(crate) cluster: String,
+    /// Where the CA and certificates live (default `STATE/tls`; relative to the
+    /// manifest). With etcd, point every deployment of the cluster at the same CA.
+    #[serde(default)]
+    pub(crate) ca_dir: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_cluster() -> String {
+    "svrkit".to_string()
+}
+
+impl Default for TlsSection {
+    fn default() -> TlsSection {
+        TlsSection {
+            enabled: true,
+            cluster: default_cluster(),
+            ca_dir: None,
+        }
+    }
 }
 
 /// Which registry the deployment uses.
@@ -103,6 +138,15 @@ pub(crate) struct ServiceSpec {
     pub(crate) admin_port: u16,
     #[serde(default)]
     pub(crate) env: BTreeMap<String, String>,
+    /// The services allowed to call this one (with TLS; absent: every member).
+    #[serde(default)]
+    pub(crate) callers: Option<Vec<String>>,
+    /// The services allowed to send it requests that act for a user (absent: callers).
+    #[serde(default)]
+    pub(crate) uid_callers: Option<Vec<String>>,
+    /// Per method (`Method` or `package.Service/Method`): the services allowed instead.
+    #[serde(default)]
+    pub(crate) method_callers: BTreeMap<String, Vec<String>>,
 }
 
 fn serve() -> Vec<String> {
@@ -122,6 +166,23 @@ impl ServiceSpec {
     /// The binary's name.
     pub(crate) fn bin(&self) -> &str {
         self.bin.as_deref().unwrap_or_else(|| self.package())
+    }
+
+    /// The call policy its instances enforce, if the manifest declares one.
+    pub(crate) fn policy(&self) -> Option<svrkit::policy::CallPolicy> {
+        if self.callers.is_none() && self.uid_callers.is_none() && self.method_callers.is_empty() {
+            return None;
+        }
+        let set = |v: &Vec<String>| v.iter().cloned().collect();
+        Some(svrkit::policy::CallPolicy {
+            callers: self.callers.as_ref().map(set),
+            methods: self
+                .method_callers
+                .iter()
+                .map(|(m, v)| (m.clone(), set(v)))
+                .collect(),
+            uid_callers: self.uid_callers.as_ref().map(set),
+        })
     }
 
     /// The RPC port of instance `i` (0: any).
@@ -148,6 +209,9 @@ impl Manifest {
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         manifest.workspace = Some(base.join(manifest.workspace.take().unwrap_or_default()));
+        if let Some(dir) = manifest.tls.ca_dir.take() {
+            manifest.tls.ca_dir = Some(base.join(dir));
+        }
         for service in &mut manifest.services {
             if let Some(binary) = service.binary.take() {
                 service.binary = Some(base.join(binary));

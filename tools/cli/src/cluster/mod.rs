@@ -9,6 +9,7 @@
 //! - [`state`]: what a deployment leaves in its state dir and the control socket.
 
 mod cargo;
+pub(crate) mod certs;
 mod deploy;
 mod down;
 mod logs;

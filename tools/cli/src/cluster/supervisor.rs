@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::certs::ClusterCerts;
 use super::state::{ControlReply, ControlRequest, InstanceView, StateFile, write_state};
 use crate::http;
 
@@ -57,6 +58,8 @@ pub(crate) struct Supervisor {
     state: Mutex<StateFile>,
     running: Mutex<Vec<Running>>,
     changed: watch::Sender<u64>,
+    /// The cluster CA when instances talk mutual TLS.
+    certs: Option<Arc<ClusterCerts>>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -73,6 +76,7 @@ impl Supervisor {
         manifest: PathBuf,
         registry: String,
         profile: String,
+        certs: Option<Arc<ClusterCerts>>,
     ) -> Arc<Supervisor> {
         let state = StateFile {
             supervisor_pid: std::process::id(),
@@ -88,6 +92,7 @@ impl Supervisor {
             state: Mutex::new(state),
             running: Mutex::new(Vec::new()),
             changed: watch::channel(0).0,
+            certs,
         })
     }
 
@@ -324,6 +329,10 @@ impl Supervisor {
             .kill_on_drop(true);
         if let Some(selector) = &unit.gray_users {
             command.env("SVRKIT_GRAY_USERS", serde_json::to_string(selector)?);
+        }
+        if let Some(certs) = &self.certs {
+            // Its own certificate, naming its service (gray instances too).
+            command.envs(certs.env(&unit.service, &unit.id)?);
         }
         let mut child = command
             .spawn()

@@ -1,7 +1,7 @@
 //! `svrkit up`: build, start, wait until ready, supervise; `--detach` runs the supervisor
 //! in the background.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,7 +12,8 @@ use anyhow::{Context as _, anyhow};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::cargo::build;
-use super::manifest::{Manifest, RegistryChoice};
+use super::certs::{ClusterCerts, OPERATOR};
+use super::manifest::{Manifest, RegistryChoice, ServiceSpec};
 use super::state::{self, ControlRequest, StateFile, alive, read_state, signal};
 use super::supervisor::{READY_TIMEOUT, Supervisor, Unit};
 use super::{StateArgs, failed, usage};
@@ -60,6 +61,18 @@ fn ensure_not_running(dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A service's environment from the manifest, with its call policy when TLS is on (a
+/// policy needs verified callers).
+fn policy_env(spec: &ServiceSpec, tls: bool) -> BTreeMap<String, String> {
+    let mut env = spec.env.clone();
+    if tls && let Some(policy) = spec.policy() {
+        if let Ok(json) = serde_json::to_string(&policy) {
+            env.insert("SVRKIT_CALL_POLICY".to_string(), json);
+        }
+    }
+    env
+}
+
 pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
     let manifest_path = match args.manifest.clone() {
         Some(path) => path,
@@ -92,7 +105,27 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
         RegistryChoice::Embedded => format!("dir:{}", dir.join("registry").display()),
         RegistryChoice::Etcd => format!("etcd:{}", manifest.registry.endpoints.join(",")),
     };
-    let sup = Supervisor::new(dir.clone(), manifest_path.clone(), registry, profile);
+    // Mutual TLS: the cluster CA (made on the first start), the operator's certificate
+    // for `svrkit call`; each instance gets its own when it starts.
+    let certs = if manifest.tls.enabled {
+        let tls_dir = manifest
+            .tls
+            .ca_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("tls"));
+        let certs = ClusterCerts::open(&tls_dir, &manifest.tls.cluster).map_err(failed)?;
+        certs.ensure(OPERATOR, OPERATOR).map_err(failed)?;
+        Some(Arc::new(certs))
+    } else {
+        None
+    };
+    let sup = Supervisor::new(
+        dir.clone(),
+        manifest_path.clone(),
+        registry,
+        profile,
+        certs.clone(),
+    );
     let listener = {
         let path = state::socket_path(&dir);
         let _ = std::fs::remove_file(&path);
@@ -115,7 +148,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
                 version: "stable".to_string(),
                 binary: binary.clone(),
                 args: spec.args.clone(),
-                env: spec.env.clone(),
+                env: policy_env(spec, certs.is_some()),
                 listen: SocketAddr::new(LOOPBACK, spec.port_of(i)),
                 admin: SocketAddr::new(LOOPBACK, spec.admin_port_of(i)),
                 gray_users: None,
