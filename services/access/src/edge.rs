@@ -109,12 +109,49 @@ impl Drop for PerAddress {
     }
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown`, then lets open
-/// requests finish (for at most ten seconds).
+/// The edge's TLS: HTTPS and WSS with this certificate.
+#[derive(Clone)]
+pub struct EdgeTls(tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for EdgeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EdgeTls")
+    }
+}
+
+impl EdgeTls {
+    /// From PEM: the certificate chain clients see and its private key (TLS 1.3 and 1.2,
+    /// HTTP/1.1; no client certificates).
+    pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<EdgeTls, String> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the certificate: {e}"))?;
+        if chain.is_empty() {
+            return Err("the certificate: no CERTIFICATE block".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("the key: {e}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| e.to_string())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(EdgeTls(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+/// Serves `router` on `listener` within `limits` (over TLS when `tls` is given) until
+/// `shutdown`, then lets open requests finish (for at most ten seconds).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: EdgeLimits,
+    tls: Option<EdgeTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -156,27 +193,23 @@ pub async fn serve(
                 .clone()
                 .layer(axum::Extension(ConnectInfo::<SocketAddr>(peer))),
         );
-        let mut stopping = stopping.clone();
+        let stopping = stopping.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = (permit, from_address);
             metrics::gauge!("wx_access_connections").increment(1.0);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let outcome = tokio::select! {
-                outcome = conn.as_mut() => outcome,
-                () = async { drop(stopping.wait_for(|s| *s).await) } => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::time::timeout(Duration::from_secs(10), conn.as_mut())
-                        .await
-                        .unwrap_or(Ok(()))
+            match tls {
+                None => serve_connection(tcp, peer, service, limits, stopping).await,
+                Some(EdgeTls(acceptor)) => {
+                    // The handshake counts against the header timeout (slowloris in TLS).
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, service, limits, stopping).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = outcome {
-                tracing::debug!(%peer, error = %e, "connection ended");
             }
             metrics::gauge!("wx_access_connections").decrement(1.0);
         });
@@ -186,4 +219,40 @@ pub async fn serve(
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(Duration::from_secs(10), open.acquire_many(all)).await;
     Ok(())
+}
+
+/// Serves HTTP/1.1 (and upgrades) on one accepted connection until it ends or the edge
+/// stops.
+async fn serve_connection<I, S>(
+    io: I,
+    peer: SocketAddr,
+    service: S,
+    limits: EdgeLimits,
+    mut stopping: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let outcome = tokio::select! {
+        outcome = conn.as_mut() => outcome,
+        () = async { drop(stopping.wait_for(|s| *s).await) } => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(Duration::from_secs(10), conn.as_mut())
+                .await
+                .unwrap_or(Ok(()))
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
 }

@@ -32,15 +32,17 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` (see [`crate::edge`]).
+/// Serves `router` on `listener` within `limits`, over TLS when `tls` is given, until
+/// `shutdown` (see [`crate::edge`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     limits: EdgeLimits,
+    tls: Option<crate::edge::EdgeTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = router(gateway).layer(axum::Extension(limits));
-    crate::edge::serve(listener, router, limits, shutdown).await
+    crate::edge::serve(listener, router, limits, tls, shutdown).await
 }
 
 fn reply(result: Result<Value, ApiError>) -> Response {

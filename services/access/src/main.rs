@@ -8,6 +8,8 @@
 //!   256), `WX_MAX_CONNECTIONS_PER_ADDRESS` (256) of them from one address;
 //!   `WX_HEADER_TIMEOUT_MS`, `WX_BODY_TIMEOUT_MS`: how long a request's headers (or
 //!   an idle connection) and its body may take (10 s each). See `access::edge`.
+//! - `WX_TLS_CERT`, `WX_TLS_KEY`: PEM files; with both, the gateway serves HTTPS / WSS
+//!   with that certificate (plain HTTP without them, for local use).
 //! - `WX_PUBLIC_WS_URL` (access-long): the WebSocket URL clients are given (default
 //!   `ws://` + the `WX_WS` address + `/v1/ws`), for a gateway behind a proxy.
 
@@ -102,6 +104,18 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => defaults.max_per_address,
         },
     };
+    let tls = match (std::env::var("WX_TLS_CERT"), std::env::var("WX_TLS_KEY")) {
+        (Ok(cert), Ok(key)) => {
+            let read = |p: &str| std::fs::read(p).with_context(|| format!("reading {p}"));
+            Some(
+                access::edge::EdgeTls::from_pem(&read(&cert)?, &read(&key)?)
+                    .map_err(|e| anyhow::anyhow!("WX_TLS_CERT={cert:?}: {e}"))?,
+            )
+        }
+        (Err(_), Err(_)) => None,
+        _ => anyhow::bail!("HTTPS needs both WX_TLS_CERT and WX_TLS_KEY"),
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = move || {
         let mut stopped = stopped.clone();
@@ -117,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         Kind::Short => {
             let listener = tokio::net::TcpListener::bind(env_addr("WX_HTTP")?).await?;
             println!("http on {}", listener.local_addr()?);
-            let http = tokio::spawn(access::http::serve(listener, gateway, edge, wait()));
+            let http = tokio::spawn(access::http::serve(listener, gateway, edge, tls, wait()));
             launch.serve_until(Server::builder(), wait()).await?;
             http.await??;
         }
@@ -133,12 +147,13 @@ async fn main() -> anyhow::Result<()> {
             // What clients are told to open: the listening address unless a proxy in
             // front of the gateway says otherwise.
             let websocket_url = std::env::var("WX_PUBLIC_WS_URL")
-                .unwrap_or_else(|_| format!("ws://{ws_addr}/v1/ws"));
+                .unwrap_or_else(|_| format!("{scheme}://{ws_addr}/v1/ws"));
             let ws = tokio::spawn(access::ws::serve(
                 listener,
                 gateway,
                 Arc::clone(&hub),
                 edge,
+                tls,
                 wait(),
             ));
             let server = Server::builder()

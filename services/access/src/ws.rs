@@ -55,6 +55,7 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     hub: Arc<Hub>,
     limits: EdgeLimits,
+    tls: Option<crate::edge::EdgeTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sessions = Arc::new(Semaphore::new(limits.max_connections));
@@ -66,7 +67,7 @@ pub async fn serve(
             hub,
             sessions,
         });
-    crate::edge::serve(listener, router, limits, shutdown).await
+    crate::edge::serve(listener, router, limits, tls, shutdown).await
 }
 
 async fn upgrade(
