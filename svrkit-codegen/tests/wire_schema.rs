@@ -39,6 +39,8 @@ fn request_header_matches_the_schema_both_ways() {
     set(&mut msg, "user_priority", Value::U32(100));
     set(&mut msg, "gray_tag", Value::String("gray".into()));
     set(&mut msg, "attempt", Value::U32(3));
+    // Explicit presence: a routing key of 0 is still sent.
+    set(&mut msg, "routing_key", Value::U64(0));
     let bytes = msg.encode_to_vec();
     let expected = RequestHeader {
         service: "svrkit.demo.Echo",
@@ -52,6 +54,7 @@ fn request_header_matches_the_schema_both_ways() {
         user_priority: 100,
         gray_tag: "gray",
         attempt: 3,
+        routing_key: Some(0),
     };
     assert_eq!(
         RequestHeader::decode(&bytes).expect("hand codec reads schema bytes"),
@@ -59,7 +62,7 @@ fn request_header_matches_the_schema_both_ways() {
     );
     assert_eq!(
         msg.descriptor().fields().count(),
-        11,
+        12,
         "a new schema field needs codec support"
     );
 

@@ -120,6 +120,7 @@ pub struct Launch {
     config: Option<LiveConfig>,
     tls: Option<crate::tls::ServerTls>,
     policy: Option<crate::policy::CallPolicy>,
+    sharded: bool,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -214,6 +215,7 @@ impl Launch {
         let mut launch = Launch {
             tls,
             policy,
+            sharded: false,
             service,
             listen,
             admin,
@@ -228,6 +230,14 @@ impl Launch {
         launch.store = launch.open_store()?;
         crate::admin::install_metrics()?;
         Ok(launch)
+    }
+
+    /// Marks this service as sharded by key: the server follows its service's ring in
+    /// the registry and refuses keys this instance does not own
+    /// ([`crate::server::Ownership`]).
+    pub fn sharded(mut self) -> Launch {
+        self.sharded = true;
+        self
     }
 
     /// Overrides the RPC address.
@@ -412,6 +422,18 @@ impl Launch {
         }
         if let Some(policy) = self.policy.clone() {
             server = server.policy(policy);
+        }
+        if let Some(registry) = self.registry()
+            && self.sharded
+        {
+            let ownership =
+                crate::server::Ownership::follow(&*registry, &self.service, &self.instance_id)
+                    .await
+                    .map_err(|e| LaunchError::Io {
+                        what: "following the shard ring".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+            server = server.ownership(ownership);
         }
         if let Some(registry) = self.registry() {
             let mut instance = Instance::new(self.service.clone(), local).id(&self.instance_id);

@@ -504,6 +504,7 @@ impl ChannelInner {
             user_priority: user,
             gray_tag: ctx.gray_tag().unwrap_or(""),
             attempt: opts.attempt.max(1),
+            routing_key: opts.routing_key,
         };
         let set = self.snapshot();
         if set.endpoints.is_empty() {

@@ -61,6 +61,10 @@ pub struct RequestHeader<'a> {
     pub gray_tag: &'a str,
     /// 11: attempt number, 1 for the first try; 0 is read as 1.
     pub attempt: u32,
+    /// 12: the key the caller routed by (a uid, a section…), when it routed by one;
+    /// written whenever present, zero included. A sharded server refuses keys it does not
+    /// own.
+    pub routing_key: Option<u64>,
 }
 
 /// The header of a response frame.
@@ -231,6 +235,7 @@ impl<'a> RequestHeader<'a> {
             + varint_len(9, u64::from(self.user_priority))
             + str_len(10, self.gray_tag)
             + varint_len(11, u64::from(self.attempt))
+            + self.routing_key.map_or(0, |_| key_len(12) + 8)
     }
 
     /// Writes the header as protobuf.
@@ -246,6 +251,10 @@ impl<'a> RequestHeader<'a> {
         put_varint(9, u64::from(self.user_priority), buf);
         put_str(10, self.gray_tag, buf);
         put_varint(11, u64::from(self.attempt), buf);
+        if let Some(key) = self.routing_key {
+            encode_key(12, WireType::SixtyFourBit, buf);
+            buf.put_u64_le(key);
+        }
     }
 
     /// Reads a header, borrowing its strings from `buf`.
@@ -265,6 +274,7 @@ impl<'a> RequestHeader<'a> {
                 9 => h.user_priority = r.varint_u32(tag, wire)?,
                 10 => h.gray_tag = r.str(tag, wire)?,
                 11 => h.attempt = r.varint_u32(tag, wire)?,
+                12 => h.routing_key = Some(r.fixed64(tag, wire)?),
                 _ => r.skip(tag, wire)?,
             }
         }
@@ -356,12 +366,17 @@ mod tests {
             user_priority: 128,
             gray_tag: "canary",
             attempt: 2,
+            routing_key: Some(7),
         }
     }
 
     #[test]
     fn request_header_round_trips_with_exact_length() {
-        for h in [full_request(), RequestHeader::default()] {
+        let zero_key = RequestHeader {
+            routing_key: Some(0),
+            ..RequestHeader::default()
+        };
+        for h in [full_request(), RequestHeader::default(), zero_key] {
             let mut buf = Vec::new();
             h.encode(&mut buf);
             assert_eq!(buf.len(), h.encoded_len());

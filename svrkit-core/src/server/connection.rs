@@ -56,6 +56,8 @@ pub(crate) struct ServerShared {
     pub(crate) tls: Option<crate::tls::ServerTls>,
     /// Who may call what, when set.
     pub(crate) policy: Option<Arc<crate::policy::CallPolicy>>,
+    /// The keys this shard owns, when it is one.
+    pub(crate) ownership: Option<Arc<super::Ownership>>,
 }
 
 /// Counts a connection for as long as it lives.
@@ -359,6 +361,16 @@ where
         {
             metrics::rejected("permission_denied");
             method_metrics.responded(Code::PermissionDenied);
+            self.respond(conn, id, Err(&status));
+            return;
+        }
+        if let (Some(ownership), Some(key)) = (&server.ownership, header.routing_key)
+            && let Err(owner) = ownership.owns(key)
+        {
+            metrics::rejected("not_mine");
+            method_metrics.responded(Code::Unavailable);
+            let status =
+                Status::not_mine(format!("key {key} belongs to {owner}, not to this shard"));
             self.respond(conn, id, Err(&status));
             return;
         }

@@ -20,6 +20,7 @@ mod call;
 mod connection;
 mod latency;
 pub mod metrics;
+mod ownership;
 mod router;
 mod stats;
 
@@ -34,6 +35,7 @@ use tokio::task::JoinSet;
 use tower_layer::{Identity, Layer, Stack};
 use tower_service::Service;
 
+pub use ownership::Ownership;
 pub use router::{Routed, ServerRequest, ServiceHandler};
 pub use stats::{MethodSnapshot, ServerSnapshot, ServerStats};
 
@@ -60,6 +62,7 @@ pub struct Server<L = Identity> {
     registration: Option<(Arc<dyn Registry>, Instance)>,
     tls: Option<crate::tls::ServerTls>,
     policy: Option<Arc<crate::policy::CallPolicy>>,
+    ownership: Option<Arc<Ownership>>,
 }
 
 impl Server<Identity> {
@@ -76,6 +79,7 @@ impl Server<Identity> {
             registration: None,
             tls: None,
             policy: None,
+            ownership: None,
         }
     }
 }
@@ -100,6 +104,7 @@ impl<L> Server<L> {
             registration: self.registration,
             tls: self.tls,
             policy: self.policy,
+            ownership: self.ownership,
         }
     }
 
@@ -158,6 +163,13 @@ impl<L> Server<L> {
         self
     }
 
+    /// Serves only the keys `ownership` says this instance owns: a request routed by a
+    /// key another shard owns is answered not-mine before its handler runs.
+    pub fn ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = Some(Arc::new(ownership));
+        self
+    }
+
     /// Registers `instance` in `registry` while serving (an address with port 0 becomes
     /// the listener's), and on shutdown deregisters it *before* draining, so clients stop
     /// sending before the server stops answering.
@@ -199,6 +211,7 @@ impl<L> Server<L> {
             draining: Default::default(),
             tls: self.tls,
             policy: self.policy,
+            ownership: self.ownership,
         });
         self.stats.attach(Arc::clone(&shared));
         let svc = self.layer.layer(Routed::new(Arc::clone(&shared)));

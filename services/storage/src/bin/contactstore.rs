@@ -11,7 +11,7 @@ use wx_storage::{ContactStoreService, Engine};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     wx_api::init_tracing();
-    let launch = Launch::from_env(SERVICE_NAME)?;
+    let launch = Launch::from_env(SERVICE_NAME)?.sharded();
     let dir = launch.data_dir().join("contactstore");
     let engine = Engine::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let service = ContactStoreService::new(engine)?;

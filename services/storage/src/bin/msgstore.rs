@@ -12,7 +12,7 @@ use wx_storage::{Engine, MsgStoreService, msg_store};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     wx_api::init_tracing();
-    let launch = Launch::from_env(SERVICE_NAME)?;
+    let launch = Launch::from_env(SERVICE_NAME)?.sharded();
     let retention = match std::env::var("WX_MSG_RETENTION_MS") {
         Ok(ms) => std::time::Duration::from_millis(ms.parse().context("WX_MSG_RETENTION_MS")?),
         Err(_) => msg_store::DEFAULT_RETENTION,

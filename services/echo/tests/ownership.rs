@@ -1,0 +1,66 @@
+//! A sharded server refuses a key it does not own: a request routed by a key another
+//! shard owns is answered not-mine (unavailable, not processed) before the handler runs,
+//! and the owner serves it.
+
+use std::time::Duration;
+
+use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
+use svrkit::server::Ownership;
+use svrkit::{CallOptions, Channel, Code, Server};
+use tokio::net::TcpListener;
+
+async fn shard(me: &str, names: &[String]) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = Server::builder()
+        .ownership(Ownership::fixed(me, names.to_vec()))
+        .add_service(EchoServer::new(EchoService::new(me)));
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_serves_its_keys_and_refuses_the_others() {
+    let names: Vec<String> = vec!["shard-a".into(), "shard-b".into()];
+    let a = shard("shard-a", &names).await;
+    let b = shard("shard-b", &names).await;
+    let view_a = Ownership::fixed("shard-a", names.clone());
+    let mine = (0..1000u64)
+        .find(|k| view_a.owns(*k).is_ok())
+        .expect("a key of a");
+    let theirs = (0..1000u64)
+        .find(|k| view_a.owns(*k).is_err())
+        .expect("a key of b");
+    let call = |addr, key| async move {
+        let client = EchoClient::new(Channel::builder().max_attempts(1).lazy([addr]));
+        client
+            .echo_with(
+                EchoRequest {
+                    payload: b"x".to_vec().into(),
+                    delay_ms: 0,
+                },
+                CallOptions::new()
+                    .routing_key(key)
+                    .timeout(Duration::from_secs(5)),
+            )
+            .await
+    };
+    call(a, mine).await.expect("a serves its own key");
+    let refused = call(a, theirs).await.expect_err("a refuses b's key");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    assert!(
+        refused.message().contains("belongs to shard-b"),
+        "{refused}"
+    );
+    assert!(refused.is_not_processed(), "safe to send to the owner");
+    call(b, theirs).await.expect("b serves it");
+    // Without a routing key there is nothing to check.
+    let client = EchoClient::new(Channel::lazy([a]));
+    client
+        .echo(EchoRequest {
+            payload: b"x".to_vec().into(),
+            delay_ms: 0,
+        })
+        .await
+        .expect("unkeyed");
+}

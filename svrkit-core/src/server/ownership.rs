@@ -1,0 +1,105 @@
+//! Key ownership for sharded services: which keys this instance owns on its service's
+//! consistent-hash ring, as the registry describes the ring now.
+//!
+//! Clients of a sharded service ([`crate::balance::Balance::Sharded`]) send each request
+//! to the owner of its routing key and say which key (`RequestHeader.routing_key`). A
+//! server with [`Ownership`] checks the key against its own view of the ring and answers
+//! a key it does not own with [`Status::not_mine`](crate::Status::not_mine) before the
+//! handler runs, so a misrouted write — a client with a stale view, a bug, a hand-made
+//! call — never lands on the wrong shard. When this instance is missing from its own
+//! view (a registry that has not caught up), it cannot judge and serves.
+
+use std::sync::{Arc, RwLock};
+
+use crate::balance::Ring;
+use crate::discovery::{DiscoveryError, Registry};
+
+/// This instance's view of its service's ring.
+#[derive(Debug)]
+pub struct Ownership {
+    me: String,
+    ring: Arc<RwLock<(Ring, Vec<String>)>>,
+}
+
+fn build(names: Vec<String>) -> (Ring, Vec<String>) {
+    (Ring::new(&names), names)
+}
+
+impl Ownership {
+    /// Follows `service`'s instances in `registry`; this instance is the one registered
+    /// as `instance_id`.
+    pub async fn follow(
+        registry: &dyn Registry,
+        service: &str,
+        instance_id: &str,
+    ) -> Result<Ownership, DiscoveryError> {
+        let mut watch = registry.watch(service).await?;
+        let names = |instances: &crate::discovery::Instances| -> Vec<String> {
+            instances.iter().map(|i| i.id.clone()).collect()
+        };
+        let ring = Arc::new(RwLock::new(build(names(&watch.borrow_and_update()))));
+        let shared = Arc::downgrade(&ring);
+        tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                let Some(ring) = shared.upgrade() else {
+                    return;
+                };
+                let fresh = build(names(&watch.borrow_and_update()));
+                *ring
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+            }
+        });
+        Ok(Ownership {
+            me: instance_id.to_string(),
+            ring,
+        })
+    }
+
+    /// A fixed ring of `names`, this instance being `me` (tests, static deployments).
+    pub fn fixed(me: &str, names: Vec<String>) -> Ownership {
+        Ownership {
+            me: me.to_string(),
+            ring: Arc::new(RwLock::new(build(names))),
+        }
+    }
+
+    /// Whether this instance owns `key`: `Err(owner)` names the owner when another does.
+    pub fn owns(&self, key: u64) -> Result<(), String> {
+        let guard = self
+            .ring
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (ring, names) = &*guard;
+        if !names.contains(&self.me) {
+            return Ok(());
+        }
+        match ring.node(key).and_then(|i| names.get(i)) {
+            Some(owner) if *owner != self.me => Err(owner.clone()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_key_has_exactly_one_owner_and_strangers_cannot_judge() {
+        let names: Vec<String> = (1..=3).map(|i| format!("store-{i}")).collect();
+        let views: Vec<Ownership> = names
+            .iter()
+            .map(|me| Ownership::fixed(me, names.clone()))
+            .collect();
+        for key in 0..2_000u64 {
+            let owners = views.iter().filter(|v| v.owns(key).is_ok()).count();
+            assert_eq!(owners, 1, "key {key}");
+        }
+        let outsider = Ownership::fixed("store-9", names);
+        assert!(
+            outsider.owns(42).is_ok(),
+            "not on its own ring: cannot judge"
+        );
+    }
+}
