@@ -74,6 +74,9 @@ enum Command {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: std::net::SocketAddr,
+        /// Serve mutual TLS with the certificates in this directory (`rpc --tls`).
+        #[arg(long)]
+        tls_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -98,6 +101,10 @@ fn main() -> anyhow::Result<()> {
         Command::Message(args) => runtime.block_on(message::run(args)),
         Command::Moments(args) => runtime.block_on(moments::run(args)),
         Command::ServeSeq { role } => runtime.block_on(seq::serve(role)),
-        Command::Serve { system, addr } => runtime.block_on(servers::serve(system, addr)),
+        Command::Serve {
+            system,
+            addr,
+            tls_dir,
+        } => runtime.block_on(servers::serve(system, addr, tls_dir)),
     }
 }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::proto::{svrkit_gen, tonic_gen};
 use crate::raw::RawClient;
-use crate::servers::System;
+use crate::servers::{System, TlsFiles};
 use crate::stats::{process_cpu, quantile};
 
 /// Options of `svrkit-bench rpc`.
@@ -35,6 +35,10 @@ pub(crate) struct RpcArgs {
     /// Connections from the svrkit client to its server.
     #[arg(long, default_value_t = 1)]
     svrkit_connections: usize,
+    /// svrkit and tonic over mutual TLS (1.3, client certificates; the raw floor stays
+    /// plain TCP).
+    #[arg(long)]
+    tls: bool,
 }
 
 /// One server process; killed when dropped.
@@ -48,6 +52,17 @@ pub(crate) struct ServerProcess {
 impl ServerProcess {
     pub(crate) fn start(system: System) -> anyhow::Result<ServerProcess> {
         ServerProcess::spawn(&["serve", system.name()])
+    }
+
+    /// A server of `system` with mutual TLS from `tls` (plain for the raw floor).
+    fn start_tls(system: System, tls: Option<&TlsFiles>) -> anyhow::Result<ServerProcess> {
+        match (system, tls) {
+            (System::Raw, _) | (_, None) => ServerProcess::start(system),
+            (_, Some(tls)) => {
+                let dir = tls.dir.display().to_string();
+                ServerProcess::spawn(&["serve", system.name(), "--tls-dir", &dir])
+            }
+        }
     }
 
     /// Runs this benchmark binary with `args` (a hidden serving subcommand) and waits for
@@ -102,18 +117,43 @@ enum Client {
 }
 
 impl Client {
-    async fn connect(system: System, addr: SocketAddr, args: &RpcArgs) -> anyhow::Result<Client> {
+    async fn connect(
+        system: System,
+        addr: SocketAddr,
+        args: &RpcArgs,
+        tls: Option<&TlsFiles>,
+    ) -> anyhow::Result<Client> {
         Ok(match system {
             System::Svrkit => {
-                let channel = svrkit::Channel::builder()
+                let mut builder = svrkit::Channel::builder()
                     .connections_per_address(args.svrkit_connections)
-                    .default_timeout(Duration::from_secs(10))
-                    .lazy([addr]);
-                Client::Svrkit(svrkit_gen::bench_client::BenchClient::new(channel))
+                    .default_timeout(Duration::from_secs(10));
+                if let Some(tls) = tls {
+                    builder = builder.tls(tls.svrkit("client")?.client()?);
+                }
+                Client::Svrkit(svrkit_gen::bench_client::BenchClient::new(
+                    builder.lazy([addr]),
+                ))
             }
-            System::Tonic => Client::Tonic(
-                tonic_gen::bench_client::BenchClient::connect(format!("http://{addr}")).await?,
-            ),
+            System::Tonic => match tls {
+                None => Client::Tonic(
+                    tonic_gen::bench_client::BenchClient::connect(format!("http://{addr}")).await?,
+                ),
+                Some(tls) => {
+                    let (identity, ca) = tls.tonic("client")?;
+                    let channel =
+                        tonic::transport::Channel::from_shared(format!("https://{addr}"))?
+                            .tls_config(
+                                tonic::transport::ClientTlsConfig::new()
+                                    .ca_certificate(ca)
+                                    .identity(identity)
+                                    .domain_name(svrkit::tls::CLUSTER_SERVER_NAME),
+                            )?
+                            .connect()
+                            .await?;
+                    Client::Tonic(tonic_gen::bench_client::BenchClient::new(channel))
+                }
+            },
             System::Raw => Client::Raw(Arc::new(RawClient::connect(addr).await?)),
         })
     }
@@ -235,11 +275,16 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
         bail!("concurrency and rounds must be positive");
     }
     let payload = Bytes::from(vec![0x5a; args.payload]);
+    let tls = if args.tls {
+        Some(TlsFiles::make()?)
+    } else {
+        None
+    };
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for system in System::ALL {
-        let server = ServerProcess::start(system)?;
-        let mut client = Client::connect(system, server.addr, &args).await?;
+        let server = ServerProcess::start_tls(system, tls.as_ref())?;
+        let mut client = Client::connect(system, server.addr, &args, tls.as_ref()).await?;
         client
             .call(&payload)
             .await
@@ -248,8 +293,15 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
         clients.push(client);
     }
     println!(
-        "svrkit-bench rpc: payload {} B, {} ms x {} rounds per point, servers in their own processes",
-        args.payload, args.duration_ms, args.rounds
+        "svrkit-bench rpc: payload {} B, {} ms x {} rounds per point, servers in their own processes{}",
+        args.payload,
+        args.duration_ms,
+        args.rounds,
+        if args.tls {
+            "; svrkit and tonic over mutual TLS 1.3, raw plain"
+        } else {
+            ""
+        }
     );
     println!(
         "{:>5} {:>7} {:>12} {:>10} {:>10} {:>14} {:>7}",
@@ -288,7 +340,8 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
         }
         let [s, t, r] = [&tallies[0], &tallies[1], &tallies[2]];
         json.push(format!(
-            "{{\"bench\":\"rpc\",\"concurrency\":{concurrency},\"payload\":{},\"svrkit_qps\":{:.0},\"tonic_qps\":{:.0},\"raw_qps\":{:.0},\"svrkit_p99_us\":{},\"tonic_p99_us\":{},\"raw_p99_us\":{},\"svrkit_server_cpu_us\":{:.2},\"tonic_server_cpu_us\":{:.2},\"raw_server_cpu_us\":{:.2},\"svrkit_vs_raw\":{:.2},\"svrkit_vs_tonic\":{:.2},\"errors\":{}}}",
+            "{{\"bench\":\"rpc\",\"tls\":{},\"concurrency\":{concurrency},\"payload\":{},\"svrkit_qps\":{:.0},\"tonic_qps\":{:.0},\"raw_qps\":{:.0},\"svrkit_p99_us\":{},\"tonic_p99_us\":{},\"raw_p99_us\":{},\"svrkit_server_cpu_us\":{:.2},\"tonic_server_cpu_us\":{:.2},\"raw_server_cpu_us\":{:.2},\"svrkit_vs_raw\":{:.2},\"svrkit_vs_tonic\":{:.2},\"errors\":{}}}",
+            args.tls,
             args.payload,
             s.qps(),
             t.qps(),

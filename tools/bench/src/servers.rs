@@ -52,9 +52,70 @@ impl tonic_gen::bench_server::Bench for TonicEcho {
     }
 }
 
-/// Serves `system` on `addr`, prints `listening on ADDR`, and stops when stdin closes
-/// (the parent benchmark process went away).
-pub(crate) async fn serve(system: System, addr: SocketAddr) -> anyhow::Result<()> {
+/// The benchmark's certificates: a CA, the server's and the client's (`rpc --tls`), in
+/// `dir` as `ca.crt`, `server.crt`/`server.key`, `client.crt`/`client.key`.
+pub(crate) struct TlsFiles {
+    pub(crate) dir: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes them in a fresh temporary directory.
+    pub(crate) fn make() -> anyhow::Result<TlsFiles> {
+        let dir = std::env::temp_dir().join(format!("svrkit-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let ca = svrkit::tls::mint::ClusterCa::new("bench")?;
+        std::fs::write(dir.join("ca.crt"), ca.cert_pem())?;
+        for name in ["server", "client"] {
+            let issued = ca.issue(name)?;
+            std::fs::write(dir.join(format!("{name}.crt")), issued.cert_pem)?;
+            std::fs::write(dir.join(format!("{name}.key")), issued.key_pem)?;
+        }
+        Ok(TlsFiles { dir })
+    }
+
+    pub(crate) fn read(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        Ok(std::fs::read(self.dir.join(name))?)
+    }
+
+    /// svrkit credentials of `who` (`server` or `client`).
+    pub(crate) fn svrkit(&self, who: &str) -> anyhow::Result<svrkit::tls::Credentials> {
+        Ok(svrkit::tls::Credentials::from_pem(
+            &self.read(&format!("{who}.crt"))?,
+            &self.read(&format!("{who}.key"))?,
+            &self.read("ca.crt")?,
+        )?)
+    }
+
+    /// tonic's identity of `who` and the CA.
+    pub(crate) fn tonic(
+        &self,
+        who: &str,
+    ) -> anyhow::Result<(tonic::transport::Identity, tonic::transport::Certificate)> {
+        Ok((
+            tonic::transport::Identity::from_pem(
+                self.read(&format!("{who}.crt"))?,
+                self.read(&format!("{who}.key"))?,
+            ),
+            tonic::transport::Certificate::from_pem(self.read("ca.crt")?),
+        ))
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Serves `system` on `addr` (mutual TLS with the certificates in `tls_dir`, for svrkit
+/// and tonic), prints `listening on ADDR`, and stops when stdin closes (the parent
+/// benchmark process went away).
+pub(crate) async fn serve(
+    system: System,
+    addr: SocketAddr,
+    tls_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let tls = tls_dir.map(|dir| TlsFiles { dir });
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let stop = async {
@@ -66,7 +127,11 @@ pub(crate) async fn serve(system: System, addr: SocketAddr) -> anyhow::Result<()
     std::io::stdout().flush()?;
     match system {
         System::Svrkit => {
-            svrkit::Server::builder()
+            let mut server = svrkit::Server::builder();
+            if let Some(tls) = &tls {
+                server = server.tls(tls.svrkit("server")?.server()?);
+            }
+            server
                 .add_service(svrkit_gen::bench_server::BenchServer::new(SvrkitEcho))
                 .serve(listener, stop)
                 .await?;
@@ -74,12 +139,22 @@ pub(crate) async fn serve(system: System, addr: SocketAddr) -> anyhow::Result<()
         System::Tonic => {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = &tls {
+                let (identity, ca) = tls.tonic("server")?;
+                builder = builder.tls_config(
+                    tonic::transport::ServerTlsConfig::new()
+                        .identity(identity)
+                        .client_ca_root(ca),
+                )?;
+            }
+            builder
                 .add_service(tonic_gen::bench_server::BenchServer::new(TonicEcho))
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await?;
         }
         System::Raw => {
+            // The floor stays plain TCP: it is the reference the others are measured by.
             tokio::select! {
                 r = crate::raw::serve(listener) => r?,
                 () = stop => {}
