@@ -6,7 +6,7 @@
 //! | `/metrics` | Prometheus text: every metric recorded through the `metrics` facade, and the process metrics (CPU, memory, descriptors, threads) |
 //! | `/status` | JSON: service, version label, instance id, uptime, config version, connections, in-flight, per-method counts and latencies, DAGOR admission level, queuing time and shed counts |
 //! | `/healthz` | `200 ok` while the process runs |
-//! | `/readyz` | `200 ready` while every attached server serves; `503` before it starts and once it drains |
+//! | `/readyz` | `200 ready` while every attached server serves; `503` before it starts, once it drains, and for a few seconds after accepting a connection failed ([`crate::process_limits`]) |
 //!
 //! ```no_run
 //! # async fn run(server: svrkit::Server, rpc: tokio::net::TcpListener, admin: tokio::net::TcpListener) -> std::io::Result<()> {
@@ -184,6 +184,7 @@ impl AdminServer {
             "uptime_secs": inner.started.elapsed().as_secs_f64(),
             "config_version": inner.config_version.as_ref().and_then(|f| (f.0)()),
             "ready": self.is_ready(),
+            "accepting": crate::process_limits::accepting(),
             "connections": snapshots.iter().map(|s| s.connections).sum::<usize>(),
             "in_flight": snapshots.iter().map(|s| s.in_flight).sum::<i64>(),
             "servers": snapshots.iter().map(server_json).collect::<Vec<_>>(),
@@ -191,7 +192,7 @@ impl AdminServer {
     }
 
     fn is_ready(&self) -> bool {
-        self.inner.servers.iter().all(ServerStats::is_ready)
+        self.inner.servers.iter().all(ServerStats::is_ready) && crate::process_limits::accepting()
     }
 
     /// Serves the endpoint on `listener` until `shutdown` resolves.
@@ -254,6 +255,12 @@ async fn status(State(admin): State<AdminServer>) -> Response {
 async fn readyz(State(admin): State<AdminServer>) -> Response {
     if admin.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if !crate::process_limits::accepting() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: accepting connections failed (out of file descriptors?)\n",
+        )
+            .into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }

@@ -11,6 +11,7 @@
 //! | `SVRKIT_GRAY_USERS` | a [`Selector`] in JSON: run as a gray release for these users | stable |
 //! | `SVRKIT_DATA_DIR` | where a stateful service keeps its files | `.svrkit/data/<instance id>` |
 //! | `SVRKIT_TLS_CERT`, `SVRKIT_TLS_KEY`, `SVRKIT_TLS_CA` | PEM files: this service's certificate and key, and the cluster CA; all three turn on mutual TLS for the server and every channel ([`crate::tls`]) | plain TCP |
+//! | `SVRKIT_MAX_OPEN_FILES` | the soft limit on open files this process sets at start | the hard limit ([`crate::process_limits`]) |
 //! | `SVRKIT_CALL_POLICY` | who may call what, JSON ([`crate::policy`]) | everyone |
 //!
 //! A service's `main` reads a [`Launch`], builds its clients with [`Launch::registry`],
@@ -148,6 +149,17 @@ impl Launch {
     /// recorder, so call it first in `main`, before any client or server exists.
     pub fn from_env(service: impl Into<String>) -> Result<Launch, LaunchError> {
         let service = service.into();
+        let max_open_files = match var("SVRKIT_MAX_OPEN_FILES") {
+            Some(v) => Some(
+                v.parse::<u64>()
+                    .map_err(|e| bad("SVRKIT_MAX_OPEN_FILES", &v, e))?,
+            ),
+            None => None,
+        };
+        // Connections are descriptors: take what the hard limit allows.
+        if let Err(e) = crate::process_limits::raise_open_files(max_open_files) {
+            tracing::warn!(error = %e, "the open-file limit could not be changed");
+        }
         let listen = addr("SVRKIT_LISTEN", "127.0.0.1:0")?
             .ok_or_else(|| bad("SVRKIT_LISTEN", "off", "the RPC address is required"))?;
         let admin = addr("SVRKIT_ADMIN", "127.0.0.1:0")?;

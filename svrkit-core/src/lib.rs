@@ -39,6 +39,7 @@ pub mod launch;
 pub mod method;
 pub mod overload;
 pub mod policy;
+pub mod process_limits;
 mod process_metrics;
 pub mod protocol;
 pub mod server;

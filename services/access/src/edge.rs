@@ -163,7 +163,9 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of descriptors, say: back off instead of spinning.
+                    // Out of descriptors, say: back off instead of spinning, and report
+                    // not-ready meanwhile (`/readyz`).
+                    svrkit::process_limits::note_accept_failure();
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;

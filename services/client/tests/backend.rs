@@ -355,3 +355,18 @@ async fn internal_rpc_admits_only_the_callers_the_manifest_names() {
     .await;
     assert_eq!(profile["profile"]["uid"], user.uid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_stay_in_reserve_under_a_connection_flood() {
+    let _ = svrkit::process_limits::raise_open_files(None);
+    let backend = Backend::start_with(
+        Registry::Embedded,
+        &[
+            ("SVRKIT_MAX_OPEN_FILES", "320"),
+            ("SVRKIT_ADMIN", "127.0.0.1:0"),
+            ("WX_MAX_CONNECTIONS_PER_ADDRESS", "100000"),
+        ],
+    )
+    .await;
+    common::edge::descriptors_stay_in_reserve(&backend, 320).await;
+}

@@ -248,7 +248,9 @@ impl<L> Server<L> {
                         ));
                     }
                     Err(e) => {
-                        // Typically out of file descriptors: pause instead of spinning.
+                        // Typically out of file descriptors: pause instead of spinning,
+                        // and report not-ready meanwhile.
+                        crate::process_limits::note_accept_failure();
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }

@@ -409,3 +409,79 @@ pub async fn connections_per_address_are_capped(backend: &Backend) {
         "another address is served"
     );
 }
+
+/// `GET path` on `addr`: the status code, or `None` when nothing answers within a second.
+async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let fetch = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        String::from_utf8_lossy(&answer)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// With a small descriptor budget (the backend runs with `SVRKIT_MAX_OPEN_FILES`), the
+/// gateway's connection cap follows the limit and keeps descriptors in reserve: a flood
+/// of idle connections is refused past the cap, while `/readyz` answers ready, the
+/// process keeps its registry heartbeat and RPC, and users are served once it ends.
+pub async fn descriptors_stay_in_reserve(backend: &Backend, open_files: usize) {
+    let user = backend.user(&unique("fd_user")).await;
+    let admin = backend
+        .admin_endpoints()
+        .into_iter()
+        .find_map(|(id, addr)| (id == "access-short-1").then_some(addr))
+        .expect("access-short's admin endpoint");
+    assert_eq!(get_status(admin, "/readyz").await, Some(200));
+    // Three times the whole descriptor budget, all idle.
+    let mut flood = Vec::new();
+    for _ in 0..open_files * 3 {
+        match TcpStream::connect(backend.http.addr()).await {
+            Ok(stream) => flood.push(stream),
+            Err(_) => break,
+        }
+    }
+    // The process still has descriptors for its admin endpoint, and says it is ready.
+    assert_eq!(
+        get_status(admin, "/readyz").await,
+        Some(200),
+        "ready under the flood"
+    );
+    // Connections past the cap were closed at once: fewer than the limit stay open.
+    let mut open = 0;
+    for stream in &mut flood {
+        let mut byte = [0u8; 1];
+        let closed = matches!(
+            tokio::time::timeout(Duration::from_millis(20), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        );
+        if !closed {
+            open += 1;
+        }
+    }
+    assert!(
+        open < open_files.saturating_sub(200),
+        "{open} of {} connections held with {open_files} descriptors",
+        flood.len()
+    );
+    drop(flood);
+    served_soon(backend, &user.token).await;
+    // Its RPC side and registry heartbeat kept working: logins cross every tier.
+    let again = call(
+        &backend.http,
+        "login",
+        json!({ "name": user.name, "password": "correct horse battery" }),
+        None,
+    )
+    .await;
+    assert_eq!(again["uid"], user.uid);
+}
