@@ -97,4 +97,18 @@ mod tests {
             assert_eq!(bad.parse::<Token>(), Err(BadToken), "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        /// Every token parses back to itself; arbitrary text parses only if it is the
+        /// one spelling of its token (the fuzz target's property, on stable).
+        #[test]
+        fn tokens_have_one_spelling(uid: u64, id in "[0-9a-f]{32}", junk in "\\PC{0,48}") {
+            let token = Token { uid, session_id: id };
+            let text = token.to_string();
+            proptest::prop_assert_eq!(text.parse::<Token>().ok(), Some(token));
+            if let Ok(parsed) = junk.parse::<Token>() {
+                proptest::prop_assert_eq!(parsed.to_string(), junk);
+            }
+        }
+    }
 }

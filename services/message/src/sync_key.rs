@@ -157,4 +157,21 @@ mod tests {
             Err(SyncKeyError::Malformed)
         );
     }
+
+    proptest::proptest! {
+        /// Every key decodes back to itself for its user (and for no other); arbitrary
+        /// text decodes only if it is the one spelling of its key.
+        #[test]
+        fn keys_have_one_spelling(uid: u64, profile: u64, contacts: u64, messages: u64, junk in "\\PC{0,80}") {
+            let key = SyncKey { uid, profile, contacts, messages };
+            let text = key.encode();
+            proptest::prop_assert_eq!(SyncKey::decode(&text, uid), Ok(key));
+            proptest::prop_assert!(SyncKey::decode(&text, uid ^ 1).is_err());
+            if let Ok(parsed) = SyncKey::decode(&junk, uid)
+                && !junk.is_empty()
+            {
+                proptest::prop_assert_eq!(parsed.encode(), junk);
+            }
+        }
+    }
 }

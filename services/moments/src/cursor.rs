@@ -59,4 +59,18 @@ mod tests {
             assert!(status.message().starts_with("bad_cursor"));
         }
     }
+
+    proptest::proptest! {
+        /// Every position encodes to a cursor that decodes back to it; arbitrary text
+        /// decodes only if it is the one spelling of its position.
+        #[test]
+        fn cursors_have_one_spelling(created_ms: u64, author: u64, seq: u64, junk in "\\PC{0,60}") {
+            let entry = TimelineEntry { created_ms, author, seq };
+            let text = encode(&entry);
+            proptest::prop_assert_eq!(decode(&text).ok().flatten(), Some(entry));
+            if let Ok(Some(parsed)) = decode(&junk) {
+                proptest::prop_assert_eq!(encode(&parsed), junk);
+            }
+        }
+    }
 }
