@@ -1,0 +1,132 @@
+//! A gateway whose every downstream service is one in-process server answering each
+//! method at once with an empty reply: the gateway's own work — parsing a client's JSON,
+//! checking it, building requests, turning replies into JSON — runs for real, and nothing
+//! downstream can fail or slow it. Shared by the action property test and the
+//! `gateway_actions` fuzz target (`services/fuzz`), which includes this file.
+
+use std::sync::Arc;
+
+use access::{Gateway, Limits};
+use svrkit::{Channel, Server, Status};
+use tokio::net::TcpListener;
+use wx_api::access::push_server::{Push, PushServer};
+use wx_api::access::*;
+use wx_api::account::account_server::{Account, AccountServer};
+use wx_api::account::*;
+use wx_api::contact::contact_server::{Contact, ContactServer};
+use wx_api::contact::*;
+use wx_api::message::message_server::{Message, MessageServer};
+use wx_api::message::*;
+use wx_api::moments::moments_server::{Moments, MomentsServer};
+use wx_api::moments::*;
+
+/// Answers every method with its reply type's default value.
+#[derive(Clone, Default)]
+pub(crate) struct Answering;
+
+macro_rules! answering {
+    ($($method:ident: $request:ty => $reply:ty),* $(,)?) => {
+        $(
+            async fn $method(&self, _request: $request) -> Result<$reply, Status> {
+                Ok(<$reply>::default())
+            }
+        )*
+    };
+}
+
+impl Account for Answering {
+    answering! {
+        register: RegisterRequest => RegisterReply,
+        login: LoginRequest => LoginReply,
+        logout: LogoutRequest => LogoutReply,
+        verify_token: VerifyTokenRequest => VerifyTokenReply,
+        get_profiles: GetProfilesRequest => GetProfilesReply,
+        update_profile: UpdateProfileRequest => Profile,
+        find_user: FindUserRequest => Profile,
+        exists: ExistsRequest => ExistsReply,
+    }
+}
+
+impl Contact for Answering {
+    answering! {
+        request: FriendRequest => RelationReply,
+        accept: PeerRequest => RelationReply,
+        reject: PeerRequest => RelationReply,
+        remove: PeerRequest => RelationReply,
+        block: PeerRequest => RelationReply,
+        unblock: PeerRequest => RelationReply,
+        list_friends: ListFriendsRequest => ListFriendsReply,
+        list_requests: ListFriendsRequest => ListRequestsReply,
+        check: CheckRequest => CheckReply,
+    }
+}
+
+impl Message for Answering {
+    answering! {
+        send: SendRequest => SendReply,
+        sync: SyncRequest => SyncReply,
+        create_group: CreateGroupRequest => GroupInfo,
+        add_members: AddMembersRequest => GroupInfo,
+        leave_group: LeaveGroupRequest => LeaveGroupReply,
+        send_group: SendGroupRequest => SendReply,
+        get_group_info: GroupInfoRequest => GroupInfo,
+    }
+}
+
+impl Moments for Answering {
+    answering! {
+        post: PostRequest => PostReply,
+        delete: PostRef => DeleteReply,
+        album: AlbumRequest => PostsReply,
+        timeline: TimelineRequest => PostsReply,
+        get: PostRef => PostView,
+        like: PostRef => LikeReply,
+        unlike: PostRef => LikeReply,
+        comment: CommentRequest => CommentView,
+        uncomment: UncommentRequest => DeleteReply,
+    }
+}
+
+impl Push for Answering {
+    answering! {
+        deliver: DeliverRequest => DeliverReply,
+        deliver_local: DeliverRequest => DeliverReply,
+        announce: AnnounceRequest => AnnounceReply,
+        endpoint: EndpointRequest => EndpointReply,
+    }
+}
+
+/// Starts the answering server on loopback and a gateway over it, with no rate limit.
+pub(crate) async fn gateway() -> Arc<Gateway> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        Server::builder()
+            .without_admission()
+            .add_service(AccountServer::new(Answering))
+            .add_service(ContactServer::new(Answering))
+            .add_service(MessageServer::new(Answering))
+            .add_service(MomentsServer::new(Answering))
+            .add_service(PushServer::new(Answering))
+            .serve(listener, std::future::pending()),
+    );
+    let channel = Channel::builder().plaintext().lazy([addr]);
+    Arc::new(Gateway::new(
+        AccountClient::new(channel.clone()),
+        ContactClient::new(channel.clone()),
+        MessageClient::new(channel.clone()),
+        MomentsClient::new(channel.clone()),
+        Some(PushClient::new(channel)),
+        Limits {
+            rate_per_sec: 1e12,
+            burst: 1e12,
+            ..Limits::default()
+        },
+    ))
+}
+
+/// One gateway for the whole process (started on first use, in the caller's runtime).
+pub(crate) async fn gateway_once() -> Arc<Gateway> {
+    static GATEWAY: tokio::sync::OnceCell<Arc<Gateway>> = tokio::sync::OnceCell::const_new();
+    Arc::clone(GATEWAY.get_or_init(gateway).await)
+}
