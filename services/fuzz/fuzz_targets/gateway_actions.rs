@@ -7,6 +7,7 @@
 //! `cargo +nightly fuzz run --fuzz-dir fuzz gateway_actions fuzz/corpus/gateway_actions fuzz/seeds/gateway_actions`.
 #![no_main]
 
+#[allow(dead_code)]
 #[path = "../../access/tests/support/answering.rs"]
 mod answering;
 
