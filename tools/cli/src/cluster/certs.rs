@@ -18,6 +18,8 @@ pub(crate) const OPERATOR: &str = "operator";
 pub(crate) struct ClusterCerts {
     dir: PathBuf,
     ca: ClusterCa,
+    /// Whether gateways serve HTTPS with their certificate too.
+    edge: bool,
 }
 
 impl std::fmt::Debug for ClusterCerts {
@@ -46,7 +48,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 
 impl ClusterCerts {
     /// Opens the CA in `dir`, making it first if there is none.
-    pub(crate) fn open(dir: &Path, cluster: &str) -> anyhow::Result<ClusterCerts> {
+    pub(crate) fn open(dir: &Path, cluster: &str, edge: bool) -> anyhow::Result<ClusterCerts> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
         let ca = if cert.exists() && key.exists() {
@@ -64,6 +66,7 @@ impl ClusterCerts {
         Ok(ClusterCerts {
             dir: dir.to_path_buf(),
             ca,
+            edge,
         })
     }
 
@@ -91,11 +94,16 @@ impl ClusterCerts {
     /// The `SVRKIT_TLS_*` environment of instance `id` of `service`.
     pub(crate) fn env(&self, service: &str, id: &str) -> anyhow::Result<Vec<(String, String)>> {
         let (cert, key) = self.ensure(service, id)?;
-        Ok(vec![
+        let mut env = vec![
             ("SVRKIT_TLS_CERT".into(), cert.display().to_string()),
             ("SVRKIT_TLS_KEY".into(), key.display().to_string()),
             ("SVRKIT_TLS_CA".into(), self.ca_file().display().to_string()),
-        ])
+        ];
+        if self.edge {
+            env.push(("WX_TLS_CERT".into(), cert.display().to_string()));
+            env.push(("WX_TLS_KEY".into(), key.display().to_string()));
+        }
+        Ok(env)
     }
 }
 
@@ -121,7 +129,7 @@ mod tests {
     fn a_ca_is_made_once_and_keys_are_private() {
         let dir = std::env::temp_dir().join(format!("svrkit-certs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let certs = ClusterCerts::open(&dir, "test").expect("CA");
+        let certs = ClusterCerts::open(&dir, "test", false).expect("CA");
         let (cert, key) = certs.ensure("account", "account-1").expect("issued");
         let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -133,7 +141,7 @@ mod tests {
         assert_eq!(ca_mode, 0o600);
         let first = std::fs::read(&cert).expect("cert");
         // Reopened, the same CA and the same certificate.
-        let again = ClusterCerts::open(&dir, "test").expect("reopened");
+        let again = ClusterCerts::open(&dir, "test", false).expect("reopened");
         again.ensure("account", "account-1").expect("kept");
         assert_eq!(std::fs::read(&cert).expect("cert"), first);
         // A certificate the reopened CA issues verifies against the saved CA.

@@ -85,6 +85,11 @@ pub(crate) struct TlsSection {
     /// manifest). With etcd, point every deployment of the cluster at the same CA.
     #[serde(default)]
     pub(crate) ca_dir: Option<PathBuf>,
+    /// Gateways serve HTTPS / WSS with their cluster certificate (`WX_TLS_CERT`,
+    /// `WX_TLS_KEY`), for clients that trust the cluster CA; browsers need a public
+    /// certificate instead (a service's `env`).
+    #[serde(default)]
+    pub(crate) edge: bool,
 }
 
 fn yes() -> bool {
@@ -101,6 +106,7 @@ impl Default for TlsSection {
             enabled: true,
             cluster: default_cluster(),
             ca_dir: None,
+            edge: false,
         }
     }
 }
