@@ -15,9 +15,11 @@ pub(crate) async fn drive(addr: SocketAddr, input: &[u8], auth_first: bool) -> u
     let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
         panic!("access-long refused a WebSocket");
     };
+    let mut sent = 0;
     if auth_first {
         let auth = r#"{"op":"auth","token":"7.00112233445566778899aabbccddeeff"}"#;
         ws.send(Message::text(auth)).await.expect("send");
+        sent += 1;
     }
     for frame in input.split(|b| *b == 0).take(8) {
         let message = match std::str::from_utf8(frame) {
@@ -27,11 +29,22 @@ pub(crate) async fn drive(addr: SocketAddr, input: &[u8], auth_first: bool) -> u
         if ws.send(message).await.is_err() {
             break;
         }
+        sent += 1;
     }
+    // Every frame is answered (a result or an error), or the server closes after a
+    // failed authentication; the timeout only bounds a session that breaks that.
     let mut answered = 0;
-    while let Ok(Some(Ok(message))) =
-        tokio::time::timeout(Duration::from_millis(50), ws.next()).await
-    {
+    let mut closed = false;
+    while answered < sent {
+        let message = match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+            Ok(Some(Ok(message))) => message,
+            // The connection ended (closed or reset): nothing more will come.
+            Ok(Some(Err(_)) | None) => {
+                closed = true;
+                break;
+            }
+            Err(_) => break,
+        };
         match message {
             Message::Text(text) => {
                 let value: serde_json::Value =
@@ -39,9 +52,16 @@ pub(crate) async fn drive(addr: SocketAddr, input: &[u8], auth_first: bool) -> u
                 assert!(value.is_object(), "{value}");
                 answered += 1;
             }
-            Message::Close(_) => break,
+            Message::Close(_) => {
+                closed = true;
+                break;
+            }
             _ => {}
         }
     }
+    assert!(
+        answered == sent || closed,
+        "{answered} of {sent} frames answered and the connection still open"
+    );
     answered
 }

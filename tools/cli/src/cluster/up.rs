@@ -113,7 +113,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
             .ca_dir
             .clone()
             .unwrap_or_else(|| dir.join("tls"));
-        let certs = ClusterCerts::open(&tls_dir, &manifest.tls.cluster, manifest.tls.edge).map_err(failed)?;
+        let certs = ClusterCerts::open(&tls_dir, &manifest.tls.cluster, manifest.tls.edge)
+            .map_err(failed)?;
         certs.ensure(OPERATOR, OPERATOR).map_err(failed)?;
         Some(Arc::new(certs))
     } else {
