@@ -1,25 +1,11 @@
 // The admin page: polls /status every second and shows rates from the differences.
 
+import { cell, fact } from "./widgets.js";
+
 const $ = (id) => document.getElementById(id);
 let previous = null;
 
-function cell(text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (cls) td.className = cls;
-  return td;
-}
 
-function fact(label, value, cls) {
-  const div = document.createElement("div");
-  div.className = `fact ${cls ?? ""}`;
-  const b = document.createElement("b");
-  b.textContent = value;
-  const span = document.createElement("span");
-  span.textContent = label;
-  div.append(b, span);
-  return div;
-}
 
 function rate(now, before, seconds) {
   if (before === undefined || seconds <= 0) return "–";

@@ -10,8 +10,7 @@
 //! this origin can read.
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 
 /// The policy every file of the web client is served with.
@@ -56,23 +55,7 @@ const ASSETS: &[Asset] = &[
 ];
 
 fn serve(asset: &'static Asset) -> Response {
-    let mut response = ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
+    svrkit::admin::page::asset_with_policy(asset.content_type, asset.body, CONTENT_SECURITY_POLICY)
 }
 
 /// The routes serving the web client (merged into access-short's router).

@@ -76,7 +76,7 @@ proptest! {
 
     #[test]
     fn no_body_breaks_an_action(index in 0..ACTIONS.len() + 2, body in body(), signed_in: bool) {
-        let runtime = runtime();
+        let runtime = answering::runtime();
         let gateway = runtime.block_on(answering::gateway_once());
         let action = ACTIONS.get(index).map_or("no.such.action", |a| a.name);
         let caller = if signed_in {
@@ -95,15 +95,4 @@ proptest! {
             }
         }
     }
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    })
 }

@@ -27,20 +27,9 @@ fn frames() -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(frame, 0..6).prop_map(|frames| frames.join(&0u8))
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    })
-}
-
 fn endpoint() -> std::net::SocketAddr {
     static ADDR: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
-    *ADDR.get_or_init(|| runtime().block_on(answering::websocket()))
+    *ADDR.get_or_init(|| answering::runtime().block_on(answering::websocket()))
 }
 
 proptest! {
@@ -49,7 +38,7 @@ proptest! {
     #[test]
     fn any_session_gets_json_answers(input in frames(), auth_first: bool) {
         let addr = endpoint();
-        runtime().block_on(ws_session::drive(addr, &input, auth_first));
+        answering::runtime().block_on(ws_session::drive(addr, &input, auth_first));
     }
 }
 
@@ -57,6 +46,6 @@ proptest! {
 fn a_well_formed_session_is_answered() {
     let addr = endpoint();
     let input = br#"{"id":1,"action":"friends.list","body":{}}"#;
-    let answered = runtime().block_on(ws_session::drive(addr, input, true));
+    let answered = answering::runtime().block_on(ws_session::drive(addr, input, true));
     assert_eq!(answered, 2, "the auth reply and the answer");
 }

@@ -18,16 +18,32 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 /// The style sheet of svrkit's pages (the admin page and the cluster console).
 pub const STYLE: &str = include_str!("../../assets/svrkit.css");
+/// Table-cell and headline builders shared by svrkit's pages (served as `/widgets.js`).
+pub const WIDGETS: &str = include_str!("../../assets/widgets.js");
 const PAGE: &str = include_str!("../../assets/admin.html");
 const SCRIPT: &str = include_str!("../../assets/admin.js");
 
 /// An embedded page asset as an HTTP response, with the pages' security headers.
 pub fn asset(content_type: &'static str, body: &'static str) -> Response {
+    asset_with_policy(content_type, body, CONTENT_SECURITY_POLICY)
+}
+
+/// [`asset`] under another Content-Security-Policy (a page that needs more, such as
+/// WebSocket connections).
+pub fn asset_with_policy(
+    content_type: &'static str,
+    body: &'static str,
+    policy: &'static str,
+) -> Response {
     let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(policy),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -38,7 +54,7 @@ pub fn asset(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
-/// The routes of the page: `/`, `/admin.js`, `/svrkit.css`.
+/// The routes of the page: `/`, `/admin.js`, `/widgets.js`, `/svrkit.css`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
@@ -52,6 +68,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/svrkit.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/widgets.js",
+            get(|| async { asset("text/javascript; charset=utf-8", WIDGETS) }),
         )
 }
 

@@ -1,27 +1,12 @@
 // The cluster console: polls /api/cluster every second; rates come from the
 // difference between two polls of the same instance.
 
+import { cell, fact } from "./widgets.js";
+
 const $ = (id) => document.getElementById(id);
 let previous = new Map(); // instance id -> { totals, at }
 
-function cell(text, cls) {
-  const td = document.createElement("td");
-  if (text instanceof Node) td.append(text);
-  else td.textContent = text;
-  if (cls) td.className = cls;
-  return td;
-}
 
-function fact(label, value, cls) {
-  const div = document.createElement("div");
-  div.className = `fact ${cls ?? ""}`;
-  const b = document.createElement("b");
-  b.textContent = value;
-  const span = document.createElement("span");
-  span.textContent = label;
-  div.append(b, span);
-  return div;
-}
 
 /** Requests, errors, sheds, worst p99, in-flight and DAGOR level of one /status. */
 function totals(status) {

@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use svrkit::admin::page::{STYLE, asset};
+use svrkit::admin::page::{STYLE, WIDGETS, asset};
 use svrkit::discovery::Instance;
 
 use crate::Failure;
@@ -180,6 +180,10 @@ pub(crate) async fn run(args: ConsoleArgs) -> Result<(), Failure> {
         .route(
             "/svrkit.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/widgets.js",
+            get(|| async { asset("text/javascript; charset=utf-8", WIDGETS) }),
         )
         .route("/api/cluster", get(cluster))
         .with_state(console);

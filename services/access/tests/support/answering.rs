@@ -175,3 +175,16 @@ pub(crate) async fn websocket() -> std::net::SocketAddr {
     ));
     addr
 }
+
+/// One multi-threaded runtime for a test process's harness (property tests run their
+/// cases synchronously and block on it).
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    })
+}
