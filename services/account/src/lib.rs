@@ -62,6 +62,20 @@ impl AccountService {
         self
     }
 
+    /// The uid registered under `name` (NOT_FOUND when none is), from the name index.
+    async fn uid_named(&self, name: &str) -> Result<u64, Status> {
+        Ok(self
+            .store
+            .lookup_name_with(
+                LookupNameRequest {
+                    name: name.to_string(),
+                },
+                by_uid(name_key(name)),
+            )
+            .await?
+            .uid)
+    }
+
     async fn account(&self, uid: u64) -> Result<AccountRecord, Status> {
         self.store
             .get_account_with(GetAccountRequest { uid }, by_uid(uid))
@@ -251,16 +265,7 @@ impl Account for AccountService {
     }
 
     async fn login(&self, request: LoginRequest) -> Result<LoginReply, Status> {
-        let uid = self
-            .store
-            .lookup_name_with(
-                LookupNameRequest {
-                    name: request.name.clone(),
-                },
-                by_uid(name_key(&request.name)),
-            )
-            .await?
-            .uid;
+        let uid = self.uid_named(&request.name).await?;
         if let Some(wait) = self.throttle.wait(uid, std::time::Instant::now()) {
             return Err(Status::resource_exhausted(format!(
                 "login_throttled: too many wrong passwords; try again in {} s",
@@ -457,16 +462,7 @@ impl Account for AccountService {
     async fn find_user(&self, request: FindUserRequest) -> Result<Profile, Status> {
         acting_user()?;
         check_name(&request.name)?;
-        let uid = self
-            .store
-            .lookup_name_with(
-                LookupNameRequest {
-                    name: request.name.clone(),
-                },
-                by_uid(name_key(&request.name)),
-            )
-            .await?
-            .uid;
+        let uid = self.uid_named(&request.name).await?;
         let found = self
             .get_profiles(GetProfilesRequest { uids: vec![uid] })
             .await?;

@@ -54,9 +54,9 @@ pub fn asset_with_policy(
     response
 }
 
-/// The routes of the page: `/`, `/admin.js`, `/widgets.js`, `/svrkit.css`.
+/// The routes of the page: `/`, `/admin.js`, and [`shared`].
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+    shared()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", PAGE) }),
@@ -65,6 +65,11 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/admin.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
+}
+
+/// What every svrkit page loads: `/svrkit.css` and `/widgets.js`.
+pub fn shared<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
         .route(
             "/svrkit.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),

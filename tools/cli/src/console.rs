@@ -12,12 +12,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
-use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use svrkit::admin::page::{STYLE, WIDGETS, asset};
+use svrkit::admin::page::asset;
 use svrkit::discovery::Instance;
 
 use crate::Failure;
@@ -168,7 +167,7 @@ pub(crate) async fn run(args: ConsoleArgs) -> Result<(), Failure> {
         registry: args.registry,
         state_dir,
     });
-    let app = Router::new()
+    let app = svrkit::admin::page::shared()
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", PAGE) }),
@@ -176,14 +175,6 @@ pub(crate) async fn run(args: ConsoleArgs) -> Result<(), Failure> {
         .route(
             "/console.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            "/svrkit.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
-        .route(
-            "/widgets.js",
-            get(|| async { asset("text/javascript; charset=utf-8", WIDGETS) }),
         )
         .route("/api/cluster", get(cluster))
         .with_state(console);
