@@ -370,3 +370,9 @@ async fn descriptors_stay_in_reserve_under_a_connection_flood() {
     .await;
     common::edge::descriptors_stay_in_reserve(&backend, 320).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_under_attack() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::edge::memory_stays_bounded_under_attack(&backend).await;
+}

@@ -485,3 +485,88 @@ pub async fn descriptors_stay_in_reserve(backend: &Backend, open_files: usize) {
     .await;
     assert_eq!(again["uid"], user.uid);
 }
+
+/// The attacks of the security review, together, against a running backend: frames that
+/// announce 16 MiB, profile batches of one uid repeated thousands of times, 65,000-
+/// character profile fields, and a hundred idle connections held open. Each is refused or
+/// bounded, and no process's resident memory grows by more than 64 MiB (the table of
+/// before and after is printed).
+pub async fn memory_stays_bounded_under_attack(backend: &Backend) {
+    const WATCHED: [&str; 5] = [
+        "access-short-1",
+        "access-long-1",
+        "account-1",
+        "accountstore-1",
+        "accountstore-2",
+    ];
+    let user = backend.user(&unique("target")).await;
+    served_soon(backend, &user.token).await;
+    let before: Vec<u64> = WATCHED
+        .iter()
+        .map(|id| backend.rss_kib(id).expect("running"))
+        .collect();
+    // Ten connections announcing 16 MiB WebSocket frames, all at once.
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        let mut raw = send(
+            backend.ws[0],
+            b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await;
+        let mut head = [0u8; 512];
+        let _ = raw.read(&mut head).await;
+        let mut frame = vec![0x81, 0xFF];
+        frame.extend_from_slice(&(16u64 << 20).to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame.extend_from_slice(&[0u8; 4096]);
+        let _ = raw.write_all(&frame).await;
+        stalled.push(raw);
+    }
+    // Profile batches of one uid, 3,700 times over; 65,000-character fields.
+    let repeated: Vec<u64> = std::iter::repeat_n(user.uid, 3_700).collect();
+    for _ in 0..20 {
+        refused(
+            &backend.http,
+            "profile.get",
+            json!({ "uids": repeated }),
+            Some(&user.token),
+            400,
+            "invalid_argument",
+        )
+        .await;
+    }
+    let long = "x".repeat(65_000);
+    for field in ["avatar", "region", "phone", "signature", "nickname"] {
+        refused(
+            &backend.http,
+            "profile.update",
+            json!({ field: long }),
+            Some(&user.token),
+            400,
+            "invalid_argument",
+        )
+        .await;
+    }
+    // A hundred idle connections, held while memory is read.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        if let Ok(stream) = TcpStream::connect(backend.http.addr()).await {
+            idle.push(stream);
+        }
+    }
+    served_soon(backend, &user.token).await;
+    let after: Vec<u64> = WATCHED
+        .iter()
+        .map(|id| backend.rss_kib(id).expect("running"))
+        .collect();
+    println!("{:<16} {:>12} {:>12}", "process", "RSS before", "RSS after");
+    for ((id, b), a) in WATCHED.iter().zip(&before).zip(&after) {
+        println!("{id:<16} {:>9} KiB {:>9} KiB", b, a);
+        assert!(
+            a.saturating_sub(*b) < 64 * 1024,
+            "{id} grew from {b} KiB to {a} KiB"
+        );
+    }
+    drop(idle);
+    drop(stalled);
+}

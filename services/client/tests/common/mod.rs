@@ -419,6 +419,17 @@ impl Backend {
         self.wait_serving().await;
     }
 
+    /// The resident memory of process `id` now, in KiB (`None` when it is not running).
+    pub fn rss_kib(&self, id: &str) -> Option<u64> {
+        let pid = self.procs.iter().find(|p| p.id == id)?.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+    }
+
     /// The certificate of `name` (a process id, or `operator`) from the cluster CA.
     pub fn credentials(&self, name: &str) -> svrkit::tls::Credentials {
         svrkit::tls::Credentials::from_pem_files(
