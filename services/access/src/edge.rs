@@ -124,15 +124,7 @@ impl EdgeTls {
     /// HTTP/1.1; no client certificates).
     pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<EdgeTls, String> {
         use tokio_rustls::rustls;
-        use tokio_rustls::rustls::pki_types::pem::PemObject;
-        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let chain = CertificateDer::pem_slice_iter(cert)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("the certificate: {e}"))?;
-        if chain.is_empty() {
-            return Err("the certificate: no CERTIFICATE block".into());
-        }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("the key: {e}"))?;
+        let (chain, key) = svrkit::tls::chain_and_key(cert, key).map_err(|e| e.to_string())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -72,6 +72,21 @@ fn pem_error(what: &str, e: impl std::fmt::Display) -> TlsError {
     }
 }
 
+/// A certificate chain and its private key from PEM (at least one certificate).
+pub fn chain_and_key(
+    cert: &[u8],
+    key: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error("the certificate", e))?;
+    if chain.is_empty() {
+        return Err(pem_error("the certificate", "no CERTIFICATE block"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| pem_error("the key", e))?;
+    Ok((chain, key))
+}
+
 /// A service's credentials: its certificate chain and private key, and the CA it trusts.
 #[derive(Debug)]
 pub struct Credentials {
@@ -83,13 +98,7 @@ pub struct Credentials {
 impl Credentials {
     /// From PEM text: the certificate (chain), its key and the cluster CA certificate.
     pub fn from_pem(cert: &[u8], key: &[u8], ca: &[u8]) -> Result<Credentials, TlsError> {
-        let chain = CertificateDer::pem_slice_iter(cert)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| pem_error("the certificate", e))?;
-        if chain.is_empty() {
-            return Err(pem_error("the certificate", "no CERTIFICATE block"));
-        }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| pem_error("the key", e))?;
+        let (chain, key) = chain_and_key(cert, key)?;
         let mut roots = RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(ca) {
             let ca = ca.map_err(|e| pem_error("the CA certificate", e))?;

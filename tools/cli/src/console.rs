@@ -11,17 +11,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use svrkit::admin::page::asset;
-use svrkit::discovery::Instance;
 
 use crate::Failure;
 use crate::cluster::StateArgs;
-use crate::target::{RegistryArgs, Store};
+use crate::target::RegistryArgs;
 
 const PAGE: &str = include_str!("../assets/console.html");
 const SCRIPT: &str = include_str!("../assets/console.js");
@@ -38,43 +37,6 @@ pub(crate) struct ConsoleArgs {
     state: StateArgs,
 }
 
-/// Every instance in the registry, of `service` or of all services.
-pub(crate) async fn instances(
-    registry: &RegistryArgs,
-    service: Option<&str>,
-) -> anyhow::Result<Vec<Instance>> {
-    Ok(match registry.store() {
-        Store::Embedded(registry) => {
-            let services = match service {
-                Some(service) => vec![service.to_string()],
-                None => registry.services()?,
-            };
-            let mut all = Vec::new();
-            for service in services {
-                all.extend(registry.live(&service)?);
-            }
-            all
-        }
-        Store::Etcd(registry) => registry
-            .all()
-            .await
-            .map_err(|e| anyhow!("{e}"))?
-            .into_iter()
-            .filter(|i| service.is_none_or(|s| s == i.service))
-            .collect(),
-    })
-}
-
-/// How an instance looks from its admin endpoint.
-pub(crate) fn health(instance: &Instance, status: Option<&Value>) -> &'static str {
-    match (&instance.admin, status) {
-        (None, _) => "unknown",
-        (Some(_), None) => "down",
-        (Some(_), Some(s)) if s["ready"] == true => "ready",
-        (Some(_), Some(_)) => "not ready",
-    }
-}
-
 struct Console {
     registry: RegistryArgs,
     state_dir: Option<std::path::PathBuf>,
@@ -83,7 +45,7 @@ struct Console {
 impl Console {
     /// The `/api/cluster` document.
     async fn cluster(&self) -> anyhow::Result<Value> {
-        let instances = instances(&self.registry, None).await?;
+        let instances = self.registry.instances(None).await?;
         let fetches = instances.iter().map(|i| {
             let admin = i.admin;
             async move {
@@ -119,7 +81,7 @@ impl Console {
                     "zone": i.zone,
                     "weight": i.weight,
                     "gray_users": i.gray_users.as_ref().map(crate::cluster::describe_selector),
-                    "health": health(i, status.as_ref()),
+                    "health": crate::target::health(i, status.as_ref()),
                     "restarts": restarts.get(&i.id),
                     "status": status,
                 })

@@ -24,13 +24,15 @@ async fn status(instance: &Instance) -> Option<Value> {
 }
 
 pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
-    let instances = crate::console::instances(&args.registry, args.service.as_deref())
+    let instances = args
+        .registry
+        .instances(args.service.as_deref())
         .await
         .map_err(Failure::Failed)?;
     let mut rows = Vec::new();
     for instance in &instances {
         let status = status(instance).await;
-        let health = crate::console::health(instance, status.as_ref());
+        let health = crate::target::health(instance, status.as_ref());
         rows.push(json!({
             "service": instance.service,
             "id": instance.id,

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::anyhow;
+use serde_json::Value;
 use svrkit::config::ConfigStore;
-use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Registry};
+use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Instance, Registry};
 use svrkit::launch::RegistryKind;
 
 /// Registry options shared by the commands.
@@ -35,6 +37,30 @@ pub(crate) enum Store {
 }
 
 impl RegistryArgs {
+    /// Every instance in the registry, of `service` or of all services.
+    pub(crate) async fn instances(&self, service: Option<&str>) -> anyhow::Result<Vec<Instance>> {
+        Ok(match self.store() {
+            Store::Embedded(registry) => {
+                let services = match service {
+                    Some(service) => vec![service.to_string()],
+                    None => registry.services()?,
+                };
+                let mut all = Vec::new();
+                for service in services {
+                    all.extend(registry.live(&service)?);
+                }
+                all
+            }
+            Store::Etcd(registry) => registry
+                .all()
+                .await
+                .map_err(|e| anyhow!("{e}"))?
+                .into_iter()
+                .filter(|i| service.is_none_or(|s| s == i.service))
+                .collect(),
+        })
+    }
+
     /// The embedded registry's directory, when one was named.
     pub(crate) fn embedded_dir(&self) -> Option<PathBuf> {
         match (&self.registry, &self.registry_dir) {
@@ -73,5 +99,15 @@ impl Store {
             Store::Embedded(r) => Arc::new(r.clone()),
             Store::Etcd(r) => Arc::new(r.clone()),
         }
+    }
+}
+
+/// How an instance looks from its admin endpoint.
+pub(crate) fn health(instance: &Instance, status: Option<&Value>) -> &'static str {
+    match (&instance.admin, status) {
+        (None, _) => "unknown",
+        (Some(_), None) => "down",
+        (Some(_), Some(s)) if s["ready"] == true => "ready",
+        (Some(_), Some(_)) => "not ready",
     }
 }
