@@ -268,7 +268,9 @@ async fn internal_rpc_admits_only_the_callers_the_manifest_names() {
         &["--plaintext"],
     );
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("unavailable") && err.contains("TLS"), "{err}");
+    // Whether the client saw the server's TLS alert before the close (and says "TLS")
+    // depends on timing; the refusal does not.
+    assert!(err.contains("unavailable"), "{err}");
 
     // The operator's certificate opens connections, but the password hashes stay with
     // the account service, sessions cannot be minted, edges cannot be forged.
