@@ -32,6 +32,7 @@ mod seq;
 mod servers;
 mod stats;
 mod storage;
+mod tarpc_peer;
 
 use clap::{Parser, Subcommand};
 

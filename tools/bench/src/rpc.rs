@@ -57,7 +57,7 @@ impl ServerProcess {
     /// A server of `system` with mutual TLS from `tls` (plain for the raw floor).
     fn start_tls(system: System, tls: Option<&TlsFiles>) -> anyhow::Result<ServerProcess> {
         match (system, tls) {
-            (System::Raw, _) | (_, None) => ServerProcess::start(system),
+            (System::Raw | System::Tarpc, _) | (_, None) => ServerProcess::start(system),
             (_, Some(tls)) => {
                 let dir = tls.dir.display().to_string();
                 ServerProcess::spawn(&["serve", system.name(), "--tls-dir", &dir])
@@ -113,6 +113,7 @@ impl Drop for ServerProcess {
 enum Client {
     Svrkit(svrkit_gen::bench_client::BenchClient),
     Tonic(tonic_gen::bench_client::BenchClient<tonic::transport::Channel>),
+    Tarpc(crate::tarpc_peer::BenchClient),
     Raw(Arc<RawClient>),
 }
 
@@ -154,6 +155,7 @@ impl Client {
                     Client::Tonic(tonic_gen::bench_client::BenchClient::new(channel))
                 }
             },
+            System::Tarpc => Client::Tarpc(crate::tarpc_peer::connect(addr).await?),
             System::Raw => Client::Raw(Arc::new(RawClient::connect(addr).await?)),
         })
     }
@@ -174,6 +176,14 @@ impl Client {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            Client::Tarpc(c) => c
+                .echo(
+                    tarpc::context::current(),
+                    serde_bytes::ByteBuf::from(payload.to_vec()),
+                )
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
             Client::Raw(c) => c.call(payload).await.map(drop),
         }
     }
@@ -186,6 +196,8 @@ struct Tally {
     errors: u64,
     elapsed: Duration,
     server_cpu: Duration,
+    /// CPU of this (the client) process, load generator included.
+    client_cpu: Duration,
     latencies_us: Vec<u32>,
 }
 
@@ -196,6 +208,10 @@ impl Tally {
 
     fn cpu_us_per_request(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e6 / (self.requests.max(1) as f64)
+    }
+
+    fn client_cpu_us_per_request(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / (self.requests.max(1) as f64)
     }
 }
 
@@ -252,6 +268,7 @@ async fn measure(
     )
     .await;
     let cpu_before = server.cpu();
+    let client_cpu_before = process_cpu(std::process::id());
     let start = Instant::now();
     let (requests, errors, latencies_us) = drive(
         client,
@@ -266,6 +283,7 @@ async fn measure(
         errors,
         elapsed,
         server_cpu: server.cpu().saturating_sub(cpu_before),
+        client_cpu: process_cpu(std::process::id()).saturating_sub(client_cpu_before),
         latencies_us,
     }
 }
@@ -298,14 +316,14 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
         args.duration_ms,
         args.rounds,
         if args.tls {
-            "; svrkit and tonic over mutual TLS 1.3, raw plain"
+            "; svrkit and tonic over mutual TLS 1.3, tarpc and raw plain"
         } else {
             ""
         }
     );
     println!(
-        "{:>5} {:>7} {:>12} {:>10} {:>10} {:>14} {:>7}",
-        "conc", "system", "qps", "p50 us", "p99 us", "server cpu us", "errors"
+        "{:>5} {:>7} {:>12} {:>10} {:>10} {:>14} {:>14} {:>7}",
+        "conc", "system", "qps", "p50 us", "p99 us", "server cpu us", "client cpu us", "errors"
     );
     let mut json = Vec::new();
     for &concurrency in &args.concurrency {
@@ -319,43 +337,54 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
                 total.errors += t.errors;
                 total.elapsed += t.elapsed;
                 total.server_cpu += t.server_cpu;
+                total.client_cpu += t.client_cpu;
                 total.latencies_us.extend(t.latencies_us);
             }
         }
-        let mut p99 = [0u32; 3];
+        let mut p99 = [0u32; System::ALL.len()];
+        let mut p50 = [0u32; System::ALL.len()];
         for (i, system) in System::ALL.iter().enumerate() {
             let t = &mut tallies[i];
-            let p50 = quantile(&mut t.latencies_us, 0.50);
+            p50[i] = quantile(&mut t.latencies_us, 0.50);
             p99[i] = quantile(&mut t.latencies_us, 0.99);
             println!(
-                "{:>5} {:>7} {:>12.0} {:>10} {:>10} {:>14.2} {:>7}",
+                "{:>5} {:>7} {:>12.0} {:>10} {:>10} {:>14.2} {:>14.2} {:>7}",
                 concurrency,
                 system.name(),
                 t.qps(),
-                p50,
+                p50[i],
                 p99[i],
                 t.cpu_us_per_request(),
+                t.client_cpu_us_per_request(),
                 t.errors
             );
         }
-        let [s, t, r] = [&tallies[0], &tallies[1], &tallies[2]];
-        json.push(format!(
-            "{{\"bench\":\"rpc\",\"tls\":{},\"concurrency\":{concurrency},\"payload\":{},\"svrkit_qps\":{:.0},\"tonic_qps\":{:.0},\"raw_qps\":{:.0},\"svrkit_p99_us\":{},\"tonic_p99_us\":{},\"raw_p99_us\":{},\"svrkit_server_cpu_us\":{:.2},\"tonic_server_cpu_us\":{:.2},\"raw_server_cpu_us\":{:.2},\"svrkit_vs_raw\":{:.2},\"svrkit_vs_tonic\":{:.2},\"errors\":{}}}",
-            args.tls,
-            args.payload,
-            s.qps(),
-            t.qps(),
-            r.qps(),
-            p99[0],
-            p99[1],
-            p99[2],
-            s.cpu_us_per_request(),
-            t.cpu_us_per_request(),
-            r.cpu_us_per_request(),
-            s.qps() / r.qps().max(1e-9),
-            s.qps() / t.qps().max(1e-9),
-            s.errors + t.errors + r.errors
-        ));
+        let mut line = format!(
+            "{{\"bench\":\"rpc\",\"tls\":{},\"concurrency\":{concurrency},\"payload\":{}",
+            args.tls, args.payload
+        );
+        for (i, system) in System::ALL.iter().enumerate() {
+            let (name, t) = (system.name(), &tallies[i]);
+            line.push_str(&format!(
+                ",\"{name}_qps\":{:.0},\"{name}_p50_us\":{},\"{name}_p99_us\":{},\"{name}_server_cpu_us\":{:.2},\"{name}_client_cpu_us\":{:.2}",
+                t.qps(),
+                p50[i],
+                p99[i],
+                t.cpu_us_per_request(),
+                t.client_cpu_us_per_request()
+            ));
+        }
+        let svrkit = tallies[0].qps();
+        for (i, system) in System::ALL.iter().enumerate().skip(1) {
+            line.push_str(&format!(
+                ",\"svrkit_vs_{}\":{:.2}",
+                system.name(),
+                svrkit / tallies[i].qps().max(1e-9)
+            ));
+        }
+        let errors: u64 = tallies.iter().map(|t| t.errors).sum();
+        line.push_str(&format!(",\"errors\":{errors}}}"));
+        json.push(line);
     }
     for line in json {
         println!("{line}");

@@ -16,17 +16,20 @@ pub(crate) enum System {
     Svrkit,
     /// tonic (gRPC over HTTP/2).
     Tonic,
+    /// tarpc (bincode over TCP).
+    Tarpc,
     /// The raw length-prefixed floor.
     Raw,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 3] = [System::Svrkit, System::Tonic, System::Raw];
+    pub(crate) const ALL: [System; 4] = [System::Svrkit, System::Tonic, System::Tarpc, System::Raw];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             System::Svrkit => "svrkit",
             System::Tonic => "tonic",
+            System::Tarpc => "tarpc",
             System::Raw => "raw",
         }
     }
@@ -152,6 +155,13 @@ pub(crate) async fn serve(
                 .add_service(tonic_gen::bench_server::BenchServer::new(TonicEcho))
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await?;
+        }
+        System::Tarpc => {
+            // tarpc's TLS needs a hand-made acceptor; it stays plain TCP like the floor.
+            tokio::select! {
+                r = crate::tarpc_peer::serve(listener) => r?,
+                () = stop => {}
+            }
         }
         System::Raw => {
             // The floor stays plain TCP: it is the reference the others are measured by.
