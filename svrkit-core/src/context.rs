@@ -8,16 +8,72 @@
 //! and the gray tag. Entry points (an access gateway, a test, a CLI) build a context with
 //! the `with_*` methods and run their calls inside its scope.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::protocol::RequestHeader;
 
-tokio::task_local! {
-    static CURRENT: Context;
+thread_local! {
+    /// The context of the future being polled on this thread, if it runs in a scope.
+    ///
+    /// A scope moves its context in before each poll and back out after it (a swap, as
+    /// tokio's task-locals do), so entering one clones nothing.
+    static CURRENT: RefCell<Option<Context>> = const { RefCell::new(None) };
+}
+
+/// Makes `slot`'s context current while `f` runs, then puts it back in `slot` (and the
+/// previous one back in place), also if `f` panics.
+pub(crate) fn enter<R>(slot: &mut Option<Context>, f: impl FnOnce() -> R) -> R {
+    struct Restore<'a>(&'a mut Option<Context>);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = CURRENT.try_with(|c| {
+                if let Ok(mut current) = c.try_borrow_mut() {
+                    std::mem::swap(&mut *current, self.0);
+                }
+            });
+        }
+    }
+    let swapped = CURRENT
+        .try_with(|c| match c.try_borrow_mut() {
+            Ok(mut current) => {
+                std::mem::swap(&mut *current, slot);
+                true
+            }
+            Err(_) => false,
+        })
+        .unwrap_or(false);
+    if !swapped {
+        // Only while the thread is being torn down, or from inside `with_current`.
+        return f();
+    }
+    let _restore = Restore(slot);
+    f()
+}
+
+pin_project_lite::pin_project! {
+    /// A future run with a context current (see [`Context::scope`]).
+    #[derive(Debug)]
+    pub struct Scoped<F> {
+        ctx: Option<Context>,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let inner = this.inner;
+        enter(this.ctx, || inner.poll(cx))
+    }
 }
 
 /// The context of one request. Cheap to clone.
@@ -46,29 +102,34 @@ impl Context {
 
     /// The context of the task this is called from, or an empty one outside any scope.
     pub fn current() -> Context {
-        CURRENT.try_with(Context::clone).unwrap_or_default()
+        CURRENT
+            .try_with(|c| c.try_borrow().ok().and_then(|c| c.clone()))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// Runs `f` with a reference to the current context, if there is one, without cloning.
     pub fn with_current<R>(f: impl FnOnce(Option<&Context>) -> R) -> R {
         let mut f = Some(f);
-        match CURRENT.try_with(|c| f.take().map(|f| f(Some(c)))) {
-            Ok(Some(r)) => r,
-            _ => match f.take() {
-                Some(f) => f(None),
-                None => unreachable!("the closure runs at most once"),
-            },
+        let done = CURRENT.try_with(|c| {
+            let current = c.try_borrow().ok()?;
+            let ctx = current.as_ref()?;
+            f.take().map(|f| f(Some(ctx)))
+        });
+        match (done, f.take()) {
+            (Ok(Some(r)), _) => r,
+            (_, Some(f)) => f(None),
+            (_, None) => unreachable!("the closure runs at most once"),
         }
     }
 
     /// Runs `fut` with this context as the current one.
-    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
-        CURRENT.scope(self, fut)
-    }
-
-    /// Runs `f` synchronously with this context as the current one (one poll of a handler).
-    pub(crate) fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self, f)
+    pub fn scope<F: Future>(self, fut: F) -> Scoped<F> {
+        Scoped {
+            ctx: Some(self),
+            inner: fut,
+        }
     }
 
     /// Builds the context a server hands its handler, from the request header.
@@ -81,6 +142,18 @@ impl Context {
         arrival: Instant,
         service: &'static str,
     ) -> Context {
+        let caller = (!header.caller.is_empty()).then(|| Arc::from(header.caller));
+        Context::from_request_by(header, arrival, service, caller)
+    }
+
+    /// [`Context::from_request`] with the caller's name already shared (the server keeps
+    /// it per connection rather than allocating it per request).
+    pub(crate) fn from_request_by(
+        header: &RequestHeader<'_>,
+        arrival: Instant,
+        service: &'static str,
+        caller: Option<Arc<str>>,
+    ) -> Context {
         Context {
             deadline: (header.timeout_us > 0)
                 .then(|| arrival + Duration::from_micros(header.timeout_us)),
@@ -91,7 +164,7 @@ impl Context {
             },
             span_id: new_id(),
             parent_span_id: header.span_id,
-            caller: (!header.caller.is_empty()).then(|| Arc::from(header.caller)),
+            caller,
             peer_identity: None,
             service,
             business_priority: header.business_priority,

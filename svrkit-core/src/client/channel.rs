@@ -439,17 +439,21 @@ impl ChannelInner {
     /// One call, measured (`svrkit_client_*` per method).
     async fn call(&self, request: RpcRequest) -> Result<RpcResponse, Status> {
         let (method, started) = (request.method, Instant::now());
-        let result = self.call_unmeasured(request).await;
+        let result = self.call_unmeasured(request, started).await;
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
         super::metrics::call_finished(method, code, started.elapsed());
         result
     }
 
-    async fn call_unmeasured(&self, request: RpcRequest) -> Result<RpcResponse, Status> {
+    /// The call, begun at `now`.
+    async fn call_unmeasured(
+        &self,
+        request: RpcRequest,
+        now: Instant,
+    ) -> Result<RpcResponse, Status> {
         let ctx = Context::current();
         let opts = &request.options;
         let method = request.method;
-        let now = Instant::now();
         let timeout = opts
             .timeout
             .or(method.timeout)
@@ -523,13 +527,14 @@ impl ChannelInner {
         let mut last_error: Option<Status> = None;
         // Set when the previous attempt failed in a retryable way: (reason, request sent).
         let mut retrying: Option<(&'static str, bool)> = None;
+        let mut now = now;
         loop {
             let want = Want {
                 balance: self.config.balance,
                 routing_key: opts.routing_key,
                 gray: ctx.gray_tag().is_some() || set.gray_user(uid),
                 priority,
-                now_ms: self.now_ms(),
+                now_ms: now.saturating_duration_since(self.epoch).as_millis() as u64,
                 tried: tried.as_slice(),
             };
             let index = match pick(&set, want, &self.rr) {
@@ -571,9 +576,12 @@ impl ChannelInner {
             let result = match hedge {
                 Some(delay) if tried.is_empty() => {
                     let want = Want { tried: &[], ..want };
-                    let (result, backup) = self
-                        .attempt_with_backup(&set, index, &header, &request, deadline, delay, want)
-                        .await;
+                    // Boxed: the hedged path holds two attempts and a timer, and would
+                    // otherwise make every call's future that large.
+                    let (result, backup) = Box::pin(self.attempt_with_backup(
+                        &set, index, &header, &request, deadline, delay, want,
+                    ))
+                    .await;
                     if let Some(backup) = backup {
                         tried.push(backup);
                     }
@@ -592,20 +600,17 @@ impl ChannelInner {
             let Some(reason) = retry_reason(&status, method) else {
                 return Err(status);
             };
+            now = Instant::now();
             if tried.len() >= (self.config.max_attempts as usize).min(Tried::CAPACITY)
-                || Instant::now() >= deadline
+                || now >= deadline
             {
                 return Err(status);
             }
             retrying = Some((reason, sent));
             header.attempt += 1;
-            header.timeout_us = u64::try_from(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_micros(),
-            )
-            .unwrap_or(u64::MAX)
-            .max(1);
+            header.timeout_us = u64::try_from(deadline.saturating_duration_since(now).as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
             last_error = Some(status);
         }
     }
@@ -683,7 +688,8 @@ impl ChannelInner {
             }
         };
         let _load = balancing.then(|| InFlight::new(endpoint));
-        let start = Instant::now();
+        // Latency only feeds the balancer: no clock reads for a single instance.
+        let start = balancing.then(Instant::now);
         let frame = match conn.call(header, body, Some(deadline)).await {
             Ok(frame) => frame,
             Err(status) => {
@@ -693,7 +699,7 @@ impl ChannelInner {
                 return Err(Failed { status, sent: true });
             }
         };
-        if balancing {
+        if let Some(start) = start {
             let fed_at = start.saturating_duration_since(self.epoch).as_millis() as u64;
             endpoint.observe_latency(start.elapsed(), fed_at);
         }

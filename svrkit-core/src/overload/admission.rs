@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::level::next_level;
-use super::priority::{ADMIT_ALL, BUSINESS_LEVELS, LEVELS, Priority, level_to_wire};
+use super::priority::{ADMIT_ALL, BUSINESS_LEVELS, LEVELS, Priority, USER_LEVELS, level_to_wire};
 
 /// DAGOR's settings; the defaults are the published ones (WeChat, SoCC 2018).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,6 +63,10 @@ pub struct Admission {
     epoch: Instant,
     level: AtomicU32,
     histogram: Box<[AtomicU32]>,
+    /// One bit per business priority that arrived in this window, so ending a window
+    /// resets only the histogram rows that were written (the histogram has 32,640 cells;
+    /// a window usually touches a few rows).
+    touched: [AtomicU64; TOUCHED_WORDS],
     arrivals: AtomicU32,
     queue_sum_us: AtomicU64,
     queue_count: AtomicU32,
@@ -71,6 +75,9 @@ pub struct Admission {
     shed_counters: Box<[OnceLock<metrics::Counter>]>,
     roll: Mutex<RollState>,
 }
+
+/// Words of the `touched` bitmap: one bit per business priority.
+const TOUCHED_WORDS: usize = (BUSINESS_LEVELS as usize).div_ceil(64);
 
 #[derive(Debug, Default)]
 struct RollState {
@@ -88,6 +95,7 @@ impl Admission {
             epoch: Instant::now(),
             level: AtomicU32::new(ADMIT_ALL),
             histogram: (0..LEVELS).map(|_| AtomicU32::new(0)).collect(),
+            touched: std::array::from_fn(|_| AtomicU64::new(0)),
             arrivals: AtomicU32::new(0),
             queue_sum_us: AtomicU64::new(0),
             queue_count: AtomicU32::new(0),
@@ -117,6 +125,13 @@ impl Admission {
     pub fn admit(&self, priority: Priority, arrival: Instant) -> bool {
         let index = priority.index();
         self.histogram[index as usize].fetch_add(1, Ordering::Relaxed);
+        let row = (index / USER_LEVELS) as usize;
+        let (word, bit) = (&self.touched[row / 64], 1u64 << (row % 64));
+        // A plain load first: the row is almost always marked already. (An increment that
+        // races with the end of a window may be counted in a later window of its row.)
+        if word.load(Ordering::Relaxed) & bit == 0 {
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
         let admitted = index <= self.level.load(Ordering::Relaxed);
         if !admitted {
             let b = (priority.business - 1) as usize;
@@ -199,9 +214,21 @@ impl Admission {
         }
         let state = &mut *state;
         state.scratch.clear();
-        state
-            .scratch
-            .extend(self.histogram.iter().map(|c| c.swap(0, Ordering::Relaxed)));
+        state.scratch.resize(self.histogram.len(), 0);
+        for (w, word) in self.touched.iter().enumerate() {
+            let mut rows = word.swap(0, Ordering::Relaxed);
+            while rows != 0 {
+                let row = w * 64 + rows.trailing_zeros() as usize;
+                rows &= rows - 1;
+                let cells = row * USER_LEVELS as usize..(row + 1) * USER_LEVELS as usize;
+                for (slot, cell) in state.scratch[cells.clone()]
+                    .iter_mut()
+                    .zip(&self.histogram[cells])
+                {
+                    *slot = cell.swap(0, Ordering::Relaxed);
+                }
+            }
+        }
         self.arrivals.store(0, Ordering::Relaxed);
         let sum = self.queue_sum_us.swap(0, Ordering::Relaxed);
         let count = self.queue_count.swap(0, Ordering::Relaxed);
@@ -278,6 +305,27 @@ mod tests {
         assert!(snap.last_window_overloaded);
         assert_eq!(snap.last_window_queue_mean, Duration::from_millis(50));
         assert_eq!(snap.shed_by_business_priority, vec![(5, 1), (6, 1)]);
+    }
+
+    #[test]
+    fn ending_a_window_empties_every_row_that_arrived_and_only_those_count() {
+        let adm = Admission::new(config(4));
+        let t = Instant::now();
+        // Rows in three different words of the bitmap.
+        for business in [1, 70, 200] {
+            adm.admit(Priority::new(business, 3), t);
+        }
+        adm.admit(Priority::new(255, 128), t);
+        assert_eq!(adm.snapshot().windows, 1, "the 4th arrival ends the window");
+        assert!(
+            adm.histogram.iter().all(|c| c.load(Ordering::Relaxed) == 0),
+            "every written cell was reset"
+        );
+        assert!(adm.touched.iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        adm.admit(Priority::new(70, 3), t);
+        let cell = Priority::new(70, 3).index() as usize;
+        assert_eq!(adm.histogram[cell].load(Ordering::Relaxed), 1);
+        assert_ne!(adm.touched[1].load(Ordering::Relaxed) & (1 << (69 - 64)), 0);
     }
 
     #[test]

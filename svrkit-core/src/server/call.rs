@@ -20,7 +20,9 @@ pin_project_lite::pin_project! {
     pub(crate) struct HandlerCall<F> {
         #[pin]
         inner: F,
-        ctx: Context,
+        // Always `Some`: an `Option` so that polling can move it in place as the current
+        // context and back without cloning it.
+        ctx: Option<Context>,
         span: tracing::Span,
         sleep: Option<Pin<Box<Sleep>>>,
     }
@@ -55,7 +57,7 @@ impl<F> HandlerCall<F> {
         );
         HandlerCall {
             inner,
-            ctx,
+            ctx: Some(ctx),
             span,
             sleep: None,
         }
@@ -72,12 +74,12 @@ where
         let this = self.project();
         let inner = this.inner;
         let entered = this.span.enter();
-        let polled = this.ctx.clone().sync_scope(|| inner.poll(cx));
+        let polled = crate::context::enter(this.ctx, || inner.poll(cx));
         drop(entered);
         if let Poll::Ready(result) = polled {
             return Poll::Ready(result);
         }
-        let Some(deadline) = this.ctx.deadline() else {
+        let Some(deadline) = this.ctx.as_ref().and_then(Context::deadline) else {
             return Poll::Pending;
         };
         let sleep = this

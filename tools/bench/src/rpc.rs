@@ -35,6 +35,9 @@ pub(crate) struct RpcArgs {
     /// Connections from the svrkit client to its server.
     #[arg(long, default_value_t = 1)]
     svrkit_connections: usize,
+    /// Systems to run (comma separated; svrkit is always first: the ratios are its).
+    #[arg(long, value_delimiter = ',', default_values_t = System::ALL)]
+    systems: Vec<System>,
     /// svrkit and tonic over mutual TLS (1.3, client certificates; the raw floor stays
     /// plain TCP).
     #[arg(long)]
@@ -292,6 +295,12 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
     if args.concurrency.contains(&0) || args.rounds == 0 {
         bail!("concurrency and rounds must be positive");
     }
+    let mut systems = vec![System::Svrkit];
+    for &system in &args.systems {
+        if !systems.contains(&system) {
+            systems.push(system);
+        }
+    }
     let payload = Bytes::from(vec![0x5a; args.payload]);
     let tls = if args.tls {
         Some(TlsFiles::make()?)
@@ -300,7 +309,7 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
     };
     let mut servers = Vec::new();
     let mut clients = Vec::new();
-    for system in System::ALL {
+    for &system in &systems {
         let server = ServerProcess::start_tls(system, tls.as_ref())?;
         let mut client = Client::connect(system, server.addr, &args, tls.as_ref()).await?;
         client
@@ -327,10 +336,10 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
     );
     let mut json = Vec::new();
     for &concurrency in &args.concurrency {
-        let mut tallies: Vec<Tally> = System::ALL.iter().map(|_| Tally::default()).collect();
+        let mut tallies: Vec<Tally> = systems.iter().map(|_| Tally::default()).collect();
         for round in 0..args.rounds {
-            for k in 0..System::ALL.len() {
-                let i = (k + round) % System::ALL.len();
+            for k in 0..systems.len() {
+                let i = (k + round) % systems.len();
                 let t = measure(&clients[i], &servers[i], concurrency, &payload, &args).await;
                 let total = &mut tallies[i];
                 total.requests += t.requests;
@@ -341,9 +350,9 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
                 total.latencies_us.extend(t.latencies_us);
             }
         }
-        let mut p99 = [0u32; System::ALL.len()];
-        let mut p50 = [0u32; System::ALL.len()];
-        for (i, system) in System::ALL.iter().enumerate() {
+        let mut p99 = vec![0u32; systems.len()];
+        let mut p50 = vec![0u32; systems.len()];
+        for (i, system) in systems.iter().enumerate() {
             let t = &mut tallies[i];
             p50[i] = quantile(&mut t.latencies_us, 0.50);
             p99[i] = quantile(&mut t.latencies_us, 0.99);
@@ -363,7 +372,7 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
             "{{\"bench\":\"rpc\",\"tls\":{},\"concurrency\":{concurrency},\"payload\":{}",
             args.tls, args.payload
         );
-        for (i, system) in System::ALL.iter().enumerate() {
+        for (i, system) in systems.iter().enumerate() {
             let (name, t) = (system.name(), &tallies[i]);
             line.push_str(&format!(
                 ",\"{name}_qps\":{:.0},\"{name}_p50_us\":{},\"{name}_p99_us\":{},\"{name}_server_cpu_us\":{:.2},\"{name}_client_cpu_us\":{:.2}",
@@ -375,7 +384,7 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
             ));
         }
         let svrkit = tallies[0].qps();
-        for (i, system) in System::ALL.iter().enumerate().skip(1) {
+        for (i, system) in systems.iter().enumerate().skip(1) {
             line.push_str(&format!(
                 ",\"svrkit_vs_{}\":{:.2}",
                 system.name(),

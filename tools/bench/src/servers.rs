@@ -35,6 +35,12 @@ impl System {
     }
 }
 
+impl std::fmt::Display for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 struct SvrkitEcho;
 
 impl svrkit_gen::bench_server::Bench for SvrkitEcho {
