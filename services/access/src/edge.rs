@@ -38,6 +38,8 @@ pub struct EdgeLimits {
     pub body_timeout: Duration,
     /// Connections one client address may hold open at once (before upgrades).
     pub max_per_address: usize,
+    /// WebSocket sessions one user may hold on one access-long instance.
+    pub max_per_user: usize,
 }
 
 impl Default for EdgeLimits {
@@ -47,6 +49,7 @@ impl Default for EdgeLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             max_per_address: 256,
+            max_per_user: crate::ws::MAX_PER_USER,
         }
     }
 }

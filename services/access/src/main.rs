@@ -5,7 +5,8 @@
 //!   `http on ADDR` / `ws on ADDR`).
 //! - `WX_RATE_PER_SEC`, `WX_RATE_BURST`: each user's request budget (20/s, bursts of 40).
 //! - `WX_MAX_CONNECTIONS`: connections open at once (default: the open-file limit less
-//!   256), `WX_MAX_CONNECTIONS_PER_ADDRESS` (256) of them from one address;
+//!   256), `WX_MAX_CONNECTIONS_PER_ADDRESS` (256) of them from one address,
+//!   `WX_MAX_CONNECTIONS_PER_USER` (8) WebSocket sessions of one user on one instance;
 //!   `WX_HEADER_TIMEOUT_MS`, `WX_BODY_TIMEOUT_MS`: how long a request's headers (or
 //!   an idle connection) and its body may take (10 s each). See `access::edge`.
 //! - `WX_TLS_CERT`, `WX_TLS_KEY`: PEM files; with both, the gateway serves HTTPS / WSS
@@ -102,6 +103,10 @@ async fn main() -> anyhow::Result<()> {
         max_per_address: match std::env::var("WX_MAX_CONNECTIONS_PER_ADDRESS") {
             Ok(n) => n.parse().context("WX_MAX_CONNECTIONS_PER_ADDRESS")?,
             Err(_) => defaults.max_per_address,
+        },
+        max_per_user: match std::env::var("WX_MAX_CONNECTIONS_PER_USER") {
+            Ok(n) => n.parse().context("WX_MAX_CONNECTIONS_PER_USER")?,
+            Err(_) => defaults.max_per_user,
         },
     };
     let tls = match (std::env::var("WX_TLS_CERT"), std::env::var("WX_TLS_KEY")) {

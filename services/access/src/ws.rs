@@ -35,8 +35,14 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a frame to the client may wait for the client to read it; a client slower
 /// than that is disconnected, so what is queued for it stays bounded.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Live connections one user may hold on one instance.
+/// Live connections one user may hold on one instance, unless
+/// [`EdgeLimits::max_per_user`] says otherwise.
 pub const MAX_PER_USER: usize = 8;
+/// Bytes a session reads from its socket at a time. A frame longer than this grows the
+/// buffer for as long as it takes; an idle session holds only this (the WebSocket
+/// library's default, 128 KiB, touched in full on every read, would be most of the
+/// memory of an idle connection).
+pub const READ_BUFFER: usize = 1024;
 /// Requests one connection may have running at once; more are refused at once.
 pub const MAX_IN_FLIGHT: usize = 64;
 
@@ -46,6 +52,8 @@ struct Long {
     hub: Arc<Hub>,
     /// Upgraded connections open, at most the edge's connection limit.
     sessions: Arc<Semaphore>,
+    /// Sessions one user may hold here.
+    max_per_user: usize,
 }
 
 /// Serves the WebSocket endpoint on `listener` within `limits` until `shutdown`: at most
@@ -66,6 +74,7 @@ pub async fn serve(
             gateway,
             hub,
             sessions,
+            max_per_user: limits.max_per_user,
         });
     crate::edge::serve(listener, router, limits, tls, shutdown).await
 }
@@ -90,6 +99,9 @@ async fn upgrade(
     // any of it is buffered.
     ws.max_message_size(MAX_BODY)
         .max_frame_size(MAX_BODY)
+        .read_buffer_size(READ_BUFFER)
+        // Each frame is written at once: a push is one frame, there is nothing to batch.
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             session(long, socket, peer).await;
             drop(permit);
@@ -124,11 +136,11 @@ async fn authenticate(long: &Long, socket: &mut WebSocket) -> Result<(u64, Strin
     }
     let token = frame["token"].as_str().unwrap_or_default().to_string();
     let (uid, expires_ms) = long.gateway.authenticate_session(Some(&token)).await?;
-    if long.hub.connections_of(uid) >= MAX_PER_USER {
+    if long.hub.connections_of(uid) >= long.max_per_user {
         metrics::counter!("wx_access_connections_refused_total").increment(1);
         return Err(ApiError::new(
             svrkit::Code::ResourceExhausted,
-            format!("at most {MAX_PER_USER} connections per user"),
+            format!("at most {} connections per user", long.max_per_user),
         )
         .reason("too_many_connections"));
     }

@@ -173,6 +173,14 @@ impl Backend {
         self.dir.join("registry")
     }
 
+    /// The process id of the instance `id`.
+    pub(crate) fn pid(&self, id: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|(name, _)| name == id)
+            .map(|(_, child)| child.id())
+    }
+
     /// Resident memory of every process, in bytes, by instance id.
     pub(crate) fn rss(&self) -> Vec<(String, u64)> {
         self.procs

@@ -21,6 +21,7 @@
 //! tests.
 
 mod backend;
+mod connections;
 mod failover;
 mod message;
 mod moments;
@@ -58,6 +59,9 @@ enum Command {
     Message(message::MessageArgs),
     /// Moments: time until a post is visible (push and pull) and timeline reads, at several push thresholds.
     Moments(moments::MomentsArgs),
+    /// Idle signed-in WebSockets on one access-long: memory and CPU per connection, and
+    /// the time for one push to reach them all.
+    Connections(connections::ConnectionsArgs),
     /// Sequence allocations per second and mean/p99/p99.9 latency through the RPC.
     Seq(seq::SeqArgs),
     /// Serve one half of the seq backend (started by `seq` itself).
@@ -99,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         Command::Failover(args) => runtime.block_on(failover::run(args)),
         Command::Storage(args) => runtime.block_on(storage::run(args)),
         Command::Seq(args) => runtime.block_on(seq::run(args)),
+        Command::Connections(args) => runtime.block_on(connections::run(args)),
         Command::Message(args) => runtime.block_on(message::run(args)),
         Command::Moments(args) => runtime.block_on(moments::run(args)),
         Command::ServeSeq { role } => runtime.block_on(seq::serve(role)),
