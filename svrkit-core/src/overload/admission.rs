@@ -8,9 +8,10 @@
 //! a lock, computes the next level from the window's histogram and resets the window.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::lag::RuntimeLag;
 use super::level::next_level;
 use super::priority::{ADMIT_ALL, BUSINESS_LEVELS, LEVELS, Priority, USER_LEVELS, level_to_wire};
 
@@ -74,6 +75,8 @@ pub struct Admission {
     shed: Box<[AtomicU64]>,
     shed_counters: Box<[OnceLock<metrics::Counter>]>,
     roll: Mutex<RollState>,
+    /// The runtime's lateness, added to every request's queuing time.
+    lag: Arc<RuntimeLag>,
 }
 
 /// Words of the `touched` bitmap: one bit per business priority.
@@ -103,7 +106,14 @@ impl Admission {
             shed: (0..BUSINESS_LEVELS).map(|_| AtomicU64::new(0)).collect(),
             shed_counters: (0..BUSINESS_LEVELS).map(|_| OnceLock::new()).collect(),
             roll: Mutex::new(RollState::default()),
+            lag: Arc::default(),
         }
+    }
+
+    /// The runtime lateness this controller adds to queuing times. A server runs its
+    /// probe ([`RuntimeLag::probe`]) while it serves.
+    pub fn lag(&self) -> &Arc<RuntimeLag> {
+        &self.lag
     }
 
     /// The settings.
@@ -141,6 +151,9 @@ impl Admission {
                 .increment(1);
         }
         let arrivals = self.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
+        if arrivals % 64 == 1 {
+            self.lag.arrived();
+        }
         let now_us = self.micros(arrival);
         let window_us = self.config.window.as_micros() as u64;
         if arrivals >= self.config.window_requests
@@ -165,8 +178,10 @@ impl Admission {
         false
     }
 
-    /// Records how long an admitted request waited before its handler started.
+    /// Records how long an admitted request waited before its handler started; the
+    /// runtime's current lateness is added (see [`RuntimeLag`]).
     pub fn started(&self, queued: Duration) {
+        let queued = queued + self.lag.get();
         self.queue_sum_us
             .fetch_add(queued.as_micros() as u64, Ordering::Relaxed);
         self.queue_count.fetch_add(1, Ordering::Relaxed);

@@ -13,6 +13,7 @@
 //! k, where random shedding decays as p^k.
 //!
 //! - [`Admission`]: the per-server controller (windows, histogram, level).
+//! - [`RuntimeLag`]: how late the async runtime runs what is ready, added to queuing time.
 //! - [`next_level`]: the adjustment rule, a pure function.
 //! - [`Priority`], [`user_priority`]: the priorities.
 //! - Collaborative shedding lives in the client (`Channel` caches each instance's level
@@ -20,12 +21,14 @@
 //! - [`AdaptiveThrottle`]: Google SRE's client-side throttling, as a tower layer.
 
 mod admission;
+mod lag;
 mod level;
 pub(crate) mod metrics;
 mod priority;
 mod throttle;
 
 pub use admission::{Admission, AdmissionSnapshot, DagorConfig};
+pub use lag::RuntimeLag;
 pub use level::next_level;
 pub use priority::{
     ADMIT_ALL, BUSINESS_LEVELS, DEFAULT_BUSINESS_PRIORITY, DEFAULT_USER_PRIORITY_KEY, LEVELS,

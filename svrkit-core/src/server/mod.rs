@@ -214,6 +214,11 @@ impl<L> Server<L> {
             ownership: self.ownership,
         });
         self.stats.attach(Arc::clone(&shared));
+        // Queuing an async server cannot see per request: the runtime's own lateness.
+        let _probe = shared
+            .admission
+            .as_ref()
+            .map(|admission| AbortOnDrop(tokio::spawn(Arc::clone(admission.lag()).probe())));
         let svc = self.layer.layer(Routed::new(Arc::clone(&shared)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
@@ -278,5 +283,14 @@ impl<L> Server<L> {
             connections.shutdown().await;
         }
         Ok(())
+    }
+}
+
+/// Stops a background task when the function that started it returns, however it does.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

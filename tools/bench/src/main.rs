@@ -21,6 +21,7 @@
 //! tests.
 
 mod backend;
+mod backend_overload;
 mod connections;
 mod failover;
 mod message;
@@ -62,6 +63,9 @@ enum Command {
     /// Idle signed-in WebSockets on one access-long: memory and CPU per connection, and
     /// the time for one push to reach them all.
     Connections(connections::ConnectionsArgs),
+    /// The backend past its capacity (1x, 2x, 4x) with a mix of actions at their
+    /// business priorities: success and goodput per priority and per user band.
+    BackendOverload(backend_overload::BackendOverloadArgs),
     /// Sequence allocations per second and mean/p99/p99.9 latency through the RPC.
     Seq(seq::SeqArgs),
     /// Serve one half of the seq backend (started by `seq` itself).
@@ -103,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         Command::Failover(args) => runtime.block_on(failover::run(args)),
         Command::Storage(args) => runtime.block_on(storage::run(args)),
         Command::Seq(args) => runtime.block_on(seq::run(args)),
+        Command::BackendOverload(args) => runtime.block_on(backend_overload::run(args)),
         Command::Connections(args) => runtime.block_on(connections::run(args)),
         Command::Message(args) => runtime.block_on(message::run(args)),
         Command::Moments(args) => runtime.block_on(moments::run(args)),

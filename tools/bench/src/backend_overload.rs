@@ -1,0 +1,521 @@
+//! `svrkit-bench backend-overload`: the real backend driven past its capacity through
+//! access-long, with a mix of actions at their business priorities.
+//!
+//! Starts the release backend by itself, registers `--users` users in befriended pairs,
+//! and gives each a WebSocket. Then:
+//!
+//! Requests are sent on a fixed schedule (open loop: no waiting for answers), spread
+//! evenly over the users; each phase has one unmeasured second, then the measured ones.
+//!
+//! 1. **Capacity.** The rate starts at 200 requests/s and grows by half while at least
+//!    98 % of requests succeed (3 s phases); the capacity is the highest goodput seen.
+//! 2. **Load.** For each `--loads` factor, that factor times the capacity for `--seconds`.
+//!
+//! The mix, per ten thousand requests: `login` (business priority 10) 1, `message.send`
+//! (20) 3,000, `profile.update` (30) 1,500, `friends.list` (40) 2,500,
+//! `moments.timeline` (80) 2,999. Sign-in is rare, as in a real client: one costs as
+//! much CPU as a few hundred other requests (argon2). A request counts when it was sent in the measured seconds; it
+//! succeeds when answered ok within 3 s (a refusal such as `overloaded`, or silence,
+//! is a failure). Reported per load and business priority, and per load and user-priority
+//! band (DAGOR's user priority of each uid, in four bands): success ratio, goodput
+//! (successes per second) and p99 latency of successes, one JSON line each, and a
+//! summary line per load with the goodput against the capacity.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use wx_client::Http;
+
+use crate::backend::Backend;
+use crate::stats::quantile;
+
+/// Options of `svrkit-bench backend-overload`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BackendOverloadArgs {
+    /// Users (in befriended pairs), each with a WebSocket. Many: a connection may have
+    /// 64 requests in flight, and each user's share of 4x the load must fit.
+    #[arg(long, default_value_t = 2000)]
+    users: usize,
+    /// Measured seconds of the capacity run and of each load.
+    #[arg(long, default_value_t = 8.0)]
+    seconds: f64,
+    /// Load factors, times the measured capacity (comma separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1.0, 2.0, 4.0])]
+    loads: Vec<f64>,
+    /// The capacity in successful requests/s, when known from an earlier run (skips
+    /// finding it).
+    #[arg(long)]
+    capacity: Option<f64>,
+}
+
+/// One kind of request in the mix.
+struct Kind {
+    action: &'static str,
+    priority: u32,
+    weight: u32,
+}
+
+const MIX: [Kind; 5] = [
+    Kind {
+        action: "login",
+        priority: 10,
+        weight: 1,
+    },
+    Kind {
+        action: "message.send",
+        priority: 20,
+        weight: 3000,
+    },
+    Kind {
+        action: "profile.update",
+        priority: 30,
+        weight: 1500,
+    },
+    Kind {
+        action: "friends.list",
+        priority: 40,
+        weight: 2500,
+    },
+    Kind {
+        action: "moments.timeline",
+        priority: 80,
+        weight: 2999,
+    },
+];
+
+/// How long an answer may take before the request counts as failed.
+const GIVE_UP: Duration = Duration::from_secs(3);
+/// User-priority bands reported (DAGOR's 128 user priorities, in four).
+const BANDS: usize = 4;
+
+/// A signed-in user.
+struct User {
+    uid: u64,
+    name: String,
+    friend: u64,
+    token: String,
+    /// DAGOR's user priority of this uid (1 most important … 128).
+    band: usize,
+}
+
+/// Outcomes of one phase, by mix kind and by user band.
+#[derive(Default)]
+struct Tally {
+    sent: [u64; MIX.len()],
+    ok: [u64; MIX.len()],
+    latencies_us: [Vec<u32>; MIX.len()],
+    band_sent: [u64; BANDS],
+    band_ok: [u64; BANDS],
+    refusals: HashMap<String, u64>,
+}
+
+/// The mix kind of request number `n` (deterministic: weights in a repeating pattern).
+fn kind_of(n: u64) -> usize {
+    let total: u32 = MIX.iter().map(|k| k.weight).sum();
+    // A multiplicative hash spreads kinds evenly without a random generator.
+    let mut slot = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 % total;
+    for (i, kind) in MIX.iter().enumerate() {
+        if slot < kind.weight {
+            return i;
+        }
+        slot -= kind.weight;
+    }
+    MIX.len() - 1
+}
+
+fn body_of(kind: usize, user: &User, n: u64) -> Value {
+    match MIX[kind].action {
+        "login" => json!({ "name": user.name, "password": PASSWORD }),
+        "message.send" => json!({ "to": user.friend, "text": format!("load {n}") }),
+        "profile.update" => json!({ "signature": format!("load {n}") }),
+        "friends.list" => json!({}),
+        _ => json!({ "limit": 20 }),
+    }
+}
+
+const PASSWORD: &str = "bench password";
+
+/// A request waiting for its answer: its mix kind, when it was sent, and whether it was
+/// sent while measuring.
+type Waiting = (usize, Instant, bool);
+
+/// A user's WebSocket, split: frames go out through `send`, answers are matched by id.
+struct Conn {
+    send: tokio::sync::mpsc::UnboundedSender<String>,
+    waiting: Arc<Mutex<HashMap<u64, Waiting>>>,
+}
+
+/// What every connection reports answers to.
+struct Collector {
+    tally: Mutex<Tally>,
+    /// Whether requests sent now are measured.
+    measuring: std::sync::atomic::AtomicBool,
+}
+
+async fn connect(ws: SocketAddr, user: &User, collector: Arc<Collector>) -> anyhow::Result<Conn> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{ws}/v1/ws")).await?;
+    let auth = json!({ "op": "auth", "token": user.token }).to_string();
+    socket.send(Message::Text(auth.into())).await?;
+    match socket.next().await {
+        Some(Ok(Message::Text(text))) if text.as_str().contains("\"ok\":true") => {}
+        other => bail!("auth refused: {other:?}"),
+    }
+    let (mut sink, mut stream) = socket.split();
+    let (send, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if sink.send(Message::Text(frame.into())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let waiting: Arc<Mutex<HashMap<u64, Waiting>>> = Arc::default();
+    let band = user.band;
+    {
+        let waiting = Arc::clone(&waiting);
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
+                let Some(id) = frame["id"].as_u64() else {
+                    continue; // a push
+                };
+                let Some((kind, sent, measured)) = waiting
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&id)
+                else {
+                    continue;
+                };
+                let took = sent.elapsed();
+                let ok = frame["ok"] == true && took <= GIVE_UP;
+                if measured {
+                    let mut t = collector
+                        .tally
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if ok {
+                        t.ok[kind] += 1;
+                        t.band_ok[band] += 1;
+                        t.latencies_us[kind].push(took.as_micros().min(u32::MAX as u128) as u32);
+                    } else {
+                        let code = frame["error"]["code"]
+                            .as_str()
+                            .unwrap_or("late")
+                            .to_string();
+                        *t.refusals.entry(code).or_default() += 1;
+                    }
+                }
+            }
+        });
+    }
+    Ok(Conn { send, waiting })
+}
+
+impl Conn {
+    /// Sends request `n` of `kind` for `user`; counts it as sent when measuring.
+    fn request(&self, id: u64, kind: usize, user: &User, collector: &Collector) {
+        let frame =
+            json!({ "id": id, "action": MIX[kind].action, "body": body_of(kind, user, id) })
+                .to_string();
+        let measured = collector.measuring.load(Ordering::Relaxed);
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, (kind, Instant::now(), measured));
+        if measured {
+            let mut t = collector
+                .tally
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            t.sent[kind] += 1;
+            t.band_sent[user.band] += 1;
+        }
+        let _ = self.send.send(frame);
+    }
+}
+
+/// Registers `count` users in befriended pairs; returns them signed in.
+async fn register(api: Http, count: usize) -> anyhow::Result<Vec<User>> {
+    let run = svrkit::context::new_id() & 0xff_ffff;
+    let next = Arc::new(AtomicUsize::new(0));
+    let pairs = count / 2;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let next = Arc::clone(&next);
+        workers.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let p = next.fetch_add(1, Ordering::Relaxed);
+                if p >= pairs {
+                    return anyhow::Ok(mine);
+                }
+                let mut pair = Vec::new();
+                for side in ["a", "b"] {
+                    let name = format!("ov{side}{p}_{run:x}");
+                    let body = json!({ "name": name, "password": PASSWORD });
+                    let registered = api.call("register", &body, None).await?;
+                    let session = api.call("login", &body, None).await?;
+                    if !registered.ok() || !session.ok() {
+                        bail!("signing up {name}: {}", session.body);
+                    }
+                    let uid = session.body["uid"].as_u64().unwrap_or_default();
+                    let token = session.body["token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    pair.push((name, uid, token));
+                }
+                let (a, b) = (&pair[0], &pair[1]);
+                let asked = api
+                    .call("friends.request", &json!({ "peer": b.1 }), Some(&a.2))
+                    .await?;
+                let accepted = api
+                    .call("friends.accept", &json!({ "peer": a.1 }), Some(&b.2))
+                    .await?;
+                if !asked.ok() || !accepted.ok() {
+                    bail!("befriending pair {p}: {} {}", asked.body, accepted.body);
+                }
+                for (me, friend) in [(a, b.1), (b, a.1)] {
+                    let band = (svrkit::overload::user_priority(me.1).clamp(1, 128) as usize - 1)
+                        * BANDS
+                        / 128;
+                    mine.push(User {
+                        uid: me.1,
+                        name: me.0.clone(),
+                        friend,
+                        token: me.2.clone(),
+                        band,
+                    });
+                }
+            }
+        });
+    }
+    let mut users = Vec::with_capacity(count);
+    while let Some(joined) = workers.join_next().await {
+        users.extend(joined.context("a registering task failed")??);
+    }
+    users.sort_by_key(|u| u.uid);
+    Ok(users)
+}
+
+/// Runs the benchmark.
+pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
+    if args.users < 2 || args.seconds <= 0.0 || args.loads.iter().any(|l| *l <= 0.0) {
+        bail!("--users must be at least 2, --seconds and every load positive");
+    }
+    let backend = Backend::start(
+        1,
+        &[
+            ("RUST_LOG", "error"),
+            // The load is many requests per user; the per-user limit would answer them.
+            ("WX_RATE_PER_SEC", "1000000"),
+            ("WX_RATE_BURST", "1000000"),
+        ],
+    )?;
+    let ws = *backend
+        .ws
+        .first()
+        .ok_or_else(|| anyhow!("no access-long instance"))?;
+    eprintln!("registering {} users in befriended pairs", args.users);
+    let users = Arc::new(register(Http::new(backend.http), args.users).await?);
+    let collector = Arc::new(Collector {
+        tally: Mutex::default(),
+        measuring: false.into(),
+    });
+    let mut conns = Vec::with_capacity(users.len());
+    for user in users.iter() {
+        conns.push(Arc::new(connect(ws, user, Arc::clone(&collector)).await?));
+    }
+    let load = Load {
+        users,
+        conns,
+        collector,
+        next_id: Arc::new(AtomicU64::new(1)),
+    };
+
+    if args.capacity.is_none() {
+        eprintln!("finding the capacity: 200 requests/s and up by half while 98 % succeed");
+    }
+    let mut capacity = args.capacity.unwrap_or(0.0);
+    let mut rate = 200.0f64;
+    while args.capacity.is_none() {
+        let tally = load.phase(rate, Duration::from_secs(3)).await;
+        let (ok, sent) = (tally.ok.iter().sum::<u64>(), tally.sent.iter().sum::<u64>());
+        let goodput = ok as f64 / 3.0;
+        eprintln!(
+            "  {rate:.0}/s offered: {goodput:.0}/s succeeded ({:.1} %)",
+            ok as f64 * 100.0 / sent.max(1) as f64
+        );
+        capacity = capacity.max(goodput);
+        if (ok as f64) < 0.98 * sent as f64 || rate > 200_000.0 {
+            break;
+        }
+        rate *= 1.5;
+    }
+    eprintln!("capacity: {capacity:.0} successful requests/s");
+
+    let mut lines = Vec::new();
+    println!(
+        "{:>5} {:>24} {:>9} {:>9} {:>10} {:>8}",
+        "load", "class", "sent", "success", "goodput/s", "p99 ms"
+    );
+    for &factor in &args.loads {
+        let rate = capacity * factor;
+        eprintln!(
+            "load {factor}x: {rate:.0} requests/s for {} s",
+            args.seconds
+        );
+        let tally = load
+            .phase(rate, Duration::from_secs_f64(args.seconds))
+            .await;
+        lines.extend(report(factor, capacity, &tally, args.seconds));
+    }
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The users, their connections and what they report to.
+struct Load {
+    users: Arc<Vec<User>>,
+    conns: Vec<Arc<Conn>>,
+    collector: Arc<Collector>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Load {
+    /// Offers `rate` requests/s for one unmeasured second and then `measured`; returns
+    /// the measured requests' outcomes once each is answered or given up on.
+    async fn phase(&self, rate: f64, measured: Duration) -> Tally {
+        let users = self.users.len();
+        // Each user sends on its own fixed schedule, offset so sends spread evenly.
+        let interval = Duration::from_secs_f64(users as f64 / rate.max(1.0));
+        let begin = tokio::time::Instant::now();
+        let stop_at = begin + Duration::from_secs(1) + measured;
+        let mut senders = tokio::task::JoinSet::new();
+        for (i, conn) in self.conns.iter().enumerate() {
+            let (all, collector, next_id, conn) = (
+                Arc::clone(&self.users),
+                Arc::clone(&self.collector),
+                Arc::clone(&self.next_id),
+                Arc::clone(conn),
+            );
+            let offset = interval.mul_f64(i as f64 / users as f64);
+            senders.spawn(async move {
+                let user = &all[i];
+                let mut tick = tokio::time::interval_at(begin + offset, interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                loop {
+                    if tick.tick().await >= stop_at {
+                        return;
+                    }
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    conn.request(id, kind_of(id), user, &collector);
+                }
+            });
+        }
+        tokio::time::sleep_until(begin + Duration::from_secs(1)).await;
+        *self
+            .collector
+            .tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Tally::default();
+        self.collector.measuring.store(true, Ordering::Relaxed);
+        tokio::time::sleep_until(stop_at).await;
+        self.collector.measuring.store(false, Ordering::Relaxed);
+        while senders.join_next().await.is_some() {}
+        // What was sent in the window is answered, or given up on, by now.
+        tokio::time::sleep(GIVE_UP).await;
+        for conn in &self.conns {
+            conn.waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
+        }
+        std::mem::take(
+            &mut *self
+                .collector
+                .tally
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+/// The table rows and JSON lines of one load.
+fn report(load: f64, capacity: f64, tally: &Tally, seconds: f64) -> Vec<String> {
+    let mut lines = Vec::new();
+    let ratio = |ok: u64, sent: u64| {
+        if sent == 0 {
+            0.0
+        } else {
+            ok as f64 / sent as f64
+        }
+    };
+    let mut latencies = tally.latencies_us.clone();
+    for (k, kind) in MIX.iter().enumerate() {
+        let p99 = quantile(&mut latencies[k], 0.99) as f64 / 1e3;
+        let success = ratio(tally.ok[k], tally.sent[k]);
+        let goodput = tally.ok[k] as f64 / seconds;
+        println!(
+            "{:>5} {:>24} {:>9} {:>9.3} {:>10.0} {:>8.1}",
+            format!("{load}x"),
+            format!("{} ({})", kind.action, kind.priority),
+            tally.sent[k],
+            success,
+            goodput,
+            p99
+        );
+        lines.push(format!(
+            "{{\"bench\":\"backend-overload\",\"load\":{load},\"business_priority\":{},\"action\":\"{}\",\"sent\":{},\"success\":{success:.3},\"goodput\":{goodput:.0},\"p99_ms\":{p99:.1}}}",
+            kind.priority, kind.action, tally.sent[k]
+        ));
+    }
+    for band in 0..BANDS {
+        let (low, high) = (band * 128 / BANDS + 1, (band + 1) * 128 / BANDS);
+        let success = ratio(tally.band_ok[band], tally.band_sent[band]);
+        println!(
+            "{:>5} {:>24} {:>9} {:>9.3} {:>10.0} {:>8}",
+            format!("{load}x"),
+            format!("users {low}-{high}"),
+            tally.band_sent[band],
+            success,
+            tally.band_ok[band] as f64 / seconds,
+            "",
+        );
+        lines.push(format!(
+            "{{\"bench\":\"backend-overload\",\"load\":{load},\"user_priorities\":\"{low}-{high}\",\"sent\":{},\"success\":{success:.3},\"goodput\":{:.0}}}",
+            tally.band_sent[band],
+            tally.band_ok[band] as f64 / seconds
+        ));
+    }
+    let ok: u64 = tally.ok.iter().sum();
+    let sent: u64 = tally.sent.iter().sum();
+    let goodput = ok as f64 / seconds;
+    let mut refusals: Vec<_> = tally.refusals.iter().collect();
+    refusals.sort();
+    let refusals = refusals
+        .iter()
+        .map(|(code, n)| format!("\"{code}\":{n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    lines.push(format!(
+        "{{\"bench\":\"backend-overload\",\"load\":{load},\"capacity\":{capacity:.0},\"sent\":{sent},\"success\":{:.3},\"goodput\":{goodput:.0},\"goodput_vs_capacity\":{:.2},\"refused\":{{{refusals}}}}}",
+        ratio(ok, sent),
+        goodput / capacity.max(1e-9)
+    ));
+    lines
+}
