@@ -205,3 +205,31 @@ impl Drop for Backend {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The password of every user a benchmark signs up.
+pub(crate) const PASSWORD: &str = "bench password";
+
+/// Runs `action` through access-short; an answer that is not ok is an error.
+pub(crate) async fn call(
+    api: &wx_client::Http,
+    action: &str,
+    body: serde_json::Value,
+    token: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let answer = api.call(action, &body, token).await?;
+    if !answer.ok() {
+        bail!("{action}: {} {}", answer.status, answer.body);
+    }
+    Ok(answer.body)
+}
+
+/// Registers `name` (with [`PASSWORD`]) and signs in: its uid and token.
+pub(crate) async fn sign_up(api: &wx_client::Http, name: &str) -> anyhow::Result<(u64, String)> {
+    let body = serde_json::json!({ "name": name, "password": PASSWORD });
+    call(api, "register", body.clone(), None).await?;
+    let session = call(api, "login", body, None).await?;
+    Ok((
+        session["uid"].as_u64().unwrap_or_default(),
+        session["token"].as_str().unwrap_or_default().to_string(),
+    ))
+}

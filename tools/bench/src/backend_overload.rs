@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use wx_client::Http;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, PASSWORD, call, sign_up};
 use crate::stats::quantile;
 
 /// Options of `svrkit-bench backend-overload`.
@@ -139,8 +139,6 @@ fn body_of(kind: usize, user: &User, n: u64) -> Value {
         _ => json!({ "limit": 20 }),
     }
 }
-
-const PASSWORD: &str = "bench password";
 
 /// A request waiting for its answer: its mix kind, when it was sent, and whether it was
 /// sent while measuring.
@@ -264,29 +262,12 @@ async fn register(api: Http, count: usize) -> anyhow::Result<Vec<User>> {
                 let mut pair = Vec::new();
                 for side in ["a", "b"] {
                     let name = format!("ov{side}{p}_{run:x}");
-                    let body = json!({ "name": name, "password": PASSWORD });
-                    let registered = api.call("register", &body, None).await?;
-                    let session = api.call("login", &body, None).await?;
-                    if !registered.ok() || !session.ok() {
-                        bail!("signing up {name}: {}", session.body);
-                    }
-                    let uid = session.body["uid"].as_u64().unwrap_or_default();
-                    let token = session.body["token"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
+                    let (uid, token) = sign_up(&api, &name).await?;
                     pair.push((name, uid, token));
                 }
                 let (a, b) = (&pair[0], &pair[1]);
-                let asked = api
-                    .call("friends.request", &json!({ "peer": b.1 }), Some(&a.2))
-                    .await?;
-                let accepted = api
-                    .call("friends.accept", &json!({ "peer": a.1 }), Some(&b.2))
-                    .await?;
-                if !asked.ok() || !accepted.ok() {
-                    bail!("befriending pair {p}: {} {}", asked.body, accepted.body);
-                }
+                call(&api, "friends.request", json!({ "peer": b.1 }), Some(&a.2)).await?;
+                call(&api, "friends.accept", json!({ "peer": a.1 }), Some(&b.2)).await?;
                 for (me, friend) in [(a, b.1), (b, a.1)] {
                     let band = (svrkit::overload::user_priority(me.1).clamp(1, 128) as usize - 1)
                         * BANDS

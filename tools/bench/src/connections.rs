@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use wx_api::access::{DeliverRequest, Event, PushClient, push_methods};
 use wx_client::Http;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, sign_up};
 use crate::stats::{process_cpu, quantile};
 
 /// Options of `svrkit-bench connections`.
@@ -382,20 +382,8 @@ async fn register(api: Http, users: usize) -> anyhow::Result<Vec<(u64, Arc<str>)
                 if i >= users {
                     return anyhow::Ok(mine);
                 }
-                let name = format!("conn{i}");
-                let password = "bench password";
-                let body = json!({ "name": name, "password": password });
-                let registered = api.call("register", &body, None).await?;
-                if !registered.ok() {
-                    bail!("register {name}: {}", registered.body);
-                }
-                let session = api.call("login", &body, None).await?;
-                if !session.ok() {
-                    bail!("login {name}: {}", session.body);
-                }
-                let uid = session.body["uid"].as_u64().unwrap_or_default();
-                let token = session.body["token"].as_str().unwrap_or_default();
-                mine.push((i, uid, Arc::<str>::from(token)));
+                let (uid, token) = sign_up(&api, &format!("conn{i}")).await?;
+                mine.push((i, uid, Arc::<str>::from(token.as_str())));
                 done.fetch_add(1, Ordering::Relaxed);
             }
         });

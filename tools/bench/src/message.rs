@@ -15,11 +15,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
 use wx_client::{Http, Ws};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, call, sign_up};
 use crate::stats::quantile;
 
 /// Options of `svrkit-bench message`.
@@ -43,37 +43,6 @@ struct Seen {
     /// Numbers received, for counting what was lost.
     numbers: std::collections::HashSet<u64>,
     e2e_us: Vec<u32>,
-}
-
-async fn call(api: &Http, action: &str, body: Value, token: Option<&str>) -> anyhow::Result<Value> {
-    let answer = api.call(action, &body, token).await?;
-    if !answer.ok() {
-        anyhow::bail!("{action}: {} {}", answer.status, answer.body);
-    }
-    Ok(answer.body)
-}
-
-/// A registered, signed-in user: uid and token.
-async fn user(api: &Http, name: &str) -> anyhow::Result<(u64, String)> {
-    let password = "bench password";
-    let reply = call(
-        api,
-        "register",
-        json!({ "name": name, "password": password }),
-        None,
-    )
-    .await?;
-    let session = call(
-        api,
-        "login",
-        json!({ "name": name, "password": password }),
-        None,
-    )
-    .await?;
-    Ok((
-        reply["uid"].as_u64().unwrap_or_default(),
-        session["token"].as_str().unwrap_or_default().to_string(),
-    ))
 }
 
 fn micros(d: Duration) -> u32 {
@@ -159,8 +128,8 @@ pub(crate) async fn run(args: MessageArgs) -> anyhow::Result<()> {
     let run = svrkit::context::new_id() & 0xff_ffff;
     let mut users = Vec::new();
     for p in 0..pairs {
-        let sender = user(&api, &format!("s{p}_{run:x}")).await?;
-        let receiver = user(&api, &format!("r{p}_{run:x}")).await?;
+        let sender = sign_up(&api, &format!("s{p}_{run:x}")).await?;
+        let receiver = sign_up(&api, &format!("r{p}_{run:x}")).await?;
         call(
             &api,
             "friends.request",
