@@ -66,6 +66,13 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<F> Scoped<F> {
+    /// `inner` run with the context in `slot` (as [`enter`] left it) current.
+    pub(crate) fn new(ctx: Option<Context>, inner: F) -> Scoped<F> {
+        Scoped { ctx, inner }
+    }
+}
+
 impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
@@ -319,6 +326,15 @@ pub fn new_id() -> u64 {
         cell.set(x);
         x.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1
     })
+}
+
+/// An id as 16 hex digits, the way logs show trace and span ids.
+pub(crate) struct Hex(pub(crate) u64);
+
+impl std::fmt::Display for Hex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }
 
 #[cfg(test)]

@@ -43,9 +43,11 @@ async fn deadline_trace_priority_uid_and_gray_tag_cross_two_hops() {
         (0xfeed, 0xfeed),
         "one trace"
     );
-    assert_eq!(
-        second.parent_span_id, first.span_id,
-        "back's parent span is front's span"
+    // Back's parent is front's outgoing call, a span of its own under front's span (the
+    // log test below checks the links).
+    assert!(
+        ![0, first.span_id, first.parent_span_id].contains(&second.parent_span_id),
+        "back's parent span is front's call"
     );
     assert_ne!(second.span_id, first.span_id);
     assert!(
@@ -229,9 +231,39 @@ async fn handler_logs_carry_the_trace_and_the_parent_span() {
     assert!(echo.contains("method=\"Echo\""), "{echo}");
     assert_ne!(field(&relay, "span_id"), "0".repeat(16), "{relay}");
     assert_ne!(field(&relay, "span_id"), field(&echo, "span_id"));
+    assert!(
+        echo.contains("peer=127.0.0.1:"),
+        "the server span names the peer: {echo}"
+    );
+
+    // The front's call to the back runs in a `call` span inside the front's `rpc` span:
+    // a child of the handler's span, and the parent of the back's.
+    let finished = text
+        .lines()
+        .find(|l| l.contains("call finished") && l.contains("method=\"Relay\""))
+        .unwrap_or_else(|| panic!("no call line inside the relay's span in:\n{text}"))
+        .to_string();
+    let call = finished
+        .split("call{")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no call span in {finished}"));
+    assert!(
+        call.starts_with("service=\"svrkit.demo.Echo\" method=\"Echo\""),
+        "{call}"
+    );
+    assert_eq!(
+        field(call, "trace_id"),
+        format!("{:016x}", 0xfeed),
+        "{call}"
+    );
+    assert_eq!(
+        field(call, "parent"),
+        field(&relay, "span_id"),
+        "the call's parent is the handler's span:\n{relay}\n{call}"
+    );
     assert_eq!(
         field(&echo, "parent"),
-        field(&relay, "span_id"),
-        "the second hop's parent is the first hop's span:\n{relay}\n{echo}"
+        field(call, "span_id"),
+        "the second hop's parent is the first hop's call:\n{call}\n{echo}"
     );
 }

@@ -214,3 +214,94 @@ async fn server_metrics_count_requests_codes_and_queue_time() {
         other => panic!("in-flight gauge: {other:?}"),
     }
 }
+
+/// A plain tower layer on the server: it reads the caller's uid and peer address from the
+/// request before the handler runs, refuses calls that name no user, and changes the
+/// context the handler then sees.
+#[derive(Clone)]
+struct SignedInOnly<S> {
+    inner: S,
+    peers: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
+}
+
+impl<S> tower::Service<svrkit::server::ServerRequest> for SignedInOnly<S>
+where
+    S: tower::Service<
+            svrkit::server::ServerRequest,
+            Response = bytes::Bytes,
+            Error = svrkit::Status,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = bytes::Bytes;
+    type Error = svrkit::Status;
+    type Future = svrkit::BoxFuture<'static, Result<bytes::Bytes, svrkit::Status>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), svrkit::Status>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: svrkit::server::ServerRequest) -> Self::Future {
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(request.peer_addr());
+        if request.context().uid() == 0 {
+            let status = svrkit::Status::unauthenticated("sign in first");
+            return Box::pin(std::future::ready(Err(status)));
+        }
+        let tag = format!("checked-{}", request.method().method);
+        let ctx = request.context_mut();
+        *ctx = std::mem::take(ctx).with_gray_tag(tag);
+        Box::pin(self.inner.call(request))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tower_layer_sees_the_context_and_peer_before_the_handler() {
+    let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let layer_peers = std::sync::Arc::clone(&peers);
+    let server = start(
+        Server::builder()
+            .layer(tower::layer::layer_fn(move |inner| SignedInOnly {
+                inner,
+                peers: std::sync::Arc::clone(&layer_peers),
+            }))
+            .add_service(EchoServer::new(EchoService::new("s"))),
+    )
+    .await;
+    let channel = Channel::connect(server.addr).await.expect("connect");
+    let client = EchoClient::new(channel);
+
+    let refused = client
+        .echo(request("anonymous", 0))
+        .await
+        .expect_err("a call without a uid is refused");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(refused.message(), "sign in first");
+
+    let reply = client
+        .echo_with(request("signed in", 0), CallOptions::new().uid(42))
+        .await
+        .expect("a call with a uid passes the layer");
+    let seen = reply.seen.expect("the handler reports its context");
+    assert_eq!(seen.uid, 42);
+    assert_eq!(
+        seen.gray_tag, "checked-Echo",
+        "the handler sees the layer's change"
+    );
+
+    let peers = peers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    assert_eq!(peers.len(), 2);
+    for peer in peers {
+        assert!(peer.ip().is_loopback(), "{peer}");
+        assert_ne!(peer, server.addr, "the peer is the client's end");
+    }
+    server.shutdown().await;
+}

@@ -16,13 +16,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::endpoint::{ConnectFailed, ConnectSettings, Endpoint};
 use super::pick::{EndpointSet, NoPick, Want, pick};
 use super::retry::{DEFAULT_RETRY_RATIO, DEFAULT_RETRY_RESERVE, RetryBudget};
 use super::{RpcRequest, RpcResponse, metrics};
 use crate::balance::Balance;
 use crate::config::Selector;
-use crate::context::{Context, new_id};
+use crate::context::{Context, Hex, new_id};
 use crate::method::MethodDesc;
 use crate::overload::{DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, RequestHeader, ResponseHeader};
@@ -416,6 +418,15 @@ impl WeakChannel {
     }
 }
 
+/// A call's place in its trace.
+#[derive(Debug, Clone, Copy)]
+struct CallTrace {
+    /// The caller's trace, or a new one.
+    trace_id: u64,
+    /// The call's own span, the callee's parent.
+    span_id: u64,
+}
+
 /// Why a failed call may be repeated, if it may.
 fn retry_reason(status: &Status, method: &MethodDesc) -> Option<&'static str> {
     if status.is_not_processed() {
@@ -436,22 +447,51 @@ impl ChannelInner {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// One call, measured (`svrkit_client_*` per method).
+    /// One call, measured (`svrkit_client_*` per method) and traced: it runs in a `call`
+    /// span (at INFO, a child of the caller's span), whose id the callee's span names as
+    /// its parent.
     async fn call(&self, request: RpcRequest) -> Result<RpcResponse, Status> {
         let (method, started) = (request.method, Instant::now());
-        let result = self.call_unmeasured(request, started).await;
-        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        super::metrics::call_finished(method, code, started.elapsed());
-        result
+        let ctx = Context::current();
+        let trace = CallTrace {
+            trace_id: match ctx.trace_id() {
+                0 => new_id(),
+                inherited => inherited,
+            },
+            span_id: new_id(),
+        };
+        let span = tracing::info_span!(
+            "call",
+            service = method.service,
+            method = method.method,
+            trace_id = %Hex(trace.trace_id),
+            span_id = %Hex(trace.span_id),
+            parent = %Hex(ctx.span_id()),
+        );
+        async move {
+            let result = self.call_unmeasured(request, ctx, trace, started).await;
+            let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+            let elapsed = started.elapsed();
+            super::metrics::call_finished(method, code, elapsed);
+            tracing::debug!(
+                ?code,
+                elapsed_us = elapsed.as_micros() as u64,
+                "call finished"
+            );
+            result
+        }
+        .instrument(span)
+        .await
     }
 
-    /// The call, begun at `now`.
+    /// The call in `ctx`, begun at `now`.
     async fn call_unmeasured(
         &self,
         request: RpcRequest,
+        ctx: Context,
+        trace: CallTrace,
         now: Instant,
     ) -> Result<RpcResponse, Status> {
-        let ctx = Context::current();
         let opts = &request.options;
         let method = request.method;
         let timeout = opts
@@ -496,12 +536,8 @@ impl ChannelInner {
             timeout_us: u64::try_from((deadline - now).as_micros())
                 .unwrap_or(u64::MAX)
                 .max(1),
-            trace_id: if ctx.trace_id() == 0 {
-                new_id()
-            } else {
-                ctx.trace_id()
-            },
-            span_id: ctx.span_id(),
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
             caller,
             business_priority: business,
             uid,

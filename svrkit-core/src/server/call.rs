@@ -1,6 +1,8 @@
-//! The future of one handler invocation: its context, its tracing span, its deadline.
+//! The future of one request's handling (server layers and handler): its tracing span and
+//! its deadline.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
@@ -8,59 +10,58 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::time::Sleep;
 
-use crate::context::Context;
+use crate::context::{Context, Hex};
 use crate::status::Status;
 
 pin_project_lite::pin_project! {
-    /// Runs a handler future with its request context current, and stops it at the
-    /// request's deadline.
+    /// Runs the future of a request's handling (the server's layers around the
+    /// handler) inside the request's span, and stops it at the request's deadline.
     ///
     /// The deadline timer is created only if the handler does not finish on its first
     /// poll, so the common fast handler registers no timer at all.
     pub(crate) struct HandlerCall<F> {
         #[pin]
         inner: F,
-        // Always `Some`: an `Option` so that polling can move it in place as the current
-        // context and back without cloning it.
-        ctx: Option<Context>,
         span: tracing::Span,
+        deadline: Option<Instant>,
         sleep: Option<Pin<Box<Sleep>>>,
     }
 }
 
-/// An id as 16 hex digits, the way logs show trace and span ids.
-struct Hex(u64);
-
-impl std::fmt::Display for Hex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
+/// The span of one server call (`rpc`, at INFO): the request's identity, so every line
+/// logged while handling it (in server layers and in the handler) names the trace it
+/// belongs to. When INFO is off for svrkit the span is never built.
+pub(crate) fn rpc_span(ctx: &Context, method: &'static str, peer: SocketAddr) -> tracing::Span {
+    tracing::info_span!(
+        "rpc",
+        service = ctx.service(),
+        method,
+        trace_id = %Hex(ctx.trace_id()),
+        span_id = %Hex(ctx.span_id()),
+        parent = %Hex(ctx.parent_span_id()),
+        caller = ctx.caller().unwrap_or(""),
+        peer = %peer,
+        uid = ctx.uid(),
+        business = ctx.business_priority(),
+        user = ctx.user_priority(),
+        attempt = ctx.attempt(),
+    )
 }
 
 impl<F> HandlerCall<F> {
-    /// The call of `method` with `ctx`. Its span (`rpc`, at INFO) carries the request's
-    /// identity, so every line the handler logs names the trace it belongs to; when INFO
-    /// is off for svrkit the span is never built.
-    pub(crate) fn new(inner: F, ctx: Context, method: &'static str) -> HandlerCall<F> {
-        let span = tracing::info_span!(
-            "rpc",
-            service = ctx.service(),
-            method,
-            trace_id = %Hex(ctx.trace_id()),
-            span_id = %Hex(ctx.span_id()),
-            parent = %Hex(ctx.parent_span_id()),
-            caller = ctx.caller().unwrap_or(""),
-            uid = ctx.uid(),
-            business = ctx.business_priority(),
-            user = ctx.user_priority(),
-            attempt = ctx.attempt(),
-        );
+    /// The handling `inner`, run in `span` and stopped at `deadline`.
+    pub(crate) fn new(inner: F, span: tracing::Span, deadline: Option<Instant>) -> HandlerCall<F> {
         HandlerCall {
             inner,
-            ctx: Some(ctx),
             span,
+            deadline,
             sleep: None,
         }
+    }
+
+    /// When the request's time is up, if it has a deadline.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 }
 
@@ -74,12 +75,12 @@ where
         let this = self.project();
         let inner = this.inner;
         let entered = this.span.enter();
-        let polled = crate::context::enter(this.ctx, || inner.poll(cx));
+        let polled = inner.poll(cx);
         drop(entered);
         if let Poll::Ready(result) = polled {
             return Poll::Ready(result);
         }
-        let Some(deadline) = this.ctx.as_ref().and_then(Context::deadline) else {
+        let Some(deadline) = *this.deadline else {
             return Poll::Pending;
         };
         let sleep = this

@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::AbortHandle;
 use tower_service::Service;
 
-use super::call::{HandlerCall, queued};
+use super::call::{HandlerCall, queued, rpc_span};
 use super::metrics::{self, MethodMetrics};
 use super::router::{Router, ServerRequest};
 use crate::context::Context;
@@ -446,11 +446,16 @@ where
             self.respond(conn, id, Err(&status));
             return;
         }
-        let handler = self.svc.call(ServerRequest {
+        let deadline = ctx.deadline();
+        let span = rpc_span(&ctx, desc.method, self.peer);
+        let request = ServerRequest {
             service: route.service,
             method: desc,
             body: frame.body,
-        });
+            ctx,
+            peer: self.peer,
+        };
+        let handler = span.in_scope(|| self.svc.call(request));
         let handler = async move { handler.await.map_err(|e| Status::from_error(e.into())) };
         let permit = match &server.workers {
             None => None,
@@ -466,7 +471,8 @@ where
                         arrival,
                         method_metrics: Arc::clone(method_metrics),
                     };
-                    spawn_tracked(conn, id, queue_for_worker(queued, ctx, handler));
+                    let call = HandlerCall::new(handler, span, deadline);
+                    spawn_tracked(conn, id, queue_for_worker(queued, call));
                     return;
                 }
             },
@@ -477,7 +483,7 @@ where
             admission.started(queued);
         }
         method_metrics.started(queued);
-        let mut call = Box::pin(HandlerCall::new(handler, ctx, method_metrics.method()));
+        let mut call = Box::pin(HandlerCall::new(handler, span, deadline));
         let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
         if let Poll::Ready(result) = first {
             self.now = Instant::now();
@@ -540,11 +546,11 @@ struct Queued {
 /// admission level tightened while it waited: a request that would now be refused is
 /// refused at the head of the queue too, so a backlog admitted before the server noticed
 /// its overload drains at once instead of running late.
-async fn queue_for_worker<F>(q: Queued, ctx: Context, handler: F)
+async fn queue_for_worker<F>(q: Queued, call: HandlerCall<F>)
 where
     F: Future<Output = Result<Bytes, Status>> + Send,
 {
-    let permit: Option<OwnedSemaphorePermit> = match ctx.deadline() {
+    let permit: Option<OwnedSemaphorePermit> = match call.deadline() {
         Some(deadline) => tokio::time::timeout_at(deadline.into(), q.workers.acquire_owned())
             .await
             .ok()
@@ -575,7 +581,7 @@ where
         admission.started(queued);
     }
     q.method_metrics.started(queued);
-    let result = HandlerCall::new(handler, ctx, q.method_metrics.method()).await;
+    let result = call.await;
     q.method_metrics.finished(code_of(&result), start.elapsed());
     q.conn.respond(q.id, result.as_ref().map(Bytes::as_ref));
 }

@@ -180,11 +180,6 @@ impl MethodMetrics {
     }
 
     /// A request was accepted for this method.
-    /// The method's name as written in the IDL.
-    pub(crate) fn method(&self) -> &'static str {
-        self.desc.method
-    }
-
     pub(crate) fn started(&self, queued: Duration) {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
