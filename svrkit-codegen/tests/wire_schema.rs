@@ -81,12 +81,14 @@ fn response_header_and_goaway_match_the_schema() {
     set(&mut msg, "admission_business", Value::U32(4));
     set(&mut msg, "admission_user", Value::U32(64));
     set(&mut msg, "not_processed", Value::Bool(true));
+    set(&mut msg, "passed_on", Value::Bool(true));
     let expected = ResponseHeader {
         code: 17,
         message: "overloaded",
         admission_business: 4,
         admission_user: 64,
         not_processed: true,
+        passed_on: true,
     };
     assert_eq!(
         ResponseHeader::decode(&msg.encode_to_vec()).expect("decode"),

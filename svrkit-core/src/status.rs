@@ -131,6 +131,8 @@ struct Inner {
     not_processed: bool,
     /// Said by a handler about its own request: "not mine, ask another instance".
     not_mine: bool,
+    /// The failure came back from a call (see [`Status::is_passed_on`]).
+    passed_on: bool,
 }
 
 macro_rules! constructors {
@@ -152,6 +154,7 @@ impl Status {
             message: message.into(),
             not_processed: false,
             not_mine: false,
+            passed_on: false,
         }))
     }
 
@@ -251,6 +254,26 @@ impl Status {
     pub fn is_not_mine(&self) -> bool {
         self.0.not_mine
     }
+
+    /// True when the failure did not start in this process: a [`Channel`](crate::Channel)
+    /// returned it from a call, or the callee itself passed it on from a call of its own
+    /// (`ResponseHeader.passed_on`).
+    ///
+    /// Retries happen only next to a failure: a handler that returns a status its own call
+    /// got (with `?`, say) answers with `passed_on` set, and its caller's channel does not
+    /// retry it, does not count it against the instance's health, and does not read an
+    /// `OVERLOADED` it carries as shed before dispatch. Otherwise a dead instance three hops
+    /// down would see every retry at every hop multiplied: 3 attempts per hop make 27.
+    /// A handler that wants its caller to retry answers a status of its own instead.
+    pub fn is_passed_on(&self) -> bool {
+        self.0.passed_on
+    }
+
+    /// Marks the status as come back from a call (see [`Status::is_passed_on`]).
+    pub(crate) fn passed_on(mut self) -> Status {
+        self.0.passed_on = true;
+        self
+    }
 }
 
 impl fmt::Debug for Status {
@@ -259,6 +282,7 @@ impl fmt::Debug for Status {
             .field("code", &self.0.code)
             .field("message", &self.0.message)
             .field("not_processed", &self.0.not_processed)
+            .field("passed_on", &self.0.passed_on)
             .finish()
     }
 }

@@ -32,9 +32,9 @@ proptest! {
     }
 
     #[test]
-    fn response_headers_round_trip(code: u32, message in text(), business: u32, user: u32, not_processed: bool) {
+    fn response_headers_round_trip(code: u32, message in text(), business: u32, user: u32, not_processed: bool, passed_on: bool) {
         let header = ResponseHeader {
-            code, message: &message, admission_business: business, admission_user: user, not_processed,
+            code, message: &message, admission_business: business, admission_user: user, not_processed, passed_on,
         };
         let mut buf = Vec::new();
         header.encode(&mut buf);

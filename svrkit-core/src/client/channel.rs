@@ -429,7 +429,10 @@ struct CallTrace {
 
 /// Why a failed call may be repeated, if it may.
 fn retry_reason(status: &Status, method: &MethodDesc) -> Option<&'static str> {
-    if status.is_not_processed() {
+    if status.is_passed_on() {
+        // Only the caller next to the failure retries it.
+        None
+    } else if status.is_not_processed() {
         Some("not_processed")
     } else if method.idempotent && status.code() == Code::Unavailable {
         Some("idempotent")
@@ -469,7 +472,10 @@ impl ChannelInner {
             parent = %Hex(ctx.span_id()),
         );
         async move {
-            let result = self.call_unmeasured(request, ctx, trace, started).await;
+            let result = self
+                .call_unmeasured(request, ctx, trace, started)
+                .await
+                .map_err(Status::passed_on);
             let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
             let elapsed = started.elapsed();
             super::metrics::call_finished(method, code, elapsed);
@@ -756,18 +762,24 @@ impl ChannelInner {
                 })
             }
             code => {
-                if matches!(
-                    code,
-                    Code::Unavailable | Code::Internal | Code::Unknown | Code::DataLoss
-                ) {
+                // A failure the instance passed on from further down says nothing of it.
+                if !response.passed_on
+                    && matches!(
+                        code,
+                        Code::Unavailable | Code::Internal | Code::Unknown | Code::DataLoss
+                    )
+                {
                     endpoint.failed(false, self.now_ms());
                 } else {
                     endpoint.succeeded();
                 }
                 let status = Status::new(code, response.message);
-                // The server sheds overload before dispatch, so the handler never ran; a
-                // handler says so itself for a request that was not its to serve.
-                let status = if code == Code::Overloaded || response.not_processed {
+                let status = if response.passed_on {
+                    status.passed_on()
+                } else if code == Code::Overloaded || response.not_processed {
+                    // The server sheds overload before dispatch, so the handler never
+                    // ran; a handler says so itself for a request that was not its to
+                    // serve.
                     status.with_not_processed()
                 } else {
                     status

@@ -82,6 +82,9 @@ pub struct ResponseHeader<'a> {
     /// a key it does not own; `Status::not_mine`): the client may retry any method on
     /// another instance.
     pub not_processed: bool,
+    /// 6: the handler passed on the failure of a call of its own (`Status::is_passed_on`):
+    /// only the caller next to a failure retries it, so the client must not.
+    pub passed_on: bool,
 }
 
 /// Why a server sent goaway.
@@ -290,6 +293,7 @@ impl<'a> ResponseHeader<'a> {
             + varint_len(3, u64::from(self.admission_business))
             + varint_len(4, u64::from(self.admission_user))
             + varint_len(5, u64::from(self.not_processed))
+            + varint_len(6, u64::from(self.passed_on))
     }
 
     /// Writes the header as protobuf.
@@ -299,6 +303,7 @@ impl<'a> ResponseHeader<'a> {
         put_varint(3, u64::from(self.admission_business), buf);
         put_varint(4, u64::from(self.admission_user), buf);
         put_varint(5, u64::from(self.not_processed), buf);
+        put_varint(6, u64::from(self.passed_on), buf);
     }
 
     /// Reads a header, borrowing its message from `buf`.
@@ -312,6 +317,7 @@ impl<'a> ResponseHeader<'a> {
                 3 => h.admission_business = r.varint_u32(tag, wire)?,
                 4 => h.admission_user = r.varint_u32(tag, wire)?,
                 5 => h.not_processed = r.varint_u32(tag, wire)? != 0,
+                6 => h.passed_on = r.varint_u32(tag, wire)? != 0,
                 _ => r.skip(tag, wire)?,
             }
         }
@@ -392,6 +398,7 @@ mod tests {
             admission_business: 9,
             admission_user: 64,
             not_processed: true,
+            passed_on: true,
         };
         let mut buf = Vec::new();
         r.encode(&mut buf);

@@ -622,7 +622,9 @@ fn encode_response(
     (admission_business, admission_user): (u32, u32),
 ) {
     let too_large;
-    let not_processed = result.is_err_and(Status::is_not_mine);
+    // A "not mine" passed on from a call of the handler's own is not about this request.
+    let passed_on = result.is_err_and(Status::is_passed_on);
+    let not_processed = !passed_on && result.is_err_and(Status::is_not_mine);
     let (code, message, body): (u32, &str, &[u8]) = match result {
         Ok(body) if FRAME_HEAD_LEN - 4 + body.len() + 16 <= max_frame_size => (0, "", body),
         Ok(body) => {
@@ -640,6 +642,7 @@ fn encode_response(
         admission_business,
         admission_user,
         not_processed,
+        passed_on,
     };
     let header_len = header.encoded_len();
     protocol::encode_frame_head(buf, FrameKind::Response, id, header_len, body.len());
