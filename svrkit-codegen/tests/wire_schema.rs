@@ -41,7 +41,30 @@ fn request_header_matches_the_schema_both_ways() {
     set(&mut msg, "attempt", Value::U32(3));
     // Explicit presence: a routing key of 0 is still sent.
     set(&mut msg, "routing_key", Value::U64(0));
+    set(
+        &mut msg,
+        "metadata",
+        Value::Map(
+            [
+                ("tenant", &b"acme"[..]),
+                ("authorization", &b"\x00\xffbearer"[..]),
+            ]
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    prost_reflect::MapKey::String(k.into()),
+                    Value::Bytes(prost::bytes::Bytes::from_static(v)),
+                )
+            })
+            .collect(),
+        ),
+    );
     let bytes = msg.encode_to_vec();
+    let mut metadata = svrkit::metadata::Metadata::new();
+    metadata
+        .insert("authorization", &b"\x00\xffbearer"[..])
+        .expect("key");
+    metadata.insert("tenant", "acme").expect("key");
     let expected = RequestHeader {
         service: "svrkit.demo.Echo",
         method: "Echo",
@@ -55,6 +78,7 @@ fn request_header_matches_the_schema_both_ways() {
         gray_tag: "gray",
         attempt: 3,
         routing_key: Some(0),
+        metadata: Some(std::sync::Arc::new(metadata)),
     };
     assert_eq!(
         RequestHeader::decode(&bytes).expect("hand codec reads schema bytes"),
@@ -62,7 +86,7 @@ fn request_header_matches_the_schema_both_ways() {
     );
     assert_eq!(
         msg.descriptor().fields().count(),
-        12,
+        13,
         "a new schema field needs codec support"
     );
 
@@ -82,6 +106,12 @@ fn response_header_and_goaway_match_the_schema() {
     set(&mut msg, "admission_user", Value::U32(64));
     set(&mut msg, "not_processed", Value::Bool(true));
     set(&mut msg, "passed_on", Value::Bool(true));
+    set(&mut msg, "reason", Value::String("not_friend".into()));
+    set(
+        &mut msg,
+        "details",
+        Value::Bytes(prost::bytes::Bytes::from_static(b"\x08\x01")),
+    );
     let expected = ResponseHeader {
         code: 17,
         message: "overloaded",
@@ -89,6 +119,8 @@ fn response_header_and_goaway_match_the_schema() {
         admission_user: 64,
         not_processed: true,
         passed_on: true,
+        reason: "not_friend",
+        details: b"\x08\x01",
     };
     assert_eq!(
         ResponseHeader::decode(&msg.encode_to_vec()).expect("decode"),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use crate::metadata::{Metadata, MetadataError};
 use crate::protocol::RequestHeader;
 
 thread_local! {
@@ -99,6 +100,8 @@ pub struct Context {
     user_priority: u32,
     gray_tag: Option<Arc<str>>,
     attempt: u32,
+    /// The request's metadata, sent on with every call made in this context.
+    metadata: Option<Arc<Metadata>>,
 }
 
 impl Context {
@@ -179,6 +182,7 @@ impl Context {
             user_priority: header.user_priority,
             gray_tag: (!header.gray_tag.is_empty()).then(|| Arc::from(header.gray_tag)),
             attempt: header.attempt.max(1),
+            metadata: header.metadata.clone(),
         }
     }
 
@@ -309,6 +313,34 @@ impl Context {
     /// Which attempt of the call this is (1 for the first).
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// The request's metadata (empty when it has none).
+    pub fn metadata(&self) -> &Metadata {
+        static EMPTY: Metadata = Metadata::EMPTY;
+        self.metadata.as_deref().unwrap_or(&EMPTY)
+    }
+
+    /// The metadata, to change: a server layer may add to it or remove from it (say, an
+    /// auth token it checked) before the handler sees it. Bounded as
+    /// [`crate::metadata`] says.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        Arc::make_mut(self.metadata.get_or_insert_with(Arc::default))
+    }
+
+    /// Sets one metadata entry, for this context and every call made in it.
+    pub fn with_metadata(
+        mut self,
+        key: &str,
+        value: impl Into<bytes::Bytes>,
+    ) -> Result<Context, MetadataError> {
+        self.metadata_mut().insert(key, value)?;
+        Ok(self)
+    }
+
+    /// The metadata as the request header carries it (shared, not copied).
+    pub(crate) fn metadata_shared(&self) -> Option<Arc<Metadata>> {
+        self.metadata.clone().filter(|m| !m.is_empty())
     }
 }
 

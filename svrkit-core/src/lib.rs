@@ -16,6 +16,7 @@
 //! - [`client`]: `Channel`, connection pool, reconnect back-off, `CallOptions`.
 //! - [`server`]: builder, routing, dispatch, deadlines, graceful shutdown, metrics.
 //! - [`context`]: the task-local request context.
+//! - [`metadata`]: the bounded request metadata (auth tokens, tenant ids, baggage).
 //! - [`discovery`]: registries (embedded, etcd, static) and channels that follow them.
 //! - [`config`]: gray-release configuration (publish to a selector, promote, roll back).
 //! - [`balance`]: consistent-hash ring and balancing strategies.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod context;
 pub mod discovery;
 pub mod launch;
+pub mod metadata;
 pub mod method;
 pub mod overload;
 pub mod policy;

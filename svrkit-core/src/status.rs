@@ -7,6 +7,13 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
+/// A status reason is at most this many bytes.
+pub const MAX_REASON_LEN: usize = 64;
+/// Status details are at most this many bytes.
+pub const MAX_DETAILS_LEN: usize = 8 * 1024;
+
 /// The error type tower middleware commonly uses.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -133,6 +140,10 @@ struct Inner {
     not_mine: bool,
     /// The failure came back from a call (see [`Status::is_passed_on`]).
     passed_on: bool,
+    /// A machine-readable reason, empty when none.
+    reason: Box<str>,
+    /// Machine-readable detail, empty when none.
+    details: Bytes,
 }
 
 macro_rules! constructors {
@@ -155,6 +166,8 @@ impl Status {
             not_processed: false,
             not_mine: false,
             passed_on: false,
+            reason: Box::default(),
+            details: Bytes::new(),
         }))
     }
 
@@ -269,6 +282,41 @@ impl Status {
         self.0.passed_on
     }
 
+    /// Adds a machine-readable reason that callers match on instead of parsing the
+    /// message: a short stable word in snake case (`wrong_password`, `not_friend`), at
+    /// most [`MAX_REASON_LEN`] bytes (a longer one is cut there). It travels in
+    /// `ResponseHeader.reason` and survives being passed on through every hop.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Status {
+        let mut reason = reason.into();
+        if reason.len() > MAX_REASON_LEN {
+            let mut end = MAX_REASON_LEN;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        self.0.reason = reason.into_boxed_str();
+        self
+    }
+
+    /// The machine-readable reason, if the status has one.
+    pub fn reason(&self) -> Option<&str> {
+        (!self.0.reason.is_empty()).then_some(&*self.0.reason)
+    }
+
+    /// Adds machine-readable detail (an encoded protobuf message, say), at most
+    /// [`MAX_DETAILS_LEN`] bytes: larger detail is not sent, and the server logs that.
+    /// It travels in `ResponseHeader.details`.
+    pub fn with_details(mut self, details: impl Into<Bytes>) -> Status {
+        self.0.details = details.into();
+        self
+    }
+
+    /// The machine-readable detail (empty when none).
+    pub fn details(&self) -> &Bytes {
+        &self.0.details
+    }
+
     /// Marks the status as come back from a call (see [`Status::is_passed_on`]).
     pub(crate) fn passed_on(mut self) -> Status {
         self.0.passed_on = true;
@@ -283,13 +331,18 @@ impl fmt::Debug for Status {
             .field("message", &self.0.message)
             .field("not_processed", &self.0.not_processed)
             .field("passed_on", &self.0.passed_on)
+            .field("reason", &self.0.reason)
+            .field("details", &self.0.details.len())
             .finish()
     }
 }
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.0.code, self.0.message)
+        match self.reason() {
+            Some(reason) => write!(f, "{} ({reason}): {}", self.0.code, self.0.message),
+            None => write!(f, "{}: {}", self.0.code, self.0.message),
+        }
     }
 }
 
@@ -336,5 +389,20 @@ mod tests {
                 .is_not_processed()
         );
         assert_eq!(s.to_string(), "not_found: no such user");
+        assert_eq!((s.reason(), s.details().len()), (None, 0));
+    }
+
+    #[test]
+    fn reasons_are_bounded_and_details_kept() {
+        let s = Status::permission_denied("no")
+            .with_reason("not_friend")
+            .with_details(&b"\x08\x01"[..]);
+        assert_eq!(s.reason(), Some("not_friend"));
+        assert_eq!(s.to_string(), "permission_denied (not_friend): no");
+        assert_eq!(&s.details()[..], b"\x08\x01");
+        let long = "é".repeat(MAX_REASON_LEN);
+        let cut = Status::internal("x").with_reason(long);
+        let reason = cut.reason().expect("reason");
+        assert!(reason.len() <= MAX_REASON_LEN && reason.chars().all(|c| c == 'é'));
     }
 }

@@ -19,11 +19,20 @@ proptest! {
         service in text(), method in text(), caller in text(), gray in text(),
         timeout_us: u64, trace_id: u64, span_id: u64, uid: u64,
         business: u32, user: u32, attempt: u32, routing_key: Option<u64>,
+        entries in proptest::collection::vec(
+            ("[a-z0-9._-]{1,64}", proptest::collection::vec(any::<u8>(), 0..64)),
+            0..8,
+        ),
     ) {
+        let mut metadata = svrkit::metadata::Metadata::new();
+        for (key, value) in entries {
+            metadata.insert(&key, value).expect("within the bounds");
+        }
         let header = RequestHeader {
             service: &service, method: &method, timeout_us, trace_id, span_id,
             caller: &caller, business_priority: business, uid, user_priority: user,
             gray_tag: &gray, attempt, routing_key,
+            metadata: (!metadata.is_empty()).then(|| std::sync::Arc::new(metadata)),
         };
         let mut buf = Vec::new();
         header.encode(&mut buf);
@@ -32,9 +41,13 @@ proptest! {
     }
 
     #[test]
-    fn response_headers_round_trip(code: u32, message in text(), business: u32, user: u32, not_processed: bool, passed_on: bool) {
+    fn response_headers_round_trip(
+        code: u32, message in text(), business: u32, user: u32, not_processed: bool,
+        passed_on: bool, reason in text(), details in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
         let header = ResponseHeader {
-            code, message: &message, admission_business: business, admission_user: user, not_processed, passed_on,
+            code, message: &message, admission_business: business, admission_user: user,
+            not_processed, passed_on, reason: &reason, details: &details,
         };
         let mut buf = Vec::new();
         header.encode(&mut buf);

@@ -1,4 +1,5 @@
-//! Only the caller next to a failure retries it. A chain client → front → middle → back,
+//! Only the caller next to a failure retries it, and the failure's reason and details
+//! reach the first caller unchanged. A chain client → front → middle → back,
 //! three instances per tier, with every back instance failing an idempotent method: the
 //! middle's channel retries the back (3 attempts), the front and the client pass the
 //! failure on untouched. Without the `passed_on` flag each hop would retry the one below
@@ -44,7 +45,9 @@ impl ServiceHandler for Hop {
         Box::pin(async move {
             match next {
                 Some(next) => get(&next, body).await,
-                None => Err(Status::new(code, "the disk is gone")),
+                None => Err(Status::new(code, "the disk is gone")
+                    .with_reason("disk_gone")
+                    .with_details(Bytes::from_static(b"\x08\x2a"))),
             }
         })
     }
@@ -104,6 +107,9 @@ async fn a_failure_three_hops_down_is_retried_only_by_the_hop_above_it() {
             .expect_err("the back fails");
         assert_eq!(status.code(), code);
         assert_eq!(status.message(), "the disk is gone");
+        // The reason and details cross every hop with it.
+        assert_eq!(status.reason(), Some("disk_gone"));
+        assert_eq!(&status.details()[..], b"\x08\x2a");
         assert!(status.is_passed_on(), "it came back from a call");
         assert_eq!(
             (

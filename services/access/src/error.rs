@@ -1,5 +1,7 @@
 //! Errors as clients see them: an HTTP status and `{"ok":false,"error":{...}}`.
 
+use std::borrow::Cow;
+
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use svrkit::{Code, Status};
@@ -11,7 +13,7 @@ pub struct ApiError {
     pub code: Code,
     /// A stable, machine-readable reason where the code alone is ambiguous
     /// (`token_expired`, `token_invalid`, `wrong_password`, `unknown_user`, ...).
-    pub reason: Option<&'static str>,
+    pub reason: Option<Cow<'static, str>>,
     /// For people.
     pub message: String,
 }
@@ -27,8 +29,8 @@ impl ApiError {
     }
 
     /// Adds a reason.
-    pub fn reason(mut self, reason: &'static str) -> ApiError {
-        self.reason = Some(reason);
+    pub fn reason(mut self, reason: impl Into<Cow<'static, str>>) -> ApiError {
+        self.reason = Some(reason.into());
         self
     }
 
@@ -55,42 +57,20 @@ impl ApiError {
     /// The JSON body.
     pub fn body(&self) -> Value {
         let mut error = json!({ "code": self.code.as_str(), "message": self.message });
-        if let Some(reason) = self.reason {
+        if let Some(reason) = &self.reason {
             error["reason"] = json!(reason);
         }
         json!({ "ok": false, "error": error })
     }
 }
 
-/// Reasons a logic service states itself, as the first word of its status message
-/// (`"bad_sync_key: malformed sync key"`).
-const STATED_REASONS: &[&str] = &[
-    "empty_text",
-    "text_too_long",
-    "bad_sync_key",
-    "sync_key_expired",
-    "not_visible",
-    "not_friend",
-    "not_author",
-    "empty_post",
-    "too_many_media",
-    "bad_media",
-    "bad_visibility",
-    "bad_cursor",
-    "login_throttled",
-];
-
 impl From<Status> for ApiError {
+    /// The status as clients see it, with the reason the service that failed stated
+    /// (`Status::reason`), however many hops it came through.
     fn from(status: Status) -> ApiError {
         let error = ApiError::new(status.code(), status.message());
-        let stated = STATED_REASONS.iter().find(|r| {
-            status
-                .message()
-                .strip_prefix(**r)
-                .is_some_and(|rest| rest.starts_with(':'))
-        });
-        match stated {
-            Some(reason) => error.reason(reason),
+        match status.reason() {
+            Some(reason) => error.reason(reason.to_string()),
             None => error,
         }
     }

@@ -211,8 +211,7 @@ impl Gateway {
                         password: text(body, "password")?,
                         nickname: optional_text(body, "nickname")?.unwrap_or_default(),
                     })
-                    .await
-                    .map_err(|s| with_reason(s.into(), Code::AlreadyExists, "name_taken"))?;
+                    .await?;
                 json!({ "uid": reply.uid })
             }
             "login" => {
@@ -221,11 +220,7 @@ impl Gateway {
                         name: text(body, "name")?,
                         password: text(body, "password")?,
                     })
-                    .await
-                    .map_err(|s| {
-                        let e = with_reason(s.into(), Code::NotFound, "unknown_user");
-                        with_reason(e, Code::Unauthenticated, "wrong_password")
-                    })?;
+                    .await?;
                 json!({ "uid": reply.uid, "token": reply.token, "expires_ms": reply.expires_ms })
             }
             "logout" => {
@@ -282,10 +277,7 @@ impl Gateway {
             }
             "user.find" => {
                 let name = text(body, "name")?;
-                let profile = a
-                    .find_user(FindUserRequest { name })
-                    .await
-                    .map_err(|s| with_reason(s.into(), Code::NotFound, "unknown_user"))?;
+                let profile = a.find_user(FindUserRequest { name }).await?;
                 json!({ "profile": profile_json(&profile) })
             }
             "endpoint" => {
@@ -360,11 +352,7 @@ impl Gateway {
                         text: text(body, "text")?,
                         client_msg_id: optional_text(body, "client_msg_id")?.unwrap_or_default(),
                     })
-                    .await
-                    .map_err(|s| {
-                        let e = with_reason(s.into(), Code::PermissionDenied, "not_friend");
-                        with_reason(e, Code::NotFound, "unknown_user")
-                    })?;
+                    .await?;
                 json!({ "msg_id": reply.msg_id.to_string(), "seq": reply.seq, "sent_ms": reply.sent_ms })
             }
             "sync" => {
@@ -413,8 +401,7 @@ impl Gateway {
                         name: optional_text(body, "name")?.unwrap_or_default(),
                         members: ids(body, "members")?,
                     })
-                    .await
-                    .map_err(|s| with_reason(s.into(), Code::PermissionDenied, "not_friend"))?,
+                    .await?,
             ),
             "group.add" => group_json(
                 self.message
@@ -422,8 +409,7 @@ impl Gateway {
                         group_id: id(body, "group_id")?,
                         members: ids(body, "members")?,
                     })
-                    .await
-                    .map_err(|s| with_reason(s.into(), Code::PermissionDenied, "not_friend"))?,
+                    .await?,
             ),
             "group.leave" => {
                 self.message
@@ -441,8 +427,7 @@ impl Gateway {
                         text: text(body, "text")?,
                         client_msg_id: optional_text(body, "client_msg_id")?.unwrap_or_default(),
                     })
-                    .await
-                    .map_err(|s| with_reason(s.into(), Code::PermissionDenied, "not_member"))?;
+                    .await?;
                 json!({ "msg_id": reply.msg_id.to_string(), "sent_ms": reply.sent_ms })
             }
             "group.info" => group_json(
@@ -450,8 +435,7 @@ impl Gateway {
                     .get_group_info(GroupInfoRequest {
                         group_id: id(body, "group_id")?,
                     })
-                    .await
-                    .map_err(|s| with_reason(s.into(), Code::PermissionDenied, "not_member"))?,
+                    .await?,
             ),
             moments if moments.starts_with("moments.") => {
                 crate::moments_actions::run(&self.moments, moments, me, body).await?
@@ -468,8 +452,4 @@ impl Gateway {
 
 fn group_json(g: GroupInfo) -> Value {
     json!({ "group": { "group_id": g.group_id, "name": g.name, "owner": g.owner, "members": g.members } })
-}
-
-fn with_reason(e: ApiError, code: Code, reason: &'static str) -> ApiError {
-    if e.code == code { e.reason(reason) } else { e }
 }

@@ -134,11 +134,11 @@ async fn every_request_carries_the_uid_the_user_priority_and_the_actions_busines
         .act(user, "friends.teleport", json!({}), None)
         .await
         .expect_err("unknown");
-    assert_eq!(unknown.reason, Some("unknown_action"));
+    assert_eq!(unknown.reason.as_deref(), Some("unknown_action"));
     let anonymous_list = gateway
         .act(anonymous, "friends.list", json!({}), None)
         .await
         .expect_err("needs a user");
-    assert_eq!(anonymous_list.reason, Some("token_missing"));
+    assert_eq!(anonymous_list.reason.as_deref(), Some("token_missing"));
     assert_eq!(seen.len(), 4);
 }

@@ -63,8 +63,9 @@ impl AccountService {
     }
 
     /// The uid registered under `name` (NOT_FOUND when none is), from the name index.
+    /// The uid of the user named `name`; `NOT_FOUND` with reason `unknown_user` if none.
     async fn uid_named(&self, name: &str) -> Result<u64, Status> {
-        Ok(self
+        match self
             .store
             .lookup_name_with(
                 LookupNameRequest {
@@ -72,8 +73,15 @@ impl AccountService {
                 },
                 by_uid(name_key(name)),
             )
-            .await?
-            .uid)
+            .await
+        {
+            Ok(reply) => Ok(reply.uid),
+            Err(e) if e.code() == Code::NotFound => {
+                Err(Status::not_found(format!("no user named {name:?}"))
+                    .with_reason("unknown_user"))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn account(&self, uid: u64) -> Result<AccountRecord, Status> {
@@ -221,7 +229,8 @@ impl Account for AccountService {
                 return Err(Status::already_exists(format!(
                     "the name {:?} is taken",
                     request.name
-                )));
+                ))
+                .with_reason("name_taken"));
             }
             Err(e) if e.code() == Code::NotFound => {}
             Err(e) => return Err(e),
@@ -268,14 +277,15 @@ impl Account for AccountService {
         let uid = self.uid_named(&request.name).await?;
         if let Some(wait) = self.throttle.wait(uid, std::time::Instant::now()) {
             return Err(Status::resource_exhausted(format!(
-                "login_throttled: too many wrong passwords; try again in {} s",
+                "too many wrong passwords; try again in {} s",
                 wait.as_secs().max(1)
-            )));
+            ))
+            .with_reason("login_throttled"));
         }
         let account = self.account(uid).await?;
         if !password::verify(request.password, account.password_hash).await? {
             self.throttle.failed(uid, std::time::Instant::now());
-            return Err(Status::unauthenticated("wrong password"));
+            return Err(Status::unauthenticated("wrong password").with_reason("wrong_password"));
         }
         self.throttle.succeeded(uid);
         let session = SessionRecord {
@@ -466,11 +476,9 @@ impl Account for AccountService {
         let found = self
             .get_profiles(GetProfilesRequest { uids: vec![uid] })
             .await?;
-        found
-            .profiles
-            .into_iter()
-            .next()
-            .ok_or_else(|| Status::not_found(format!("no user named {}", request.name)))
+        found.profiles.into_iter().next().ok_or_else(|| {
+            Status::not_found(format!("no user named {}", request.name)).with_reason("unknown_user")
+        })
     }
 
     async fn exists(&self, request: ExistsRequest) -> Result<ExistsReply, Status> {

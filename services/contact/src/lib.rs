@@ -248,7 +248,7 @@ impl Contact for ContactService {
             .await?
             .exists;
         if exists.first() != Some(&true) {
-            return Err(Status::not_found(format!("no user {peer}")));
+            return Err(Status::not_found(format!("no user {peer}")).with_reason("unknown_user"));
         }
         let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
         if theirs.state == EdgeState::Blocked {

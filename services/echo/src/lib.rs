@@ -57,6 +57,11 @@ impl EchoService {
             uid: ctx.uid(),
             gray_tag: ctx.gray_tag().unwrap_or_default().to_string(),
             attempt: ctx.attempt(),
+            metadata: ctx
+                .metadata()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         }
     }
 }

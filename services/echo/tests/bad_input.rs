@@ -201,6 +201,25 @@ async fn undecodable_bodies_and_headers_are_invalid_argument() {
     assert_eq!(code, Code::InvalidArgument);
     assert!(message.contains("malformed request header"), "{message}");
 
+    // Metadata past its bounds: a bad key, then more than 8 KiB.
+    for (id, (key, len)) in [(10, ("Tenant", 1)), (11, ("big", 9 * 1024))] {
+        let mut header = Vec::new();
+        echo_header().encode(&mut header);
+        let mut entry = Vec::new();
+        prost::encoding::string::encode(1, &key.to_string(), &mut entry);
+        prost::encoding::bytes::encode(2, &vec![7u8; len], &mut entry);
+        prost::encoding::encode_key(13, prost::encoding::WireType::LengthDelimited, &mut header);
+        prost::encoding::encode_varint(entry.len() as u64, &mut header);
+        header.extend_from_slice(&entry);
+        let mut frame = BytesMut::new();
+        protocol::encode_frame_head(&mut frame, FrameKind::Request, id, header.len(), 0);
+        frame.put_slice(&header);
+        raw.send(&frame).await;
+        let (code, message) = expect_status(&mut raw, id).await;
+        assert_eq!(code, Code::InvalidArgument);
+        assert!(message.contains("request metadata"), "{message}");
+    }
+
     // Same connection, still fine.
     raw.request(3, &echo_header(), &echo_body(b"fine")).await;
     let frame = raw.next_frame().await.expect("response");

@@ -267,3 +267,86 @@ async fn handler_logs_carry_the_trace_and_the_parent_span() {
         "the second hop's parent is the first hop's call:\n{call}\n{echo}"
     );
 }
+
+/// A server layer that checks the `authorization` metadata entry and removes it, so the
+/// secret goes no further; everything else in the metadata travels on.
+#[derive(Clone)]
+struct CheckToken<S>(S);
+
+impl<S> tower::Service<svrkit::server::ServerRequest> for CheckToken<S>
+where
+    S: tower::Service<
+            svrkit::server::ServerRequest,
+            Response = bytes::Bytes,
+            Error = svrkit::Status,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = bytes::Bytes;
+    type Error = svrkit::Status;
+    type Future = svrkit::BoxFuture<'static, Result<bytes::Bytes, svrkit::Status>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), svrkit::Status>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: svrkit::server::ServerRequest) -> Self::Future {
+        let token = request.context_mut().metadata_mut().remove("authorization");
+        if token.as_deref() != Some(&b"secret"[..]) {
+            let status = svrkit::Status::unauthenticated("bad token").with_reason("token_invalid");
+            return Box::pin(std::future::ready(Err(status)));
+        }
+        Box::pin(self.0.call(request))
+    }
+}
+
+#[tokio::test]
+async fn metadata_travels_every_hop_and_a_layer_can_take_an_entry_out() {
+    let back =
+        start(Server::builder().add_service(EchoServer::new(EchoService::new("back")))).await;
+    let front_service =
+        EchoService::new("front").with_next_hop(EchoClient::new(Channel::lazy([back.addr])));
+    let front = start(
+        Server::builder()
+            .layer(tower::layer::layer_fn(CheckToken))
+            .add_service(EchoServer::new(front_service)),
+    )
+    .await;
+    let client = EchoClient::new(Channel::connect(front.addr).await.expect("connect"));
+    let ctx = Context::new()
+        .with_metadata("tenant", "acme")
+        .and_then(|c| c.with_metadata("authorization", "secret"))
+        .and_then(|c| c.with_metadata("baggage.bin", &b"\x00\xff"[..]))
+        .expect("within the bounds");
+    let reply = ctx.scope(client.relay(request(0))).await.expect("relay");
+    let expected: std::collections::HashMap<String, bytes::Bytes> = [
+        ("tenant".to_string(), bytes::Bytes::from_static(b"acme")),
+        (
+            "baggage.bin".to_string(),
+            bytes::Bytes::from_static(b"\x00\xff"),
+        ),
+    ]
+    .into();
+    let first = reply.first.expect("first");
+    let second = reply.second.expect("second");
+    assert_eq!(first.metadata, expected, "the layer took the token out");
+    assert_eq!(second.metadata, expected, "the next hop got the rest");
+
+    // Without the token the layer refuses, with a reason the caller can match on.
+    let refused = Context::new()
+        .with_metadata("tenant", "acme")
+        .expect("key")
+        .scope(client.relay(request(0)))
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), svrkit::Code::Unauthenticated);
+    assert_eq!(refused.reason(), Some("token_invalid"));
+
+    // Bounds hold on the client side too.
+    assert!(Context::new().with_metadata("Not a key", "x").is_err());
+    front.shutdown().await;
+    back.shutdown().await;
+}

@@ -94,7 +94,8 @@ impl MessageService {
         match members.iter().find(|m| !friends.contains(m)) {
             Some(m) => Err(Status::permission_denied(format!(
                 "user {m} is not your friend; only friends can be added to a group"
-            ))),
+            ))
+            .with_reason("not_friend")),
             None => Ok(()),
         }
     }
@@ -108,9 +109,10 @@ impl MessageService {
         if group.members.contains(&me) {
             Ok(group)
         } else {
-            Err(Status::permission_denied(format!(
-                "you are not a member of group {group_id}"
-            )))
+            Err(
+                Status::permission_denied(format!("you are not a member of group {group_id}"))
+                    .with_reason("not_member"),
+            )
         }
     }
 
@@ -230,15 +232,14 @@ fn info(g: GroupRecord) -> GroupInfo {
 /// Checks a message's text and client id; the errors name their reason first.
 fn check_text(text: &str, client_msg_id: &str) -> Result<(), Status> {
     if text.trim().is_empty() {
-        return Err(Status::invalid_argument(
-            "empty_text: a message needs some text",
-        ));
+        return Err(Status::invalid_argument("a message needs some text").with_reason("empty_text"));
     }
     if text.len() > MAX_TEXT_BYTES {
         return Err(Status::invalid_argument(format!(
-            "text_too_long: a message is at most {MAX_TEXT_BYTES} bytes, this one is {}",
+            "a message is at most {MAX_TEXT_BYTES} bytes, this one is {}",
             text.len()
-        )));
+        ))
+        .with_reason("text_too_long"));
     }
     if client_msg_id.len() > MAX_ID_BYTES {
         return Err(Status::invalid_argument(format!(
@@ -265,15 +266,16 @@ impl Message for MessageService {
     async fn send(&self, request: SendRequest) -> Result<SendReply, Status> {
         let me = acting_user()?;
         if request.text.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "empty_text: a message needs some text",
-            ));
+            return Err(
+                Status::invalid_argument("a message needs some text").with_reason("empty_text")
+            );
         }
         if request.text.len() > MAX_TEXT_BYTES {
             return Err(Status::invalid_argument(format!(
-                "text_too_long: a message is at most {MAX_TEXT_BYTES} bytes, this one is {}",
+                "a message is at most {MAX_TEXT_BYTES} bytes, this one is {}",
                 request.text.len()
-            )));
+            ))
+            .with_reason("text_too_long"));
         }
         if request.client_msg_id.len() > MAX_ID_BYTES {
             return Err(Status::invalid_argument(format!(
@@ -294,12 +296,14 @@ impl Message for MessageService {
                 })
                 .await?;
             if !exists.exists.first().copied().unwrap_or(false) {
-                return Err(Status::not_found(format!("no user {}", request.to)));
+                return Err(Status::not_found(format!("no user {}", request.to))
+                    .with_reason("unknown_user"));
             }
             return Err(Status::permission_denied(format!(
                 "user {} is not your friend",
                 request.to
-            )));
+            ))
+            .with_reason("not_friend"));
         }
         let client_msg_id = if request.client_msg_id.is_empty() {
             format!("server-{:x}", svrkit::context::new_id())
@@ -337,7 +341,7 @@ impl Message for MessageService {
     async fn sync(&self, request: SyncRequest) -> Result<SyncReply, Status> {
         let me = acting_user()?;
         let key = SyncKey::decode(&request.sync_key, me)
-            .map_err(|e| Status::invalid_argument(format!("bad_sync_key: {e}")))?;
+            .map_err(|e| Status::invalid_argument(format!("{e}")).with_reason("bad_sync_key"))?;
         let device = if request.device.is_empty() {
             "default".to_string()
         } else if request.device.len() > MAX_ID_BYTES {
@@ -382,15 +386,17 @@ impl Message for MessageService {
         let (_, read, changes, profiles) = tokio::try_join!(ack, read, changes, profiles)?;
         if key.messages > 0 && read.kept_from_seq > key.messages + 1 {
             return Err(Status::failed_precondition(format!(
-                "sync_key_expired: messages up to {} are gone; sync again from an empty key",
+                "messages up to {} are gone; sync again from an empty key",
                 read.kept_from_seq - 1
-            )));
+            ))
+            .with_reason("sync_key_expired"));
         }
         if key.contacts > 0 && changes.trimmed_to > key.contacts {
             return Err(Status::failed_precondition(format!(
-                "sync_key_expired: contact changes up to {} are gone; sync again from an empty key",
+                "contact changes up to {} are gone; sync again from an empty key",
                 changes.trimmed_to
-            )));
+            ))
+            .with_reason("sync_key_expired"));
         }
         let profile = profiles.profiles.into_iter().next();
         let profile_version = profile.as_ref().map_or(key.profile, |p| p.version);

@@ -16,7 +16,8 @@ pub fn decode(cursor: &str) -> Result<Option<TimelineEntry>, Status> {
     if cursor.is_empty() {
         return Ok(None);
     }
-    let bad = || Status::invalid_argument("bad_cursor: pass back a next_cursor unchanged");
+    let bad =
+        || Status::invalid_argument("pass back a next_cursor unchanged").with_reason("bad_cursor");
     // Lowercase hex only, as `encode` writes it: one spelling per position.
     if cursor.len() != 48
         || !cursor
@@ -56,7 +57,7 @@ mod tests {
         ] {
             let status = decode(bad).expect_err(bad);
             assert_eq!(status.code(), svrkit::Code::InvalidArgument);
-            assert!(status.message().starts_with("bad_cursor"));
+            assert_eq!(status.reason(), Some("bad_cursor"));
         }
     }
 

@@ -152,7 +152,7 @@ fn admits(visibility: MomentVisibility, listed: bool) -> bool {
 }
 
 fn not_visible() -> Status {
-    Status::permission_denied("not_visible: you may not see this post")
+    Status::permission_denied("you may not see this post").with_reason("not_visible")
 }
 
 fn key_of(post: Option<&PostRef>) -> Result<PostKey, Status> {
@@ -428,19 +428,21 @@ fn check_post(request: &PostRequest) -> Result<(), Status> {
     let chars = request.text.chars().count();
     if chars > MAX_POST_CHARS {
         return Err(Status::invalid_argument(format!(
-            "text_too_long: a post is at most {MAX_POST_CHARS} characters, this one is {chars}"
-        )));
+            "a post is at most {MAX_POST_CHARS} characters, this one is {chars}"
+        ))
+        .with_reason("text_too_long"));
     }
     if request.text.trim().is_empty() && request.media.is_empty() {
-        return Err(Status::invalid_argument(
-            "empty_post: a post needs text or media",
-        ));
+        return Err(
+            Status::invalid_argument("a post needs text or media").with_reason("empty_post")
+        );
     }
     if request.media.len() > MAX_MEDIA {
         return Err(Status::invalid_argument(format!(
-            "too_many_media: a post carries at most {MAX_MEDIA} media, this one {}",
+            "a post carries at most {MAX_MEDIA} media, this one {}",
             request.media.len()
-        )));
+        ))
+        .with_reason("too_many_media"));
     }
     if request
         .media
@@ -448,13 +450,14 @@ fn check_post(request: &PostRequest) -> Result<(), Status> {
         .any(|m| m.is_empty() || m.len() > MAX_MEDIA_BYTES)
     {
         return Err(Status::invalid_argument(format!(
-            "bad_media: a media reference is 1 to {MAX_MEDIA_BYTES} bytes"
-        )));
+            "a media reference is 1 to {MAX_MEDIA_BYTES} bytes"
+        ))
+        .with_reason("bad_media"));
     }
     if MomentVisibility::try_from(request.visibility).is_err() {
-        return Err(Status::invalid_argument(
-            "bad_visibility: all_friends, only or except",
-        ));
+        return Err(
+            Status::invalid_argument("all_friends, only or except").with_reason("bad_visibility")
+        );
     }
     if request.listed.len() > wx_api::MAX_FRIENDS as usize {
         return Err(Status::invalid_argument(format!(
@@ -546,9 +549,8 @@ impl Moments for MomentsService {
         let me = acting_user()?;
         let key = key_of(Some(&request))?;
         if key.author != me {
-            return Err(Status::permission_denied(
-                "not_author: only its author deletes a post",
-            ));
+            return Err(Status::permission_denied("only its author deletes a post")
+                .with_reason("not_author"));
         }
         self.store.delete_post_with(key, by_uid(me)).await?;
         Ok(DeleteReply {})
@@ -568,9 +570,10 @@ impl Moments for MomentsService {
                 .await?
                 .contains(&author)
         {
-            return Err(Status::permission_denied(
-                "not_friend: only friends see each other's albums",
-            ));
+            return Err(
+                Status::permission_denied("only friends see each other's albums")
+                    .with_reason("not_friend"),
+            );
         }
         self.page(me, &[(author, true)], &request.cursor, request.limit)
             .await
@@ -649,14 +652,15 @@ impl Moments for MomentsService {
         let key = key_of(request.post.as_ref())?;
         let chars = request.text.chars().count();
         if request.text.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "empty_text: a comment needs some text",
-            ));
+            return Err(
+                Status::invalid_argument("a comment needs some text").with_reason("empty_text")
+            );
         }
         if chars > MAX_COMMENT_CHARS {
             return Err(Status::invalid_argument(format!(
-                "text_too_long: a comment is at most {MAX_COMMENT_CHARS} characters, this one is {chars}"
-            )));
+                "a comment is at most {MAX_COMMENT_CHARS} characters, this one is {chars}"
+            ))
+            .with_reason("text_too_long"));
         }
         let moment = self.visible(me, key).await?;
         let replied = (request.reply_to != 0)
@@ -715,7 +719,8 @@ impl Moments for MomentsService {
             .await
             .map_err(|s| {
                 if s.code() == svrkit::Code::PermissionDenied {
-                    Status::permission_denied("not_author: only its author deletes a comment")
+                    Status::permission_denied("only its author deletes a comment")
+                        .with_reason("not_author")
                 } else {
                     s
                 }

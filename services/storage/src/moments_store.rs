@@ -319,9 +319,10 @@ impl MomentsStore for MomentsStoreService {
             return Ok(DeleteCommentReply {});
         };
         if comment.from != request.by {
-            return Err(Status::permission_denied(
-                "only its author deletes a comment",
-            ));
+            return Err(
+                Status::permission_denied("only its author deletes a comment")
+                    .with_reason("not_author"),
+            );
         }
         let mut batch = self.engine.batch();
         batch.remove(&self.comments, key.to_vec());

@@ -317,7 +317,8 @@ impl MsgStore for MsgStoreService {
             return Err(Status::permission_denied(format!(
                 "user {} is not a member of group {}",
                 message.from, request.group_id
-            )));
+            ))
+            .with_reason("not_member"));
         }
         let mut dedup = pair_key(request.group_id, message.from).to_vec();
         dedup.extend_from_slice(message.client_msg_id.as_bytes());

@@ -551,6 +551,7 @@ impl ChannelInner {
             gray_tag: ctx.gray_tag().unwrap_or(""),
             attempt: opts.attempt.max(1),
             routing_key: opts.routing_key,
+            metadata: ctx.metadata_shared(),
         };
         let set = self.snapshot();
         if set.endpoints.is_empty() {
@@ -690,7 +691,7 @@ impl ChannelInner {
         metrics::backup_sent();
         let backup_header = RequestHeader {
             attempt: header.attempt + 1,
-            ..*header
+            ..header.clone()
         };
         let mut backup = pin!(self.attempt(set, second, &backup_header, &request.body, deadline));
         // Whichever succeeds first wins; if one fails, wait for the other.
@@ -773,7 +774,13 @@ impl ChannelInner {
                 } else {
                     endpoint.succeeded();
                 }
-                let status = Status::new(code, response.message);
+                let mut status = Status::new(code, response.message);
+                if !response.reason.is_empty() {
+                    status = status.with_reason(response.reason);
+                }
+                if !response.details.is_empty() {
+                    status = status.with_details(frame.header.slice_ref(response.details));
+                }
                 let status = if response.passed_on {
                     status.passed_on()
                 } else if code == Code::Overloaded || response.not_processed {

@@ -4,6 +4,9 @@
 //! strings are not written (proto3 implicit presence). Unknown fields are skipped, so a
 //! newer peer may add fields without breaking this one.
 
+use std::sync::Arc;
+
+use crate::metadata::{Metadata, MetadataError};
 use bytes::BufMut;
 use prost::encoding::{
     DecodeContext, WireType, decode_key, decode_varint, encode_key, encode_varint,
@@ -34,10 +37,13 @@ pub enum HeaderError {
         /// The field number.
         tag: u32,
     },
+    /// The request metadata breaks a bound (see [`crate::metadata`]).
+    #[error("request metadata: {0}")]
+    Metadata(#[from] MetadataError),
 }
 
 /// The header of a request frame. Strings borrow from the frame they were decoded from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestHeader<'a> {
     /// 1: fully qualified service name, e.g. `svrkit.demo.Echo`.
     pub service: &'a str,
@@ -65,6 +71,9 @@ pub struct RequestHeader<'a> {
     /// written whenever present, zero included. A sharded server refuses keys it does not
     /// own.
     pub routing_key: Option<u64>,
+    /// 13: request metadata (`map<string, bytes>`), bounded as [`crate::metadata`] says;
+    /// `None` when there is none (decoding allocates only then).
+    pub metadata: Option<Arc<Metadata>>,
 }
 
 /// The header of a response frame.
@@ -85,6 +94,10 @@ pub struct ResponseHeader<'a> {
     /// 6: the handler passed on the failure of a call of its own (`Status::is_passed_on`):
     /// only the caller next to a failure retries it, so the client must not.
     pub passed_on: bool,
+    /// 7: a machine-readable reason for the failure (`Status::reason`); empty when none.
+    pub reason: &'a str,
+    /// 8: machine-readable detail of the failure (`Status::details`); empty when none.
+    pub details: &'a [u8],
 }
 
 /// Why a server sent goaway.
@@ -164,6 +177,48 @@ fn put_fixed64(tag: u32, value: u64, buf: &mut impl BufMut) {
     }
 }
 
+fn bytes_len(tag: u32, value: &[u8]) -> usize {
+    if value.is_empty() {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(value.len() as u64) + value.len()
+    }
+}
+
+fn put_bytes(tag: u32, value: &[u8], buf: &mut impl BufMut) {
+    if !value.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(value.len() as u64, buf);
+        buf.put_slice(value);
+    }
+}
+
+/// The encoded length of one metadata entry message (without its own key and length).
+fn entry_len(key: &str, value: &[u8]) -> usize {
+    str_len(1, key) + bytes_len(2, value)
+}
+
+/// The encoded length of metadata as repeated field `tag`.
+fn metadata_len(tag: u32, metadata: Option<&Metadata>) -> usize {
+    metadata.map_or(0, |m| {
+        m.iter()
+            .map(|(k, v)| {
+                let len = entry_len(k, v);
+                key_len(tag) + encoded_len_varint(len as u64) + len
+            })
+            .sum()
+    })
+}
+
+fn put_metadata(tag: u32, metadata: Option<&Metadata>, buf: &mut impl BufMut) {
+    for (key, value) in metadata.into_iter().flat_map(Metadata::iter) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(entry_len(key, value) as u64, buf);
+        put_str(1, key, buf);
+        put_bytes(2, value, buf);
+    }
+}
+
 /// A cursor over header bytes that hands out borrowed field values.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -214,6 +269,43 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(value).map_err(|_| HeaderError::Utf8 { tag })
     }
 
+    fn bytes(&mut self, tag: u32, wire: WireType) -> Result<&'a [u8], HeaderError> {
+        if wire != WireType::LengthDelimited {
+            return Err(HeaderError::WireType { tag });
+        }
+        let len = decode_varint(&mut self.buf)?;
+        if len > self.buf.len() as u64 {
+            return Err(HeaderError::Truncated { tag });
+        }
+        let (value, rest) = self.buf.split_at(len as usize);
+        self.buf = rest;
+        Ok(value)
+    }
+
+    /// One map entry (`key` = 1, `value` = 2) into `metadata`; a later entry with the same
+    /// key replaces an earlier one, as protobuf maps do.
+    fn metadata_entry(
+        &mut self,
+        tag: u32,
+        wire: WireType,
+        metadata: &mut Option<Arc<Metadata>>,
+    ) -> Result<(), HeaderError> {
+        let mut entry = Reader {
+            buf: self.bytes(tag, wire)?,
+        };
+        let (mut key, mut value): (&str, &[u8]) = ("", &[]);
+        while let Some((field, wire)) = entry.next_key()? {
+            match field {
+                1 => key = entry.str(tag, wire)?,
+                2 => value = entry.bytes(tag, wire)?,
+                _ => entry.skip(field, wire)?,
+            }
+        }
+        let metadata = Arc::make_mut(metadata.get_or_insert_with(Arc::default));
+        metadata.insert(key, bytes::Bytes::copy_from_slice(value))?;
+        Ok(())
+    }
+
     fn skip(&mut self, tag: u32, wire: WireType) -> Result<(), HeaderError> {
         Ok(skip_field(
             wire,
@@ -239,6 +331,7 @@ impl<'a> RequestHeader<'a> {
             + str_len(10, self.gray_tag)
             + varint_len(11, u64::from(self.attempt))
             + self.routing_key.map_or(0, |_| key_len(12) + 8)
+            + metadata_len(13, self.metadata.as_deref())
     }
 
     /// Writes the header as protobuf.
@@ -258,6 +351,7 @@ impl<'a> RequestHeader<'a> {
             encode_key(12, WireType::SixtyFourBit, buf);
             buf.put_u64_le(key);
         }
+        put_metadata(13, self.metadata.as_deref(), buf);
     }
 
     /// Reads a header, borrowing its strings from `buf`.
@@ -278,6 +372,7 @@ impl<'a> RequestHeader<'a> {
                 10 => h.gray_tag = r.str(tag, wire)?,
                 11 => h.attempt = r.varint_u32(tag, wire)?,
                 12 => h.routing_key = Some(r.fixed64(tag, wire)?),
+                13 => r.metadata_entry(tag, wire, &mut h.metadata)?,
                 _ => r.skip(tag, wire)?,
             }
         }
@@ -294,6 +389,8 @@ impl<'a> ResponseHeader<'a> {
             + varint_len(4, u64::from(self.admission_user))
             + varint_len(5, u64::from(self.not_processed))
             + varint_len(6, u64::from(self.passed_on))
+            + str_len(7, self.reason)
+            + bytes_len(8, self.details)
     }
 
     /// Writes the header as protobuf.
@@ -304,6 +401,8 @@ impl<'a> ResponseHeader<'a> {
         put_varint(4, u64::from(self.admission_user), buf);
         put_varint(5, u64::from(self.not_processed), buf);
         put_varint(6, u64::from(self.passed_on), buf);
+        put_str(7, self.reason, buf);
+        put_bytes(8, self.details, buf);
     }
 
     /// Reads a header, borrowing its message from `buf`.
@@ -318,6 +417,8 @@ impl<'a> ResponseHeader<'a> {
                 4 => h.admission_user = r.varint_u32(tag, wire)?,
                 5 => h.not_processed = r.varint_u32(tag, wire)? != 0,
                 6 => h.passed_on = r.varint_u32(tag, wire)? != 0,
+                7 => h.reason = r.str(tag, wire)?,
+                8 => h.details = r.bytes(tag, wire)?,
                 _ => r.skip(tag, wire)?,
             }
         }
@@ -373,6 +474,11 @@ mod tests {
             gray_tag: "canary",
             attempt: 2,
             routing_key: Some(7),
+            metadata: Some(Arc::new({
+                let mut m = Metadata::new();
+                m.insert("tenant", "acme").expect("key");
+                m
+            })),
         }
     }
 
@@ -390,6 +496,51 @@ mod tests {
         }
     }
 
+    /// Encodes `entries` as metadata map entries (field 13), as any protobuf encoder would.
+    fn with_entries(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for (key, value) in entries {
+            let len = entry_len(key, value);
+            encode_key(13, WireType::LengthDelimited, &mut buf);
+            encode_varint(len as u64, &mut buf);
+            put_str(1, key, &mut buf);
+            put_bytes(2, value, &mut buf);
+        }
+        buf
+    }
+
+    #[test]
+    fn metadata_out_of_bounds_is_refused_and_a_repeated_key_replaces() {
+        let repeated = with_entries(&[("a", b"1"), ("b", b"2"), ("a", b"3")]);
+        let h = RequestHeader::decode(&repeated).expect("decodes");
+        let m = h.metadata.expect("metadata");
+        assert_eq!(
+            (m.len(), m.get_str("a"), m.get_str("b")),
+            (2, Some("3"), Some("2"))
+        );
+
+        let keys: Vec<String> = (0..=crate::metadata::MAX_ENTRIES)
+            .map(|i| format!("k{i}"))
+            .collect();
+        for bad in [
+            with_entries(&[("Tenant", b"x")]),
+            with_entries(&[("", b"x")]),
+            with_entries(&[("big", &[0u8; crate::metadata::MAX_TOTAL_LEN])]),
+            with_entries(
+                &keys
+                    .iter()
+                    .map(|k| (k.as_str(), &b""[..]))
+                    .collect::<Vec<_>>(),
+            ),
+        ] {
+            assert!(
+                matches!(RequestHeader::decode(&bad), Err(HeaderError::Metadata(_))),
+                "{:?}",
+                RequestHeader::decode(&bad)
+            );
+        }
+    }
+
     #[test]
     fn response_and_goaway_round_trip() {
         let r = ResponseHeader {
@@ -399,6 +550,8 @@ mod tests {
             admission_user: 64,
             not_processed: true,
             passed_on: true,
+            reason: "not_friend",
+            details: b"\x08\x01",
         };
         let mut buf = Vec::new();
         r.encode(&mut buf);

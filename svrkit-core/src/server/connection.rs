@@ -32,7 +32,7 @@ use crate::protocol::{
     self, FRAME_HEAD_LEN, Frame, FrameError, FrameKind, GoAway, GoAwayReason, MAX_HEADER_LEN,
     PREFACE_LEN, RequestHeader, ResponseHeader,
 };
-use crate::status::{BoxError, Code, Status};
+use crate::status::{BoxError, Code, MAX_DETAILS_LEN, Status};
 use crate::transport::{Link, Outbox, ReadOutcome};
 
 /// How long a connection closed for a protocol error keeps reading (and discarding) so
@@ -625,24 +625,48 @@ fn encode_response(
     // A "not mine" passed on from a call of the handler's own is not about this request.
     let passed_on = result.is_err_and(Status::is_passed_on);
     let not_processed = !passed_on && result.is_err_and(Status::is_not_mine);
-    let (code, message, body): (u32, &str, &[u8]) = match result {
-        Ok(body) if FRAME_HEAD_LEN - 4 + body.len() + 16 <= max_frame_size => (0, "", body),
+    let (code, message, reason, details, body): (u32, &str, &str, &[u8], &[u8]) = match result {
+        Ok(body) if FRAME_HEAD_LEN - 4 + body.len() + 16 <= max_frame_size => {
+            (0, "", "", &[], body)
+        }
         Ok(body) => {
             too_large = Status::resource_exhausted(format!(
                 "response of {} bytes exceeds the frame limit of {max_frame_size} bytes",
                 body.len()
             ));
-            (too_large.code().as_u32(), too_large.message(), &[])
+            (too_large.code().as_u32(), too_large.message(), "", &[], &[])
         }
-        Err(status) => (status.code().as_u32(), status.message(), &[]),
+        Err(status) => {
+            let details: &[u8] = match status.details().len() {
+                len if len > MAX_DETAILS_LEN => {
+                    tracing::warn!(
+                        len,
+                        max = MAX_DETAILS_LEN,
+                        "status details over the limit are not sent"
+                    );
+                    &[]
+                }
+                _ => status.details(),
+            };
+            let reason = status.reason().unwrap_or("");
+            (
+                status.code().as_u32(),
+                status.message(),
+                reason,
+                details,
+                &[],
+            )
+        }
     };
     let header = ResponseHeader {
         code,
-        message: truncate(message, MAX_HEADER_LEN - 64),
+        message: truncate(message, MAX_HEADER_LEN - 256 - MAX_DETAILS_LEN),
         admission_business,
         admission_user,
         not_processed,
         passed_on,
+        reason,
+        details,
     };
     let header_len = header.encoded_len();
     protocol::encode_frame_head(buf, FrameKind::Response, id, header_len, body.len());
