@@ -59,6 +59,7 @@ fn request_header_matches_the_schema_both_ways() {
             .collect(),
         ),
     );
+    set(&mut msg, "trace_id_high", Value::U64(0x4bf9_2f35_77b3_4da6));
     let bytes = msg.encode_to_vec();
     let mut metadata = svrkit::metadata::Metadata::new();
     metadata
@@ -79,6 +80,7 @@ fn request_header_matches_the_schema_both_ways() {
         attempt: 3,
         routing_key: Some(0),
         metadata: Some(std::sync::Arc::new(metadata)),
+        trace_id_high: 0x4bf9_2f35_77b3_4da6,
     };
     assert_eq!(
         RequestHeader::decode(&bytes).expect("hand codec reads schema bytes"),
@@ -86,7 +88,7 @@ fn request_header_matches_the_schema_both_ways() {
     );
     assert_eq!(
         msg.descriptor().fields().count(),
-        13,
+        14,
         "a new schema field needs codec support"
     );
 

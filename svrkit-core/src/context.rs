@@ -89,6 +89,9 @@ impl<F: Future> Future for Scoped<F> {
 pub struct Context {
     deadline: Option<Instant>,
     trace_id: u64,
+    /// The high 64 bits of a 128-bit trace id that came from outside (W3C trace context);
+    /// 0 for svrkit's own 64-bit trace ids.
+    trace_id_high: u64,
     span_id: u64,
     parent_span_id: u64,
     caller: Option<Arc<str>>,
@@ -172,6 +175,7 @@ impl Context {
             } else {
                 header.trace_id
             },
+            trace_id_high: header.trace_id_high,
             span_id: new_id(),
             parent_span_id: header.span_id,
             caller,
@@ -217,6 +221,36 @@ impl Context {
     pub fn with_trace_id(mut self, trace_id: u64) -> Context {
         self.trace_id = trace_id;
         self
+    }
+
+    /// Continues the trace an incoming W3C `traceparent` names: its (128-bit) trace id,
+    /// and a new span of this context's own whose parent is the traceparent's.
+    pub fn with_trace_parent(mut self, parent: TraceParent) -> Context {
+        self.trace_id = parent.trace_id as u64;
+        self.trace_id_high = (parent.trace_id >> 64) as u64;
+        self.parent_span_id = parent.parent_id;
+        self.span_id = new_id();
+        self
+    }
+
+    /// Starts a trace of its own with a first span: what an entry point that got no
+    /// traceparent does, so that it can name its trace and span in its answer.
+    pub fn with_new_trace(mut self) -> Context {
+        self.trace_id = new_id();
+        self.trace_id_high = 0;
+        self.parent_span_id = 0;
+        self.span_id = new_id();
+        self
+    }
+
+    /// This context's place in its trace as a W3C `traceparent`: the trace id and this
+    /// context's span as the parent of whatever comes next.
+    pub fn trace_parent(&self) -> TraceParent {
+        TraceParent {
+            trace_id: (u128::from(self.trace_id_high) << 64) | u128::from(self.trace_id),
+            parent_id: self.span_id,
+            sampled: true,
+        }
     }
 
     /// Sets the business priority, 1 (most important) ..= 255.
@@ -268,6 +302,11 @@ impl Context {
     /// The trace id (0: none yet).
     pub fn trace_id(&self) -> u64 {
         self.trace_id
+    }
+
+    /// The high 64 bits of the trace id, when the trace came in with a 128-bit id.
+    pub fn trace_id_high(&self) -> u64 {
+        self.trace_id_high
     }
 
     /// This unit of work's span id.
@@ -360,8 +399,87 @@ pub fn new_id() -> u64 {
     })
 }
 
-/// An id as 16 hex digits, the way logs show trace and span ids.
-pub(crate) struct Hex(pub(crate) u64);
+/// A W3C Trace Context `traceparent` header, version 00:
+/// `00-<trace id, 32 hex>-<parent span id, 16 hex>-<flags, 2 hex>`.
+///
+/// svrkit's own trace ids are 64 bits; a 128-bit id that comes in is carried whole
+/// (request header fields 4 and 14), so spans exported from every hop join the caller's
+/// trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The trace id (never 0).
+    pub trace_id: u128,
+    /// The caller's span (never 0).
+    pub parent_id: u64,
+    /// The caller's sampled flag.
+    pub sampled: bool,
+}
+
+impl TraceParent {
+    /// Parses a `traceparent` value, or `None` when it is not a valid one (a caller's bad
+    /// header then starts a new trace rather than failing the request). Versions after 00
+    /// are read as 00, as the specification asks; version `ff` is invalid.
+    pub fn parse(value: &str) -> Option<TraceParent> {
+        let value = value.trim();
+        let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let version = value.get(0..2)?;
+        if !lower_hex(version) || version == "ff" {
+            return None;
+        }
+        let exact = value.len() == 55;
+        let extended = version != "00" && value.len() > 55 && value.as_bytes()[55] == b'-';
+        if !(exact || extended) {
+            return None;
+        }
+        let bytes = value.as_bytes();
+        if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
+            return None;
+        }
+        let (trace, parent, flags) = (value.get(3..35)?, value.get(36..52)?, value.get(53..55)?);
+        if !(lower_hex(trace) && lower_hex(parent) && lower_hex(flags)) {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok()?;
+        let parent_id = u64::from_str_radix(parent, 16).ok()?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        (trace_id != 0 && parent_id != 0).then_some(TraceParent {
+            trace_id,
+            parent_id,
+            sampled: flags & 1 == 1,
+        })
+    }
+}
+
+impl std::fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id,
+            self.parent_id,
+            u8::from(self.sampled)
+        )
+    }
+}
+
+/// A trace id (high half, low half) the way svrkit's spans show it: 16 hex digits, or 32
+/// for a 128-bit id from outside. Entry points that open spans of their own use it too,
+/// so that `svrkit::otel` exports them.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceHex(pub u64, pub u64);
+
+impl std::fmt::Display for TraceHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => write!(f, "{:016x}", self.1),
+            high => write!(f, "{high:016x}{:016x}", self.1),
+        }
+    }
+}
+
+/// A span id as 16 hex digits, the way logs show trace and span ids.
+#[derive(Debug, Clone, Copy)]
+pub struct Hex(pub u64);
 
 impl std::fmt::Display for Hex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -417,6 +535,53 @@ mod tests {
         let fresh = Context::from_request(&RequestHeader::default(), arrival, "svc.Back");
         assert_ne!(fresh.trace_id(), 0, "an entry request starts a trace");
         assert_eq!(fresh.deadline(), None);
+    }
+
+    #[test]
+    fn traceparent_parses_w3c_values_and_refuses_the_rest() {
+        let value = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parent = TraceParent::parse(value).expect("the specification's example");
+        assert_eq!(parent.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(
+            (parent.parent_id, parent.sampled),
+            (0x00f067aa0ba902b7, true)
+        );
+        assert_eq!(parent.to_string(), value);
+        assert!(
+            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-later")
+                .is_some_and(|p| !p.sampled),
+            "a later version with more fields"
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01é",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+
+        let ctx = Context::new().with_trace_parent(parent);
+        assert_eq!(
+            (ctx.trace_id_high(), ctx.trace_id()),
+            (0x4bf92f3577b34da6, 0xa3ce929d0e0e4736)
+        );
+        assert_eq!(ctx.parent_span_id(), 0x00f067aa0ba902b7);
+        assert_ne!(ctx.span_id(), 0);
+        let out = ctx.trace_parent();
+        assert_eq!(
+            (out.trace_id, out.parent_id),
+            (parent.trace_id, ctx.span_id())
+        );
+        let fresh = Context::new().with_new_trace();
+        assert!(fresh.trace_id() != 0 && fresh.span_id() != 0 && fresh.parent_span_id() == 0);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! - [`server`]: builder, routing, dispatch, deadlines, graceful shutdown, metrics.
 //! - [`context`]: the task-local request context.
 //! - [`metadata`]: the bounded request metadata (auth tokens, tenant ids, baggage).
+//! - `otel` (feature `otel`): exporting svrkit's spans to OpenTelemetry, one trace across
+//!   every hop; `otlp` adds the OTLP exporter behind `SVRKIT_OTLP_ENDPOINT`.
 //! - [`discovery`]: registries (embedded, etcd, static) and channels that follow them.
 //! - [`config`]: gray-release configuration (publish to a selector, promote, roll back).
 //! - [`balance`]: consistent-hash ring and balancing strategies.
@@ -39,6 +41,8 @@ pub mod discovery;
 pub mod launch;
 pub mod metadata;
 pub mod method;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod overload;
 pub mod policy;
 pub mod process_limits;

@@ -18,7 +18,7 @@ proptest! {
     fn request_headers_round_trip(
         service in text(), method in text(), caller in text(), gray in text(),
         timeout_us: u64, trace_id: u64, span_id: u64, uid: u64,
-        business: u32, user: u32, attempt: u32, routing_key: Option<u64>,
+        business: u32, user: u32, attempt: u32, routing_key: Option<u64>, trace_id_high: u64,
         entries in proptest::collection::vec(
             ("[a-z0-9._-]{1,64}", proptest::collection::vec(any::<u8>(), 0..64)),
             0..8,
@@ -33,6 +33,7 @@ proptest! {
             caller: &caller, business_priority: business, uid, user_priority: user,
             gray_tag: &gray, attempt, routing_key,
             metadata: (!metadata.is_empty()).then(|| std::sync::Arc::new(metadata)),
+            trace_id_high,
         };
         let mut buf = Vec::new();
         header.encode(&mut buf);

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use svrkit::context::{Hex, TraceHex, TraceParent};
 use svrkit::overload::user_priority;
 use svrkit::{Code, Context};
 use wx_api::access::{DeliverRequest, EndpointRequest, Event, PushClient};
@@ -71,6 +72,39 @@ impl Default for Limits {
     }
 }
 
+/// The context of one request at the edge: the trace its W3C `traceparent` names (a new
+/// span of the gateway's own, the header's span its parent), or a new trace when it sends
+/// none or an invalid one. Run the request's work in its scope, inside [`edge_span`], and
+/// answer with its [`Context::trace_parent`].
+pub fn edge_context(traceparent: Option<&str>) -> Context {
+    match traceparent.and_then(TraceParent::parse) {
+        Some(parent) => Context::new().with_trace_parent(parent),
+        None => Context::new().with_new_trace(),
+    }
+}
+
+/// The span of one action at the edge (`action`, at INFO), named by `ctx`'s trace ids so
+/// that `svrkit::otel` exports it as the parent of the calls the action makes. Its `code`
+/// is recorded by [`record_outcome`].
+pub fn edge_span(ctx: &Context, action: &str) -> tracing::Span {
+    tracing::info_span!(
+        "action",
+        action,
+        trace_id = %TraceHex(ctx.trace_id_high(), ctx.trace_id()),
+        span_id = %Hex(ctx.span_id()),
+        parent = %Hex(ctx.parent_span_id()),
+        code = tracing::field::Empty,
+    )
+}
+
+/// Records an action's outcome on its edge span.
+pub fn record_outcome(span: &tracing::Span, outcome: &Result<Value, ApiError>) {
+    if !span.is_disabled() {
+        let code = outcome.as_ref().map_or_else(|e| e.code, |_| Code::Ok);
+        span.record("code", code.as_str());
+    }
+}
+
 /// The logic-tier clients and the per-user limits both gateways use.
 #[derive(Debug)]
 pub struct Gateway {
@@ -116,7 +150,7 @@ impl Gateway {
         let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
             ApiError::new(Code::Unauthenticated, "sign in first: no token").reason("token_missing")
         })?;
-        let ctx = Context::new()
+        let ctx = Context::current()
             .with_timeout(self.limits.timeout)
             .with_business_priority(priority::AUTH);
         let reply = ctx
@@ -176,7 +210,8 @@ impl Gateway {
         if !body.is_object() {
             return Err(ApiError::invalid("the body must be a JSON object"));
         }
-        let mut ctx = Context::new()
+        // The trace the edge started or continued (see `edge_span`), if any.
+        let mut ctx = Context::current()
             .with_timeout(self.limits.timeout)
             .with_business_priority(spec.priority);
         if uid != 0 {

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::edge::EdgeLimits;
 use crate::error::ApiError;
@@ -67,6 +68,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
+/// `POST /v1/ACTION`: continues the trace of the request's W3C `traceparent` (or starts
+/// one), runs the action in the edge span, and answers with the `traceparent` of that span.
 async fn call(
     State(gateway): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -74,6 +77,40 @@ async fn call(
     limits: Option<axum::Extension<EdgeLimits>>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let traceparent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
+    let ctx = crate::gateway::edge_context(traceparent);
+    let span = crate::gateway::edge_span(&ctx, &action);
+    let answer = ctx.trace_parent().to_string();
+    let mut response = ctx
+        .scope(run(
+            gateway,
+            peer,
+            action,
+            limits,
+            headers,
+            body,
+            span.clone(),
+        ))
+        .instrument(span)
+        .await;
+    if let Ok(value) = header::HeaderValue::from_str(&answer) {
+        response.headers_mut().insert(TRACEPARENT, value);
+    }
+    response
+}
+
+/// The W3C trace context header.
+const TRACEPARENT: &str = "traceparent";
+
+async fn run(
+    gateway: Arc<Gateway>,
+    peer: SocketAddr,
+    action: String,
+    limits: Option<axum::Extension<EdgeLimits>>,
+    headers: HeaderMap,
+    body: Body,
+    span: tracing::Span,
 ) -> Response {
     let body_timeout = limits.map_or(EdgeLimits::default().body_timeout, |l| l.0.body_timeout);
     let read = axum::body::to_bytes(body, MAX_BODY);
@@ -114,12 +151,20 @@ async fn call(
         }
     };
     let token = bearer(&headers);
-    let caller = match token {
+    let outcome = match token {
         Some(_) => match gateway.authenticate(token).await {
-            Ok(uid) => Caller::User { uid },
-            Err(e) => return reply(Err(e)),
+            Ok(uid) => {
+                gateway
+                    .act(Caller::User { uid }, &action, body, token)
+                    .await
+            }
+            Err(e) => Err(e),
         },
-        None => Caller::Anonymous { ip: peer.ip() },
+        None => {
+            let caller = Caller::Anonymous { ip: peer.ip() };
+            gateway.act(caller, &action, body, token).await
+        }
     };
-    reply(gateway.act(caller, &action, body, token).await)
+    crate::gateway::record_outcome(&span, &outcome);
+    reply(outcome)
 }

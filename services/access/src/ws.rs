@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
 
 use crate::edge::EdgeLimits;
 use crate::error::ApiError;
@@ -219,12 +220,26 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                     let _ = outbox.try_send(error_frame(&id, &e));
                     continue;
                 };
+                // A frame may carry a W3C traceparent; the answer names the edge span.
+                let ctx = crate::gateway::edge_context(frame.get("traceparent").and_then(Value::as_str));
+                let span = crate::gateway::edge_span(&ctx, &action);
+                let traceparent = ctx.trace_parent().to_string();
                 let (gateway, outbox, token) = (Arc::clone(&long.gateway), outbox.clone(), Arc::clone(&token));
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let answer = match gateway.act(Caller::User { uid }, &action, body, Some(&token)).await {
-                        Ok(result) => json!({ "id": id, "ok": true, "result": result }).to_string(),
-                        Err(e) => error_frame(&id, &e),
+                    let outcome = ctx
+                        .scope(gateway.act(Caller::User { uid }, &action, body, Some(&token)))
+                        .instrument(span.clone())
+                        .await;
+                    crate::gateway::record_outcome(&span, &outcome);
+                    let answer = match outcome {
+                        Ok(result) => json!({ "id": id, "ok": true, "result": result, "traceparent": traceparent }).to_string(),
+                        Err(e) => {
+                            let mut frame = e.body();
+                            frame["id"] = id;
+                            frame["traceparent"] = json!(traceparent);
+                            frame.to_string()
+                        }
                     };
                     let _ = outbox.send(answer).await;
                 });

@@ -199,13 +199,49 @@ pub fn init_tracing() {
         Ok(_) => metric_help::describe(),
         Err(e) => eprintln!("metrics recorder: {e}"),
     }
-    tracing_subscriber::fmt()
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_env_filter(
+        .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,svrkit::server::call=info".into()),
-        )
-        .init();
+        );
+    let registry = tracing_subscriber::registry().with(logs);
+    #[cfg(feature = "otlp")]
+    let registry = registry.with(otlp_layer());
+    if let Err(e) = registry.try_init() {
+        eprintln!("tracing: {e}");
+    }
+}
+
+/// With feature `otlp` and `SVRKIT_OTLP_ENDPOINT` set: svrkit's and the gateways' spans
+/// (at INFO, whatever the log filter says) exported over OTLP/HTTP in batches, as service
+/// `service.name` = the binary's name.
+#[cfg(feature = "otlp")]
+fn otlp_layer<S>() -> Option<impl tracing_subscriber::Layer<S>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer;
+    let service = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "wx".to_string());
+    match svrkit::otel::init_from_env(&service) {
+        Ok(layer) => layer.map(|layer| {
+            layer.with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("svrkit", tracing::Level::INFO)
+                    .with_target("access", tracing::Level::INFO),
+            )
+        }),
+        Err(e) => {
+            eprintln!("{e}; spans are not exported");
+            None
+        }
+    }
 }
 
 /// How a client of `wx.access.Push` balances: by uid on the consistent-hash ring of

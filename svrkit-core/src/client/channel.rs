@@ -24,7 +24,7 @@ use super::retry::{DEFAULT_RETRY_RATIO, DEFAULT_RETRY_RESERVE, RetryBudget};
 use super::{RpcRequest, RpcResponse, metrics};
 use crate::balance::Balance;
 use crate::config::Selector;
-use crate::context::{Context, Hex, new_id};
+use crate::context::{Context, Hex, TraceHex, new_id};
 use crate::method::MethodDesc;
 use crate::overload::{DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, RequestHeader, ResponseHeader};
@@ -423,6 +423,8 @@ impl WeakChannel {
 struct CallTrace {
     /// The caller's trace, or a new one.
     trace_id: u64,
+    /// The high half of a 128-bit trace id from outside, else 0.
+    trace_id_high: u64,
     /// The call's own span, the callee's parent.
     span_id: u64,
 }
@@ -456,21 +458,28 @@ impl ChannelInner {
     async fn call(&self, request: RpcRequest) -> Result<RpcResponse, Status> {
         let (method, started) = (request.method, Instant::now());
         let ctx = Context::current();
-        let trace = CallTrace {
-            trace_id: match ctx.trace_id() {
-                0 => new_id(),
-                inherited => inherited,
+        let trace = match ctx.trace_id() {
+            0 => CallTrace {
+                trace_id: new_id(),
+                trace_id_high: 0,
+                span_id: new_id(),
             },
-            span_id: new_id(),
+            inherited => CallTrace {
+                trace_id: inherited,
+                trace_id_high: ctx.trace_id_high(),
+                span_id: new_id(),
+            },
         };
         let span = tracing::info_span!(
             "call",
             service = method.service,
             method = method.method,
-            trace_id = %Hex(trace.trace_id),
+            trace_id = %TraceHex(trace.trace_id_high, trace.trace_id),
             span_id = %Hex(trace.span_id),
             parent = %Hex(ctx.span_id()),
+            code = tracing::field::Empty,
         );
+        let outcome = span.clone();
         async move {
             let result = self
                 .call_unmeasured(request, ctx, trace, started)
@@ -479,6 +488,9 @@ impl ChannelInner {
             let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
             let elapsed = started.elapsed();
             super::metrics::call_finished(method, code, elapsed);
+            if !outcome.is_disabled() {
+                outcome.record("code", code.as_str());
+            }
             tracing::debug!(
                 ?code,
                 elapsed_us = elapsed.as_micros() as u64,
@@ -543,6 +555,7 @@ impl ChannelInner {
                 .unwrap_or(u64::MAX)
                 .max(1),
             trace_id: trace.trace_id,
+            trace_id_high: trace.trace_id_high,
             span_id: trace.span_id,
             caller,
             business_priority: business,

@@ -74,6 +74,9 @@ pub struct RequestHeader<'a> {
     /// 13: request metadata (`map<string, bytes>`), bounded as [`crate::metadata`] says;
     /// `None` when there is none (decoding allocates only then).
     pub metadata: Option<Arc<Metadata>>,
+    /// 14: the high 64 bits of a 128-bit trace id from outside (W3C trace context); 0
+    /// for svrkit's own 64-bit ids.
+    pub trace_id_high: u64,
 }
 
 /// The header of a response frame.
@@ -332,6 +335,7 @@ impl<'a> RequestHeader<'a> {
             + varint_len(11, u64::from(self.attempt))
             + self.routing_key.map_or(0, |_| key_len(12) + 8)
             + metadata_len(13, self.metadata.as_deref())
+            + fixed64_len(14, self.trace_id_high)
     }
 
     /// Writes the header as protobuf.
@@ -352,6 +356,7 @@ impl<'a> RequestHeader<'a> {
             buf.put_u64_le(key);
         }
         put_metadata(13, self.metadata.as_deref(), buf);
+        put_fixed64(14, self.trace_id_high, buf);
     }
 
     /// Reads a header, borrowing its strings from `buf`.
@@ -373,6 +378,7 @@ impl<'a> RequestHeader<'a> {
                 11 => h.attempt = r.varint_u32(tag, wire)?,
                 12 => h.routing_key = Some(r.fixed64(tag, wire)?),
                 13 => r.metadata_entry(tag, wire, &mut h.metadata)?,
+                14 => h.trace_id_high = r.fixed64(tag, wire)?,
                 _ => r.skip(tag, wire)?,
             }
         }
@@ -479,6 +485,7 @@ mod tests {
                 m.insert("tenant", "acme").expect("key");
                 m
             })),
+            trace_id_high: 0x4bf9_2f35_77b3_4da6,
         }
     }
 

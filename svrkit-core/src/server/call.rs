@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::time::Sleep;
 
-use crate::context::{Context, Hex};
+use crate::context::{Context, Hex, TraceHex};
 use crate::status::Status;
 
 pin_project_lite::pin_project! {
@@ -36,7 +36,7 @@ pub(crate) fn rpc_span(ctx: &Context, method: &'static str, peer: SocketAddr) ->
         "rpc",
         service = ctx.service(),
         method,
-        trace_id = %Hex(ctx.trace_id()),
+        trace_id = %TraceHex(ctx.trace_id_high(), ctx.trace_id()),
         span_id = %Hex(ctx.span_id()),
         parent = %Hex(ctx.parent_span_id()),
         caller = ctx.caller().unwrap_or(""),
@@ -45,6 +45,7 @@ pub(crate) fn rpc_span(ctx: &Context, method: &'static str, peer: SocketAddr) ->
         business = ctx.business_priority(),
         user = ctx.user_priority(),
         attempt = ctx.attempt(),
+        code = tracing::field::Empty,
     )
 }
 
@@ -78,6 +79,7 @@ where
         let polled = inner.poll(cx);
         drop(entered);
         if let Poll::Ready(result) = polled {
+            record_code(this.span, &result);
             return Poll::Ready(result);
         }
         let Some(deadline) = *this.deadline else {
@@ -87,11 +89,25 @@ where
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
         match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Status::deadline_exceeded(
-                "the handler did not finish before the deadline",
-            ))),
+            Poll::Ready(()) => {
+                let result = Err(Status::deadline_exceeded(
+                    "the handler did not finish before the deadline",
+                ));
+                record_code(this.span, &result);
+                Poll::Ready(result)
+            }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// Records the outcome's code on the span (nothing when the span is disabled).
+fn record_code(span: &tracing::Span, result: &Result<Bytes, Status>) {
+    if !span.is_disabled() {
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| crate::Code::Ok);
+        span.record("code", code.as_str());
     }
 }
 
