@@ -71,7 +71,19 @@ async fn register_watch_deregister_and_expire_after_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discovered_channel_follows_servers_that_come_and_go() {
     let dir = tempdir("follow");
-    let reg: Arc<dyn Registry> = Arc::new(registry(&dir));
+    follows_servers(Arc::new(registry(&dir))).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same through a registry written outside svrkit, against its public API only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_registry_serves_registration_and_discovery() {
+    follows_servers(Arc::new(svrkit_testkit::StaticRegistry::default())).await;
+}
+
+/// Servers register in `reg` as they start and leave it as they stop; a discovered
+/// channel follows, and no call fails.
+async fn follows_servers(reg: Arc<dyn Registry>) {
     let serve = |name: &'static str| {
         Server::builder()
             .register(
@@ -136,7 +148,6 @@ async fn a_discovered_channel_follows_servers_that_come_and_go() {
         assert_eq!(call().await, "two");
     }
     two.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use super::{DiscoveryError, Instance, Instances, Registration, Registry};
 use crate::BoxFuture;
 use crate::config::{ConfigDoc, ConfigStore};
+use crate::discovery::{
+    DiscoveryError, Instance, Instances, Registration, Registry, publish_if_changed,
+};
 
 /// Records older than this are dead (3 s).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
@@ -243,7 +245,7 @@ impl Registry for EmbeddedRegistry {
                         }
                         Err(_) => continue,
                     };
-                    super::publish_if_changed(&tx, now);
+                    publish_if_changed(&tx, now);
                 }
             });
             Ok(rx)
@@ -307,7 +309,7 @@ impl ConfigStore for EmbeddedRegistry {
                     }
                     match this.read_config(&service) {
                         Ok(now) => {
-                            super::publish_if_changed(&tx, std::sync::Arc::new(now));
+                            publish_if_changed(&tx, std::sync::Arc::new(now));
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "reading config failed; keeping the last document")

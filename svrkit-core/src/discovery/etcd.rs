@@ -18,9 +18,11 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 use tokio::sync::watch;
 
-use super::{DiscoveryError, Instance, Instances, Registration, Registry};
 use crate::BoxFuture;
 use crate::config::{ConfigDoc, ConfigStore};
+use crate::discovery::{
+    DiscoveryError, Instance, Instances, Registration, Registry, publish_if_changed,
+};
 
 /// Key prefix of instance records.
 pub const PREFIX: &str = "/svrkit/services/";
@@ -195,7 +197,7 @@ impl EtcdRegistry {
                             revision = revision.max(header.revision());
                         }
                         if let Some(now) = project(&raw) {
-                            super::publish_if_changed(&tx, now);
+                            publish_if_changed(&tx, now);
                         }
                     }
                 }
@@ -215,7 +217,7 @@ impl EtcdRegistry {
                     if let Ok((now, rev)) = Self::read_raw(&mut fresh, &key, prefix).await {
                         (raw, revision, client) = (now, rev, fresh);
                         if let Some(now) = project(&raw) {
-                            super::publish_if_changed(&tx, now);
+                            publish_if_changed(&tx, now);
                         }
                         set_stale(0.0);
                         tracing::info!(%key, "etcd reachable again");

@@ -10,12 +10,21 @@
 //! - [`EtcdRegistry`] (feature `etcd`, on by default): for clusters; lease-based records,
 //!   prefix read then watch from the next revision, re-registration after lease loss, and
 //!   the last known instances served while etcd is unreachable.
-//! - [`StaticRegistry`]: a fixed list, for tests and simple set-ups.
+//!
+//! ## Writing a registry
+//!
+//! A registry for another store (Consul, ZooKeeper, a cloud's service directory) is written
+//! against this module's public items only, as the two above are: implement [`Registry`]
+//! — `register` publishes the record, starts whatever keeps it alive and returns
+//! [`Registration::new`] with that task and a closure that removes the record; `watch`
+//! returns a `tokio::sync::watch` of the live [`Instances`], updated with
+//! [`publish_if_changed`] — and hand it to `Server::builder().register(…)` and
+//! [`discover`]. `svrkit_testkit::StaticRegistry`, an in-memory registry, lives outside
+//! this crate to prove it.
 
 mod embedded;
 #[cfg(feature = "etcd")]
 mod etcd;
-mod static_list;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +37,6 @@ pub use etcd::{
     CONFIG_PREFIX as ETCD_CONFIG_PREFIX, DEFAULT_LEASE_TTL_SECS, EtcdRegistry,
     PREFIX as ETCD_PREFIX,
 };
-pub use static_list::StaticRegistry;
 
 use crate::BoxFuture;
 use crate::client::{Channel, ChannelBuilder, Target};
@@ -165,7 +173,9 @@ impl std::fmt::Debug for Registration {
 }
 
 impl Registration {
-    pub(crate) fn new(
+    /// A registration that `keepalive` (a task refreshing the record, if the registry
+    /// needs one) keeps alive and `deregister` ends by removing the record.
+    pub fn new(
         keepalive: Option<tokio::task::AbortHandle>,
         deregister: impl FnOnce() -> BoxFuture<'static, Result<(), DiscoveryError>> + Send + 'static,
     ) -> Registration {
@@ -195,8 +205,9 @@ impl Drop for Registration {
     }
 }
 
-/// Sends `now` to a watch only when it differs from what watchers last saw.
-pub(crate) fn publish_if_changed<T: PartialEq>(tx: &watch::Sender<T>, now: T) {
+/// Sends `now` to a registry's watch only when it differs from what watchers last saw, so
+/// channels are not rebuilt for a refresh that changed nothing.
+pub fn publish_if_changed<T: PartialEq>(tx: &watch::Sender<T>, now: T) {
     tx.send_if_modified(|current| {
         let differs = *current != now;
         if differs {

@@ -1,6 +1,6 @@
 //! Helpers for integration tests: a real etcd server (Debian `etcd-server`) on free
 //! loopback ports with a temporary data directory, stopped when dropped; temporary
-//! directories; free ports.
+//! directories; free ports; an in-memory service registry written outside svrkit.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use svrkit::discovery::{EtcdRegistry, Registry};
 
-/// How long a test waits for something that should take milliseconds.
 pub mod browser;
+mod static_registry;
 
+pub use static_registry::StaticRegistry;
+
+/// How long a test waits for something that should take milliseconds.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// A fresh directory under the system's temporary directory.

@@ -1,11 +1,14 @@
-//! A registry that is a list in memory: for tests and fixed set-ups.
+//! A registry that is a list in memory, for tests — written against svrkit's public API
+//! only, as any third-party registry would be (see `svrkit::discovery`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
-use super::{DiscoveryError, Instance, Instances, Registration, Registry};
-use crate::BoxFuture;
+use svrkit::BoxFuture;
+use svrkit::discovery::{
+    DiscoveryError, Instance, Instances, Registration, Registry, publish_if_changed,
+};
 
 /// Instances held in memory by this process; watches see registrations at once.
 #[derive(Debug, Clone, Default)]
@@ -77,7 +80,7 @@ impl Registry for StaticRegistry {
             tokio::spawn(async move {
                 while changes.changed().await.is_ok() {
                     let now = this.list(&service);
-                    super::publish_if_changed(&tx, now.clone());
+                    publish_if_changed(&tx, now.clone());
                     if tx.is_closed() {
                         break;
                     }
