@@ -13,6 +13,8 @@
 //! | `SVRKIT_TLS_CERT`, `SVRKIT_TLS_KEY`, `SVRKIT_TLS_CA` | PEM files: this service's certificate and key, and the cluster CA; all three turn on mutual TLS for the server and every channel ([`crate::tls`]) | plain TCP |
 //! | `SVRKIT_MAX_OPEN_FILES` | the soft limit on open files this process sets at start | the hard limit ([`crate::process_limits`]) |
 //! | `SVRKIT_CALL_POLICY` | who may call what, JSON ([`crate::policy`]) | everyone |
+//! | `SVRKIT_ZONE` | the zone registered with the instance; [`Launch::zone`] gives it to channels, which then prefer instances of the same zone | none |
+//! | `SVRKIT_WEIGHT` | the instance's share of traffic relative to its peers (0: only when no other can take it) | 100 |
 //!
 //! A service's `main` reads a [`Launch`], builds its clients with [`Launch::registry`],
 //! then hands its [`Server`] to [`Launch::serve`], which prints `listening on ADDR` and
@@ -116,6 +118,8 @@ pub struct Launch {
     store: Option<Store>,
     instance_id: String,
     gray_users: Option<Selector>,
+    zone: Option<String>,
+    weight: Option<u32>,
     data_dir: PathBuf,
     bound: Option<TcpListener>,
     config: Option<LiveConfig>,
@@ -168,6 +172,11 @@ impl Launch {
                 RegistryKind::parse(&spec).map_err(|e| bad("SVRKIT_REGISTRY", &spec, e))?
             }
             None => RegistryKind::Dir(EmbeddedRegistry::default_root()),
+        };
+        let zone = var("SVRKIT_ZONE");
+        let weight = match var("SVRKIT_WEIGHT") {
+            Some(w) => Some(w.parse().map_err(|e| bad("SVRKIT_WEIGHT", &w, e))?),
+            None => None,
         };
         let gray_users = match var("SVRKIT_GRAY_USERS") {
             Some(json) => {
@@ -235,6 +244,8 @@ impl Launch {
             store: None,
             instance_id,
             gray_users,
+            zone,
+            weight,
             data_dir,
             bound: None,
             config: None,
@@ -269,6 +280,11 @@ impl Launch {
         self.registry = registry;
         self.store = self.open_store()?;
         Ok(self)
+    }
+
+    /// The zone this process runs in (`SVRKIT_ZONE`), for `ChannelBuilder::zone`.
+    pub fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
     }
 
     /// Overrides the instance id.
@@ -449,6 +465,12 @@ impl Launch {
         }
         if let Some(registry) = self.registry() {
             let mut instance = Instance::new(self.service.clone(), local).id(&self.instance_id);
+            if let Some(zone) = &self.zone {
+                instance = instance.zone(zone.clone());
+            }
+            if let Some(weight) = self.weight {
+                instance = instance.weight(weight);
+            }
             if let Some(selector) = self.gray_users.clone() {
                 instance = instance.gray(selector);
             }

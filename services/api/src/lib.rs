@@ -132,6 +132,8 @@ pub fn sharded() -> ChannelBuilder {
 #[derive(Clone)]
 pub struct Peers {
     registry: Arc<dyn Registry>,
+    /// This process's zone, preferred by load-balanced channels.
+    zone: Option<String>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -156,12 +158,18 @@ impl Peers {
     pub fn of(launch: &Launch) -> Result<Peers, PeersError> {
         Ok(Peers {
             registry: launch.registry().ok_or(PeersError::NoRegistry)?,
+            zone: launch.zone().map(str::to_string),
         })
     }
 
-    /// A channel to `service` balancing by load (power of two choices).
+    /// A channel to `service` balancing by load (power of two choices, weighted), in this
+    /// process's zone first (`SVRKIT_ZONE`).
     pub async fn balanced(&self, service: &str) -> Result<Channel, PeersError> {
-        Ok(discover(&*self.registry, service, Channel::builder()).await?)
+        let builder = match &self.zone {
+            Some(zone) => Channel::builder().zone(zone.clone()),
+            None => Channel::builder(),
+        };
+        Ok(discover(&*self.registry, service, builder).await?)
     }
 
     /// A channel to `service` routed by key on a consistent-hash ring, moving to the next

@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use super::endpoint::{ConnectFailed, ConnectSettings, Endpoint};
 use super::pick::{EndpointSet, NoPick, Want, pick};
 use super::retry::{DEFAULT_RETRY_RATIO, DEFAULT_RETRY_RESERVE, RetryBudget};
 use super::{RpcRequest, RpcResponse, metrics};
-use crate::balance::Balance;
+use crate::balance::{Balance, Balancer};
 use crate::config::Selector;
 use crate::context::{Context, Hex, TraceHex, new_id};
 use crate::method::MethodDesc;
@@ -48,6 +47,11 @@ pub struct Target {
     /// For a gray instance: the users a binary gray release sends to it (besides requests
     /// that carry a gray tag).
     pub gray_users: Option<Selector>,
+    /// Its relative share of traffic (100 by default; 0 takes traffic only when no other
+    /// instance can).
+    pub weight: u32,
+    /// Where it runs; callers in the same zone prefer it. Empty: no zone.
+    pub zone: String,
 }
 
 impl Target {
@@ -58,6 +62,8 @@ impl Target {
             name: addr.to_string(),
             label: "stable".to_string(),
             gray_users: None,
+            weight: super::endpoint::DEFAULT_WEIGHT,
+            zone: String::new(),
         }
     }
 }
@@ -73,6 +79,10 @@ pub struct ChannelBuilder {
     backoff_max: Duration,
     caller: &'static str,
     balance: Balance,
+    /// A strategy of the caller's own, replacing `balance`.
+    balancer: Option<Arc<dyn Balancer>>,
+    /// The caller's zone.
+    zone: Option<String>,
     max_attempts: u32,
     retry_ratio: f64,
     backup_delay: Option<Duration>,
@@ -90,6 +100,8 @@ impl Default for ChannelBuilder {
             backoff_max: Duration::from_secs(5),
             caller: "",
             balance: Balance::default(),
+            balancer: None,
+            zone: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             retry_ratio: DEFAULT_RETRY_RATIO,
             backup_delay: None,
@@ -140,6 +152,20 @@ impl ChannelBuilder {
     /// How to pick an instance (default power of two choices).
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
+        self
+    }
+
+    /// Balances with a strategy of your own (see [`crate::balance::Balancer`]), instead of
+    /// a built-in [`Balance`].
+    pub fn balancer(mut self, balancer: impl Balancer) -> Self {
+        self.balancer = Some(Arc::new(balancer));
+        self
+    }
+
+    /// The caller's zone: instances whose record names the same zone get its calls while
+    /// any of them can take them.
+    pub fn zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into()).filter(|z: &String| !z.is_empty());
         self
     }
 
@@ -195,7 +221,10 @@ impl ChannelBuilder {
             inner: Arc::new(ChannelInner {
                 epoch: Instant::now(),
                 set: RwLock::new(Arc::new(EndpointSet::default())),
-                rr: AtomicUsize::new(0),
+                balancer: self
+                    .balancer
+                    .clone()
+                    .unwrap_or_else(|| self.balance.balancer()),
                 budget: RetryBudget::new(self.retry_ratio, DEFAULT_RETRY_RESERVE),
                 backup_budget: RetryBudget::new(0.1, 10),
                 settings,
@@ -233,7 +262,7 @@ pub struct Channel {
 struct ChannelInner {
     epoch: Instant,
     set: RwLock<Arc<EndpointSet>>,
-    rr: AtomicUsize,
+    balancer: Arc<dyn Balancer>,
     budget: RetryBudget,
     backup_budget: RetryBudget,
     settings: ConnectSettings,
@@ -277,7 +306,7 @@ impl Channel {
     /// connections and statistics; calls in flight to removed ones finish undisturbed.
     pub fn set_targets(&self, targets: impl IntoIterator<Item = Target>) {
         let old = self.inner.snapshot();
-        let sharded = self.inner.config.balance == Balance::Sharded;
+        let sharded = self.inner.balancer.owner_only();
         let mut gray_users = Vec::new();
         let endpoints = targets
             .into_iter()
@@ -292,15 +321,24 @@ impl Channel {
                 }
                 old.endpoints
                     .iter()
-                    .find(|e| e.addr == t.addr && e.name == t.name && e.label == t.label)
+                    .find(|e| {
+                        e.addr == t.addr
+                            && e.name == t.name
+                            && e.label == t.label
+                            && e.weight == t.weight
+                            && e.zone == t.zone
+                    })
                     .cloned()
                     .unwrap_or_else(|| {
-                        Arc::new(Endpoint::new(
-                            t.addr,
-                            t.name,
-                            t.label,
-                            self.inner.config.connections_per_address,
-                        ))
+                        Arc::new(
+                            Endpoint::new(
+                                t.addr,
+                                t.name,
+                                t.label,
+                                self.inner.config.connections_per_address,
+                            )
+                            .placed(t.weight, t.zone),
+                        )
                     })
             })
             .collect::<Vec<_>>();
@@ -586,14 +624,15 @@ impl ChannelInner {
         let mut now = now;
         loop {
             let want = Want {
-                balance: self.config.balance,
+                balancer: &*self.balancer,
+                zone: self.config.zone.as_deref(),
                 routing_key: opts.routing_key,
                 gray: ctx.gray_tag().is_some() || set.gray_user(uid),
                 priority,
                 now_ms: now.saturating_duration_since(self.epoch).as_millis() as u64,
                 tried: tried.as_slice(),
             };
-            let index = match pick(&set, want, &self.rr) {
+            let index = match pick(&set, want) {
                 Ok(index) => index,
                 Err(_) if retrying.is_some() => {
                     // Nowhere else to go: the last failure stands.
@@ -696,7 +735,6 @@ impl ChannelInner {
                 tried: &tried_now,
                 ..want
             },
-            &self.rr,
         ) {
             Ok(second) if self.backup_budget.withdraw() => second,
             _ => return (primary.await, None),

@@ -38,6 +38,9 @@ pub(crate) struct ConnectSettings {
     pub(crate) backoff_max: Duration,
 }
 
+/// An instance's share of traffic when its record names none.
+pub(crate) const DEFAULT_WEIGHT: u32 = 100;
+
 /// One instance.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
@@ -46,6 +49,10 @@ pub(crate) struct Endpoint {
     pub(crate) name: String,
     /// `stable` or `gray`.
     pub(crate) label: String,
+    /// Its relative share of traffic (from its registry record; 100 by default).
+    pub(crate) weight: u32,
+    /// The zone its record names (empty when none).
+    pub(crate) zone: String,
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
     /// Calls in flight, for balancing.
@@ -104,6 +111,8 @@ impl Endpoint {
             addr,
             name,
             label,
+            weight: DEFAULT_WEIGHT,
+            zone: String::new(),
             slots: (0..slots.max(1)).map(|_| Slot::default()).collect(),
             next_slot: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -115,6 +124,13 @@ impl Endpoint {
             level: AtomicU32::new(ADMIT_ALL),
             level_at_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Places it: its share of traffic and its zone.
+    pub(crate) fn placed(mut self, weight: u32, zone: String) -> Endpoint {
+        self.weight = weight;
+        self.zone = zone;
+        self
     }
 
     /// True when this is a gray-release instance.

@@ -1,12 +1,10 @@
 //! Choosing the instance for one attempt.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::endpoint::Endpoint;
-use crate::balance::{Balance, Ring};
+use crate::balance::{Balancer, Call, Candidate, Ring};
 use crate::config::Selector;
-use crate::context::new_id;
-use std::sync::Arc;
 
 /// The instances a channel currently sends to, and their ring.
 #[derive(Debug, Default)]
@@ -42,7 +40,9 @@ impl EndpointSet {
 /// What the caller asks of an instance.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Want<'a> {
-    pub(crate) balance: Balance,
+    pub(crate) balancer: &'a dyn Balancer,
+    /// The caller's zone, when it has one: instances there are preferred.
+    pub(crate) zone: Option<&'a str>,
     pub(crate) routing_key: Option<u64>,
     pub(crate) gray: bool,
     pub(crate) priority: u32,
@@ -60,16 +60,18 @@ pub(crate) enum NoPick {
 }
 
 /// Picks an instance: the right version label first (gray users to gray instances, others
-/// to stable ones), falling back to any; skipping ejected ones unless nothing else is left;
-/// never one already tried by this call; never one whose level would shed the request.
-pub(crate) fn pick(set: &EndpointSet, want: Want<'_>, rr: &AtomicUsize) -> Result<usize, NoPick> {
+/// to stable ones), falling back to any; the caller's zone first, falling back to any;
+/// skipping ejected ones unless nothing else is left, and weight-0 ones likewise; never one
+/// already tried by this call; never one whose level would shed the request. The balancer
+/// chooses among what is left.
+pub(crate) fn pick(set: &EndpointSet, want: Want<'_>) -> Result<usize, NoPick> {
     let n = set.endpoints.len();
     let fresh = |i: &usize| !want.tried.contains(i);
     let label_ok = |i: &usize| set.endpoints[*i].is_gray() == want.gray;
     let healthy = |i: &usize| !set.endpoints[*i].is_ejected(want.now_ms);
     let admits = |i: &usize| !set.endpoints[*i].would_shed(want.priority, || want.now_ms);
 
-    if want.balance == Balance::Sharded {
+    if want.balancer.owner_only() {
         // Only the owner holds the data: no fallback to another shard, ever.
         let owner = want
             .routing_key
@@ -97,52 +99,49 @@ pub(crate) fn pick(set: &EndpointSet, want: Want<'_>, rr: &AtomicUsize) -> Resul
     if admitting.is_empty() {
         return Err(NoPick::AllShedding);
     }
-    // Narrow by health, then by label, keeping the wider set when a narrowing empties it:
-    // a gray user goes to a healthy gray instance, else to a healthy stable one.
-    let by_health: Vec<usize> = admitting.iter().copied().filter(healthy).collect();
-    let pool = if by_health.is_empty() {
-        admitting
-    } else {
-        by_health
+    // Narrow step by step, keeping the wider set when a step empties it: a gray user goes
+    // to a healthy gray instance in its zone, else to a healthy gray one elsewhere, else
+    // to a healthy stable one…
+    let narrow = |pool: Vec<usize>, keep: &dyn Fn(&usize) -> bool| {
+        let narrower: Vec<usize> = pool.iter().copied().filter(keep).collect();
+        if narrower.is_empty() { pool } else { narrower }
     };
-    let by_label: Vec<usize> = pool.iter().copied().filter(label_ok).collect();
-    let pool = if by_label.is_empty() { pool } else { by_label };
-
-    match (want.balance, want.routing_key) {
-        (Balance::ConsistentHash, Some(key)) => Ok(set
-            .ring
-            .nodes_from(key)
-            .find(|i| pool.contains(i))
-            .unwrap_or(pool[0])),
-        (Balance::PowerOfTwoChoices, _) if pool.len() > 1 => {
-            let r = new_id();
-            let a = (r % pool.len() as u64) as usize;
-            let mut b = ((r >> 32) % (pool.len() as u64 - 1)) as usize;
-            if b >= a {
-                b += 1;
+    let pool = narrow(admitting, &healthy);
+    let pool = narrow(pool, &|i| set.endpoints[*i].weight > 0);
+    let pool = narrow(pool, &label_ok);
+    let pool = match want.zone.filter(|z| !z.is_empty()) {
+        Some(zone) => narrow(pool, &|i| set.endpoints[*i].zone == zone),
+        None => pool,
+    };
+    let candidates: Vec<Candidate<'_>> = pool
+        .iter()
+        .map(|&i| {
+            let e = &set.endpoints[i];
+            Candidate {
+                index: i,
+                addr: e.addr,
+                name: &e.name,
+                zone: &e.zone,
+                weight: e.weight,
+                in_flight: e.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                load: e.load(want.now_ms),
             }
-            let (a, b) = (pool[a], pool[b]);
-            let (la, lb) = (
-                set.endpoints[a].load(want.now_ms),
-                set.endpoints[b].load(want.now_ms),
-            );
-            // Loads within 25 % are a tie, broken at random: otherwise light, sequential
-            // traffic would always go to whichever instance was marginally faster.
-            Ok(if lb * 5 < la * 4 {
-                b
-            } else if la * 5 < lb * 4 || r & (1 << 20) == 0 {
-                a
-            } else {
-                b
-            })
-        }
-        _ => Ok(pool[rr.fetch_add(1, Ordering::Relaxed) % pool.len()]),
-    }
+        })
+        .collect();
+    let call = Call {
+        routing_key: want.routing_key,
+        ring: &set.ring,
+    };
+    let chosen = want.balancer.choose(&call, &candidates);
+    Ok(candidates
+        .get(chosen)
+        .map_or(candidates[0].index, |c| c.index))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::{ConsistentHash, PowerOfTwoChoices, RoundRobin, Sharded};
     use std::time::Duration;
 
     fn set(labels: &[&str]) -> EndpointSet {
@@ -162,9 +161,10 @@ mod tests {
         )
     }
 
-    fn want(balance: Balance, tried: &[usize]) -> Want<'_> {
+    fn want<'a>(balancer: &'a dyn Balancer, tried: &'a [usize]) -> Want<'a> {
         Want {
-            balance,
+            balancer,
+            zone: None,
             routing_key: None,
             gray: false,
             priority: 0,
@@ -176,18 +176,15 @@ mod tests {
     #[test]
     fn round_robin_visits_each_and_skips_tried() {
         let s = set(&["stable", "stable", "stable"]);
-        let rr = AtomicUsize::new(0);
+        let rr = RoundRobin::default();
         let picks: Vec<usize> = (0..6)
-            .map(|_| pick(&s, want(Balance::RoundRobin, &[]), &rr).expect("pick"))
+            .map(|_| pick(&s, want(&rr, &[])).expect("pick"))
             .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
         for _ in 0..10 {
-            assert_ne!(pick(&s, want(Balance::RoundRobin, &[1]), &rr), Ok(1));
+            assert_ne!(pick(&s, want(&rr, &[1])), Ok(1));
         }
-        assert_eq!(
-            pick(&s, want(Balance::RoundRobin, &[0, 1, 2]), &rr),
-            Err(NoPick::Empty)
-        );
+        assert_eq!(pick(&s, want(&rr, &[0, 1, 2])), Err(NoPick::Empty));
     }
 
     #[test]
@@ -195,27 +192,22 @@ mod tests {
         let s = set(&["stable", "stable"]);
         s.endpoints[0].observe_latency(Duration::from_millis(50), 0);
         s.endpoints[1].observe_latency(Duration::from_micros(100), 0);
-        let rr = AtomicUsize::new(0);
         for _ in 0..20 {
-            assert_eq!(pick(&s, want(Balance::PowerOfTwoChoices, &[]), &rr), Ok(1));
+            assert_eq!(pick(&s, want(&PowerOfTwoChoices, &[])), Ok(1));
         }
     }
 
     #[test]
     fn gray_users_go_to_gray_instances_and_fall_back_to_stable() {
         let s = set(&["stable", "gray", "stable"]);
-        let rr = AtomicUsize::new(0);
+        let rr = RoundRobin::default();
         let gray = |tried| Want {
             gray: true,
-            ..want(Balance::RoundRobin, tried)
+            ..want(&rr, tried)
         };
         for _ in 0..5 {
-            assert_eq!(pick(&s, gray(&[]), &rr), Ok(1));
-            assert_ne!(
-                pick(&s, want(Balance::RoundRobin, &[]), &rr),
-                Ok(1),
-                "stable users avoid gray"
-            );
+            assert_eq!(pick(&s, gray(&[])), Ok(1));
+            assert_ne!(pick(&s, want(&rr, &[])), Ok(1), "stable users avoid gray");
         }
         // The gray instance is ejected: gray users fall back to stable ones.
         s.endpoints[1].failed(true, 0);
@@ -225,8 +217,7 @@ mod tests {
                 Want {
                     now_ms: 1,
                     ..gray(&[])
-                },
-                &rr
+                }
             ),
             Ok(1)
         );
@@ -236,16 +227,15 @@ mod tests {
     fn ejected_instances_are_skipped_unless_nothing_else_is_left() {
         let s = set(&["stable", "stable"]);
         s.endpoints[0].failed(true, 0);
-        let rr = AtomicUsize::new(0);
+        let rr = RoundRobin::default();
         for _ in 0..5 {
             assert_eq!(
                 pick(
                     &s,
                     Want {
                         now_ms: 1,
-                        ..want(Balance::RoundRobin, &[])
+                        ..want(&rr, &[])
                     },
-                    &rr
                 ),
                 Ok(1)
             );
@@ -255,9 +245,8 @@ mod tests {
                 &s,
                 Want {
                     now_ms: 1,
-                    ..want(Balance::RoundRobin, &[1])
-                },
-                &rr
+                    ..want(&rr, &[1])
+                }
             ),
             Ok(0)
         );
@@ -266,34 +255,74 @@ mod tests {
     #[test]
     fn consistent_hash_routes_a_key_to_its_owner_then_successors() {
         let s = set(&["stable", "stable", "stable", "stable"]);
-        let rr = AtomicUsize::new(0);
+        let hash = ConsistentHash::default();
         let owner = s.ring.node(7).expect("owner");
         let keyed = |tried| Want {
             routing_key: Some(7),
-            ..want(Balance::ConsistentHash, tried)
+            ..want(&hash, tried)
         };
         for _ in 0..5 {
-            assert_eq!(pick(&s, keyed(&[]), &rr), Ok(owner));
+            assert_eq!(pick(&s, keyed(&[])), Ok(owner));
         }
         let second = s.ring.nodes_from(7).nth(1).expect("successor");
-        assert_eq!(pick(&s, keyed(&[owner]), &rr), Ok(second));
+        assert_eq!(pick(&s, keyed(&[owner])), Ok(second));
     }
 
     #[test]
     fn sharded_routes_only_to_the_owner_even_when_it_is_ejected_or_was_tried() {
         let s = set(&["stable", "stable", "stable", "gray"]);
-        let rr = AtomicUsize::new(0);
         for key in 0..50u64 {
             let owner = s.ring.node(key).expect("owner");
             let keyed = |tried| Want {
                 routing_key: Some(key),
                 gray: true,
-                ..want(Balance::Sharded, tried)
+                ..want(&Sharded, tried)
             };
-            assert_eq!(pick(&s, keyed(&[]), &rr), Ok(owner));
-            assert_eq!(pick(&s, keyed(&[owner]), &rr), Err(NoPick::Empty));
+            assert_eq!(pick(&s, keyed(&[])), Ok(owner));
+            assert_eq!(pick(&s, keyed(&[owner])), Err(NoPick::Empty));
         }
-        let unkeyed = want(Balance::Sharded, &[]);
-        assert_eq!(pick(&s, unkeyed, &rr), Err(NoPick::Empty));
+        let unkeyed = want(&Sharded, &[]);
+        assert_eq!(pick(&s, unkeyed), Err(NoPick::Empty));
+    }
+
+    #[test]
+    fn the_callers_zone_is_preferred_and_weight_zero_only_when_nothing_else_is_left() {
+        let placed = |zone: &str, weight: u32, i: u16| {
+            Arc::new(
+                Endpoint::new(
+                    ([127, 0, 0, 1], 2000 + i).into(),
+                    format!("z{i}"),
+                    "stable".into(),
+                    1,
+                )
+                .placed(weight, zone.to_string()),
+            )
+        };
+        let s = EndpointSet::new(vec![
+            placed("a", 100, 0),
+            placed("b", 100, 1),
+            placed("b", 0, 2),
+            placed("c", 100, 3),
+        ]);
+        let rr = RoundRobin::default();
+        let in_zone = |zone, tried| Want {
+            zone: Some(zone),
+            ..want(&rr, tried)
+        };
+        for _ in 0..8 {
+            assert_eq!(pick(&s, in_zone("a", &[])), Ok(0));
+            assert_eq!(pick(&s, in_zone("b", &[])), Ok(1), "weight 0 waits");
+        }
+        // The zone's instances tried: the others take the call; the drained one last.
+        for _ in 0..8 {
+            assert!(matches!(pick(&s, in_zone("b", &[1])), Ok(0 | 3)));
+        }
+        assert_eq!(pick(&s, in_zone("b", &[0, 1, 3])), Ok(2));
+        // Without a zone, every weighted instance shares.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..12 {
+            seen.insert(pick(&s, want(&rr, &[])).expect("pick"));
+        }
+        assert_eq!(seen, [0, 1, 3].into_iter().collect());
     }
 }

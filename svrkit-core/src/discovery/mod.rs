@@ -53,9 +53,11 @@ pub struct Instance {
     pub id: String,
     /// `stable` or `gray`.
     pub version: String,
-    /// Relative share of traffic (reserved for weighted balancing; default 100).
+    /// Relative share of traffic (default 100): weighted balancing sends in proportion, and
+    /// 0 takes calls only when no other instance can (draining).
     pub weight: u32,
-    /// Where it runs (zone or rack), for locality.
+    /// Where it runs (zone or rack): callers in the same zone
+    /// (`ChannelBuilder::zone`) prefer it.
     pub zone: String,
     /// Where its admin HTTP endpoint listens, if it has one.
     #[serde(default)]
@@ -107,6 +109,18 @@ impl Instance {
         self
     }
 
+    /// Sets the share of traffic (the `weight` field).
+    pub fn weight(mut self, weight: u32) -> Instance {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets the zone.
+    pub fn zone(mut self, zone: impl Into<String>) -> Instance {
+        self.zone = zone.into();
+        self
+    }
+
     /// Sets the admin endpoint's address.
     pub fn admin(mut self, admin: SocketAddr) -> Instance {
         self.admin = Some(admin);
@@ -119,6 +133,8 @@ impl Instance {
             name: self.id.clone(),
             label: self.version.clone(),
             gray_users: self.gray_users.clone(),
+            weight: self.weight,
+            zone: self.zone.clone(),
         }
     }
 }
