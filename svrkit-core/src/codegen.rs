@@ -90,7 +90,7 @@ where
             .map_err(|e| Status::from_error(e.into()))?;
         let response = svc
             .call(RpcRequest {
-                method,
+                method: crate::method::Method::Static(method),
                 body: encode(request),
                 options,
             })

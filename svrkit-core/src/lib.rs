@@ -16,6 +16,7 @@
 //! - [`client`]: `Channel`, connection pool, reconnect back-off, `CallOptions`.
 //! - [`server`]: builder, routing, dispatch, deadlines, graceful shutdown, metrics.
 //! - [`context`]: the task-local request context.
+//! - `dynamic` (feature `dynamic`): calling any method by name with run-time descriptors.
 //! - [`metadata`]: the bounded request metadata (auth tokens, tenant ids, baggage).
 //! - `otel` (feature `otel`): exporting svrkit's spans to OpenTelemetry, one trace across
 //!   every hop; `otlp` adds the OTLP exporter behind `SVRKIT_OTLP_ENDPOINT`.
@@ -38,6 +39,8 @@ pub mod codegen;
 pub mod config;
 pub mod context;
 pub mod discovery;
+#[cfg(feature = "dynamic")]
+pub mod dynamic;
 pub mod launch;
 pub mod metadata;
 pub mod method;

@@ -4,6 +4,7 @@
 //! `idl/svrkit/options.proto`; clients and servers read behaviour (timeout, idempotency,
 //! business priority) from it instead of repeating it by hand.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One RPC method and the options its IDL declares.
@@ -35,5 +36,85 @@ impl ServiceDesc {
     /// The method with this name.
     pub fn method(&self, name: &str) -> Option<&'static MethodDesc> {
         self.methods.iter().find(|m| m.method == name)
+    }
+}
+
+/// A method described at run time (from a descriptor pool, say), for calls that have no
+/// generated description: `svrkit call`, a gateway, a test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicMethod {
+    /// Fully qualified service name.
+    pub service: String,
+    /// Method name as written in the IDL.
+    pub method: String,
+    /// As [`MethodDesc::idempotent`].
+    pub idempotent: bool,
+    /// As [`MethodDesc::timeout`].
+    pub timeout: Option<Duration>,
+    /// As [`MethodDesc::priority`].
+    pub priority: u32,
+}
+
+/// The method a client request calls: generated from the IDL (the common case, a pointer)
+/// or described at run time.
+#[derive(Debug, Clone)]
+pub enum Method {
+    /// A generated description.
+    Static(&'static MethodDesc),
+    /// A description built at run time.
+    Dynamic(Arc<DynamicMethod>),
+}
+
+impl Method {
+    /// Fully qualified service name.
+    pub fn service(&self) -> &str {
+        match self {
+            Method::Static(m) => m.service,
+            Method::Dynamic(m) => &m.service,
+        }
+    }
+
+    /// Method name as written in the IDL.
+    pub fn method(&self) -> &str {
+        match self {
+            Method::Static(m) => m.method,
+            Method::Dynamic(m) => &m.method,
+        }
+    }
+
+    /// Whether it may be retried or hedged.
+    pub fn idempotent(&self) -> bool {
+        match self {
+            Method::Static(m) => m.idempotent,
+            Method::Dynamic(m) => m.idempotent,
+        }
+    }
+
+    /// Its default timeout, if its IDL sets one.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            Method::Static(m) => m.timeout,
+            Method::Dynamic(m) => m.timeout,
+        }
+    }
+
+    /// Its business priority (0: unset).
+    pub fn priority(&self) -> u32 {
+        match self {
+            Method::Static(m) => m.priority,
+            Method::Dynamic(m) => m.priority,
+        }
+    }
+}
+
+impl From<&'static MethodDesc> for Method {
+    fn from(desc: &'static MethodDesc) -> Method {
+        Method::Static(desc)
+    }
+}
+
+impl From<DynamicMethod> for Method {
+    fn from(desc: DynamicMethod) -> Method {
+        Method::Dynamic(Arc::new(desc))
     }
 }

@@ -85,7 +85,7 @@ async fn a_users_strategy_decides_where_calls_go() {
     for _ in 0..5 {
         let reply = channel
             .call(svrkit::client::RpcRequest {
-                method: &WHO,
+                method: (&WHO).into(),
                 body: Bytes::new(),
                 options: CallOptions::new(),
             })

@@ -92,7 +92,7 @@ async fn serve(
 async fn put(channel: &Channel) -> Result<Bytes, Status> {
     channel
         .call(svrkit::client::RpcRequest {
-            method: &PUT,
+            method: (&PUT).into(),
             body: Bytes::new(),
             options: CallOptions::new(),
         })

@@ -56,7 +56,7 @@ impl ServiceHandler for Hop {
 async fn get(channel: &Channel, body: Bytes) -> Result<Bytes, Status> {
     channel
         .call(svrkit::client::RpcRequest {
-            method: &GET,
+            method: (&GET).into(),
             body,
             options: CallOptions::new(),
         })

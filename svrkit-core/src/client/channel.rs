@@ -24,7 +24,7 @@ use super::{RpcRequest, RpcResponse, metrics};
 use crate::balance::{Balance, Balancer};
 use crate::config::Selector;
 use crate::context::{Context, Hex, TraceHex, new_id};
-use crate::method::MethodDesc;
+use crate::method::Method;
 use crate::overload::{DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, RequestHeader, ResponseHeader};
 use crate::status::{Code, Status};
@@ -468,13 +468,13 @@ struct CallTrace {
 }
 
 /// Why a failed call may be repeated, if it may.
-fn retry_reason(status: &Status, method: &MethodDesc) -> Option<&'static str> {
+fn retry_reason(status: &Status, method: &Method) -> Option<&'static str> {
     if status.is_passed_on() {
         // Only the caller next to the failure retries it.
         None
     } else if status.is_not_processed() {
         Some("not_processed")
-    } else if method.idempotent && status.code() == Code::Unavailable {
+    } else if method.idempotent() && status.code() == Code::Unavailable {
         Some("idempotent")
     } else {
         None
@@ -494,7 +494,7 @@ impl ChannelInner {
     /// span (at INFO, a child of the caller's span), whose id the callee's span names as
     /// its parent.
     async fn call(&self, request: RpcRequest) -> Result<RpcResponse, Status> {
-        let (method, started) = (request.method, Instant::now());
+        let (method, started) = (request.method.clone(), Instant::now());
         let ctx = Context::current();
         let trace = match ctx.trace_id() {
             0 => CallTrace {
@@ -510,8 +510,8 @@ impl ChannelInner {
         };
         let span = tracing::info_span!(
             "call",
-            service = method.service,
-            method = method.method,
+            service = method.service(),
+            method = method.method(),
             trace_id = %TraceHex(trace.trace_id_high, trace.trace_id),
             span_id = %Hex(trace.span_id),
             parent = %Hex(ctx.span_id()),
@@ -525,7 +525,7 @@ impl ChannelInner {
                 .map_err(Status::passed_on);
             let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
             let elapsed = started.elapsed();
-            super::metrics::call_finished(method, code, elapsed);
+            super::metrics::call_finished(&method, code, elapsed);
             if !outcome.is_disabled() {
                 outcome.record("code", code.as_str());
             }
@@ -549,10 +549,10 @@ impl ChannelInner {
         now: Instant,
     ) -> Result<RpcResponse, Status> {
         let opts = &request.options;
-        let method = request.method;
+        let method = &request.method;
         let timeout = opts
             .timeout
-            .or(method.timeout)
+            .or(method.timeout())
             .unwrap_or(self.config.default_timeout);
         let deadline = match ctx.deadline() {
             Some(inherited) => inherited.min(now + timeout),
@@ -561,7 +561,8 @@ impl ChannelInner {
         if deadline <= now {
             return Err(Status::deadline_exceeded(format!(
                 "deadline passed before calling {}/{}",
-                method.service, method.method
+                method.service(),
+                method.method()
             ))
             .with_not_processed());
         }
@@ -574,7 +575,7 @@ impl ChannelInner {
         let business = match (
             opts.priority.filter(|p| *p != 0),
             ctx.business_priority(),
-            method.priority,
+            method.priority(),
         ) {
             (Some(p), _, _) => p,
             (None, 0, 0) => DEFAULT_BUSINESS_PRIORITY,
@@ -587,8 +588,8 @@ impl ChannelInner {
             inherited => inherited,
         };
         let mut header = RequestHeader {
-            service: method.service,
-            method: method.method,
+            service: method.service(),
+            method: method.method(),
             timeout_us: u64::try_from((deadline - now).as_micros())
                 .unwrap_or(u64::MAX)
                 .max(1),
@@ -607,12 +608,12 @@ impl ChannelInner {
         let set = self.snapshot();
         if set.endpoints.is_empty() {
             return Err(
-                Status::unavailable(format!("no instances of {}", method.service))
+                Status::unavailable(format!("no instances of {}", method.service()))
                     .with_not_processed(),
             );
         }
         self.budget.deposit();
-        let hedge = self.config.backup_delay.filter(|_| method.idempotent);
+        let hedge = self.config.backup_delay.filter(|_| method.idempotent());
         if hedge.is_some() {
             self.backup_budget.deposit();
         }
@@ -652,7 +653,7 @@ impl ChannelInner {
                     return Err(last_error.unwrap_or_else(|| {
                         Status::unavailable(format!(
                             "no instance of {} left to try",
-                            method.service
+                            method.service()
                         ))
                         .with_not_processed()
                     }));

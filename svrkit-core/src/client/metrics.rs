@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 
-use crate::method::MethodDesc;
+use crate::method::Method;
 use crate::status::Code;
 
 /// Calls completed, per method.
@@ -32,45 +32,70 @@ pub(crate) const CLIENT_REQUEST_DURATION: &str = "svrkit_client_request_duration
 
 /// One method's handles.
 struct MethodHandles {
-    desc: &'static MethodDesc,
+    service: metrics::SharedString,
+    method: metrics::SharedString,
     requests: Counter,
     duration: Histogram,
     responses: [Option<Counter>; Code::ALL.len()],
 }
 
-thread_local! {
-    static HANDLES: RefCell<HashMap<usize, MethodHandles>> = RefCell::new(HashMap::new());
-}
+impl MethodHandles {
+    fn new(service: metrics::SharedString, method: metrics::SharedString) -> MethodHandles {
+        let labels = [("service", service.clone()), ("method", method.clone())];
+        MethodHandles {
+            requests: metrics::counter!(CLIENT_REQUESTS_TOTAL, &labels),
+            duration: metrics::histogram!(CLIENT_REQUEST_DURATION, &labels),
+            responses: std::array::from_fn(|_| None),
+            service,
+            method,
+        }
+    }
 
-/// Records a finished call of `method`.
-pub(crate) fn call_finished(method: &'static MethodDesc, code: Code, elapsed: Duration) {
-    HANDLES.with(|handles| {
-        let mut handles = handles.borrow_mut();
-        let h = handles
-            .entry(std::ptr::from_ref(method) as usize)
-            .or_insert_with(|| {
-                let labels = [("service", method.service), ("method", method.method)];
-                MethodHandles {
-                    desc: method,
-                    requests: metrics::counter!(CLIENT_REQUESTS_TOTAL, &labels),
-                    duration: metrics::histogram!(CLIENT_REQUEST_DURATION, &labels),
-                    responses: std::array::from_fn(|_| None),
-                }
-            });
-        h.requests.increment(1);
-        h.duration.record(elapsed.as_secs_f64());
-        let desc = h.desc;
-        h.responses[code as usize]
+    fn record(&mut self, code: Code, elapsed: Duration) {
+        self.requests.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+        let (service, method) = (&self.service, &self.method);
+        self.responses[code as usize]
             .get_or_insert_with(|| {
                 metrics::counter!(
                     CLIENT_RESPONSES_TOTAL,
-                    "service" => desc.service,
-                    "method" => desc.method,
+                    "service" => service.clone(),
+                    "method" => method.clone(),
                     "code" => code.as_str()
                 )
             })
             .increment(1);
-    });
+    }
+}
+
+thread_local! {
+    /// Generated methods' handles, by the address of their static description.
+    static HANDLES: RefCell<HashMap<usize, MethodHandles>> = RefCell::new(HashMap::new());
+    /// Methods described at run time, by name (bounded: a process calls few of them).
+    static DYNAMIC: RefCell<HashMap<(String, String), MethodHandles>> = RefCell::new(HashMap::new());
+}
+
+/// Records a finished call of `method`.
+pub(crate) fn call_finished(method: &Method, code: Code, elapsed: Duration) {
+    match method {
+        Method::Static(desc) => HANDLES.with(|handles| {
+            handles
+                .borrow_mut()
+                .entry(std::ptr::from_ref(*desc) as usize)
+                .or_insert_with(|| MethodHandles::new(desc.service.into(), desc.method.into()))
+                .record(code, elapsed);
+        }),
+        Method::Dynamic(desc) => DYNAMIC.with(|handles| {
+            let mut handles = handles.borrow_mut();
+            let key = (desc.service.clone(), desc.method.clone());
+            handles
+                .entry(key)
+                .or_insert_with(|| {
+                    MethodHandles::new(desc.service.clone().into(), desc.method.clone().into())
+                })
+                .record(code, elapsed);
+        }),
+    }
 }
 
 /// A retry was sent.

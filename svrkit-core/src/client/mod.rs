@@ -21,14 +21,14 @@ pub use endpoint::{
 pub use options::CallOptions;
 pub use retry::{DEFAULT_RETRY_RATIO, DEFAULT_RETRY_RESERVE, INITIAL_RETRIES, RetryBudget};
 
-use crate::method::MethodDesc;
+use crate::method::Method;
 
 /// A request as it flows through client layers: the method, the encoded body and the
 /// per-call options. The body is `Bytes`, so retrying layers can resend it cheaply.
 #[derive(Debug, Clone)]
 pub struct RpcRequest {
-    /// The method called.
-    pub method: &'static MethodDesc,
+    /// The method called (`(&DESC).into()` for a generated description).
+    pub method: Method,
     /// The encoded request message.
     pub body: Bytes,
     /// Per-call options.

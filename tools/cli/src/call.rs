@@ -5,12 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use bytes::Bytes;
-use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
-use svrkit::client::RpcRequest;
+use prost_reflect::DescriptorPool;
 use svrkit::discovery::discover;
-use svrkit::{CallOptions, Channel, MethodDesc};
+use svrkit::dynamic::{self, DynamicClient, DynamicError};
+use svrkit::{CallOptions, Channel};
 
 use crate::Failure;
 use crate::target::RegistryArgs;
@@ -122,70 +120,21 @@ pub(crate) fn load_idl(roots: &[PathBuf]) -> anyhow::Result<DescriptorPool> {
     Ok(compiler.descriptor_pool())
 }
 
-/// Finds `SERVICE/Method` in the pool, accepting a unique short service name.
-fn find_method(pool: &DescriptorPool, target: &str) -> Result<MethodDescriptor, Failure> {
-    let (service, method) = target
-        .split_once('/')
-        .ok_or_else(|| Failure::Usage(anyhow!("expected SERVICE/Method, got {target:?}")))?;
-    let candidates: Vec<_> = pool
-        .services()
-        .filter(|s| s.full_name() == service || s.name() == service)
-        .collect();
-    let service_desc = match candidates.as_slice() {
-        [one] => one.clone(),
-        [] => {
-            return Err(Failure::Usage(anyhow!(
-                "unknown service {service:?} (not in the IDL)"
-            )));
-        }
-        many => {
-            let names: Vec<_> = many.iter().map(|s| s.full_name().to_string()).collect();
-            return Err(Failure::Usage(anyhow!(
-                "service {service:?} is ambiguous: {}",
-                names.join(", ")
-            )));
-        }
-    };
-    service_desc
-        .methods()
-        .find(|m| m.name() == method)
-        .ok_or_else(|| {
-            Failure::Usage(anyhow!(
-                "unknown method {method:?} of {}",
-                service_desc.full_name()
-            ))
-        })
-}
-
 pub(crate) async fn run(args: CallArgs) -> Result<(), Failure> {
     use_operator_certificate(&args)?;
     let pool = load_idl(&args.idl).map_err(|e| Failure::Usage(e.context("reading the IDL")))?;
-    let method = find_method(&pool, &args.method)?;
     let json = if args.json == "-" {
         std::io::read_to_string(std::io::stdin())
             .map_err(|e| Failure::Usage(anyhow!("reading stdin: {e}")))?
     } else {
         args.json.clone()
     };
-    let mut de = serde_json::Deserializer::from_str(&json);
-    let request = DynamicMessage::deserialize(method.input(), &mut de)
-        .and_then(|m| de.end().map(|()| m))
-        .map_err(|e| {
-            Failure::Usage(anyhow!(
-                "the JSON does not fit {}: {e}",
-                method.input().full_name()
-            ))
-        })?;
-
+    // The method and the request first (a usage error needs no registry), then where to
+    // send it.
+    let method = dynamic::find_method(&pool, &args.method).map_err(|e| Failure::Usage(e.into()))?;
+    let request =
+        dynamic::request_from_json(&method, &json).map_err(|e| Failure::Usage(e.into()))?;
     let service = method.parent_service().full_name().to_string();
-    // The runtime wants a 'static description; this process makes one call and exits.
-    let desc: &'static MethodDesc = Box::leak(Box::new(MethodDesc {
-        service: Box::leak(service.clone().into_boxed_str()),
-        method: Box::leak(method.name().to_string().into_boxed_str()),
-        idempotent: false,
-        timeout: None,
-        priority: 0,
-    }));
     let channel = match args.addr {
         Some(addr) => Channel::lazy([addr]),
         None => {
@@ -215,17 +164,15 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), Failure> {
     if let Some(uid) = args.uid {
         options = options.uid(uid);
     }
-    let response = channel
-        .call(RpcRequest {
-            method: desc,
-            body: Bytes::from(request.encode_to_vec()),
-            options,
-        })
+    let reply = DynamicClient::new(channel, pool)
+        .call(&method, &request, options)
         .await
-        .map_err(|status| Failure::Failed(anyhow!("{service}/{}: {status}", method.name())))?;
-    let reply = DynamicMessage::decode(method.output(), response.body).map_err(|e| {
-        Failure::Failed(anyhow!("undecodable {}: {e}", method.output().full_name()))
-    })?;
+        .map_err(|e| match e {
+            DynamicError::Call(status) => {
+                Failure::Failed(anyhow!("{service}/{}: {status}", method.name()))
+            }
+            other => Failure::Failed(other.into()),
+        })?;
     let text = serde_json::to_string_pretty(&reply).map_err(|e| Failure::Failed(anyhow!("{e}")))?;
     outln!("{text}");
     Ok(())
