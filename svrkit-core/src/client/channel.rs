@@ -19,12 +19,11 @@ use tracing::Instrument;
 
 use super::endpoint::{ConnectFailed, ConnectSettings, Endpoint};
 use super::pick::{EndpointSet, NoPick, Want, pick};
-use super::retry::{DEFAULT_RETRY_RATIO, DEFAULT_RETRY_RESERVE, RetryBudget};
+use super::retry::{CallPolicy, DEFAULT_RETRY_RATIO};
 use super::{RpcRequest, RpcResponse, metrics};
 use crate::balance::{Balance, Balancer};
 use crate::config::Selector;
 use crate::context::{Context, Hex, TraceHex, new_id};
-use crate::method::Method;
 use crate::overload::{DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, RequestHeader, ResponseHeader};
 use crate::status::{Code, Status};
@@ -225,8 +224,7 @@ impl ChannelBuilder {
                     .balancer
                     .clone()
                     .unwrap_or_else(|| self.balance.balancer()),
-                budget: RetryBudget::new(self.retry_ratio, DEFAULT_RETRY_RESERVE),
-                backup_budget: RetryBudget::new(0.1, 10),
+                policy: CallPolicy::new(self.max_attempts, self.retry_ratio, self.backup_delay),
                 settings,
                 config: self,
                 tasks: std::sync::Mutex::new(Vec::new()),
@@ -263,8 +261,7 @@ struct ChannelInner {
     epoch: Instant,
     set: RwLock<Arc<EndpointSet>>,
     balancer: Arc<dyn Balancer>,
-    budget: RetryBudget,
-    backup_budget: RetryBudget,
+    policy: CallPolicy,
     settings: ConnectSettings,
     config: ChannelBuilder,
     /// Background tasks feeding this channel (discovery watches); stopped with it.
@@ -467,20 +464,6 @@ struct CallTrace {
     span_id: u64,
 }
 
-/// Why a failed call may be repeated, if it may.
-fn retry_reason(status: &Status, method: &Method) -> Option<&'static str> {
-    if status.is_passed_on() {
-        // Only the caller next to the failure retries it.
-        None
-    } else if status.is_not_processed() {
-        Some("not_processed")
-    } else if method.idempotent() && status.code() == Code::Unavailable {
-        Some("idempotent")
-    } else {
-        None
-    }
-}
-
 impl ChannelInner {
     fn snapshot(&self) -> Arc<EndpointSet> {
         Arc::clone(&self.set.read().unwrap_or_else(PoisonError::into_inner))
@@ -612,11 +595,7 @@ impl ChannelInner {
                     .with_not_processed(),
             );
         }
-        self.budget.deposit();
-        let hedge = self.config.backup_delay.filter(|_| method.idempotent());
-        if hedge.is_some() {
-            self.backup_budget.deposit();
-        }
+        let hedge = self.policy.begin(method.idempotent());
         let priority = Priority::new(business, user).index();
         let mut tried = Tried::default();
         let mut last_error: Option<Status> = None;
@@ -661,7 +640,7 @@ impl ChannelInner {
             };
             if let Some((reason, sent)) = retrying.take() {
                 // A request that never left costs the backend nothing: retrying it is free.
-                if sent && !self.budget.withdraw() {
+                if !self.policy.admit_retry(sent) {
                     metrics::budget_exhausted();
                     return Err(
                         last_error.unwrap_or_else(|| Status::unavailable("retry budget exhausted"))
@@ -693,15 +672,18 @@ impl ChannelInner {
                 Ok(response) => return Ok(response),
                 Err(failed) => failed,
             };
-            let Some(reason) = retry_reason(&status, method) else {
+            now = Instant::now();
+            let idempotent = method.idempotent();
+            let Some(reason) = self.policy.retry_reason(
+                &status,
+                idempotent,
+                tried.len(),
+                Tried::CAPACITY,
+                now,
+                deadline,
+            ) else {
                 return Err(status);
             };
-            now = Instant::now();
-            if tried.len() >= (self.config.max_attempts as usize).min(Tried::CAPACITY)
-                || now >= deadline
-            {
-                return Err(status);
-            }
             retrying = Some((reason, sent));
             header.attempt += 1;
             header.timeout_us = u64::try_from(deadline.saturating_duration_since(now).as_micros())
@@ -737,7 +719,7 @@ impl ChannelInner {
                 ..want
             },
         ) {
-            Ok(second) if self.backup_budget.withdraw() => second,
+            Ok(second) if self.policy.admit_backup() => second,
             _ => return (primary.await, None),
         };
         metrics::backup_sent();

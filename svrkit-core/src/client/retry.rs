@@ -1,4 +1,6 @@
-//! Retry and backup-request budgets.
+//! When a call is repeated: the retry and backup-request policy of a channel, and the
+//! budgets that bound them. The policy decides on values alone (a status, a count, two
+//! instants), so every rule here is tested without a socket.
 //!
 //! A budget earns a fraction of a token for every original request and spends a whole one
 //! per retry (or backup request), so retries stay under that fraction of the traffic
@@ -6,6 +8,9 @@
 //! capped so that a long quiet spell does not bank an unbounded burst.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::status::{Code, Status};
 
 /// Retries (or backups) allowed per original request: 10 % (Google SRE).
 pub const DEFAULT_RETRY_RATIO: f64 = 0.1;
@@ -62,6 +67,88 @@ impl Default for RetryBudget {
     }
 }
 
+/// The retry and backup-request rules of one channel.
+///
+/// - A failed attempt is repeated, on another instance, only when it provably never ran
+///   (`not processed`: a refused connection, a shed before dispatch, "not mine") or when
+///   the method is idempotent and the failure is `UNAVAILABLE`; never when the callee
+///   passed the failure on from further down (only the caller next to a failure retries);
+///   never past the attempt limit or the deadline.
+/// - A repeat of a request that was sent costs a token of the retry budget; one that never
+///   left costs nothing.
+/// - An idempotent call may send one backup request after the backup delay, within its own
+///   budget.
+#[derive(Debug)]
+pub(crate) struct CallPolicy {
+    max_attempts: u32,
+    retries: RetryBudget,
+    backup_delay: Option<Duration>,
+    backups: RetryBudget,
+}
+
+impl CallPolicy {
+    /// At most `max_attempts` attempts per call, retries within `retry_ratio`, and backup
+    /// requests after `backup_delay` within 10 %.
+    pub(crate) fn new(
+        max_attempts: u32,
+        retry_ratio: f64,
+        backup_delay: Option<Duration>,
+    ) -> CallPolicy {
+        CallPolicy {
+            max_attempts: max_attempts.max(1),
+            retries: RetryBudget::new(retry_ratio, DEFAULT_RETRY_RESERVE),
+            backup_delay,
+            backups: RetryBudget::new(0.1, 10),
+        }
+    }
+
+    /// A call begins: it earns its share of the budgets. The backup delay, when the call
+    /// may have a backup request.
+    pub(crate) fn begin(&self, idempotent: bool) -> Option<Duration> {
+        self.retries.deposit();
+        let hedge = self.backup_delay.filter(|_| idempotent);
+        if hedge.is_some() {
+            self.backups.deposit();
+        }
+        hedge
+    }
+
+    /// Why the call should be repeated after `status`, if it should: `attempts` made so far
+    /// (at most `cap`, what the caller can track), `now` against the call's `deadline`.
+    pub(crate) fn retry_reason(
+        &self,
+        status: &Status,
+        idempotent: bool,
+        attempts: usize,
+        cap: usize,
+        now: Instant,
+        deadline: Instant,
+    ) -> Option<&'static str> {
+        let reason = if status.is_passed_on() {
+            // Only the caller next to the failure retries it.
+            return None;
+        } else if status.is_not_processed() {
+            "not_processed"
+        } else if idempotent && status.code() == Code::Unavailable {
+            "idempotent"
+        } else {
+            return None;
+        };
+        let out_of_attempts = attempts >= (self.max_attempts as usize).min(cap);
+        (!out_of_attempts && now < deadline).then_some(reason)
+    }
+
+    /// Whether a retry may go now; one of a request that was `sent` spends a token.
+    pub(crate) fn admit_retry(&self, sent: bool) -> bool {
+        !sent || self.retries.withdraw()
+    }
+
+    /// Whether a backup request may go now (it spends a token).
+    pub(crate) fn admit_backup(&self) -> bool {
+        self.backups.withdraw()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +179,97 @@ mod tests {
         }
         let burst = (0..100).filter(|_| budget.withdraw()).count();
         assert_eq!(burst, 5);
+    }
+
+    fn policy() -> CallPolicy {
+        CallPolicy::new(3, 0.1, Some(Duration::from_millis(5)))
+    }
+
+    #[test]
+    fn only_unprocessed_or_idempotent_unavailable_failures_are_repeated() {
+        let p = policy();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        let unavailable = Status::unavailable("down");
+        let shed = Status::overloaded("shed").with_not_processed();
+        let cases: [(&Status, bool, Option<&str>); 8] = [
+            (&shed, false, Some("not_processed")),
+            (&shed, true, Some("not_processed")),
+            (&unavailable, true, Some("idempotent")),
+            (&unavailable, false, None),
+            (&Status::internal("bug"), true, None),
+            (&Status::deadline_exceeded("late"), true, None),
+            (&Status::not_found("no"), true, None),
+            (&Status::unavailable("below").passed_on(), true, None),
+        ];
+        for (status, idempotent, want) in cases {
+            assert_eq!(
+                p.retry_reason(status, idempotent, 1, 8, now, later),
+                want,
+                "{status} idempotent={idempotent}"
+            );
+        }
+        // A passed-on "not processed" (from a hop further down) is not repeated either.
+        let passed = Status::unavailable("x").with_not_processed().passed_on();
+        assert_eq!(p.retry_reason(&passed, true, 1, 8, now, later), None);
+    }
+
+    #[test]
+    fn attempts_and_the_deadline_bound_retries() {
+        let p = policy();
+        let now = Instant::now();
+        let status = Status::unavailable("down");
+        assert!(
+            p.retry_reason(&status, true, 2, 8, now, now + Duration::from_secs(1))
+                .is_some()
+        );
+        assert_eq!(
+            p.retry_reason(&status, true, 3, 8, now, now + Duration::from_secs(1)),
+            None
+        );
+        assert_eq!(
+            p.retry_reason(&status, true, 1, 1, now, now + Duration::from_secs(1)),
+            None,
+            "the caller's cap"
+        );
+        assert_eq!(
+            p.retry_reason(&status, true, 1, 8, now, now),
+            None,
+            "the deadline"
+        );
+        let one = CallPolicy::new(0, 0.1, None);
+        assert_eq!(
+            one.retry_reason(&status, true, 1, 8, now, now + Duration::from_secs(1)),
+            None,
+            "at least one attempt, no more"
+        );
+    }
+
+    #[test]
+    fn sent_retries_spend_the_budget_and_unsent_ones_are_free() {
+        let p = CallPolicy::new(3, 0.1, None);
+        let mut admitted = 0;
+        for _ in 0..1_000 {
+            p.begin(true);
+            if p.admit_retry(true) {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, INITIAL_RETRIES as usize + 100);
+        assert!(!p.admit_retry(true));
+        assert!(
+            p.admit_retry(false),
+            "a request that never left costs nothing"
+        );
+    }
+
+    #[test]
+    fn only_idempotent_calls_get_backups_within_their_budget() {
+        let p = policy();
+        assert_eq!(p.begin(false), None);
+        assert_eq!(p.begin(true), Some(Duration::from_millis(5)));
+        assert_eq!(CallPolicy::new(3, 0.1, None).begin(true), None);
+        let backups = (0..1_000).filter(|_| p.admit_backup()).count();
+        assert!(backups <= 10, "{backups}");
     }
 }
