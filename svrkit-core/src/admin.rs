@@ -60,7 +60,7 @@ impl InstanceInfo {
         let instance_id = format!(
             "{service}-{}-{:x}",
             std::process::id(),
-            crate::context::new_id() & 0xffff_ffff
+            crate::context::random_u64() & 0xffff_ffff
         );
         InstanceInfo {
             service,

@@ -17,32 +17,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::BoxFuture;
-use crate::balance::key_position;
 use crate::context::Context;
-use crate::discovery::DiscoveryError;
-
-/// Which requests or instances see the gray value.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Selector {
-    /// This percentage (0..=100) of users, chosen by `key_position(uid) % 100`.
-    Percent(u32),
-    /// Exactly these users.
-    Uids(Vec<u64>),
-    /// Every request served by these instances (by instance id).
-    Instances(Vec<String>),
-}
-
-impl Selector {
-    /// True when a request for `uid` served by `instance` falls in the selection.
-    pub fn selects(&self, uid: u64, instance: &str) -> bool {
-        match self {
-            Selector::Percent(p) => uid != 0 && key_position(uid) % 100 < u64::from(*p),
-            Selector::Uids(uids) => uids.contains(&uid),
-            Selector::Instances(ids) => ids.iter().any(|id| id == instance),
-        }
-    }
-}
+pub use crate::selector::Selector;
+use crate::store::StoreError as DiscoveryError;
 
 /// A value in a release.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

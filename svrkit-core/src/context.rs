@@ -171,12 +171,12 @@ impl Context {
             deadline: (header.timeout_us > 0)
                 .then(|| arrival + Duration::from_micros(header.timeout_us)),
             trace_id: if header.trace_id == 0 {
-                new_id()
+                random_u64()
             } else {
                 header.trace_id
             },
             trace_id_high: header.trace_id_high,
-            span_id: new_id(),
+            span_id: random_u64(),
             parent_span_id: header.span_id,
             caller,
             peer_identity: None,
@@ -229,17 +229,17 @@ impl Context {
         self.trace_id = parent.trace_id as u64;
         self.trace_id_high = (parent.trace_id >> 64) as u64;
         self.parent_span_id = parent.parent_id;
-        self.span_id = new_id();
+        self.span_id = random_u64();
         self
     }
 
     /// Starts a trace of its own with a first span: what an entry point that got no
     /// traceparent does, so that it can name its trace and span in its answer.
     pub fn with_new_trace(mut self) -> Context {
-        self.trace_id = new_id();
+        self.trace_id = random_u64();
         self.trace_id_high = 0;
         self.parent_span_id = 0;
-        self.span_id = new_id();
+        self.span_id = random_u64();
         self
     }
 
@@ -387,8 +387,9 @@ thread_local! {
     static RNG: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
 }
 
-/// A fresh non-zero random id for traces and spans (xorshift64*, per thread).
-pub fn new_id() -> u64 {
+/// A fresh non-zero random `u64` from a fast per-thread generator (xorshift64*): trace
+/// and span ids, instance ids, balancing draws. Not for secrets: it is predictable.
+pub fn random_u64() -> u64 {
     RNG.with(|cell| {
         let mut x = cell.get();
         x ^= x >> 12;
@@ -586,8 +587,8 @@ mod tests {
 
     #[test]
     fn ids_are_nonzero_and_distinct() {
-        let a = new_id();
-        let b = new_id();
+        let a = random_u64();
+        let b = random_u64();
         assert!(a != 0 && b != 0 && a != b);
     }
 }

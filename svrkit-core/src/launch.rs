@@ -188,7 +188,7 @@ impl Launch {
             format!(
                 "{}-{}",
                 short_name(&service),
-                crate::context::new_id() & 0xffff_ffff
+                crate::context::random_u64() & 0xffff_ffff
             )
         });
         let data_dir = var("SVRKIT_DATA_DIR")

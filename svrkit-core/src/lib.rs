@@ -22,6 +22,8 @@
 //!   every hop; `otlp` adds the OTLP exporter behind `SVRKIT_OTLP_ENDPOINT`.
 //! - [`discovery`]: registries (embedded, etcd, static) and channels that follow them.
 //! - [`config`]: gray-release configuration (publish to a selector, promote, roll back).
+//! - [`selector`]: who a gray release reaches (users by percentage or list, instances).
+//! - [`store`]: the error registries and configuration stores share.
 //! - [`balance`]: consistent-hash ring and balancing strategies.
 //! - [`overload`]: DAGOR admission control, collaborative shedding, adaptive throttling.
 //! - [`launch`]: running a service as a process (address, registry, admin, signals) from the environment.
@@ -51,8 +53,10 @@ pub mod policy;
 pub mod process_limits;
 mod process_metrics;
 pub mod protocol;
+pub mod selector;
 pub mod server;
 pub mod status;
+pub mod store;
 pub mod tls;
 mod transport;
 

@@ -23,7 +23,7 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "svrkit-{name}-{}-{:x}",
         std::process::id(),
-        svrkit::context::new_id()
+        svrkit::context::random_u64()
     ));
     std::fs::create_dir_all(&dir).expect("tempdir");
     dir

@@ -12,7 +12,7 @@ async fn publish_to_ten_percent_promote_and_roll_back() {
     let dir = std::env::temp_dir().join(format!(
         "svrkit-gray-{}-{:x}",
         std::process::id(),
-        svrkit::context::new_id()
+        svrkit::context::random_u64()
     ));
     let store = Arc::new(EmbeddedRegistry::new(&dir).poll(Duration::from_millis(20)));
     common::gray_release_scenario(store).await;

@@ -306,13 +306,13 @@ impl Message for MessageService {
             .with_reason("not_friend"));
         }
         let client_msg_id = if request.client_msg_id.is_empty() {
-            format!("server-{:x}", svrkit::context::new_id())
+            format!("server-{:x}", svrkit::context::random_u64())
         } else {
             request.client_msg_id
         };
         let message = StoredMessage {
             seq: 0,
-            msg_id: svrkit::context::new_id(),
+            msg_id: svrkit::context::random_u64(),
             from: me,
             to: request.to,
             text: request.text,
@@ -436,7 +436,7 @@ impl Message for MessageService {
         self.all_friends(me, &members).await?;
         members.insert(0, me);
         let group = GroupRecord {
-            group_id: 1 + svrkit::context::new_id() % ((1u64 << 53) - 1),
+            group_id: 1 + svrkit::context::random_u64() % ((1u64 << 53) - 1),
             owner: me,
             name: request.name,
             members,
@@ -496,13 +496,13 @@ impl Message for MessageService {
         let me = acting_user()?;
         check_text(&request.text, &request.client_msg_id)?;
         let client_msg_id = if request.client_msg_id.is_empty() {
-            format!("server-{:x}", svrkit::context::new_id())
+            format!("server-{:x}", svrkit::context::random_u64())
         } else {
             request.client_msg_id
         };
         let message = StoredMessage {
             seq: 0,
-            msg_id: svrkit::context::new_id(),
+            msg_id: svrkit::context::random_u64(),
             from: me,
             to: 0,
             text: request.text,

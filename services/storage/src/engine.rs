@@ -207,7 +207,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "wx-engine-{}-{:x}",
             std::process::id(),
-            svrkit::context::new_id()
+            svrkit::context::random_u64()
         ));
         {
             let engine = Engine::open(&dir).expect("open");

@@ -482,7 +482,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "wx-momentsstore-{}-{:x}",
             std::process::id(),
-            svrkit::context::new_id()
+            svrkit::context::random_u64()
         ));
         let engine = Engine::open(&dir).expect("open");
         (MomentsStoreService::new(engine).expect("store"), dir)

@@ -508,7 +508,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "wx-msgstore-{}-{:x}",
             std::process::id(),
-            svrkit::context::new_id()
+            svrkit::context::random_u64()
         ));
         let engine = Engine::open(&dir).expect("open");
         (MsgStoreService::new(engine, retention).expect("store"), dir)

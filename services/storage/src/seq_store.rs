@@ -119,7 +119,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "wx-seqstore-{}-{:x}",
             std::process::id(),
-            svrkit::context::new_id()
+            svrkit::context::random_u64()
         ));
         let store = SeqStoreService::new(Engine::open(&dir).expect("open")).expect("store");
         let empty = store

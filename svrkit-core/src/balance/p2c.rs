@@ -1,7 +1,7 @@
 //! Power of two choices, weighted.
 
 use super::{Balancer, Call, Candidate};
-use crate::context::new_id;
+use crate::context::random_u64;
 
 /// Two candidates drawn at random in proportion to their weights; the one with the lower
 /// load per unit of weight wins. Loads within 25 % of each other are a tie, broken at
@@ -32,7 +32,7 @@ impl Balancer for PowerOfTwoChoices {
             return 0;
         }
         let total: u64 = candidates.iter().map(|c| u64::from(c.weight.max(1))).sum();
-        let r = new_id();
+        let r = random_u64();
         let a = weighted(candidates, (r & 0xffff_ffff) % total, None);
         let rest = total - u64::from(candidates[a].weight.max(1));
         let b = weighted(candidates, (r >> 32) % rest.max(1), Some(a));

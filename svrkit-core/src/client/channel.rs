@@ -22,10 +22,10 @@ use super::pick::{EndpointSet, NoPick, Want, pick};
 use super::retry::{CallPolicy, DEFAULT_RETRY_RATIO};
 use super::{RpcRequest, RpcResponse, metrics};
 use crate::balance::{Balance, Balancer};
-use crate::config::Selector;
-use crate::context::{Context, Hex, TraceHex, new_id};
+use crate::context::{Context, Hex, TraceHex, random_u64};
 use crate::overload::{DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, RequestHeader, ResponseHeader};
+use crate::selector::Selector;
 use crate::status::{Code, Status};
 
 /// The timeout of a call when neither the context, the call nor the IDL sets one
@@ -481,14 +481,14 @@ impl ChannelInner {
         let ctx = Context::current();
         let trace = match ctx.trace_id() {
             0 => CallTrace {
-                trace_id: new_id(),
+                trace_id: random_u64(),
                 trace_id_high: 0,
-                span_id: new_id(),
+                span_id: random_u64(),
             },
             inherited => CallTrace {
                 trace_id: inherited,
                 trace_id_high: ctx.trace_id_high(),
-                span_id: new_id(),
+                span_id: random_u64(),
             },
         };
         let span = tracing::info_span!(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::connection::Connection;
-use crate::context::new_id;
+use crate::context::random_u64;
 use crate::overload::{ADMIT_ALL, level_from_wire};
 
 /// How long an instance's admission level, learnt from its responses, is used to refuse
@@ -274,7 +274,7 @@ impl Endpoint {
                     .saturating_mul(1 << exp)
                     .min(settings.backoff_max);
                 // Up to 20 % jitter so clients that failed together do not return together.
-                let jitter = pause.mul_f64((new_id() % 1000) as f64 / 5000.0);
+                let jitter = pause.mul_f64((random_u64() % 1000) as f64 / 5000.0);
                 state.retry_at = Some(Instant::now() + pause + jitter);
                 state.last_error = error.clone();
                 tracing::debug!(addr = %self.addr, %error, ?pause, "svrkit connect failed; backing off");

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::endpoint::Endpoint;
 use crate::balance::{Balancer, Call, Candidate, Ring};
-use crate::config::Selector;
+use crate::selector::Selector;
 
 /// The instances a channel currently sends to, and their ring.
 #[derive(Debug, Default)]

@@ -40,7 +40,8 @@ pub use etcd::{
 
 use crate::BoxFuture;
 use crate::client::{Channel, ChannelBuilder, Target};
-use crate::config::Selector;
+use crate::selector::Selector;
+pub use crate::store::StoreError as DiscoveryError;
 
 /// One running instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -75,7 +76,7 @@ impl Instance {
             "{}-{}-{:x}",
             service,
             std::process::id(),
-            crate::context::new_id() & 0xffff_ffff
+            crate::context::random_u64() & 0xffff_ffff
         );
         Instance {
             service,
@@ -141,20 +142,6 @@ impl Instance {
 
 /// The live instances of a service, newest first as the registry reported them.
 pub type Instances = Arc<[Instance]>;
-
-/// Why a registry operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DiscoveryError {
-    /// Reading or writing the registry's storage failed.
-    #[error("registry storage: {0}")]
-    Io(#[from] std::io::Error),
-    /// A record could not be encoded or decoded.
-    #[error("registry record: {0}")]
-    Record(#[from] serde_json::Error),
-    /// The registry's backend refused or could not be reached.
-    #[error("registry backend: {0}")]
-    Backend(String),
-}
 
 /// A store of instance records.
 pub trait Registry: std::fmt::Debug + Send + Sync + 'static {

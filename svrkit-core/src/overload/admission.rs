@@ -271,7 +271,7 @@ impl Admission {
                 "DAGOR admission level moved"
             );
         }
-        super::metrics::window(self, mean, overloaded);
+        super::metrics::window(self.wire_level(), mean, overloaded);
     }
 }
 

@@ -10,11 +10,9 @@
 
 use std::time::Duration;
 
-use super::admission::Admission;
-
-/// Records the result of a completed window.
-pub(crate) fn window(admission: &Admission, mean: Duration, overloaded: bool) {
-    let (b, u) = admission.wire_level();
+/// Records the result of a completed window: the admission level `(b, u)` it set, the
+/// mean queuing time, and whether it was overloaded.
+pub(crate) fn window((b, u): (u32, u32), mean: Duration, overloaded: bool) {
     metrics::gauge!("svrkit_dagor_level_business").set(f64::from(b));
     metrics::gauge!("svrkit_dagor_level_user").set(f64::from(u));
     metrics::gauge!("svrkit_dagor_queue_mean_seconds").set(mean.as_secs_f64());

@@ -17,7 +17,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::client::{RpcRequest, RpcResponse};
-use crate::context::new_id;
+use crate::context::random_u64;
 use crate::status::{Code, Status};
 
 /// Settings of [`AdaptiveThrottle`].
@@ -156,7 +156,7 @@ where
     }
 
     fn call(&mut self, request: RpcRequest) -> Self::Future {
-        let random = (new_id() >> 11) as f64 / (1u64 << 53) as f64;
+        let random = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
         if self.shared.should_refuse(Instant::now(), random) {
             super::metrics::local_shed("throttle");
             let status = Status::overloaded(

@@ -46,7 +46,7 @@ const LINGER_BYTES: usize = 4 << 20;
 /// What every connection of a server shares.
 #[derive(Debug)]
 pub(crate) struct ServerShared {
-    pub(crate) router: Router,
+    pub(crate) router: Arc<Router>,
     pub(crate) max_frame_size: usize,
     pub(crate) admission: Option<Arc<Admission>>,
     pub(crate) workers: Option<Arc<Semaphore>>,

@@ -203,7 +203,7 @@ impl<L> Server<L> {
         S::Future: Send + 'static,
     {
         let shared = Arc::new(ServerShared {
-            router: self.router,
+            router: Arc::new(self.router),
             max_frame_size: self.max_frame_size,
             admission: self.admission,
             workers: self.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
@@ -219,7 +219,7 @@ impl<L> Server<L> {
             .admission
             .as_ref()
             .map(|admission| AbortOnDrop(tokio::spawn(Arc::clone(admission.lag()).probe())));
-        let svc = self.layer.layer(Routed::new(Arc::clone(&shared)));
+        let svc = self.layer.layer(Routed::new(Arc::clone(&shared.router)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         let local = listener.local_addr()?;

@@ -7,7 +7,6 @@ use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
 
-use super::connection::ServerShared;
 use super::metrics::MethodMetrics;
 use crate::BoxFuture;
 use crate::context::{Context, Scoped};
@@ -198,12 +197,12 @@ impl Router {
 /// The innermost server `tower::Service`: calls the generated handler. Server layers wrap it.
 #[derive(Debug, Clone)]
 pub struct Routed {
-    server: Arc<ServerShared>,
+    router: Arc<Router>,
 }
 
 impl Routed {
-    pub(crate) fn new(server: Arc<ServerShared>) -> Routed {
-        Routed { server }
+    pub(crate) fn new(router: Arc<Router>) -> Routed {
+        Routed { router }
     }
 }
 
@@ -225,7 +224,7 @@ impl tower_service::Service<ServerRequest> for Routed {
             ctx,
             ..
         } = request;
-        let handler = match self.server.router.handlers.get(service) {
+        let handler = match self.router.handlers.get(service) {
             Some(handler) => handler,
             None => {
                 let status =

@@ -71,7 +71,7 @@ impl Backend {
         let dir = std::env::temp_dir().join(format!(
             "svrkit-bench-backend-{}-{:x}",
             std::process::id(),
-            svrkit::context::new_id()
+            svrkit::context::random_u64()
         ));
         std::fs::create_dir_all(dir.join("logs"))?;
         let mut backend = Backend {

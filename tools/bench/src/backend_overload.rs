@@ -246,7 +246,7 @@ impl Conn {
 
 /// Registers `count` users in befriended pairs; returns them signed in.
 async fn register(api: Http, count: usize) -> anyhow::Result<Vec<User>> {
-    let run = svrkit::context::new_id() & 0xff_ffff;
+    let run = svrkit::context::random_u64() & 0xff_ffff;
     let next = Arc::new(AtomicUsize::new(0));
     let pairs = count / 2;
     let mut workers = tokio::task::JoinSet::new();

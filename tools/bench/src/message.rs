@@ -125,7 +125,7 @@ pub(crate) async fn run(args: MessageArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("registering {} users in {pairs} pairs", pairs * 2);
-    let run = svrkit::context::new_id() & 0xff_ffff;
+    let run = svrkit::context::random_u64() & 0xff_ffff;
     let mut users = Vec::new();
     for p in 0..pairs {
         let sender = sign_up(&api, &format!("s{p}_{run:x}")).await?;

@@ -148,7 +148,7 @@ where
             .saturating_sub(self.workers);
         // Nothing refused below one slot-set of queue; everything at four.
         let p = (queue as f64 / self.workers as f64 - 1.0) / 3.0;
-        let random = (svrkit::context::new_id() >> 11) as f64 / (1u64 << 53) as f64;
+        let random = (svrkit::context::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
         if random < p {
             return Box::pin(std::future::ready(Err(Status::overloaded(
                 "queue too long",
@@ -355,7 +355,7 @@ async fn run_point(
             let client = client.clone();
             let tx = tx.clone();
             // Every task is one user; all share one business priority.
-            let uid = 1 + svrkit::context::new_id() % 1_000_000;
+            let uid = 1 + svrkit::context::random_u64() % 1_000_000;
             tokio::spawn(async move {
                 let started = Instant::now();
                 let ok = Context::new()

@@ -149,7 +149,7 @@ pub(crate) async fn run(args: SeqArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!(
         "svrkit-bench-seq-{}-{:x}",
         std::process::id(),
-        svrkit::context::new_id()
+        svrkit::context::random_u64()
     ));
     let dir_arg = dir.display().to_string();
     let store = ServerProcess::spawn(&["serve-seq", "store", "--dir", &dir_arg])?;

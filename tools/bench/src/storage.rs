@@ -38,7 +38,7 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!(
         "svrkit-bench-{name}-{}-{:x}",
         std::process::id(),
-        svrkit::context::new_id()
+        svrkit::context::random_u64()
     ))
 }
 

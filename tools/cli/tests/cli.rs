@@ -38,7 +38,7 @@ fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "svrkit-cli-{name}-{}-{:x}",
         std::process::id(),
-        svrkit::context::new_id()
+        svrkit::context::random_u64()
     ));
     std::fs::create_dir_all(&dir).expect("tempdir");
     dir

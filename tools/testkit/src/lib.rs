@@ -21,7 +21,7 @@ pub fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "svrkit-{name}-{}-{:x}",
         std::process::id(),
-        svrkit::context::new_id()
+        svrkit::context::random_u64()
     ));
     if let Err(e) = std::fs::create_dir_all(&dir) {
         panic!("creating {}: {e}", dir.display());

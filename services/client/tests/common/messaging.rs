@@ -371,7 +371,7 @@ pub async fn messaging_refusals(backend: &Backend) {
 
 /// How many messages of group `group` `user` has, after syncing from scratch.
 async fn group_messages(backend: &Backend, user: &User, group: u64) -> Vec<Value> {
-    let device = format!("check-{:x}", svrkit::context::new_id());
+    let device = format!("check-{:x}", svrkit::context::random_u64());
     let (all, _) = sync_all(backend, user, &device, "").await;
     all.into_iter().filter(|m| m["group_id"] == group).collect()
 }

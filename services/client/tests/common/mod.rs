@@ -608,7 +608,7 @@ pub fn holds_token(text: &str) -> bool {
 }
 
 pub fn unique(base: &str) -> String {
-    format!("{base}_{:x}", svrkit::context::new_id() & 0xff_ffff)
+    format!("{base}_{:x}", svrkit::context::random_u64() & 0xff_ffff)
 }
 
 /// `user.find` finds a user by their exact name and shows what a stranger may see;

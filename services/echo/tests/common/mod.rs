@@ -268,7 +268,7 @@ pub async fn config_until(
 pub async fn gray_release_scenario(store: std::sync::Arc<dyn svrkit::config::ConfigStore>) {
     use svrkit::config::{LiveConfig, Selector, promote, publish_gray, publish_stable, rollback};
     use svrkit::{CallOptions, Channel, Server};
-    let service = format!("gray.test.{:x}", svrkit::context::new_id());
+    let service = format!("gray.test.{:x}", svrkit::context::random_u64());
     assert_eq!(
         publish_stable(&*store, &service, "v1")
             .await
