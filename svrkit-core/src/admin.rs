@@ -28,6 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
+
+use crate::selector::Track;
 use tokio::net::TcpListener;
 
 use crate::server::{ServerSnapshot, ServerStats};
@@ -47,8 +49,8 @@ pub enum AdminError {
 pub struct InstanceInfo {
     /// The service name.
     pub service: String,
-    /// `stable` or `gray`.
-    pub version_label: String,
+    /// Its release track (`"stable"` or `"gray"` on the page).
+    pub version_label: Track,
     /// Unique among the service's instances.
     pub instance_id: String,
 }
@@ -64,14 +66,14 @@ impl InstanceInfo {
         );
         InstanceInfo {
             service,
-            version_label: "stable".to_string(),
+            version_label: Track::Stable,
             instance_id,
         }
     }
 
     /// Sets the version label.
-    pub fn version_label(mut self, label: impl Into<String>) -> InstanceInfo {
-        self.version_label = label.into();
+    pub fn version_label(mut self, track: Track) -> InstanceInfo {
+        self.version_label = track;
         self
     }
 

@@ -33,6 +33,7 @@ use tower_service::Service;
 use crate::admin::{AdminError, AdminServer, InstanceInfo};
 use crate::config::{ConfigStore, LiveConfig, Selector};
 use crate::discovery::{EmbeddedRegistry, Instance, Registry};
+use crate::selector::Track;
 use crate::server::{Routed, Server, ServerRequest};
 use crate::status::BoxError;
 
@@ -358,12 +359,12 @@ impl Launch {
         &self.instance_id
     }
 
-    /// `gray` when launched as a gray release, else `stable`.
-    pub fn version_label(&self) -> &'static str {
+    /// [`Track::Gray`] when launched as a gray release, else stable.
+    pub fn track(&self) -> Track {
         if self.gray_users.is_some() {
-            "gray"
+            Track::Gray
         } else {
-            "stable"
+            Track::Stable
         }
     }
 
@@ -484,7 +485,7 @@ impl Launch {
             Some(listener) => {
                 let info = InstanceInfo::new(self.service.clone())
                     .instance_id(self.instance_id.clone())
-                    .version_label(self.version_label());
+                    .version_label(self.track());
                 let mut admin = AdminServer::new(info)?.attach(server.stats());
                 if let Some(config) = self.config.clone() {
                     admin = admin.config_version(move || Some(config.applied_version()));

@@ -1,5 +1,6 @@
-//! Who a gray release reaches: a [`Selector`] of users or instances, shared by gray
-//! configuration ([`crate::config`]) and binary gray releases ([`crate::discovery`]).
+//! Gray releases: which [`Track`] an instance runs, and who a release reaches (a
+//! [`Selector`] of users or instances), shared by gray configuration ([`crate::config`])
+//! and binary gray releases ([`crate::discovery`]).
 
 use crate::balance::key_position;
 
@@ -22,6 +23,64 @@ impl Selector {
             Selector::Percent(p) => uid != 0 && key_position(uid) % 100 < u64::from(*p),
             Selector::Uids(uids) => uids.contains(&uid),
             Selector::Instances(ids) => ids.iter().any(|id| id == instance),
+        }
+    }
+}
+
+/// The release track an instance runs: the stable release, or a gray one that only the
+/// users (or requests) a gray release selects reach. Written `"stable"` / `"gray"` in
+/// registry records, admin pages and logs.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Track {
+    /// The release everyone gets.
+    #[default]
+    Stable,
+    /// A release being tried on a selection of users.
+    Gray,
+}
+
+impl Track {
+    /// `"stable"` or `"gray"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Track::Stable => "stable",
+            Track::Gray => "gray",
+        }
+    }
+
+    /// True for [`Track::Gray`].
+    pub fn is_gray(self) -> bool {
+        self == Track::Gray
+    }
+}
+
+impl std::fmt::Display for Track {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Track {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Track, String> {
+        match s {
+            "stable" => Ok(Track::Stable),
+            "gray" => Ok(Track::Gray),
+            other => Err(format!("a track is stable or gray, not {other:?}")),
         }
     }
 }

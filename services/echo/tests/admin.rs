@@ -12,7 +12,7 @@ async fn admin_pages_report_health_readiness_status_and_metrics() {
     let admin = AdminServer::new(
         InstanceInfo::new("echo")
             .instance_id("echo-1")
-            .version_label("gray"),
+            .version_label(svrkit::selector::Track::Gray),
     )
     .expect("recorder");
     let server = Server::builder().add_service(EchoServer::new(EchoService::new("s")));

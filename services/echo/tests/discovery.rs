@@ -46,13 +46,13 @@ async fn register_watch_deregister_and_expire_after_a_crash() {
         .register(
             Instance::new(SERVICE, "127.0.0.1:1002".parse().expect("addr"))
                 .id("b")
-                .version("gray"),
+                .version(svrkit::selector::Track::Gray),
         )
         .await
         .expect("register b");
     until(&mut rx, |i| i.len() == 2).await;
     let seen = rx.borrow().clone();
-    assert_eq!(seen[1].version, "gray");
+    assert_eq!(seen[1].version, svrkit::selector::Track::Gray);
     assert_eq!(seen[0].addr.port(), 1001);
 
     // Graceful: gone at once.

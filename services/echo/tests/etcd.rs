@@ -29,14 +29,14 @@ async fn register_watch_deregister_and_lease_expiry() {
         .await
         .expect("register a");
     let b = registry
-        .register(instance("b", 1002).version("gray"))
+        .register(instance("b", 1002).version(svrkit::selector::Track::Gray))
         .await
         .expect("register b");
     until(&mut rx, |i| i.len() == 2).await;
     assert!(
         rx.borrow()
             .iter()
-            .any(|i| i.id == "b" && i.version == "gray")
+            .any(|i| i.id == "b" && i.version.is_gray())
     );
 
     a.deregister().await.expect("deregister");

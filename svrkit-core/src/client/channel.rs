@@ -25,7 +25,7 @@ use crate::balance::{Balance, Balancer};
 use crate::context::{Context, Hex, TraceHex, random_u64};
 use crate::overload::{DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, RequestHeader, ResponseHeader};
-use crate::selector::Selector;
+use crate::selector::{Selector, Track};
 use crate::status::{Code, Status};
 
 /// The timeout of a call when neither the context, the call nor the IDL sets one
@@ -41,8 +41,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Its name on the hash ring: the instance id (the address when there is none).
     pub name: String,
-    /// `stable` or `gray`.
-    pub label: String,
+    /// Its release track.
+    pub track: Track,
     /// For a gray instance: the users a binary gray release sends to it (besides requests
     /// that carry a gray tag).
     pub gray_users: Option<Selector>,
@@ -59,7 +59,7 @@ impl Target {
         Target {
             addr,
             name: addr.to_string(),
-            label: "stable".to_string(),
+            track: Track::Stable,
             gray_users: None,
             weight: super::endpoint::DEFAULT_WEIGHT,
             zone: String::new(),
@@ -309,9 +309,9 @@ impl Channel {
             .into_iter()
             // A gray instance of a sharded service owns no data: it must never join the
             // ring (shards are upgraded in place, by promotion).
-            .filter(|t| !(sharded && t.label == "gray"))
+            .filter(|t| !(sharded && t.track.is_gray()))
             .map(|t| {
-                if let Some(selector) = t.gray_users.filter(|_| t.label == "gray") {
+                if let Some(selector) = t.gray_users.filter(|_| t.track.is_gray()) {
                     if !gray_users.contains(&selector) {
                         gray_users.push(selector);
                     }
@@ -321,7 +321,7 @@ impl Channel {
                     .find(|e| {
                         e.addr == t.addr
                             && e.name == t.name
-                            && e.label == t.label
+                            && e.track == t.track
                             && e.weight == t.weight
                             && e.zone == t.zone
                     })
@@ -331,7 +331,7 @@ impl Channel {
                             Endpoint::new(
                                 t.addr,
                                 t.name,
-                                t.label,
+                                t.track,
                                 self.inner.config.connections_per_address,
                             )
                             .placed(t.weight, t.zone),

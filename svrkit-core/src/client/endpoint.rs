@@ -1,6 +1,7 @@
 //! One instance as a channel sees it: its connection pool and reconnect back-off, its
 //! load (for balancing), its outlier-ejection state, and its last admission level.
 
+use crate::selector::Track;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -47,8 +48,8 @@ pub(crate) struct Endpoint {
     pub(crate) addr: SocketAddr,
     /// The instance's name on the hash ring (its instance id, or its address).
     pub(crate) name: String,
-    /// `stable` or `gray`.
-    pub(crate) label: String,
+    /// Its release track.
+    pub(crate) track: Track,
     /// Its relative share of traffic (from its registry record; 100 by default).
     pub(crate) weight: u32,
     /// The zone its record names (empty when none).
@@ -106,11 +107,11 @@ impl Slot {
 pub(crate) struct ConnectFailed(pub(crate) String);
 
 impl Endpoint {
-    pub(crate) fn new(addr: SocketAddr, name: String, label: String, slots: usize) -> Endpoint {
+    pub(crate) fn new(addr: SocketAddr, name: String, track: Track, slots: usize) -> Endpoint {
         Endpoint {
             addr,
             name,
-            label,
+            track,
             weight: DEFAULT_WEIGHT,
             zone: String::new(),
             slots: (0..slots.max(1)).map(|_| Slot::default()).collect(),
@@ -135,7 +136,7 @@ impl Endpoint {
 
     /// True when this is a gray-release instance.
     pub(crate) fn is_gray(&self) -> bool {
-        self.label == "gray"
+        self.track.is_gray()
     }
 
     /// Calls in flight on its open connections.
@@ -299,7 +300,7 @@ mod tests {
     use super::*;
 
     fn endpoint() -> Endpoint {
-        Endpoint::new(([127, 0, 0, 1], 1).into(), "e".into(), "stable".into(), 1)
+        Endpoint::new(([127, 0, 0, 1], 1).into(), "e".into(), Track::Stable, 1)
     }
 
     #[test]

@@ -142,6 +142,7 @@ pub(crate) fn pick(set: &EndpointSet, want: Want<'_>) -> Result<usize, NoPick> {
 mod tests {
     use super::*;
     use crate::balance::{ConsistentHash, PowerOfTwoChoices, RoundRobin, Sharded};
+    use crate::selector::Track;
     use std::time::Duration;
 
     fn set(labels: &[&str]) -> EndpointSet {
@@ -153,7 +154,7 @@ mod tests {
                     Arc::new(Endpoint::new(
                         ([127, 0, 0, 1], 1000 + i as u16).into(),
                         format!("e{i}"),
-                        (*label).to_string(),
+                        label.parse().expect("a track"),
                         1,
                     ))
                 })
@@ -292,7 +293,7 @@ mod tests {
                 Endpoint::new(
                     ([127, 0, 0, 1], 2000 + i).into(),
                     format!("z{i}"),
-                    "stable".into(),
+                    Track::Stable,
                     1,
                 )
                 .placed(weight, zone.to_string()),

@@ -40,7 +40,7 @@ pub use etcd::{
 
 use crate::BoxFuture;
 use crate::client::{Channel, ChannelBuilder, Target};
-use crate::selector::Selector;
+use crate::selector::{Selector, Track};
 pub use crate::store::StoreError as DiscoveryError;
 
 /// One running instance of a service.
@@ -52,8 +52,8 @@ pub struct Instance {
     pub addr: SocketAddr,
     /// Unique among the service's instances; also its name on the hash ring.
     pub id: String,
-    /// `stable` or `gray`.
-    pub version: String,
+    /// Its release track (`"stable"` or `"gray"` in records).
+    pub version: Track,
     /// Relative share of traffic (default 100): weighted balancing sends in proportion, and
     /// 0 takes calls only when no other instance can (draining).
     pub weight: u32,
@@ -82,7 +82,7 @@ impl Instance {
             service,
             addr,
             id,
-            version: "stable".to_string(),
+            version: Track::Stable,
             weight: 100,
             zone: String::new(),
             admin: None,
@@ -90,9 +90,9 @@ impl Instance {
         }
     }
 
-    /// Sets the version label (`stable` or `gray`).
-    pub fn version(mut self, version: impl Into<String>) -> Instance {
-        self.version = version.into();
+    /// Sets the release track.
+    pub fn version(mut self, version: Track) -> Instance {
+        self.version = version;
         self
     }
 
@@ -105,7 +105,7 @@ impl Instance {
     /// Labels the instance `gray` and routes the users `selector` picks to it (a binary
     /// gray release; requests with a gray tag come too).
     pub fn gray(mut self, selector: Selector) -> Instance {
-        self.version = "gray".to_string();
+        self.version = Track::Gray;
         self.gray_users = Some(selector);
         self
     }
@@ -132,7 +132,7 @@ impl Instance {
         Target {
             addr: self.addr,
             name: self.id.clone(),
-            label: self.version.clone(),
+            track: self.version,
             gray_users: self.gray_users.clone(),
             weight: self.weight,
             zone: self.zone.clone(),

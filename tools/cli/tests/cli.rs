@@ -317,7 +317,7 @@ async fn ls_lists_instances_and_call_finds_them_through_the_registry() {
             Arc::clone(&registry),
             Instance::new("svrkit.demo.Echo", "127.0.0.1:0".parse().expect("addr"))
                 .id("echo-a")
-                .version("gray"),
+                .version(svrkit::selector::Track::Gray),
         )
         .add_service(EchoServer::new(EchoService::new("registered")));
     let task = tokio::spawn(server.serve(listener, async {

@@ -46,14 +46,14 @@ async fn echo(registry: Arc<dyn Registry>, id: &str, version: &str, overloadable
             registry,
             Instance::new("svrkit.demo.Echo", addr)
                 .id(id)
-                .version(version)
+                .version(version.parse().expect("track"))
                 .admin(admin),
         )
         .add_service(EchoServer::new(EchoService::new(id)));
     let page = AdminServer::new(
         InstanceInfo::new("svrkit.demo.Echo")
             .instance_id(id)
-            .version_label(version),
+            .version_label(version.parse().expect("track")),
     )
     .expect("admin")
     .attach(server.stats());

@@ -3,6 +3,7 @@
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::json;
 use svrkit::config::Selector;
+use svrkit::selector::Track;
 
 use super::cargo::build;
 use super::manifest::Manifest;
@@ -95,13 +96,13 @@ struct VersionFigures {
     worst_p99_ms: f64,
 }
 
-async fn figures(state: &StateFile, service: &str) -> Vec<(String, VersionFigures)> {
-    let mut by_version: Vec<(String, VersionFigures)> = Vec::new();
+async fn figures(state: &StateFile, service: &str) -> Vec<(Track, VersionFigures)> {
+    let mut by_version: Vec<(Track, VersionFigures)> = Vec::new();
     for v in state.instances.iter().filter(|v| v.service == service) {
         let index = match by_version.iter().position(|(label, _)| *label == v.version) {
             Some(i) => i,
             None => {
-                by_version.push((v.version.clone(), VersionFigures::default()));
+                by_version.push((v.version, VersionFigures::default()));
                 by_version.len() - 1
             }
         };
@@ -127,7 +128,7 @@ async fn figures(state: &StateFile, service: &str) -> Vec<(String, VersionFigure
             }
         }
     }
-    by_version.sort_by(|a, b| a.0.cmp(&b.0).reverse()); // stable before gray
+    by_version.sort_by_key(|(track, _)| *track); // stable before gray
     by_version
 }
 

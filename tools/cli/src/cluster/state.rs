@@ -12,6 +12,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use svrkit::selector::Track;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -25,8 +26,8 @@ pub(crate) struct InstanceView {
     pub(crate) service: String,
     /// The instance id (also its registry id).
     pub(crate) id: String,
-    /// `stable` or `gray`.
-    pub(crate) version: String,
+    /// Its release track.
+    pub(crate) version: Track,
     /// The process id of the current run.
     pub(crate) pid: Option<u32>,
     /// `starting`, `ready`, `crashed`, `stopping`, `stopped`, `failed`.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use svrkit::selector::Track;
 
 use anyhow::{Context as _, anyhow};
 use svrkit::config::Selector;
@@ -36,7 +37,7 @@ const START_ATTEMPTS: u32 = 3;
 pub(crate) struct Unit {
     pub(crate) service: String,
     pub(crate) id: String,
-    pub(crate) version: String,
+    pub(crate) version: Track,
     pub(crate) binary: PathBuf,
     pub(crate) args: Vec<String>,
     pub(crate) env: BTreeMap<String, String>,
@@ -136,7 +137,7 @@ impl Supervisor {
         let view = InstanceView {
             service: unit.service.clone(),
             id: unit.id.clone(),
-            version: unit.version.clone(),
+            version: unit.version,
             pid: None,
             status: "starting".to_string(),
             restarts: 0,
@@ -470,9 +471,9 @@ impl Supervisor {
             ControlRequest::Promote { service } => self.promote(&service).await,
             ControlRequest::Rollback { service } => {
                 let n = self
-                    .stop(|u| u.service == service && u.version == "gray")
+                    .stop(|u| u.service == service && u.version.is_gray())
                     .await;
-                self.forget(|v| v.service == service && v.version == "gray");
+                self.forget(|v| v.service == service && v.version.is_gray());
                 if n == 0 {
                     Err(anyhow!("{service} has no gray instances"))
                 } else {
@@ -508,7 +509,7 @@ impl Supervisor {
         let units = self.units();
         if units
             .iter()
-            .any(|u| u.service == service && u.version == "gray")
+            .any(|u| u.service == service && u.version.is_gray())
         {
             return Err(anyhow!(
                 "{service} already has a gray release; promote or roll it back first"
@@ -524,7 +525,7 @@ impl Supervisor {
         for i in 0..instances.max(1) {
             let unit = Unit {
                 id: format!("{service}-gray-{}", i + 1),
-                version: "gray".to_string(),
+                version: Track::Gray,
                 binary: binary.clone(),
                 listen: SocketAddr::new(template.listen.ip(), 0),
                 admin: SocketAddr::new(template.admin.ip(), 0),
@@ -535,9 +536,9 @@ impl Supervisor {
             self.start(unit);
         }
         if let Err(e) = self.wait_ready(&ids, READY_TIMEOUT).await {
-            self.stop(|u| u.service == service && u.version == "gray")
+            self.stop(|u| u.service == service && u.version.is_gray())
                 .await;
-            self.forget(|v| v.service == service && v.version == "gray");
+            self.forget(|v| v.service == service && v.version.is_gray());
             return Err(e.context("the gray release was stopped"));
         }
         Ok(format!(
@@ -551,12 +552,12 @@ impl Supervisor {
         let units = self.units();
         let gray = units
             .iter()
-            .find(|u| u.service == service && u.version == "gray")
+            .find(|u| u.service == service && u.version.is_gray())
             .cloned()
             .ok_or_else(|| anyhow!("{service} has no gray instances to promote"))?;
         let stable: Vec<Unit> = units
             .into_iter()
-            .filter(|u| u.service == service && u.version == "stable")
+            .filter(|u| u.service == service && u.version == Track::Stable)
             .collect();
         // Rolling: one stable instance at a time moves to the new binary and must be
         // ready before the next one stops.
@@ -571,9 +572,9 @@ impl Supervisor {
                 .await?;
         }
         let n = self
-            .stop(|u| u.service == service && u.version == "gray")
+            .stop(|u| u.service == service && u.version.is_gray())
             .await;
-        self.forget(|v| v.service == service && v.version == "gray");
+        self.forget(|v| v.service == service && v.version.is_gray());
         Ok(format!(
             "{service}: promoted; {} stable instance(s) now run the new binary, {n} gray instance(s) stopped",
             stable.len()

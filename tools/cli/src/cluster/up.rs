@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use svrkit::selector::Track;
 
 use anyhow::{Context as _, anyhow};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -146,7 +147,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
             let unit = Unit {
                 service: spec.name.clone(),
                 id: format!("{}-{}", spec.name, i + 1),
-                version: "stable".to_string(),
+                version: Track::Stable,
                 binary: binary.clone(),
                 args: spec.args.clone(),
                 env: policy_env(spec, certs.is_some()),
@@ -199,7 +200,7 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 async fn shut_down(sup: &Arc<Supervisor>, dir: &Path) {
     eprintln!("svrkit up: stopping every instance");
     // Gray instances first, then the rest.
-    sup.stop(|u| u.version == "gray").await;
+    sup.stop(|u| u.version.is_gray()).await;
     let n = sup.stop(|_| true).await;
     let _ = std::fs::remove_file(state::socket_path(dir));
     let _ = std::fs::remove_file(state::state_path(dir));
