@@ -16,6 +16,7 @@
 //! - [`client`]: `Channel`, connection pool, reconnect back-off, `CallOptions`.
 //! - [`server`]: builder, routing, dispatch, deadlines, graceful shutdown, metrics.
 //! - [`context`]: the task-local request context.
+//! - `propagation`: the context on the wire both ways, and the priority rule.
 //! - `dynamic` (feature `dynamic`): calling any method by name with run-time descriptors.
 //! - [`metadata`]: the bounded request metadata (auth tokens, tenant ids, baggage).
 //! - `otel` (feature `otel`): exporting svrkit's spans to OpenTelemetry, one trace across
@@ -52,6 +53,7 @@ pub mod overload;
 pub mod policy;
 pub mod process_limits;
 mod process_metrics;
+mod propagation;
 pub mod protocol;
 pub mod selector;
 pub mod server;

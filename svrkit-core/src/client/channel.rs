@@ -22,8 +22,9 @@ use super::pick::{EndpointSet, NoPick, Want, pick};
 use super::retry::{CallPolicy, DEFAULT_RETRY_RATIO};
 use super::{RpcRequest, RpcResponse, metrics};
 use crate::balance::{Balance, Balancer};
-use crate::context::{Context, Hex, TraceHex, random_u64};
-use crate::overload::{DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
+use crate::context::{Context, Hex, TraceHex};
+use crate::overload::Priority;
+use crate::propagation::{CallTrace, outgoing};
 use crate::protocol::{DEFAULT_MAX_FRAME_SIZE, RequestHeader, ResponseHeader};
 use crate::selector::{Selector, Track};
 use crate::status::{Code, Status};
@@ -453,17 +454,6 @@ impl WeakChannel {
     }
 }
 
-/// A call's place in its trace.
-#[derive(Debug, Clone, Copy)]
-struct CallTrace {
-    /// The caller's trace, or a new one.
-    trace_id: u64,
-    /// The high half of a 128-bit trace id from outside, else 0.
-    trace_id_high: u64,
-    /// The call's own span, the callee's parent.
-    span_id: u64,
-}
-
 impl ChannelInner {
     fn snapshot(&self) -> Arc<EndpointSet> {
         Arc::clone(&self.set.read().unwrap_or_else(PoisonError::into_inner))
@@ -479,18 +469,7 @@ impl ChannelInner {
     async fn call(&self, request: RpcRequest) -> Result<RpcResponse, Status> {
         let (method, started) = (request.method.clone(), Instant::now());
         let ctx = Context::current();
-        let trace = match ctx.trace_id() {
-            0 => CallTrace {
-                trace_id: random_u64(),
-                trace_id_high: 0,
-                span_id: random_u64(),
-            },
-            inherited => CallTrace {
-                trace_id: inherited,
-                trace_id_high: ctx.trace_id_high(),
-                span_id: random_u64(),
-            },
-        };
+        let trace = CallTrace::of(&ctx);
         let span = tracing::info_span!(
             "call",
             service = method.service(),
@@ -549,45 +528,9 @@ impl ChannelInner {
             ))
             .with_not_processed());
         }
-        let caller = if ctx.service().is_empty() {
-            self.config.caller
-        } else {
-            ctx.service()
-        };
-        // Stamp priorities here, so every instance and every later hop sees the same.
-        let business = match (
-            opts.priority.filter(|p| *p != 0),
-            ctx.business_priority(),
-            method.priority(),
-        ) {
-            (Some(p), _, _) => p,
-            (None, 0, 0) => DEFAULT_BUSINESS_PRIORITY,
-            (None, 0, idl) => idl,
-            (None, inherited, _) => inherited,
-        };
-        let uid = opts.uid.unwrap_or(ctx.uid());
-        let user = match ctx.user_priority() {
-            0 => user_priority(uid),
-            inherited => inherited,
-        };
-        let mut header = RequestHeader {
-            service: method.service(),
-            method: method.method(),
-            timeout_us: u64::try_from((deadline - now).as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1),
-            trace_id: trace.trace_id,
-            trace_id_high: trace.trace_id_high,
-            span_id: trace.span_id,
-            caller,
-            business_priority: business,
-            uid,
-            user_priority: user,
-            gray_tag: ctx.gray_tag().unwrap_or(""),
-            attempt: opts.attempt.max(1),
-            routing_key: opts.routing_key,
-            metadata: ctx.metadata_shared(),
-        };
+        // Stamped here, so every instance and every later hop sees the same.
+        let mut header = outgoing(&ctx, method, opts, self.config.caller, trace, now, deadline);
+        let (business, user, uid) = (header.business_priority, header.user_priority, header.uid);
         let set = self.snapshot();
         if set.endpoints.is_empty() {
             return Err(

@@ -27,7 +27,8 @@ use super::call::{HandlerCall, queued, rpc_span};
 use super::metrics::{self, MethodMetrics};
 use super::router::{Router, ServerRequest};
 use crate::context::Context;
-use crate::overload::{Admission, DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
+use crate::overload::{Admission, Priority};
+use crate::propagation::incoming_priority;
 use crate::protocol::{
     self, FRAME_HEAD_LEN, Frame, FrameError, FrameKind, GoAway, GoAwayReason, MAX_HEADER_LEN,
     PREFACE_LEN, RequestHeader, ResponseHeader,
@@ -386,16 +387,8 @@ where
         }
 
         // The entry service stamps priorities; every hop after it inherits them.
-        let business = match (header.business_priority, desc.priority) {
-            (0, 0) => DEFAULT_BUSINESS_PRIORITY,
-            (0, idl) => idl,
-            (stamped, _) => stamped,
-        };
-        let user = match header.user_priority {
-            0 => user_priority(header.uid),
-            stamped => stamped,
-        };
-        let priority = Priority::new(business, user);
+        let priority = incoming_priority(&header, desc.priority);
+        let (business, user) = (priority.business, priority.user);
         if let Some(admission) = &server.admission
             && !admission.admit(priority, arrival)
         {
