@@ -123,7 +123,8 @@ async fn a_request_through_access_contact_and_contactstore_is_one_trace() {
     // This thread runs every server of the test (a current-thread runtime).
     let _default = tracing::subscriber::set_default(subscriber);
 
-    let data = svrkit_testkit::tempdir("access-trace");
+    let data_dir = svrkit_testkit::tempdir("access-trace");
+    let data = data_dir.path();
     let (account_store_l, account_store) = bind().await;
     let (contact_store_l, contact_store) = bind().await;
     let (account_l, account) = bind().await;

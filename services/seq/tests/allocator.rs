@@ -50,8 +50,9 @@ async fn serve(server: Server) -> Running {
 
 /// A seqstore shard on a fresh directory, and a client of it.
 async fn seqstore() -> (Running, SeqStoreClient) {
-    let dir = svrkit_testkit::tempdir("seqstore");
-    let engine = Engine::open(&dir).expect("engine");
+    let dir_dir = svrkit_testkit::tempdir("seqstore");
+    let dir = dir_dir.path();
+    let engine = Engine::open(dir).expect("engine");
     let service = SeqStoreService::new(engine).expect("store");
     let running = serve(Server::builder().add_service(SeqStoreServer::new(service))).await;
     let client = SeqStoreClient::new(Channel::lazy([running.addr]));

@@ -57,7 +57,8 @@ fn binary(name: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_failover_and_restart_never_repeat_or_go_back() {
-    let dir = svrkit_testkit::tempdir("seq-process");
+    let dir_dir = svrkit_testkit::tempdir("seq-process");
+    let dir = dir_dir.path();
     let registry = dir.join("registry");
     let data = dir.join("data");
     let (seqstore, seq) = (binary("seqstore"), binary("seq"));
@@ -134,5 +135,4 @@ async fn kill_9_failover_and_restart_never_repeat_or_go_back() {
         "some section changed hands: {epochs:?}"
     );
     drop(allocators);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -64,8 +64,9 @@ fn account(uid: u64) -> AccountRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
-    let data = tempdir("accountstore-kill");
-    let (mut child, addr) = shard(env!("CARGO_BIN_EXE_accountstore"), &data);
+    let data_dir = tempdir("accountstore-kill");
+    let data = data_dir.path();
+    let (mut child, addr) = shard(env!("CARGO_BIN_EXE_accountstore"), data);
     let store = AccountStoreClient::new(Channel::connect(addr).await.expect("connect"));
     // Concurrent writers: each is acknowledged only once its batch is fsynced (they share
     // syncs through group commit).
@@ -89,7 +90,7 @@ async fn acknowledged_writes_survive_kill_9() {
     // No graceful anything: SIGKILL right after the last acknowledgement.
     kill_9(&mut child);
 
-    let (mut child, addr) = shard(env!("CARGO_BIN_EXE_accountstore"), &data);
+    let (mut child, addr) = shard(env!("CARGO_BIN_EXE_accountstore"), data);
     let store = AccountStoreClient::new(Channel::connect(addr).await.expect("connect"));
     for uid in 1..=200u64 {
         let reply = store
@@ -103,13 +104,13 @@ async fn acknowledged_writes_survive_kill_9() {
         );
     }
     kill_9(&mut child);
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_make_the_second_of_two_racing_writers_lose() {
-    let data = tempdir("accountstore-cas");
-    let (mut child, addr) = shard(env!("CARGO_BIN_EXE_accountstore"), &data);
+    let data_dir = tempdir("accountstore-cas");
+    let data = data_dir.path();
+    let (mut child, addr) = shard(env!("CARGO_BIN_EXE_accountstore"), data);
     let store = AccountStoreClient::new(Channel::connect(addr).await.expect("connect"));
     store
         .create_account(CreateAccountRequest {
@@ -165,7 +166,6 @@ async fn versions_make_the_second_of_two_racing_writers_lose() {
         .await
         .expect("still serving");
     kill_9(&mut child);
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 fn edge(owner: u64, peer: u64, state: EdgeState) -> Edge {
@@ -179,8 +179,9 @@ fn edge(owner: u64, peer: u64, state: EdgeState) -> Edge {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_friend_ceiling_holds_and_edges_survive_kill_9() {
-    let data = tempdir("contactstore");
-    let (mut child, addr) = shard(env!("CARGO_BIN_EXE_contactstore"), &data);
+    let data_dir = tempdir("contactstore");
+    let data = data_dir.path();
+    let (mut child, addr) = shard(env!("CARGO_BIN_EXE_contactstore"), data);
     let store = ContactStoreClient::new(Channel::connect(addr).await.expect("connect"));
     let put = |peer: u64, state: EdgeState, expected: u64| PutEdgeRequest {
         edge: Some(edge(1, peer, state)),
@@ -243,7 +244,7 @@ async fn the_friend_ceiling_holds_and_edges_survive_kill_9() {
     assert_eq!(selfish.code(), Code::InvalidArgument);
 
     kill_9(&mut child);
-    let (mut child, addr) = shard(env!("CARGO_BIN_EXE_contactstore"), &data);
+    let (mut child, addr) = shard(env!("CARGO_BIN_EXE_contactstore"), data);
     let store = ContactStoreClient::new(Channel::connect(addr).await.expect("connect"));
     assert_eq!(count(store.clone()).await, 2, "the count survived kill -9");
     let edges = store
@@ -256,5 +257,4 @@ async fn the_friend_ceiling_holds_and_edges_survive_kill_9() {
         .edges;
     assert_eq!(edges.len(), 2, "the removal survived too");
     kill_9(&mut child);
-    let _ = std::fs::remove_dir_all(&data);
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use svrkit_testkit::tempdir;
 
 use echo::{EchoServer, EchoService};
 use svrkit::Server;
@@ -32,16 +33,6 @@ fn idl() -> String {
         .join("../../idl")
         .display()
         .to_string()
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "svrkit-cli-{name}-{}-{:x}",
-        std::process::id(),
-        svrkit::context::random_u64()
-    ));
-    std::fs::create_dir_all(&dir).expect("tempdir");
-    dir
 }
 
 async fn echo_server() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
@@ -308,8 +299,9 @@ async fn mistakes_get_one_line_errors_and_clear_exit_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ls_lists_instances_and_call_finds_them_through_the_registry() {
-    let dir = tempdir("ls");
-    let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::new(&dir));
+    let dir_dir = tempdir("ls");
+    let dir = dir_dir.path();
+    let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::new(dir));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = Server::builder()
@@ -358,12 +350,12 @@ async fn ls_lists_instances_and_call_finds_them_through_the_registry() {
     assert!(out.contains("registered"), "{out}");
     let _ = tx.send(());
     task.await.expect("join").expect("serve");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_publish_show_promote_and_rollback() {
-    let dir = tempdir("config");
+    let dir_dir = tempdir("config");
+    let dir = dir_dir.path();
     let d = dir.display().to_string();
     let svc = "svrkit.demo.Echo";
     let run = |args: Vec<&'static str>| {
@@ -414,7 +406,6 @@ async fn config_publish_show_promote_and_rollback() {
     let (code, _, err) = run(vec!["promote", svc]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no release to promote"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn ledger_idl() -> String {
@@ -438,7 +429,8 @@ fn rustfmt_clean(files: &[PathBuf]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_scaffolds_every_service_of_real_idl_into_a_crate_that_builds_and_passes_its_test() {
-    let dir = tempdir("new");
+    let dir_dir = tempdir("new");
+    let dir = dir_dir.path();
     let d = dir.display().to_string();
     let ledger = ledger_idl();
     let (code, out, err) = svrkit(&["new", "ledger", "--idl", &ledger, "--dir", &d]).await;
@@ -523,14 +515,14 @@ async fn new_scaffolds_every_service_of_real_idl_into_a_crate_that_builds_and_pa
         let (code, _, err) = svrkit(&["new", bad, "--dir", &d]).await;
         assert_eq!(code, 2, "{bad}: {err}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_inside_a_workspace_joins_it_builds_and_the_starter_is_formatted() {
     // A workspace shaped like this one (`svrkit-core/`, `idl/svrkit/`, a `[workspace]`
     // Cargo.toml whose dependencies point at this checkout), so the scaffold joins it.
-    let dir = tempdir("new-ws");
+    let dir_dir = tempdir("new-ws");
+    let dir = dir_dir.path();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let repo = repo.canonicalize().expect("repo");
     std::fs::create_dir_all(dir.join("svrkit-core")).expect("mkdir");
@@ -603,7 +595,6 @@ async fn new_inside_a_workspace_joins_it_builds_and_the_starter_is_formatted() {
         starter,
         dir.join("services/greeter/tests/smoke.rs")
     ]));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use svrkit_testkit::tempdir;
 
 use serde_json::Value;
 
@@ -30,16 +31,6 @@ fn repo() -> PathBuf {
         .join("../..")
         .canonicalize()
         .expect("repo root")
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "svrkit-cluster-{name}-{}-{:x}",
-        std::process::id(),
-        svrkit::context::random_u64()
-    ));
-    std::fs::create_dir_all(&dir).expect("tempdir");
-    dir
 }
 
 /// Runs `svrkit down` on its state dir when dropped: a failing test leaves no deployment.
@@ -141,8 +132,9 @@ fn write_prebuilt_manifest(dir: &Path, registry: &str) -> PathBuf {
 
 #[test]
 fn up_builds_with_cargo_and_deploy_builds_again() {
-    let dir = tempdir("build");
-    let manifest = write_build_manifest(&dir);
+    let dir_dir = tempdir("build");
+    let dir = dir_dir.path();
+    let manifest = write_build_manifest(dir);
     let state = dir.join("state").display().to_string();
     let _down = Down(state.clone());
     let target = dir.join("target");
@@ -176,13 +168,13 @@ fn up_builds_with_cargo_and_deploy_builds_again() {
     assert!(out.contains("1 gray instance(s) ready"), "{out}");
     assert!(err.contains("building tiny"), "{err}");
     ok(&["down", "--state-dir", &state]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn up_call_ls_restart_gray_deploy_and_down() {
-    let dir = tempdir("up");
-    let manifest = write_prebuilt_manifest(&dir, "");
+    let dir_dir = tempdir("up");
+    let dir = dir_dir.path();
+    let manifest = write_prebuilt_manifest(dir, "");
     let state = dir.join("state").display().to_string();
     let _down = Down(state.clone());
     let registry = dir.join("state/registry").display().to_string();
@@ -349,12 +341,12 @@ fn up_call_ls_restart_gray_deploy_and_down() {
         assert!(!pid_alive(*pid), "process {pid} survived svrkit down");
     }
     assert!(ok(&["ps", "--state-dir", &state]).contains("nothing is up"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn up_refuses_a_bad_manifest_and_down_with_nothing_up_is_fine() {
-    let dir = tempdir("bad");
+    let dir_dir = tempdir("bad");
+    let dir = dir_dir.path();
     let manifest = dir.join("bad.toml");
     std::fs::write(&manifest, "[[service]]\nname = \"a b\"\n").expect("write");
     let state = dir.join("state").display().to_string();
@@ -372,14 +364,14 @@ fn up_refuses_a_bad_manifest_and_down_with_nothing_up_is_fine() {
     let (code, _, err) = svrkit(&["deploy", "echo", "promote", "--state-dir", &state]);
     assert_eq!(code, 2);
     assert!(err.contains("nothing is up"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_foreground_up_stops_everything_on_ctrl_c() {
     use std::io::BufRead as _;
-    let dir = tempdir("fg");
-    let manifest = write_prebuilt_manifest(&dir, "");
+    let dir_dir = tempdir("fg");
+    let dir = dir_dir.path();
+    let manifest = write_prebuilt_manifest(dir, "");
     let state = dir.join("state").display().to_string();
     let _down = Down(state.clone());
     let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_svrkit"))
@@ -417,18 +409,18 @@ fn a_foreground_up_stops_everything_on_ctrl_c() {
         assert!(!pid_alive(pid), "instance {pid} survived Ctrl-C");
     }
     assert!(ok(&["ps", "--state-dir", &state]).contains("nothing is up"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_with_etcd_and_down_after_the_supervisor_died() {
     let etcd = svrkit_testkit::Etcd::start().await;
-    let dir = tempdir("etcd");
+    let dir_dir = tempdir("etcd");
+    let dir = dir_dir.path();
     let registry = format!(
         "[registry]\nkind = \"etcd\"\nendpoints = [{:?}]\n",
         etcd.endpoint()
     );
-    let manifest = write_prebuilt_manifest(&dir, &registry);
+    let manifest = write_prebuilt_manifest(dir, &registry);
     let state = dir.join("state").display().to_string();
     let _down = Down(state.clone());
     ok(&[
@@ -472,12 +464,12 @@ async fn up_with_etcd_and_down_after_the_supervisor_died() {
     for pid in instances {
         assert!(!pid_alive(pid), "an orphaned instance survived svrkit down");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn an_instance_that_cannot_start_fails_up_quickly_and_leaves_nothing() {
-    let dir = tempdir("crash");
+    let dir_dir = tempdir("crash");
+    let dir = dir_dir.path();
     let manifest = dir.join("svrkit.toml");
     // `false` exits at once with status 1, every time.
     std::fs::write(
@@ -499,5 +491,4 @@ fn an_instance_that_cannot_start_fails_up_quickly_and_leaves_nothing() {
         "{err}"
     );
     assert!(ok(&["ps", "--state-dir", &state]).contains("nothing is up"));
-    let _ = std::fs::remove_dir_all(&dir);
 }

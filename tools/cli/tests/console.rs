@@ -138,7 +138,8 @@ async fn the_console_lists_every_instance_and_shows_overload_in_a_real_browser()
     let Some(mut browser) = Browser::start("console").await else {
         return;
     };
-    let dir = tempdir("console");
+    let dir_dir = tempdir("console");
+    let dir = dir_dir.path();
     let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::new(dir.join("registry")));
     let busy = echo(Arc::clone(&registry), "echo-busy", "stable", true).await;
     let _calm = echo(Arc::clone(&registry), "echo-calm", "stable", false).await;
@@ -215,7 +216,6 @@ async fn the_console_lists_every_instance_and_shows_overload_in_a_real_browser()
         task.await.expect("load task");
     }
     page.close().await.expect("the browser closes");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use crate::{PATIENCE, free_port, tempdir};
 pub struct Browser {
     child: Child,
     port: u16,
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     sessions: usize,
 }
 
@@ -69,7 +69,7 @@ impl Browser {
     /// A new headless Chromium with a window of `width` × `height` CSS pixels.
     pub async fn session(&mut self, width: u32, height: u32) -> Client {
         self.sessions += 1;
-        let profile = self.dir.join(format!("profile-{}", self.sessions));
+        let profile = self.dir.path().join(format!("profile-{}", self.sessions));
         let capabilities = serde_json::json!({
             "goog:chromeOptions": {
                 "args": [
@@ -103,7 +103,7 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The profile directory goes with the struct, after the browser.
     }
 }
 

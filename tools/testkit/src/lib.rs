@@ -16,17 +16,17 @@ pub use static_registry::StaticRegistry;
 /// How long a test waits for something that should take milliseconds.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A fresh directory under the system's temporary directory.
-pub fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "svrkit-{name}-{}-{:x}",
-        std::process::id(),
-        svrkit::context::random_u64()
-    ));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        panic!("creating {}: {e}", dir.display());
+/// A fresh directory under the system's temporary directory, named after the test
+/// (`svrkit-NAME-…`), removed with everything in it when the returned guard is dropped —
+/// also when the test fails and unwinds.
+pub fn tempdir(name: &str) -> tempfile::TempDir {
+    match tempfile::Builder::new()
+        .prefix(&format!("svrkit-{name}-"))
+        .tempdir()
+    {
+        Ok(dir) => dir,
+        Err(e) => panic!("creating a temporary directory for {name}: {e}"),
     }
-    dir
 }
 
 /// The command that builds every binary the tests start, with the one feature set of the
@@ -105,7 +105,7 @@ fn unassigned_range() -> (u16, u16) {
 #[derive(Debug)]
 pub struct Etcd {
     child: Option<Child>,
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
 }
@@ -133,7 +133,7 @@ impl Etcd {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new("etcd")
             .arg("--name=test")
-            .arg(format!("--data-dir={}", self.dir.display()))
+            .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -167,6 +167,11 @@ impl Etcd {
         }
     }
 
+    /// Where etcd keeps its data, inside the test's temporary directory.
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Starts it again on the same ports and data.
     pub async fn restart(&mut self) {
         self.stop();
@@ -176,14 +181,14 @@ impl Etcd {
     /// Stops etcd and throws its data away: every lease and record is lost.
     pub async fn restart_empty(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(self.data_dir());
         self.run().await;
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
+        // The temporary directory goes with the struct, after the server.
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

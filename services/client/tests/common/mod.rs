@@ -233,7 +233,8 @@ pub enum Registry {
 /// The backend: two shards of each store, account, contact, two seq allocators, message,
 /// one access-short and two access-long instances, each its own process.
 pub struct Backend {
-    dir: PathBuf,
+    /// Removed when the backend is dropped, unless a test failed (its logs are kept).
+    dir: tempfile::TempDir,
     procs: Vec<Proc>,
     /// access-short.
     pub http: Http,
@@ -255,7 +256,8 @@ impl Backend {
     /// [`Backend::start`] with extra environment for every process (it wins over the
     /// defaults).
     pub async fn start_with(registry: Registry, overrides: &[(&str, &str)]) -> Backend {
-        let dir = tempdir("backend");
+        let guard = tempdir("backend");
+        let dir = guard.path().to_path_buf();
         let bins = binaries();
         let spec = match &registry {
             Registry::Embedded => format!("dir:{}", dir.join("registry").display()),
@@ -376,7 +378,7 @@ impl Backend {
             .expect("access-short announced its HTTP address");
         let ws = procs.iter().filter_map(|p| p.announced("WX_WS")).collect();
         let backend = Backend {
-            dir,
+            dir: guard,
             procs,
             http: Http::new(http),
             ws,
@@ -409,7 +411,7 @@ impl Backend {
     /// Stops every process (SIGKILL when `kill`, else SIGTERM) and starts them again on
     /// the same data.
     pub async fn restart_all(&mut self, kill: bool) {
-        let logs = self.dir.join("logs");
+        let logs = self.dir.path().join("logs");
         for p in &mut self.procs {
             p.stop(kill);
         }
@@ -451,7 +453,7 @@ impl Backend {
     /// Fails if any process's log holds a secret: a password the tests use, a session
     /// token (`uid.` and 32 hex digits) or a password hash.
     pub fn assert_logs_hold_no_secrets(&self) {
-        let logs = self.dir.join("logs");
+        let logs = self.dir.path().join("logs");
         let entries = std::fs::read_dir(&logs).expect("the logs directory");
         let mut read = 0;
         for entry in entries.flatten() {
@@ -475,7 +477,7 @@ impl Backend {
 
     /// Kills process `id` with SIGKILL and starts it again on the same data and address.
     pub fn kill_and_restart(&mut self, id: &str) {
-        let logs = self.dir.join("logs");
+        let logs = self.dir.path().join("logs");
         let proc = self
             .procs
             .iter_mut()
@@ -489,7 +491,7 @@ impl Backend {
     /// makes it, then starts it again on the same data and address without the variables
     /// `unset`. False if it did not exit.
     pub fn restart_after_exit(&mut self, id: &str, unset: &[&str]) -> bool {
-        let logs = self.dir.join("logs");
+        let logs = self.dir.path().join("logs");
         let proc = self
             .procs
             .iter_mut()
@@ -543,12 +545,11 @@ impl Drop for Backend {
             p.stop(true);
         }
         if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
             eprintln!(
                 "the backend's logs are kept in {}",
-                self.dir.join("logs").display()
+                self.dir.path().join("logs").display()
             );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
+use svrkit_testkit::tempdir;
 
 use common::{EchoProcess, PATIENCE, start, until};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
@@ -19,22 +20,13 @@ fn registry(dir: &std::path::Path) -> EmbeddedRegistry {
         .poll(Duration::from_millis(20))
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "svrkit-{name}-{}-{:x}",
-        std::process::id(),
-        svrkit::context::random_u64()
-    ));
-    std::fs::create_dir_all(&dir).expect("tempdir");
-    dir
-}
-
 #[tokio::test]
 async fn register_watch_deregister_and_expire_after_a_crash() {
-    let dir = tempdir("reg");
-    let reg = registry(&dir);
+    let dir_dir = tempdir("reg");
+    let dir = dir_dir.path();
+    let reg = registry(dir);
     // A second registry object on the same directory stands for another process.
-    let other_process = registry(&dir);
+    let other_process = registry(dir);
     let mut rx = other_process.watch(SERVICE).await.expect("watch");
     assert!(rx.borrow().is_empty());
 
@@ -65,14 +57,13 @@ async fn register_watch_deregister_and_expire_after_a_crash() {
     // ...until it "crashes": no deregistration, the keep-alive stops, the record expires.
     drop(b);
     until(&mut rx, <[Instance]>::is_empty).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discovered_channel_follows_servers_that_come_and_go() {
-    let dir = tempdir("follow");
-    follows_servers(Arc::new(registry(&dir))).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir_dir = tempdir("follow");
+    let dir = dir_dir.path();
+    follows_servers(Arc::new(registry(dir))).await;
 }
 
 /// The same through a registry written outside svrkit, against its public API only.
@@ -152,8 +143,9 @@ async fn follows_servers(reg: Arc<dyn Registry>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_record_of_a_killed_process_expires() {
-    let dir = tempdir("kill");
-    let mut rx = registry(&dir).watch(SERVICE).await.expect("watch");
+    let dir_dir = tempdir("kill");
+    let dir = dir_dir.path();
+    let mut rx = registry(dir).watch(SERVICE).await.expect("watch");
     let mut process = EchoProcess::spawn(&[
         "--registry-dir".as_ref(),
         dir.as_os_str(),
@@ -164,14 +156,14 @@ async fn the_record_of_a_killed_process_expires() {
     process.kill_9();
     // No deregistration happened: the record goes once its heartbeat is older than the TTL.
     until(&mut rx, |i| !i.iter().any(|i| i.id == "doomed")).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gray_users_reach_gray_instances_and_fall_back_to_stable() {
     use svrkit::Context;
-    let dir = tempdir("grayroute");
-    let reg: Arc<dyn Registry> = Arc::new(registry(&dir));
+    let dir_dir = tempdir("grayroute");
+    let dir = dir_dir.path();
+    let reg: Arc<dyn Registry> = Arc::new(registry(dir));
     let serve = |name: &'static str, version: &'static str| {
         let mut instance = Instance::new(SERVICE, "127.0.0.1:0".parse().expect("addr")).id(name);
         if version == "gray" {
@@ -227,15 +219,15 @@ async fn gray_users_reach_gray_instances_and_fall_back_to_stable() {
     );
     assert_eq!(served_by(Context::new().with_uid(7)).await, "stable-1");
     stable.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sharded_channel_never_hands_a_departed_shards_keys_to_a_neighbour() {
     use svrkit::balance::Balance;
     use svrkit::{CallOptions, Code};
-    let dir = tempdir("sharded");
-    let reg: Arc<dyn Registry> = Arc::new(registry(&dir));
+    let dir_dir = tempdir("sharded");
+    let dir = dir_dir.path();
+    let reg: Arc<dyn Registry> = Arc::new(registry(dir));
     let shard = |id: &'static str| {
         Server::builder()
             .register(
@@ -327,5 +319,4 @@ async fn a_sharded_channel_never_hands_a_departed_shards_keys_to_a_neighbour() {
     .expect("shard-1's keys reach it again");
     back.shutdown().await;
     two.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -361,7 +361,7 @@ impl EchoProcess {
     /// Starts `echo serve ARGS…` and waits for its `listening on` line.
     pub fn spawn(args: &[&std::ffi::OsStr]) -> EchoProcess {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_echo"))
+        let mut child = std::process::Command::new(svrkit_testkit::workspace_binary("echo"))
             .arg("serve")
             .args(args)
             // No registry unless the arguments name one (not the default `.svrkit/`).
