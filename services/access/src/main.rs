@@ -1,5 +1,6 @@
 //! `access short` (HTTP/JSON) or `access long` (WebSocket + push), configured by the
-//! SVRKIT_* environment (see `svrkit::launch`) plus:
+//! SVRKIT_* environment (see `svrkit::launch`) plus these settings, each also a flag
+//! (`access --help` lists them):
 //!
 //! - `WX_HTTP` / `WX_WS`: where the gateway listens (default `127.0.0.1:0`; printed as
 //!   `http on ADDR` / `ws on ADDR`).
@@ -36,6 +37,51 @@ use wx_api::moments::{MomentsClient, moments_methods};
 struct Args {
     #[command(subcommand)]
     gateway: Kind,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// The gateway's settings: each a flag or, as `svrkit up` passes them, an environment
+/// variable.
+#[derive(clap::Args)]
+struct Settings {
+    /// Where access-short listens for HTTP (printed as `http on ADDR`).
+    #[arg(long, global = true, env = "WX_HTTP", default_value = "127.0.0.1:0")]
+    http: SocketAddr,
+    /// Where access-long listens for WebSockets (printed as `ws on ADDR`).
+    #[arg(long, global = true, env = "WX_WS", default_value = "127.0.0.1:0")]
+    ws: SocketAddr,
+    /// Each user's sustained request rate.
+    #[arg(long, global = true, env = "WX_RATE_PER_SEC", default_value_t = Limits::default().rate_per_sec)]
+    rate_per_sec: f64,
+    /// Each user's burst.
+    #[arg(long, global = true, env = "WX_RATE_BURST", default_value_t = Limits::default().burst)]
+    rate_burst: f64,
+    /// Connections open at once (default: the open-file limit less 256).
+    #[arg(long, global = true, env = "WX_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Connections from one address.
+    #[arg(long, global = true, env = "WX_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = EdgeLimits::default().max_per_address)]
+    max_connections_per_address: usize,
+    /// WebSocket sessions of one user on one instance.
+    #[arg(long, global = true, env = "WX_MAX_CONNECTIONS_PER_USER", default_value_t = EdgeLimits::default().max_per_user)]
+    max_connections_per_user: usize,
+    /// How long a request's headers (or an idle connection) may take, in ms.
+    #[arg(long, global = true, env = "WX_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// How long a request's body may take, in ms.
+    #[arg(long, global = true, env = "WX_BODY_TIMEOUT_MS")]
+    body_timeout_ms: Option<u64>,
+    /// PEM certificate: with `--tls-key`, HTTPS / WSS.
+    #[arg(long, global = true, env = "WX_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, global = true, env = "WX_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// access-long: the WebSocket URL clients are given (default `ws://` + the listening
+    /// address + `/v1/ws`), for a gateway behind a proxy.
+    #[arg(long, global = true, env = "WX_PUBLIC_WS_URL")]
+    public_ws_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -46,22 +92,13 @@ enum Kind {
     Long,
 }
 
-fn env_addr(name: &str) -> anyhow::Result<SocketAddr> {
-    let value = std::env::var(name).unwrap_or_else(|_| "127.0.0.1:0".into());
-    value.parse().with_context(|| format!("{name}={value:?}"))
-}
-
-fn env_f64(name: &str, default: f64) -> anyhow::Result<f64> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v:?}")),
-        Err(_) => Ok(default),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     wx_api::init_tracing();
-    let kind = Args::parse().gateway;
+    let Args {
+        gateway: kind,
+        settings,
+    } = Args::parse();
     let service = match kind {
         Kind::Short => "wx.access.Short",
         Kind::Long => push_methods::SERVICE_NAME,
@@ -73,8 +110,8 @@ async fn main() -> anyhow::Result<()> {
     let message = peers.balanced(message_methods::SERVICE_NAME).await?;
     let moments = peers.balanced(moments_methods::SERVICE_NAME).await?;
     let limits = Limits {
-        rate_per_sec: env_f64("WX_RATE_PER_SEC", Limits::default().rate_per_sec)?,
-        burst: env_f64("WX_RATE_BURST", Limits::default().burst)?,
+        rate_per_sec: settings.rate_per_sec,
+        burst: settings.rate_burst,
         ..Limits::default()
     };
     let gateway = Arc::new(Gateway::new(
@@ -86,39 +123,25 @@ async fn main() -> anyhow::Result<()> {
         limits,
     ));
     let defaults = EdgeLimits::default();
-    let millis =
-        |name: &str, default: std::time::Duration| -> anyhow::Result<std::time::Duration> {
-            Ok(match std::env::var(name) {
-                Ok(ms) => std::time::Duration::from_millis(ms.parse().context(name.to_string())?),
-                Err(_) => default,
-            })
-        };
+    let millis = |ms: Option<u64>, default| ms.map_or(default, std::time::Duration::from_millis);
     let edge = EdgeLimits {
-        max_connections: match std::env::var("WX_MAX_CONNECTIONS") {
-            Ok(n) => n.parse().context("WX_MAX_CONNECTIONS")?,
-            Err(_) => defaults.max_connections,
-        },
-        header_timeout: millis("WX_HEADER_TIMEOUT_MS", defaults.header_timeout)?,
-        body_timeout: millis("WX_BODY_TIMEOUT_MS", defaults.body_timeout)?,
-        max_per_address: match std::env::var("WX_MAX_CONNECTIONS_PER_ADDRESS") {
-            Ok(n) => n.parse().context("WX_MAX_CONNECTIONS_PER_ADDRESS")?,
-            Err(_) => defaults.max_per_address,
-        },
-        max_per_user: match std::env::var("WX_MAX_CONNECTIONS_PER_USER") {
-            Ok(n) => n.parse().context("WX_MAX_CONNECTIONS_PER_USER")?,
-            Err(_) => defaults.max_per_user,
-        },
+        max_connections: settings.max_connections.unwrap_or(defaults.max_connections),
+        header_timeout: millis(settings.header_timeout_ms, defaults.header_timeout),
+        body_timeout: millis(settings.body_timeout_ms, defaults.body_timeout),
+        max_per_address: settings.max_connections_per_address,
+        max_per_user: settings.max_connections_per_user,
     };
-    let tls = match (std::env::var("WX_TLS_CERT"), std::env::var("WX_TLS_KEY")) {
-        (Ok(cert), Ok(key)) => {
-            let read = |p: &str| std::fs::read(p).with_context(|| format!("reading {p}"));
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+            };
             Some(
-                access::edge::EdgeTls::from_pem(&read(&cert)?, &read(&key)?)
-                    .map_err(|e| anyhow::anyhow!("WX_TLS_CERT={cert:?}: {e}"))?,
+                access::edge::EdgeTls::from_pem(&read(cert)?, &read(key)?)
+                    .map_err(|e| anyhow::anyhow!("WX_TLS_CERT={}: {e}", cert.display()))?,
             )
         }
-        (Err(_), Err(_)) => None,
-        _ => anyhow::bail!("HTTPS needs both WX_TLS_CERT and WX_TLS_KEY"),
+        _ => None,
     };
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -134,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
     });
     match kind {
         Kind::Short => {
-            let listener = tokio::net::TcpListener::bind(env_addr("WX_HTTP")?).await?;
+            let listener = tokio::net::TcpListener::bind(settings.http).await?;
             println!("http on {}", listener.local_addr()?);
             let http = tokio::spawn(access::http::serve(listener, gateway, edge, tls, wait()));
             launch.serve_until(Server::builder(), wait()).await?;
@@ -146,13 +169,14 @@ async fn main() -> anyhow::Result<()> {
             let instances_changed = presence.subscribe_targets();
             let hub = Hub::new(me, PushClient::new(presence));
             tokio::spawn(Arc::clone(&hub).reannounce_forever(instances_changed));
-            let listener = tokio::net::TcpListener::bind(env_addr("WX_WS")?).await?;
+            let listener = tokio::net::TcpListener::bind(settings.ws).await?;
             let ws_addr = listener.local_addr()?;
             println!("ws on {ws_addr}");
             // What clients are told to open: the listening address unless a proxy in
             // front of the gateway says otherwise.
-            let websocket_url = std::env::var("WX_PUBLIC_WS_URL")
-                .unwrap_or_else(|_| format!("{scheme}://{ws_addr}/v1/ws"));
+            let websocket_url = settings
+                .public_ws_url
+                .unwrap_or_else(|| format!("{scheme}://{ws_addr}/v1/ws"));
             let ws = tokio::spawn(access::ws::serve(
                 listener,
                 gateway,

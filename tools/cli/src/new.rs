@@ -373,18 +373,69 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
     )?;
 
     if in_workspace {
-        let root = dir.join("Cargo.toml");
-        let text = std::fs::read_to_string(&root).map_err(|e| Failure::Failed(e.into()))?;
-        let member = format!("\"services/{name}\"");
-        if !text.contains(&member) {
-            let updated = text.replacen("members = [", &format!("members = [{member}, "), 1);
-            std::fs::write(&root, updated).map_err(|e| Failure::Failed(e.into()))?;
-            outln!("  added    {member} to the workspace");
-        }
+        add_member(&dir.join("Cargo.toml"), &format!("services/{name}"))?;
     }
     outln!(
         "next: cargo test --manifest-path {}",
         crate_dir.join("Cargo.toml").display()
     );
     Ok(())
+}
+
+/// Adds `member` to `[workspace] members` of the manifest at `root`, keeping its
+/// formatting and comments; nothing when it is there already.
+fn add_member(root: &Path, member: &str) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(root).map_err(|e| Failure::Failed(e.into()))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| Failure::Failed(anyhow!("{}: {e}", root.display())))?;
+    let members = doc
+        .get_mut("workspace")
+        .and_then(|w| w.get_mut("members"))
+        .and_then(toml_edit::Item::as_array_mut)
+        .ok_or_else(|| {
+            Failure::Failed(anyhow!(
+                "{} has no [workspace] members list",
+                root.display()
+            ))
+        })?;
+    if members.iter().any(|m| m.as_str() == Some(member)) {
+        return Ok(());
+    }
+    members.push(member);
+    std::fs::write(root, doc.to_string()).map_err(|e| Failure::Failed(e.into()))?;
+    outln!("  added    \"{member}\" to the workspace");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_joins_the_workspace_once_and_the_manifest_keeps_its_shape() {
+        let dir = svrkit_testkit::tempdir("new-member");
+        let root = dir.path().join("Cargo.toml");
+        let manifest = "# the workspace\n[workspace]\nresolver = \"3\"\nmembers = [\n    \"svrkit-core\", # the runtime\n    \"services/echo\",\n]\n\n[workspace.dependencies]\nmembers = \"not this one\"\n";
+        std::fs::write(&root, manifest).expect("write");
+        add_member(&root, "services/ledger").expect("added");
+        add_member(&root, "services/ledger").expect("again");
+        let text = std::fs::read_to_string(&root).expect("read");
+        assert_eq!(text.matches("services/ledger").count(), 1, "{text}");
+        assert!(
+            text.contains("# the runtime") && text.contains("# the workspace"),
+            "{text}"
+        );
+        let doc: toml_edit::DocumentMut = text.parse().expect("still TOML");
+        let members: Vec<&str> = doc["workspace"]["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .filter_map(|m| m.as_str())
+            .collect();
+        assert_eq!(members, ["svrkit-core", "services/echo", "services/ledger"]);
+
+        std::fs::write(&root, "[package]\nname = \"x\"\n").expect("write");
+        assert!(add_member(&root, "services/ledger").is_err());
+    }
 }

@@ -62,12 +62,15 @@ pub(crate) async fn logs(args: LogsArgs) -> Result<(), Failure> {
     let prefix = files.len() > 1;
     let mut offsets = Vec::new();
     for (name, path) in &files {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // The tail: only the end of a long log is read.
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        let mut offset = len.saturating_sub(TAIL_BYTES);
+        let text = read_from(path, &mut offset, TAIL_BYTES).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         for line in &lines[lines.len().saturating_sub(args.lines)..] {
             print_log_line(prefix, name, line);
         }
-        offsets.push(text.len());
+        offsets.push(offset);
     }
     if !args.follow {
         return Ok(());
@@ -78,20 +81,41 @@ pub(crate) async fn logs(args: LogsArgs) -> Result<(), Failure> {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
         for ((name, path), offset) in files.iter().zip(offsets.iter_mut()) {
-            let bytes = std::fs::read(path).unwrap_or_default();
-            if bytes.len() < *offset {
-                *offset = 0; // truncated or replaced
-            }
-            let fresh = String::from_utf8_lossy(&bytes[*offset..]).into_owned();
-            if let Some(end) = fresh.rfind('\n') {
-                for line in fresh[..end].lines() {
+            if let Ok(fresh) = read_from(path, offset, FOLLOW_CHUNK) {
+                for line in fresh.lines() {
                     print_log_line(prefix, name, line);
                 }
-                *offset += end + 1;
             }
         }
     }
     Ok(())
+}
+
+/// How much of the end of a log the first screen reads.
+const TAIL_BYTES: u64 = 4 << 20;
+/// At most this much is read from a followed log per look.
+const FOLLOW_CHUNK: u64 = 1 << 20;
+
+/// The complete lines of `path` from `offset` on (at most `max` bytes of them), moving
+/// `offset` past them: only what was appended since the last look is read. A log that
+/// shrank was replaced or truncated and is read from its start; a line longer than `max`
+/// comes out in pieces.
+fn read_from(path: &std::path::Path, offset: &mut u64, max: u64) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    if file.metadata()?.len() < *offset {
+        *offset = 0;
+    }
+    file.seek(SeekFrom::Start(*offset))?;
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    let end = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(newline) => newline + 1,
+        None if bytes.len() as u64 == max => bytes.len(),
+        None => 0,
+    };
+    *offset += end as u64;
+    Ok(String::from_utf8_lossy(&bytes[..end]).into_owned())
 }
 
 fn print_log_line(prefix: bool, name: &str, line: &str) {
@@ -99,5 +123,44 @@ fn print_log_line(prefix: bool, name: &str, line: &str) {
         outln!("{name:<16} | {line}");
     } else {
         outln!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn following_reads_only_what_was_appended_and_restarts_after_truncation() {
+        let dir = svrkit_testkit::tempdir("logs");
+        let path = dir.path().join("svc-1.log");
+        std::fs::write(&path, "one\ntwo\npart").expect("write");
+        let mut offset = 0;
+        assert_eq!(
+            read_from(&path, &mut offset, 1024).expect("read"),
+            "one\ntwo\n"
+        );
+        assert_eq!(offset, 8, "the partial line waits for its end");
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        log.write_all(b"ial\nthree\n").expect("append");
+        assert_eq!(
+            read_from(&path, &mut offset, 1024).expect("read"),
+            "partial\nthree\n"
+        );
+        assert_eq!(read_from(&path, &mut offset, 1024).expect("read"), "");
+        // Bounded: a long run of appended lines comes out a chunk at a time.
+        log.write_all(b"aaaa\nbbbb\ncccc\n").expect("append");
+        assert_eq!(
+            read_from(&path, &mut offset, 10).expect("read"),
+            "aaaa\nbbbb\n"
+        );
+        assert_eq!(read_from(&path, &mut offset, 10).expect("read"), "cccc\n");
+        // Replaced by a shorter file: read from its start.
+        std::fs::write(&path, "new\n").expect("replace");
+        assert_eq!(read_from(&path, &mut offset, 1024).expect("read"), "new\n");
     }
 }
