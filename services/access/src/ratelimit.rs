@@ -1,93 +1,137 @@
-//! Per-user token buckets: each user may make `rate` requests a second on average, in
-//! bursts of up to `burst`.
+//! Per-user rate limits: each user may make `rate` requests a second on average, in
+//! bursts of up to `burst` — `governor`'s keyed GCRA limiter over a sharded map, so
+//! concurrent requests of different users take no common lock.
 
-use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
-/// Token buckets keyed by user (or by address before login).
-#[derive(Debug)]
-pub struct RateLimiter<K> {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<K, Bucket>>,
-}
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter as Gcra};
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Buckets idle this long are dropped when the map is swept.
-const IDLE_SECS: f64 = 60.0;
-/// The map is swept once it holds this many buckets.
+/// Keys idle this long are forgotten when the map is swept.
 const SWEEP_AT: usize = 100_000;
+
+/// Rate limits keyed by user (or by address before login).
+pub struct RateLimiter<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
+    limiter: Gcra<K, DashMapStateStore<K>, C, NoOpMiddleware<C::Instant>>,
+}
+
+impl<K: Hash + Eq + Clone, C: Clock> std::fmt::Debug for RateLimiter<K, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("keys", &self.limiter.len())
+            .finish()
+    }
+}
+
+/// The largest burst: with the slowest rate (one an hour) the limiter's arithmetic stays
+/// within 64-bit nanoseconds.
+const MAX_BURST: f64 = 1_000_000.0;
+
+/// `rate` a second (at least one an hour), bursts of `burst` (1 to [`MAX_BURST`]).
+fn quota(rate: f64, burst: f64) -> Quota {
+    let period = if rate > 0.0 && rate.is_finite() {
+        Duration::from_secs_f64((1.0 / rate).min(3_600.0))
+    } else {
+        Duration::from_secs(3_600)
+    };
+    let burst = if burst.is_nan() {
+        1.0
+    } else {
+        burst.clamp(1.0, MAX_BURST)
+    };
+    let burst = NonZeroU32::new(burst as u32).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period.max(Duration::from_nanos(1)))
+        .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `rate` requests a second, bursts of `burst`.
     pub fn new(rate: f64, burst: f64) -> RateLimiter<K> {
         RateLimiter {
-            rate,
-            burst: burst.max(1.0),
-            buckets: Mutex::new(HashMap::new()),
+            limiter: Gcra::dashmap(quota(rate, burst)),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, C: Clock> RateLimiter<K, C> {
+    /// The same on `clock` (a fake one in tests).
+    pub fn with_clock(rate: f64, burst: f64, clock: C) -> RateLimiter<K, C> {
+        RateLimiter {
+            limiter: Gcra::dashmap_with_clock(quota(rate, burst), clock),
         }
     }
 
-    /// Takes a token for `key` at `now`: false when the bucket is empty.
-    pub fn allow_at(&self, key: &K, now: Instant) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if buckets.len() >= SWEEP_AT {
-            buckets.retain(|_, b| now.duration_since(b.at).as_secs_f64() < IDLE_SECS);
-        }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        let elapsed = now.duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// [`RateLimiter::allow_at`] now.
+    /// Takes one request's worth for `key`: false when it has none left now.
     pub fn allow(&self, key: &K) -> bool {
-        self.allow_at(key, Instant::now())
+        if self.limiter.len() >= SWEEP_AT {
+            // Keys whose limit has fully recovered carry no state worth keeping.
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter.check_key(key).is_ok()
+    }
+
+    /// Keys with state now.
+    pub fn len(&self) -> usize {
+        self.limiter.len()
+    }
+
+    /// True without keys.
+    pub fn is_empty(&self) -> bool {
+        self.limiter.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use governor::clock::FakeRelativeClock;
 
     #[test]
     fn bursts_then_the_rate_and_users_are_independent() {
-        let limiter = RateLimiter::new(10.0, 5.0);
-        let t0 = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::with_clock(10.0, 5.0, clock.clone());
         for _ in 0..5 {
-            assert!(limiter.allow_at(&1u64, t0));
+            assert!(limiter.allow(&1u64));
         }
-        assert!(!limiter.allow_at(&1, t0), "the burst is spent");
+        assert!(!limiter.allow(&1), "the burst is spent");
+        assert!(limiter.allow(&2), "another user has their own bucket");
+        // 10 a second: one request back after 100 ms, not before.
+        clock.advance(Duration::from_millis(50));
+        assert!(!limiter.allow(&1));
+        clock.advance(Duration::from_millis(60));
+        assert!(limiter.allow(&1));
+        assert!(!limiter.allow(&1));
+        // Idle long enough, the burst is back but no more than it.
+        clock.advance(Duration::from_secs(10));
+        for _ in 0..5 {
+            assert!(limiter.allow(&1));
+        }
+        assert!(!limiter.allow(&1));
+    }
+
+    #[test]
+    fn odd_settings_still_limit() {
+        let clock = FakeRelativeClock::default();
+        for (rate, burst) in [
+            (0.0, 0.0),
+            (-1.0, 3.0),
+            (f64::NAN, f64::INFINITY),
+            (1e12, 1.0),
+        ] {
+            let limiter = RateLimiter::with_clock(rate, burst, clock.clone());
+            assert!(limiter.allow(&7u64), "{rate} {burst}: the first passes");
+        }
+        let tight = RateLimiter::with_clock(0.0, 1.0, clock.clone());
+        assert!(tight.allow(&1u64));
         assert!(
-            limiter.allow_at(&2, t0),
-            "another user has their own bucket"
+            !tight.allow(&1),
+            "a zero rate allows the burst, then nothing"
         );
-        // 10 a second: one token back after 100 ms, not before.
-        assert!(!limiter.allow_at(&1, t0 + Duration::from_millis(50)));
-        assert!(limiter.allow_at(&1, t0 + Duration::from_millis(160)));
-        assert!(!limiter.allow_at(&1, t0 + Duration::from_millis(170)));
-        // Idle long enough, the bucket is full again but no fuller.
-        let later = t0 + Duration::from_secs(10);
-        for _ in 0..5 {
-            assert!(limiter.allow_at(&1, later));
-        }
-        assert!(!limiter.allow_at(&1, later));
     }
 }

@@ -1,11 +1,11 @@
-//! Helpers shared by the echo integration tests: real servers on port 0 and a raw client.
-#![allow(dead_code, unreachable_pub)]
+//! Helpers shared by the framework's integration tests: echo servers on port 0 and a raw
+//! client (the general ones, PATIENCE and http_get, come from svrkit-testkit).
+#![allow(dead_code, unreachable_pub, unused_imports)] // each test uses part of it
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use echo::{Echo, EchoReply, EchoRequest, EchoService, RelayReply};
@@ -17,7 +17,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 /// Upper bound for any single wait in these tests; reaching it is a failure.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub use svrkit_testkit::PATIENCE;
 
 /// A server running on a loopback port until stopped.
 pub struct TestServer {
@@ -198,25 +198,7 @@ pub fn echo_body(payload: &[u8]) -> Vec<u8> {
     .encode_to_vec()
 }
 
-/// A plain HTTP/1.1 GET over loopback: the status code and the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect admin");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
-        .await
-        .expect("admin answers in time")
-        .expect("read");
-    let text = String::from_utf8(raw).expect("utf-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("header and body");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (code, body.to_string())
-}
+pub use svrkit_testkit::http_get;
 
 /// Serves `admin` on a fresh loopback port until the returned sender is dropped.
 pub async fn start_admin(admin: svrkit::admin::AdminServer) -> (SocketAddr, oneshot::Sender<()>) {

@@ -1,31 +1,32 @@
-//! A minimal HTTP/1.1 GET for admin endpoints (loopback, tiny JSON answers).
+//! HTTP GET for admin endpoints (loopback, small JSON answers), through hyper's client.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 /// The most bytes read of an answer.
-const MAX_ANSWER: u64 = 4 << 20;
+const MAX_ANSWER: usize = 4 << 20;
 
 /// `GET path` at `addr`: the status code and body, or `None` when nothing answers
-/// properly within a second.
+/// properly within a second (or the answer is over 4 MiB, or not UTF-8).
 pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let fetch = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        // An admin answer is a few kilobytes; a larger one is not read whole.
-        (&mut stream)
-            .take(MAX_ANSWER)
-            .read_to_end(&mut raw)
+        let response = client
+            .get(format!("http://{addr}{path}").parse().ok()?)
             .await
             .ok()?;
-        let text = String::from_utf8(raw).ok()?;
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let code = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, body.to_string()))
+        let code = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
+        Some((code, String::from_utf8(body.to_vec()).ok()?))
     };
     tokio::time::timeout(Duration::from_secs(1), fetch)
         .await

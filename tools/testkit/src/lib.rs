@@ -16,6 +16,32 @@ pub use static_registry::StaticRegistry;
 /// How long a test waits for something that should take milliseconds.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// `GET path` at `addr` over HTTP/1.1 (hyper's client): the status code and body. Panics
+/// when nothing answers within [`PATIENCE`] — the test's admin endpoint or gateway must.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri = format!("http://{addr}{path}").parse().expect("a URI");
+    let fetch = async {
+        let response = client.get(uri).await.expect("an HTTP answer");
+        let code = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the whole body")
+            .to_bytes();
+        (
+            code,
+            String::from_utf8(body.to_vec()).expect("a UTF-8 body"),
+        )
+    };
+    tokio::time::timeout(PATIENCE, fetch)
+        .await
+        .expect("answered in time")
+}
+
 /// A fresh directory under the system's temporary directory, named after the test
 /// (`svrkit-NAME-…`), removed with everything in it when the returned guard is dropped —
 /// also when the test fails and unwinds.
