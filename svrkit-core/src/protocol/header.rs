@@ -260,15 +260,7 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self, tag: u32, wire: WireType) -> Result<&'a str, HeaderError> {
-        if wire != WireType::LengthDelimited {
-            return Err(HeaderError::WireType { tag });
-        }
-        let len = decode_varint(&mut self.buf)?;
-        if len > self.buf.len() as u64 {
-            return Err(HeaderError::Truncated { tag });
-        }
-        let (value, rest) = self.buf.split_at(len as usize);
-        self.buf = rest;
+        let value = self.bytes(tag, wire)?;
         std::str::from_utf8(value).map_err(|_| HeaderError::Utf8 { tag })
     }
 
