@@ -49,7 +49,6 @@ impl CallTrace {
 
 /// The header of the first attempt of a call of `method` made in `ctx` with `opts`, due
 /// by `deadline` (after `now`); `caller` names the calling service when `ctx` does not.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn outgoing<'a>(
     ctx: &'a Context,
     method: &'a Method,

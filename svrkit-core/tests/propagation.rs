@@ -268,39 +268,16 @@ async fn handler_logs_carry_the_trace_and_the_parent_span() {
     );
 }
 
-/// A server layer that checks the `authorization` metadata entry and removes it, so the
-/// secret goes no further; everything else in the metadata travels on.
-#[derive(Clone)]
-struct CheckToken<S>(S);
-
-impl<S> tower::Service<svrkit::server::ServerRequest> for CheckToken<S>
-where
-    S: tower::Service<
-            svrkit::server::ServerRequest,
-            Response = bytes::Bytes,
-            Error = svrkit::Status,
-        >,
-    S::Future: Send + 'static,
-{
-    type Response = bytes::Bytes;
-    type Error = svrkit::Status;
-    type Future = svrkit::BoxFuture<'static, Result<bytes::Bytes, svrkit::Status>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), svrkit::Status>> {
-        self.0.poll_ready(cx)
+/// A server layer (tower's filter) that checks the `authorization` metadata entry and
+/// removes it, so the secret goes no further; everything else in the metadata travels on.
+fn check_token(
+    mut request: svrkit::server::ServerRequest,
+) -> Result<svrkit::server::ServerRequest, svrkit::Status> {
+    let token = request.context_mut().metadata_mut().remove("authorization");
+    if token.as_deref() != Some(&b"secret"[..]) {
+        return Err(svrkit::Status::unauthenticated("bad token").with_reason("token_invalid"));
     }
-
-    fn call(&mut self, mut request: svrkit::server::ServerRequest) -> Self::Future {
-        let token = request.context_mut().metadata_mut().remove("authorization");
-        if token.as_deref() != Some(&b"secret"[..]) {
-            let status = svrkit::Status::unauthenticated("bad token").with_reason("token_invalid");
-            return Box::pin(std::future::ready(Err(status)));
-        }
-        Box::pin(self.0.call(request))
-    }
+    Ok(request)
 }
 
 #[tokio::test]
@@ -311,7 +288,7 @@ async fn metadata_travels_every_hop_and_a_layer_can_take_an_entry_out() {
         EchoService::new("front").with_next_hop(EchoClient::new(Channel::lazy([back.addr])));
     let front = start(
         Server::builder()
-            .layer(tower::layer::layer_fn(CheckToken))
+            .layer(tower::filter::FilterLayer::new(check_token))
             .add_service(EchoServer::new(front_service)),
     )
     .await;

@@ -215,61 +215,29 @@ async fn server_metrics_count_requests_codes_and_queue_time() {
     }
 }
 
-/// A plain tower layer on the server: it reads the caller's uid and peer address from the
-/// request before the handler runs, refuses calls that name no user, and changes the
-/// context the handler then sees.
-#[derive(Clone)]
-struct SignedInOnly<S> {
-    inner: S,
-    peers: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
-}
-
-impl<S> tower::Service<svrkit::server::ServerRequest> for SignedInOnly<S>
-where
-    S: tower::Service<
-            svrkit::server::ServerRequest,
-            Response = bytes::Bytes,
-            Error = svrkit::Status,
-        >,
-    S::Future: Send + 'static,
-{
-    type Response = bytes::Bytes;
-    type Error = svrkit::Status;
-    type Future = svrkit::BoxFuture<'static, Result<bytes::Bytes, svrkit::Status>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), svrkit::Status>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: svrkit::server::ServerRequest) -> Self::Future {
-        self.peers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(request.peer_addr());
-        if request.context().uid() == 0 {
-            let status = svrkit::Status::unauthenticated("sign in first");
-            return Box::pin(std::future::ready(Err(status)));
-        }
-        let tag = format!("checked-{}", request.method().method);
-        let ctx = request.context_mut();
-        *ctx = std::mem::take(ctx).with_gray_tag(tag);
-        Box::pin(self.inner.call(request))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tower_layer_sees_the_context_and_peer_before_the_handler() {
     let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let layer_peers = std::sync::Arc::clone(&peers);
+    // A plain tower layer (tower's own filter): it reads the caller's uid and peer address
+    // before the handler runs, refuses calls that name no user, and changes the context
+    // the handler then sees.
+    let signed_in_only = move |mut request: svrkit::server::ServerRequest| {
+        layer_peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(request.peer_addr());
+        if request.context().uid() == 0 {
+            return Err(svrkit::Status::unauthenticated("sign in first"));
+        }
+        let tag = format!("checked-{}", request.method().method);
+        let ctx = request.context_mut();
+        *ctx = std::mem::take(ctx).with_gray_tag(tag);
+        Ok(request)
+    };
     let server = start(
         Server::builder()
-            .layer(tower::layer::layer_fn(move |inner| SignedInOnly {
-                inner,
-                peers: std::sync::Arc::clone(&layer_peers),
-            }))
+            .layer(tower::filter::FilterLayer::new(signed_in_only))
             .add_service(EchoServer::new(EchoService::new("s"))),
     )
     .await;

@@ -11,7 +11,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter as Gcra};
 
-/// Keys idle this long are forgotten when the map is swept.
+/// Once the map holds this many keys, those whose limit has fully recovered are dropped.
 const SWEEP_AT: usize = 100_000;
 
 /// Rate limits keyed by user (or by address before login).

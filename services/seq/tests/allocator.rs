@@ -49,14 +49,15 @@ async fn serve(server: Server) -> Running {
 }
 
 /// A seqstore shard on a fresh directory, and a client of it.
-async fn seqstore() -> (Running, SeqStoreClient) {
-    let dir_dir = svrkit_testkit::tempdir("seqstore");
-    let dir = dir_dir.path();
-    let engine = Engine::open(dir).expect("engine");
+/// A seqstore on loopback, its client, and its data directory, which must outlive it (it
+/// is removed when dropped).
+async fn seqstore() -> (svrkit_testkit::TempDir, Running, SeqStoreClient) {
+    let dir = svrkit_testkit::tempdir("seqstore");
+    let engine = Engine::open(dir.path()).expect("engine");
     let service = SeqStoreService::new(engine).expect("store");
     let running = serve(Server::builder().add_service(SeqStoreServer::new(service))).await;
     let client = SeqStoreClient::new(Channel::lazy([running.addr]));
-    (running, client)
+    (dir, running, client)
 }
 
 /// An allocator `id` with a short lease and a small step, and a client of it alone.
@@ -102,7 +103,7 @@ fn uids_in_one_section(count: usize) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_go_up_and_the_step_is_persisted_before_it_is_used() {
-    let (_store, store) = seqstore().await;
+    let (_data, _store, store) = seqstore().await;
     let (_a, a) = allocator(&store, "a").await;
     let uids = uids_in_one_section(3);
     let mut last: HashMap<u64, u64> = HashMap::new();
@@ -132,7 +133,7 @@ async fn numbers_go_up_and_the_step_is_persisted_before_it_is_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_allocator_waits_out_its_lease_and_continues_above() {
-    let (_store, store) = seqstore().await;
+    let (_data, _store, store) = seqstore().await;
     let uid = 42;
     let (a, client) = allocator(&store, "a").await;
     let mut last = 0;
@@ -151,7 +152,7 @@ async fn a_restarted_allocator_waits_out_its_lease_and_continues_above() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_allocators_take_turns_and_never_interleave() {
-    let (_store, store) = seqstore().await;
+    let (_data, _store, store) = seqstore().await;
     let (a, client_a) = allocator(&store, "a").await;
     let (_b, client_b) = allocator(&store, "b").await;
     let uids = uids_in_one_section(4);

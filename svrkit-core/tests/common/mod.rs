@@ -60,10 +60,8 @@ impl TestServer {
 pub async fn start<L, S>(server: svrkit::Server<L>) -> TestServer
 where
     L: tower::Layer<svrkit::server::Routed, Service = S> + Send + 'static,
-    S: tower::Service<svrkit::server::ServerRequest, Response = Bytes, Error = Status>
-        + Clone
-        + Send
-        + 'static,
+    S: tower::Service<svrkit::server::ServerRequest, Response = Bytes> + Clone + Send + 'static,
+    S::Error: Into<svrkit::BoxError>,
     S::Future: Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0")

@@ -12,6 +12,7 @@ pub mod browser;
 mod static_registry;
 
 pub use static_registry::StaticRegistry;
+pub use tempfile::TempDir;
 
 /// How long a test waits for something that should take milliseconds.
 pub const PATIENCE: Duration = Duration::from_secs(10);
