@@ -79,6 +79,15 @@ pub fn find_action(name: &str) -> Option<&'static ActionSpec> {
     ACTIONS.iter().find(|a| a.name == name)
 }
 
+/// Every action's business priority by name, as the long connection's auth answer tells
+/// clients (so that they can hold back what the gateway would shed).
+pub fn priorities() -> serde_json::Map<String, serde_json::Value> {
+    ACTIONS
+        .iter()
+        .map(|a| (a.name.to_string(), a.priority.into()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

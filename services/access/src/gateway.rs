@@ -25,6 +25,7 @@ use wx_api::message::{
 use wx_api::moments::MomentsClient;
 
 use crate::actions::{find_action, priority};
+use crate::admission::EdgeAdmission;
 use crate::error::ApiError;
 use crate::json::{
     edge_state_name, id, ids, list_request, optional_id, optional_text, peer, profile_change,
@@ -60,6 +61,9 @@ pub struct Limits {
     pub burst: f64,
     /// Deadline of each action, end to end.
     pub timeout: Duration,
+    /// Requests the gateway runs at once, its last half kept for the more important
+    /// ones (see [`crate::admission`]).
+    pub max_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -68,6 +72,7 @@ impl Default for Limits {
             rate_per_sec: 20.0,
             burst: 40.0,
             timeout: Duration::from_secs(5),
+            max_in_flight: 2048,
         }
     }
 }
@@ -116,6 +121,7 @@ pub struct Gateway {
     users: RateLimiter<u64>,
     addresses: RateLimiter<IpAddr>,
     limits: Limits,
+    admission: EdgeAdmission,
 }
 
 impl Gateway {
@@ -137,7 +143,13 @@ impl Gateway {
             users: RateLimiter::new(limits.rate_per_sec, limits.burst),
             addresses: RateLimiter::new(limits.rate_per_sec, limits.burst),
             limits,
+            admission: EdgeAdmission::new(limits.max_in_flight),
         }
+    }
+
+    /// DAGOR at the edge: what this gateway admits (see [`crate::admission`]).
+    pub fn admission(&self) -> &EdgeAdmission {
+        &self.admission
     }
 
     /// The user a token belongs to; each failure has its own reason.

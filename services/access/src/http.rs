@@ -151,20 +151,35 @@ async fn run(
         }
     };
     let token = bearer(&headers);
-    let outcome = match token {
+    let caller = match token {
         Some(_) => match gateway.authenticate(token).await {
-            Ok(uid) => {
-                gateway
-                    .act(Caller::User { uid }, &action, body, token)
-                    .await
-            }
-            Err(e) => Err(e),
+            Ok(uid) => Caller::User { uid },
+            Err(e) => return reply(Err(e)),
         },
-        None => {
-            let caller = Caller::Anonymous { ip: peer.ip() };
-            gateway.act(caller, &action, body, token).await
-        }
+        None => Caller::Anonymous { ip: peer.ip() },
+    };
+    let uid = match caller {
+        Caller::User { uid } => uid,
+        Caller::Anonymous { .. } => 0,
+    };
+    // Admission at the edge, after the token check (itself admitted by account, at the
+    // sign-in priority): the request's work starts now or not at all.
+    let admission = gateway.admission();
+    let outcome = match admission.admit(&action, uid) {
+        Ok(_admitted) => gateway.act(caller, &action, body, token).await,
+        Err(e) => Err(e),
     };
     crate::gateway::record_outcome(&span, &outcome);
-    reply(outcome)
+    let ceiling = admission.ceiling(uid);
+    let mut response = reply(outcome);
+    if let Some(ceiling) = ceiling {
+        response
+            .headers_mut()
+            .insert(ADMIT_HEADER, header::HeaderValue::from(ceiling));
+    }
+    response
 }
+
+/// The response header that, while the gateway sheds load, carries the least important
+/// business priority the caller may send (see [`crate::admission::EdgeAdmission::ceiling`]).
+pub const ADMIT_HEADER: &str = "x-wx-admit";

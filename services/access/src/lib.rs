@@ -16,6 +16,7 @@
 //! `wx_access_push_delivered_total{kind}`, `wx_access_push_dropped_total`.
 
 pub mod actions;
+pub mod admission;
 pub mod edge;
 pub mod error;
 pub mod gateway;

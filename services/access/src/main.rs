@@ -57,6 +57,10 @@ struct Settings {
     /// Each user's burst.
     #[arg(long, global = true, env = "WX_RATE_BURST", default_value_t = Limits::default().burst)]
     rate_burst: f64,
+    /// Requests the gateway runs at once; beyond half of it, the least important are
+    /// refused first (`overloaded`, reason `edge_shed`).
+    #[arg(long, global = true, env = "WX_MAX_IN_FLIGHT", default_value_t = Limits::default().max_in_flight)]
+    max_in_flight: usize,
     /// Connections open at once (default: the open-file limit less 256).
     #[arg(long, global = true, env = "WX_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -112,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
     let limits = Limits {
         rate_per_sec: settings.rate_per_sec,
         burst: settings.rate_burst,
+        max_in_flight: settings.max_in_flight,
         ..Limits::default()
     };
     let gateway = Arc::new(Gateway::new(

@@ -8,6 +8,13 @@
 //! server: {"push":"friend_request","body":{...}}    whenever something happens
 //! ```
 //!
+//! The auth answer also carries `"priorities"`, every action's business priority. While
+//! the gateway sheds load (see [`crate::admission`]), every answer carries
+//! `"admit": N`, the least important business priority it admits from this user now: a
+//! request whose action's priority number is larger would be refused `overloaded`
+//! (reason `edge_shed`, not run), so a client holds such requests back until an answer
+//! comes without `"admit"` (or, having sent nothing for a second, tries again).
+//!
 //! The connection authenticates once; every request on it acts as that user, with the
 //! same action table, priorities and rate limit as access-short. Requests run
 //! concurrently and answer in any order (match them by `id`).
@@ -165,7 +172,13 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
         .hub
         .register(uid, &token, outbox.clone(), Arc::clone(&ended))
         .await;
-    let hello = json!({ "op": "auth", "ok": true, "uid": uid }).to_string();
+    let hello = json!({
+        "op": "auth",
+        "ok": true,
+        "uid": uid,
+        "priorities": crate::actions::priorities(),
+    })
+    .to_string();
     if socket.send(Message::Text(hello.into())).await.is_err() {
         return;
     }
@@ -209,6 +222,18 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                     let _ = outbox.try_send(error_frame(&id, &e));
                     continue;
                 };
+                // Admission at the edge: refused here, the request costs only its frame.
+                let admission = long.gateway.admission();
+                let admitted = match admission.admit(&action, uid) {
+                    Ok(admitted) => admitted,
+                    Err(e) => {
+                        let mut frame = e.body();
+                        frame["id"] = id;
+                        frame["admit"] = json!(admission.ceiling(uid).unwrap_or(0));
+                        let _ = outbox.try_send(frame.to_string());
+                        continue;
+                    }
+                };
                 let body = frame.get("body").cloned().unwrap_or_else(|| json!({}));
                 // A client that sends without reading cannot pile up work here.
                 let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
@@ -227,20 +252,27 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                 let (gateway, outbox, token) = (Arc::clone(&long.gateway), outbox.clone(), Arc::clone(&token));
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let admitted = admitted;
                     let outcome = ctx
                         .scope(gateway.act(Caller::User { uid }, &action, body, Some(&token)))
                         .instrument(span.clone())
                         .await;
                     crate::gateway::record_outcome(&span, &outcome);
-                    let answer = match outcome {
-                        Ok(result) => json!({ "id": id, "ok": true, "result": result, "traceparent": traceparent }).to_string(),
+                    drop(admitted);
+                    let mut answer = match outcome {
+                        Ok(result) => json!({ "id": id, "ok": true, "result": result, "traceparent": traceparent }),
                         Err(e) => {
                             let mut frame = e.body();
                             frame["id"] = id;
                             frame["traceparent"] = json!(traceparent);
-                            frame.to_string()
+                            frame
                         }
                     };
+                    // While the edge sheds, every answer says what it admits.
+                    if let Some(ceiling) = gateway.admission().ceiling(uid) {
+                        answer["admit"] = json!(ceiling);
+                    }
+                    let answer = answer.to_string();
                     let _ = outbox.send(answer).await;
                 });
             }

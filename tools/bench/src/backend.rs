@@ -66,6 +66,16 @@ impl Backend {
     /// Starts two shards of each store, account, contact, two seq allocators, message,
     /// moments, access-short and `long` access-long instances; `env` goes to every process.
     pub(crate) fn start(long: usize, env: &[(&str, &str)]) -> anyhow::Result<Backend> {
+        Backend::start_on(long, env, None)
+    }
+
+    /// As [`Backend::start`], with every process on `cpus` when given (see
+    /// [`crate::cpus::Split`]).
+    pub(crate) fn start_on(
+        long: usize,
+        env: &[(&str, &str)],
+        cpus: Option<&rustix::thread::CpuSet>,
+    ) -> anyhow::Result<Backend> {
         let bins = bin_dir()?;
         ensure_built(&bins)?;
         let dir = std::env::temp_dir().join(format!(
@@ -103,8 +113,15 @@ impl Backend {
             plan.push((format!("access-long-{i}"), "access", vec!["long"]));
         }
         eprintln!("starting {} backend processes", plan.len());
-        for (id, bin, args) in plan {
-            backend.spawn(&bins.join(bin), &id, &args, env)?;
+        let start_all = || -> anyhow::Result<()> {
+            for (id, bin, args) in plan {
+                backend.spawn(&bins.join(bin), &id, &args, env)?;
+            }
+            Ok(())
+        };
+        match cpus {
+            Some(cpus) => crate::cpus::on_cpus(cpus, start_all)??,
+            None => start_all()?,
         }
         Ok(backend)
     }
@@ -209,18 +226,28 @@ impl Drop for Backend {
 /// The password of every user a benchmark signs up.
 pub(crate) const PASSWORD: &str = "bench password";
 
-/// Runs `action` through access-short; an answer that is not ok is an error.
+/// Runs `action` through access-short; an answer that is not ok is an error. A request
+/// refused `overloaded` was not run: it is tried again after a growing pause (up to ten
+/// times), as a client does while the backend sheds load.
 pub(crate) async fn call(
     api: &wx_client::Http,
     action: &str,
     body: serde_json::Value,
     token: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
-    let answer = api.call(action, &body, token).await?;
-    if !answer.ok() {
-        bail!("{action}: {} {}", answer.status, answer.body);
+    let mut pause = std::time::Duration::from_millis(50);
+    for _ in 0..10 {
+        let answer = api.call(action, &body, token).await?;
+        if answer.ok() {
+            return Ok(answer.body);
+        }
+        if answer.code() != "overloaded" {
+            bail!("{action}: {} {}", answer.status, answer.body);
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
     }
-    Ok(answer.body)
+    bail!("{action}: refused overloaded ten times")
 }
 
 /// Registers `name` (with [`PASSWORD`]) and signs in: its uid and token.

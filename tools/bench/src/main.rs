@@ -23,6 +23,7 @@
 mod backend;
 mod backend_overload;
 mod connections;
+mod cpus;
 mod failover;
 mod message;
 mod moments;
@@ -98,9 +99,14 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
         )
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::BackendOverload(args) = &cli.command
+        && args.pins()
+    {
+        // The generator gets one CPU of its own (see `cpus`): one worker thread.
+        runtime.worker_threads(1);
+    }
+    let runtime = runtime.enable_all().build()?;
     match cli.command {
         Command::Rpc(args) => runtime.block_on(rpc::run(args)),
         Command::Overload(args) => runtime.block_on(overload::run(args)),

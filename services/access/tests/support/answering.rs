@@ -20,9 +20,13 @@ use wx_api::message::*;
 use wx_api::moments::moments_server::{Moments, MomentsServer};
 use wx_api::moments::*;
 
-/// Answers every method with its reply type's default value.
+/// Answers every method with its reply type's default value; `Moments/Timeline` first
+/// waits for a permit of `timelines` when there is one (a downstream that is slow to
+/// answer, held by the test).
 #[derive(Clone, Default)]
-pub(crate) struct Answering;
+pub(crate) struct Answering {
+    pub(crate) timelines: Option<Arc<tokio::sync::Semaphore>>,
+}
 
 macro_rules! answering {
     ($($method:ident: $request:ty => $reply:ty),* $(,)?) => {
@@ -87,11 +91,17 @@ impl Message for Answering {
 }
 
 impl Moments for Answering {
+    async fn timeline(&self, _request: TimelineRequest) -> Result<PostsReply, Status> {
+        if let Some(gate) = &self.timelines {
+            let _permit = gate.acquire().await;
+        }
+        Ok(PostsReply::default())
+    }
+
     answering! {
         post: PostRequest => PostReply,
         delete: PostRef => DeleteReply,
         album: AlbumRequest => PostsReply,
-        timeline: TimelineRequest => PostsReply,
         get: PostRef => PostView,
         like: PostRef => LikeReply,
         unlike: PostRef => LikeReply,
@@ -116,16 +126,21 @@ pub(crate) async fn gateway() -> Arc<Gateway> {
 
 /// Starts the answering server on loopback; its address.
 pub(crate) async fn answering_server() -> std::net::SocketAddr {
+    answering_server_with(Answering::default()).await
+}
+
+/// Starts `answering` as a server on loopback; its address.
+pub(crate) async fn answering_server_with(answering: Answering) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(
         Server::builder()
             .without_admission()
-            .add_service(AccountServer::new(Answering))
-            .add_service(ContactServer::new(Answering))
-            .add_service(MessageServer::new(Answering))
-            .add_service(MomentsServer::new(Answering))
-            .add_service(PushServer::new(Answering))
+            .add_service(AccountServer::new(answering.clone()))
+            .add_service(ContactServer::new(answering.clone()))
+            .add_service(MessageServer::new(answering.clone()))
+            .add_service(MomentsServer::new(answering.clone()))
+            .add_service(PushServer::new(answering))
             .serve(listener, std::future::pending()),
     );
     addr
@@ -133,6 +148,12 @@ pub(crate) async fn answering_server() -> std::net::SocketAddr {
 
 /// A gateway whose services are all at `addr`, with no rate limit.
 pub(crate) fn gateway_over(addr: std::net::SocketAddr) -> Arc<Gateway> {
+    gateway_limited(addr, Limits::default().max_in_flight)
+}
+
+/// A gateway whose services are all at `addr`, with no rate limit, running at most
+/// `max_in_flight` requests at once.
+pub(crate) fn gateway_limited(addr: std::net::SocketAddr, max_in_flight: usize) -> Arc<Gateway> {
     let channel = Channel::builder().plaintext().lazy([addr]);
     Arc::new(Gateway::new(
         AccountClient::new(channel.clone()),
@@ -143,6 +164,7 @@ pub(crate) fn gateway_over(addr: std::net::SocketAddr) -> Arc<Gateway> {
         Limits {
             rate_per_sec: 1e12,
             burst: 1e12,
+            max_in_flight,
             ..Limits::default()
         },
     ))
@@ -157,8 +179,17 @@ pub(crate) async fn gateway_once() -> Arc<Gateway> {
 /// Serves access-long's WebSocket endpoint over the answering server on loopback; its
 /// address. Tokens of user 7 (`7.…`) authenticate.
 pub(crate) async fn websocket() -> std::net::SocketAddr {
-    let services = answering_server().await;
-    let gateway = gateway_over(services);
+    websocket_with(Answering::default(), Limits::default().max_in_flight).await
+}
+
+/// As [`websocket`], over `answering`, the gateway running at most `max_in_flight`
+/// requests at once.
+pub(crate) async fn websocket_with(
+    answering: Answering,
+    max_in_flight: usize,
+) -> std::net::SocketAddr {
+    let services = answering_server_with(answering).await;
+    let gateway = gateway_limited(services, max_in_flight);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let hub = access::push::Hub::new(

@@ -1,0 +1,314 @@
+//! Admission at the edge: the gateway bounds the requests it has running at once, and
+//! keeps the last part of that bound for the more important ones, so that under
+//! overload the least important requests (by business priority, then DAGOR's user
+//! priority) are refused first, at the cost of reading their frame and nothing more.
+//!
+//! The services below shed by DAGOR, but a refusal there comes after the gateway has
+//! parsed and forwarded the request, and a queue there (a worker queue, a store's group
+//! commit, a core shared with other processes) is seen by them late or not at all. What
+//! the gateway has running shows every such queue: by Little's law, requests in flight
+//! are throughput times response time, so when anything below slows down, the count
+//! rises and the edge refuses before the queue grows further. Nothing waits at the edge:
+//! a request is admitted at once or refused `overloaded` (reason `edge_shed`).
+//!
+//! Requests are ranked by business priority, then by user priority: `rank = b * 128 +
+//! (user - 1)`, where `b` counts the distinct business priorities of the action table
+//! from the most important (0) to unknown actions (last). A request of rank `r` is
+//! admitted while fewer than `limit * (1 - r / (2 * RANKS))` requests are running: the
+//! least important has half the limit, the most important all of it, and each business
+//! priority a band of the other half in which its users are ordered too. (Ranking over
+//! DAGOR's 255 business levels instead would leave the six in use a few places each, and
+//! user priority none.)
+//!
+//! Clients are told what is admitted, so that well-behaved ones hold back what would be
+//! refused instead of sending it (see [`EdgeAdmission::ceiling`]): DAGOR's collaborative
+//! admission, as between services, carried to the last hop.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use svrkit::Code;
+use svrkit::overload::{BUSINESS_LEVELS, Priority, USER_LEVELS, user_priority};
+
+use crate::actions::{ACTIONS, find_action};
+use crate::error::ApiError;
+
+/// What the gateway admits; one per gateway process.
+#[derive(Debug)]
+pub struct EdgeAdmission {
+    limit: usize,
+    running: Arc<AtomicUsize>,
+    shed: AtomicU64,
+}
+
+/// An admitted request's place among those running; dropping it frees the place.
+#[derive(Debug)]
+#[must_use = "the request counts as running while this is held"]
+pub struct Admitted {
+    running: Arc<AtomicUsize>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl EdgeAdmission {
+    /// A gateway that runs at most `limit` requests at once (at least 2).
+    pub fn new(limit: usize) -> EdgeAdmission {
+        EdgeAdmission {
+            limit: limit.max(2),
+            running: Arc::default(),
+            shed: AtomicU64::new(0),
+        }
+    }
+
+    /// The DAGOR priority of `action` for user `uid` (0: nobody signed in, the least
+    /// important user). An unknown action is admitted as the least important business;
+    /// the gateway then answers it `not_found`.
+    pub fn priority(action: &str, uid: u64) -> Priority {
+        let business = find_action(action).map_or(BUSINESS_LEVELS, |a| a.priority);
+        Priority::new(business, user_of(uid))
+    }
+
+    /// Admits a request of `action` by `uid` while it runs, or refuses it: `Err` is the
+    /// `overloaded` answer to give.
+    pub fn admit(&self, action: &str, uid: u64) -> Result<Admitted, ApiError> {
+        let room = room_of(self.limit, rank_of(Self::priority(action, uid)));
+        let mut running = self.running.load(Ordering::Relaxed);
+        loop {
+            if running >= room {
+                self.shed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("wx_access_shed_total").increment(1);
+                return Err(ApiError::new(
+                    Code::Overloaded,
+                    "the service is busy; this request was not run, retry later",
+                )
+                .reason("edge_shed"));
+            }
+            match self.running.compare_exchange_weak(
+                running,
+                running + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Ok(Admitted {
+                        running: Arc::clone(&self.running),
+                    });
+                }
+                Err(now) => running = now,
+            }
+        }
+    }
+
+    /// The least important business priority (the largest number) that user `uid` may
+    /// send now, or `None` while everything is admitted. A request whose action has a
+    /// larger priority number would be refused `overloaded`. `Some(0)`: nothing is.
+    pub fn ceiling(&self, uid: u64) -> Option<u32> {
+        let level = level_of(self.limit, self.running.load(Ordering::Relaxed))?;
+        Some(ceiling_of(level, user_of(uid)))
+    }
+
+    /// Requests running now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused so far.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+}
+
+/// DAGOR's user priority of `uid`; nobody signed in (0) is the least important.
+fn user_of(uid: u64) -> u32 {
+    if uid == 0 {
+        USER_LEVELS
+    } else {
+        user_priority(uid)
+    }
+}
+
+/// The distinct business priorities of the action table, most important first, and
+/// last the least important of all (unknown actions).
+fn business_order() -> &'static [u32] {
+    static ORDER: OnceLock<Vec<u32>> = OnceLock::new();
+    ORDER.get_or_init(|| {
+        let mut order: Vec<u32> = ACTIONS.iter().map(|a| a.priority).collect();
+        order.push(BUSINESS_LEVELS);
+        order.sort_unstable();
+        order.dedup();
+        order
+    })
+}
+
+/// Ranks in all: one per business priority in [`business_order`] and user priority.
+fn ranks() -> u32 {
+    business_order().len() as u32 * USER_LEVELS
+}
+
+/// The rank of `priority` (0 the most important): a business priority between two of
+/// the table's ranks with the less important one.
+fn rank_of(priority: Priority) -> u32 {
+    let order = business_order();
+    let b = order
+        .iter()
+        .position(|&b| b >= priority.business)
+        .unwrap_or(order.len() - 1) as u32;
+    b * USER_LEVELS + (priority.user.clamp(1, USER_LEVELS) - 1)
+}
+
+/// How many running requests still leave room for one of rank `rank`:
+/// `limit - ceil(limit * rank / (2 * RANKS))`, at least half the limit.
+fn room_of(limit: usize, rank: u32) -> usize {
+    let limit = limit as u64;
+    let rank = u64::from(rank.min(ranks() - 1));
+    let reserved = (limit * rank).div_ceil(2 * u64::from(ranks()));
+    (limit - reserved) as usize
+}
+
+/// The least important rank admitted with `running` requests running: `None` when every
+/// rank is, `Some(u32::MAX)` when none is.
+fn level_of(limit: usize, running: usize) -> Option<u32> {
+    let last = ranks() - 1;
+    if running < room_of(limit, last) {
+        return None;
+    }
+    // running < limit - ceil(limit * r / 2R)  <=>  ceil(limit * r / 2R) < free
+    // <=> limit * r / 2R <= free - 1  <=>  r <= (free - 1) * 2R / limit.
+    let free = limit.saturating_sub(running) as u64;
+    let Some(spare) = free.checked_sub(1) else {
+        return Some(u32::MAX);
+    };
+    let level = spare * 2 * u64::from(ranks()) / limit as u64;
+    Some(level.min(u64::from(last)) as u32)
+}
+
+/// The largest business priority admitted at rank `level` for a user of priority
+/// `user`; 0 when none is.
+fn ceiling_of(level: u32, user: u32) -> u32 {
+    let user = user.clamp(1, USER_LEVELS);
+    // Admitted: b * USER_LEVELS + (user - 1) <= level.
+    match level.checked_sub(user - 1) {
+        Some(room) if level != u32::MAX => {
+            let b = (room / USER_LEVELS) as usize;
+            let order = business_order();
+            order[b.min(order.len() - 1)]
+        }
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_important_get_half_the_limit_and_each_priority_its_band() {
+        let last = ranks() - 1;
+        assert_eq!(room_of(2048, 0), 2048);
+        assert_eq!(room_of(2048, last), 1025);
+        let rank = |b, u| rank_of(Priority::new(b, u));
+        // Business first, then the user, each with places of its own.
+        assert!(room_of(2048, rank(20, 128)) > room_of(2048, rank(30, 1)));
+        assert!(room_of(2048, rank(20, 1)) > room_of(2048, rank(20, 64)));
+        assert!(room_of(2048, rank(20, 64)) > room_of(2048, rank(20, 128)));
+        assert!(room_of(2048, rank(80, 128)) > room_of(2048, rank(255, 1)));
+        // A priority the table does not use ranks with the next one it does.
+        assert_eq!(rank(15, 3), rank(20, 3));
+        assert_eq!(rank(200, 3), rank(255, 3));
+    }
+
+    #[test]
+    fn the_level_is_exactly_what_admission_admits() {
+        let last = ranks() - 1;
+        for limit in [2, 3, 64, 512, 2048] {
+            for running in 0..=limit + 1 {
+                let level = level_of(limit, running);
+                for rank in [0, 1, 127, 128, 300, last - 1, last] {
+                    let admitted = running < room_of(limit, rank);
+                    let by_level = match level {
+                        None => true,
+                        Some(u32::MAX) => false,
+                        Some(level) => rank <= level,
+                    };
+                    assert_eq!(
+                        admitted, by_level,
+                        "limit {limit} running {running} rank {rank}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_ceiling_is_the_last_business_priority_the_level_admits_for_that_user() {
+        let rank = |b, u| rank_of(Priority::new(b, u));
+        // Level (b 20, u 64): b 20 for users 1..=64, b 10 for the others.
+        let level = rank(20, 64);
+        assert_eq!(ceiling_of(level, 1), 20);
+        assert_eq!(ceiling_of(level, 64), 20);
+        assert_eq!(ceiling_of(level, 65), 10);
+        assert_eq!(ceiling_of(0, 1), 10);
+        assert_eq!(ceiling_of(0, 2), 0);
+        assert_eq!(ceiling_of(u32::MAX, 1), 0);
+        for level in [0, 5, 127, 128, 300, ranks() - 2] {
+            for user in [1, 2, 64, 127, 128] {
+                let c = ceiling_of(level, user);
+                for action in ACTIONS {
+                    let admitted = rank(action.priority, user) <= level;
+                    assert_eq!(
+                        admitted,
+                        action.priority <= c,
+                        "level {level} {} u {user}",
+                        action.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_edge_refuses_the_least_important_first_and_frees_places_on_drop() {
+        let edge = EdgeAdmission::new(8);
+        assert_eq!(edge.ceiling(7), None);
+        // Half the limit is open to everything; browsing (the sixth of seven ranks) gets
+        // half of the rest or less, depending on the user's priority.
+        let mut held = Vec::new();
+        let refused = loop {
+            match edge.admit("moments.timeline", 7) {
+                Ok(admitted) => held.push(admitted),
+                Err(e) => break e,
+            }
+            assert!(held.len() <= 8, "never refused");
+        };
+        assert!((4..=5).contains(&held.len()), "{} held", held.len());
+        assert_eq!(refused.code, Code::Overloaded);
+        assert_eq!(refused.body()["error"]["reason"], "edge_shed");
+        let ceiling = edge.ceiling(7).expect("a ceiling while shedding");
+        assert!((20..80).contains(&ceiling), "ceiling {ceiling}");
+        let message = edge.admit("message.send", 7).expect("messaging admitted");
+        assert_eq!(edge.running(), held.len() + 1);
+        assert_eq!(edge.shed(), 1);
+        drop(held);
+        drop(message);
+        assert_eq!(edge.running(), 0);
+        assert_eq!(edge.ceiling(7), None);
+        let _again = edge.admit("moments.timeline", 7).expect("room again");
+    }
+
+    #[test]
+    fn known_actions_carry_their_business_priority_and_strangers_the_least() {
+        let signed_in = EdgeAdmission::priority("message.send", 42);
+        assert_eq!(signed_in.business, crate::actions::priority::MESSAGING);
+        assert_eq!(signed_in.user, user_priority(42));
+        let anonymous = EdgeAdmission::priority("login", 0);
+        assert_eq!(anonymous.user, USER_LEVELS);
+        assert_eq!(
+            EdgeAdmission::priority("no.such.action", 42).business,
+            BUSINESS_LEVELS
+        );
+    }
+}
