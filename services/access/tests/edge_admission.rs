@@ -104,3 +104,101 @@ async fn the_auth_answer_lists_every_actions_priority() {
         );
     }
 }
+
+/// One raw HTTP/1.1 POST of `action` as user 7: the status, the `x-wx-admit` header if
+/// any, and the JSON body.
+async fn post_as_user_7(
+    addr: std::net::SocketAddr,
+    action: &str,
+    body: &str,
+) -> (u16, Option<u64>, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let request = format!(
+        "POST /v1/{action} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer 7.00112233445566778899aabbccddeeff\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("writes");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("reads");
+    let response = String::from_utf8(response).expect("UTF-8");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head[9..12].parse().expect("a status");
+    let admit = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case(access::http::ADMIT_HEADER)
+            .then(|| value.trim().parse().expect("a number"))
+    });
+    (status, admit, serde_json::from_str(body).expect("JSON"))
+}
+
+#[tokio::test]
+async fn over_http_a_refusal_is_503_edge_shed_with_the_admit_header() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let services = answering::answering_server_with(answering::Answering {
+        timelines: Some(Arc::clone(&gate)),
+    })
+    .await;
+    let gateway = answering::gateway_limited(services, 8);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(access::http::serve(
+        listener,
+        Arc::clone(&gateway),
+        access::edge::EdgeLimits::default(),
+        None,
+        std::future::pending(),
+    ));
+    // Eight timelines at once: browsing's share is taken, the others are refused.
+    let (done, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..8 {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let _ = done.send(post_as_user_7(addr, "moments.timeline", "{}").await);
+        });
+    }
+    // Each request is either running (no answer yet) or refused (answered): wait until
+    // all eight are one or the other, checking whenever an answer comes or a moment
+    // passes (an admitted request sends nothing to wake us).
+    let mut refused = Vec::new();
+    let deadline = tokio::time::Instant::now() + svrkit_testkit::PATIENCE;
+    while refused.len() + gateway.admission().running() < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "eight requests settle in time"
+        );
+        let tick = std::time::Duration::from_millis(5);
+        if let Ok(answer) = tokio::time::timeout(tick, answers.recv()).await {
+            refused.push(answer.expect("an answer"));
+        }
+    }
+    let held = gateway.admission().running();
+    assert!((4..=5).contains(&held), "{held} held");
+    for (status, admit, body) in &refused {
+        assert_eq!(*status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "overloaded");
+        assert_eq!(body["error"]["reason"], "edge_shed");
+        let admit = admit.expect("the x-wx-admit header");
+        assert!((20..80).contains(&admit), "admit {admit}");
+    }
+    // Messaging still runs, and its answer carries the hint too.
+    let (status, admit, body) =
+        post_as_user_7(addr, "message.send", r#"{"to":8,"text":"hi"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(admit.is_some(), "the hint while shedding");
+    // Released, the held ones answer, and the edge says nothing more.
+    gate.add_permits(held + 1);
+    for _ in 0..held {
+        let (status, _, body) = tokio::time::timeout(svrkit_testkit::PATIENCE, answers.recv())
+            .await
+            .expect("released in time")
+            .expect("an answer");
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, admit, _) = post_as_user_7(addr, "moments.timeline", "{}").await;
+    assert_eq!((status, admit), (200, None));
+}
