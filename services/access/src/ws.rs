@@ -12,8 +12,9 @@
 //! the gateway sheds load (see [`crate::admission`]), every answer carries
 //! `"admit": N`, the least important business priority it admits from this user now: a
 //! request whose action's priority number is larger would be refused `overloaded`
-//! (reason `edge_shed`, not run), so a client holds such requests back until an answer
-//! comes without `"admit"` (or, having sent nothing for a second, tries again).
+//! (reason `edge_shed`, not run). A client holds such requests back for a while (the
+//! benchmark's clients: until a newer hint, or for 500 ms, doubled after each refusal up
+//! to 8 s), then tries again: the gateway's load changes from one answer to the next.
 //!
 //! The connection authenticates once; every request on it acts as that user, with the
 //! same action table, priorities and rate limit as access-short. Requests run

@@ -59,6 +59,13 @@ async fn a_full_edge_sheds_browsing_keeps_messaging_and_recovers() {
     assert_eq!(sent["ok"], true, "{sent}");
     assert!(sent["admit"].as_u64().is_some(), "{sent}");
 
+    // The client keeps the hint: browsing is answered `held_back` without being sent.
+    let held_back = ws
+        .call("moments.timeline", json!({}))
+        .await
+        .expect("an answer");
+    assert_eq!(held_back["error"]["reason"], "held_back", "{held_back}");
+
     // The slow ones finish; the edge admits everything again and says nothing of it.
     gate.add_permits(held as usize);
     let mut answered = Vec::new();
@@ -70,6 +77,12 @@ async fn a_full_edge_sheds_browsing_keeps_messaging_and_recovers() {
     answered.sort_unstable();
     assert_eq!(answered, (1..=held).collect::<Vec<_>>());
     gate.add_permits(1);
+    // An answer without a hint lifts it.
+    let sent = ws
+        .call("message.send", json!({ "to": 8, "text": "again" }))
+        .await
+        .expect("an answer");
+    assert!(sent.get("admit").is_none(), "{sent}");
     let again = ws
         .call("moments.timeline", json!({}))
         .await

@@ -130,6 +130,12 @@ impl Http {
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 /// access-long: one authenticated WebSocket.
+///
+/// It honours the gateway's admission hint: after an answer carrying `"admit": N`,
+/// [`Ws::call`] answers an action whose business priority is above `N` itself, with
+/// `overloaded` (reason `held_back`), without sending it, until an answer comes without a
+/// hint or for [`HINT_TTL`] (doubled after each request the gateway refuses, up to
+/// [`HINT_TTL_MAX`]).
 #[derive(Debug)]
 pub struct Ws {
     socket: Socket,
@@ -137,7 +143,17 @@ pub struct Ws {
     pushes: VecDeque<Value>,
     /// The signed-in user.
     pub uid: u64,
+    /// Every action's business priority, from the auth answer.
+    priorities: serde_json::Map<String, Value>,
+    /// The last hint: the largest business priority admitted, when it came, and for how
+    /// long it holds.
+    hint: Option<(u64, std::time::Instant, Duration)>,
 }
+
+/// How long a hint is kept when no answer renews it…
+pub const HINT_TTL: Duration = Duration::from_millis(500);
+/// …doubled by each request the gateway refuses (`edge_shed`), up to this.
+pub const HINT_TTL_MAX: Duration = Duration::from_secs(8);
 
 fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> ClientError {
     ClientError::WebSocket(Box::new(e))
@@ -160,12 +176,17 @@ impl Ws {
             next_id: 1,
             pushes: VecDeque::new(),
             uid: 0,
+            priorities: serde_json::Map::new(),
+            hint: None,
         };
         let hello = ws.frame(Duration::from_secs(10)).await?;
         if hello["ok"] != true {
             return Ok(Err(hello));
         }
         ws.uid = hello["uid"].as_u64().unwrap_or(0);
+        if let Some(priorities) = hello["priorities"].as_object() {
+            ws.priorities = priorities.clone();
+        }
         Ok(Ok(ws))
     }
 
@@ -208,18 +229,55 @@ impl Ws {
         }
     }
 
-    /// Runs an action and returns its answer frame.
+    /// Runs an action and returns its answer frame; held back (answered here, not sent)
+    /// while the gateway's last hint says it would be refused.
     pub async fn call(&mut self, action: &str, body: Value) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
+        if self.held_back(action) {
+            return Ok(json!({
+                "id": id,
+                "ok": false,
+                "error": {
+                    "code": "overloaded",
+                    "message": "the gateway is shedding this priority; not sent",
+                    "reason": "held_back",
+                },
+            }));
+        }
         let frame = json!({ "id": id, "action": action, "body": body }).to_string();
         self.send_text(&frame).await?;
         loop {
             let answer = self.answer().await?;
+            self.note_hint(&answer);
             if answer["id"] == id {
                 return Ok(answer);
             }
         }
+    }
+
+    /// Whether the last hint, still in force, says `action` would be refused.
+    fn held_back(&self, action: &str) -> bool {
+        let (Some((ceiling, at, ttl)), Some(priority)) = (
+            self.hint,
+            self.priorities.get(action).and_then(Value::as_u64),
+        ) else {
+            return false;
+        };
+        priority > ceiling && at.elapsed() < ttl
+    }
+
+    /// Keeps the hint an answer carries; a refusal by the edge doubles how long it holds.
+    fn note_hint(&mut self, answer: &Value) {
+        let refused = answer["error"]["reason"] == "edge_shed";
+        let ttl = match (self.hint, refused) {
+            (Some((_, _, ttl)), true) => (ttl * 2).min(HINT_TTL_MAX),
+            _ => HINT_TTL,
+        };
+        // An answer without a hint: the gateway admitted everything when it answered.
+        self.hint = answer["admit"]
+            .as_u64()
+            .map(|ceiling| (ceiling, std::time::Instant::now(), ttl));
     }
 
     /// The next push, waiting up to `wait`.

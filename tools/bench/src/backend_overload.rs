@@ -362,29 +362,12 @@ impl Conn {
     /// shed (then it counts as refused, `held_back`); counts it as sent when measuring.
     fn request(&self, id: u64, kind: usize, user: &User, collector: &Collector) {
         let measured = collector.measuring.load(Ordering::Relaxed);
-        if collector.honour_admit
+        let held_back = collector.honour_admit
             && MIX[kind].priority > self.admit.load(Ordering::Relaxed)
             && collector
                 .now_ms()
                 .saturating_sub(self.admit_at_ms.load(Ordering::Relaxed))
-                < self.hint_ttl_ms.load(Ordering::Relaxed)
-        {
-            if measured {
-                let mut t = collector
-                    .tally
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                t.sent[kind] += 1;
-                t.band_sent[user.band] += 1;
-                *t.refusals.entry("held_back".to_string()).or_default() += 1;
-            }
-            return;
-        }
-        let frame = frame_of(id, kind, user);
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id, (kind, Instant::now(), measured));
+                < self.hint_ttl_ms.load(Ordering::Relaxed);
         if measured {
             let mut t = collector
                 .tally
@@ -392,7 +375,18 @@ impl Conn {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             t.sent[kind] += 1;
             t.band_sent[user.band] += 1;
+            if held_back {
+                *t.refusals.entry("held_back".to_string()).or_default() += 1;
+            }
         }
+        if held_back {
+            return;
+        }
+        let frame = frame_of(id, kind, user);
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, (kind, Instant::now(), measured));
         let _ = self.send.send((frame, Instant::now()));
     }
 }
