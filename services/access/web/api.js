@@ -24,6 +24,8 @@ export function explain(e) {
     login_throttled: "Too many wrong passwords for this account; wait a moment.",
     token_expired: "Your session expired; log in again.",
     token_invalid: "Your session ended; log in again.",
+    edge_shed: "The service is busy; try again in a moment.",
+    held_back: "The service is busy; try again in a moment.",
     not_visible: "You cannot see this post.",
     not_author: "Only the author can do that.",
   };
@@ -31,14 +33,35 @@ export function explain(e) {
   return prefix ? `${prefix} (${e.message})` : e.message;
 }
 
-/** Calls actions with the session token. */
+/** How long the gateway's admission hint is kept, doubled per refusal up to the max. */
+const HINT_TTL_MS = 500;
+const HINT_TTL_MAX_MS = 8000;
+
+/**
+ * Calls actions with the session token. While the gateway sheds load its answers carry
+ * `x-wx-admit: N`, the least important business priority it still admits from us; an
+ * action above it is then refused here, without being sent (`held_back`), until an
+ * answer comes without the header or the hint is old. Priorities come from the live
+ * connection's auth answer.
+ */
 export class Api {
   constructor() {
     this.token = null;
+    this.priorities = {};
+    this.hint = null;
   }
 
   /** Runs `action` with `body`; resolves to the answer or throws an ApiError. */
   async call(action, body = {}) {
+    const priority = this.priorities[action];
+    const hint = this.hint;
+    if (hint && priority > hint.ceiling && Date.now() - hint.at < hint.ttl) {
+      throw new ApiError(503, {
+        code: "overloaded",
+        reason: "held_back",
+        message: "not sent: the service is shedding this kind of request",
+      });
+    }
     const headers = { "Content-Type": "application/json" };
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
     const response = await fetch(`/v1/${action}`, {
@@ -53,8 +76,20 @@ export class Api {
     } catch {
       throw new ApiError(response.status, { message: `HTTP ${response.status}` });
     }
+    this.noteHint(response.headers.get("x-wx-admit"), answer?.error?.reason === "edge_shed");
     if (!answer.ok) throw new ApiError(response.status, answer.error);
     return answer;
+  }
+
+  /** Keeps the hint an answer carried (none: everything was admitted). */
+  noteHint(header, refused) {
+    const ceiling = header === null ? NaN : Number(header);
+    if (!Number.isFinite(ceiling)) {
+      this.hint = null;
+      return;
+    }
+    const ttl = refused && this.hint ? Math.min(this.hint.ttl * 2, HINT_TTL_MAX_MS) : HINT_TTL_MS;
+    this.hint = { ceiling, at: Date.now(), ttl };
   }
 }
 
@@ -103,6 +138,7 @@ export class Live {
       if (frame.op === "auth") {
         if (frame.ok) {
           this.pause = 500;
+          this.api.priorities = frame.priorities ?? {};
           this.onState("live");
         } else {
           this.onPush("session_ended", { reason: frame.error?.reason ?? "auth" });
