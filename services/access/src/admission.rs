@@ -33,6 +33,9 @@ use svrkit::overload::{BUSINESS_LEVELS, Priority, USER_LEVELS, user_priority};
 use crate::actions::{ACTIONS, find_action};
 use crate::error::ApiError;
 
+/// The largest limit [`EdgeAdmission::new`] takes (a million requests running at once).
+pub const MAX_LIMIT: usize = 1_000_000;
+
 /// What the gateway admits; one per gateway process.
 #[derive(Debug)]
 pub struct EdgeAdmission {
@@ -55,10 +58,11 @@ impl Drop for Admitted {
 }
 
 impl EdgeAdmission {
-    /// A gateway that runs at most `limit` requests at once (at least 2).
+    /// A gateway that runs at most `limit` requests at once (kept within 2 and
+    /// [`MAX_LIMIT`]).
     pub fn new(limit: usize) -> EdgeAdmission {
         EdgeAdmission {
-            limit: limit.max(2),
+            limit: limit.clamp(2, MAX_LIMIT),
             running: Arc::default(),
             shed: AtomicU64::new(0),
         }
@@ -297,6 +301,19 @@ mod tests {
         assert_eq!(edge.running(), 0);
         assert_eq!(edge.ceiling(7), None);
         let _again = edge.admit("moments.timeline", 7).expect("room again");
+    }
+
+    #[test]
+    fn any_configured_limit_is_kept_in_range() {
+        for limit in [0, 1, usize::MAX] {
+            let edge = EdgeAdmission::new(limit);
+            assert!((2..=MAX_LIMIT).contains(&edge.limit));
+            assert_eq!(edge.ceiling(1), None);
+            let admitted = edge.admit("login", 1).expect("an empty edge admits");
+            assert_eq!(edge.running(), 1);
+            drop(admitted);
+            assert_eq!(edge.running(), 0);
+        }
     }
 
     #[test]

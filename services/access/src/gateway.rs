@@ -147,7 +147,7 @@ impl Gateway {
         }
     }
 
-    /// DAGOR at the edge: what this gateway admits (see [`crate::admission`]).
+    /// Admission at the edge: what this gateway admits (see [`crate::admission`]).
     pub fn admission(&self) -> &EdgeAdmission {
         &self.admission
     }
