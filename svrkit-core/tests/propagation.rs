@@ -15,14 +15,20 @@ fn request(delay_ms: u32) -> EchoRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deadline_trace_priority_uid_and_gray_tag_cross_two_hops() {
+/// A front echo server relaying to a back one, and a client of the front.
+async fn two_hops() -> (common::TestServer, common::TestServer, EchoClient) {
     let back =
         start(Server::builder().add_service(EchoServer::new(EchoService::new("back")))).await;
     let front_service =
         EchoService::new("front").with_next_hop(EchoClient::new(Channel::lazy([back.addr])));
     let front = start(Server::builder().add_service(EchoServer::new(front_service))).await;
     let client = EchoClient::new(Channel::connect(front.addr).await.expect("connect"));
+    (front, back, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_trace_priority_uid_and_gray_tag_cross_two_hops() {
+    let (front, back, client) = two_hops().await;
 
     let ctx = Context::new()
         .with_timeout(Duration::from_millis(900))
@@ -189,12 +195,8 @@ async fn handler_logs_carry_the_trace_and_the_parent_span() {
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
 
-    let back =
-        start(Server::builder().add_service(EchoServer::new(EchoService::new("back")))).await;
-    let front_service =
-        EchoService::new("front").with_next_hop(EchoClient::new(Channel::lazy([back.addr])));
-    let front = start(Server::builder().add_service(EchoServer::new(front_service))).await;
-    let client = EchoClient::new(Channel::connect(front.addr).await.expect("connect"));
+    // The servers serve as long as these live.
+    let (_front, _back, client) = two_hops().await;
     Context::new()
         .with_trace_id(0xfeed)
         .scope(client.relay(request(0)))

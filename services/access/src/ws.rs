@@ -253,7 +253,6 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                 let (gateway, outbox, token) = (Arc::clone(&long.gateway), outbox.clone(), Arc::clone(&token));
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let admitted = admitted;
                     let outcome = ctx
                         .scope(gateway.act(Caller::User { uid }, &action, body, Some(&token)))
                         .instrument(span.clone())
