@@ -42,6 +42,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use svrkit::{Context, Status};
 use tokio::sync::Mutex;
 use wx_api::seq::seq_server::Seq;
@@ -52,6 +53,8 @@ use wx_api::storage::{GetSectionRequest, PutSectionRequest, SectionRecord, SeqSt
 pub const DEFAULT_STEP: u64 = 10_000;
 /// How long a lease lasts unless renewed.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+/// Lease renewals one allocator has in flight at once.
+pub const RENEW_CONCURRENCY: usize = 64;
 /// The most users whose current number one section keeps in memory.
 pub const MAX_USERS_PER_SECTION: usize = 65_536;
 
@@ -298,13 +301,22 @@ impl Inner {
     }
 }
 
-/// Renews every held section's lease each third of the lease length.
+/// Renews every held section's lease each third of its length. The renewals of one
+/// round run side by side, [`RENEW_CONCURRENCY`] at a time: one after another, the
+/// round took a store round trip per section, and with hundreds of sections held and
+/// the store loaded it outlasted the lease, which then lapsed under live traffic.
 async fn renew_loop(inner: std::sync::Weak<Inner>) {
+    let Some(period) = inner.upgrade().map(|strong| strong.settings.lease / 3) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
     loop {
+        tick.tick().await;
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        let period = strong.settings.lease / 3;
         let sections: Vec<Arc<Mutex<Section>>> = strong
             .sections
             .lock()
@@ -312,27 +324,30 @@ async fn renew_loop(inner: std::sync::Weak<Inner>) {
             .values()
             .cloned()
             .collect();
-        for section in sections {
-            let mut section = section.lock().await;
-            let Some(held) = section.held.as_mut() else {
-                continue;
-            };
-            match strong.write(held.record.clone(), held.record.version).await {
-                Ok((record, valid_until)) => {
-                    held.record = record;
-                    held.valid_until = valid_until;
-                }
-                Err(status) if status.is_not_processed() => {
-                    tracing::warn!(section = held.record.section, %status, "lease lost");
-                    section.held = None;
-                }
-                // The store is unreachable: keep the section until the lease runs out,
-                // then `next` stops serving it.
-                Err(status) => tracing::warn!(%status, "lease renewal failed"),
-            }
+        futures_util::stream::iter(sections)
+            .for_each_concurrent(RENEW_CONCURRENCY, |section| renew(&strong, section))
+            .await;
+    }
+}
+
+/// Renews one section's lease if it is held.
+async fn renew(inner: &Inner, section: Arc<Mutex<Section>>) {
+    let mut section = section.lock().await;
+    let Some(held) = section.held.as_mut() else {
+        return;
+    };
+    match inner.write(held.record.clone(), held.record.version).await {
+        Ok((record, valid_until)) => {
+            held.record = record;
+            held.valid_until = valid_until;
         }
-        drop(strong);
-        tokio::time::sleep(period).await;
+        Err(status) if status.is_not_processed() => {
+            tracing::warn!(section = held.record.section, %status, "lease lost");
+            section.held = None;
+        }
+        // The store is unreachable: keep the section until the lease runs out, then
+        // `next` stops serving it.
+        Err(status) => tracing::warn!(%status, "lease renewal failed"),
     }
 }
 

@@ -203,3 +203,70 @@ async fn racing_allocators_take_turns_and_never_interleave() {
         }
     }
 }
+
+/// A seqstore whose writes each take `delay`, as a loaded store's do.
+#[derive(Clone)]
+struct SlowStore {
+    inner: wx_storage::SeqStoreService,
+    delay: Duration,
+}
+
+impl wx_api::storage::seq_store_server::SeqStore for SlowStore {
+    async fn get_section(
+        &self,
+        request: GetSectionRequest,
+    ) -> Result<wx_api::storage::SectionRecord, Status> {
+        self.inner.get_section(request).await
+    }
+
+    async fn put_section(
+        &self,
+        request: wx_api::storage::PutSectionRequest,
+    ) -> Result<wx_api::storage::SectionRecord, Status> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.put_section(request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_sections_keep_their_leases_when_each_write_is_slow() {
+    // 100 sections held, each store write 20 ms, a 400 ms lease renewed every 133 ms:
+    // renewed one after another a round takes 2 s and the leases lapse; side by side it
+    // takes two writes' time.
+    let dir = svrkit_testkit::tempdir("seqstore");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let slow = SlowStore {
+        inner: SeqStoreService::new(engine).expect("store"),
+        delay: Duration::from_millis(20),
+    };
+    let _store = serve(Server::builder().add_service(SeqStoreServer::new(slow))).await;
+    let store = SeqStoreClient::new(Channel::lazy([_store.addr]));
+    let (_a, a) = allocator(&store, "a").await;
+    let mut seen = std::collections::HashSet::new();
+    let uids: Vec<u64> = (1..)
+        .filter(|u| seen.insert(wx_api::seq_section(*u)))
+        .take(100)
+        .collect();
+    let mut epochs: HashMap<u32, u64> = HashMap::new();
+    for &uid in &uids {
+        let reply = next_when_served(&a, uid).await;
+        epochs.insert(reply.section, reply.epoch);
+    }
+    // Three lease lengths of traffic over every section: each is served all along by the
+    // epoch that took it (a lapse would end it, and the next request would take the
+    // section again, in a new epoch).
+    let until = std::time::Instant::now() + Duration::from_millis(1_200);
+    let mut rounds = 0;
+    while std::time::Instant::now() < until {
+        for &uid in &uids {
+            let reply = next(&a, uid).await.expect("served");
+            assert_eq!(
+                epochs[&reply.section], reply.epoch,
+                "section {} was taken again after {rounds} rounds",
+                reply.section
+            );
+        }
+        rounds += 1;
+    }
+    assert!(rounds > 0);
+}
