@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -127,15 +127,18 @@ impl Http {
     }
 }
 
+mod admit;
+
+pub use admit::{AdmitHint, HINT_TTL, HINT_TTL_MAX};
+
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 /// access-long: one authenticated WebSocket.
 ///
 /// It honours the gateway's admission hint: after an answer carrying `"admit": N`,
 /// [`Ws::call`] answers an action whose business priority is above `N` itself, with
-/// `overloaded` (reason `held_back`), without sending it, until an answer comes without a
-/// hint or for [`HINT_TTL`] (doubled after each request the gateway refuses, up to
-/// [`HINT_TTL_MAX`]).
+/// `overloaded` (reason `held_back`), without sending it, as [`AdmitHint`] decides: while
+/// the hint is fresh, and after a refusal at the edge for a backoff of its own.
 #[derive(Debug)]
 pub struct Ws {
     socket: Socket,
@@ -145,15 +148,11 @@ pub struct Ws {
     pub uid: u64,
     /// Every action's business priority, from the auth answer.
     priorities: serde_json::Map<String, Value>,
-    /// The last hint: the largest business priority admitted, when it came, and for how
-    /// long it holds.
-    hint: Option<(u64, std::time::Instant, Duration)>,
+    /// What the gateway's answers said about admission.
+    hint: AdmitHint,
+    /// The business priority of each request sent and not yet answered, by id.
+    sent: std::collections::HashMap<u64, u64>,
 }
-
-/// How long a hint is kept when no answer renews it…
-pub const HINT_TTL: Duration = Duration::from_millis(500);
-/// …doubled by each request the gateway refuses (`edge_shed`), up to this.
-pub const HINT_TTL_MAX: Duration = Duration::from_secs(8);
 
 fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> ClientError {
     ClientError::WebSocket(Box::new(e))
@@ -177,7 +176,8 @@ impl Ws {
             pushes: VecDeque::new(),
             uid: 0,
             priorities: serde_json::Map::new(),
-            hint: None,
+            hint: AdmitHint::new(),
+            sent: std::collections::HashMap::new(),
         };
         let hello = ws.frame(Duration::from_secs(10)).await?;
         if hello["ok"] != true {
@@ -234,7 +234,8 @@ impl Ws {
     pub async fn call(&mut self, action: &str, body: Value) -> Result<Value, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        if self.held_back(action) {
+        let priority = self.priority(action);
+        if self.hint.holds_back(priority, Instant::now()) {
             return Ok(json!({
                 "id": id,
                 "ok": false,
@@ -247,8 +248,15 @@ impl Ws {
         }
         let frame = json!({ "id": id, "action": action, "body": body }).to_string();
         self.send_text(&frame).await?;
+        self.sent.insert(id, priority);
         loop {
-            let answer = self.answer().await?;
+            let answer = match self.answer().await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    self.sent.remove(&id);
+                    return Err(e);
+                }
+            };
             self.note_hint(&answer);
             if answer["id"] == id {
                 return Ok(answer);
@@ -256,28 +264,23 @@ impl Ws {
         }
     }
 
-    /// Whether the last hint, still in force, says `action` would be refused.
-    fn held_back(&self, action: &str) -> bool {
-        let (Some((ceiling, at, ttl)), Some(priority)) = (
-            self.hint,
-            self.priorities.get(action).and_then(Value::as_u64),
-        ) else {
-            return false;
-        };
-        priority > ceiling && at.elapsed() < ttl
+    /// The business priority of `action` by the gateway's table; an action it does not
+    /// list is the least important.
+    fn priority(&self, action: &str) -> u64 {
+        self.priorities
+            .get(action)
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX)
     }
 
-    /// Keeps the hint an answer carries; a refusal by the edge doubles how long it holds.
+    /// Notes what an answer to a request of this connection says about admission.
     fn note_hint(&mut self, answer: &Value) {
-        let refused = answer["error"]["reason"] == "edge_shed";
-        let ttl = match (self.hint, refused) {
-            (Some((_, _, ttl)), true) => (ttl * 2).min(HINT_TTL_MAX),
-            _ => HINT_TTL,
+        let Some(priority) = answer["id"].as_u64().and_then(|id| self.sent.remove(&id)) else {
+            return;
         };
-        // An answer without a hint: the gateway admitted everything when it answered.
-        self.hint = answer["admit"]
-            .as_u64()
-            .map(|ceiling| (ceiling, std::time::Instant::now(), ttl));
+        let refused = answer["error"]["reason"] == "edge_shed";
+        self.hint
+            .observe(priority, answer["admit"].as_u64(), refused, Instant::now());
     }
 
     /// The next push, waiting up to `wait`.

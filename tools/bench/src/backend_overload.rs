@@ -19,18 +19,20 @@
 //!
 //! The generator runs on a CPU of its own (`--no-pin` to share), and its clients behave
 //! as the product's do: a request given up on is not sent any more, and while the
-//! gateway's answers carry an `admit` hint they hold back requests it would refuse
-//! (counted as refused, `held_back`; `--ignore-admit` sends them anyway). A request
+//! gateway's answers carry an `admit` hint they hold back requests it would refuse, by
+//! the product client's own rules ([`wx_client::AdmitHint`]; counted as refused,
+//! `held_back`; `--ignore-admit` sends them anyway). A request
 //! counts when it was sent in the measured seconds; it
 //! succeeds when answered ok within 3 s (a refusal such as `overloaded`, or silence,
 //! is a failure). Reported per load and business priority, and per load and user-priority
 //! band (DAGOR's user priority of each uid, in four bands): success ratio, goodput
-//! (successes per second) and p99 latency of successes, one JSON line each, and a
-//! summary line per load with the goodput against the capacity.
+//! (successes per second) and p99 latency of successes, one JSON line each (a priority's
+//! line counts its failures by why: `code/reason`, `late`, `held_back`), and a summary
+//! line per load with the goodput against the capacity.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,7 +40,7 @@ use anyhow::{Context as _, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use wx_client::Http;
+use wx_client::{AdmitHint, Http};
 
 use crate::backend::{Backend, PASSWORD, call, sign_up};
 use crate::stats::quantile;
@@ -142,7 +144,8 @@ struct Tally {
     latencies_us: [Vec<u32>; MIX.len()],
     band_sent: [u64; BANDS],
     band_ok: [u64; BANDS],
-    refusals: HashMap<String, u64>,
+    /// Failures by the request's kind and why (`code/reason`, `late`, `held_back`).
+    refusals: HashMap<(usize, String), u64>,
 }
 
 /// The mix kind of request number `n` (deterministic: `weights`, one per kind of
@@ -207,23 +210,12 @@ impl AnswerError {
 /// sent while measuring.
 type Waiting = (usize, Instant, bool);
 
-/// No hint: the gateway admits everything.
-const ADMIT_ALL: u32 = u32::MAX;
-/// How long a client keeps to a hint when no answer renews it…
-const HINT_TTL_MS: u64 = 500;
-/// …doubled by each request the edge refuses, up to this.
-const HINT_TTL_MAX_MS: u64 = 8_000;
-
 /// A user's WebSocket, split: frames go out through `send`, answers are matched by id.
 struct Conn {
     send: tokio::sync::mpsc::UnboundedSender<(String, Instant)>,
     waiting: Arc<Mutex<HashMap<u64, Waiting>>>,
-    /// The last `admit` hint (business priority), [`ADMIT_ALL`] without one.
-    admit: Arc<AtomicU32>,
-    /// When it was last heard, in ms since the collector's epoch.
-    admit_at_ms: Arc<AtomicU64>,
-    /// How long the hint is kept (see [`HINT_TTL_MS`]).
-    hint_ttl_ms: Arc<AtomicU64>,
+    /// What the gateway's answers said about admission (the product client's logic).
+    hint: Arc<Mutex<AdmitHint>>,
 }
 
 /// What every connection reports answers to.
@@ -233,13 +225,11 @@ struct Collector {
     measuring: std::sync::atomic::AtomicBool,
     /// Whether clients hold back what the gateway says it would shed.
     honour_admit: bool,
-    epoch: Instant,
 }
 
-impl Collector {
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
+/// Locks `m`, whatever a panicking holder left.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn connect(ws: SocketAddr, user: &User, collector: Arc<Collector>) -> anyhow::Result<Conn> {
@@ -278,17 +268,10 @@ async fn connect(ws: SocketAddr, user: &User, collector: Arc<Collector>) -> anyh
         }
     });
     let waiting: Arc<Mutex<HashMap<u64, Waiting>>> = Arc::default();
-    let admit = Arc::new(AtomicU32::new(ADMIT_ALL));
-    let admit_at_ms = Arc::new(AtomicU64::new(0));
-    let hint_ttl_ms = Arc::new(AtomicU64::new(HINT_TTL_MS));
+    let hint: Arc<Mutex<AdmitHint>> = Arc::default();
     let band = user.band;
     {
-        let (waiting, admit, admit_at_ms, hint_ttl_ms) = (
-            Arc::clone(&waiting),
-            Arc::clone(&admit),
-            Arc::clone(&admit_at_ms),
-            Arc::clone(&hint_ttl_ms),
-        );
+        let (waiting, hint) = (Arc::clone(&waiting), Arc::clone(&hint));
         tokio::spawn(async move {
             while let Some(Ok(message)) = stream.next().await {
                 let Message::Text(text) = message else {
@@ -300,26 +283,6 @@ async fn connect(ws: SocketAddr, user: &User, collector: Arc<Collector>) -> anyh
                 let Some(id) = frame.id else {
                     continue; // a push
                 };
-                // A hint holds until a newer one or its TTL: the gateway's load swings
-                // from one answer to the next, and an answer without a hint does not
-                // mean the next request would be admitted.
-                if let Some(ceiling) = frame.admit {
-                    admit.store(ceiling, Ordering::Relaxed);
-                    admit_at_ms.store(collector.now_ms(), Ordering::Relaxed);
-                }
-                // A request the edge refused doubles how long the hint is kept (each
-                // expiry sends a probe, and refusing it costs the gateway a frame each
-                // way); one it ran resets it.
-                let refused = frame
-                    .error
-                    .as_ref()
-                    .is_some_and(|e| e.reason.as_deref() == Some("edge_shed"));
-                let ttl = if refused {
-                    (hint_ttl_ms.load(Ordering::Relaxed) * 2).min(HINT_TTL_MAX_MS)
-                } else {
-                    HINT_TTL_MS
-                };
-                hint_ttl_ms.store(ttl, Ordering::Relaxed);
                 let Some((kind, sent, measured)) = waiting
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -327,6 +290,16 @@ async fn connect(ws: SocketAddr, user: &User, collector: Arc<Collector>) -> anyh
                 else {
                     continue;
                 };
+                let refused = frame
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.reason.as_deref() == Some("edge_shed"));
+                lock(&hint).observe(
+                    u64::from(MIX[kind].priority),
+                    frame.admit.map(u64::from),
+                    refused,
+                    Instant::now(),
+                );
                 let took = sent.elapsed();
                 let ok = frame.ok && took <= GIVE_UP;
                 if measured {
@@ -342,7 +315,7 @@ async fn connect(ws: SocketAddr, user: &User, collector: Arc<Collector>) -> anyh
                         let code = frame
                             .error
                             .map_or_else(|| "late".to_string(), AnswerError::key);
-                        *t.refusals.entry(code).or_default() += 1;
+                        *t.refusals.entry((kind, code)).or_default() += 1;
                     }
                 }
             }
@@ -351,9 +324,7 @@ async fn connect(ws: SocketAddr, user: &User, collector: Arc<Collector>) -> anyh
     Ok(Conn {
         send,
         waiting,
-        admit,
-        admit_at_ms,
-        hint_ttl_ms,
+        hint,
     })
 }
 
@@ -363,11 +334,7 @@ impl Conn {
     fn request(&self, id: u64, kind: usize, user: &User, collector: &Collector) {
         let measured = collector.measuring.load(Ordering::Relaxed);
         let held_back = collector.honour_admit
-            && MIX[kind].priority > self.admit.load(Ordering::Relaxed)
-            && collector
-                .now_ms()
-                .saturating_sub(self.admit_at_ms.load(Ordering::Relaxed))
-                < self.hint_ttl_ms.load(Ordering::Relaxed);
+            && lock(&self.hint).holds_back(u64::from(MIX[kind].priority), Instant::now());
         if measured {
             let mut t = collector
                 .tally
@@ -376,7 +343,9 @@ impl Conn {
             t.sent[kind] += 1;
             t.band_sent[user.band] += 1;
             if held_back {
-                *t.refusals.entry("held_back".to_string()).or_default() += 1;
+                *t.refusals
+                    .entry((kind, "held_back".to_string()))
+                    .or_default() += 1;
             }
         }
         if held_back {
@@ -485,7 +454,6 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
         tally: Mutex::default(),
         measuring: false.into(),
         honour_admit: !args.ignore_admit,
-        epoch: Instant::now(),
     });
     let mut conns = Vec::with_capacity(users.len());
     for user in users.iter() {
@@ -622,6 +590,22 @@ impl Load {
     }
 }
 
+/// The failures of kind `kind` (of every kind: `None`) as JSON members, `"why":count`,
+/// sorted by why.
+fn refusals_json(tally: &Tally, kind: Option<usize>) -> String {
+    let mut by_why: std::collections::BTreeMap<&str, u64> = Default::default();
+    for ((k, why), n) in &tally.refusals {
+        if kind.is_none_or(|kind| kind == *k) {
+            *by_why.entry(why.as_str()).or_default() += n;
+        }
+    }
+    by_why
+        .iter()
+        .map(|(why, n)| format!("\"{why}\":{n}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The table rows and JSON lines of one load.
 fn report(load: f64, capacity: f64, tally: &Tally, seconds: f64) -> Vec<String> {
     let mut lines = Vec::new();
@@ -647,8 +631,11 @@ fn report(load: f64, capacity: f64, tally: &Tally, seconds: f64) -> Vec<String> 
             p99
         );
         lines.push(format!(
-            "{{\"bench\":\"backend-overload\",\"load\":{load},\"business_priority\":{},\"action\":\"{}\",\"sent\":{},\"success\":{success:.3},\"goodput\":{goodput:.0},\"p99_ms\":{p99:.1}}}",
-            kind.priority, kind.action, tally.sent[k]
+            "{{\"bench\":\"backend-overload\",\"load\":{load},\"business_priority\":{},\"action\":\"{}\",\"sent\":{},\"success\":{success:.3},\"goodput\":{goodput:.0},\"p99_ms\":{p99:.1},\"refused\":{{{}}}}}",
+            kind.priority,
+            kind.action,
+            tally.sent[k],
+            refusals_json(tally, Some(k))
         ));
     }
     for band in 0..BANDS {
@@ -672,13 +659,7 @@ fn report(load: f64, capacity: f64, tally: &Tally, seconds: f64) -> Vec<String> 
     let ok: u64 = tally.ok.iter().sum();
     let sent: u64 = tally.sent.iter().sum();
     let goodput = ok as f64 / seconds;
-    let mut refusals: Vec<_> = tally.refusals.iter().collect();
-    refusals.sort();
-    let refusals = refusals
-        .iter()
-        .map(|(code, n)| format!("\"{code}\":{n}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let refusals = refusals_json(tally, None);
     lines.push(format!(
         "{{\"bench\":\"backend-overload\",\"load\":{load},\"capacity\":{capacity:.0},\"sent\":{sent},\"success\":{:.3},\"goodput\":{goodput:.0},\"goodput_vs_capacity\":{:.2},\"refused\":{{{refusals}}}}}",
         ratio(ok, sent),
