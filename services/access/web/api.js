@@ -33,29 +33,65 @@ export function explain(e) {
   return prefix ? `${prefix} (${e.message})` : e.message;
 }
 
-/** How long the gateway's admission hint is kept, doubled per refusal up to the max. */
+/** How long a hint holds, and the first backoff after a refusal (doubled to the max). */
 const HINT_TTL_MS = 500;
 const HINT_TTL_MAX_MS = 8000;
 
 /**
+ * What the gateway's answers said about admission; the same rules as the Rust client's
+ * `wx_client::AdmitHint`. A fresh hint holds back what is above its ceiling. A refusal
+ * (`edge_shed`) of priority p holds back p and less important priorities for a backoff
+ * that doubles with each further refusal, whatever hints come between; a request of p
+ * that runs ends the backoff of p and the more important ones only. An answer without a
+ * hint (nothing is shed) lifts everything.
+ */
+class AdmitHint {
+  constructor() {
+    this.hint = null; // { ceiling, at }
+    this.backoffs = []; // { priority, until, held }, few: one per priority refused
+  }
+
+  holdsBack(priority, now) {
+    if (this.hint && priority > this.hint.ceiling && now - this.hint.at < HINT_TTL_MS) return true;
+    return this.backoffs.some((b) => b.priority <= priority && now < b.until);
+  }
+
+  observe(priority, ceiling, refused, now) {
+    if (!Number.isFinite(ceiling)) {
+      this.hint = null;
+      this.backoffs = [];
+      return;
+    }
+    this.hint = { ceiling, at: now };
+    if (refused) {
+      const covering = this.backoffs.filter((b) => b.priority <= priority).map((b) => b.held * 2);
+      const held = Math.min(Math.max(HINT_TTL_MS, ...covering), HINT_TTL_MAX_MS);
+      this.backoffs = this.backoffs.filter((b) => b.priority !== priority);
+      this.backoffs.push({ priority, until: now + held, held });
+    } else {
+      this.backoffs = this.backoffs.filter((b) => b.priority > priority);
+    }
+  }
+}
+
+/**
  * Calls actions with the session token. While the gateway sheds load its answers carry
  * `x-wx-admit: N`, the least important business priority it still admits from us; an
- * action above it is then refused here, without being sent (`held_back`), until an
- * answer comes without the header or the hint is old. Priorities come from the live
- * connection's auth answer.
+ * action it would refuse is then refused here, without being sent (`held_back`), by the
+ * rules of `AdmitHint`. Priorities come from the live connection's auth answer; an
+ * action whose priority is not known yet is always sent.
  */
 export class Api {
   constructor() {
     this.token = null;
     this.priorities = {};
-    this.hint = null;
+    this.admit = new AdmitHint();
   }
 
   /** Runs `action` with `body`; resolves to the answer or throws an ApiError. */
   async call(action, body = {}) {
     const priority = this.priorities[action];
-    const hint = this.hint;
-    if (hint && priority > hint.ceiling && Date.now() - hint.at < hint.ttl) {
+    if (priority !== undefined && this.admit.holdsBack(priority, Date.now())) {
       throw new ApiError(503, {
         code: "overloaded",
         reason: "held_back",
@@ -76,20 +112,12 @@ export class Api {
     } catch {
       throw new ApiError(response.status, { message: `HTTP ${response.status}` });
     }
-    this.noteHint(response.headers.get("x-wx-admit"), answer?.error?.reason === "edge_shed");
+    const header = response.headers.get("x-wx-admit");
+    const ceiling = header === null ? NaN : Number(header);
+    const refused = answer?.error?.reason === "edge_shed";
+    this.admit.observe(priority ?? Infinity, ceiling, refused, Date.now());
     if (!answer.ok) throw new ApiError(response.status, answer.error);
     return answer;
-  }
-
-  /** Keeps the hint an answer carried (none: everything was admitted). */
-  noteHint(header, refused) {
-    const ceiling = header === null ? NaN : Number(header);
-    if (!Number.isFinite(ceiling)) {
-      this.hint = null;
-      return;
-    }
-    const ttl = refused && this.hint ? Math.min(this.hint.ttl * 2, HINT_TTL_MAX_MS) : HINT_TTL_MS;
-    this.hint = { ceiling, at: Date.now(), ttl };
   }
 }
 
