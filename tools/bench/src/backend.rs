@@ -198,6 +198,11 @@ impl Backend {
             .map(|(_, child)| child.id())
     }
 
+    /// The process ids of every instance.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|(_, child)| child.id()).collect()
+    }
+
     /// Resident memory of every process, in bytes, by instance id.
     pub(crate) fn rss(&self) -> Vec<(String, u64)> {
         self.procs

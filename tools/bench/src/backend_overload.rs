@@ -28,7 +28,9 @@
 //! band (DAGOR's user priority of each uid, in four bands): success ratio, goodput
 //! (successes per second) and p99 latency of successes, one JSON line each (a priority's
 //! line counts its failures by why: `code/reason`, `late`, `held_back`), and a summary
-//! line per load with the goodput against the capacity.
+//! line per load with the goodput against the capacity and how busy the backend's
+//! CPUs were (all of them, at every load past the capacity, means the edge sheds no more
+//! than it must: what fewer successes remain is a dearer mix being served).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -146,6 +148,8 @@ struct Tally {
     band_ok: [u64; BANDS],
     /// Failures by the request's kind and why (`code/reason`, `late`, `held_back`).
     refusals: HashMap<(usize, String), u64>,
+    /// CPU the backend's processes used in the measured seconds.
+    backend_cpu: Duration,
 }
 
 /// The mix kind of request number `n` (deterministic: `weights`, one per kind of
@@ -465,7 +469,16 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
         collector,
         next_id: Arc::new(AtomicU64::new(1)),
         weights,
+        backend_cpu: {
+            let pids = backend.pids();
+            Box::new(move || pids.iter().map(|&pid| crate::stats::process_cpu(pid)).sum())
+        },
     };
+    // The CPUs the backend may use: its own with the generator pinned apart, else all.
+    let system_cpus = split.as_ref().map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        crate::cpus::Split::system_cpu_count,
+    );
 
     if args.capacity.is_none() {
         eprintln!("finding the capacity: 200 requests/s and up by half while 98 % succeed");
@@ -498,8 +511,8 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
         rate *= 1.5;
     }
     eprintln!("capacity: {capacity:.0} successful requests/s");
-
     let mut lines = Vec::new();
+
     println!(
         "{:>5} {:>24} {:>9} {:>9} {:>10} {:>8}",
         "load", "class", "sent", "success", "goodput/s", "p99 ms"
@@ -513,7 +526,7 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
         let tally = load
             .phase(rate, Duration::from_secs_f64(args.seconds))
             .await;
-        lines.extend(report(factor, capacity, &tally, args.seconds));
+        lines.extend(report(factor, capacity, &tally, args.seconds, system_cpus));
     }
     for line in lines {
         println!("{line}");
@@ -528,6 +541,8 @@ struct Load {
     collector: Arc<Collector>,
     next_id: Arc<AtomicU64>,
     weights: [u32; MIX.len()],
+    /// The backend's CPU used so far.
+    backend_cpu: Box<dyn Fn() -> Duration + Send + Sync>,
 }
 
 impl Load {
@@ -569,8 +584,10 @@ impl Load {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Tally::default();
         self.collector.measuring.store(true, Ordering::Relaxed);
+        let cpu_before = (self.backend_cpu)();
         tokio::time::sleep_until(stop_at).await;
         self.collector.measuring.store(false, Ordering::Relaxed);
+        let backend_cpu = (self.backend_cpu)().saturating_sub(cpu_before);
         while senders.join_next().await.is_some() {}
         // What was sent in the window is answered, or given up on, by now.
         tokio::time::sleep(GIVE_UP).await;
@@ -580,13 +597,9 @@ impl Load {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clear();
         }
-        std::mem::take(
-            &mut *self
-                .collector
-                .tally
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        let mut tally = std::mem::take(&mut *lock(&self.collector.tally));
+        tally.backend_cpu = backend_cpu;
+        tally
     }
 }
 
@@ -607,7 +620,13 @@ fn refusals_json(tally: &Tally, kind: Option<usize>) -> String {
 }
 
 /// The table rows and JSON lines of one load.
-fn report(load: f64, capacity: f64, tally: &Tally, seconds: f64) -> Vec<String> {
+fn report(
+    load: f64,
+    capacity: f64,
+    tally: &Tally,
+    seconds: f64,
+    system_cpus: usize,
+) -> Vec<String> {
     let mut lines = Vec::new();
     let ratio = |ok: u64, sent: u64| {
         if sent == 0 {
@@ -660,10 +679,22 @@ fn report(load: f64, capacity: f64, tally: &Tally, seconds: f64) -> Vec<String> 
     let sent: u64 = tally.sent.iter().sum();
     let goodput = ok as f64 / seconds;
     let refusals = refusals_json(tally, None);
-    lines.push(format!(
-        "{{\"bench\":\"backend-overload\",\"load\":{load},\"capacity\":{capacity:.0},\"sent\":{sent},\"success\":{:.3},\"goodput\":{goodput:.0},\"goodput_vs_capacity\":{:.2},\"refused\":{{{refusals}}}}}",
+    // How busy the backend's CPUs were.
+    let busy = tally.backend_cpu.as_secs_f64() / (seconds * system_cpus.max(1) as f64);
+    println!(
+        "{:>5} {:>24} {:>9} {:>9.3} {:>10.0} {:>8}   goodput/capacity {:.2}, backend CPU busy {busy:.2}",
+        format!("{load}x"),
+        "all",
+        sent,
         ratio(ok, sent),
-        goodput / capacity.max(1e-9)
+        goodput,
+        "",
+        goodput / capacity.max(1e-9),
+    );
+    lines.push(format!(
+        "{{\"bench\":\"backend-overload\",\"load\":{load},\"capacity\":{capacity:.0},\"sent\":{sent},\"success\":{:.3},\"goodput\":{goodput:.0},\"goodput_vs_capacity\":{:.2},\"backend_cpu_busy\":{busy:.2},\"refused\":{{{refusals}}}}}",
+        ratio(ok, sent),
+        goodput / capacity.max(1e-9),
     ));
     lines
 }

@@ -34,6 +34,11 @@ impl fmt::Debug for Split {
 }
 
 impl Split {
+    /// How many CPUs the measured system has.
+    pub(crate) fn system_cpu_count(&self) -> usize {
+        self.system_cpus.len()
+    }
+
     /// The CPUs this process may use, split: the last for the generator, the rest for the
     /// system. `None` when there is only one.
     pub(crate) fn of_this_process() -> anyhow::Result<Option<Split>> {
