@@ -287,6 +287,7 @@ impl Gateway {
                                     json: json!({ "session": session_digest(token).to_string() })
                                         .to_string(),
                                 }),
+                                except_connection: 0,
                             },
                             wx_api::by_uid(me),
                         )

@@ -51,6 +51,8 @@ pub struct Hub {
 #[derive(Debug)]
 struct Connection {
     id: u64,
+    /// Names it across instances in [`wx_api::ORIGIN_CONNECTION`] (random, not 0).
+    origin: u64,
     outbox: Outbox,
     /// [`session_digest`] of the token it signed in with.
     session: u64,
@@ -74,6 +76,15 @@ pub struct Registration {
     hub: Arc<Hub>,
     uid: u64,
     id: u64,
+    origin: u64,
+}
+
+impl Registration {
+    /// What names this connection in the requests it makes
+    /// ([`wx_api::ORIGIN_CONNECTION`]), so that news of their own changes skips it.
+    pub fn origin(&self) -> u64 {
+        self.origin
+    }
 }
 
 impl Hub {
@@ -101,12 +112,14 @@ impl Hub {
         ended: Arc<tokio::sync::Notify>,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let origin = svrkit::context::random_u64().max(1);
         metrics::gauge!("wx_access_long_connections").increment(1.0);
         let first = {
             let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
             let conns = local.entry(uid).or_default();
             conns.push(Connection {
                 id,
+                origin,
                 outbox,
                 session: session_digest(token),
                 ended,
@@ -120,6 +133,7 @@ impl Hub {
             hub: Arc::clone(self),
             uid,
             id,
+            origin,
         }
     }
 
@@ -195,7 +209,9 @@ impl Hub {
         }
     }
 
-    fn deliver_here(&self, uid: u64, kind: &str, body: &str) -> u32 {
+    /// Queues the event on `uid`'s connections here but the one named `except` (0: none);
+    /// returns how many took it.
+    fn deliver_here(&self, uid: u64, kind: &str, body: &str, except: u64) -> u32 {
         let body: Value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
         let frame = json!({ "push": kind, "body": body }).to_string();
         let local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
@@ -208,6 +224,9 @@ impl Hub {
                 .unwrap_or(0)
         });
         for conn in local.get(&uid).into_iter().flatten() {
+            if except != 0 && conn.origin == except {
+                continue;
+            }
             if let Some(session) = ending {
                 if conn.session == session {
                     let _ = conn.outbox.try_send(frame.clone());
@@ -281,12 +300,18 @@ impl Push for PushService {
         let mut delivered = 0;
         for addr in holders {
             if addr == self.hub.me {
-                delivered += self.hub.deliver_here(request.uid, &event.kind, &event.json);
+                delivered += self.hub.deliver_here(
+                    request.uid,
+                    &event.kind,
+                    &event.json,
+                    request.except_connection,
+                );
                 continue;
             }
             let forward = DeliverRequest {
                 uid: request.uid,
                 event: Some(event.clone()),
+                except_connection: request.except_connection,
             };
             match self.hub.peer(addr).deliver_local(forward).await {
                 Ok(reply) => delivered += reply.delivered,
@@ -314,7 +339,12 @@ impl Push for PushService {
             .event
             .ok_or_else(|| Status::invalid_argument("no event"))?;
         Ok(DeliverReply {
-            delivered: self.hub.deliver_here(request.uid, &event.kind, &event.json),
+            delivered: self.hub.deliver_here(
+                request.uid,
+                &event.kind,
+                &event.json,
+                request.except_connection,
+            ),
         })
     }
 

@@ -169,7 +169,7 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
     };
     let (outbox, mut outgoing) = mpsc::channel::<String>(QUEUE);
     let ended = Arc::new(tokio::sync::Notify::new());
-    let _registration = long
+    let registration = long
         .hub
         .register(uid, &token, outbox.clone(), Arc::clone(&ended))
         .await;
@@ -247,7 +247,15 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                     continue;
                 };
                 // A frame may carry a W3C traceparent; the answer names the edge span.
-                let ctx = crate::gateway::edge_context(frame.get("traceparent").and_then(Value::as_str));
+                let mut ctx = crate::gateway::edge_context(frame.get("traceparent").and_then(Value::as_str));
+                // Services skip this connection when they push news of this request's
+                // own change to its author: it gets the answer.
+                if let Err(e) = ctx
+                    .metadata_mut()
+                    .insert(wx_api::ORIGIN_CONNECTION, registration.origin().to_be_bytes().to_vec())
+                {
+                    tracing::warn!(error = %e, "could not name the connection");
+                }
                 let span = crate::gateway::edge_span(&ctx, &action);
                 let traceparent = ctx.trace_parent().to_string();
                 let (gateway, outbox, token) = (Arc::clone(&long.gateway), outbox.clone(), Arc::clone(&token));

@@ -112,6 +112,22 @@ pub fn acting_user() -> Result<u64, Status> {
     }
 }
 
+/// The metadata entry naming the long connection a request came through (8 bytes, big
+/// endian): the gateway sets it, and a service pushing news of that request's own change
+/// to its author skips that connection ([`access::DeliverRequest::except_connection`]),
+/// which has the answer already.
+pub const ORIGIN_CONNECTION: &str = "wx-origin-connection";
+
+/// The long connection the current request came through, from its metadata ([`ORIGIN_CONNECTION`]); 0 when
+/// it came otherwise (HTTP, another service).
+pub fn origin_connection() -> u64 {
+    svrkit::Context::current()
+        .metadata()
+        .get(ORIGIN_CONNECTION)
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 /// Call options routing a storage call to the shard owning `uid`.
 pub fn by_uid(uid: u64) -> CallOptions {
     CallOptions::new().routing_key(uid)

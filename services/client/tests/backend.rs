@@ -19,6 +19,12 @@ async fn scripted_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sending_connection_is_not_pushed_its_own_message() {
+    let backend = Backend::start(Registry::Embedded).await;
+    common::messaging::the_sending_connection_is_not_pushed_its_own_message(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relations_and_their_limits() {
     let backend = Backend::start(Registry::Embedded).await;
     common::relations_and_their_limits(&backend).await;

@@ -161,6 +161,7 @@ impl ContactService {
                 kind: kind.to_string(),
                 json: body.to_string(),
             }),
+            except_connection: 0,
         };
         if let Err(e) = push.deliver_with(request, by_uid(uid)).await {
             tracing::debug!(uid, kind, error = %e, "push not delivered");

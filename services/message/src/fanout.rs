@@ -135,7 +135,7 @@ impl Fanout {
         metrics::counter!("wx_message_fanout_jobs_total").increment(1);
         if let Some(notifier) = &self.notifier {
             for uid in &job.recipients {
-                notifier.notify(*uid);
+                notifier.notify(*uid, 0);
             }
         }
         Ok(())

@@ -213,9 +213,10 @@ impl MessageService {
             .collect())
     }
 
-    fn notify(&self, uid: u64) {
+    /// Tells `uid`'s devices to sync, but the connection `except` (0: every one).
+    fn notify(&self, uid: u64, except: u64) {
         if let Some(notifier) = &self.notifier {
-            notifier.notify(uid);
+            notifier.notify(uid, except);
         }
     }
 }
@@ -329,8 +330,9 @@ impl Message for MessageService {
         };
         let own = self.deliver(me, own).await?;
         metrics::counter!("wx_message_sent_total").increment(1);
-        self.notify(request.to);
-        self.notify(me);
+        self.notify(request.to, 0);
+        // The sender's other devices sync; the connection it sent on has the answer.
+        self.notify(me, wx_api::origin_connection());
         Ok(SendReply {
             msg_id: own.msg_id,
             seq: own.seq,

@@ -55,6 +55,7 @@ impl Events {
                         DeliverRequest {
                             uid,
                             event: Some(event),
+                            except_connection: 0,
                         },
                         wx_api::by_uid(uid),
                     )

@@ -427,6 +427,7 @@ async fn deliver_all(push: &PushClient, users: &[(u64, Arc<str>)]) -> usize {
                         kind: "bench".into(),
                         json: "{}".into(),
                     }),
+                    except_connection: 0,
                 };
                 if push.deliver(request).await.is_err() {
                     failed.fetch_add(1, Ordering::Relaxed);

@@ -708,3 +708,60 @@ pub async fn chaos_loses_and_duplicates_nothing(backend: &mut Backend) {
         }
     }
 }
+
+/// A message sent over a long connection is pushed to the recipient and to the sender's
+/// other connections, not back to the one it was sent on (it has the answer).
+pub async fn the_sending_connection_is_not_pushed_its_own_message(backend: &Backend) {
+    let alice = backend.user(&unique("alice")).await;
+    let bob = backend.user(&unique("bob")).await;
+    befriend(backend, &alice, &bob).await;
+    let connect = |token: String| async move {
+        Ws::connect(backend.ws[0], &token)
+            .await
+            .expect("connect")
+            .expect("auth")
+    };
+    // Two connections of one session: what is skipped is the connection, not the session.
+    let mut sending = connect(alice.token.clone()).await;
+    let mut other = connect(alice.token.clone()).await;
+    let mut bobs = connect(bob.token.clone()).await;
+
+    let sent = sending
+        .call("message.send", json!({ "to": bob.uid, "text": "hi" }))
+        .await
+        .expect("send");
+    assert_eq!(sent["ok"], true, "{sent}");
+    let push = bobs.push(PATIENCE).await.expect("the recipient's push");
+    assert_eq!(push["push"], "sync", "{push}");
+    // Alice's pushes go out in one delivery, to each of her connections in turn: once
+    // the other one has its push, the sending one's would be queued already, ahead of
+    // the answer to any later request.
+    let push = other.push(PATIENCE).await.expect("the other device's push");
+    assert_eq!(push["push"], "sync", "{push}");
+    let answer = sending
+        .call("profile.get", json!({}))
+        .await
+        .expect("a later request");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(
+        matches!(
+            sending.push(std::time::Duration::ZERO).await,
+            Err(wx_client::ClientError::Timeout)
+        ),
+        "the sending connection was pushed its own message"
+    );
+
+    // A message to Alice reaches every one of her connections, the sending one too.
+    let back = bobs
+        .call(
+            "message.send",
+            json!({ "to": alice.uid, "text": "hi Alice" }),
+        )
+        .await
+        .expect("send back");
+    assert_eq!(back["ok"], true, "{back}");
+    for ws in [&mut sending, &mut other] {
+        let push = ws.push(PATIENCE).await.expect("a push");
+        assert_eq!(push["push"], "sync", "{push}");
+    }
+}
