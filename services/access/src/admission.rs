@@ -36,6 +36,10 @@ use crate::error::ApiError;
 /// The largest limit [`EdgeAdmission::new`] takes (a million requests running at once).
 pub const MAX_LIMIT: usize = 1_000_000;
 
+/// The hint's margin, as a divisor of the limit: a 32nd (64 places of 2,048, about half
+/// a business priority's band).
+pub const HINT_MARGIN: usize = 32;
+
 /// What the gateway admits; one per gateway process.
 #[derive(Debug)]
 pub struct EdgeAdmission {
@@ -110,8 +114,15 @@ impl EdgeAdmission {
     /// The least important business priority (the largest number) that user `uid` may
     /// send now, or `None` while everything is admitted. A request whose action has a
     /// larger priority number would be refused `overloaded`. `Some(0)`: nothing is.
+    ///
+    /// The hint keeps a margin of [`HINT_MARGIN`] of the limit: it names what would still
+    /// be admitted with that many more requests running. It reaches the client an answer
+    /// later, and the client's next request later still, when others may have started;
+    /// a hint that named the bare level let the class at the edge through only to be
+    /// refused, which costs the gateway a frame each way.
     pub fn ceiling(&self, uid: u64) -> Option<u32> {
-        let level = level_of(self.limit, self.running.load(Ordering::Relaxed))?;
+        let running = self.running.load(Ordering::Relaxed);
+        let level = level_of(self.limit, running + self.limit / HINT_MARGIN)?;
         Some(ceiling_of(level, user_of(uid)))
     }
 
@@ -301,6 +312,32 @@ mod tests {
         assert_eq!(edge.running(), 0);
         assert_eq!(edge.ceiling(7), None);
         let _again = edge.admit("moments.timeline", 7).expect("room again");
+    }
+
+    #[test]
+    fn the_hint_keeps_a_margin() {
+        let edge = EdgeAdmission::new(2048);
+        let margin = 2048 / HINT_MARGIN;
+        let mut held = Vec::new();
+        // Fill to just below the point where browsing is refused for user 7.
+        while edge
+            .admit("moments.timeline", 7)
+            .map(|a| held.push(a))
+            .is_ok()
+        {}
+        let refused_from = held.len();
+        drop(held.drain(refused_from - margin..));
+        // Browsing would still be admitted now, but not after `margin` more requests
+        // start: the hint already holds it back.
+        let ceiling = edge.ceiling(7).expect("a hint");
+        assert!(ceiling < 80, "ceiling {ceiling}");
+        let one = edge
+            .admit("moments.timeline", 7)
+            .expect("admitted without the margin");
+        drop(one);
+        // With the margin's room, the hint lets it through again.
+        drop(held.drain(held.len() - 1..));
+        assert!(edge.ceiling(7).is_none_or(|c| c >= 80));
     }
 
     #[test]
