@@ -118,8 +118,8 @@ pub fn acting_user() -> Result<u64, Status> {
 /// which has the answer already.
 pub const ORIGIN_CONNECTION: &str = "wx-origin-connection";
 
-/// The long connection the current request came through, from its metadata ([`ORIGIN_CONNECTION`]); 0 when
-/// it came otherwise (HTTP, another service).
+/// The long connection the current request came through, from its metadata
+/// ([`ORIGIN_CONNECTION`]); 0 when it came otherwise (HTTP, another service).
 pub fn origin_connection() -> u64 {
     svrkit::Context::current()
         .metadata()

@@ -2,6 +2,10 @@
 //! access-long. Every answer is the gateway's JSON (`{"ok":true,...}` or
 //! `{"ok":false,"error":{"code","message","reason"?}}`) with its HTTP status.
 
+mod admit;
+
+pub use admit::{AdmitHint, HINT_TTL, HINT_TTL_MAX};
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -126,10 +130,6 @@ impl Http {
         Ok(Answer { status, body })
     }
 }
-
-mod admit;
-
-pub use admit::{AdmitHint, HINT_TTL, HINT_TTL_MAX};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
