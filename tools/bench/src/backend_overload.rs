@@ -537,6 +537,9 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
         "capacity check: {capacity:.0} requests/s for {} s",
         args.seconds
     );
+    // First long enough at 1x, unmeasured, for every client's backoff from the loads
+    // above to run out (they would count as failures here).
+    let _settle = load.phase(capacity, wx_client::HINT_TTL_MAX).await;
     let check = load
         .phase(capacity, Duration::from_secs_f64(args.seconds))
         .await;
