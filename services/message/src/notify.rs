@@ -86,9 +86,9 @@ impl Notifier {
                     }
                 }
                 let mut pending = this.lock();
-                match pending.get_mut(&uid) {
-                    Some(next) if next.is_some() => except = next.take().unwrap_or(0),
-                    _ => {
+                match pending.get_mut(&uid).and_then(Option::take) {
+                    Some(next) => except = next,
+                    None => {
                         pending.remove(&uid);
                         return;
                     }

@@ -119,11 +119,13 @@ const MIX: [Kind; 5] = [
 
 /// The default mix, per 10,000 requests: sign-in 1, messaging 1,000, contact writes
 /// 1,000, contact reads 3,000, Moments browsing 4,999 (reads dominate, as in any social
-/// app). The two most important classes are a tenth of the requests: at 4x the load they
-/// alone ask 40 % of the capacity in requests, about two thirds of it in CPU (a message
-/// costs about 1.7 times the average request), so they can all be served. With messaging
-/// at 30 % (this benchmark's first mix, `--mix 1,3000,1500,2500,2999`) they ask 1.2 times
-/// the whole capacity at 4x, and no admission policy can serve 95 % of them.
+/// app). The two most important classes are a tenth of the requests, but a message is
+/// the dearest request in the mix: by per-process CPU sampled at a fixed rate, about 5
+/// times a Moments read and 2.4 times the mix's average. So at 4x the load messaging
+/// alone asks about all of the capacity's CPU, and keeping 95 % of it leaves little for
+/// the rest. With messaging at 30 % (this benchmark's first mix,
+/// `--mix 1,3000,1500,2500,2999`) it asks several times the capacity at 4x, and no
+/// admission policy can serve 95 % of it.
 const DEFAULT_MIX: [u32; MIX.len()] = [1, 1_000, 1_000, 3_000, 4_999];
 
 /// How long an answer may take before the request counts as failed.
@@ -153,6 +155,13 @@ struct Tally {
     refusals: HashMap<(usize, String), u64>,
     /// CPU the backend's processes used in the measured seconds.
     backend_cpu: Duration,
+}
+
+impl Tally {
+    /// Successes and requests sent, of every kind.
+    fn totals(&self) -> (u64, u64) {
+        (self.ok.iter().sum(), self.sent.iter().sum())
+    }
 }
 
 /// The mix kind of request number `n` (deterministic: `weights`, one per kind of
@@ -290,11 +299,7 @@ async fn connect(ws: SocketAddr, user: &User, collector: Arc<Collector>) -> anyh
                 let Some(id) = frame.id else {
                     continue; // a push
                 };
-                let Some((kind, sent, measured)) = waiting
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&id)
-                else {
+                let Some((kind, sent, measured)) = lock(&waiting).remove(&id) else {
                     continue;
                 };
                 let refused = frame
@@ -310,10 +315,7 @@ async fn connect(ws: SocketAddr, user: &User, collector: Arc<Collector>) -> anyh
                 let took = sent.elapsed();
                 let ok = frame.ok && took <= GIVE_UP;
                 if measured {
-                    let mut t = collector
-                        .tally
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut t = lock(&collector.tally);
                     if ok {
                         t.ok[kind] += 1;
                         t.band_ok[band] += 1;
@@ -343,10 +345,7 @@ impl Conn {
         let held_back = collector.honour_admit
             && lock(&self.hint).holds_back(u64::from(MIX[kind].priority), Instant::now());
         if measured {
-            let mut t = collector
-                .tally
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut t = lock(&collector.tally);
             t.sent[kind] += 1;
             t.band_sent[user.band] += 1;
             if held_back {
@@ -359,10 +358,7 @@ impl Conn {
             return;
         }
         let frame = frame_of(id, kind, user);
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id, (kind, Instant::now(), measured));
+        lock(&self.waiting).insert(id, (kind, Instant::now(), measured));
         let _ = self.send.send((frame, Instant::now()));
     }
 }
@@ -472,10 +468,7 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
         collector,
         next_id: Arc::new(AtomicU64::new(1)),
         weights,
-        backend_cpu: {
-            let pids = backend.pids();
-            Box::new(move || pids.iter().map(|&pid| crate::stats::process_cpu(pid)).sum())
-        },
+        backend_pids: backend.pids(),
     };
     // The CPUs the backend may use: its own with the generator pinned apart, else all.
     let system_cpus = split.as_ref().map_or_else(
@@ -491,7 +484,7 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
     let mut retried = false;
     while args.capacity.is_none() {
         let tally = load.phase(rate, Duration::from_secs(3)).await;
-        let (ok, sent) = (tally.ok.iter().sum::<u64>(), tally.sent.iter().sum::<u64>());
+        let (ok, sent) = tally.totals();
         let goodput = ok as f64 / 3.0;
         eprintln!(
             "  {rate:.0}/s offered: {goodput:.0}/s succeeded ({:.1} %)",
@@ -543,7 +536,7 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
     let check = load
         .phase(capacity, Duration::from_secs_f64(args.seconds))
         .await;
-    let (ok, sent) = (check.ok.iter().sum::<u64>(), check.sent.iter().sum::<u64>());
+    let (ok, sent) = check.totals();
     let goodput = ok as f64 / args.seconds;
     eprintln!(
         "  {goodput:.0}/s succeeded ({:.1} %), {:.2} of the capacity",
@@ -567,11 +560,19 @@ struct Load {
     collector: Arc<Collector>,
     next_id: Arc<AtomicU64>,
     weights: [u32; MIX.len()],
-    /// The backend's CPU used so far.
-    backend_cpu: Box<dyn Fn() -> Duration + Send + Sync>,
+    /// The backend's processes, whose CPU each phase measures.
+    backend_pids: Vec<u32>,
 }
 
 impl Load {
+    /// CPU time the backend's processes have used so far.
+    fn backend_cpu(&self) -> Duration {
+        self.backend_pids
+            .iter()
+            .map(|&pid| crate::stats::process_cpu(pid))
+            .sum()
+    }
+
     /// Offers `rate` requests/s for one unmeasured second and then `measured`; returns
     /// the measured requests' outcomes once each is answered or given up on.
     async fn phase(&self, rate: f64, measured: Duration) -> Tally {
@@ -604,24 +605,17 @@ impl Load {
             });
         }
         tokio::time::sleep_until(begin + Duration::from_secs(1)).await;
-        *self
-            .collector
-            .tally
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Tally::default();
+        *lock(&self.collector.tally) = Tally::default();
         self.collector.measuring.store(true, Ordering::Relaxed);
-        let cpu_before = (self.backend_cpu)();
+        let cpu_before = self.backend_cpu();
         tokio::time::sleep_until(stop_at).await;
         self.collector.measuring.store(false, Ordering::Relaxed);
-        let backend_cpu = (self.backend_cpu)().saturating_sub(cpu_before);
+        let backend_cpu = self.backend_cpu().saturating_sub(cpu_before);
         while senders.join_next().await.is_some() {}
         // What was sent in the window is answered, or given up on, by now.
         tokio::time::sleep(GIVE_UP).await;
         for conn in &self.conns {
-            conn.waiting
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clear();
+            lock(&conn.waiting).clear();
         }
         let mut tally = std::mem::take(&mut *lock(&self.collector.tally));
         tally.backend_cpu = backend_cpu;
@@ -701,8 +695,7 @@ fn report(
             tally.band_ok[band] as f64 / seconds
         ));
     }
-    let ok: u64 = tally.ok.iter().sum();
-    let sent: u64 = tally.sent.iter().sum();
+    let (ok, sent) = tally.totals();
     let goodput = ok as f64 / seconds;
     let refusals = refusals_json(tally, None);
     // How busy the backend's CPUs were.
