@@ -313,7 +313,16 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
                     break e;
                 }
             }
-            _ = conn.notify.notified(), if !unsent => {}
+            _ = conn.notify.notified(), if !unsent => {
+                // The first caller to queue a request wakes this task, and tokio runs a
+                // task just woken before the others that are ready (its LIFO slot): the
+                // other callers woken by the last batch of responses would each get a
+                // write of their own. Letting them run first sends them in one write.
+                // A lone call has nobody to wait for.
+                if conn.in_flight() > 1 {
+                    tokio::task::yield_now().await;
+                }
+            }
             _ = sweep.tick(), if any_pending => {
                 conn.expire(Instant::now(), &mut out);
             }

@@ -239,7 +239,15 @@ pub(crate) async fn serve_connection<S>(
                     break End::Linger;
                 }
             }
-            _ = conn.outbox.notified(), if !unsent => {}
+            _ = conn.outbox.notified(), if !unsent => {
+                // A handler task that answers wakes this task, which tokio then runs
+                // before the other ready ones (its LIFO slot): other handlers answering
+                // at the same moment would each get a write of their own. Letting them
+                // run first sends their answers in one write.
+                if !conn.in_flight().is_empty() {
+                    tokio::task::yield_now().await;
+                }
+            }
             ready = link.writable(), if unsent => {
                 if let Err(e) = ready {
                     break End::Io(e);
