@@ -87,6 +87,9 @@ enum Command {
         /// Serve mutual TLS with the certificates in this directory (`rpc --tls`).
         #[arg(long)]
         tls_dir: Option<std::path::PathBuf>,
+        /// Each echo handler lets the scheduler run others once before it answers.
+        #[arg(long)]
+        handler_waits: bool,
     },
 }
 
@@ -122,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             system,
             addr,
             tls_dir,
-        } => runtime.block_on(servers::serve(system, addr, tls_dir)),
+            handler_waits,
+        } => runtime.block_on(servers::serve(system, addr, tls_dir, handler_waits)),
     }
 }

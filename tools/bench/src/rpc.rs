@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::proto::{svrkit_gen, tonic_gen};
 use crate::raw::RawClient;
 use crate::servers::{System, TlsFiles};
-use crate::stats::{process_cpu, quantile};
+use crate::stats::{MachineTicks, process_cpu, quantile};
 
 /// Options of `svrkit-bench rpc`.
 #[derive(Debug, clap::Args)]
@@ -42,6 +42,11 @@ pub(crate) struct RpcArgs {
     /// plain TCP).
     #[arg(long)]
     tls: bool,
+    /// Each server's echo handler lets the scheduler run others once before it answers,
+    /// as a handler does that waits on a store or another service (the raw floor has no
+    /// handler and is unchanged).
+    #[arg(long)]
+    handler_waits: bool,
 }
 
 /// One server process; killed when dropped.
@@ -57,15 +62,25 @@ impl ServerProcess {
         ServerProcess::spawn(&["serve", system.name()])
     }
 
-    /// A server of `system` with mutual TLS from `tls` (plain for the raw floor).
-    fn start_tls(system: System, tls: Option<&TlsFiles>) -> anyhow::Result<ServerProcess> {
-        match (system, tls) {
-            (System::Raw | System::Tarpc, _) | (_, None) => ServerProcess::start(system),
-            (_, Some(tls)) => {
-                let dir = tls.dir.display().to_string();
-                ServerProcess::spawn(&["serve", system.name(), "--tls-dir", &dir])
-            }
+    /// A server of `system` with mutual TLS from `tls` (plain for tarpc and the raw
+    /// floor), whose handlers wait once when `waits`.
+    fn start_with(
+        system: System,
+        tls: Option<&TlsFiles>,
+        waits: bool,
+    ) -> anyhow::Result<ServerProcess> {
+        let dir = match (system, tls) {
+            (System::Raw | System::Tarpc, _) | (_, None) => None,
+            (_, Some(tls)) => Some(tls.dir.display().to_string()),
+        };
+        let mut args = vec!["serve", system.name()];
+        if let Some(dir) = &dir {
+            args.extend(["--tls-dir", dir]);
         }
+        if waits {
+            args.push("--handler-waits");
+        }
+        ServerProcess::spawn(&args)
     }
 
     /// Runs this benchmark binary with `args` (a hidden serving subcommand) and waits for
@@ -310,7 +325,7 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for &system in &systems {
-        let server = ServerProcess::start_tls(system, tls.as_ref())?;
+        let server = ServerProcess::start_with(system, tls.as_ref(), args.handler_waits)?;
         let mut client = Client::connect(system, server.addr, &args, tls.as_ref()).await?;
         client
             .call(&payload)
@@ -320,12 +335,17 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
         clients.push(client);
     }
     println!(
-        "svrkit-bench rpc: payload {} B, {} ms x {} rounds per point, servers in their own processes{}",
+        "svrkit-bench rpc: payload {} B, {} ms x {} rounds per point, servers in their own processes{}{}",
         args.payload,
         args.duration_ms,
         args.rounds,
         if args.tls {
             "; svrkit and tonic over mutual TLS 1.3, tarpc and raw plain"
+        } else {
+            ""
+        },
+        if args.handler_waits {
+            "; each handler waits once before it answers"
         } else {
             ""
         }
@@ -337,6 +357,7 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
     let mut json = Vec::new();
     for &concurrency in &args.concurrency {
         let mut tallies: Vec<Tally> = systems.iter().map(|_| Tally::default()).collect();
+        let ticks = MachineTicks::now();
         for round in 0..args.rounds {
             for k in 0..systems.len() {
                 let i = (k + round) % systems.len();
@@ -350,6 +371,8 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
                 total.latencies_us.extend(t.latencies_us);
             }
         }
+        // The hypervisor's share: a noisy machine shows here, not only in the ratios.
+        let steal = MachineTicks::now().steal_since(ticks);
         let mut p99 = vec![0u32; systems.len()];
         let mut p50 = vec![0u32; systems.len()];
         for (i, system) in systems.iter().enumerate() {
@@ -368,9 +391,10 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
                 t.errors
             );
         }
+        println!("{:>5} cpu steal {:.1} %", "", steal * 100.0);
         let mut line = format!(
-            "{{\"bench\":\"rpc\",\"tls\":{},\"concurrency\":{concurrency},\"payload\":{}",
-            args.tls, args.payload
+            "{{\"bench\":\"rpc\",\"tls\":{},\"handler_waits\":{},\"concurrency\":{concurrency},\"payload\":{}",
+            args.tls, args.handler_waits, args.payload
         );
         for (i, system) in systems.iter().enumerate() {
             let (name, t) = (system.name(), &tallies[i]);
@@ -392,7 +416,7 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
             ));
         }
         let errors: u64 = tallies.iter().map(|t| t.errors).sum();
-        line.push_str(&format!(",\"errors\":{errors}}}"));
+        line.push_str(&format!(",\"errors\":{errors},\"cpu_steal\":{steal:.3}}}"));
         json.push(line);
     }
     for line in json {

@@ -41,15 +41,28 @@ impl std::fmt::Display for System {
     }
 }
 
-struct SvrkitEcho;
+/// Lets the task scheduler run others once, as a handler does that waits on a store or
+/// another service (`rpc --handler-waits`), when `waits`.
+pub(crate) async fn maybe_wait(waits: bool) {
+    if waits {
+        tokio::task::yield_now().await;
+    }
+}
+
+struct SvrkitEcho {
+    waits: bool,
+}
 
 impl svrkit_gen::bench_server::Bench for SvrkitEcho {
     async fn echo(&self, request: svrkit_gen::Payload) -> Result<svrkit_gen::Payload, Status> {
+        maybe_wait(self.waits).await;
         Ok(request)
     }
 }
 
-struct TonicEcho;
+struct TonicEcho {
+    waits: bool,
+}
 
 #[tonic::async_trait]
 impl tonic_gen::bench_server::Bench for TonicEcho {
@@ -57,6 +70,7 @@ impl tonic_gen::bench_server::Bench for TonicEcho {
         &self,
         request: tonic::Request<tonic_gen::Payload>,
     ) -> Result<tonic::Response<tonic_gen::Payload>, tonic::Status> {
+        maybe_wait(self.waits).await;
         Ok(tonic::Response::new(request.into_inner()))
     }
 }
@@ -118,11 +132,13 @@ impl Drop for TlsFiles {
 
 /// Serves `system` on `addr` (mutual TLS with the certificates in `tls_dir`, for svrkit
 /// and tonic), prints `listening on ADDR`, and stops when stdin closes (the parent
-/// benchmark process went away).
+/// benchmark process went away). With `waits`, each echo handler lets the scheduler run
+/// others once before it answers (the raw floor has no handler).
 pub(crate) async fn serve(
     system: System,
     addr: SocketAddr,
     tls_dir: Option<std::path::PathBuf>,
+    waits: bool,
 ) -> anyhow::Result<()> {
     let tls = tls_dir.map(|dir| TlsFiles { dir });
     let listener = TcpListener::bind(addr).await?;
@@ -141,7 +157,9 @@ pub(crate) async fn serve(
                 server = server.tls(tls.svrkit("server")?.server()?);
             }
             server
-                .add_service(svrkit_gen::bench_server::BenchServer::new(SvrkitEcho))
+                .add_service(svrkit_gen::bench_server::BenchServer::new(SvrkitEcho {
+                    waits,
+                }))
                 .serve(listener, stop)
                 .await?;
         }
@@ -158,14 +176,16 @@ pub(crate) async fn serve(
                 )?;
             }
             builder
-                .add_service(tonic_gen::bench_server::BenchServer::new(TonicEcho))
+                .add_service(tonic_gen::bench_server::BenchServer::new(TonicEcho {
+                    waits,
+                }))
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await?;
         }
         System::Tarpc => {
             // tarpc's TLS needs a hand-made acceptor; it stays plain TCP like the floor.
             tokio::select! {
-                r = crate::tarpc_peer::serve(listener) => r?,
+                r = crate::tarpc_peer::serve(listener, waits) => r?,
                 () = stop => {}
             }
         }

@@ -46,9 +46,65 @@ pub(crate) fn process_cpu(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// The machine's CPU time so far, from the first line of `/proc/stat`: all of it, and
+/// the part the hypervisor gave to other guests while this one wanted to run (steal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct MachineTicks {
+    total: u64,
+    steal: u64,
+}
+
+impl MachineTicks {
+    /// Reads them now (zero where `/proc/stat` cannot be read).
+    pub(crate) fn now() -> MachineTicks {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|text| MachineTicks::parse(&text))
+            .unwrap_or_default()
+    }
+
+    /// Parses the aggregate `cpu` line: user nice system idle iowait irq softirq steal …
+    fn parse(stat: &str) -> Option<MachineTicks> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        // Guest time (fields 9 and 10) is already counted in user and nice.
+        let total = fields.iter().take(8).sum();
+        Some(MachineTicks {
+            total,
+            steal: *fields.get(7)?,
+        })
+    }
+
+    /// The share of the machine's CPU time stolen since `earlier` (0 when none passed).
+    pub(crate) fn steal_since(&self, earlier: MachineTicks) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0.0;
+        }
+        self.steal.saturating_sub(earlier.steal) as f64 / total as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_is_read_from_the_aggregate_line() {
+        let before =
+            MachineTicks::parse("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n")
+                .expect("parses");
+        let after = MachineTicks::parse("cpu  200 0 100 1500 10 0 10 85 7 0\n").expect("parses");
+        // 905 ticks passed (guest time is already in user), 50 of them stolen.
+        assert!((after.steal_since(before) - 50.0 / 905.0).abs() < 1e-9);
+        assert_eq!(before.steal_since(before), 0.0);
+        assert_eq!(MachineTicks::parse("intr 1 2 3\n"), None);
+        assert_eq!(MachineTicks::parse("cpu  1 2 x\n"), None);
+    }
 
     #[test]
     fn quantiles_pick_the_right_rank() {

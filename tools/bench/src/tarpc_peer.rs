@@ -17,7 +17,9 @@ pub(crate) trait Bench {
 }
 
 #[derive(Clone)]
-struct Echo;
+struct Echo {
+    waits: bool,
+}
 
 impl Bench for Echo {
     async fn echo(
@@ -25,20 +27,22 @@ impl Bench for Echo {
         _: tarpc::context::Context,
         data: serde_bytes::ByteBuf,
     ) -> serde_bytes::ByteBuf {
+        crate::servers::maybe_wait(self.waits).await;
         data
     }
 }
 
 /// Serves the echo on `listener` until the process ends: one tarpc channel per
-/// connection, each request on its own task (tarpc's documented way to serve).
-pub(crate) async fn serve(listener: TcpListener) -> std::io::Result<()> {
+/// connection, each request on its own task (tarpc's documented way to serve). With
+/// `waits`, each call lets the scheduler run others once before it answers.
+pub(crate) async fn serve(listener: TcpListener, waits: bool) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
         let transport = serde_transport::Transport::from((stream, Bincode::default()));
         tokio::spawn(
             BaseChannel::with_defaults(transport)
-                .execute(Echo.serve())
+                .execute(Echo { waits }.serve())
                 .for_each(|call| async move {
                     tokio::spawn(call);
                 }),
