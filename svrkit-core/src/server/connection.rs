@@ -86,27 +86,34 @@ impl ServerShared {
 struct ConnShared {
     server: Arc<ServerShared>,
     outbox: Outbox,
-    in_flight: Mutex<HashMap<u64, AbortHandle>>,
+    /// Requests running in tasks, with their abort handles (`None` only while the driver
+    /// spawns the task).
+    in_flight: Mutex<HashMap<u64, Option<AbortHandle>>>,
 }
 
 impl ConnShared {
-    fn in_flight(&self) -> MutexGuard<'_, HashMap<u64, AbortHandle>> {
+    fn in_flight(&self) -> MutexGuard<'_, HashMap<u64, Option<AbortHandle>>> {
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a response from a task.
+    /// Queues the response of a task's request and leaves the in-flight table, in one
+    /// step as the driver sees it (it reads the table before it drains the outbox): a
+    /// driver that finds the table empty also finds the response.
     fn respond(&self, id: u64, result: Result<&[u8], &Status>) {
         let level = self.server.level();
         let max = self.server.max_frame_size;
+        let mut running = self.in_flight();
+        running.remove(&id);
         self.outbox
             .push(|buf| encode_response(buf, id, result, max, level));
     }
 }
 
-/// Removes a spawned request from the in-flight table however it ends (done or aborted),
-/// and wakes the driver, which may be draining and waiting for the last one.
+/// Removes a spawned request from the in-flight table if it ended without responding
+/// (aborted, or its handler panicked), and then wakes the driver, which may be draining
+/// and waiting for the last one. A response already did both.
 struct InFlightGuard {
     conn: Arc<ConnShared>,
     id: u64,
@@ -114,8 +121,10 @@ struct InFlightGuard {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.conn.in_flight().remove(&self.id);
-        self.conn.outbox.push(|_| {});
+        let removed = self.conn.in_flight().remove(&self.id).is_some();
+        if removed {
+            self.conn.outbox.push(|_| {});
+        }
     }
 }
 
@@ -204,12 +213,15 @@ pub(crate) async fn serve_connection<S>(
         d.start_drain();
     }
     let end = loop {
+        // Read before the outbox is drained: a task leaves the table and queues its
+        // response in one step, so an empty table means every response is queued.
+        let idle = conn.in_flight().is_empty();
         conn.outbox.drain_into(&mut d.out);
         if let Err(e) = link.flush(&mut d.out) {
             break End::Io(e);
         }
         let unsent = !d.out.is_empty() || link.wants_write();
-        if d.draining && !unsent && conn.in_flight().is_empty() {
+        if d.draining && !unsent && idle {
             break End::Done;
         }
         tokio::select! {
@@ -261,7 +273,7 @@ pub(crate) async fn serve_connection<S>(
         End::Done => {}
     }
     // Nobody can receive the answers any more: stop the remaining handlers.
-    for (_, handle) in conn.in_flight().drain() {
+    for handle in conn.in_flight().drain().filter_map(|(_, handle)| handle) {
         handle.abort();
     }
 }
@@ -309,7 +321,7 @@ where
             match frame.kind {
                 FrameKind::Request => self.on_request(conn, frame, arrival).await,
                 FrameKind::Cancel => {
-                    if let Some(handle) = conn.in_flight().remove(&frame.id) {
+                    if let Some(Some(handle)) = conn.in_flight().remove(&frame.id) {
                         handle.abort();
                     }
                 }
@@ -524,13 +536,18 @@ fn spawn_tracked(conn: &Arc<ConnShared>, id: u64, task: impl Future<Output = ()>
         conn: Arc::clone(conn),
         id,
     };
-    // Hold the table while spawning so the task cannot finish before it is listed.
-    let mut running = conn.in_flight();
+    // Listed before it can finish, without holding the table while spawning (which may
+    // wake another worker, whose handlers would then wait on the table to respond).
+    conn.in_flight().insert(id, None);
     let handle = tokio::spawn(async move {
         let _guard = guard;
         task.await;
     });
-    running.insert(id, handle.abort_handle());
+    // Cancellable from here, unless it already finished and left the table. Only this
+    // driver reads handles, and only after this returns.
+    if let Some(slot) = conn.in_flight().get_mut(&id) {
+        *slot = Some(handle.abort_handle());
+    }
 }
 
 /// A request waiting for a worker.
