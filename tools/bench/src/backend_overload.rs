@@ -15,6 +15,11 @@
 //!    on a shared host, and this says whether the loads met the machine the capacity was
 //!    found on (`"check":"capacity_after"`).
 //!
+//! With `--weigh`, each kind's capacity alone is found first (the same ramp, from
+//! 400 requests/s, halving first while even that is too much), and every load also
+//! reports `weighed_goodput_vs_capacity`: its successes, each counting 1 / its kind's
+//! capacity alone, against the capacity's own successes counted the same way.
+//!
 //! The mix (`--mix`, see [`DEFAULT_MIX`]) is of `login` (business priority 10),
 //! `message.send` (20), `profile.update` (30), `friends.list` (40) and
 //! `moments.timeline` (80). Sign-in is rare, as in a real client: one costs as
@@ -79,6 +84,12 @@ pub(crate) struct BackendOverloadArgs {
     /// they hold back what it says it would shed, as the product's clients do).
     #[arg(long)]
     ignore_admit: bool,
+    /// First find each kind's capacity alone (a ramp per kind of the mix), and report
+    /// every load's goodput weighed by it as well: the share of the backend's capacity
+    /// that successes used, whatever kinds they were (a load that sheds cheap reads to
+    /// serve dear messages has fewer successes, not less useful work).
+    #[arg(long)]
+    weigh: bool,
 }
 
 impl BackendOverloadArgs {
@@ -120,10 +131,12 @@ const MIX: [Kind; 5] = [
 /// The default mix, per 10,000 requests: sign-in 1, messaging 1,000, contact writes
 /// 1,000, contact reads 3,000, Moments browsing 4,999 (reads dominate, as in any social
 /// app). The two most important classes are a tenth of the requests, but a message is
-/// the dearest request in the mix: by per-process CPU sampled at a fixed rate, about 5
-/// times a Moments read and 2.4 times the mix's average. So at 4x the load messaging
-/// alone asks about all of the capacity's CPU, and keeping 95 % of it leaves little for
-/// the rest. With messaging at 30 % (this benchmark's first mix,
+/// the dearest request in the mix: each kind's capacity alone (`--weigh`, 2026-12-03)
+/// was 8,859/s for messages, 15,015 for contact writes, 15,376 for contact reads and
+/// 34,599 for Moments reads, so a message costs about 4 Moments reads and 2.2 times the
+/// mix's average. At 4x the load messaging alone asks about 0.9 of the capacity's work,
+/// and keeping 95 % of it leaves little for the rest: the successes per second fall
+/// (cheap reads shed) while the work done does not (`--weigh` shows it). With messaging at 30 % (this benchmark's first mix,
 /// `--mix 1,3000,1500,2500,2999`) it asks several times the capacity at 4x, and no
 /// admission policy can serve 95 % of it.
 const DEFAULT_MIX: [u32; MIX.len()] = [1, 1_000, 1_000, 3_000, 4_999];
@@ -162,6 +175,45 @@ impl Tally {
     fn totals(&self) -> (u64, u64) {
         (self.ok.iter().sum(), self.sent.iter().sum())
     }
+
+    /// The work its successes did against the work of the capacity, each kind's
+    /// success counting 1 / that kind's capacity alone (`None` without weights).
+    fn weighed(&self, seconds: f64, weighing: Option<&Weighing>) -> Option<f64> {
+        let weighing = weighing?;
+        let share = weighed_share(
+            self.ok.map(|ok| ok as f64 / seconds.max(1e-9)),
+            &weighing.kinds,
+        )?;
+        Some(share / weighing.capacity_share.max(1e-9))
+    }
+}
+
+/// Each kind's capacity when offered alone, in successful requests/s (`0` for a kind
+/// not in the mix).
+type KindCapacity = [f64; MIX.len()];
+
+/// What a success of each kind weighs.
+struct Weighing {
+    kinds: KindCapacity,
+    /// The share of the kinds' capacities that the mix's capacity adds up to. Below 1
+    /// when the kinds cost more together than alone (each service sees fewer of each
+    /// at a time); a load's weighed goodput is against it.
+    capacity_share: f64,
+}
+
+/// The share of the capacity used by `rates` (requests/s of each kind): the sum of
+/// each kind's rate over its capacity alone.
+fn weighed_share(rates: [f64; MIX.len()], kinds: &KindCapacity) -> Option<f64> {
+    let mut share = 0.0;
+    for (rate, capacity) in rates.iter().zip(kinds) {
+        if *rate > 0.0 {
+            if *capacity <= 0.0 {
+                return None;
+            }
+            share += rate / capacity;
+        }
+    }
+    Some(share)
 }
 
 /// The mix kind of request number `n` (deterministic: `weights`, one per kind of
@@ -476,38 +528,47 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
         crate::cpus::Split::system_cpu_count,
     );
 
-    if args.capacity.is_none() {
-        eprintln!("finding the capacity: 200 requests/s and up by half while 98 % succeed");
-    }
-    let mut capacity = args.capacity.unwrap_or(0.0);
-    let mut rate = 200.0f64;
-    let mut retried = false;
-    while args.capacity.is_none() {
-        let tally = load.phase(rate, Duration::from_secs(3)).await;
-        let (ok, sent) = tally.totals();
-        let goodput = ok as f64 / 3.0;
-        eprintln!(
-            "  {rate:.0}/s offered: {goodput:.0}/s succeeded ({:.1} %)",
-            ok as f64 * 100.0 / sent.max(1) as f64
-        );
-        capacity = capacity.max(goodput);
-        if rate > 200_000.0 {
-            break;
-        }
-        if (ok as f64) < 0.98 * sent as f64 {
-            // One step may fail by chance (a compaction, a neighbour): it is tried once
-            // more before the ramp ends.
-            if retried {
-                break;
-            }
-            retried = true;
-            continue;
-        }
-        retried = false;
-        rate *= 1.5;
-    }
-    eprintln!("capacity: {capacity:.0} successful requests/s");
     let mut lines = Vec::new();
+    let kinds = if args.weigh {
+        let mut kinds: KindCapacity = [0.0; MIX.len()];
+        for (k, kind) in MIX.iter().enumerate() {
+            if weights[k] == 0 {
+                continue;
+            }
+            let mut alone = [0; MIX.len()];
+            alone[k] = 1;
+            eprintln!("finding the capacity of {} alone", kind.action);
+            kinds[k] = load.ramp(&alone, 400.0).await;
+            eprintln!("  {}: {:.0} successful requests/s", kind.action, kinds[k]);
+            lines.push(format!(
+                "{{\"bench\":\"backend-overload\",\"kind_capacity\":\"{}\",\"capacity\":{:.0}}}",
+                kind.action, kinds[k]
+            ));
+        }
+        Some(kinds)
+    } else {
+        None
+    };
+    let capacity = match args.capacity {
+        Some(capacity) => capacity,
+        None => {
+            eprintln!("finding the capacity: 200 requests/s and up by half while 98 % succeed");
+            load.ramp(&weights, 200.0).await
+        }
+    };
+    eprintln!("capacity: {capacity:.0} successful requests/s");
+    let weighing = kinds.and_then(|kinds| {
+        let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+        let share = weighed_share(weights.map(|w| capacity * f64::from(w) / total), &kinds)?;
+        eprintln!("  the mix's capacity is {share:.2} of its kinds' capacities alone");
+        lines.push(format!(
+            "{{\"bench\":\"backend-overload\",\"check\":\"mix_capacity_weighed\",\"capacity\":{capacity:.0},\"share_of_kinds\":{share:.2}}}"
+        ));
+        Some(Weighing {
+            kinds,
+            capacity_share: share,
+        })
+    });
 
     println!(
         "{:>5} {:>24} {:>9} {:>9} {:>10} {:>8}",
@@ -522,7 +583,14 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
         let tally = load
             .phase(rate, Duration::from_secs_f64(args.seconds))
             .await;
-        lines.extend(report(factor, capacity, &tally, args.seconds, system_cpus));
+        lines.extend(report(
+            factor,
+            capacity,
+            &tally,
+            args.seconds,
+            system_cpus,
+            weighing.as_ref(),
+        ));
     }
     // The capacity again, offered at 1x: on a shared machine it moves within a run, and
     // a drop here says the loads above met a slower machine than the capacity did.
@@ -544,8 +612,9 @@ pub(crate) async fn run(args: BackendOverloadArgs) -> anyhow::Result<()> {
         goodput / capacity.max(1e-9)
     );
     lines.push(format!(
-        "{{\"bench\":\"backend-overload\",\"check\":\"capacity_after\",\"capacity\":{capacity:.0},\"goodput\":{goodput:.0},\"goodput_vs_capacity\":{:.2}}}",
-        goodput / capacity.max(1e-9)
+        "{{\"bench\":\"backend-overload\",\"check\":\"capacity_after\",\"capacity\":{capacity:.0},\"goodput\":{goodput:.0},\"goodput_vs_capacity\":{:.2}{}}}",
+        goodput / capacity.max(1e-9),
+        weighed_json(check.weighed(args.seconds, weighing.as_ref())),
     ));
     for line in lines {
         println!("{line}");
@@ -573,9 +642,53 @@ impl Load {
             .sum()
     }
 
-    /// Offers `rate` requests/s for one unmeasured second and then `measured`; returns
-    /// the measured requests' outcomes once each is answered or given up on.
+    /// The highest goodput of `weights`' mix: the rate starts at `start` requests/s and
+    /// grows by half while at least 98 % succeed (3 s phases; a step that fails is tried
+    /// once more). If the start is too much already, it halves until a step passes.
+    async fn ramp(&self, weights: &[u32; MIX.len()], start: f64) -> f64 {
+        let mut capacity = 0.0f64;
+        let mut rate = start;
+        let mut retried = false;
+        let mut passed = false;
+        loop {
+            let tally = self.phase_of(weights, rate, Duration::from_secs(3)).await;
+            let (ok, sent) = tally.totals();
+            let goodput = ok as f64 / 3.0;
+            eprintln!(
+                "  {rate:.0}/s offered: {goodput:.0}/s succeeded ({:.1} %)",
+                ok as f64 * 100.0 / sent.max(1) as f64
+            );
+            capacity = capacity.max(goodput);
+            if rate > 200_000.0 {
+                return capacity;
+            }
+            if (ok as f64) < 0.98 * sent as f64 {
+                // One step may fail by chance (a compaction, a neighbour): it is tried
+                // once more before the ramp ends.
+                if !retried {
+                    retried = true;
+                    continue;
+                }
+                if passed || rate < 2.0 {
+                    return capacity;
+                }
+                (rate, retried) = (rate / 2.0, false);
+                continue;
+            }
+            (passed, retried) = (true, false);
+            rate *= 1.5;
+        }
+    }
+
+    /// Offers `rate` requests/s of the benchmark's mix for one unmeasured second and
+    /// then `measured`; returns the measured requests' outcomes once each is answered or
+    /// given up on.
     async fn phase(&self, rate: f64, measured: Duration) -> Tally {
+        self.phase_of(&self.weights, rate, measured).await
+    }
+
+    /// [`Load::phase`] with the mix `weights`.
+    async fn phase_of(&self, weights: &[u32; MIX.len()], rate: f64, measured: Duration) -> Tally {
         let users = self.users.len();
         // Each user sends on its own fixed schedule, offset so sends spread evenly.
         let interval = Duration::from_secs_f64(users as f64 / rate.max(1.0));
@@ -590,7 +703,7 @@ impl Load {
                 Arc::clone(conn),
             );
             let offset = interval.mul_f64(i as f64 / users as f64);
-            let weights = self.weights;
+            let weights = *weights;
             senders.spawn(async move {
                 let user = &all[i];
                 let mut tick = tokio::time::interval_at(begin + offset, interval);
@@ -623,6 +736,13 @@ impl Load {
     }
 }
 
+/// `,"weighed_goodput_vs_capacity":…` when there is one.
+fn weighed_json(weighed: Option<f64>) -> String {
+    weighed.map_or_else(String::new, |w| {
+        format!(",\"weighed_goodput_vs_capacity\":{w:.2}")
+    })
+}
+
 /// The failures of kind `kind` (of every kind: `None`) as JSON members, `"why":count`,
 /// sorted by why.
 fn refusals_json(tally: &Tally, kind: Option<usize>) -> String {
@@ -646,6 +766,7 @@ fn report(
     tally: &Tally,
     seconds: f64,
     system_cpus: usize,
+    weighing: Option<&Weighing>,
 ) -> Vec<String> {
     let mut lines = Vec::new();
     let ratio = |ok: u64, sent: u64| {
@@ -700,8 +821,9 @@ fn report(
     let refusals = refusals_json(tally, None);
     // How busy the backend's CPUs were.
     let busy = tally.backend_cpu.as_secs_f64() / (seconds * system_cpus.max(1) as f64);
+    let weighed = tally.weighed(seconds, weighing);
     println!(
-        "{:>5} {:>24} {:>9} {:>9.3} {:>10.0} {:>8}   goodput/capacity {:.2}, backend CPU busy {busy:.2}",
+        "{:>5} {:>24} {:>9} {:>9.3} {:>10.0} {:>8}   goodput/capacity {:.2}{}, backend CPU busy {busy:.2}",
         format!("{load}x"),
         "all",
         sent,
@@ -709,11 +831,39 @@ fn report(
         goodput,
         "",
         goodput / capacity.max(1e-9),
+        weighed.map_or_else(String::new, |w| format!(" (weighed by kind {w:.2})")),
     );
     lines.push(format!(
-        "{{\"bench\":\"backend-overload\",\"load\":{load},\"capacity\":{capacity:.0},\"sent\":{sent},\"success\":{:.3},\"goodput\":{goodput:.0},\"goodput_vs_capacity\":{:.2},\"backend_cpu_busy\":{busy:.2},\"refused\":{{{refusals}}}}}",
+        "{{\"bench\":\"backend-overload\",\"load\":{load},\"capacity\":{capacity:.0},\"sent\":{sent},\"success\":{:.3},\"goodput\":{goodput:.0},\"goodput_vs_capacity\":{:.2}{},\"backend_cpu_busy\":{busy:.2},\"refused\":{{{refusals}}}}}",
         ratio(ok, sent),
         goodput / capacity.max(1e-9),
+        weighed_json(weighed),
     ));
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighing_counts_each_success_by_its_kind_capacity() {
+        let kinds: KindCapacity = [50.0, 2_000.0, 0.0, 5_000.0, 10_000.0];
+        // Half of the messages' capacity and a fifth of the reads': 0.7 of the backend.
+        let share = weighed_share([0.0, 1_000.0, 0.0, 0.0, 2_000.0], &kinds).expect("weighed");
+        assert!((share - 0.7).abs() < 1e-9, "{share}");
+        // A kind that succeeded without a capacity of its own cannot be weighed.
+        assert_eq!(weighed_share([0.0, 0.0, 10.0, 0.0, 0.0], &kinds), None);
+        let mut tally = Tally::default();
+        tally.ok[0] = 50;
+        tally.ok[3] = 25_000;
+        let weighing = Weighing {
+            kinds,
+            capacity_share: 0.5,
+        };
+        // 0.6 of the kinds' capacities, against a capacity that was worth 0.5 of them.
+        let weighed = tally.weighed(10.0, Some(&weighing)).expect("weighed");
+        assert!((weighed - (5.0 / 50.0 + 2_500.0 / 5_000.0) / 0.5).abs() < 1e-9);
+        assert_eq!(tally.weighed(10.0, None), None);
+    }
 }
