@@ -3,9 +3,11 @@
 # work on a fresh Debian machine that has only the Rust toolchain.
 
 # Debian packages needed to build and test: protoc for the etcd client's generated code
-# (service authors never need it: svrkit-codegen parses IDL with protox), and a real etcd
-# server, which the discovery tests start on loopback.
-SVRKIT_APT_PACKAGES=(protobuf-compiler etcd-server)
+# (service authors never need it: svrkit-codegen parses IDL with protox) with
+# libprotobuf-dev for the well-known types it imports (google/protobuf/descriptor.proto:
+# only recommended by protobuf-compiler, and recommendations are not installed here), and
+# a real etcd server, which the discovery tests start on loopback.
+SVRKIT_APT_PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server)
 
 # svrkit_setup [PACKAGE...]: the packages above and any given (tools/test adds Debian's
 # prometheus, for promtool).
