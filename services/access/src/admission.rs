@@ -23,9 +23,19 @@
 //! Clients are told what is admitted, so that well-behaved ones hold back what would be
 //! refused instead of sending it (see [`EdgeAdmission::ceiling`]): DAGOR's collaborative
 //! admission, as between services, carried to the last hop.
+//!
+//! The hint is taken from the count averaged over the last [`HINT_SMOOTHING`], not from
+//! the count of the moment. Clients act on a hint for as long as it is fresh and all at
+//! once: from the bare count, a peak held back everything but sign-in from many users
+//! for a hint's lifetime, and a dip let every held-back read in together. Under four
+//! times the capacity the count then swung between a third and nine tenths of the limit
+//! a few times a second (measured), and messages, the class just above the one being
+//! shed, lost a tenth of their requests to the swings. Admission itself still compares
+//! the count of the moment: it is what bounds the work running.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use svrkit::Code;
 use svrkit::overload::{BUSINESS_LEVELS, Priority, USER_LEVELS, user_priority};
@@ -40,12 +50,21 @@ pub const MAX_LIMIT: usize = 1_000_000;
 /// a business priority's band).
 pub const HINT_MARGIN: usize = 32;
 
+/// The time over which the hint averages the running count.
+pub const HINT_SMOOTHING: Duration = Duration::from_millis(250);
+
 /// What the gateway admits; one per gateway process.
 #[derive(Debug)]
 pub struct EdgeAdmission {
     limit: usize,
     running: Arc<AtomicUsize>,
     shed: AtomicU64,
+    /// The running count averaged over [`HINT_SMOOTHING`] (an `f64`'s bits), and when it
+    /// was last moved, in microseconds since `epoch`. Updated without a lock: of two
+    /// racing updates one is lost, which is one sample fewer.
+    smoothed: AtomicU64,
+    smoothed_at_us: AtomicU64,
+    epoch: Instant,
 }
 
 /// An admitted request's place among those running; dropping it frees the place.
@@ -69,7 +88,24 @@ impl EdgeAdmission {
             limit: limit.clamp(2, MAX_LIMIT),
             running: Arc::default(),
             shed: AtomicU64::new(0),
+            smoothed: AtomicU64::new(0f64.to_bits()),
+            smoothed_at_us: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Moves the averaged count towards `running` by the time since it last moved, and
+    /// returns it: an exponential average over [`HINT_SMOOTHING`], which becomes the
+    /// count of the moment after a quiet spell of that long.
+    fn smooth(&self, running: usize, now: Instant) -> f64 {
+        let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        let last_us = self.smoothed_at_us.swap(now_us, Ordering::Relaxed);
+        let before = f64::from_bits(self.smoothed.load(Ordering::Relaxed));
+        let weight =
+            (now_us.saturating_sub(last_us) as f64 / HINT_SMOOTHING.as_micros() as f64).min(1.0);
+        let after = before + (running as f64 - before) * weight;
+        self.smoothed.store(after.to_bits(), Ordering::Relaxed);
+        after
     }
 
     /// The DAGOR priority of `action` for user `uid` (0: nobody signed in, the least
@@ -120,10 +156,32 @@ impl EdgeAdmission {
     /// later, and the client's next request later still, when others may have started;
     /// a hint that named the bare level let the class at the edge through only to be
     /// refused, which costs the gateway a frame each way.
+    ///
+    /// The count it starts from is averaged over [`HINT_SMOOTHING`] (see the module's
+    /// notes).
     pub fn ceiling(&self, uid: u64) -> Option<u32> {
+        self.ceiling_at(uid, Instant::now())
+    }
+
+    /// [`EdgeAdmission::ceiling`] at `now`. While the average admits everything, the
+    /// count of the moment is heard: the hint is gone only when both agree.
+    fn ceiling_at(&self, uid: u64, now: Instant) -> Option<u32> {
         let running = self.running.load(Ordering::Relaxed);
-        let level = level_of(self.limit, running + self.limit / HINT_MARGIN)?;
+        let averaged = self.smooth(running, now).round() as usize;
+        let margin = self.limit / HINT_MARGIN;
+        let level = level_of(self.limit, averaged + margin)
+            .or_else(|| level_of(self.limit, running + margin))?;
         Some(ceiling_of(level, user_of(uid)))
+    }
+
+    /// The hint that goes with a refusal: [`EdgeAdmission::ceiling`], or the count of the
+    /// moment's when that is lower, so that it never names the refused request's own
+    /// priority as admitted.
+    pub fn refused_ceiling(&self, uid: u64) -> u32 {
+        let running = self.running.load(Ordering::Relaxed);
+        let bare = level_of(self.limit, running + self.limit / HINT_MARGIN)
+            .map_or(0, |level| ceiling_of(level, user_of(uid)));
+        self.ceiling(uid).map_or(bare, |hint| hint.min(bare))
     }
 
     /// Requests running now.
@@ -220,6 +278,23 @@ fn ceiling_of(level: u32, user: u32) -> u32 {
 mod tests {
     use super::*;
 
+    /// A time [`HINT_SMOOTHING`] after the hint's average last moved.
+    fn later(edge: &EdgeAdmission) -> Instant {
+        let last = Duration::from_micros(edge.smoothed_at_us.load(Ordering::Relaxed));
+        edge.epoch + last + HINT_SMOOTHING
+    }
+
+    /// The hint once the count has stayed where it is for a while.
+    fn settled(edge: &EdgeAdmission, uid: u64) -> Option<u32> {
+        edge.ceiling_at(uid, later(edge))
+    }
+
+    /// The hint the count of the moment would give.
+    fn bare(edge: &EdgeAdmission, uid: u64) -> Option<u32> {
+        let level = level_of(edge.limit, edge.running() + edge.limit / HINT_MARGIN)?;
+        Some(ceiling_of(level, user_of(uid)))
+    }
+
     #[test]
     fn the_least_important_get_half_the_limit_and_each_priority_its_band() {
         let last = ranks() - 1;
@@ -288,7 +363,7 @@ mod tests {
     #[test]
     fn a_full_edge_refuses_the_least_important_first_and_frees_places_on_drop() {
         let edge = EdgeAdmission::new(8);
-        assert_eq!(edge.ceiling(7), None);
+        assert_eq!(settled(&edge, 7), None);
         // Half the limit is open to everything; browsing (the sixth of seven ranks) gets
         // half of the rest or less, depending on the user's priority.
         let mut held = Vec::new();
@@ -302,7 +377,7 @@ mod tests {
         assert!((4..=5).contains(&held.len()), "{} held", held.len());
         assert_eq!(refused.code, Code::Overloaded);
         assert_eq!(refused.body()["error"]["reason"], "edge_shed");
-        let ceiling = edge.ceiling(7).expect("a ceiling while shedding");
+        let ceiling = settled(&edge, 7).expect("a ceiling while shedding");
         assert!((20..80).contains(&ceiling), "ceiling {ceiling}");
         let message = edge.admit("message.send", 7).expect("messaging admitted");
         assert_eq!(edge.running(), held.len() + 1);
@@ -310,7 +385,7 @@ mod tests {
         drop(held);
         drop(message);
         assert_eq!(edge.running(), 0);
-        assert_eq!(edge.ceiling(7), None);
+        assert_eq!(settled(&edge, 7), None);
         let _again = edge.admit("moments.timeline", 7).expect("room again");
     }
 
@@ -329,7 +404,7 @@ mod tests {
         drop(held.drain(refused_from - margin..));
         // Browsing would still be admitted now, but not after `margin` more requests
         // start: the hint already holds it back.
-        let ceiling = edge.ceiling(7).expect("a hint");
+        let ceiling = settled(&edge, 7).expect("a hint");
         assert!(ceiling < 80, "ceiling {ceiling}");
         let one = edge
             .admit("moments.timeline", 7)
@@ -337,7 +412,34 @@ mod tests {
         drop(one);
         // With the margin's room, the hint lets it through again.
         drop(held.drain(held.len() - 1..));
-        assert!(edge.ceiling(7).is_none_or(|c| c >= 80));
+        assert!(settled(&edge, 7).is_none_or(|c| c >= 80));
+    }
+
+    #[test]
+    fn the_hint_follows_the_count_averaged_not_its_peaks() {
+        let edge = EdgeAdmission::new(2048);
+        let mut held = Vec::new();
+        while let Ok(admitted) = edge.admit("profile.update", 7) {
+            held.push(admitted);
+        }
+        // Shedding contact writes for a while: user 7 may send messages.
+        let t = later(&edge);
+        assert_eq!(edge.ceiling_at(7, t), Some(20));
+        // A peak that the bare count would answer with sign-in only…
+        while bare(&edge, 7) != Some(10) {
+            held.push(edge.admit("login", 7).expect("sign-in is admitted"));
+        }
+        let ms = Duration::from_millis(1);
+        // …moves the hint a little at a time…
+        assert_eq!(edge.ceiling_at(7, t + 10 * ms), Some(20));
+        assert_eq!(edge.ceiling_at(7, t + 20 * ms), Some(20));
+        // …and all the way once it has lasted.
+        assert_eq!(edge.ceiling_at(7, t + 20 * ms + HINT_SMOOTHING), Some(10));
+        // A dip likewise: the hint comes back up over the same time.
+        drop(held);
+        let t = t + 20 * ms + HINT_SMOOTHING;
+        assert!(edge.ceiling_at(7, t + 10 * ms).is_some_and(|c| c <= 20));
+        assert_eq!(edge.ceiling_at(7, t + 10 * ms + HINT_SMOOTHING), None);
     }
 
     #[test]
@@ -345,7 +447,7 @@ mod tests {
         for limit in [0, 1, usize::MAX] {
             let edge = EdgeAdmission::new(limit);
             assert!((2..=MAX_LIMIT).contains(&edge.limit));
-            assert_eq!(edge.ceiling(1), None);
+            assert_eq!(settled(&edge, 1), None);
             let admitted = edge.admit("login", 1).expect("an empty edge admits");
             assert_eq!(edge.running(), 1);
             drop(admitted);

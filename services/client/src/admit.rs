@@ -10,6 +10,13 @@
 //! - **The last hint.** A request above its ceiling is held back while the hint is fresh
 //!   ([`HINT_TTL`]); every answer carrying one renews it, and an answer without one (the
 //!   gateway admitted everything when it answered) lifts it.
+//! - **One probe when it goes stale.** A hint that no answer has renewed for [`HINT_TTL`]
+//!   (the user sent nothing it admitted) lets one request above its ceiling through, and
+//!   holds the rest back until that one's answer says what the gateway admits now (or
+//!   another [`HINT_TTL`] passes without it). Letting everything through instead made
+//!   every user who had been held back at the same moment send everything at the same
+//!   moment: a flood at the gateway a hint's lifetime after each peak, which lifted its
+//!   count into the band of the class above and made the next peak.
 //! - **Refusals, per business priority.** The gateway's load swings between two answers, so
 //!   a hint may let through what is refused a moment later. After a refusal (`edge_shed`)
 //!   of priority `p`, requests of `p` and anything less important are held back for
@@ -45,6 +52,8 @@ struct Backoff {
 pub struct AdmitHint {
     /// The last hint's ceiling and when it came.
     hint: Option<(u64, Instant)>,
+    /// When the request that probes a stale hint was let through, until its answer.
+    probe: Option<Instant>,
     /// Backoffs after refusals, sorted by priority.
     backoffs: Vec<Backoff>,
 }
@@ -56,22 +65,36 @@ impl AdmitHint {
     }
 
     /// Whether a request of business priority `priority` should be held back at `now`
-    /// (answered by the client as refused, without being sent).
-    pub fn holds_back(&self, priority: u64, now: Instant) -> bool {
-        let hinted = self.hint.is_some_and(|(ceiling, at)| {
-            priority > ceiling && now.saturating_duration_since(at) < HINT_TTL
-        });
-        hinted
-            || self
-                .backoffs
-                .iter()
-                .any(|b| b.priority <= priority && now < b.until)
+    /// (answered by the client as refused, without being sent). A request it lets through
+    /// above a stale hint's ceiling is that hint's probe.
+    pub fn holds_back(&mut self, priority: u64, now: Instant) -> bool {
+        let backed_off = self
+            .backoffs
+            .iter()
+            .any(|b| b.priority <= priority && now < b.until);
+        if backed_off {
+            return true;
+        }
+        let Some((ceiling, at)) = self.hint else {
+            return false;
+        };
+        if priority <= ceiling {
+            return false;
+        }
+        let fresh = |since: Instant| now.saturating_duration_since(since) < HINT_TTL;
+        if fresh(at) || self.probe.is_some_and(fresh) {
+            return true;
+        }
+        self.probe = Some(now);
+        false
     }
 
     /// Notes the answer to a request of business priority `priority` that was sent: the
     /// hint it carried (`None`: it had none) and whether the gateway refused it at the
     /// edge (error reason `edge_shed`).
     pub fn observe(&mut self, priority: u64, hint: Option<u64>, refused: bool, now: Instant) {
+        // Whatever answered, the gateway has said what it admits now.
+        self.probe = None;
         match hint {
             Some(ceiling) => self.hint = Some((ceiling, now)),
             None => {
@@ -123,7 +146,7 @@ mod tests {
 
     #[test]
     fn nothing_heard_nothing_held() {
-        let hint = AdmitHint::new();
+        let mut hint = AdmitHint::new();
         assert!(!hint.holds_back(80, Instant::now()));
     }
 
@@ -135,10 +158,36 @@ mod tests {
         assert!(!hint.holds_back(20, t));
         assert!(!hint.holds_back(40, t));
         assert!(hint.holds_back(60, t + 499 * MS));
-        assert!(!hint.holds_back(60, t + HINT_TTL));
         // A newer answer renews it, and may lower it.
         hint.observe(20, Some(20), false, t + 400 * MS);
         assert!(hint.holds_back(30, t + 800 * MS));
+    }
+
+    #[test]
+    fn a_stale_hint_lets_one_probe_through_until_its_answer() {
+        let t = Instant::now();
+        let mut hint = AdmitHint::new();
+        hint.observe(20, Some(20), false, t);
+        let stale = t + HINT_TTL;
+        // One request above the ceiling goes; the rest wait for its answer…
+        assert!(!hint.holds_back(80, stale), "the probe");
+        assert!(hint.holds_back(40, stale + MS));
+        assert!(hint.holds_back(80, stale + 100 * MS));
+        // …but what the hint admits goes as ever.
+        assert!(!hint.holds_back(20, stale + MS));
+        // The answer comes with a hint: it is fresh again and says what goes.
+        hint.observe(80, Some(40), false, stale + 150 * MS);
+        assert!(!hint.holds_back(40, stale + 151 * MS));
+        assert!(hint.holds_back(80, stale + 151 * MS));
+        // A probe whose answer never comes is replaced after another HINT_TTL.
+        let stale = stale + 150 * MS + HINT_TTL;
+        assert!(!hint.holds_back(80, stale), "the second probe");
+        assert!(hint.holds_back(80, stale + HINT_TTL - MS));
+        assert!(!hint.holds_back(80, stale + HINT_TTL), "the third");
+        // An answer without a hint lifts it all.
+        hint.observe(80, None, false, stale + HINT_TTL + MS);
+        assert!(!hint.holds_back(80, stale + HINT_TTL + 2 * MS));
+        assert!(!hint.holds_back(80, stale + HINT_TTL + 3 * MS));
     }
 
     #[test]
