@@ -43,20 +43,27 @@ const HINT_TTL_MAX_MS = 8000;
  * (`edge_shed`) of priority p holds back p and less important priorities for a backoff
  * that doubles with each further refusal, whatever hints come between; a request of p
  * that runs ends the backoff of p and the more important ones only. An answer without a
- * hint (nothing is shed) lifts everything.
+ * hint (nothing is shed) lifts everything. A hint no answer has renewed for HINT_TTL_MS
+ * lets one request above it through (the probe) and holds the rest until its answer.
  */
 class AdmitHint {
   constructor() {
     this.hint = null; // { ceiling, at }
     this.backoffs = []; // { priority, until, held }, few: one per priority refused
+    this.probe = null; // when the probe of a stale hint was let through, until its answer
   }
 
   holdsBack(priority, now) {
-    if (this.hint && priority > this.hint.ceiling && now - this.hint.at < HINT_TTL_MS) return true;
-    return this.backoffs.some((b) => b.priority <= priority && now < b.until);
+    if (this.backoffs.some((b) => b.priority <= priority && now < b.until)) return true;
+    if (!this.hint || priority <= this.hint.ceiling) return false;
+    const fresh = (since) => since !== null && now - since < HINT_TTL_MS;
+    if (fresh(this.hint.at) || fresh(this.probe)) return true;
+    this.probe = now;
+    return false;
   }
 
   observe(priority, ceiling, refused, now) {
+    this.probe = null;
     if (!Number.isFinite(ceiling)) {
       this.hint = null;
       this.backoffs = [];
