@@ -158,7 +158,9 @@ impl EdgeAdmission {
     /// refused, which costs the gateway a frame each way.
     ///
     /// The count it starts from is averaged over [`HINT_SMOOTHING`] (see the module's
-    /// notes).
+    /// notes). A refusal's hint may therefore still admit the refused priority: it was
+    /// refused at a peak, and the product's clients pause it only briefly
+    /// (`wx_client::PEAK_BACKOFF`).
     pub fn ceiling(&self, uid: u64) -> Option<u32> {
         self.ceiling_at(uid, Instant::now())
     }
@@ -172,16 +174,6 @@ impl EdgeAdmission {
         let level = level_of(self.limit, averaged + margin)
             .or_else(|| level_of(self.limit, running + margin))?;
         Some(ceiling_of(level, user_of(uid)))
-    }
-
-    /// The hint that goes with a refusal: [`EdgeAdmission::ceiling`], or the count of the
-    /// moment's when that is lower, so that it never names the refused request's own
-    /// priority as admitted.
-    pub fn refused_ceiling(&self, uid: u64) -> u32 {
-        let running = self.running.load(Ordering::Relaxed);
-        let bare = level_of(self.limit, running + self.limit / HINT_MARGIN)
-            .map_or(0, |level| ceiling_of(level, user_of(uid)));
-        self.ceiling(uid).map_or(bare, |hint| hint.min(bare))
     }
 
     /// Requests running now.

@@ -165,16 +165,12 @@ async fn run(
     // Admission at the edge, after the token check (itself admitted by account, at the
     // sign-in priority): the request's work starts now or not at all.
     let admission = gateway.admission();
-    let (outcome, refused) = match admission.admit(&action, uid) {
-        Ok(_admitted) => (gateway.act(caller, &action, body, token).await, false),
-        Err(e) => (Err(e), true),
+    let outcome = match admission.admit(&action, uid) {
+        Ok(_admitted) => gateway.act(caller, &action, body, token).await,
+        Err(e) => Err(e),
     };
     crate::gateway::record_outcome(&span, &outcome);
-    let ceiling = if refused {
-        Some(admission.refused_ceiling(uid))
-    } else {
-        admission.ceiling(uid)
-    };
+    let ceiling = admission.ceiling(uid);
     let mut response = reply(outcome);
     if let Some(ceiling) = ceiling {
         response

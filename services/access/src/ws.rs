@@ -230,7 +230,7 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                     Err(e) => {
                         let mut frame = e.body();
                         frame["id"] = id;
-                        frame["admit"] = json!(admission.refused_ceiling(uid));
+                        frame["admit"] = json!(admission.ceiling(uid).unwrap_or(0));
                         let _ = outbox.try_send(frame.to_string());
                         continue;
                     }

@@ -36,6 +36,8 @@ export function explain(e) {
 /** How long a hint holds, and the first backoff after a refusal (doubled to the max). */
 const HINT_TTL_MS = 500;
 const HINT_TTL_MAX_MS = 8000;
+/** The pause after a refusal whose answer's hint still admits the refused priority. */
+const PEAK_BACKOFF_MS = 50;
 
 /**
  * What the gateway's answers said about admission; the same rules as the Rust client's
@@ -44,7 +46,8 @@ const HINT_TTL_MAX_MS = 8000;
  * that doubles with each further refusal, whatever hints come between; a request of p
  * that runs ends the backoff of p and the more important ones only. An answer without a
  * hint (nothing is shed) lifts everything. A hint no answer has renewed for HINT_TTL_MS
- * lets one request above it through (the probe) and holds the rest until its answer.
+ * lets one request above it through (the probe) and holds the rest until its answer. A
+ * refusal whose own hint still admits its priority (a peak) pauses it PEAK_BACKOFF_MS.
  */
 class AdmitHint {
   constructor() {
@@ -70,8 +73,16 @@ class AdmitHint {
       return;
     }
     this.hint = { ceiling, at: now };
-    if (refused) {
-      const covering = this.backoffs.filter((b) => b.priority <= priority).map((b) => b.held * 2);
+    if (refused && ceiling !== 0 && ceiling >= priority) {
+      // Refused at a peak the hint does not hold against this priority: a short pause.
+      const until = now + PEAK_BACKOFF_MS;
+      const existing = this.backoffs.find((b) => b.priority === priority);
+      if (!existing) this.backoffs.push({ priority, until, held: 0 });
+      else if (existing.until < until) Object.assign(existing, { until, held: 0 });
+    } else if (refused) {
+      const covering = this.backoffs
+        .filter((b) => b.priority <= priority && b.held > 0)
+        .map((b) => b.held * 2);
       const held = Math.min(Math.max(HINT_TTL_MS, ...covering), HINT_TTL_MAX_MS);
       this.backoffs = this.backoffs.filter((b) => b.priority !== priority);
       this.backoffs.push({ priority, until: now + held, held });

@@ -17,6 +17,12 @@
 //!   every user who had been held back at the same moment send everything at the same
 //!   moment: a flood at the gateway a hint's lifetime after each peak, which lifted its
 //!   count into the band of the class above and made the next peak.
+//! - **Refusals at a peak.** A refusal whose answer's hint still admits its priority
+//!   (the gateway's hint follows its load averaged over a quarter second; the refusal
+//!   met a peak above that) pauses that priority and the less important ones for
+//!   [`PEAK_BACKOFF`] only, and is not doubled. Backing such refusals off like the others
+//!   held a user's messages back for half a second at every peak: at four times the
+//!   capacity that was most of what messages lost.
 //! - **Refusals, per business priority.** The gateway's load swings between two answers, so
 //!   a hint may let through what is refused a moment later. After a refusal (`edge_shed`)
 //!   of priority `p`, requests of `p` and anything less important are held back for
@@ -32,6 +38,9 @@ use std::time::{Duration, Instant};
 pub const HINT_TTL: Duration = Duration::from_millis(500);
 /// The longest backoff: [`HINT_TTL`] doubled by each refusal up to this.
 pub const HINT_TTL_MAX: Duration = Duration::from_secs(8);
+
+/// The pause after a refusal whose answer's hint still admits the refused priority.
+pub const PEAK_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The most backoffs kept: one per business priority in use is a handful.
 const MAX_BACKOFFS: usize = 32;
@@ -104,12 +113,29 @@ impl AdmitHint {
                 return;
             }
         }
-        if refused {
+        if refused && hint.is_some_and(|ceiling| ceiling != 0 && ceiling >= priority) {
+            // Refused at a peak that the gateway's hint does not hold against this
+            // priority: a short pause, not doubled.
+            let backoff = Backoff {
+                priority,
+                until: now + PEAK_BACKOFF,
+                held: Duration::ZERO,
+            };
+            match self
+                .backoffs
+                .binary_search_by_key(&priority, |b| b.priority)
+            {
+                Ok(i) if self.backoffs[i].until >= backoff.until => {}
+                Ok(i) => self.backoffs[i] = backoff,
+                Err(i) if self.backoffs.len() < MAX_BACKOFFS => self.backoffs.insert(i, backoff),
+                Err(_) => {}
+            }
+        } else if refused {
             // Twice the longest backoff that covered this priority, or the first one.
             let held = self
                 .backoffs
                 .iter()
-                .filter(|b| b.priority <= priority)
+                .filter(|b| b.priority <= priority && !b.held.is_zero())
                 .map(|b| b.held * 2)
                 .max()
                 .unwrap_or(HINT_TTL)
@@ -204,22 +230,48 @@ mod tests {
     fn refusals_back_off_per_priority_and_double() {
         let t = Instant::now();
         let mut hint = AdmitHint::new();
-        // Refused at 80 under a hint that would admit it (the load swung).
-        hint.observe(80, Some(80), true, t);
-        assert!(hint.holds_back(80, t + 499 * MS), "held despite the hint");
+        // Refused at 80 under a hint that does not admit it.
+        hint.observe(80, Some(40), true, t);
+        assert!(hint.holds_back(80, t + 499 * MS));
         assert!(!hint.holds_back(40, t + 100 * MS), "more important ones go");
         assert!(!hint.holds_back(80, t + HINT_TTL));
         // Each further refusal doubles the backoff, up to the max.
         let mut at = t + HINT_TTL;
         let mut held = HINT_TTL;
         for _ in 0..8 {
-            hint.observe(80, Some(80), true, at);
+            hint.observe(80, Some(40), true, at);
             held = (held * 2).min(HINT_TTL_MAX);
             assert!(hint.holds_back(80, at + held - MS));
             assert!(!hint.holds_back(80, at + held));
             at += held;
         }
         assert_eq!(held, HINT_TTL_MAX);
+    }
+
+    #[test]
+    fn a_refusal_at_a_peak_pauses_briefly_and_does_not_double() {
+        let t = Instant::now();
+        let mut hint = AdmitHint::new();
+        // Refused, but the answer's hint admits messages (20): a peak.
+        hint.observe(20, Some(30), true, t);
+        assert!(hint.holds_back(20, t + PEAK_BACKOFF - MS));
+        assert!(hint.holds_back(30, t + MS), "less important ones too");
+        assert!(!hint.holds_back(10, t + MS), "more important ones go");
+        assert!(!hint.holds_back(20, t + PEAK_BACKOFF));
+        // Again: still a short pause, not doubled.
+        let again = t + PEAK_BACKOFF;
+        hint.observe(20, Some(30), true, again);
+        assert!(!hint.holds_back(20, again + PEAK_BACKOFF));
+        // A refusal whose hint does not admit it backs off as ever, from HINT_TTL.
+        let later = again + PEAK_BACKOFF;
+        hint.observe(20, Some(10), true, later);
+        assert!(hint.holds_back(20, later + HINT_TTL - MS));
+        assert!(!hint.holds_back(20, later + HINT_TTL));
+        // A peak's pause does not shorten a longer backoff already running.
+        let t = later + HINT_TTL;
+        hint.observe(20, Some(10), true, t);
+        hint.observe(20, Some(30), true, t + MS);
+        assert!(hint.holds_back(20, t + 2 * HINT_TTL - 2 * MS));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod admit;
 
-pub use admit::{AdmitHint, HINT_TTL, HINT_TTL_MAX};
+pub use admit::{AdmitHint, HINT_TTL, HINT_TTL_MAX, PEAK_BACKOFF};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
