@@ -99,10 +99,13 @@ impl EdgeAdmission {
     /// count of the moment after a quiet spell of that long.
     fn smooth(&self, running: usize, now: Instant) -> f64 {
         let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
-        let last_us = self.smoothed_at_us.swap(now_us, Ordering::Relaxed);
         let before = f64::from_bits(self.smoothed.load(Ordering::Relaxed));
-        let weight =
-            (now_us.saturating_sub(last_us) as f64 / HINT_SMOOTHING.as_micros() as f64).min(1.0);
+        // A sample no newer than the last (a racing thread's) moves nothing.
+        let last_us = self.smoothed_at_us.fetch_max(now_us, Ordering::Relaxed);
+        if now_us <= last_us {
+            return before;
+        }
+        let weight = ((now_us - last_us) as f64 / HINT_SMOOTHING.as_micros() as f64).min(1.0);
         let after = before + (running as f64 - before) * weight;
         self.smoothed.store(after.to_bits(), Ordering::Relaxed);
         after

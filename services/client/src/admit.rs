@@ -116,20 +116,11 @@ impl AdmitHint {
         if refused && hint.is_some_and(|ceiling| ceiling != 0 && ceiling >= priority) {
             // Refused at a peak that the gateway's hint does not hold against this
             // priority: a short pause, not doubled.
-            let backoff = Backoff {
+            self.back_off(Backoff {
                 priority,
                 until: now + PEAK_BACKOFF,
                 held: Duration::ZERO,
-            };
-            match self
-                .backoffs
-                .binary_search_by_key(&priority, |b| b.priority)
-            {
-                Ok(i) if self.backoffs[i].until >= backoff.until => {}
-                Ok(i) => self.backoffs[i] = backoff,
-                Err(i) if self.backoffs.len() < MAX_BACKOFFS => self.backoffs.insert(i, backoff),
-                Err(_) => {}
-            }
+            });
         } else if refused {
             // Twice the longest backoff that covered this priority, or the first one.
             let held = self
@@ -140,26 +131,33 @@ impl AdmitHint {
                 .max()
                 .unwrap_or(HINT_TTL)
                 .min(HINT_TTL_MAX);
-            let backoff = Backoff {
+            self.back_off(Backoff {
                 priority,
                 until: now + held,
                 held,
-            };
-            match self
-                .backoffs
-                .binary_search_by_key(&priority, |b| b.priority)
-            {
-                Ok(i) => self.backoffs[i] = backoff,
-                Err(i) if self.backoffs.len() < MAX_BACKOFFS => self.backoffs.insert(i, backoff),
-                // Full (priorities in use are far fewer): the least important goes.
-                Err(i) => {
-                    self.backoffs.insert(i, backoff);
-                    self.backoffs.pop();
-                }
-            }
+            });
         } else {
             // Run: this priority and the more important ones are admitted again.
             self.backoffs.retain(|b| b.priority > priority);
+        }
+    }
+}
+
+impl AdmitHint {
+    /// Holds `backoff.priority` back until `backoff.until`, unless a backoff of that
+    /// priority already holds it longer. Full (priorities in use are far fewer): the
+    /// least important goes.
+    fn back_off(&mut self, backoff: Backoff) {
+        match self
+            .backoffs
+            .binary_search_by_key(&backoff.priority, |b| b.priority)
+        {
+            Ok(i) if self.backoffs[i].until >= backoff.until => {}
+            Ok(i) => self.backoffs[i] = backoff,
+            Err(i) => {
+                self.backoffs.insert(i, backoff);
+                self.backoffs.truncate(MAX_BACKOFFS);
+            }
         }
     }
 }
@@ -184,6 +182,8 @@ mod tests {
         assert!(!hint.holds_back(20, t));
         assert!(!hint.holds_back(40, t));
         assert!(hint.holds_back(60, t + 499 * MS));
+        // Stale: it no longer holds (this one goes, as the probe).
+        assert!(!hint.holds_back(60, t + HINT_TTL));
         // A newer answer renews it, and may lower it.
         hint.observe(20, Some(20), false, t + 400 * MS);
         assert!(hint.holds_back(30, t + 800 * MS));
