@@ -479,35 +479,35 @@ impl ChannelInner {
             parent = %Hex(ctx.span_id()),
             code = tracing::field::Empty,
         );
-        let outcome = span.clone();
-        async move {
-            let result = self
-                .call_unmeasured(request, ctx, trace, started)
-                .await
-                .map_err(Status::passed_on);
-            let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-            let elapsed = started.elapsed();
-            super::metrics::call_finished(&method, code, elapsed);
-            if !outcome.is_disabled() {
-                outcome.record("code", code.as_str());
-            }
-            tracing::debug!(
-                ?code,
-                elapsed_us = elapsed.as_micros() as u64,
-                "call finished"
-            );
-            result
+        // The call's own future, instrumented (not a block around it), borrows what this
+        // one holds: every call's future is allocated and moved whole, and what is moved
+        // into an awaited future is held twice.
+        let result = self
+            .call_unmeasured(&request, &ctx, &trace, started)
+            .instrument(span.clone())
+            .await
+            .map_err(Status::passed_on);
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        let elapsed = started.elapsed();
+        super::metrics::call_finished(&method, code, elapsed);
+        if !span.is_disabled() {
+            span.record("code", code.as_str());
         }
-        .instrument(span)
-        .await
+        let _entered = span.enter();
+        tracing::debug!(
+            ?code,
+            elapsed_us = elapsed.as_micros() as u64,
+            "call finished"
+        );
+        result
     }
 
     /// The call in `ctx`, begun at `now`.
     async fn call_unmeasured(
         &self,
-        request: RpcRequest,
-        ctx: Context,
-        trace: CallTrace,
+        request: &RpcRequest,
+        ctx: &Context,
+        trace: &CallTrace,
         now: Instant,
     ) -> Result<RpcResponse, Status> {
         let opts = &request.options;
@@ -529,7 +529,7 @@ impl ChannelInner {
             .with_not_processed());
         }
         // Stamped here, so every instance and every later hop sees the same.
-        let mut header = outgoing(&ctx, method, opts, self.config.caller, trace, now, deadline);
+        let mut header = outgoing(ctx, method, opts, self.config.caller, *trace, now, deadline);
         let (business, user, uid) = (header.business_priority, header.user_priority, header.uid);
         let set = self.snapshot();
         if set.endpoints.is_empty() {
@@ -596,10 +596,11 @@ impl ChannelInner {
                     let want = Want { tried: &[], ..want };
                     // Boxed: the hedged path holds two attempts and a timer, and would
                     // otherwise make every call's future that large.
-                    let (result, backup) = Box::pin(self.attempt_with_backup(
-                        &set, index, &header, &request, deadline, delay, want,
-                    ))
-                    .await;
+                    let (result, backup) =
+                        Box::pin(self.attempt_with_backup(
+                            &set, index, &header, request, deadline, delay, want,
+                        ))
+                        .await;
                     if let Some(backup) = backup {
                         tried.push(backup);
                     }
@@ -844,5 +845,36 @@ impl tower_service::Service<RpcRequest> for Channel {
     fn call(&mut self, request: RpcRequest) -> Self::Future {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move { inner.call(request).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CallOptions;
+    use crate::method::MethodDesc;
+
+    static PING: MethodDesc = MethodDesc {
+        service: "test.Probe",
+        method: "Ping",
+        idempotent: false,
+        timeout: None,
+        priority: 0,
+    };
+
+    /// Every call's future is allocated and moved whole, so what it holds costs on every
+    /// call. Connecting (TCP, TLS, a timer: about 2 KiB) is boxed away from it, and the
+    /// call's arguments are not held twice; before, it was 3,952 bytes.
+    #[test]
+    fn a_calls_future_stays_small() {
+        let channel = Channel::lazy([SocketAddr::from(([127, 0, 0, 1], 1))]);
+        let request = RpcRequest {
+            method: (&PING).into(),
+            body: bytes::Bytes::new(),
+            options: CallOptions::default(),
+        };
+        let call = channel.inner.call(request);
+        let size = std::mem::size_of_val(&call);
+        assert!(size <= 1536, "a call's future is {size} bytes");
     }
 }

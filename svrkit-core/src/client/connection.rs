@@ -154,7 +154,7 @@ impl Connection {
             .with_not_processed());
         }
         let (tx, rx) = oneshot::channel();
-        let id = {
+        let (id, first) = {
             let mut shared = self.lock();
             if shared.state != State::Open {
                 return Err(
@@ -164,6 +164,10 @@ impl Connection {
             }
             let id = shared.next_id;
             shared.next_id += 1;
+            // Only the frame that finds the buffer empty wakes the driver: whoever
+            // queued the frames before this one has woken it, and it takes the whole
+            // buffer at once.
+            let first = shared.out.is_empty();
             protocol::encode_frame_head(
                 &mut shared.out,
                 FrameKind::Request,
@@ -180,9 +184,11 @@ impl Connection {
                     deadline,
                 },
             );
-            id
+            (id, first)
         };
-        self.notify.notify_one();
+        if first {
+            self.notify.notify_one();
+        }
 
         let mut guard = CancelOnDrop {
             conn: self,
@@ -262,9 +268,12 @@ impl Drop for CancelOnDrop<'_> {
         }
         let mut shared = self.conn.lock();
         if shared.pending.remove(&self.id).is_some() && shared.state != State::Closed {
+            let first = shared.out.is_empty();
             protocol::encode_frame_head(&mut shared.out, FrameKind::Cancel, self.id, 0, 0);
             drop(shared);
-            self.conn.notify.notify_one();
+            if first {
+                self.conn.notify.notify_one();
+            }
         }
     }
 }
@@ -273,13 +282,14 @@ impl Drop for CancelOnDrop<'_> {
 async fn drive(conn: Arc<Connection>, mut link: Link) {
     let mut rbuf = BytesMut::new();
     let mut out = BytesMut::new();
+    let mut batch = Batch::default();
     let mut sweep = tokio::time::interval(DEADLINE_SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reason = loop {
-        let any_pending;
+        let pending;
         {
             let mut shared = conn.lock();
-            any_pending = !shared.pending.is_empty();
+            pending = shared.pending.len();
             if out.is_empty() {
                 std::mem::swap(&mut shared.out, &mut out);
             }
@@ -309,7 +319,7 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
                     Ok(ReadOutcome::Eof) => break "closed by the server".to_string(),
                     Err(e) => break format!("read failed: {e}"),
                 }
-                if let Err(e) = handle_frames(&conn, &mut rbuf, &mut out) {
+                if let Err(e) = handle_frames(&conn, &mut rbuf, &mut out, &mut batch) {
                     break e;
                 }
             }
@@ -318,12 +328,13 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
                 // task just woken before the others that are ready (its LIFO slot): the
                 // other callers woken by the last batch of responses would each get a
                 // write of their own. Letting them run first sends them in one write.
-                // A lone call has nobody to wait for.
-                if conn.in_flight() > 1 {
+                // A lone call has nobody to wait for (the calls in flight are counted
+                // before it came, which spares taking the lock again).
+                if pending > 0 {
                     tokio::task::yield_now().await;
                 }
             }
-            _ = sweep.tick(), if any_pending => {
+            _ = sweep.tick(), if pending > 0 => {
                 conn.expire(Instant::now(), &mut out);
             }
             ready = link.writable(), if unsent => {
@@ -345,7 +356,48 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
 }
 
 /// Handles every complete frame in `rbuf`; an error ends the connection.
-fn handle_frames(conn: &Connection, rbuf: &mut BytesMut, out: &mut BytesMut) -> Result<(), String> {
+///
+/// The responses of one read are matched to their calls under one lock, and answered
+/// after it is released: the callers queueing requests take the same lock. `batch` is
+/// the driver's, reused from read to read (left empty).
+fn handle_frames(
+    conn: &Connection,
+    rbuf: &mut BytesMut,
+    out: &mut BytesMut,
+    batch: &mut Batch,
+) -> Result<(), String> {
+    let result = route_frames(conn, rbuf, out, &mut batch.responses);
+    if !batch.responses.is_empty() {
+        {
+            let mut shared = conn.lock();
+            for frame in batch.responses.drain(..) {
+                if let Some(pending) = shared.pending.remove(&frame.id) {
+                    batch.replies.push((pending.reply, frame));
+                }
+            }
+        }
+        for (reply, frame) in batch.replies.drain(..) {
+            let _ = reply.send(Ok(frame));
+        }
+    }
+    result
+}
+
+/// The responses of one read, and the calls they answer.
+#[derive(Default)]
+struct Batch {
+    responses: Vec<Frame>,
+    replies: Vec<(Reply, Frame)>,
+}
+
+/// Decodes every complete frame in `rbuf`, handling all but responses, which are left in
+/// `responses` (in order) for [`handle_frames`] to route.
+fn route_frames(
+    conn: &Connection,
+    rbuf: &mut BytesMut,
+    out: &mut BytesMut,
+    responses: &mut Vec<Frame>,
+) -> Result<(), String> {
     loop {
         let frame = match protocol::decode_frame(rbuf, conn.max_frame_size) {
             Ok(Some(frame)) => frame,
@@ -360,12 +412,7 @@ fn handle_frames(conn: &Connection, rbuf: &mut BytesMut, out: &mut BytesMut) -> 
             Err(e) => return Err(format!("bad frame from server: {e}")),
         };
         match frame.kind {
-            FrameKind::Response => {
-                let pending = conn.lock().pending.remove(&frame.id);
-                if let Some(pending) = pending {
-                    let _ = pending.reply.send(Ok(frame));
-                }
-            }
+            FrameKind::Response => responses.push(frame),
             FrameKind::Ping => {
                 protocol::encode_frame_head(out, FrameKind::Pong, frame.id, 0, 0);
             }
