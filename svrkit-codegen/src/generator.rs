@@ -168,7 +168,7 @@ fn write_client(
     let _ = writeln!(buf, "}}");
     let _ = writeln!(
         buf,
-        "impl<S> {client}<S> where S: Service<RpcRequest, Response = RpcResponse> + Clone + Send, S::Error: Into<BoxError>, S::Future: Send {{"
+        "impl<S> {client}<S> where S: Service<RpcRequest, Response = RpcResponse> + Clone + Send + 'static, S::Error: Into<BoxError>, S::Future: Send {{"
     );
     let _ = writeln!(
         buf,

@@ -7,7 +7,8 @@
 //! - `foo_methods`: `SERVICE_NAME`, one `MethodDesc` constant per RPC carrying the IDL's
 //!   method options (`idempotent`, `timeout_ms`, `priority`), and `SERVICE`;
 //! - `foo_client::FooClient<S = Channel>`: one typed async method per RPC, plus a
-//!   `*_with(request, CallOptions)` variant; `S` is any tower service over a channel;
+//!   `*_with(request, CallOptions)` variant; `S` is any (`'static`) tower service over a
+//!   channel, and a bare `Channel` is called in place, without a clone or a boxed future;
 //! - `foo_server::Foo`: the trait the author implements, methods returning
 //!   `impl Future + Send` (no `async_trait`);
 //! - `foo_server::FooServer<T>`: the adapter the server routes to, one `match` on the

@@ -59,7 +59,7 @@ pub struct Client<S> {
 
 impl<S> Client<S>
 where
-    S: Service<RpcRequest, Response = RpcResponse> + Clone + Send,
+    S: Service<RpcRequest, Response = RpcResponse> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
@@ -84,18 +84,27 @@ where
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let mut svc = self.inner.clone();
-        std::future::poll_fn(|cx| svc.poll_ready(cx))
-            .await
-            .map_err(|e| Status::from_error(e.into()))?;
-        let response = svc
-            .call(RpcRequest {
-                method: crate::method::Method::Static(method),
-                body: encode(request),
-                options,
-            })
-            .await
-            .map_err(|e| Status::from_error(e.into()))?;
+        let request = RpcRequest {
+            method: crate::method::Method::Static(method),
+            body: encode(request),
+            options,
+        };
+        // A bare channel (the common case) is called in place. Through the tower
+        // interface every call would clone it and box its future, and a clone is a
+        // reference count that the cores calling it pass between them.
+        let any: &dyn std::any::Any = &self.inner;
+        let response = match any.downcast_ref::<Channel>() {
+            Some(channel) => channel.call(request).await?,
+            None => {
+                let mut svc = self.inner.clone();
+                std::future::poll_fn(|cx| svc.poll_ready(cx))
+                    .await
+                    .map_err(|e| Status::from_error(e.into()))?;
+                svc.call(request)
+                    .await
+                    .map_err(|e| Status::from_error(e.into()))?
+            }
+        };
         Resp::decode(response.body).map_err(|e| {
             Status::internal(format!(
                 "undecodable response from {}/{}: {e}",

@@ -23,7 +23,8 @@ async fn call<S>(
 where
     S: tower::Service<svrkit::client::RpcRequest, Response = svrkit::client::RpcResponse>
         + Clone
-        + Send,
+        + Send
+        + 'static,
     S::Error: Into<svrkit::BoxError>,
     S::Future: Send,
 {
