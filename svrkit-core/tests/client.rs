@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::start;
@@ -54,11 +53,8 @@ async fn any_tower_layer_composes_with_a_channel() {
 async fn calls_spread_over_addresses_and_skip_a_dead_one() {
     let a = start(server("a")).await;
     let b = start(server("b")).await;
-    // A port with nothing listening: bind, note the address, close.
-    let dead: SocketAddr = {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        l.local_addr().expect("addr")
-    };
+    // A port with nothing listening, held for the whole test.
+    let (_held, dead) = svrkit_testkit::refusing_addr();
     let client = EchoClient::new(
         Channel::builder()
             .balance(svrkit::balance::Balance::RoundRobin)
@@ -118,10 +114,7 @@ async fn a_channel_reconnects_to_a_restarted_server() {
 
 #[tokio::test]
 async fn while_backing_off_calls_fail_fast_without_connecting() {
-    let dead: SocketAddr = {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let (held, dead) = svrkit_testkit::refusing_addr();
     let client = EchoClient::new(
         Channel::builder()
             .backoff(Duration::from_secs(3600), Duration::from_secs(3600))
@@ -130,7 +123,7 @@ async fn while_backing_off_calls_fail_fast_without_connecting() {
     let err = client.echo(request(0)).await.expect_err("refused");
     assert!(err.message().contains("connect to"), "{err}");
     // The server comes up, but the channel is backing off for an hour: it does not try.
-    let listener = TcpListener::bind(dead).await.expect("rebind");
+    let listener = held.listen(1024).expect("listen on the held port");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let up = tokio::spawn(server("late").serve(listener, async {
         let _ = rx.await;

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -142,12 +141,7 @@ async fn a_backup_request_answers_when_the_first_instance_is_slow() {
 async fn a_processed_failure_of_a_non_idempotent_method_is_not_retried() {
     // Relay is not idempotent; each instance's next hop is unreachable, so the handler
     // runs and fails with `unavailable`.
-    let dead: SocketAddr = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let (_held, dead) = svrkit_testkit::refusing_addr();
     let probes: Vec<Probe> = (0..2)
         .map(|i| {
             let mut p = Probe::new(&format!("p{i}"));

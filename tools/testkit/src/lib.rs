@@ -115,6 +115,20 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {low}..{high}");
 }
 
+/// A loopback address that refuses connections for as long as the returned socket
+/// lives: the socket holds the port (bound, never listening), so the kernel answers
+/// every connect with a reset, and no test running beside this one can be given it.
+/// Binding a listener and dropping it is not enough: the port goes back to the pool,
+/// and another test's server on port 0 may take it.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind a loopback port");
+    let addr = socket.local_addr().expect("the bound address");
+    (socket, addr)
+}
+
 /// The ports [`free_port`] picks from: from 20000 up to the start of the kernel's
 /// ephemeral range (read from `/proc/sys/net/ipv4/ip_local_port_range`, 32768 when
 /// unreadable or when that range starts too low to leave room).
