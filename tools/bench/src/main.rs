@@ -34,6 +34,7 @@ mod rpc;
 mod seq;
 mod servers;
 mod stats;
+mod stop;
 mod storage;
 mod tarpc_peer;
 
@@ -111,15 +112,17 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = runtime.enable_all().build()?;
     match cli.command {
-        Command::Rpc(args) => runtime.block_on(rpc::run(args)),
-        Command::Overload(args) => runtime.block_on(overload::run(args)),
-        Command::Failover(args) => runtime.block_on(failover::run(args)),
-        Command::Storage(args) => runtime.block_on(storage::run(args)),
-        Command::Seq(args) => runtime.block_on(seq::run(args)),
-        Command::BackendOverload(args) => runtime.block_on(backend_overload::run(args)),
-        Command::Connections(args) => runtime.block_on(connections::run(args)),
-        Command::Message(args) => runtime.block_on(message::run(args)),
-        Command::Moments(args) => runtime.block_on(moments::run(args)),
+        Command::Rpc(args) => runtime.block_on(stop::until_stopped(rpc::run(args))),
+        Command::Overload(args) => runtime.block_on(stop::until_stopped(overload::run(args))),
+        Command::Failover(args) => runtime.block_on(stop::until_stopped(failover::run(args))),
+        Command::Storage(args) => runtime.block_on(stop::until_stopped(storage::run(args))),
+        Command::Seq(args) => runtime.block_on(stop::until_stopped(seq::run(args))),
+        Command::BackendOverload(args) => {
+            runtime.block_on(stop::until_stopped(backend_overload::run(args)))
+        }
+        Command::Connections(args) => runtime.block_on(stop::until_stopped(connections::run(args))),
+        Command::Message(args) => runtime.block_on(stop::until_stopped(message::run(args))),
+        Command::Moments(args) => runtime.block_on(stop::until_stopped(moments::run(args))),
         Command::ServeSeq { role } => runtime.block_on(seq::serve(role)),
         Command::Serve {
             system,
