@@ -173,10 +173,16 @@ impl EdgeAdmission {
     fn ceiling_at(&self, uid: u64, now: Instant) -> Option<u32> {
         let running = self.running.load(Ordering::Relaxed);
         let averaged = self.smooth(running, now).round() as usize;
-        let margin = self.limit / HINT_MARGIN;
-        let level = level_of(self.limit, averaged + margin)
-            .or_else(|| level_of(self.limit, running + margin))?;
+        let level = self
+            .hinted_level(averaged)
+            .or_else(|| self.hinted_level(running))?;
         Some(ceiling_of(level, user_of(uid)))
+    }
+
+    /// The level a hint names when `count` requests are running: what would still be
+    /// admitted with [`HINT_MARGIN`] of the limit more.
+    fn hinted_level(&self, count: usize) -> Option<u32> {
+        level_of(self.limit, count + self.limit / HINT_MARGIN)
     }
 
     /// Requests running now.
@@ -286,7 +292,7 @@ mod tests {
 
     /// The hint the count of the moment would give.
     fn bare(edge: &EdgeAdmission, uid: u64) -> Option<u32> {
-        let level = level_of(edge.limit, edge.running() + edge.limit / HINT_MARGIN)?;
+        let level = edge.hinted_level(edge.running())?;
         Some(ceiling_of(level, user_of(uid)))
     }
 

@@ -75,20 +75,23 @@ class AdmitHint {
     this.hint = { ceiling, at: now };
     if (refused && ceiling !== 0 && ceiling >= priority) {
       // Refused at a peak the hint does not hold against this priority: a short pause.
-      const until = now + PEAK_BACKOFF_MS;
-      const existing = this.backoffs.find((b) => b.priority === priority);
-      if (!existing) this.backoffs.push({ priority, until, held: 0 });
-      else if (existing.until < until) Object.assign(existing, { until, held: 0 });
+      this.backOff(priority, now + PEAK_BACKOFF_MS, 0);
     } else if (refused) {
       const covering = this.backoffs
         .filter((b) => b.priority <= priority && b.held > 0)
         .map((b) => b.held * 2);
       const held = Math.min(Math.max(HINT_TTL_MS, ...covering), HINT_TTL_MAX_MS);
-      this.backoffs = this.backoffs.filter((b) => b.priority !== priority);
-      this.backoffs.push({ priority, until: now + held, held });
+      this.backOff(priority, now + held, held);
     } else {
       this.backoffs = this.backoffs.filter((b) => b.priority > priority);
     }
+  }
+
+  /** Holds `priority` back until `until`, unless a backoff of it already holds it longer. */
+  backOff(priority, until, held) {
+    const existing = this.backoffs.find((b) => b.priority === priority);
+    if (!existing) this.backoffs.push({ priority, until, held });
+    else if (existing.until < until) Object.assign(existing, { until, held });
   }
 }
 

@@ -141,9 +141,7 @@ impl AdmitHint {
             self.backoffs.retain(|b| b.priority > priority);
         }
     }
-}
 
-impl AdmitHint {
     /// Holds `backoff.priority` back until `backoff.until`, unless a backoff of that
     /// priority already holds it longer. Full (priorities in use are far fewer): the
     /// least important goes.

@@ -436,8 +436,14 @@ impl Channel {
     ///
     /// The header is filled from the current [`Context`], the call's options and the
     /// method's IDL options; see [`CallOptions`](super::CallOptions) for the order.
-    pub async fn call(&self, request: RpcRequest) -> Result<RpcResponse, Status> {
-        self.inner.call(request).await
+    ///
+    /// The call's own future, not an `async fn` around it, which would hold the request
+    /// a second time beside it (generated clients await this in place).
+    pub fn call(
+        &self,
+        request: RpcRequest,
+    ) -> impl Future<Output = Result<RpcResponse, Status>> + Send + '_ {
+        self.inner.call(request)
     }
 }
 
@@ -873,7 +879,7 @@ mod tests {
             body: bytes::Bytes::new(),
             options: CallOptions::default(),
         };
-        let call = channel.inner.call(request);
+        let call = channel.call(request);
         let size = std::mem::size_of_val(&call);
         assert!(size <= 1536, "a call's future is {size} bytes");
     }

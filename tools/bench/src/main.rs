@@ -111,24 +111,25 @@ fn main() -> anyhow::Result<()> {
         runtime.worker_threads(1);
     }
     let runtime = runtime.enable_all().build()?;
-    match cli.command {
-        Command::Rpc(args) => runtime.block_on(stop::until_stopped(rpc::run(args))),
-        Command::Overload(args) => runtime.block_on(stop::until_stopped(overload::run(args))),
-        Command::Failover(args) => runtime.block_on(stop::until_stopped(failover::run(args))),
-        Command::Storage(args) => runtime.block_on(stop::until_stopped(storage::run(args))),
-        Command::Seq(args) => runtime.block_on(stop::until_stopped(seq::run(args))),
-        Command::BackendOverload(args) => {
-            runtime.block_on(stop::until_stopped(backend_overload::run(args)))
+    // Every command stops cleanly on SIGINT or SIGTERM (see `stop`).
+    runtime.block_on(stop::until_stopped(async move {
+        match cli.command {
+            Command::Rpc(args) => rpc::run(args).await,
+            Command::Overload(args) => overload::run(args).await,
+            Command::Failover(args) => failover::run(args).await,
+            Command::Storage(args) => storage::run(args).await,
+            Command::Seq(args) => seq::run(args).await,
+            Command::BackendOverload(args) => backend_overload::run(args).await,
+            Command::Connections(args) => connections::run(args).await,
+            Command::Message(args) => message::run(args).await,
+            Command::Moments(args) => moments::run(args).await,
+            Command::ServeSeq { role } => seq::serve(role).await,
+            Command::Serve {
+                system,
+                addr,
+                tls_dir,
+                handler_waits,
+            } => servers::serve(system, addr, tls_dir, handler_waits).await,
         }
-        Command::Connections(args) => runtime.block_on(stop::until_stopped(connections::run(args))),
-        Command::Message(args) => runtime.block_on(stop::until_stopped(message::run(args))),
-        Command::Moments(args) => runtime.block_on(stop::until_stopped(moments::run(args))),
-        Command::ServeSeq { role } => runtime.block_on(seq::serve(role)),
-        Command::Serve {
-            system,
-            addr,
-            tls_dir,
-            handler_waits,
-        } => runtime.block_on(servers::serve(system, addr, tls_dir, handler_waits)),
-    }
+    }))
 }
