@@ -20,6 +20,15 @@
 //! DAGOR's 255 business levels instead would leave the six in use a few places each, and
 //! user priority none.)
 //!
+//! The two most important business priorities (sign-in and messaging) that find no room
+//! wait for one, up to [`EDGE_WAIT`] and at most a [`WAITING_SHARE`] of the limit of them
+//! at once; every other request is refused at once. Under a load the backend cannot
+//! serve, the count sits where the bands meet, and a stall below (a store's commit, a
+//! descheduled process) lifts it into the important bands for a few tens of
+//! milliseconds: refusing then would lose a message to a moment's peak, while a place
+//! frees within the wait. A freed place goes to the most important waiter first
+//! ([`places`]). Waiters are not running: they cost the services nothing.
+//!
 //! Clients are told what is admitted, so that well-behaved ones hold back what would be
 //! refused instead of sending it (see [`EdgeAdmission::ceiling`]): DAGOR's collaborative
 //! admission, as between services, carried to the last hop.
@@ -33,7 +42,9 @@
 //! shed, lost a tenth of their requests to the swings. Admission itself still compares
 //! the count of the moment: it is what bounds the work running.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+mod places;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -53,12 +64,25 @@ pub const HINT_MARGIN: usize = 32;
 /// The time over which the hint averages the running count.
 pub const HINT_SMOOTHING: Duration = Duration::from_millis(250);
 
+/// How long a request of the [`WAITING_BUSINESS`] most important business priorities may
+/// wait for a place before it is refused.
+pub const EDGE_WAIT: Duration = Duration::from_millis(250);
+
+/// The business priorities of the action table, counted from the most important, whose
+/// requests wait for a place rather than being refused at once: sign-in and messaging.
+pub const WAITING_BUSINESS: u32 = 2;
+
+/// Requests waiting at once, as a divisor of the limit (128 of 2,048).
+pub const WAITING_SHARE: usize = 16;
+
+pub use places::Admitted;
+
 /// What the gateway admits; one per gateway process.
 #[derive(Debug)]
 pub struct EdgeAdmission {
     limit: usize,
-    running: Arc<AtomicUsize>,
-    shed: AtomicU64,
+    places: Arc<places::Places>,
+    wait: Duration,
     /// The running count averaged over [`HINT_SMOOTHING`] (an `f64`'s bits), and when it
     /// was last moved, in microseconds since `epoch`. Updated without a lock: of two
     /// racing updates one is lost, which is one sample fewer.
@@ -67,27 +91,68 @@ pub struct EdgeAdmission {
     epoch: Instant,
 }
 
-/// An admitted request's place among those running; dropping it frees the place.
+/// A request admitted now, or waiting for a place ([`EdgeAdmission::admit_or_wait`]).
 #[derive(Debug)]
-#[must_use = "the request counts as running while this is held"]
-pub struct Admitted {
-    running: Arc<AtomicUsize>,
+#[must_use = "a request admitted or waiting holds or awaits a place"]
+pub enum Entry {
+    /// Admitted: running from now.
+    Now(Admitted),
+    /// Waiting for a place.
+    Waiting(Waiting),
 }
 
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.running.fetch_sub(1, Ordering::Relaxed);
+/// A request of an important business priority waiting for a place at the edge.
+#[derive(Debug)]
+pub struct Waiting {
+    waiting: places::Waiting,
+    wait: Duration,
+    places: Arc<places::Places>,
+}
+
+impl Entry {
+    /// The request's place: at once, or when one is handed over within the wait; an
+    /// `overloaded` refusal (reason `edge_shed`) when none is.
+    pub async fn ready(self) -> Result<Admitted, ApiError> {
+        match self {
+            Entry::Now(admitted) => Ok(admitted),
+            Entry::Waiting(Waiting {
+                waiting,
+                wait,
+                places,
+            }) => match waiting.place(wait).await {
+                Some(admitted) => Ok(admitted),
+                None => Err(refuse(&places)),
+            },
+        }
     }
+}
+
+/// Counts a refusal, and the answer to give.
+fn refuse(places: &places::Places) -> ApiError {
+    places.shed.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("wx_access_shed_total").increment(1);
+    ApiError::new(
+        Code::Overloaded,
+        "the service is busy; this request was not run, retry later",
+    )
+    .reason("edge_shed")
 }
 
 impl EdgeAdmission {
     /// A gateway that runs at most `limit` requests at once (kept within 2 and
     /// [`MAX_LIMIT`]).
     pub fn new(limit: usize) -> EdgeAdmission {
+        EdgeAdmission::with_wait(limit, EDGE_WAIT)
+    }
+
+    /// [`EdgeAdmission::new`] whose important requests wait up to `wait` for a place
+    /// (none: `Duration::ZERO`).
+    pub fn with_wait(limit: usize, wait: Duration) -> EdgeAdmission {
+        let limit = limit.clamp(2, MAX_LIMIT);
         EdgeAdmission {
-            limit: limit.clamp(2, MAX_LIMIT),
-            running: Arc::default(),
-            shed: AtomicU64::new(0),
+            limit,
+            places: Arc::new(places::Places::new(limit / WAITING_SHARE)),
+            wait,
             smoothed: AtomicU64::new(0f64.to_bits()),
             smoothed_at_us: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -121,32 +186,37 @@ impl EdgeAdmission {
 
     /// Admits a request of `action` by `uid` while it runs, or refuses it: `Err` is the
     /// `overloaded` answer to give.
+    /// Nothing waits: see [`EdgeAdmission::admit_or_wait`].
     pub fn admit(&self, action: &str, uid: u64) -> Result<Admitted, ApiError> {
         let room = room_of(self.limit, rank_of(Self::priority(action, uid)));
-        let mut running = self.running.load(Ordering::Relaxed);
-        loop {
-            if running >= room {
-                self.shed.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("wx_access_shed_total").increment(1);
-                return Err(ApiError::new(
-                    Code::Overloaded,
-                    "the service is busy; this request was not run, retry later",
-                )
-                .reason("edge_shed"));
+        self.places
+            .try_take(room)
+            .ok_or_else(|| refuse(&self.places))
+    }
+
+    /// Admits a request of `action` by `uid` as [`EdgeAdmission::admit`] does, except
+    /// that one of the [`WAITING_BUSINESS`] most important business priorities that finds
+    /// no room waits for one ([`Entry::ready`]), unless a [`WAITING_SHARE`] of the limit
+    /// already wait.
+    pub fn admit_or_wait(&self, action: &str, uid: u64) -> Result<Entry, ApiError> {
+        let rank = rank_of(Self::priority(action, uid));
+        let room = room_of(self.limit, rank);
+        if let Some(admitted) = self.places.try_take(room) {
+            return Ok(Entry::Now(admitted));
+        }
+        if self.wait.is_zero() || rank >= WAITING_BUSINESS * USER_LEVELS {
+            return Err(refuse(&self.places));
+        }
+        match self.places.enqueue(rank, room) {
+            Some(waiting) => {
+                metrics::counter!("wx_access_edge_waited_total").increment(1);
+                Ok(Entry::Waiting(Waiting {
+                    waiting,
+                    wait: self.wait,
+                    places: Arc::clone(&self.places),
+                }))
             }
-            match self.running.compare_exchange_weak(
-                running,
-                running + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    return Ok(Admitted {
-                        running: Arc::clone(&self.running),
-                    });
-                }
-                Err(now) => running = now,
-            }
+            None => Err(refuse(&self.places)),
         }
     }
 
@@ -171,7 +241,7 @@ impl EdgeAdmission {
     /// [`EdgeAdmission::ceiling`] at `now`. While the average admits everything, the
     /// count of the moment is heard: the hint is gone only when both agree.
     fn ceiling_at(&self, uid: u64, now: Instant) -> Option<u32> {
-        let running = self.running.load(Ordering::Relaxed);
+        let running = self.places.running();
         let averaged = self.smooth(running, now).round() as usize;
         let level = self
             .hinted_level(averaged)
@@ -187,12 +257,17 @@ impl EdgeAdmission {
 
     /// Requests running now.
     pub fn running(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
+        self.places.running()
+    }
+
+    /// Requests waiting for a place now.
+    pub fn waiting(&self) -> usize {
+        self.places.waiting()
     }
 
     /// Requests refused so far.
     pub fn shed(&self) -> u64 {
-        self.shed.load(Ordering::Relaxed)
+        self.places.shed.load(Ordering::Relaxed)
     }
 }
 
@@ -388,6 +463,76 @@ mod tests {
         assert_eq!(edge.running(), 0);
         assert_eq!(settled(&edge, 7), None);
         let _again = edge.admit("moments.timeline", 7).expect("room again");
+    }
+
+    #[tokio::test]
+    async fn sign_in_and_messaging_wait_for_a_place_and_the_rest_are_refused_at_once() {
+        let edge = EdgeAdmission::with_wait(32, Duration::from_secs(3600));
+        let mut held = Vec::new();
+        while let Ok(admitted) = edge.admit("login", 7) {
+            held.push(admitted);
+        }
+        let shed = edge.shed();
+        // Contact writes and browsing are refused without waiting.
+        for action in [
+            "profile.update",
+            "friends.list",
+            "moments.timeline",
+            "no.such",
+        ] {
+            let refused = edge.admit_or_wait(action, 7).expect_err(action);
+            assert_eq!(refused.body()["error"]["reason"], "edge_shed", "{action}");
+        }
+        assert_eq!(edge.shed(), shed + 4);
+        // A message and a sign-in wait; the sign-in is the more important.
+        let message = edge.admit_or_wait("message.send", 7).expect("waits");
+        let login = edge.admit_or_wait("login", 7).expect("waits");
+        assert!(matches!(login, Entry::Waiting(_)));
+        assert_eq!((edge.waiting(), edge.running()), (2, held.len()));
+        drop(held.pop());
+        assert_eq!(edge.waiting(), 1, "the sign-in took the freed place");
+        let login = login.ready().await.expect("admitted");
+        // Places free until one is the message's.
+        while edge.waiting() > 0 {
+            drop(held.pop().expect("a place to free"));
+        }
+        let message = message.ready().await.expect("admitted");
+        assert_eq!(edge.running(), held.len() + 2);
+        drop((login, message, held));
+        assert_eq!(edge.running(), 0);
+        assert_eq!(edge.shed(), shed + 4, "nothing more refused");
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_finds_no_place_is_refused_and_a_full_queue_refuses_at_once() {
+        let edge = EdgeAdmission::with_wait(32, Duration::from_millis(1));
+        let mut held = Vec::new();
+        while let Ok(admitted) = edge.admit("login", 1) {
+            held.push(admitted);
+        }
+        let shed = edge.shed();
+        let waiting = edge.admit_or_wait("message.send", 1).expect("waits");
+        let refused = waiting.ready().await.expect_err("no place within the wait");
+        assert_eq!(refused.code, Code::Overloaded);
+        assert_eq!(refused.body()["error"]["reason"], "edge_shed");
+        assert_eq!((edge.shed(), edge.waiting()), (shed + 1, 0));
+        // At most a WAITING_SHARE of the limit wait: two of 32.
+        let queued: Vec<_> = (0..32 / WAITING_SHARE)
+            .map(|_| edge.admit_or_wait("message.send", 1).expect("waits"))
+            .collect();
+        assert_eq!(edge.waiting(), 2);
+        let refused = edge
+            .admit_or_wait("message.send", 1)
+            .expect_err("the queue is full");
+        assert_eq!(refused.body()["error"]["reason"], "edge_shed");
+        drop(queued);
+        assert_eq!(edge.waiting(), 0);
+        drop(held);
+        assert_eq!(edge.running(), 0);
+        // Without a wait, nothing waits.
+        let edge = EdgeAdmission::with_wait(8, Duration::ZERO);
+        let _held: Vec<_> = std::iter::from_fn(|| edge.admit("login", 1).ok()).collect();
+        assert!(edge.admit_or_wait("login", 1).is_err());
     }
 
     #[test]

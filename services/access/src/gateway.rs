@@ -64,6 +64,9 @@ pub struct Limits {
     /// Requests the gateway runs at once, its last half kept for the more important
     /// ones (see [`crate::admission`]).
     pub max_in_flight: usize,
+    /// How long sign-in and messaging wait for a place when none is free (see
+    /// [`crate::admission`]); `Duration::ZERO` refuses them at once as well.
+    pub edge_wait: Duration,
 }
 
 impl Default for Limits {
@@ -73,6 +76,7 @@ impl Default for Limits {
             burst: 40.0,
             timeout: Duration::from_secs(5),
             max_in_flight: 2048,
+            edge_wait: crate::admission::EDGE_WAIT,
         }
     }
 }
@@ -143,7 +147,7 @@ impl Gateway {
             users: RateLimiter::new(limits.rate_per_sec, limits.burst),
             addresses: RateLimiter::new(limits.rate_per_sec, limits.burst),
             limits,
-            admission: EdgeAdmission::new(limits.max_in_flight),
+            admission: EdgeAdmission::with_wait(limits.max_in_flight, limits.edge_wait),
         }
     }
 

@@ -165,7 +165,11 @@ async fn run(
     // Admission at the edge, after the token check (itself admitted by account, at the
     // sign-in priority): the request's work starts now or not at all.
     let admission = gateway.admission();
-    let outcome = match admission.admit(&action, uid) {
+    let admitted = match admission.admit_or_wait(&action, uid) {
+        Ok(entry) => entry.ready().await,
+        Err(e) => Err(e),
+    };
+    let outcome = match admitted {
         Ok(_admitted) => gateway.act(caller, &action, body, token).await,
         Err(e) => Err(e),
     };

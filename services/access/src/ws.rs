@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
+use crate::admission::EdgeAdmission;
 use crate::edge::EdgeLimits;
 use crate::error::ApiError;
 use crate::gateway::{Caller, Gateway};
@@ -121,6 +122,14 @@ fn error_frame(id: &Value, e: &ApiError) -> String {
     let mut body = e.body();
     body["id"] = id.clone();
     body.to_string()
+}
+
+/// The answer to request `id` refused at the edge, with what the edge admits from `uid`.
+fn refusal_frame(id: Value, e: &ApiError, admission: &EdgeAdmission, uid: u64) -> String {
+    let mut frame = e.body();
+    frame["id"] = id;
+    frame["admit"] = json!(admission.ceiling(uid).unwrap_or(0));
+    frame.to_string()
 }
 
 /// Waits for the auth frame; returns the user, their token and when it expires.
@@ -225,13 +234,10 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                 };
                 // Admission at the edge: refused here, the request costs only its frame.
                 let admission = long.gateway.admission();
-                let admitted = match admission.admit(&action, uid) {
-                    Ok(admitted) => admitted,
+                let entry = match admission.admit_or_wait(&action, uid) {
+                    Ok(entry) => entry,
                     Err(e) => {
-                        let mut frame = e.body();
-                        frame["id"] = id;
-                        frame["admit"] = json!(admission.ceiling(uid).unwrap_or(0));
-                        let _ = outbox.try_send(frame.to_string());
+                        let _ = outbox.try_send(refusal_frame(id, &e, admission, uid));
                         continue;
                     }
                 };
@@ -261,6 +267,16 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                 let (gateway, outbox, token) = (Arc::clone(&long.gateway), outbox.clone(), Arc::clone(&token));
                 tokio::spawn(async move {
                     let _permit = permit;
+                    // Sign-in and messaging may wait a moment for a place (see
+                    // `crate::admission`); the rest was admitted or refused above.
+                    let admitted = match entry.ready().await {
+                        Ok(admitted) => admitted,
+                        Err(e) => {
+                            let frame = refusal_frame(id, &e, gateway.admission(), uid);
+                            let _ = outbox.send(frame).await;
+                            return;
+                        }
+                    };
                     let outcome = ctx
                         .scope(gateway.act(Caller::User { uid }, &action, body, Some(&token)))
                         .instrument(span.clone())

@@ -18,6 +18,7 @@ async fn a_full_edge_sheds_browsing_keeps_messaging_and_recovers() {
     let addr = answering::websocket_with(
         answering::Answering {
             timelines: Some(Arc::clone(&gate)),
+            ..Default::default()
         },
         8,
     )
@@ -91,6 +92,109 @@ async fn a_full_edge_sheds_browsing_keeps_messaging_and_recovers() {
     assert!(again.get("admit").is_none(), "{again}");
 }
 
+/// Messages that user 7 may have running on an edge of `limit` before the next is
+/// refused or waits, as the gateway's own admission counts.
+fn message_room(limit: usize) -> u64 {
+    let edge = access::admission::EdgeAdmission::new(limit);
+    let held: Vec<_> = std::iter::from_fn(|| edge.admit("message.send", 7).ok()).collect();
+    held.len() as u64
+}
+
+/// An edge of 8 whose sign-in and messaging wait up to `edge_wait` for a place, over
+/// services whose message sends wait for permits of the returned gate; the edge's
+/// address and user 7's connection.
+async fn messages_held(
+    edge_wait: std::time::Duration,
+) -> (Arc<tokio::sync::Semaphore>, std::net::SocketAddr, Ws) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let limits = access::Limits {
+        max_in_flight: 8,
+        edge_wait,
+        ..access::Limits::default()
+    };
+    let answering = answering::Answering {
+        sends: Some(Arc::clone(&gate)),
+        ..Default::default()
+    };
+    let addr = answering::websocket_limited(answering, limits).await;
+    let ws = Ws::connect(addr, "7.00112233445566778899aabbccddeeff")
+        .await
+        .expect("connects")
+        .expect("user 7 authenticates");
+    (gate, addr, ws)
+}
+
+/// Over an edge of 8 whose message sends are held by `gate`, user 7 sends `n` messages at
+/// once: the first `room` run, the next waits (one waiter fits on an edge of 8), and the
+/// rest are refused at once; returns `room` once those refusals are read (each
+/// `edge_shed`, with the hint).
+async fn fill_with_messages(ws: &mut Ws, n: u64) -> u64 {
+    let room = message_room(8);
+    assert!(room + 2 <= n, "room {room}");
+    for id in 1..=n {
+        let frame =
+            json!({ "id": id, "action": "message.send", "body": { "to": 8, "text": "hi" } });
+        ws.send_text(&frame.to_string()).await.expect("sends");
+    }
+    for id in room + 2..=n {
+        let refused = ws.answer().await.expect("an answer");
+        assert_eq!(refused["id"], id, "{refused}");
+        assert_eq!(refused["error"]["reason"], "edge_shed", "{refused}");
+        assert!(
+            refused["admit"].as_u64().is_some_and(|c| c < 20),
+            "{refused}"
+        );
+    }
+    room
+}
+
+#[tokio::test]
+async fn a_message_finding_no_place_waits_and_takes_the_first_that_frees() {
+    let (gate, _, mut ws) = messages_held(svrkit_testkit::PATIENCE).await;
+    let room = fill_with_messages(&mut ws, 10).await;
+    // One send finishes; its place goes to the waiting message, which then runs.
+    gate.add_permits(1);
+    let first = ws.answer().await.expect("an answer");
+    assert_eq!(first["ok"], true, "{first}");
+    gate.add_permits(room as usize);
+    let mut answered = vec![first["id"].as_u64().expect("an id")];
+    while answered.len() < room as usize + 1 {
+        let answer = ws.answer().await.expect("an answer");
+        assert_eq!(answer["ok"], true, "{answer}");
+        answered.push(answer["id"].as_u64().expect("an id"));
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, (1..=room + 1).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_message_that_waits_in_vain_is_refused_and_the_edge_keeps_serving() {
+    let (gate, addr, mut ws) = messages_held(std::time::Duration::from_millis(20)).await;
+    let room = fill_with_messages(&mut ws, 9).await;
+    // No place frees: the waiting one is refused when its wait ends, with the hint.
+    let refused = ws.answer().await.expect("an answer");
+    assert_eq!(refused["id"], room + 1, "{refused}");
+    assert_eq!(refused["error"]["code"], "overloaded", "{refused}");
+    assert_eq!(refused["error"]["reason"], "edge_shed", "{refused}");
+    assert!(refused["admit"].as_u64().is_some(), "{refused}");
+    // The held ones finish, and messages run again.
+    gate.add_permits(room as usize + 1);
+    for _ in 0..room {
+        let answer = ws.answer().await.expect("an answer");
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+    // (On a new connection: this one's client may still hold a hint from those answers.)
+    let mut again = Ws::connect(addr, "7.00112233445566778899aabbccddeeff")
+        .await
+        .expect("connects")
+        .expect("user 7 authenticates");
+    let sent = again
+        .call("message.send", json!({ "to": 8, "text": "again" }))
+        .await
+        .expect("an answer");
+    assert_eq!(sent["ok"], true, "{sent}");
+}
+
 #[tokio::test]
 async fn the_auth_answer_lists_every_actions_priority() {
     let addr = answering::websocket().await;
@@ -152,6 +256,7 @@ async fn over_http_a_refusal_is_503_edge_shed_with_the_admit_header() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let services = answering::answering_server_with(answering::Answering {
         timelines: Some(Arc::clone(&gate)),
+        ..Default::default()
     })
     .await;
     let gateway = answering::gateway_limited(services, 8);

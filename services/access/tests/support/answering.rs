@@ -20,12 +20,13 @@ use wx_api::message::*;
 use wx_api::moments::moments_server::{Moments, MomentsServer};
 use wx_api::moments::*;
 
-/// Answers every method with its reply type's default value; `Moments/Timeline` first
-/// waits for a permit of `timelines` when there is one (a downstream that is slow to
-/// answer, held by the test).
+/// Answers every method with its reply type's default value; `Moments/Timeline` and
+/// `Message/Send` first wait for a permit of `timelines` and `sends` when there is one (a
+/// downstream that is slow to answer, held by the test).
 #[derive(Clone, Default)]
 pub(crate) struct Answering {
     pub(crate) timelines: Option<Arc<tokio::sync::Semaphore>>,
+    pub(crate) sends: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 macro_rules! answering {
@@ -79,8 +80,14 @@ impl Contact for Answering {
 }
 
 impl Message for Answering {
+    async fn send(&self, _request: SendRequest) -> Result<SendReply, Status> {
+        if let Some(gate) = &self.sends {
+            let _permit = gate.acquire().await;
+        }
+        Ok(SendReply::default())
+    }
+
     answering! {
-        send: SendRequest => SendReply,
         sync: SyncRequest => SyncReply,
         create_group: CreateGroupRequest => GroupInfo,
         add_members: AddMembersRequest => GroupInfo,
@@ -154,6 +161,17 @@ pub(crate) fn gateway_over(addr: std::net::SocketAddr) -> Arc<Gateway> {
 /// A gateway whose services are all at `addr`, with no rate limit, running at most
 /// `max_in_flight` requests at once.
 pub(crate) fn gateway_limited(addr: std::net::SocketAddr, max_in_flight: usize) -> Arc<Gateway> {
+    gateway_with(
+        addr,
+        Limits {
+            max_in_flight,
+            ..Limits::default()
+        },
+    )
+}
+
+/// A gateway whose services are all at `addr`, with `limits` but no rate limit.
+pub(crate) fn gateway_with(addr: std::net::SocketAddr, limits: Limits) -> Arc<Gateway> {
     let channel = Channel::builder().plaintext().lazy([addr]);
     Arc::new(Gateway::new(
         AccountClient::new(channel.clone()),
@@ -164,8 +182,7 @@ pub(crate) fn gateway_limited(addr: std::net::SocketAddr, max_in_flight: usize) 
         Limits {
             rate_per_sec: 1e12,
             burst: 1e12,
-            max_in_flight,
-            ..Limits::default()
+            ..limits
         },
     ))
 }
@@ -188,8 +205,23 @@ pub(crate) async fn websocket_with(
     answering: Answering,
     max_in_flight: usize,
 ) -> std::net::SocketAddr {
+    websocket_limited(
+        answering,
+        Limits {
+            max_in_flight,
+            ..Limits::default()
+        },
+    )
+    .await
+}
+
+/// As [`websocket`], over `answering`, the gateway with `limits` (but no rate limit).
+pub(crate) async fn websocket_limited(
+    answering: Answering,
+    limits: Limits,
+) -> std::net::SocketAddr {
     let services = answering_server_with(answering).await;
-    let gateway = gateway_limited(services, max_in_flight);
+    let gateway = gateway_with(services, limits);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let hub = access::push::Hub::new(
