@@ -8,8 +8,9 @@
 //! commit, a core shared with other processes) is seen by them late or not at all. What
 //! the gateway has running shows every such queue: by Little's law, requests in flight
 //! are throughput times response time, so when anything below slows down, the count
-//! rises and the edge refuses before the queue grows further. Nothing waits at the edge:
-//! a request is admitted at once or refused `overloaded` (reason `edge_shed`).
+//! rises and the edge refuses before the queue grows further. A request is admitted at
+//! once or refused `overloaded` (reason `edge_shed`), but for the short, bounded wait of
+//! the most important ones described below.
 //!
 //! Requests are ranked by business priority, then by user priority: `rank = b * 128 +
 //! (user - 1)`, where `b` counts the distinct business priorities of the action table
@@ -27,7 +28,10 @@
 //! descheduled process) lifts it into the important bands for a few tens of
 //! milliseconds: refusing then would lose a message to a moment's peak, while a place
 //! frees within the wait. A freed place goes to the most important waiter first
-//! ([`places`]). Waiters are not running: they cost the services nothing.
+//! ([`places`]). Waiters are not running: they cost the services nothing. Measured under
+//! four times the capacity (`svrkit-bench backend-overload --capacity 9400 --loads 4`,
+//! three interleaved pairs), the wait raised messaging's success from 0.913–0.948 to
+//! 0.925–0.975.
 //!
 //! Clients are told what is admitted, so that well-behaved ones hold back what would be
 //! refused instead of sending it (see [`EdgeAdmission::ceiling`]): DAGOR's collaborative

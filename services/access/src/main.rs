@@ -62,7 +62,8 @@ struct Settings {
     #[arg(long, global = true, env = "WX_MAX_IN_FLIGHT", default_value_t = Limits::default().max_in_flight)]
     max_in_flight: usize,
     /// How long, in milliseconds, sign-in and messaging wait for a place at the edge when
-    /// none is free, before they are refused too (0: at once).
+    /// none is free, before they are refused too (0: at once; at most an action's
+    /// deadline).
     #[arg(long, global = true, env = "WX_EDGE_WAIT_MS", default_value_t = access::admission::EDGE_WAIT.as_millis() as u64)]
     edge_wait_ms: u64,
     /// Connections open at once (default: the open-file limit less 256).
@@ -121,7 +122,8 @@ async fn main() -> anyhow::Result<()> {
         rate_per_sec: settings.rate_per_sec,
         burst: settings.rate_burst,
         max_in_flight: settings.max_in_flight,
-        edge_wait: std::time::Duration::from_millis(settings.edge_wait_ms),
+        edge_wait: std::time::Duration::from_millis(settings.edge_wait_ms)
+            .min(Limits::default().timeout),
         ..Limits::default()
     };
     let gateway = Arc::new(Gateway::new(
