@@ -10,6 +10,7 @@
 //! - Profiles hide the fields a user marked private from everyone but themselves and
 //!   their friends (the relation comes from the contact service).
 
+mod hash_pool;
 mod password;
 pub mod throttle;
 mod token;

@@ -1,63 +1,38 @@
 //! Password hashing with argon2id (tens of milliseconds and 19 MiB each) on a small pool
-//! of dedicated threads, one per core.
+//! of dedicated threads, one per core ([`crate::hash_pool`]).
 //!
 //! Why not tokio's blocking pool: it grows to hundreds of threads under a burst of
 //! logins, each hashing at once (CPU the machine does not have), and the allocator keeps a
 //! 19 MiB arena per thread that ever hashed — the account service grew to 400-900 MB. A
 //! fixed pool bounds both: at most one hash per core runs, the rest wait in the queue, and
-//! memory stays at 19 MiB per core: each thread hashes in one buffer it keeps.
+//! memory stays at 19 MiB per core: each thread hashes in one buffer it keeps. The queue
+//! holds at most [`QUEUED_PER_THREAD`] hashes per thread (a few hundred milliseconds of
+//! work); a sign-in beyond that is refused `overloaded` at once.
 
 use std::sync::LazyLock;
-use std::sync::mpsc;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use svrkit::Status;
 
-type Job = Box<dyn FnOnce() + Send>;
+use crate::hash_pool::HashPool;
 
-/// The hashing threads' queue.
-static POOL: LazyLock<mpsc::Sender<Job>> = LazyLock::new(|| {
-    let (tx, rx) = mpsc::channel::<Job>();
-    let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+/// Hashes queued per hashing thread at most: at the default parameters (about 30 ms a
+/// hash on this project's machines), a wait of about a quarter of a second.
+pub(crate) const QUEUED_PER_THREAD: usize = 8;
+
+/// The hashing threads, one per core.
+static POOL: LazyLock<HashPool> = LazyLock::new(|| {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    for i in 0..threads {
-        let rx = std::sync::Arc::clone(&rx);
-        let spawned = std::thread::Builder::new()
-            .name(format!("argon2-{i}"))
-            .spawn(move || {
-                loop {
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "could not start a hashing thread");
-        }
-    }
-    tx
+    HashPool::start("argon2", threads, threads * QUEUED_PER_THREAD)
 });
 
-/// Runs `work` on the hashing pool.
+/// Runs `work` on the hashing pool, within the current call's deadline.
 async fn on_pool<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    let (done, result) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move || {
-        let _ = done.send(work());
-    });
-    POOL.send(job)
-        .map_err(|_| Status::internal("the hashing pool is gone"))?;
-    metrics::gauge!("wx_account_hashes_queued").increment(1.0);
-    let result = result.await;
-    metrics::gauge!("wx_account_hashes_queued").decrement(1.0);
-    result.map_err(|_| Status::internal("a hashing thread died"))?
+    metrics::gauge!("wx_account_hashes_queued").set(POOL.queued() as f64);
+    POOL.run(svrkit::Context::current().deadline(), work).await
 }
 
 thread_local! {

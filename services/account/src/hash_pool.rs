@@ -1,0 +1,210 @@
+//! A fixed pool of threads for CPU-bound work (password hashing), with a bounded queue.
+//!
+//! Under a burst of sign-ins beyond what the cores can hash, an unbounded queue grows
+//! until every hash finishes after its caller has given up: the pool stays busy and
+//! nothing succeeds (measured: sign-in alone at 100/s, twice what two cores hash, had
+//! 0 % success, against 100 % at 50/s). So the queue is bounded, and what is queued is
+//! dropped unrun when its caller has gone or its deadline has passed by the time a
+//! thread takes it. A request finding the queue full is refused `overloaded` at once:
+//! the caller's DAGOR client backs off, and the hashes that are run are run in time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
+
+use svrkit::Status;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run jobs in turn, and the bound of their queue.
+#[derive(Debug)]
+pub(crate) struct HashPool {
+    jobs: mpsc::Sender<Job>,
+    /// Jobs queued and not yet taken by a thread.
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+}
+
+impl HashPool {
+    /// `threads` threads (at least one), queueing at most `max_queued` jobs.
+    pub(crate) fn start(name: &str, threads: usize, max_queued: usize) -> HashPool {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a {name} thread");
+            }
+        }
+        HashPool {
+            jobs,
+            queued: Arc::default(),
+            max_queued,
+        }
+    }
+
+    /// Jobs waiting for a thread now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` on a pool thread, unless the queue is full (`overloaded`, at once), or
+    /// `deadline` passes before a thread takes it (`deadline_exceeded`). Dropping the
+    /// returned future before then drops the work unrun.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        deadline: Option<Instant>,
+        work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let queued = self.queued.fetch_add(1, Ordering::Relaxed);
+        if queued >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!("wx_account_hashes_refused_total").increment(1);
+            return Err(Status::overloaded(format!(
+                "{queued} password checks are already waiting; retry later"
+            ))
+            .with_not_processed());
+        }
+        let (done, result) = tokio::sync::oneshot::channel();
+        let taken = Arc::clone(&self.queued);
+        let job: Job = Box::new(move || {
+            taken.fetch_sub(1, Ordering::Relaxed);
+            if done.is_closed() {
+                return;
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                let _ = done.send(Err(Status::deadline_exceeded(
+                    "the deadline passed while the password check waited",
+                )));
+                return;
+            }
+            let _ = done.send(work());
+        });
+        if self.jobs.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(Status::internal("the hashing pool is gone"));
+        }
+        result
+            .await
+            .map_err(|_| Status::internal("a hashing thread died"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use svrkit::Code;
+
+    use super::*;
+
+    /// Occupies the pool's one thread until the returned sender is dropped or sent to.
+    async fn occupy(
+        pool: &Arc<HashPool>,
+    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let task_pool = Arc::clone(pool);
+        let busy = tokio::spawn(async move {
+            let _ = task_pool
+                .run(None, move || {
+                    let _ = started.send(());
+                    let _ = held.recv();
+                    Ok(())
+                })
+                .await;
+        });
+        running.await.expect("the thread takes the job");
+        (release, busy)
+    }
+
+    /// Lets the spawned callers run until `n` jobs are queued (a bounded number of turns:
+    /// each caller queues on its first).
+    async fn until_queued(pool: &HashPool, n: usize) {
+        for _ in 0..1000 {
+            if pool.queued() >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{n} jobs queued in time; {} are", pool.queued());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_the_queued_still_run() {
+        let pool = Arc::new(HashPool::start("test", 1, 2));
+        let (release, busy) = occupy(&pool).await;
+        let queued: Vec<_> = (0..2u32)
+            .map(|i| {
+                let pool = Arc::clone(&pool);
+                tokio::spawn(async move { pool.run(None, move || Ok(i)).await })
+            })
+            .collect();
+        until_queued(&pool, 2).await;
+        let refused = pool
+            .run(None, || Ok(9))
+            .await
+            .expect_err("the queue is full");
+        assert_eq!(refused.code(), Code::Overloaded);
+        drop(release);
+        busy.await.expect("the first job ends");
+        for (i, job) in queued.into_iter().enumerate() {
+            assert_eq!(job.await.expect("joins").expect("runs"), i as u32);
+        }
+        assert_eq!(pool.queued(), 0);
+        assert_eq!(pool.run(None, || Ok(5)).await.expect("runs"), 5);
+    }
+
+    #[tokio::test]
+    async fn work_whose_caller_left_or_whose_deadline_passed_is_not_run() {
+        let pool = Arc::new(HashPool::start("test", 1, 4));
+        let (release, busy) = occupy(&pool).await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        // One caller gives up while queued, one has a deadline already past.
+        let left = {
+            let (pool, ran) = (Arc::clone(&pool), Arc::clone(&ran));
+            tokio::spawn(async move {
+                pool.run(None, move || {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                })
+                .await
+            })
+        };
+        let late = {
+            let (pool, ran) = (Arc::clone(&pool), Arc::clone(&ran));
+            let past = Instant::now() - Duration::from_millis(1);
+            tokio::spawn(async move {
+                pool.run(Some(past), move || {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                })
+                .await
+            })
+        };
+        until_queued(&pool, 2).await;
+        left.abort();
+        assert!(left.await.expect_err("aborted").is_cancelled());
+        drop(release);
+        busy.await.expect("the first job ends");
+        let late = late.await.expect("joins").expect_err("past its deadline");
+        assert_eq!(late.code(), Code::DeadlineExceeded);
+        // A job after them runs: the two before it were taken and dropped unrun.
+        assert_eq!(pool.run(None, || Ok(1)).await.expect("runs"), 1);
+        assert_eq!(ran.load(Ordering::Relaxed), 0);
+    }
+}
