@@ -275,6 +275,9 @@ impl Account for AccountService {
     }
 
     async fn login(&self, request: LoginRequest) -> Result<LoginReply, Status> {
+        // The password check's place first: when sign-ins come faster than the cores
+        // hash, the ones refused cost no reads.
+        let place = password::reserve()?;
         let uid = self.uid_named(&request.name).await?;
         if let Some(wait) = self.throttle.wait(uid, std::time::Instant::now()) {
             return Err(Status::resource_exhausted(format!(
@@ -284,7 +287,7 @@ impl Account for AccountService {
             .with_reason("login_throttled"));
         }
         let account = self.account(uid).await?;
-        if !password::verify(request.password, account.password_hash).await? {
+        if !password::verify(place, request.password, account.password_hash).await? {
             self.throttle.failed(uid, std::time::Instant::now());
             return Err(Status::unauthenticated("wrong password").with_reason("wrong_password"));
         }

@@ -15,7 +15,7 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use svrkit::Status;
 
-use crate::hash_pool::HashPool;
+use crate::hash_pool::{HashPool, Reserved};
 
 /// Hashes queued per hashing thread at most: at the default parameters (about 30 ms a
 /// hash on this project's machines), a wait of about a quarter of a second.
@@ -27,12 +27,20 @@ static POOL: LazyLock<HashPool> = LazyLock::new(|| {
     HashPool::start("argon2", threads, threads * QUEUED_PER_THREAD)
 });
 
-/// Runs `work` on the hashing pool, within the current call's deadline.
+/// A place in the hashing queue, or `overloaded` at once: take it before the work that
+/// leads to a hash, so that a refused request costs nothing more.
+pub(crate) fn reserve() -> Result<Reserved<'static>, Status> {
+    let reserved = POOL.reserve();
+    metrics::gauge!("wx_account_hashes_queued").set(POOL.queued() as f64);
+    reserved
+}
+
+/// Runs `work` on the hashing pool in `place`, within the current call's deadline.
 async fn on_pool<T: Send + 'static>(
+    place: Reserved<'static>,
     work: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    metrics::gauge!("wx_account_hashes_queued").set(POOL.queued() as f64);
-    POOL.run(svrkit::Context::current().deadline(), work).await
+    place.run(svrkit::Context::current().deadline(), work).await
 }
 
 thread_local! {
@@ -66,7 +74,7 @@ fn argon2_into(
 
 /// The PHC string of `password` under a fresh random salt.
 pub(crate) async fn hash(password: String) -> Result<String, Status> {
-    on_pool(move || {
+    on_pool(reserve()?, move || {
         let params = Params::default();
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let mut salt = [0u8; 16];
@@ -87,9 +95,14 @@ pub(crate) async fn hash(password: String) -> Result<String, Status> {
     .await
 }
 
-/// True when `password` matches the stored PHC string.
-pub(crate) async fn verify(password: String, stored: String) -> Result<bool, Status> {
-    on_pool(move || {
+/// True when `password` matches the stored PHC string, checked in `place` (see
+/// [`reserve`]).
+pub(crate) async fn verify(
+    place: Reserved<'static>,
+    password: String,
+    stored: String,
+) -> Result<bool, Status> {
+    on_pool(place, move || {
         let bad = |what: &str| Status::internal(format!("stored password hash: {what}"));
         let parsed = PasswordHash::new(&stored).map_err(|e| bad(&e.to_string()))?;
         let algorithm =
@@ -126,14 +139,22 @@ mod tests {
         assert!(a.starts_with("$argon2id$"), "{a}");
         assert_ne!(a, b, "each hash has its own salt");
         assert!(
-            super::verify("correct horse".into(), a.clone())
-                .await
-                .expect("verify")
+            super::verify(
+                super::reserve().expect("a place"),
+                "correct horse".into(),
+                a.clone()
+            )
+            .await
+            .expect("verify")
         );
         assert!(
-            !super::verify("wrong horse".into(), a.clone())
-                .await
-                .expect("verify")
+            !super::verify(
+                super::reserve().expect("a place"),
+                "wrong horse".into(),
+                a.clone()
+            )
+            .await
+            .expect("verify")
         );
     }
 
@@ -146,14 +167,22 @@ mod tests {
             .expect("hash")
             .to_string();
         assert!(
-            super::verify("correct horse".into(), theirs.clone())
-                .await
-                .expect("verify")
+            super::verify(
+                super::reserve().expect("a place"),
+                "correct horse".into(),
+                theirs.clone()
+            )
+            .await
+            .expect("verify")
         );
         assert!(
-            !super::verify("correct h0rse".into(), theirs)
-                .await
-                .expect("verify")
+            !super::verify(
+                super::reserve().expect("a place"),
+                "correct h0rse".into(),
+                theirs
+            )
+            .await
+            .expect("verify")
         );
         // Ours verifies with the crate's verifier.
         let ours = super::hash("correct horse".into()).await.expect("hash");
@@ -162,9 +191,13 @@ mod tests {
             .expect("the crate accepts our hash");
         // A corrupt stored hash is an error, not a match.
         assert!(
-            super::verify("x".into(), "$argon2id$nonsense".into())
-                .await
-                .is_err()
+            super::verify(
+                super::reserve().expect("a place"),
+                "x".into(),
+                "$argon2id$nonsense".into()
+            )
+            .await
+            .is_err()
         );
     }
 }
