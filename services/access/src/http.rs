@@ -163,7 +163,8 @@ async fn run(
         Caller::Anonymous { .. } => 0,
     };
     // Admission at the edge, after the token check (itself admitted by account, at the
-    // sign-in priority): the request's work starts now or not at all.
+    // sign-in priority): the request's work starts now (sign-in and messaging after a
+    // short wait for a place, when none is free) or not at all.
     let admission = gateway.admission();
     let admitted = match admission.admit_or_wait(&action, uid) {
         Ok(entry) => entry.ready().await,

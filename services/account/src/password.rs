@@ -40,7 +40,9 @@ async fn on_pool<T: Send + 'static>(
     place: Reserved<'static>,
     work: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    place.run(svrkit::Context::current().deadline(), work).await
+    let result = place.run(svrkit::Context::current().deadline(), work).await;
+    metrics::gauge!("wx_account_hashes_queued").set(POOL.queued() as f64);
+    result
 }
 
 thread_local! {
