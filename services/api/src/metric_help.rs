@@ -5,10 +5,22 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Describes the backend's metrics to the installed recorder.
 pub(crate) fn describe() {
-    let counters: [(&'static str, &'static str); 30] = [
+    let counters: [(&'static str, &'static str); 33] = [
         (
             "wx_access_actions_total",
             "Actions asked of the gateway, rate-limited ones included, by action.",
+        ),
+        (
+            "wx_access_shed_total",
+            "Requests the gateway's edge admission refused (edge_shed), at once or after a wait.",
+        ),
+        (
+            "wx_access_edge_waited_total",
+            "Sign-in and messaging requests that waited at the edge for a place.",
+        ),
+        (
+            "wx_account_hashes_refused_total",
+            "Sign-ins and registrations refused because the hashing queue was full.",
         ),
         (
             "wx_access_requests_total",
