@@ -110,7 +110,6 @@ pub enum Entry {
 pub struct Waiting {
     waiting: places::Waiting,
     wait: Duration,
-    places: Arc<places::Places>,
 }
 
 impl Entry {
@@ -119,13 +118,9 @@ impl Entry {
     pub async fn ready(self) -> Result<Admitted, ApiError> {
         match self {
             Entry::Now(admitted) => Ok(admitted),
-            Entry::Waiting(Waiting {
-                waiting,
-                wait,
-                places,
-            }) => match waiting.place(wait).await {
+            Entry::Waiting(Waiting { mut waiting, wait }) => match waiting.place(wait).await {
                 Some(admitted) => Ok(admitted),
-                None => Err(refuse(&places)),
+                None => Err(refuse(waiting.places())),
             },
         }
     }
@@ -217,7 +212,6 @@ impl EdgeAdmission {
                 Ok(Entry::Waiting(Waiting {
                     waiting,
                     wait: self.wait,
-                    places: Arc::clone(&self.places),
                 }))
             }
             None => Err(refuse(&self.places)),
@@ -469,13 +463,15 @@ mod tests {
         let _again = edge.admit("moments.timeline", 7).expect("room again");
     }
 
+    /// Sign-ins of `uid` admitted until the next is refused: the edge full to the top.
+    fn sign_ins_until_refused(edge: &EdgeAdmission, uid: u64) -> Vec<Admitted> {
+        std::iter::from_fn(|| edge.admit("login", uid).ok()).collect()
+    }
+
     #[tokio::test]
     async fn sign_in_and_messaging_wait_for_a_place_and_the_rest_are_refused_at_once() {
         let edge = EdgeAdmission::with_wait(32, Duration::from_secs(3600));
-        let mut held = Vec::new();
-        while let Ok(admitted) = edge.admit("login", 7) {
-            held.push(admitted);
-        }
+        let mut held = sign_ins_until_refused(&edge, 7);
         let shed = edge.shed();
         // Contact writes and browsing are refused without waiting.
         for action in [
@@ -510,10 +506,7 @@ mod tests {
     #[tokio::test]
     async fn a_wait_that_finds_no_place_is_refused_and_a_full_queue_refuses_at_once() {
         let edge = EdgeAdmission::with_wait(32, Duration::from_millis(1));
-        let mut held = Vec::new();
-        while let Ok(admitted) = edge.admit("login", 1) {
-            held.push(admitted);
-        }
+        let held = sign_ins_until_refused(&edge, 1);
         let shed = edge.shed();
         let waiting = edge.admit_or_wait("message.send", 1).expect("waits");
         let refused = waiting.ready().await.expect_err("no place within the wait");
@@ -535,7 +528,7 @@ mod tests {
         assert_eq!(edge.running(), 0);
         // Without a wait, nothing waits.
         let edge = EdgeAdmission::with_wait(8, Duration::ZERO);
-        let _held: Vec<_> = std::iter::from_fn(|| edge.admit("login", 1).ok()).collect();
+        let _held = sign_ins_until_refused(&edge, 1);
         assert!(edge.admit_or_wait("login", 1).is_err());
     }
 

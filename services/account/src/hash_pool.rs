@@ -77,7 +77,10 @@ impl HashPool {
             ))
             .with_not_processed());
         }
-        Ok(Reserved { pool: Some(self) })
+        Ok(Reserved {
+            pool: self,
+            armed: true,
+        })
     }
 }
 
@@ -85,7 +88,9 @@ impl HashPool {
 #[derive(Debug)]
 #[must_use = "the place is given back when this is dropped"]
 pub(crate) struct Reserved<'a> {
-    pool: Option<&'a HashPool>,
+    pool: &'a HashPool,
+    /// Still this value's to give back (not yet handed to a job).
+    armed: bool,
 }
 
 impl Reserved<'_> {
@@ -97,9 +102,8 @@ impl Reserved<'_> {
         deadline: Option<Instant>,
         work: impl FnOnce() -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        let Some(pool) = self.pool.take() else {
-            return Err(Status::internal("a queue place used twice"));
-        };
+        let pool = self.pool;
+        self.armed = false;
         let (done, result) = tokio::sync::oneshot::channel();
         // The place is the job's from here: a thread gives it back when it takes the job.
         let taken = Arc::clone(&pool.queued);
@@ -128,8 +132,8 @@ impl Reserved<'_> {
 
 impl Drop for Reserved<'_> {
     fn drop(&mut self) {
-        if let Some(pool) = self.pool.take() {
-            pool.queued.fetch_sub(1, Ordering::Relaxed);
+        if self.armed {
+            self.pool.queued.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

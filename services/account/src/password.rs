@@ -134,30 +134,19 @@ pub(crate) async fn verify(
 
 #[cfg(test)]
 mod tests {
+    /// [`super::verify`] in a place of its own.
+    async fn check(password: &str, stored: &str) -> Result<bool, svrkit::Status> {
+        super::verify(super::reserve()?, password.into(), stored.into()).await
+    }
+
     #[tokio::test]
     async fn hashes_verify_and_are_salted() {
         let a = super::hash("correct horse".into()).await.expect("hash");
         let b = super::hash("correct horse".into()).await.expect("hash");
         assert!(a.starts_with("$argon2id$"), "{a}");
         assert_ne!(a, b, "each hash has its own salt");
-        assert!(
-            super::verify(
-                super::reserve().expect("a place"),
-                "correct horse".into(),
-                a.clone()
-            )
-            .await
-            .expect("verify")
-        );
-        assert!(
-            !super::verify(
-                super::reserve().expect("a place"),
-                "wrong horse".into(),
-                a.clone()
-            )
-            .await
-            .expect("verify")
-        );
+        assert!(check("correct horse", &a).await.expect("verify"));
+        assert!(!check("wrong horse", &a).await.expect("verify"));
     }
 
     #[tokio::test]
@@ -168,38 +157,14 @@ mod tests {
             .hash_password(b"correct horse")
             .expect("hash")
             .to_string();
-        assert!(
-            super::verify(
-                super::reserve().expect("a place"),
-                "correct horse".into(),
-                theirs.clone()
-            )
-            .await
-            .expect("verify")
-        );
-        assert!(
-            !super::verify(
-                super::reserve().expect("a place"),
-                "correct h0rse".into(),
-                theirs
-            )
-            .await
-            .expect("verify")
-        );
+        assert!(check("correct horse", &theirs).await.expect("verify"));
+        assert!(!check("correct h0rse", &theirs).await.expect("verify"));
         // Ours verifies with the crate's verifier.
         let ours = super::hash("correct horse".into()).await.expect("hash");
         argon2::Argon2::default()
             .verify_password(b"correct horse", ours.as_str())
             .expect("the crate accepts our hash");
         // A corrupt stored hash is an error, not a match.
-        assert!(
-            super::verify(
-                super::reserve().expect("a place"),
-                "x".into(),
-                "$argon2id$nonsense".into()
-            )
-            .await
-            .is_err()
-        );
+        assert!(check("x", "$argon2id$nonsense").await.is_err());
     }
 }

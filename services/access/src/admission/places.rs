@@ -88,8 +88,14 @@ pub(super) struct Waiting {
 }
 
 impl Waiting {
-    /// The place, once one is handed over within `wait`; `None` when none was.
-    pub(super) async fn place(mut self, wait: Duration) -> Option<Admitted> {
+    /// The places it waits among.
+    pub(super) fn places(&self) -> &Places {
+        &self.places
+    }
+
+    /// The place, once one is handed over within `wait`; `None` when none was (and none
+    /// will be: it has given up).
+    pub(super) async fn place(&mut self, wait: Duration) -> Option<Admitted> {
         let given = self.given.as_mut()?;
         if let Ok(Ok(())) = tokio::time::timeout(wait, given).await {
             self.given = None;
@@ -97,15 +103,14 @@ impl Waiting {
                 places: Arc::clone(&self.places),
             });
         }
+        self.give_up();
         None
     }
-}
 
-impl Drop for Waiting {
-    fn drop(&mut self) {
+    /// Stops waiting; a place handed over just before is this request's to free.
+    fn give_up(&mut self) {
         if let Some(mut given) = self.given.take() {
-            // Closed first, so that no place is handed over from here on; one handed
-            // over just before is this request's to free.
+            // Closed first, so that no place is handed over from here on.
             given.close();
             if given.try_recv().is_ok() {
                 self.places.release();
@@ -113,6 +118,12 @@ impl Drop for Waiting {
                 self.places.forget(self.seq);
             }
         }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.give_up();
     }
 }
 
@@ -247,9 +258,9 @@ mod tests {
         let held: Vec<_> = (0..4).map(|_| places.try_take(4).expect("room")).collect();
         assert!(places.try_take(4).is_none());
         // Ranks 3 and 5 fit below 4 running, rank 9 below 3 (never, here).
-        let late = places.enqueue(5, 4).expect("queued");
-        let first = places.enqueue(3, 4).expect("queued");
-        let too_low = places.enqueue(9, 3).expect("queued");
+        let mut late = places.enqueue(5, 4).expect("queued");
+        let mut first = places.enqueue(3, 4).expect("queued");
+        let mut too_low = places.enqueue(9, 3).expect("queued");
         assert_eq!(places.waiting(), 3);
         let mut held = held.into_iter();
         drop(held.next());
@@ -265,7 +276,7 @@ mod tests {
         assert!(too_low.place(Duration::from_millis(1)).await.is_none());
         drop((first, late, held));
         assert_eq!(places.running(), 0);
-        let again = places.enqueue(1, 4).expect("queued");
+        let mut again = places.enqueue(1, 4).expect("queued");
         assert!(again.place(Duration::ZERO).await.is_some(), "free at once");
         assert_eq!((places.running(), places.waiting()), (0, 0));
     }
@@ -283,7 +294,7 @@ mod tests {
         // A waiter that left before a place was freed is skipped.
         let held = places.try_take(1).expect("room");
         drop(places.enqueue(0, 1).expect("queued"));
-        let next = places.enqueue(1, 1).expect("queued");
+        let mut next = places.enqueue(1, 1).expect("queued");
         drop(held);
         assert!(next.place(Duration::ZERO).await.is_some());
         assert_eq!((places.running(), places.waiting()), (0, 0));
@@ -293,8 +304,8 @@ mod tests {
     async fn a_waiter_that_gives_up_leaves_the_queue() {
         let places = Arc::new(Places::new(4));
         let held: Vec<_> = (0..2).map(|_| places.try_take(2).expect("room")).collect();
-        let first = places.enqueue(0, 2).expect("queued");
-        let second = places.enqueue(1, 1).expect("queued");
+        let mut first = places.enqueue(0, 2).expect("queued");
+        let mut second = places.enqueue(1, 1).expect("queued");
         assert_eq!((places.running(), places.waiting()), (2, 2));
         assert!(first.place(Duration::from_millis(1)).await.is_none());
         assert_eq!((places.running(), places.waiting()), (2, 1));
