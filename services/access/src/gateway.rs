@@ -28,8 +28,8 @@ use crate::actions::{find_action, priority};
 use crate::admission::EdgeAdmission;
 use crate::error::ApiError;
 use crate::json::{
-    edge_state_name, id, ids, list_request, optional_id, optional_text, peer, profile_change,
-    profile_json, relation_json, relation_name, text,
+    edge_state_name, id, ids, list_request, number, optional_id, optional_number, optional_text,
+    peer, profile_change, profile_json, relation_json, relation_name, text,
 };
 use crate::push::{SESSION_ENDED, session_digest};
 use crate::ratelimit::RateLimiter;
@@ -412,7 +412,7 @@ impl Gateway {
                     .message
                     .sync(SyncRequest {
                         sync_key: optional_text(body, "sync_key")?.unwrap_or_default(),
-                        limit: optional_id(body, "limit")?
+                        limit: optional_number(body, "limit")?
                             .map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)),
                         device: optional_text(body, "device")?.unwrap_or_default(),
                     })
@@ -458,7 +458,7 @@ impl Gateway {
             "group.add" => group_json(
                 self.message
                     .add_members(AddMembersRequest {
-                        group_id: id(body, "group_id")?,
+                        group_id: number(body, "group_id")?,
                         members: ids(body, "members")?,
                     })
                     .await?,
@@ -466,7 +466,7 @@ impl Gateway {
             "group.leave" => {
                 self.message
                     .leave_group(LeaveGroupRequest {
-                        group_id: id(body, "group_id")?,
+                        group_id: number(body, "group_id")?,
                     })
                     .await?;
                 json!({})
@@ -475,7 +475,7 @@ impl Gateway {
                 let reply = self
                     .message
                     .send_group(SendGroupRequest {
-                        group_id: id(body, "group_id")?,
+                        group_id: number(body, "group_id")?,
                         text: text(body, "text")?,
                         client_msg_id: optional_text(body, "client_msg_id")?.unwrap_or_default(),
                     })
@@ -485,7 +485,7 @@ impl Gateway {
             "group.info" => group_json(
                 self.message
                     .get_group_info(GroupInfoRequest {
-                        group_id: id(body, "group_id")?,
+                        group_id: number(body, "group_id")?,
                     })
                     .await?,
             ),

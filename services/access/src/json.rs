@@ -20,15 +20,24 @@ pub(crate) fn optional_text(body: &Value, key: &str) -> Result<Option<String>, A
     }
 }
 
-fn as_id(key: &str, v: &Value) -> Result<u64, ApiError> {
+/// A non-negative integer, as a JSON number or a decimal string (JavaScript holds no
+/// 64-bit integer exactly as a number).
+fn as_u64(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.parse().ok(),
         _ => None,
     }
-    .ok_or_else(|| ApiError::invalid(format!("{key:?} must be a user id (a positive integer)")))
 }
 
+/// A user id: a positive integer (no user has id 0).
+fn as_id(key: &str, v: &Value) -> Result<u64, ApiError> {
+    as_u64(v)
+        .filter(|&uid| uid > 0)
+        .ok_or_else(|| ApiError::invalid(format!("{key:?} must be a user id (a positive integer)")))
+}
+
+/// An optional user id.
 pub(crate) fn optional_id(body: &Value, key: &str) -> Result<Option<u64>, ApiError> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -36,8 +45,25 @@ pub(crate) fn optional_id(body: &Value, key: &str) -> Result<Option<u64>, ApiErr
     }
 }
 
+/// A required user id.
 pub(crate) fn id(body: &Value, key: &str) -> Result<u64, ApiError> {
     optional_id(body, key)?.ok_or_else(|| ApiError::invalid(format!("{key:?} is required")))
+}
+
+/// An optional number that is not a user id (a limit, a cursor, a group, post or comment
+/// number): a non-negative integer.
+pub(crate) fn optional_number(body: &Value, key: &str) -> Result<Option<u64>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => as_u64(v)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid(format!("{key:?} must be a non-negative integer"))),
+    }
+}
+
+/// A required number that is not a user id.
+pub(crate) fn number(body: &Value, key: &str) -> Result<u64, ApiError> {
+    optional_number(body, key)?.ok_or_else(|| ApiError::invalid(format!("{key:?} is required")))
 }
 
 pub(crate) fn ids(body: &Value, key: &str) -> Result<Vec<u64>, ApiError> {
@@ -62,8 +88,8 @@ pub(crate) fn peer(body: &Value) -> Result<PeerRequest, ApiError> {
 
 pub(crate) fn list_request(body: &Value) -> Result<ListFriendsRequest, ApiError> {
     Ok(ListFriendsRequest {
-        after: optional_id(body, "after")?.unwrap_or(0),
-        limit: optional_id(body, "limit")?
+        after: optional_number(body, "after")?.unwrap_or(0),
+        limit: optional_number(body, "limit")?
             .unwrap_or(0)
             .min(u64::from(u32::MAX)) as u32,
         owner: optional_id(body, "uid")?.unwrap_or(0),
@@ -180,6 +206,37 @@ pub(crate) fn edge_state_name(state: wx_api::storage::EdgeState) -> &'static str
 mod tests {
     use super::*;
 
+    fn message(result: Result<impl std::fmt::Debug, ApiError>) -> String {
+        result.expect_err("refused").body()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn numbers_that_are_not_user_ids_say_so() {
+        let body = json!({ "limit": -1, "seq": "7", "after": 0, "group_id": 1.5 });
+        assert_eq!(
+            message(optional_number(&body, "limit")),
+            "\"limit\" must be a non-negative integer"
+        );
+        assert_eq!(number(&body, "seq").ok(), Some(7));
+        assert_eq!(optional_number(&body, "after").ok(), Some(Some(0)));
+        assert_eq!(optional_number(&body, "cursor").ok(), Some(None));
+        assert_eq!(
+            message(number(&body, "group_id")),
+            "\"group_id\" must be a non-negative integer"
+        );
+        assert_eq!(
+            message(number(&body, "comment_id")),
+            "\"comment_id\" is required"
+        );
+        assert_eq!(
+            message(id(&json!({ "to": 0 }), "to")),
+            "\"to\" must be a user id (a positive integer)"
+        );
+    }
+
     #[test]
     fn bodies_are_checked_field_by_field() {
         let body = json!({ "peer": "42", "uids": [1, "2"], "bad": -1, "name": 5 });
@@ -188,6 +245,8 @@ mod tests {
         assert!(id(&body, "bad").is_err());
         assert!(id(&body, "missing").is_err());
         assert!(text(&body, "name").is_err());
+        assert!(id(&json!({ "to": 0 }), "to").is_err(), "no user has id 0");
+        assert!(ids(&json!({ "members": [1, 0] }), "members").is_err());
         let (profile, mask) =
             profile_change(&json!({ "region": "Shenzhen", "private_fields": ["region"] }))
                 .expect("valid change");

@@ -13,17 +13,17 @@ use wx_api::moments::{
 use wx_api::storage::MomentVisibility;
 
 use crate::error::ApiError;
-use crate::json::{id, ids, optional_id, optional_text, text};
+use crate::json::{ids, number, optional_id, optional_number, optional_text, text};
 
 fn post_ref(body: &Value, me: u64) -> Result<PostRef, ApiError> {
     Ok(PostRef {
         author: optional_id(body, "author")?.unwrap_or(me),
-        seq: id(body, "seq")?,
+        seq: number(body, "seq")?,
     })
 }
 
 fn limit(body: &Value) -> Result<u32, ApiError> {
-    Ok(optional_id(body, "limit")?.map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)))
+    Ok(optional_number(body, "limit")?.map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)))
 }
 
 fn visibility(body: &Value) -> Result<(MomentVisibility, Vec<u64>), ApiError> {
@@ -55,7 +55,16 @@ fn visibility_name(v: i32) -> &'static str {
 fn media(body: &Value) -> Result<Vec<String>, ApiError> {
     match body.get("media") {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(list)) if list.len() <= 64 => list
+        // Refused before the list is read (the moments service checks it again).
+        Some(Value::Array(list)) if list.len() > wx_api::MAX_POST_MEDIA => {
+            Err(ApiError::invalid(format!(
+                "a post carries at most {} media, this one {}",
+                wx_api::MAX_POST_MEDIA,
+                list.len()
+            ))
+            .reason("too_many_media"))
+        }
+        Some(Value::Array(list)) => list
             .iter()
             .map(|m| {
                 m.as_str()
@@ -157,7 +166,7 @@ pub(crate) async fn run(
                 .comment(CommentRequest {
                     post: Some(post_ref(body, me)?),
                     text: text(body, "text")?,
-                    reply_to: optional_id(body, "reply_to")?.unwrap_or(0),
+                    reply_to: optional_number(body, "reply_to")?.unwrap_or(0),
                 })
                 .await?;
             json!({ "comment": comment_json(&reply) })
@@ -166,7 +175,7 @@ pub(crate) async fn run(
             moments
                 .uncomment(UncommentRequest {
                     post: Some(post_ref(body, me)?),
-                    comment_id: id(body, "comment_id")?,
+                    comment_id: number(body, "comment_id")?,
                 })
                 .await?;
             json!({})
@@ -179,4 +188,27 @@ pub(crate) async fn run(
         }
     };
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_lists_are_bounded_before_they_are_read() {
+        let nine = json!({ "media": vec!["p.jpg"; wx_api::MAX_POST_MEDIA] });
+        assert_eq!(
+            media(&nine).map(|m| m.len()).ok(),
+            Some(wx_api::MAX_POST_MEDIA)
+        );
+        let ten = json!({ "media": vec!["p.jpg"; wx_api::MAX_POST_MEDIA + 1] });
+        let refused = media(&ten).expect_err("one too many").body();
+        assert_eq!(refused["error"]["reason"], "too_many_media");
+        assert_eq!(
+            refused["error"]["message"],
+            "a post carries at most 9 media, this one 10"
+        );
+        assert!(media(&json!({ "media": [1] })).is_err());
+        assert_eq!(media(&json!({})).map(|m| m.len()).ok(), Some(0));
+    }
 }

@@ -102,6 +102,9 @@ pub const MAX_GROUP_MEMBERS: u32 = 500;
 /// The most friends one user may have.
 pub const MAX_FRIENDS: u32 = 5_000;
 
+/// The most media references one Moments post carries (WeChat's nine pictures).
+pub const MAX_POST_MEDIA: usize = 9;
+
 /// The user a request acts for: the uid the access tier stamped on its context.
 pub fn acting_user() -> Result<u64, Status> {
     match Context::current().uid() {

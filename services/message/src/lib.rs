@@ -283,7 +283,12 @@ impl Message for MessageService {
                 "client_msg_id is at most {MAX_ID_BYTES} bytes"
             )));
         }
-        if request.to == me || request.to == 0 {
+        if request.to == 0 {
+            return Err(Status::invalid_argument(
+                "\"to\" names no user: user ids start at 1",
+            ));
+        }
+        if request.to == me {
             return Err(Status::invalid_argument(
                 "send to a friend, not to yourself",
             ));

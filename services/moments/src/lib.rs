@@ -78,7 +78,7 @@ pub use relations::Relations;
 /// The longest post text, in characters.
 pub const MAX_POST_CHARS: usize = 2_000;
 /// The most media references a post carries.
-pub const MAX_MEDIA: usize = 9;
+pub const MAX_MEDIA: usize = wx_api::MAX_POST_MEDIA;
 /// The longest media reference, in bytes.
 pub const MAX_MEDIA_BYTES: usize = 256;
 /// The longest comment, in characters.

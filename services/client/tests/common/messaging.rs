@@ -242,11 +242,31 @@ pub async fn messaging_refusals(backend: &Backend) {
             "invalid_argument",
             "",
         ),
+        (
+            json!({ "to": 0, "text": "hi" }),
+            400,
+            "invalid_argument",
+            "",
+        ),
     ];
     for (body, status, code, reason) in cases {
         let answer = refused(http, "message.send", body.clone(), ta, status, code).await;
         assert_eq!(answer.reason(), reason, "{body}");
     }
+    // Numbers that are not user ids are not called user ids.
+    let answer = refused(
+        http,
+        "sync",
+        json!({ "limit": -1 }),
+        ta,
+        400,
+        "invalid_argument",
+    )
+    .await;
+    assert_eq!(
+        answer.body["error"]["message"],
+        "\"limit\" must be a non-negative integer"
+    );
     // 16 KiB exactly is fine.
     call(
         http,
