@@ -28,6 +28,17 @@ pub struct DagorConfig {
     pub alpha: f64,
     /// Fraction more requests to admit after a healthy window (1 %).
     pub beta: f64,
+    /// An overloaded window whose mean queuing time fell fast enough to be under the
+    /// threshold within this many more windows (at the fall of the last one) keeps the
+    /// level (2; 0 is the paper's rule of lowering after every overloaded window).
+    ///
+    /// Queuing time lags the level: requests admitted before a cut still wait behind the
+    /// backlog, so a window or two after the cut still look overloaded while the queue
+    /// is already draining. Cutting again for each of them sheds far below what the
+    /// server can do, and the way back up is 1 % a window. Not lowering while the queue
+    /// falls that fast leaves the cut that is already working to finish; a queue that
+    /// grows, stays or falls slowly is still cut every window.
+    pub drain_windows: u32,
 }
 
 impl Default for DagorConfig {
@@ -38,6 +49,7 @@ impl Default for DagorConfig {
             queue_threshold: Duration::from_millis(20),
             alpha: 0.05,
             beta: 0.01,
+            drain_windows: 2,
         }
     }
 }
@@ -215,6 +227,16 @@ impl Admission {
         at.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
+    /// Whether the mean queuing time, `last` a window ago and `mean` now, falls fast enough
+    /// to be under the threshold within [`DagorConfig::drain_windows`] more windows.
+    fn draining(&self, mean: Duration, last: Duration) -> bool {
+        let windows = self.config.drain_windows;
+        windows > 0
+            && mean < last
+            && mean.saturating_sub((last - mean).saturating_mul(windows))
+                <= self.config.queue_threshold
+    }
+
     /// Ends the window (if no other request is already doing so) and moves the level.
     fn roll(&self, now_us: u64) {
         let Ok(mut state) = self.roll.try_lock() else {
@@ -252,13 +274,17 @@ impl Admission {
         let mean = Duration::from_micros(sum.checked_div(u64::from(count)).unwrap_or(0));
         let overloaded = mean > self.config.queue_threshold;
         let current = self.level();
-        let next = next_level(
-            &state.scratch,
-            current,
-            overloaded,
-            self.config.alpha,
-            self.config.beta,
-        );
+        let next = if overloaded && self.draining(mean, state.last_mean) {
+            current
+        } else {
+            next_level(
+                &state.scratch,
+                current,
+                overloaded,
+                self.config.alpha,
+                self.config.beta,
+            )
+        };
         self.level.store(next, Ordering::Relaxed);
         state.windows += 1;
         state.last_mean = mean;
@@ -320,6 +346,48 @@ mod tests {
         assert!(snap.last_window_overloaded);
         assert_eq!(snap.last_window_queue_mean, Duration::from_millis(50));
         assert_eq!(snap.shed_by_business_priority, vec![(5, 1), (6, 1)]);
+    }
+
+    /// Ends one window of `config(100)`: 100 requests of business priority 5 over users
+    /// 1..=100, each queued `queued`.
+    fn window_of(adm: &Admission, queued: Duration) {
+        let t = Instant::now();
+        for user in 1..=100 {
+            adm.admit(Priority::new(5, user), t);
+            adm.started(queued);
+        }
+    }
+
+    #[test]
+    fn a_queue_already_draining_fast_is_not_cut_again() {
+        let adm = Admission::new(config(100));
+        window_of(&adm, Duration::from_millis(200));
+        let after_cut = adm.level();
+        assert_eq!(Priority::from_index(after_cut), Priority::new(5, 95));
+        // Still overloaded, but 200 -> 60 ms: under 20 ms within two more windows at
+        // that fall. The level stays.
+        window_of(&adm, Duration::from_millis(60));
+        assert_eq!(adm.level(), after_cut);
+        assert!(adm.snapshot().last_window_overloaded);
+        // 60 -> 50 ms falls too slowly (30 ms two windows on): cut again.
+        window_of(&adm, Duration::from_millis(50));
+        assert!(adm.level() < after_cut);
+        // A queue that grows is cut every window.
+        let level = adm.level();
+        window_of(&adm, Duration::from_millis(80));
+        assert!(adm.level() < level);
+    }
+
+    #[test]
+    fn without_drain_windows_every_overloaded_window_cuts_as_in_the_paper() {
+        let adm = Admission::new(DagorConfig {
+            drain_windows: 0,
+            ..config(100)
+        });
+        window_of(&adm, Duration::from_millis(200));
+        let after_cut = adm.level();
+        window_of(&adm, Duration::from_millis(60));
+        assert!(adm.level() < after_cut);
     }
 
     #[test]
