@@ -28,8 +28,8 @@ use crate::actions::{find_action, priority};
 use crate::admission::EdgeAdmission;
 use crate::error::ApiError;
 use crate::json::{
-    edge_state_name, id, ids, list_request, number, optional_id, optional_number, optional_text,
-    peer, profile_change, profile_json, relation_json, relation_name, text,
+    edge_state_name, id, ids, limit, list_request, number, optional_id, optional_text, peer,
+    profile_change, profile_json, relation_json, relation_name, text,
 };
 use crate::push::{SESSION_ENDED, session_digest};
 use crate::ratelimit::RateLimiter;
@@ -412,8 +412,7 @@ impl Gateway {
                     .message
                     .sync(SyncRequest {
                         sync_key: optional_text(body, "sync_key")?.unwrap_or_default(),
-                        limit: optional_number(body, "limit")?
-                            .map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)),
+                        limit: limit(body)?,
                         device: optional_text(body, "device")?.unwrap_or_default(),
                     })
                     .await?;

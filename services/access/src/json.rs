@@ -66,6 +66,12 @@ pub(crate) fn number(body: &Value, key: &str) -> Result<u64, ApiError> {
     optional_number(body, key)?.ok_or_else(|| ApiError::invalid(format!("{key:?} is required")))
 }
 
+/// A page's `"limit"`: 0 (the service's default) when absent, larger ones saturated at
+/// `u32::MAX` (each service caps it at its own most).
+pub(crate) fn limit(body: &Value) -> Result<u32, ApiError> {
+    Ok(optional_number(body, "limit")?.map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)))
+}
+
 pub(crate) fn ids(body: &Value, key: &str) -> Result<Vec<u64>, ApiError> {
     let list = body
         .get(key)
@@ -89,9 +95,7 @@ pub(crate) fn peer(body: &Value) -> Result<PeerRequest, ApiError> {
 pub(crate) fn list_request(body: &Value) -> Result<ListFriendsRequest, ApiError> {
     Ok(ListFriendsRequest {
         after: optional_number(body, "after")?.unwrap_or(0),
-        limit: optional_number(body, "limit")?
-            .unwrap_or(0)
-            .min(u64::from(u32::MAX)) as u32,
+        limit: limit(body)?,
         owner: optional_id(body, "uid")?.unwrap_or(0),
     })
 }
@@ -220,6 +224,12 @@ mod tests {
             message(optional_number(&body, "limit")),
             "\"limit\" must be a non-negative integer"
         );
+        assert_eq!(
+            message(limit(&body)),
+            "\"limit\" must be a non-negative integer"
+        );
+        assert_eq!(limit(&json!({ "limit": 1u64 << 40 })).ok(), Some(u32::MAX));
+        assert_eq!(limit(&json!({})).ok(), Some(0));
         assert_eq!(number(&body, "seq").ok(), Some(7));
         assert_eq!(optional_number(&body, "after").ok(), Some(Some(0)));
         assert_eq!(optional_number(&body, "cursor").ok(), Some(None));

@@ -13,17 +13,13 @@ use wx_api::moments::{
 use wx_api::storage::MomentVisibility;
 
 use crate::error::ApiError;
-use crate::json::{ids, number, optional_id, optional_number, optional_text, text};
+use crate::json::{ids, limit, number, optional_id, optional_number, optional_text, text};
 
 fn post_ref(body: &Value, me: u64) -> Result<PostRef, ApiError> {
     Ok(PostRef {
         author: optional_id(body, "author")?.unwrap_or(me),
         seq: number(body, "seq")?,
     })
-}
-
-fn limit(body: &Value) -> Result<u32, ApiError> {
-    Ok(optional_number(body, "limit")?.map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)))
 }
 
 fn visibility(body: &Value) -> Result<(MomentVisibility, Vec<u64>), ApiError> {
