@@ -1,4 +1,4 @@
-//! A real headless Chromium for page tests, driven over WebDriver by `fantoccini`.
+//! A real headless Chromium for page tests, driven over WebDriver by [`crate::webdriver`].
 //!
 //! [`Browser::start`] runs Debian's `chromedriver` on a free loopback port; each
 //! [`Browser::session`] is a separate Chromium with its own profile (its own cookies and
@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::ClientBuilder;
-pub use fantoccini::{Client, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+pub use crate::webdriver::{Client, Element, Locator};
 
 use crate::{PATIENCE, free_port, tempdir};
 
@@ -84,14 +82,9 @@ impl Browser {
                 ],
             }
         });
-        let serde_json::Value::Object(capabilities) = capabilities else {
-            unreachable!("a JSON object literal")
-        };
-        let mut builder = ClientBuilder::new(HttpConnector::new());
-        builder.capabilities(capabilities);
         tokio::time::timeout(
             PATIENCE * 3,
-            builder.connect(&format!("http://127.0.0.1:{}", self.port)),
+            Client::connect(&format!("http://127.0.0.1:{}", self.port), capabilities),
         )
         .await
         .expect("Chromium started within the patience")
@@ -153,7 +146,7 @@ pub async fn wait_for_text(client: &Client, css: &str, needle: &str) -> String {
 }
 
 /// Waits until an element matching `css` is displayed, and returns it.
-pub async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+pub async fn wait_for(client: &Client, css: &str) -> Element {
     let deadline = tokio::time::Instant::now() + PATIENCE * 3;
     loop {
         if let Ok(element) = client.find(Locator::Css(css)).await {

@@ -10,6 +10,7 @@ use svrkit::discovery::{EtcdRegistry, Registry};
 
 pub mod browser;
 mod static_registry;
+pub mod webdriver;
 
 pub use static_registry::StaticRegistry;
 pub use tempfile::TempDir;
