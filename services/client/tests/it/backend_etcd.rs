@@ -1,6 +1,6 @@
 //! The same end-to-end suite with a real etcd as the registry.
 
-mod common;
+use crate::common;
 
 use common::{Backend, Registry};
 use svrkit_testkit::Etcd;

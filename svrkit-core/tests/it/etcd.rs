@@ -1,7 +1,7 @@
 //! Discovery against a real etcd server (Debian `etcd-server`), started on free loopback
 //! ports with a temporary data directory and stopped afterwards.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

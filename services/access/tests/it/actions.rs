@@ -3,9 +3,7 @@
 //! or an error with a code, and an error's HTTP status matches its code — the
 //! `gateway_actions` fuzz target's property, run on stable in every suite run.
 
-#[allow(dead_code)] // each test file uses part of the shared harness
-#[path = "support/answering.rs"]
-mod answering;
+use crate::answering;
 
 use access::Caller;
 use access::actions::ACTIONS;

@@ -3,7 +3,7 @@
 //! without reloading, and the history survives a reload) and meet in Moments. Errors
 //! from the API show next to what caused them. Screenshots go to docs/screenshots/.
 
-mod common;
+use crate::common;
 
 use common::{Backend, Registry};
 use svrkit_testkit::browser::{

@@ -1,7 +1,7 @@
 //! Server behaviour against real sockets: multiplexing, cancellation, deadlines while
 //! queued, graceful shutdown and metrics.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

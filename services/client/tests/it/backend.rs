@@ -1,7 +1,7 @@
 //! The backend end to end with the embedded registry: every service its own process,
 //! every request through the access tier.
 
-mod common;
+use crate::common;
 
 use common::{Backend, Registry};
 

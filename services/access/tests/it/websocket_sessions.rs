@@ -3,11 +3,8 @@
 //! and after authenticating — the server answers with JSON objects, never panics, and
 //! keeps serving. The `ws_session` fuzz target's property, run on stable.
 
-#[allow(dead_code)] // each test file uses part of the shared harness
-#[path = "support/answering.rs"]
-mod answering;
-#[path = "support/ws_session.rs"]
-mod ws_session;
+use crate::answering;
+use crate::ws_session;
 
 use proptest::prelude::*;
 

@@ -1,6 +1,6 @@
 //! Gray-release configuration through the embedded registry, observed from real requests.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

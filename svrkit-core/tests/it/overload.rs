@@ -2,7 +2,7 @@
 //! while the important ones keep succeeding, and clients learn its level from responses
 //! and refuse locally what it would refuse.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

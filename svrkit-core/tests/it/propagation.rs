@@ -1,6 +1,6 @@
 //! Context propagation across two real hops: client -> front (Relay) -> back (Echo).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,9 +3,7 @@
 //! (`overloaded`, reason `edge_shed`, with the `admit` hint), a more important one still
 //! runs, and once the slow ones finish everything is admitted again and the hint is gone.
 
-#[allow(dead_code)] // each test file uses part of the shared harness
-#[path = "support/answering.rs"]
-mod answering;
+use crate::answering;
 
 use std::sync::Arc;
 

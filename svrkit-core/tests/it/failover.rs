@@ -1,7 +1,7 @@
 //! Retries, failover and backup requests against real servers, including a real kill -9
 //! of a server process under load.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

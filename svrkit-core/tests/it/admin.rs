@@ -1,6 +1,6 @@
 //! The admin endpoint of a running server: /healthz, /readyz, /status, /metrics.
 
-mod common;
+use crate::common;
 
 use common::{http_get, start, start_admin};
 use echo::{EchoClient, EchoRequest, EchoServer, EchoService};

@@ -1,7 +1,7 @@
 //! Discovery against the embedded registry: registration, watch, expiry after a crash,
 //! sharing between processes, and channels that follow the registry.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

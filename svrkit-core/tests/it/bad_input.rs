@@ -1,7 +1,7 @@
 //! Malformed input from a live socket: each case gets the precise status, or a goaway
 //! with a reason and a closed connection — and the server keeps serving everyone else.
 
-mod common;
+use crate::common;
 
 use bytes::{BufMut, BytesMut};
 use common::{Raw, TestServer, echo_body, start};

@@ -1,6 +1,6 @@
 //! Client behaviour: tower layers, several addresses, reconnecting and back-off.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
