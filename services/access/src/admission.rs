@@ -15,9 +15,11 @@
 //! Requests are ranked by business priority, then by user priority: `rank = b * 128 +
 //! (user - 1)`, where `b` counts the distinct business priorities of the action table
 //! from the most important (0) to unknown actions (last). A request of rank `r` is
-//! admitted while fewer than `limit * (1 - r / (2 * RANKS))` requests are running: the
-//! least important has half the limit, the most important all of it, and each business
-//! priority a band of the other half in which its users are ordered too. (Ranking over
+//! admitted while fewer than `limit * (1 - s / (2 * S))` requests are running, where `s`
+//! is the rank's place among the `S` places of the bands and the reserve below (the
+//! rank itself above it): the least important has half the limit, the most important
+//! all of it, and each business priority a band of the other half in which its users are
+//! ordered too. (Ranking over
 //! DAGOR's 255 business levels instead would leave the six in use a few places each, and
 //! user priority none.)
 //!
@@ -32,6 +34,17 @@
 //! four times the capacity (`svrkit-bench backend-overload --capacity 9400 --loads 4`,
 //! three interleaved pairs), the wait raised messaging's success from 0.913–0.948 to
 //! 0.925–0.975.
+//!
+//! Between those two and the rest lies a reserve: one band's places ([`RESERVE_BANDS`])
+//! in which no request ranks. Without it the bands touch, so the count that sheds
+//! contact changes sits just under the room of the least important user's messages: a
+//! stall of a few milliseconds made those messages wait, and the hint, which keeps a
+//! margin above the averaged count, told their clients to hold them back. With it, the
+//! count where anything below messaging is shed stays a band (128 of 2,048 places) under
+//! every message's room. Measured (`svrkit-bench backend-overload --capacity 8600 --loads
+//! 1,2,4`, three interleaved pairs): messaging at 4x went from 0.976–0.986 to
+//! 0.996–0.998, goodput at 4x stayed 0.63–0.70, and goodput by count at 2x went from
+//! 0.82–0.94 to 0.84–0.86, as reads give up the reserve's places.
 //!
 //! Clients are told what is admitted, so that well-behaved ones hold back what would be
 //! refused instead of sending it (see [`EdgeAdmission::ceiling`]): DAGOR's collaborative
@@ -78,6 +91,10 @@ pub const WAITING_BUSINESS: u32 = 2;
 
 /// Requests waiting at once, as a divisor of the limit (128 of 2,048).
 pub const WAITING_SHARE: usize = 16;
+
+/// Business priorities' bands kept free between the [`WAITING_BUSINESS`] priorities and
+/// the rest: places that only sign-in and messaging take (see the module's notes).
+pub const RESERVE_BANDS: u32 = 1;
 
 pub use places::Admitted;
 
@@ -307,12 +324,35 @@ fn rank_of(priority: Priority) -> u32 {
     b * USER_LEVELS + (priority.user.clamp(1, USER_LEVELS) - 1)
 }
 
+/// The first rank below the business priorities that wait for a place.
+const FIRST_NOT_WAITING: u32 = WAITING_BUSINESS * USER_LEVELS;
+
+/// Ranks of the reserve: one business priority's band that no request ranks in, placed
+/// between the priorities that wait and the rest.
+const RESERVE_RANKS: u32 = RESERVE_BANDS * USER_LEVELS;
+
+/// Where `rank` sits among the bands, the reserve's included: the ranks below the
+/// waiting priorities move down past the reserve.
+fn spaced(rank: u32) -> u32 {
+    if rank >= FIRST_NOT_WAITING {
+        rank + RESERVE_RANKS
+    } else {
+        rank
+    }
+}
+
+/// Bands' ranks in all, the reserve's included.
+fn spaced_ranks() -> u32 {
+    ranks() + RESERVE_RANKS
+}
+
 /// How many running requests still leave room for one of rank `rank`:
-/// `limit - ceil(limit * rank / (2 * RANKS))`, at least half the limit.
+/// `limit - ceil(limit * s / (2 * S))`, where `s` is the rank's place among the `S`
+/// ranks of the bands and the reserve ([`spaced`]); at least half the limit.
 fn room_of(limit: usize, rank: u32) -> usize {
     let limit = limit as u64;
-    let rank = u64::from(rank.min(ranks() - 1));
-    let reserved = (limit * rank).div_ceil(2 * u64::from(ranks()));
+    let rank = u64::from(spaced(rank.min(ranks() - 1)));
+    let reserved = (limit * rank).div_ceil(2 * u64::from(spaced_ranks()));
     (limit - reserved) as usize
 }
 
@@ -323,14 +363,24 @@ fn level_of(limit: usize, running: usize) -> Option<u32> {
     if running < room_of(limit, last) {
         return None;
     }
-    // running < limit - ceil(limit * r / 2R)  <=>  ceil(limit * r / 2R) < free
-    // <=> limit * r / 2R <= free - 1  <=>  r <= (free - 1) * 2R / limit.
+    // running < limit - ceil(limit * s / 2S)  <=>  ceil(limit * s / 2S) < free
+    // <=> limit * s / 2S <= free - 1  <=>  s <= (free - 1) * 2S / limit.
     let free = limit.saturating_sub(running) as u64;
     let Some(spare) = free.checked_sub(1) else {
         return Some(u32::MAX);
     };
-    let level = spare * 2 * u64::from(ranks()) / limit as u64;
-    Some(level.min(u64::from(last)) as u32)
+    let spaced_level =
+        (spare * 2 * u64::from(spaced_ranks()) / limit as u64).min(u64::from(spaced(last))) as u32;
+    // Back from the bands to ranks: a level inside the reserve admits the waiting
+    // priorities and nothing below them.
+    let level = if spaced_level < FIRST_NOT_WAITING {
+        spaced_level
+    } else if spaced_level < FIRST_NOT_WAITING + RESERVE_RANKS {
+        FIRST_NOT_WAITING - 1
+    } else {
+        spaced_level - RESERVE_RANKS
+    };
+    Some(level)
 }
 
 /// The largest business priority admitted at rank `level` for a user of priority
@@ -386,12 +436,48 @@ mod tests {
     }
 
     #[test]
+    fn a_reserve_band_lies_between_messaging_and_everything_below_it() {
+        let rank = |b, u| rank_of(Priority::new(b, u));
+        let band = 2048 / (2 * (spaced_ranks() / USER_LEVELS) as usize);
+        // The least important message has a band's places more than the most important
+        // contact write, and nothing ranks in between.
+        let top_below = room_of(2048, rank(30, 1));
+        let gap = room_of(2048, rank(20, USER_LEVELS)) - top_below;
+        assert!(gap >= band, "gap {gap}, band {band}");
+        // Contact writes shed for every user: messages still have room, and the hint,
+        // margin included, still names messaging to every user.
+        let edge = EdgeAdmission::new(2048);
+        let _running: Vec<_> = (0..top_below)
+            .map(|_| edge.admit("login", 1).expect("sign-in has room"))
+            .collect();
+        for uid in 1..=500 {
+            assert!(edge.admit("profile.update", uid).is_err(), "uid {uid}");
+            assert!(
+                settled(&edge, uid).is_some_and(|c| c >= 20),
+                "uid {uid}: messaging is hinted"
+            );
+            drop(edge.admit("message.send", uid).expect("messaging has room"));
+        }
+    }
+
+    #[test]
     fn the_level_is_exactly_what_admission_admits() {
         let last = ranks() - 1;
         for limit in [2, 3, 64, 512, 2048] {
             for running in 0..=limit + 1 {
                 let level = level_of(limit, running);
-                for rank in [0, 1, 127, 128, 300, last - 1, last] {
+                for rank in [
+                    0,
+                    1,
+                    127,
+                    128,
+                    FIRST_NOT_WAITING - 1,
+                    FIRST_NOT_WAITING,
+                    FIRST_NOT_WAITING + 1,
+                    FIRST_NOT_WAITING + RESERVE_RANKS,
+                    last - 1,
+                    last,
+                ] {
                     let admitted = running < room_of(limit, rank);
                     let by_level = match level {
                         None => true,
