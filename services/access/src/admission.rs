@@ -19,9 +19,8 @@
 //! is the rank's place among the `S` places of the bands and the reserve below (the
 //! rank itself above it): the least important has half the limit, the most important
 //! all of it, and each business priority a band of the other half in which its users are
-//! ordered too. (Ranking over
-//! DAGOR's 255 business levels instead would leave the six in use a few places each, and
-//! user priority none.)
+//! ordered too. (Ranking over DAGOR's 255 business levels instead would leave the six in
+//! use a few places each, and user priority none.)
 //!
 //! The two most important business priorities (sign-in and messaging) that find no room
 //! wait for one, up to [`EDGE_WAIT`] and at most a [`WAITING_SHARE`] of the limit of them

@@ -51,10 +51,18 @@ pub enum Locator<'a> {
     Css(&'a str),
 }
 
+/// The HTTP/1.1 client commands go through.
+type Http = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// A fresh [`Http`] client.
+fn http_client() -> Http {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
 /// One WebDriver session: one browser window with its own profile.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    http: Http,
     /// `http://127.0.0.1:PORT/session/ID`.
     session: String,
 }
@@ -70,7 +78,7 @@ impl Client {
     /// Opens a new session on the driver at `driver` (`http://127.0.0.1:PORT`) with the
     /// given W3C capabilities (`alwaysMatch`).
     pub async fn connect(driver: &str, capabilities: Value) -> Result<Client, WebDriverError> {
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+        let http = http_client();
         let body = json!({ "capabilities": { "alwaysMatch": capabilities } });
         let value = send(
             &http,
@@ -229,7 +237,7 @@ impl Element {
 
 /// Sends one command and returns the `value` of its answer, or the error it reports.
 async fn send(
-    http: &hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    http: &Http,
     method: Method,
     url: &str,
     body: Option<Value>,
@@ -338,6 +346,14 @@ mod tests {
         (format!("http://{addr}"), task)
     }
 
+    /// A client of session `s1` on `driver`.
+    fn session_s1(driver: &str) -> Client {
+        Client {
+            http: http_client(),
+            session: format!("{driver}/session/s1"),
+        }
+    }
+
     #[tokio::test]
     async fn a_new_session_sends_the_capabilities_and_keeps_the_id() {
         let (driver, request) =
@@ -364,10 +380,7 @@ mod tests {
             r#"{"value":{"error":"no such element","message":"no such element: Unable to locate element","stacktrace":""}}"#,
         )
         .await;
-        let client = Client {
-            http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http(),
-            session: format!("{driver}/session/s1"),
-        };
+        let client = session_s1(&driver);
         let err = client
             .find(Locator::Css("#nothing"))
             .await
@@ -393,18 +406,12 @@ mod tests {
     #[tokio::test]
     async fn a_screenshot_is_decoded_and_an_answer_that_is_not_json_is_named() {
         let (driver, _request) = driver_answering(200, r#"{"value":"iVBORw0KGgo="}"#).await;
-        let client = Client {
-            http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http(),
-            session: format!("{driver}/session/s1"),
-        };
+        let client = session_s1(&driver);
         let png = client.screenshot().await.expect("a screenshot");
         assert_eq!(png, b"\x89PNG\r\n\x1a\n");
 
         let (driver, _request) = driver_answering(500, "<html>oops</html>").await;
-        let client = Client {
-            http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http(),
-            session: format!("{driver}/session/s1"),
-        };
+        let client = session_s1(&driver);
         let err = client.refresh().await.expect_err("not JSON");
         assert!(
             matches!(&err, WebDriverError::Protocol(m) if m.contains("500") && m.contains("oops")),
