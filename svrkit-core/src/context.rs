@@ -8,13 +8,14 @@
 //! and the gray tag. Entry points (an access gateway, a test, a CLI) build a context with
 //! the `with_*` methods and run their calls inside its scope.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
+
+pub use crate::random::random_u64;
 
 use crate::metadata::{Metadata, MetadataError};
 use crate::protocol::RequestHeader;
@@ -381,23 +382,6 @@ impl Context {
     pub(crate) fn metadata_shared(&self) -> Option<Arc<Metadata>> {
         self.metadata.clone().filter(|m| !m.is_empty())
     }
-}
-
-thread_local! {
-    static RNG: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
-}
-
-/// A fresh non-zero random `u64` from a fast per-thread generator (xorshift64*): trace
-/// and span ids, instance ids, balancing draws. Not for secrets: it is predictable.
-pub fn random_u64() -> u64 {
-    RNG.with(|cell| {
-        let mut x = cell.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        cell.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1
-    })
 }
 
 /// A W3C Trace Context `traceparent` header, version 00:

@@ -67,6 +67,11 @@ pub enum LaunchError {
     Config(String),
 }
 
+/// A registry spec that is none of the forms [`RegistryKind::parse`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expected dir:PATH, etcd:URL[,URL...] or none")]
+pub struct RegistrySpecError;
+
 /// The registry a process joins.
 #[derive(Debug, Clone)]
 pub enum RegistryKind {
@@ -80,14 +85,14 @@ pub enum RegistryKind {
 
 impl RegistryKind {
     /// Parses `dir:PATH`, `etcd:URL[,URL…]` or `none`.
-    pub fn parse(spec: &str) -> Result<RegistryKind, String> {
+    pub fn parse(spec: &str) -> Result<RegistryKind, RegistrySpecError> {
         match spec.split_once(':') {
             _ if spec == "none" => Ok(RegistryKind::None),
             Some(("dir", path)) if !path.is_empty() => Ok(RegistryKind::Dir(path.into())),
             Some(("etcd", urls)) if !urls.is_empty() => Ok(RegistryKind::Etcd(
                 urls.split(',').map(str::to_string).collect(),
             )),
-            _ => Err("expected dir:PATH, etcd:URL[,URL...] or none".to_string()),
+            _ => Err(RegistrySpecError),
         }
     }
 

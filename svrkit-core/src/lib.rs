@@ -29,6 +29,9 @@
 //! - [`overload`]: DAGOR admission control, collaborative shedding, adaptive throttling.
 //! - [`launch`]: running a service as a process (address, registry, admin, signals) from the environment.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/status`, `/healthz`, `/readyz`).
+//! - [`policy`]: the call policy — which verified callers may call which methods.
+//! - [`tls`]: mutual TLS between services (identities in SPIFFE-style URI names).
+//! - [`process_limits`]: the process's open-file limit, raised to what it may be.
 //! - [`method`]: static service and method descriptions generated from the IDL.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -55,6 +58,8 @@ pub mod process_limits;
 mod process_metrics;
 mod propagation;
 pub mod protocol;
+mod random;
+mod request;
 pub mod selector;
 pub mod server;
 pub mod status;

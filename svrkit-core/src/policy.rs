@@ -42,10 +42,15 @@ pub struct CallPolicy {
     pub uid_callers: Option<BTreeSet<String>>,
 }
 
+/// A call policy that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("a call policy: {0}")]
+pub struct PolicyError(#[from] serde_json::Error);
+
 impl CallPolicy {
     /// Parses the JSON form.
-    pub fn from_json(text: &str) -> Result<CallPolicy, String> {
-        serde_json::from_str(text).map_err(|e| format!("a call policy: {e}"))
+    pub fn from_json(text: &str) -> Result<CallPolicy, PolicyError> {
+        Ok(serde_json::from_str(text)?)
     }
 
     /// Whether `caller` (verified, or `None` without TLS) may call `service/method`,

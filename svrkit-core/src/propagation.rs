@@ -11,11 +11,11 @@
 
 use std::time::Instant;
 
-use crate::client::CallOptions;
 use crate::context::Context;
 use crate::method::Method;
 use crate::overload::{DEFAULT_BUSINESS_PRIORITY, Priority, user_priority};
 use crate::protocol::RequestHeader;
+use crate::request::CallOptions;
 
 /// A call's place in its trace.
 #[derive(Debug, Clone, Copy)]
@@ -31,10 +31,10 @@ pub(crate) struct CallTrace {
 impl CallTrace {
     /// The trace a call made in `ctx` belongs to (a new one outside any), with a new span.
     pub(crate) fn of(ctx: &Context) -> CallTrace {
-        let span_id = crate::context::random_u64();
+        let span_id = crate::random::random_u64();
         match ctx.trace_id() {
             0 => CallTrace {
-                trace_id: crate::context::random_u64(),
+                trace_id: crate::random::random_u64(),
                 trace_id_high: 0,
                 span_id,
             },

@@ -73,14 +73,19 @@ impl std::fmt::Display for Track {
     }
 }
 
-impl std::str::FromStr for Track {
-    type Err = String;
+/// A release track name that is neither `stable` nor `gray`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a track is stable or gray, not {0:?}")]
+pub struct TrackError(pub String);
 
-    fn from_str(s: &str) -> Result<Track, String> {
+impl std::str::FromStr for Track {
+    type Err = TrackError;
+
+    fn from_str(s: &str) -> Result<Track, TrackError> {
         match s {
             "stable" => Ok(Track::Stable),
             "gray" => Ok(Track::Gray),
-            other => Err(format!("a track is stable or gray, not {other:?}")),
+            other => Err(TrackError(other.to_string())),
         }
     }
 }

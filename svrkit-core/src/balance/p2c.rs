@@ -1,7 +1,7 @@
 //! Power of two choices, weighted.
 
 use super::{Balancer, Call, Candidate};
-use crate::context::random_u64;
+use crate::random::random_u64;
 
 /// Two candidates drawn at random in proportion to their weights; the one with the lower
 /// load per unit of weight wins. Loads within 25 % of each other are a tie, broken at

@@ -1,5 +1,5 @@
-//! When a call is repeated: the retry and backup-request policy of a channel, and the
-//! budgets that bound them. The policy decides on values alone (a status, a count, two
+//! When a call is repeated: the retry policy of a channel, and the budget that bounds
+//! retries and backup requests. The policy decides on values alone (a status, a count, two
 //! instants), so every rule here is tested without a socket.
 //!
 //! A budget earns a fraction of a token for every original request and spends a whole one
@@ -8,7 +8,7 @@
 //! capped so that a long quiet spell does not bank an unbounded burst.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::status::{Code, Status};
 
@@ -67,50 +67,36 @@ impl Default for RetryBudget {
     }
 }
 
-/// The retry and backup-request rules of one channel.
+/// When a failed call is repeated, on another instance: the retry rules of one channel.
 ///
-/// - A failed attempt is repeated, on another instance, only when it provably never ran
-///   (`not processed`: a refused connection, a shed before dispatch, "not mine") or when
-///   the method is idempotent and the failure is `UNAVAILABLE`; never when the callee
-///   passed the failure on from further down (only the caller next to a failure retries);
-///   never past the attempt limit or the deadline.
+/// - A failed attempt is repeated only when it provably never ran (`not processed`: a
+///   refused connection, a shed before dispatch, "not mine") or when the method is
+///   idempotent and the failure is `UNAVAILABLE`; never when the callee passed the failure
+///   on from further down (only the caller next to a failure retries); never past the
+///   attempt limit or the deadline.
 /// - A repeat of a request that was sent costs a token of the retry budget; one that never
 ///   left costs nothing.
-/// - An idempotent call may send one backup request after the backup delay, within its own
-///   budget.
+///
+/// Backup requests (hedging) are a separate policy, [`super::hedge::HedgePolicy`], with a
+/// budget of their own, as `tower::retry` and `tower::hedge` are separate layers.
 #[derive(Debug)]
-pub(crate) struct CallPolicy {
+pub(crate) struct RetryPolicy {
     max_attempts: u32,
     retries: RetryBudget,
-    backup_delay: Option<Duration>,
-    backups: RetryBudget,
 }
 
-impl CallPolicy {
-    /// At most `max_attempts` attempts per call, retries within `retry_ratio`, and backup
-    /// requests after `backup_delay` within 10 %.
-    pub(crate) fn new(
-        max_attempts: u32,
-        retry_ratio: f64,
-        backup_delay: Option<Duration>,
-    ) -> CallPolicy {
-        CallPolicy {
+impl RetryPolicy {
+    /// At most `max_attempts` attempts per call, retries within `retry_ratio`.
+    pub(crate) fn new(max_attempts: u32, retry_ratio: f64) -> RetryPolicy {
+        RetryPolicy {
             max_attempts: max_attempts.max(1),
             retries: RetryBudget::new(retry_ratio, DEFAULT_RETRY_RESERVE),
-            backup_delay,
-            backups: RetryBudget::new(0.1, 10),
         }
     }
 
-    /// A call begins: it earns its share of the budgets. The backup delay, when the call
-    /// may have a backup request.
-    pub(crate) fn begin(&self, idempotent: bool) -> Option<Duration> {
+    /// A call begins: it earns its share of the retry budget.
+    pub(crate) fn begin(&self) {
         self.retries.deposit();
-        let hedge = self.backup_delay.filter(|_| idempotent);
-        if hedge.is_some() {
-            self.backups.deposit();
-        }
-        hedge
     }
 
     /// Why the call should be repeated after `status`, if it should: `attempts` made so far
@@ -142,15 +128,12 @@ impl CallPolicy {
     pub(crate) fn admit_retry(&self, sent: bool) -> bool {
         !sent || self.retries.withdraw()
     }
-
-    /// Whether a backup request may go now (it spends a token).
-    pub(crate) fn admit_backup(&self) -> bool {
-        self.backups.withdraw()
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -181,8 +164,8 @@ mod tests {
         assert_eq!(burst, 5);
     }
 
-    fn policy() -> CallPolicy {
-        CallPolicy::new(3, 0.1, Some(Duration::from_millis(5)))
+    fn policy() -> RetryPolicy {
+        RetryPolicy::new(3, 0.1)
     }
 
     #[test]
@@ -237,7 +220,7 @@ mod tests {
             None,
             "the deadline"
         );
-        let one = CallPolicy::new(0, 0.1, None);
+        let one = RetryPolicy::new(0, 0.1);
         assert_eq!(
             one.retry_reason(&status, true, 1, 8, now, now + Duration::from_secs(1)),
             None,
@@ -247,10 +230,10 @@ mod tests {
 
     #[test]
     fn sent_retries_spend_the_budget_and_unsent_ones_are_free() {
-        let p = CallPolicy::new(3, 0.1, None);
+        let p = RetryPolicy::new(3, 0.1);
         let mut admitted = 0;
         for _ in 0..1_000 {
-            p.begin(true);
+            p.begin();
             if p.admit_retry(true) {
                 admitted += 1;
             }
@@ -261,15 +244,5 @@ mod tests {
             p.admit_retry(false),
             "a request that never left costs nothing"
         );
-    }
-
-    #[test]
-    fn only_idempotent_calls_get_backups_within_their_budget() {
-        let p = policy();
-        assert_eq!(p.begin(false), None);
-        assert_eq!(p.begin(true), Some(Duration::from_millis(5)));
-        assert_eq!(CallPolicy::new(3, 0.1, None).begin(true), None);
-        let backups = (0..1_000).filter(|_| p.admit_backup()).count();
-        assert!(backups <= 10, "{backups}");
     }
 }

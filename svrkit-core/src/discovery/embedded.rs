@@ -15,9 +15,7 @@ use tokio::sync::watch;
 
 use crate::BoxFuture;
 use crate::config::{ConfigDoc, ConfigStore};
-use crate::discovery::{
-    DiscoveryError, Instance, Instances, Registration, Registry, publish_if_changed,
-};
+use crate::discovery::{DiscoveryError, Instance, Instances, Registration, Registry, follow};
 
 /// Records older than this are dead (3 s).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
@@ -189,9 +187,8 @@ impl Registry for EmbeddedRegistry {
         let this = self.clone();
         Box::pin(async move {
             this.heartbeat(&instance)?;
-            let beat = this.clone();
-            let beating = instance.clone();
-            let keepalive = tokio::spawn(async move {
+            let (beat, beating) = (this.clone(), instance.clone());
+            let heartbeats = async move {
                 let mut tick = tokio::time::interval(beat.ttl / 3);
                 tick.tick().await;
                 loop {
@@ -203,19 +200,16 @@ impl Registry for EmbeddedRegistry {
                         tracing::warn!(error = %e, "registry heartbeat failed");
                     }
                 }
-            });
+            };
             let path = this.record_path(&instance);
-            Ok(Registration::new(
-                Some(keepalive.abort_handle()),
-                move || {
-                    Box::pin(async move {
-                        match std::fs::remove_file(&path) {
-                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                            _ => Ok(()),
-                        }
-                    })
-                },
-            ))
+            Ok(Registration::kept_alive(heartbeats, move || {
+                Box::pin(async move {
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                        _ => Ok(()),
+                    }
+                })
+            }))
         })
     }
 
@@ -227,28 +221,20 @@ impl Registry for EmbeddedRegistry {
         let service = service.to_string();
         Box::pin(async move {
             let first: Instances = this.live(&service)?.into();
-            let (tx, rx) = watch::channel(first);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(this.poll);
-                loop {
-                    tick.tick().await;
-                    if tx.is_closed() {
-                        break;
-                    }
-                    let (registry, name) = (this.clone(), service.clone());
-                    let now = match tokio::task::spawn_blocking(move || registry.live(&name)).await
-                    {
-                        Ok(Ok(now)) => Instances::from(now),
+            Ok(follow(first, move || {
+                let (registry, name) = (this.clone(), service.clone());
+                async move {
+                    tokio::time::sleep(registry.poll).await;
+                    match tokio::task::spawn_blocking(move || registry.live(&name)).await {
+                        Ok(Ok(now)) => Some(Instances::from(now)),
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, "registry poll failed; keeping the last instances");
-                            continue;
+                            None
                         }
-                        Err(_) => continue,
-                    };
-                    publish_if_changed(&tx, now);
+                        Err(_) => None,
+                    }
                 }
-            });
-            Ok(rx)
+            }))
         })
     }
 }
@@ -299,25 +285,20 @@ impl ConfigStore for EmbeddedRegistry {
     {
         let (this, service) = (self.clone(), service.to_string());
         Box::pin(async move {
-            let (tx, rx) = watch::channel(std::sync::Arc::new(this.read_config(&service)?));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(this.poll);
-                loop {
-                    tick.tick().await;
-                    if tx.is_closed() {
-                        break;
-                    }
-                    match this.read_config(&service) {
-                        Ok(now) => {
-                            publish_if_changed(&tx, std::sync::Arc::new(now));
-                        }
+            let first = std::sync::Arc::new(this.read_config(&service)?);
+            Ok(follow(first, move || {
+                let (registry, name) = (this.clone(), service.clone());
+                async move {
+                    tokio::time::sleep(registry.poll).await;
+                    match registry.read_config(&name) {
+                        Ok(now) => Some(std::sync::Arc::new(now)),
                         Err(e) => {
-                            tracing::warn!(error = %e, "reading config failed; keeping the last document")
+                            tracing::warn!(error = %e, "reading config failed; keeping the last document");
+                            None
                         }
                     }
                 }
-            });
-            Ok(rx)
+            }))
         })
     }
 }

@@ -268,7 +268,7 @@ impl Registry for EtcdRegistry {
             let (mut client, mut lease) = this.put(&instance).await?;
             let keeper = this.clone();
             let kept = instance.clone();
-            let keepalive = tokio::spawn(async move {
+            let leases = async move {
                 loop {
                     keeper.keep_alive(&mut client, lease).await;
                     tracing::warn!(id = %kept.id, "etcd lease lost or unreachable; registering again");
@@ -284,21 +284,18 @@ impl Registry for EtcdRegistry {
                         }
                     }
                 }
-            });
+            };
             let remover = this.clone();
-            Ok(Registration::new(
-                Some(keepalive.abort_handle()),
-                move || {
-                    Box::pin(async move {
-                        let mut client = remover.client().await?;
-                        client
-                            .delete(EtcdRegistry::key(&instance), None)
-                            .await
-                            .map_err(backend)?;
-                        Ok(())
-                    })
-                },
-            ))
+            Ok(Registration::kept_alive(leases, move || {
+                Box::pin(async move {
+                    let mut client = remover.client().await?;
+                    client
+                        .delete(EtcdRegistry::key(&instance), None)
+                        .await
+                        .map_err(backend)?;
+                    Ok(())
+                })
+            }))
         })
     }
 

@@ -26,6 +26,7 @@ mod embedded;
 #[cfg(feature = "etcd")]
 mod etcd;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -76,7 +77,7 @@ impl Instance {
             "{}-{}-{:x}",
             service,
             std::process::id(),
-            crate::context::random_u64() & 0xffff_ffff
+            crate::random::random_u64() & 0xffff_ffff
         );
         Instance {
             service,
@@ -188,6 +189,17 @@ impl Registration {
         }
     }
 
+    /// A registration kept alive by `keepalive`, a loop refreshing the record (a
+    /// heartbeat, a lease), spawned here and stopped with the registration; `deregister`
+    /// removes the record. The shape every registry that must refresh its records shares.
+    pub fn kept_alive(
+        keepalive: impl Future<Output = ()> + Send + 'static,
+        deregister: impl FnOnce() -> BoxFuture<'static, Result<(), DiscoveryError>> + Send + 'static,
+    ) -> Registration {
+        let keepalive = tokio::spawn(keepalive).abort_handle();
+        Registration::new(Some(keepalive), deregister)
+    }
+
     /// Removes the record now, so clients stop sending before the server drains.
     pub async fn deregister(mut self) -> Result<(), DiscoveryError> {
         if let Some(keepalive) = self.keepalive.take() {
@@ -218,6 +230,31 @@ pub fn publish_if_changed<T: PartialEq>(tx: &watch::Sender<T>, now: T) {
         }
         differs
     });
+}
+
+/// A watch of a registry's live set: starts at `first`, then publishes each set `next`
+/// reads (when it differs from the last one; `None` keeps the last one, as when a read
+/// failed), until no receiver is left. The shape every polling or notified registry's
+/// `watch` shares; `next` decides how long to wait between reads.
+pub fn follow<T, F, Fut>(first: T, mut next: F) -> watch::Receiver<T>
+where
+    T: PartialEq + Send + Sync + 'static,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Option<T>> + Send,
+{
+    let (tx, rx) = watch::channel(first);
+    tokio::spawn(async move {
+        loop {
+            let now = tokio::select! {
+                now = next() => now,
+                () = tx.closed() => break,
+            };
+            if let Some(now) = now {
+                publish_if_changed(&tx, now);
+            }
+        }
+    });
+    rx
 }
 
 /// How long a process keeps trying to reach a registry that does not answer yet (one

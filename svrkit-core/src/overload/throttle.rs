@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::client::{RpcRequest, RpcResponse};
-use crate::context::random_u64;
+use crate::random::random_u64;
+use crate::request::{RpcRequest, RpcResponse};
 use crate::status::{Code, Status};
 
 /// Settings of [`AdaptiveThrottle`].

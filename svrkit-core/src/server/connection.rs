@@ -1,8 +1,8 @@
 //! One server connection: preface check, frame handling, admission, dispatch, drain.
 //!
-//! The driver reads a batch of frames, and for each request decodes the header (borrowing
-//! from the frame), routes it, stamps its priorities, and asks DAGOR admission control
-//! whether to take it — all before the body is decoded or any task exists, so a shed
+//! The driver reads a batch of frames, and each request passes the [`Gate`] (header
+//! decoded borrowing from the frame, routed, authorized, owned, admitted by DAGOR) —
+//! all before the body is decoded or any task exists, so a shed
 //! request costs almost nothing. An admitted request gets a worker slot (when the server
 //! has a worker limit; otherwise it starts at once) and its handler is polled once,
 //! inline: a handler that finishes on that poll has its response encoded straight into the
@@ -24,14 +24,15 @@ use tokio::task::AbortHandle;
 use tower_service::Service;
 
 use super::call::{HandlerCall, queued, rpc_span};
+use super::gate::{Admitted, Gate};
 use super::metrics::{self, MethodMetrics};
-use super::router::{Router, ServerRequest};
+use super::router::ServerRequest;
+use super::shared::ServerShared;
 use crate::context::Context;
-use crate::overload::{Admission, Priority};
-use crate::propagation::incoming_priority;
+use crate::overload::Priority;
 use crate::protocol::{
     self, FRAME_HEAD_LEN, Frame, FrameError, FrameKind, GoAway, GoAwayReason, MAX_HEADER_LEN,
-    PREFACE_LEN, RequestHeader, ResponseHeader,
+    PREFACE_LEN, ResponseHeader,
 };
 use crate::status::{BoxError, Code, MAX_DETAILS_LEN, Status};
 use crate::transport::{Link, Outbox, ReadOutcome};
@@ -44,23 +45,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many bytes are discarded while lingering.
 const LINGER_BYTES: usize = 4 << 20;
 
-/// What every connection of a server shares.
-#[derive(Debug)]
-pub(crate) struct ServerShared {
-    pub(crate) router: Arc<Router>,
-    pub(crate) max_frame_size: usize,
-    pub(crate) admission: Option<Arc<Admission>>,
-    pub(crate) workers: Option<Arc<Semaphore>>,
-    pub(crate) connections: std::sync::atomic::AtomicUsize,
-    pub(crate) draining: std::sync::atomic::AtomicBool,
-    /// Mutual TLS on every connection, when set.
-    pub(crate) tls: Option<crate::tls::ServerTls>,
-    /// Who may call what, when set.
-    pub(crate) policy: Option<Arc<crate::policy::CallPolicy>>,
-    /// The keys this shard owns, when it is one.
-    pub(crate) ownership: Option<Arc<super::Ownership>>,
-}
-
 /// Counts a connection for as long as it lives.
 struct Counted<'a>(&'a ServerShared);
 
@@ -69,15 +53,6 @@ impl Drop for Counted<'_> {
         self.0
             .connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl ServerShared {
-    /// The admission level to report in responses.
-    fn level(&self) -> (u32, u32) {
-        self.admission
-            .as_deref()
-            .map_or((0, 0), Admission::wire_level)
     }
 }
 
@@ -345,81 +320,32 @@ where
         encode_response(&mut self.out, id, result, conn.server.max_frame_size, level);
     }
 
+    /// A request: through the [`Gate`], then dispatched (or answered with the refusal).
     async fn on_request(&mut self, conn: &Arc<ConnShared>, frame: Frame, arrival: Instant) {
         let id = frame.id;
         self.last_id = self.last_id.max(id);
-        if self.draining {
-            metrics::rejected("draining");
-            self.respond(
-                conn,
-                id,
-                Err(&Status::unavailable("server is shutting down")),
-            );
-            return;
-        }
-        let header = match RequestHeader::decode(&frame.header) {
-            Ok(header) => header,
-            Err(e) => {
-                metrics::rejected("bad_header");
-                let status = Status::invalid_argument(format!("malformed request header: {e}"));
-                self.respond(conn, id, Err(&status));
+        let gate = Gate {
+            server: &conn.server,
+            identity: self.identity.as_deref(),
+            draining: self.draining,
+        };
+        let admitted = match gate.pass(&frame.header, arrival) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                refused.count();
+                self.respond(conn, id, Err(&refused.status));
                 return;
             }
         };
+        let Admitted {
+            header,
+            route,
+            priority,
+        } = admitted;
         let server = &*conn.server;
-        let Some(route) = server.router.route(header.service, header.method) else {
-            metrics::rejected("unimplemented");
-            let status = if server.router.has_service(header.service) {
-                Status::unimplemented(format!(
-                    "unknown method {}/{}",
-                    header.service, header.method
-                ))
-            } else {
-                Status::unimplemented(format!("unknown service {}", header.service))
-            };
-            self.respond(conn, id, Err(&status));
-            return;
-        };
         let desc = route.desc;
         let method_metrics = route.metrics();
-        if let Some(policy) = &server.policy
-            && let Err(status) = policy.check(
-                self.identity.as_deref(),
-                desc.service,
-                desc.method,
-                header.uid != 0,
-            )
-        {
-            metrics::rejected("permission_denied");
-            method_metrics.responded(Code::PermissionDenied);
-            self.respond(conn, id, Err(&status));
-            return;
-        }
-        if let (Some(ownership), Some(key)) = (&server.ownership, header.routing_key)
-            && let Err(owner) = ownership.owns(key)
-        {
-            metrics::rejected("not_mine");
-            method_metrics.responded(Code::Unavailable);
-            let status =
-                Status::not_mine(format!("key {key} belongs to {owner}, not to this shard"));
-            self.respond(conn, id, Err(&status));
-            return;
-        }
-
-        // The entry service stamps priorities; every hop after it inherits them.
-        let priority = incoming_priority(&header, desc.priority);
         let (business, user) = (priority.business, priority.user);
-        if let Some(admission) = &server.admission
-            && !admission.admit(priority, arrival)
-        {
-            method_metrics.responded(Code::Overloaded);
-            let (b, u) = admission.wire_level();
-            let status = Status::overloaded(format!(
-                "shed by admission control: priority ({business}, {user}) is below the level ({b}, {u})"
-            ));
-            self.respond(conn, id, Err(&status));
-            return;
-        }
         let caller = match &self.last_caller {
             Some(last) if **last == *header.caller => Some(Arc::clone(last)),
             _ if header.caller.is_empty() => None,

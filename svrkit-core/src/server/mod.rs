@@ -18,10 +18,12 @@
 
 mod call;
 mod connection;
+mod gate;
 mod latency;
 pub mod metrics;
 mod ownership;
 mod router;
+mod shared;
 mod stats;
 
 use std::future::Future;
@@ -43,8 +45,9 @@ use crate::discovery::{Instance, Registry};
 use crate::overload::{Admission, DagorConfig};
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
 use crate::status::BoxError;
-use connection::{ServerShared, serve_connection};
+use connection::serve_connection;
 use router::Router;
+use shared::ServerShared;
 
 /// How long a graceful shutdown waits for in-flight handlers by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

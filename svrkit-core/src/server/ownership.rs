@@ -64,8 +64,8 @@ impl Ownership {
         }
     }
 
-    /// Whether this instance owns `key`: `Err(owner)` names the owner when another does.
-    pub fn owns(&self, key: u64) -> Result<(), String> {
+    /// Whether this instance owns `key`: the error names the owner when another does.
+    pub fn owns(&self, key: u64) -> Result<(), NotMine> {
         let guard = self
             .ring
             .read()
@@ -75,10 +75,20 @@ impl Ownership {
             return Ok(());
         }
         match ring.node(key).and_then(|i| names.get(i)) {
-            Some(owner) if *owner != self.me => Err(owner.clone()),
+            Some(owner) if *owner != self.me => Err(NotMine {
+                owner: owner.clone(),
+            }),
             _ => Ok(()),
         }
     }
+}
+
+/// A key another instance owns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the key belongs to {owner}")]
+pub struct NotMine {
+    /// The owner's name on the ring (its instance id).
+    pub owner: String,
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use super::connection::ServerShared;
 use super::router::Router;
+use super::shared::ServerShared;
 use crate::overload::AdmissionSnapshot;
 
 /// A handle to a server's live figures; cheap to clone.

@@ -24,7 +24,7 @@ pub(crate) struct RegistryArgs {
 }
 
 fn parse_registry(spec: &str) -> Result<RegistryKind, String> {
-    match RegistryKind::parse(spec)? {
+    match RegistryKind::parse(spec).map_err(|e| e.to_string())? {
         RegistryKind::None => Err("`none` names no registry to read".to_string()),
         kind => Ok(kind),
     }

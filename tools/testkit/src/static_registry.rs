@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 use svrkit::BoxFuture;
-use svrkit::discovery::{
-    DiscoveryError, Instance, Instances, Registration, Registry, publish_if_changed,
-};
+use svrkit::discovery::{DiscoveryError, Instance, Instances, Registration, Registry, follow};
 
 /// Instances held in memory by this process; watches see registrations at once.
 #[derive(Debug, Clone, Default)]
@@ -75,18 +73,21 @@ impl Registry for StaticRegistry {
         let this = self.clone();
         let service = service.to_string();
         Box::pin(async move {
-            let (tx, rx) = watch::channel(this.list(&service));
-            let mut changes = this.changes.subscribe();
-            tokio::spawn(async move {
-                while changes.changed().await.is_ok() {
-                    let now = this.list(&service);
-                    publish_if_changed(&tx, now.clone());
-                    if tx.is_closed() {
-                        break;
+            // Shared with each read `follow` starts, which waits for the next change.
+            let changes = Arc::new(tokio::sync::Mutex::new(this.changes.subscribe()));
+            let first = this.list(&service);
+            Ok(follow(first, move || {
+                let changes = Arc::clone(&changes);
+                let (registry, name) = (this.clone(), service.clone());
+                async move {
+                    let changed = changes.lock().await.changed().await;
+                    match changed {
+                        Ok(()) => Some(registry.list(&name)),
+                        // The registry is gone: nothing will change again.
+                        Err(_) => std::future::pending().await,
                     }
                 }
-            });
-            Ok(rx)
+            }))
         })
     }
 }

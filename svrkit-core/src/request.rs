@@ -1,6 +1,36 @@
-//! Per-call options: what a caller may set for one call on top of the IDL's defaults.
+//! What one call carries through client layers: the request ([`RpcRequest`]: method,
+//! body, per-call [`CallOptions`]) and the successful response ([`RpcResponse`]). Low in
+//! the crate, so that the client, the throttle and the propagation rule all import it
+//! from below.
 
 use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::method::Method;
+
+/// A request as it flows through client layers: the method, the encoded body and the
+/// per-call options. The body is `Bytes`, so retrying layers can resend it cheaply.
+#[derive(Debug, Clone)]
+pub struct RpcRequest {
+    /// The method called (`(&DESC).into()` for a generated description).
+    pub method: Method,
+    /// The encoded request message.
+    pub body: Bytes,
+    /// Per-call options.
+    pub options: CallOptions,
+}
+
+/// A successful response.
+#[derive(Debug, Clone)]
+pub struct RpcResponse {
+    /// The encoded response message.
+    pub body: Bytes,
+    /// The server's admission level when it answered, business part (DAGOR).
+    pub admission_business: u32,
+    /// The server's admission level when it answered, user part (DAGOR).
+    pub admission_user: u32,
+}
 
 /// Options for one call. Unset fields fall back to the request context, then the IDL
 /// method options, then the channel defaults.

@@ -1,0 +1,36 @@
+//! What every connection of one server shares: the router, limits, TLS, the call policy,
+//! shard ownership and DAGOR admission. Below both the connection driver and its gate.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::ownership::Ownership;
+use super::router::Router;
+use crate::overload::Admission;
+
+/// What every connection of a server shares.
+#[derive(Debug)]
+pub(crate) struct ServerShared {
+    pub(crate) router: Arc<Router>,
+    pub(crate) max_frame_size: usize,
+    pub(crate) admission: Option<Arc<Admission>>,
+    pub(crate) workers: Option<Arc<Semaphore>>,
+    pub(crate) connections: std::sync::atomic::AtomicUsize,
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+    /// Mutual TLS on every connection, when set.
+    pub(crate) tls: Option<crate::tls::ServerTls>,
+    /// Who may call what, when set.
+    pub(crate) policy: Option<Arc<crate::policy::CallPolicy>>,
+    /// The keys this shard owns, when it is one.
+    pub(crate) ownership: Option<Arc<Ownership>>,
+}
+
+impl ServerShared {
+    /// The admission level to report in responses.
+    pub(crate) fn level(&self) -> (u32, u32) {
+        self.admission
+            .as_deref()
+            .map_or((0, 0), Admission::wire_level)
+    }
+}
