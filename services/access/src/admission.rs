@@ -29,10 +29,9 @@
 //! descheduled process) lifts it into the important bands for a few tens of
 //! milliseconds: refusing then would lose a message to a moment's peak, while a place
 //! frees within the wait. A freed place goes to the most important waiter first
-//! ([`places`]). Waiters are not running: they cost the services nothing. Measured under
-//! four times the capacity (`svrkit-bench backend-overload --capacity 9400 --loads 4`,
-//! three interleaved pairs), the wait raised messaging's success from 0.913–0.948 to
-//! 0.925–0.975.
+//! ([`places`]). Waiters are not running: they cost the services nothing. Under four
+//! times the capacity the wait raised messaging's success (`svrkit-bench
+//! backend-overload`; figures in `docs/MEASUREMENTS.md`).
 //!
 //! Between those two and the rest lies a reserve: one band's places ([`RESERVE_BANDS`])
 //! in which no request ranks. Without it the bands touch, so the count that sheds
@@ -40,10 +39,8 @@
 //! stall of a few milliseconds made those messages wait, and the hint, which keeps a
 //! margin above the averaged count, told their clients to hold them back. With it, the
 //! count where anything below messaging is shed stays a band (128 of 2,048 places) under
-//! every message's room. Measured (`svrkit-bench backend-overload --capacity 8600 --loads
-//! 1,2,4`, three interleaved pairs): messaging at 4x went from 0.976–0.986 to
-//! 0.996–0.998, goodput at 4x stayed 0.63–0.70, and goodput by count at 2x went from
-//! 0.82–0.94 to 0.84–0.86, as reads give up the reserve's places.
+//! every message's room; reads give up the reserve's places (figures in
+//! `docs/MEASUREMENTS.md`).
 //!
 //! Clients are told what is admitted, so that well-behaved ones hold back what would be
 //! refused instead of sending it (see [`EdgeAdmission::ceiling`]): DAGOR's collaborative
@@ -52,10 +49,9 @@
 //! The hint is taken from the count averaged over the last [`HINT_SMOOTHING`], not from
 //! the count of the moment. Clients act on a hint for as long as it is fresh and all at
 //! once: from the bare count, a peak held back everything but sign-in from many users
-//! for a hint's lifetime, and a dip let every held-back read in together. Under four
-//! times the capacity the count then swung between a third and nine tenths of the limit
-//! a few times a second (measured), and messages, the class just above the one being
-//! shed, lost a tenth of their requests to the swings. Admission itself still compares
+//! for a hint's lifetime, and a dip let every held-back read in together. Under
+//! overload the count then swung widely a few times a second, and messages, the class
+//! just above the one being shed, lost requests to the swings (`docs/MEASUREMENTS.md`). Admission itself still compares
 //! the count of the moment: it is what bounds the work running.
 
 mod places;

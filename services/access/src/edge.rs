@@ -42,6 +42,14 @@ pub struct EdgeLimits {
     pub max_per_user: usize,
 }
 
+impl EdgeLimits {
+    /// Live WebSocket sessions one user may hold on one instance, unless
+    /// [`EdgeLimits::max_per_user`] says otherwise.
+    pub const MAX_PER_USER: usize = 8;
+    /// The largest request body (HTTP) or message (WebSocket) accepted.
+    pub const MAX_BODY: usize = 64 * 1024;
+}
+
 impl Default for EdgeLimits {
     fn default() -> EdgeLimits {
         EdgeLimits {
@@ -49,7 +57,7 @@ impl Default for EdgeLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             max_per_address: 256,
-            max_per_user: crate::ws::MAX_PER_USER,
+            max_per_user: EdgeLimits::MAX_PER_USER,
         }
     }
 }
@@ -112,6 +120,17 @@ impl Drop for PerAddress {
     }
 }
 
+/// Why the edge's certificate could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeTlsError {
+    /// The PEM files hold no usable certificate chain or key.
+    #[error(transparent)]
+    Pem(#[from] svrkit::tls::TlsError),
+    /// rustls refused the certificate, the key or the protocol versions.
+    #[error(transparent)]
+    Rustls(#[from] tokio_rustls::rustls::Error),
+}
+
 /// The edge's TLS: HTTPS and WSS with this certificate.
 #[derive(Clone)]
 pub struct EdgeTls(tokio_rustls::TlsAcceptor);
@@ -125,16 +144,14 @@ impl std::fmt::Debug for EdgeTls {
 impl EdgeTls {
     /// From PEM: the certificate chain clients see and its private key (TLS 1.3 and 1.2,
     /// HTTP/1.1; no client certificates).
-    pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<EdgeTls, String> {
+    pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<EdgeTls, EdgeTlsError> {
         use tokio_rustls::rustls;
-        let (chain, key) = svrkit::tls::chain_and_key(cert, key).map_err(|e| e.to_string())?;
+        let (chain, key) = svrkit::tls::chain_and_key(cert, key)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| e.to_string())?;
+            .with_single_cert(chain, key)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(EdgeTls(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
     }

@@ -21,9 +21,6 @@ use crate::edge::EdgeLimits;
 use crate::error::ApiError;
 use crate::gateway::{Caller, Gateway};
 
-/// The largest request body accepted.
-pub const MAX_BODY: usize = 64 * 1024;
-
 /// The HTTP routes.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
@@ -113,14 +110,17 @@ async fn run(
     span: tracing::Span,
 ) -> Response {
     let body_timeout = limits.map_or(EdgeLimits::default().body_timeout, |l| l.0.body_timeout);
-    let read = axum::body::to_bytes(body, MAX_BODY);
+    let read = axum::body::to_bytes(body, EdgeLimits::MAX_BODY);
     let body = match tokio::time::timeout(body_timeout, read).await {
         Ok(Ok(body)) => body,
         Ok(Err(e)) => {
             // Too large, or the connection failed mid-body.
             let error = ApiError::new(
                 svrkit::Code::ResourceExhausted,
-                format!("the body could not be read within {MAX_BODY} bytes: {e}"),
+                format!(
+                    "the body could not be read within {} bytes: {e}",
+                    EdgeLimits::MAX_BODY
+                ),
             )
             .reason("body_too_large");
             return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(error.body())).into_response();

@@ -17,12 +17,12 @@
 
 pub mod actions;
 pub mod admission;
+pub mod clients;
 pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod http;
 mod json;
-mod moments_actions;
 pub mod push;
 pub mod ratelimit;
 pub mod web;

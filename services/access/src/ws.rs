@@ -37,7 +37,6 @@ use crate::admission::EdgeAdmission;
 use crate::edge::EdgeLimits;
 use crate::error::ApiError;
 use crate::gateway::{Caller, Gateway};
-use crate::http::MAX_BODY;
 use crate::push::{Hub, QUEUE};
 
 /// How long a new connection may take to authenticate.
@@ -45,9 +44,6 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a frame to the client may wait for the client to read it; a client slower
 /// than that is disconnected, so what is queued for it stays bounded.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Live connections one user may hold on one instance, unless
-/// [`EdgeLimits::max_per_user`] says otherwise.
-pub const MAX_PER_USER: usize = 8;
 /// Bytes a session reads from its socket at a time. A frame longer than this grows the
 /// buffer for as long as it takes; an idle session holds only this (the WebSocket
 /// library's default, 128 KiB, touched in full on every read, would be most of the
@@ -107,8 +103,8 @@ async fn upgrade(
     };
     // A frame announcing more than a message may hold is refused from its header, before
     // any of it is buffered.
-    ws.max_message_size(MAX_BODY)
-        .max_frame_size(MAX_BODY)
+    ws.max_message_size(EdgeLimits::MAX_BODY)
+        .max_frame_size(EdgeLimits::MAX_BODY)
         .read_buffer_size(READ_BUFFER)
         // Each frame is written at once: a push is one frame, there is nothing to batch.
         .write_buffer_size(0)

@@ -11,6 +11,8 @@
 //! ([`acting_user`]), how storage calls are routed ([`by_uid`], [`name_key`]) and the
 //! clock ([`now_ms`]).
 
+mod conflict;
+pub mod fanout;
 mod metric_help;
 
 use std::sync::Arc;
@@ -20,6 +22,8 @@ use svrkit::balance::Balance;
 use svrkit::discovery::{DiscoveryError, Registry, discover};
 use svrkit::launch::Launch;
 use svrkit::{CallOptions, Channel, ChannelBuilder, Context, Status};
+
+pub use conflict::retry_on_conflict;
 
 /// `wx.storage`: the storage tier.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -1,7 +1,42 @@
-//! The action table: every client action, its business priority (what DAGOR sheds last
-//! under overload: signing in and messaging before contact changes before Moments writes
-//! before browsing) and
-//! whether it needs a signed-in user.
+//! The action table: every client action in one place — its name, its business priority
+//! (what DAGOR sheds last under overload: signing in and messaging before contact
+//! changes before Moments writes before browsing), whether it needs a signed-in user, and
+//! its handler, which lives in the module of its domain ([`account`], [`contact`],
+//! [`message`], [`moments`]). Adding an action is one row here and one handler there.
+
+mod account;
+mod contact;
+mod message;
+mod moments;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+pub use account::MAX_PROFILES_PER_CALL;
+
+use crate::clients::Clients;
+use crate::error::ApiError;
+
+/// What a handler gets: the logic-tier clients, the acting user and the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The services to call.
+    pub clients: &'a Clients,
+    /// The signed-in user (0 for the actions that need none).
+    pub me: u64,
+    /// The request's JSON body (an object).
+    pub body: &'a Value,
+    /// The caller's own session token, when it has one (`logout` ends that session).
+    pub token: Option<&'a str>,
+}
+
+/// What a handler returns: the answer's JSON, in the future.
+pub type Handled<'a> = Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send + 'a>>;
+
+/// Runs one action.
+pub type Handler = for<'a> fn(Call<'a>) -> Handled<'a>;
 
 /// One client action.
 #[derive(Debug, Clone, Copy)]
@@ -12,21 +47,27 @@ pub struct ActionSpec {
     pub priority: u32,
     /// Whether it needs a signed-in user.
     pub needs_user: bool,
+    /// What runs it.
+    pub handler: Handler,
 }
 
-const fn action(name: &'static str, priority: u32, needs_user: bool) -> ActionSpec {
-    ActionSpec {
-        name,
-        priority,
-        needs_user,
-    }
+/// A row of the table: `action!(name, priority, needs a user, handler)`.
+macro_rules! action {
+    ($name:literal, $priority:expr, $needs_user:expr, $handler:path) => {
+        ActionSpec {
+            name: $name,
+            priority: $priority,
+            needs_user: $needs_user,
+            handler: |call| Box::pin($handler(call)),
+        }
+    };
 }
 
 /// Business priorities by kind of action.
 pub mod priority {
     /// Signing in, out and up.
     pub const AUTH: u32 = 10;
-    /// Messaging (the message issue's actions).
+    /// Messaging: sending, syncing, groups.
     pub const MESSAGING: u32 = 20;
     /// Changing contacts.
     pub const CONTACT_WRITE: u32 = 30;
@@ -40,38 +81,133 @@ pub mod priority {
 
 /// Every action the backend offers.
 pub const ACTIONS: &[ActionSpec] = &[
-    action("register", priority::AUTH, false),
-    action("login", priority::AUTH, false),
-    action("logout", priority::AUTH, true),
-    action("profile.get", priority::CONTACT_READ, true),
-    action("user.find", priority::CONTACT_READ, true),
-    action("endpoint", priority::AUTH, true),
-    action("profile.update", priority::CONTACT_WRITE, true),
-    action("friends.request", priority::CONTACT_WRITE, true),
-    action("friends.accept", priority::CONTACT_WRITE, true),
-    action("friends.reject", priority::CONTACT_WRITE, true),
-    action("friends.remove", priority::CONTACT_WRITE, true),
-    action("friends.block", priority::CONTACT_WRITE, true),
-    action("friends.unblock", priority::CONTACT_WRITE, true),
-    action("friends.list", priority::CONTACT_READ, true),
-    action("friends.requests", priority::CONTACT_READ, true),
-    action("relation.check", priority::CONTACT_READ, true),
-    action("message.send", priority::MESSAGING, true),
-    action("sync", priority::MESSAGING, true),
-    action("group.create", priority::MESSAGING, true),
-    action("group.add", priority::MESSAGING, true),
-    action("group.leave", priority::MESSAGING, true),
-    action("group.send", priority::MESSAGING, true),
-    action("group.info", priority::MESSAGING, true),
-    action("moments.post", priority::MOMENTS_WRITE, true),
-    action("moments.delete", priority::MOMENTS_WRITE, true),
-    action("moments.like", priority::MOMENTS_WRITE, true),
-    action("moments.unlike", priority::MOMENTS_WRITE, true),
-    action("moments.comment", priority::MOMENTS_WRITE, true),
-    action("moments.uncomment", priority::MOMENTS_WRITE, true),
-    action("moments.album", priority::MOMENTS_BROWSE, true),
-    action("moments.timeline", priority::MOMENTS_BROWSE, true),
-    action("moments.get", priority::MOMENTS_BROWSE, true),
+    action!("register", priority::AUTH, false, account::register),
+    action!("login", priority::AUTH, false, account::login),
+    action!("logout", priority::AUTH, true, account::logout),
+    action!(
+        "profile.get",
+        priority::CONTACT_READ,
+        true,
+        account::profile_get
+    ),
+    action!(
+        "user.find",
+        priority::CONTACT_READ,
+        true,
+        account::user_find
+    ),
+    action!("endpoint", priority::AUTH, true, account::endpoint),
+    action!(
+        "profile.update",
+        priority::CONTACT_WRITE,
+        true,
+        account::profile_update
+    ),
+    action!(
+        "friends.request",
+        priority::CONTACT_WRITE,
+        true,
+        contact::request
+    ),
+    action!(
+        "friends.accept",
+        priority::CONTACT_WRITE,
+        true,
+        contact::accept
+    ),
+    action!(
+        "friends.reject",
+        priority::CONTACT_WRITE,
+        true,
+        contact::reject
+    ),
+    action!(
+        "friends.remove",
+        priority::CONTACT_WRITE,
+        true,
+        contact::remove
+    ),
+    action!(
+        "friends.block",
+        priority::CONTACT_WRITE,
+        true,
+        contact::block
+    ),
+    action!(
+        "friends.unblock",
+        priority::CONTACT_WRITE,
+        true,
+        contact::unblock
+    ),
+    action!("friends.list", priority::CONTACT_READ, true, contact::list),
+    action!(
+        "friends.requests",
+        priority::CONTACT_READ,
+        true,
+        contact::requests
+    ),
+    action!(
+        "relation.check",
+        priority::CONTACT_READ,
+        true,
+        contact::check
+    ),
+    action!("message.send", priority::MESSAGING, true, message::send),
+    action!("sync", priority::MESSAGING, true, message::sync),
+    action!(
+        "group.create",
+        priority::MESSAGING,
+        true,
+        message::group_create
+    ),
+    action!("group.add", priority::MESSAGING, true, message::group_add),
+    action!(
+        "group.leave",
+        priority::MESSAGING,
+        true,
+        message::group_leave
+    ),
+    action!("group.send", priority::MESSAGING, true, message::group_send),
+    action!("group.info", priority::MESSAGING, true, message::group_info),
+    action!("moments.post", priority::MOMENTS_WRITE, true, moments::post),
+    action!(
+        "moments.delete",
+        priority::MOMENTS_WRITE,
+        true,
+        moments::delete
+    ),
+    action!("moments.like", priority::MOMENTS_WRITE, true, moments::like),
+    action!(
+        "moments.unlike",
+        priority::MOMENTS_WRITE,
+        true,
+        moments::unlike
+    ),
+    action!(
+        "moments.comment",
+        priority::MOMENTS_WRITE,
+        true,
+        moments::comment
+    ),
+    action!(
+        "moments.uncomment",
+        priority::MOMENTS_WRITE,
+        true,
+        moments::uncomment
+    ),
+    action!(
+        "moments.album",
+        priority::MOMENTS_BROWSE,
+        true,
+        moments::album
+    ),
+    action!(
+        "moments.timeline",
+        priority::MOMENTS_BROWSE,
+        true,
+        moments::timeline
+    ),
+    action!("moments.get", priority::MOMENTS_BROWSE, true, moments::get),
 ];
 
 /// The action named `name`.

@@ -5,13 +5,13 @@
 //! `limit`; `moments.album` takes `author` (default: the caller).
 
 use serde_json::{Value, json};
-use svrkit::Code;
 use wx_api::moments::{
-    AlbumRequest, CommentRequest, CommentView, MomentsClient, PostRef, PostRequest, PostView,
-    PostsReply, TimelineRequest, UncommentRequest,
+    AlbumRequest, CommentRequest, CommentView, PostRef, PostRequest, PostView, PostsReply,
+    TimelineRequest, UncommentRequest,
 };
 use wx_api::storage::MomentVisibility;
 
+use super::Call;
 use crate::error::ApiError;
 use crate::json::{ids, limit, number, optional_id, optional_number, optional_text, text};
 
@@ -107,83 +107,114 @@ fn page_json(reply: &PostsReply, me: u64) -> Value {
     })
 }
 
-/// Runs the moments action `action` for `me` (refusals carry the reason the moments
-/// service states: `not_visible`, `not_friend`, `not_author`, `bad_cursor`, …).
-pub(crate) async fn run(
-    moments: &MomentsClient,
-    action: &str,
-    me: u64,
-    body: &Value,
-) -> Result<Value, ApiError> {
-    let out = match action {
-        "moments.post" => {
-            let (visibility, listed) = visibility(body)?;
-            let reply = moments
-                .post(PostRequest {
-                    text: optional_text(body, "text")?.unwrap_or_default(),
-                    media: media(body)?,
-                    visibility: visibility as i32,
-                    listed,
-                })
-                .await?;
-            let r = reply.post.unwrap_or_default();
-            json!({ "author": r.author, "seq": r.seq, "created_ms": reply.created_ms, "pushed": reply.pushed })
-        }
-        "moments.delete" => {
-            moments.delete(post_ref(body, me)?).await?;
-            json!({})
-        }
-        "moments.album" => {
-            let reply = moments
-                .album(AlbumRequest {
-                    author: optional_id(body, "author")?.unwrap_or(me),
-                    cursor: optional_text(body, "cursor")?.unwrap_or_default(),
-                    limit: limit(body)?,
-                })
-                .await?;
-            page_json(&reply, me)
-        }
-        "moments.timeline" => {
-            let reply = moments
-                .timeline(TimelineRequest {
-                    cursor: optional_text(body, "cursor")?.unwrap_or_default(),
-                    limit: limit(body)?,
-                })
-                .await?;
-            page_json(&reply, me)
-        }
-        "moments.get" => json!({ "post": post_json(&moments.get(post_ref(body, me)?).await?, me) }),
-        "moments.like" => json!({ "changed": moments.like(post_ref(body, me)?).await?.changed }),
-        "moments.unlike" => {
-            json!({ "changed": moments.unlike(post_ref(body, me)?).await?.changed })
-        }
-        "moments.comment" => {
-            let reply = moments
-                .comment(CommentRequest {
-                    post: Some(post_ref(body, me)?),
-                    text: text(body, "text")?,
-                    reply_to: optional_number(body, "reply_to")?.unwrap_or(0),
-                })
-                .await?;
-            json!({ "comment": comment_json(&reply) })
-        }
-        "moments.uncomment" => {
-            moments
-                .uncomment(UncommentRequest {
-                    post: Some(post_ref(body, me)?),
-                    comment_id: number(body, "comment_id")?,
-                })
-                .await?;
-            json!({})
-        }
-        other => {
-            return Err(ApiError::new(
-                Code::Unimplemented,
-                format!("{other} is listed but not wired"),
-            ));
-        }
-    };
-    Ok(out)
+// Refusals carry the reason the moments service states: `not_visible`, `not_friend`,
+// `not_author`, `bad_cursor`, …
+
+pub(super) async fn post(call: Call<'_>) -> Result<Value, ApiError> {
+    let body = call.body;
+    let (visibility, listed) = visibility(body)?;
+    let reply = call
+        .clients
+        .moments
+        .post(PostRequest {
+            text: optional_text(body, "text")?.unwrap_or_default(),
+            media: media(body)?,
+            visibility: visibility as i32,
+            listed,
+        })
+        .await?;
+    let r = reply.post.unwrap_or_default();
+    Ok(
+        json!({ "author": r.author, "seq": r.seq, "created_ms": reply.created_ms, "pushed": reply.pushed }),
+    )
+}
+
+pub(super) async fn delete(call: Call<'_>) -> Result<Value, ApiError> {
+    call.clients
+        .moments
+        .delete(post_ref(call.body, call.me)?)
+        .await?;
+    Ok(json!({}))
+}
+
+pub(super) async fn album(call: Call<'_>) -> Result<Value, ApiError> {
+    let (body, me) = (call.body, call.me);
+    let reply = call
+        .clients
+        .moments
+        .album(AlbumRequest {
+            author: optional_id(body, "author")?.unwrap_or(me),
+            cursor: optional_text(body, "cursor")?.unwrap_or_default(),
+            limit: limit(body)?,
+        })
+        .await?;
+    Ok(page_json(&reply, me))
+}
+
+pub(super) async fn timeline(call: Call<'_>) -> Result<Value, ApiError> {
+    let body = call.body;
+    let reply = call
+        .clients
+        .moments
+        .timeline(TimelineRequest {
+            cursor: optional_text(body, "cursor")?.unwrap_or_default(),
+            limit: limit(body)?,
+        })
+        .await?;
+    Ok(page_json(&reply, call.me))
+}
+
+pub(super) async fn get(call: Call<'_>) -> Result<Value, ApiError> {
+    let post = call
+        .clients
+        .moments
+        .get(post_ref(call.body, call.me)?)
+        .await?;
+    Ok(json!({ "post": post_json(&post, call.me) }))
+}
+
+pub(super) async fn like(call: Call<'_>) -> Result<Value, ApiError> {
+    let reply = call
+        .clients
+        .moments
+        .like(post_ref(call.body, call.me)?)
+        .await?;
+    Ok(json!({ "changed": reply.changed }))
+}
+
+pub(super) async fn unlike(call: Call<'_>) -> Result<Value, ApiError> {
+    let reply = call
+        .clients
+        .moments
+        .unlike(post_ref(call.body, call.me)?)
+        .await?;
+    Ok(json!({ "changed": reply.changed }))
+}
+
+pub(super) async fn comment(call: Call<'_>) -> Result<Value, ApiError> {
+    let body = call.body;
+    let reply = call
+        .clients
+        .moments
+        .comment(CommentRequest {
+            post: Some(post_ref(body, call.me)?),
+            text: text(body, "text")?,
+            reply_to: optional_number(body, "reply_to")?.unwrap_or(0),
+        })
+        .await?;
+    Ok(json!({ "comment": comment_json(&reply) }))
+}
+
+pub(super) async fn uncomment(call: Call<'_>) -> Result<Value, ApiError> {
+    let body = call.body;
+    call.clients
+        .moments
+        .uncomment(UncommentRequest {
+            post: Some(post_ref(body, call.me)?),
+            comment_id: number(body, "comment_id")?,
+        })
+        .await?;
+    Ok(json!({}))
 }
 
 #[cfg(test)]

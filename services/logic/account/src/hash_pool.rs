@@ -5,11 +5,10 @@
 //! nothing succeeds. So the queue is bounded, and what is queued is dropped unrun when
 //! its caller has gone or its deadline has passed by the time a thread takes it. A
 //! request finding the queue full is refused `overloaded` at once: the caller's DAGOR
-//! client backs off, and the hashes that are run are run in time. Measured with sign-in
-//! alone through the real backend on one CPU (`svrkit-bench backend-overload --mix
-//! 1,0,0,0,0 --capacity 45`, about what it hashes): at twice that, 10 sign-ins/s
-//! succeeded with the unbounded queue and 39/s with this one; at four times, none
-//! against 35/s.
+//! client backs off, and the hashes that are run are run in time: under twice and four
+//! times the hashing capacity, sign-ins went from few or none succeeding to most of what
+//! the cores can hash (`svrkit-bench backend-overload --mix 1,0,0,0,0`; figures in
+//! `docs/MEASUREMENTS.md`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};

@@ -30,9 +30,12 @@ use wx_api::storage::{
     GetSessionRequest, LookupNameRequest, ProfileField, PutSessionRequest, SessionRecord,
     UpdateAccountRequest,
 };
-use wx_api::{acting_user, by_uid, name_key, now_ms};
+use wx_api::{acting_user, by_uid, name_key, now_ms, retry_on_conflict};
 
 pub use token::Token;
+
+/// How many times a profile change is re-read and re-applied after losing a race.
+const PROFILE_UPDATE_ATTEMPTS: usize = 3;
 
 /// How long a session lasts unless configured otherwise: 7 days.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -419,7 +422,7 @@ impl Account for AccountService {
         let uid = acting_user()?;
         let change = request.profile.unwrap_or_default();
         // Optimistic concurrency: re-read and re-apply when another update got in first.
-        for _ in 0..3 {
+        retry_on_conflict(PROFILE_UPDATE_ATTEMPTS, || async {
             let mut record = self.account(uid).await?;
             let expected = record.version;
             for field in &request.mask {
@@ -449,7 +452,7 @@ impl Account for AccountService {
                     }
                 }
             }
-            match self
+            let reply = self
                 .store
                 .update_account_with(
                     UpdateAccountRequest {
@@ -458,19 +461,17 @@ impl Account for AccountService {
                     },
                     by_uid(uid),
                 )
-                .await
-            {
-                Ok(reply) => {
-                    let record = reply
-                        .account
-                        .ok_or_else(|| Status::internal("the store answered without an account"))?;
-                    return Ok(profile_for(&record, true));
-                }
-                Err(e) if e.code() == Code::Aborted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Status::aborted("the profile kept changing; try again"))
+                .await?;
+            let record = reply
+                .account
+                .ok_or_else(|| Status::internal("the store answered without an account"))?;
+            Ok(profile_for(&record, true))
+        })
+        .await
+        .map_err(|status| match status.code() {
+            Code::Aborted => Status::aborted("the profile kept changing; try again"),
+            _ => status,
+        })
     }
 
     async fn find_user(&self, request: FindUserRequest) -> Result<Profile, Status> {

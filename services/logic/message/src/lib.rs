@@ -29,7 +29,7 @@ pub mod fanout;
 pub mod notify;
 pub mod sync_key;
 
-use svrkit::{Code, Status};
+use svrkit::Status;
 use wx_api::account::{AccountClient, ExistsRequest, GetProfilesRequest};
 use wx_api::message::message_server::Message;
 use wx_api::message::{
@@ -43,7 +43,7 @@ use wx_api::storage::{
     GetGroupRequest, GroupRecord, ListChangesRequest, MsgStoreClient, PostGroupMessageRequest,
     PutGroupRequest, ReadMailboxRequest, StoredMessage,
 };
-use wx_api::{acting_user, by_uid};
+use wx_api::{acting_user, by_uid, retry_on_conflict};
 
 pub use fanout::Fanout;
 pub use notify::Notifier;
@@ -55,6 +55,8 @@ pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 pub const MAX_ID_BYTES: usize = 64;
 /// How many times a send takes a new sequence after losing a race for a mailbox.
 const DELIVERY_ATTEMPTS: usize = 5;
+/// How many times a group change is re-read and re-applied after losing a race.
+const GROUP_UPDATE_ATTEMPTS: usize = 4;
 
 /// The message service.
 #[derive(Debug, Clone)]
@@ -123,13 +125,11 @@ impl MessageService {
         me: u64,
         change: impl Fn(&mut GroupRecord) -> Result<(), Status>,
     ) -> Result<GroupRecord, Status> {
-        let mut last = None;
-        for _ in 0..4 {
+        retry_on_conflict(GROUP_UPDATE_ATTEMPTS, || async {
             let mut group = self.group_of(group_id, me).await?;
             let version = group.version;
             change(&mut group)?;
-            match self
-                .store
+            self.store
                 .put_group_with(
                     PutGroupRequest {
                         group: Some(group),
@@ -138,52 +138,39 @@ impl MessageService {
                     by_uid(group_id),
                 )
                 .await
-            {
-                Ok(group) => return Ok(group),
-                Err(status) if status.code() == Code::Aborted => last = Some(status),
-                Err(status) => return Err(status),
-            }
-        }
-        Err(last.unwrap_or_else(|| Status::aborted("the group kept changing")))
+        })
+        .await
     }
 
     /// Stores `message` in `owner`'s mailbox under a fresh sequence of `owner`.
-    async fn deliver(
-        &self,
-        owner: u64,
-        mut message: StoredMessage,
-    ) -> Result<StoredMessage, Status> {
-        let mut last = None;
-        for _ in 0..DELIVERY_ATTEMPTS {
-            let seq = self
-                .seq
-                .next_with(
-                    NextRequest { uid: owner },
-                    wx_api::by_section(wx_api::seq_section(owner)),
-                )
-                .await?;
-            message.seq = seq.seq;
-            match self
-                .store
-                .deliver_with(
-                    DeliverMessageRequest {
-                        owner,
-                        message: Some(message.clone()),
-                    },
-                    by_uid(owner),
-                )
-                .await
-            {
-                Ok(reply) => {
-                    return reply
-                        .message
-                        .ok_or_else(|| Status::internal("msgstore answered no message"));
-                }
-                Err(status) if status.code() == Code::Aborted => last = Some(status),
-                Err(status) => return Err(status),
+    async fn deliver(&self, owner: u64, message: StoredMessage) -> Result<StoredMessage, Status> {
+        retry_on_conflict(DELIVERY_ATTEMPTS, || {
+            let mut message = message.clone();
+            async move {
+                let seq = self
+                    .seq
+                    .next_with(
+                        NextRequest { uid: owner },
+                        wx_api::by_section(wx_api::seq_section(owner)),
+                    )
+                    .await?;
+                message.seq = seq.seq;
+                let reply = self
+                    .store
+                    .deliver_with(
+                        DeliverMessageRequest {
+                            owner,
+                            message: Some(message),
+                        },
+                        by_uid(owner),
+                    )
+                    .await?;
+                reply
+                    .message
+                    .ok_or_else(|| Status::internal("msgstore answered no message"))
             }
-        }
-        Err(last.unwrap_or_else(|| Status::unavailable("could not deliver")))
+        })
+        .await
     }
 
     /// Which of `peers` `owner` has as friends (one read of `owner`'s edges).

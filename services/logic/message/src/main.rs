@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
         Ok(ms) => Duration::from_millis(ms.parse().context("WX_FANOUT_LEASE_MS")?),
         Err(_) => message::fanout::DEFAULT_LEASE,
     };
-    let fanout = Arc::new(message::Fanout::new(
+    let fanout = Arc::new(message::fanout::worker(
         store.clone(),
         SeqClient::new(seq.clone()),
         Some(notifier.clone()),

@@ -1,27 +1,23 @@
-//! The timeline fan-out worker: takes jobs from momentsstore's durable queue and adds the
-//! post's pointer to every recipient's timeline.
+//! Moments posts fanned out: each job of momentsstore's durable queue adds the post's
+//! pointer to every recipient's timeline. The lease, sweep and acknowledge loop is
+//! [`wx_api::fanout::FanoutWorker`]; this is what it delivers.
 //!
-//! - A job is leased first (by id right after the post that enqueued it; by sweeping every
-//!   momentsstore shard for the rest), so two workers do not work on it at once; a worker
-//!   that dies leaves its lease to expire and the job to be leased again.
 //! - Recipients are grouped by the shard that owns their timeline: one `AddToTimelines`
 //!   per shard, not one call per friend, all shards at once.
 //! - Adding a pointer twice is harmless (it is a key), so a job done twice is done once.
-//! - Acknowledged only when every recipient's timeline has the pointer; then the
-//!   recipients are told (best effort, see [`crate::events`]).
+//! - Once acknowledged, the recipients are told (best effort, see [`crate::events`]).
 //!
 //! `WX_FAILPOINT_MOMENTS_ABORT_AFTER=N` aborts the process after its Nth timeline batch
 //! was written (before the job is acknowledged): a deterministic crash mid-fan-out for
 //! tests. Off unless set.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use futures_util::future::join_all;
 use svrkit::{Channel, Status};
 use wx_api::by_uid;
+use wx_api::fanout::{Delivery, FanoutMetrics, FanoutWorker, Lease, LeasedJob};
 use wx_api::storage::{
     AckTimelineJobRequest, AddToTimelinesRequest, LeaseTimelineJobsRequest, MomentsStoreClient,
     TimelineItem, TimelineJob,
@@ -29,107 +25,92 @@ use wx_api::storage::{
 
 use crate::events::Events;
 
-/// How long a worker holds a job before another may take it.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
-/// How often every shard is swept for jobs nobody is working on.
-pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
+pub use wx_api::fanout::DEFAULT_LEASE;
 
 /// The fan-out worker of one moments instance.
+pub type Fanout = FanoutWorker<TimelineDelivery>;
+
+/// Adds posts' pointers to timelines.
 #[derive(Debug)]
-pub struct Fanout {
+pub struct TimelineDelivery {
     store: MomentsStoreClient,
     shards: Channel,
     events: Option<Events>,
-    lease: Duration,
     abort_after: Option<u64>,
     batches: AtomicU64,
 }
 
-impl Fanout {
-    /// A worker over momentsstore (`shards` is its sharded channel, to find every shard).
-    pub fn new(
-        shards: Channel,
-        events: Option<Events>,
-        lease: Duration,
-        abort_after: Option<u64>,
-    ) -> Fanout {
-        Fanout {
-            store: MomentsStoreClient::new(shards.clone()),
-            shards,
-            events,
-            lease,
-            abort_after,
-            batches: AtomicU64::new(0),
-        }
-    }
+/// A worker over momentsstore (`shards` is its sharded channel, to find every shard),
+/// holding each job for `lease`; `abort_after` is the failpoint above.
+pub fn worker(
+    shards: Channel,
+    events: Option<Events>,
+    lease: std::time::Duration,
+    abort_after: Option<u64>,
+) -> Fanout {
+    let delivery = TimelineDelivery {
+        store: MomentsStoreClient::new(shards.clone()),
+        shards: shards.clone(),
+        events,
+        abort_after,
+        batches: AtomicU64::new(0),
+    };
+    FanoutWorker::new(delivery, shards, lease)
+}
 
-    fn lease_ms(&self) -> u64 {
-        u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
-    }
+impl Delivery for TimelineDelivery {
+    type Job = TimelineJob;
 
-    /// Leases job `job_id` on the shard of `author` and runs it (the fast path, right
-    /// after a post).
-    pub async fn run_job(&self, author: u64, job_id: u64) -> Result<(), Status> {
-        let leased = self
+    const METRICS: FanoutMetrics = FanoutMetrics {
+        depth: "wx_moments_fanout_depth",
+        lag_seconds: "wx_moments_fanout_lag_seconds",
+        jobs_total: "wx_moments_fanout_jobs_total",
+    };
+
+    async fn lease(
+        &self,
+        shard_key: u64,
+        max: u32,
+        lease_ms: u64,
+        job_id: u64,
+    ) -> Result<Lease<TimelineJob>, Status> {
+        let reply = self
             .store
             .lease_timeline_jobs_with(
                 LeaseTimelineJobsRequest {
-                    max: 1,
-                    lease_ms: self.lease_ms(),
+                    max,
+                    lease_ms,
                     job_id,
                 },
-                by_uid(author),
+                by_uid(shard_key),
             )
             .await?;
-        for job in leased.jobs {
-            self.finish(author, job.job_id, job.job.unwrap_or_default())
-                .await?;
-        }
-        Ok(())
+        Ok(Lease {
+            jobs: reply
+                .jobs
+                .into_iter()
+                .map(|j| LeasedJob {
+                    job_id: j.job_id,
+                    job: j.job.unwrap_or_default(),
+                })
+                .collect(),
+            depth: reply.depth,
+            lag_ms: reply.lag_ms,
+        })
     }
 
-    /// Sweeps every shard for jobs nobody holds, forever (until the process ends).
-    pub async fn sweep_forever(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(SWEEP_EVERY).await;
-            for key in self.shards.instance_keys() {
-                let leased = self
-                    .store
-                    .lease_timeline_jobs_with(
-                        LeaseTimelineJobsRequest {
-                            max: 16,
-                            lease_ms: self.lease_ms(),
-                            job_id: 0,
-                        },
-                        by_uid(key),
-                    )
-                    .await;
-                let leased = match leased {
-                    Ok(leased) => leased,
-                    Err(status) => {
-                        tracing::debug!(%status, "timeline sweep of a shard failed");
-                        continue;
-                    }
-                };
-                metrics::gauge!("wx_moments_fanout_depth").set(leased.depth as f64);
-                metrics::gauge!("wx_moments_fanout_lag_seconds").set(leased.lag_ms as f64 / 1000.0);
-                for job in leased.jobs {
-                    let body = job.job.unwrap_or_default();
-                    if let Err(status) = self.finish(key, job.job_id, body).await {
-                        tracing::warn!(job = job.job_id, %status, "timeline fan-out failed; retried later");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs `job` and acknowledges it on the shard that `shard_key` routes to.
-    async fn finish(&self, shard_key: u64, job_id: u64, job: TimelineJob) -> Result<(), Status> {
-        self.deliver(&job).await?;
+    async fn ack(&self, shard_key: u64, job_id: u64) -> Result<(), Status> {
         self.store
             .ack_timeline_job_with(AckTimelineJobRequest { job_id }, by_uid(shard_key))
             .await?;
-        metrics::counter!("wx_moments_fanout_jobs_total").increment(1);
+        Ok(())
+    }
+
+    async fn deliver(&self, job: &TimelineJob) -> Result<(), Status> {
+        self.add_pointers(job).await
+    }
+
+    fn delivered(&self, job: &TimelineJob) {
         if let (Some(events), Some(entry)) = (&self.events, &job.entry) {
             let others: Vec<u64> = job
                 .recipients
@@ -139,11 +120,12 @@ impl Fanout {
                 .collect();
             events.send(&others, crate::events::new_post(entry));
         }
-        Ok(())
     }
+}
 
+impl TimelineDelivery {
     /// Adds the job's pointer to every recipient's timeline, one batch per shard.
-    async fn deliver(&self, job: &TimelineJob) -> Result<(), Status> {
+    async fn add_pointers(&self, job: &TimelineJob) -> Result<(), Status> {
         let entry = job
             .entry
             .ok_or_else(|| Status::internal("a timeline job without its post"))?;

@@ -86,11 +86,8 @@ pub const MAX_COMMENT_CHARS: usize = 500;
 /// The fan-out above which a post is pulled rather than pushed, when no configuration
 /// says otherwise: the friend ceiling, so by default every post is pushed.
 ///
-/// Measured with `svrkit-bench moments` (6,000 users, 50 friends on average, three
-/// authors with 5,000 friends, readers with 500; this 2-core machine): a 5,000-friend
-/// post pushed was in all 50 sampled friends' timelines 24.5 ms after it was accepted,
-/// pulled 14 ms; a 500-friend reader's first page took 1.4 / 2.9 ms (p50 / p99) with
-/// everything pushed and 1.5 / 3.9 ms with the three big authors pulled. Pushing is
+/// Pushing a big author's post and pulling it cost readers about the same (`svrkit-bench
+/// moments`; figures in `docs/MEASUREMENTS.md`). Pushing is
 /// bounded by the friend ceiling (5,000 pointer writes, one batch per shard), while every
 /// pull is paid again on every read by every friend, and reads far outnumber posts; so
 /// the default pushes everything, and an operator lowers the threshold live (gray

@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         Ok(ms) => Duration::from_millis(ms.parse().context("WX_MOMENTS_LEASE_MS")?),
         Err(_) => moments::fanout::DEFAULT_LEASE,
     };
-    let fanout = Arc::new(moments::Fanout::new(
+    let fanout = Arc::new(moments::fanout::worker(
         store.clone(),
         Some(events.clone()),
         lease,
