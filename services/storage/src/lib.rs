@@ -17,12 +17,9 @@
 //! than paying one per transaction. Every acknowledged write is on disk: a test kills a
 //! storage process with SIGKILL right after acknowledged writes and reads them back.
 //!
-//! Measured with `cargo run --release -p svrkit-bench -- storage` (128-byte values, 2 s
-//! each, this 2-core machine): with 128 concurrent writers group commit acknowledged
-//! 37,852 durable writes/s against 5,124/s with one fsync per write (7.4x) and 46,126/s
-//! with no fsync at all (82 % of that ceiling); with 16 writers 26,188/s against 5,156/s.
-//! A single writer gains nothing (4,788/s against 4,803/s): it waits for its own fsync
-//! either way.
+//! Group commit multiplies durable writes per second under many concurrent writers and
+//! gains nothing for a single one, which waits for its own fsync either way
+//! (`svrkit-bench storage`; figures in `docs/MEASUREMENTS.md`).
 //!
 //! Records are protobuf messages from `idl/wx/storage.proto` with a version each, so two
 //! writers racing on one record are told apart (the loser gets ABORTED and re-reads).

@@ -1,5 +1,5 @@
-//! A durable job queue on a shard's engine, for fan-out (group messages now, Moments
-//! later).
+//! A durable job queue on a shard's engine, for fan-out: group messages (msgstore) and
+//! Moments timelines (momentsstore); `wx_api::fanout` is the worker on the other side.
 //!
 //! - **Enqueue with the data**: [`Queue::push`] adds a job to the caller's write batch, so
 //!   the job commits atomically with whatever it fans out ("accepted" means "will be

@@ -14,9 +14,9 @@ use anyhow::bail;
 use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
+use crate::echo::System;
 use crate::proto::svrkit_gen;
 use crate::rpc::ServerProcess;
-use crate::servers::System;
 
 /// Options of `svrkit-bench failover`.
 #[derive(Debug, clap::Args)]

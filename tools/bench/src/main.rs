@@ -1,8 +1,9 @@
 //! `svrkit-bench`: measures svrkit side by side with its peers in one run.
 //!
-//! - `svrkit-bench rpc`: unary echo through svrkit, tonic (gRPC) and a raw multiplexed
-//!   length-prefixed TCP echo (the floor), each server in its own process, interleaved,
-//!   at several concurrencies. Prints a table, then one JSON line per concurrency.
+//! - `svrkit-bench rpc`: unary echo through four systems — svrkit, tonic (gRPC), tarpc
+//!   and a raw multiplexed length-prefixed TCP echo (the floor) — each server in its own
+//!   process ([`echo`]), interleaved, at several concurrencies. Prints a table, then one
+//!   JSON line per concurrency.
 //! - `svrkit-bench overload`: DAGOR's experiment, success rate against the optimum for
 //!   none, random, tower and DAGOR shedding.
 //! - `svrkit-bench failover`: three instances under load, one killed with SIGKILL.
@@ -16,6 +17,10 @@
 //!   timeline reads, at several push thresholds.
 //! - `svrkit-bench seq`: sequence allocations per second and latency through the RPC, a
 //!   `seqstore` shard and a `seq` allocator in processes of their own.
+//! - `svrkit-bench connections`: idle signed-in WebSockets on one access-long: memory and
+//!   CPU per connection, and the time for one push to reach them all.
+//! - `svrkit-bench backend-overload`: the backend past its capacity (1x, 2x, 4x) with a
+//!   mix of actions at their business priorities: success and goodput per priority.
 //!
 //! Figures are for comparison within one run on one machine; they are never asserted in
 //! tests.
@@ -24,24 +29,25 @@ mod backend;
 mod backend_overload;
 mod connections;
 mod cpus;
+mod echo;
 mod failover;
 mod message;
 mod moments;
 mod overload;
 mod proto;
-mod raw;
 mod rpc;
 mod seq;
-mod servers;
 mod stats;
 mod stop;
 mod storage;
-mod tarpc_peer;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Benchmarks svrkit against tonic and a raw TCP floor", version)]
+#[command(
+    about = "Benchmarks svrkit against tonic, tarpc and a raw TCP floor",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,7 +87,7 @@ enum Command {
     #[command(hide = true)]
     Serve {
         /// Which server.
-        system: servers::System,
+        system: echo::System,
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: std::net::SocketAddr,
@@ -129,7 +135,7 @@ fn main() -> anyhow::Result<()> {
                 addr,
                 tls_dir,
                 handler_waits,
-            } => servers::serve(system, addr, tls_dir, handler_waits).await,
+            } => echo::serve(system, addr, tls_dir, handler_waits).await,
         }
     }))
 }

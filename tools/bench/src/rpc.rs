@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 
+use crate::echo::{RawClient, System, TlsFiles};
 use crate::proto::{svrkit_gen, tonic_gen};
-use crate::raw::RawClient;
-use crate::servers::{System, TlsFiles};
 use crate::stats::{MachineTicks, process_cpu, quantile};
 
 /// Options of `svrkit-bench rpc`.
@@ -131,7 +130,7 @@ impl Drop for ServerProcess {
 enum Client {
     Svrkit(svrkit_gen::bench_client::BenchClient),
     Tonic(tonic_gen::bench_client::BenchClient<tonic::transport::Channel>),
-    Tarpc(crate::tarpc_peer::BenchClient),
+    Tarpc(crate::echo::TarpcClient),
     Raw(Arc<RawClient>),
 }
 
@@ -173,7 +172,7 @@ impl Client {
                     Client::Tonic(tonic_gen::bench_client::BenchClient::new(channel))
                 }
             },
-            System::Tarpc => Client::Tarpc(crate::tarpc_peer::connect(addr).await?),
+            System::Tarpc => Client::Tarpc(crate::echo::tarpc_connect(addr).await?),
             System::Raw => Client::Raw(Arc::new(RawClient::connect(addr).await?)),
         })
     }

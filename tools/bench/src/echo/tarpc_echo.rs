@@ -1,4 +1,4 @@
-//! tarpc, the fourth system of `svrkit-bench rpc`: the same echo as a tarpc service over
+//! tarpc, the third system of `svrkit-bench rpc`: the same echo as a tarpc service over
 //! TCP with its bincode serde transport (tarpc's own fastest configuration).
 
 use std::net::SocketAddr;
@@ -8,6 +8,8 @@ use tarpc::serde_transport;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tokio::net::{TcpListener, TcpStream};
+
+use super::wait::maybe_wait;
 
 /// The echo service.
 #[tarpc::service]
@@ -27,7 +29,7 @@ impl Bench for Echo {
         _: tarpc::context::Context,
         data: serde_bytes::ByteBuf,
     ) -> serde_bytes::ByteBuf {
-        crate::servers::maybe_wait(self.waits).await;
+        maybe_wait(self.waits).await;
         data
     }
 }

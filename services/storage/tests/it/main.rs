@@ -1,0 +1,4 @@
+//! The storage tier's integration tests, one module per subject, linked into one test
+//! binary.
+
+mod shard;
