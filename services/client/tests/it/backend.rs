@@ -1,46 +1,72 @@
 //! The backend end to end with the embedded registry: every service its own process,
 //! every request through the access tier.
 
-use crate::common;
-
-use common::{Backend, Registry};
+use crate::harness::{self, Backend, Registry};
+use crate::scenarios;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scripted_session() {
+async fn a_stranger_sees_public_fields_only() {
+    let backend = Backend::start(Registry::Embedded).await;
+    scenarios::contacts::a_stranger_sees_public_fields_only(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_friend_request_is_pushed_everywhere_and_accepted_over_a_connection() {
+    let backend = Backend::start(Registry::Embedded).await;
+    scenarios::contacts::a_friend_request_is_pushed_everywhere_and_accepted_over_a_connection(
+        &backend,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn friends_see_private_fields_and_each_other() {
+    let backend = Backend::start(Registry::Embedded).await;
+    scenarios::contacts::friends_see_private_fields_and_each_other(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_friend_is_a_stranger_again() {
+    let backend = Backend::start(Registry::Embedded).await;
+    scenarios::contacts::a_removed_friend_is_a_stranger_again(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_holds_a_secret() {
     // Debug logs everywhere: secrets must stay out of them too.
     let backend = Backend::start_with(Registry::Embedded, &[("RUST_LOG", "debug")]).await;
-    common::scripted_session(&backend).await;
+    scenarios::contacts::every_contact_scenario(&backend).await;
     // Passwords, wrong ones too, and tokens crossed every tier: no log holds one.
-    common::messaging::send_push_sync_and_catch_up(&backend).await;
-    let user = backend.user(&common::unique("wrong_pw")).await;
+    scenarios::messaging::send_push_sync_and_catch_up(&backend).await;
+    let user = backend.user(&harness::unique("wrong_pw")).await;
     let wrong = serde_json::json!({ "name": user.name, "password": "not the password" });
-    common::refused(&backend.http, "login", wrong, None, 401, "unauthenticated").await;
+    harness::refused(&backend.http, "login", wrong, None, 401, "unauthenticated").await;
     backend.assert_logs_hold_no_secrets();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sending_connection_is_not_pushed_its_own_message() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::messaging::the_sending_connection_is_not_pushed_its_own_message(&backend).await;
+    scenarios::messaging::the_sending_connection_is_not_pushed_its_own_message(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relations_and_their_limits() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::relations_and_their_limits(&backend).await;
-    common::finding_people_and_the_long_connection(&backend).await;
+    scenarios::contacts::relations_and_their_limits(&backend).await;
+    scenarios::contacts::finding_people_and_the_long_connection(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_precise_errors() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::bad_input_gets_precise_errors(&backend).await;
+    scenarios::input::bad_input_gets_precise_errors(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_every_process_loses_nothing() {
     let mut backend = Backend::start(Registry::Embedded).await;
-    common::restarting_every_process_loses_nothing(&mut backend, true).await;
+    scenarios::durability::restarting_every_process_loses_nothing(&mut backend, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,37 +77,37 @@ async fn each_user_is_rate_limited() {
         &[("WX_RATE_PER_SEC", "0.0001"), ("WX_RATE_BURST", "30")],
     )
     .await;
-    common::each_user_is_rate_limited(&backend, 30).await;
+    scenarios::limits::each_user_is_rate_limited(&backend, 30).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_accept_is_finished_by_accepting_again() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::an_interrupted_accept_is_finished_by_accepting_again(&backend).await;
+    scenarios::durability::an_interrupted_accept_is_finished_by_accepting_again(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_pushed_synced_and_caught_up() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::messaging::send_push_sync_and_catch_up(&backend).await;
+    scenarios::messaging::send_push_sync_and_catch_up(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messaging_refuses_precisely_and_never_reveals_a_block() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::messaging::messaging_refusals(&backend).await;
+    scenarios::messaging::messaging_refusals(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_message_reaches_every_member_once() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::messaging::group_chat(&backend).await;
+    scenarios::messaging::group_chat(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_of_fifty() {
     let backend = Backend::start_with(Registry::Embedded, &[("WX_MAX_FRIENDS", "60")]).await;
-    common::messaging::group_of_fifty(&backend).await;
+    scenarios::messaging::group_of_fifty(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,38 +121,38 @@ async fn group_fan_out_survives_a_crash_mid_job() {
         ],
     )
     .await;
-    common::messaging::fanout_survives_a_crash_mid_job(&mut backend).await;
+    scenarios::messaging::fanout_survives_a_crash_mid_job(&mut backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_messages_flow_loses_and_duplicates_nothing() {
     let mut backend =
         Backend::start_with(Registry::Embedded, &[("WX_FANOUT_LEASE_MS", "300")]).await;
-    common::messaging::chaos_loses_and_duplicates_nothing(&mut backend).await;
+    scenarios::messaging::chaos_loses_and_duplicates_nothing(&mut backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moments_visibility_matrix() {
     let backend = Backend::start_with(Registry::Embedded, &[("WX_MAX_FRIENDS", "20")]).await;
-    common::moments::visibility_matrix(&backend).await;
+    scenarios::moments::visibility_matrix(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moments_likes_comments_deletion_and_refusals() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::moments::likes_comments_deletion_and_refusals(&backend).await;
+    scenarios::moments::likes_comments_deletion_and_refusals(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moments_pagination_is_stable_while_posts_arrive() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::moments::pagination_is_stable_while_posts_arrive(&backend).await;
+    scenarios::moments::pagination_is_stable_while_posts_arrive(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moments_pull_authors_merge_with_pushed_posts() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::moments::pull_authors_merge_with_pushed_posts(&backend).await;
+    scenarios::moments::pull_authors_merge_with_pushed_posts(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,12 +165,12 @@ async fn moments_fanout_survives_a_crash() {
         ],
     )
     .await;
-    common::moments::fanout_survives_a_crash(&mut backend).await;
+    scenarios::moments::fanout_survives_a_crash(&mut backend).await;
 }
 
 /// The edge's bounds, on a backend with short timeouts and a small connection cap.
 async fn tight_edge() -> Backend {
-    let cap = common::edge::MAX_CONNECTIONS.to_string();
+    let cap = scenarios::edge::MAX_CONNECTIONS.to_string();
     Backend::start_with(
         Registry::Embedded,
         &[
@@ -159,46 +185,46 @@ async fn tight_edge() -> Backend {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_short_requests_end_within_the_timeouts() {
     let backend = tight_edge().await;
-    common::edge::slow_and_short_requests_end(&backend).await;
+    scenarios::edge::slow_and_short_requests_end(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_are_closed_at_once() {
     // The default 10 s header timeout: served connections keep their places meanwhile.
-    let cap = common::edge::MAX_CONNECTIONS.to_string();
+    let cap = scenarios::edge::MAX_CONNECTIONS.to_string();
     let backend =
         Backend::start_with(Registry::Embedded, &[("WX_MAX_CONNECTIONS", cap.as_str())]).await;
-    common::edge::connections_are_capped(&backend).await;
+    scenarios::edge::connections_are_capped(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_websocket_frames_are_refused_from_their_header() {
     let backend = tight_edge().await;
-    common::edge::oversized_websocket_frames_are_refused(&backend).await;
+    scenarios::edge::oversized_websocket_frames_are_refused(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_fields_batches_and_tokens_are_bounded() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::edge::inputs_are_bounded(&backend).await;
+    scenarios::edge::inputs_are_bounded(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_ends_the_sessions_live_connections() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::edge::logout_ends_the_sessions_connections(&backend).await;
+    scenarios::edge::logout_ends_the_sessions_connections(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_slow_down_per_account() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::edge::failed_logins_slow_down_per_account(&backend).await;
+    scenarios::edge::failed_logins_slow_down_per_account(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_expiry_ends_its_live_connection() {
     let backend = Backend::start_with(Registry::Embedded, &[("WX_SESSION_TTL_SECS", "2")]).await;
-    common::edge::expiry_ends_the_connection(&backend).await;
+    scenarios::edge::expiry_ends_the_connection(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,17 +234,17 @@ async fn connections_per_user_and_per_address_are_capped() {
         &[("WX_MAX_CONNECTIONS_PER_ADDRESS", "4")],
     )
     .await;
-    common::edge::connections_per_user_are_capped(&backend).await;
-    common::edge::connections_per_address_are_capped(&backend).await;
+    scenarios::edge::connections_per_user_are_capped(&backend).await;
+    scenarios::edge::connections_per_address_are_capped(&backend).await;
 }
 
 #[test]
 fn the_log_scan_knows_a_token_when_it_sees_one() {
-    assert!(common::holds_token(
+    assert!(harness::holds_token(
         "verified 4242.0123456789abcdef0123456789abcdef ok"
     ));
-    assert!(!common::holds_token("version 1.2 and 0123456789abcdef"));
-    assert!(!common::holds_token(
+    assert!(!harness::holds_token("version 1.2 and 0123456789abcdef"));
+    assert!(!harness::holds_token(
         "4242.0123456789ABCDEF0123456789abcdef"
     ));
 }
@@ -227,9 +253,9 @@ fn the_log_scan_knows_a_token_when_it_sees_one() {
 async fn every_process_metrics_pass_promtool() {
     let backend = Backend::start_with(Registry::Embedded, &[("SVRKIT_ADMIN", "127.0.0.1:0")]).await;
     // Traffic through every tier first, so the metrics exist.
-    common::scripted_session(&backend).await;
-    common::moments::pagination_is_stable_while_posts_arrive(&backend).await;
-    common::metrics::promtool_passes_every_process(&backend).await;
+    scenarios::contacts::every_contact_scenario(&backend).await;
+    scenarios::moments::pagination_is_stable_while_posts_arrive(&backend).await;
+    scenarios::metrics::promtool_passes_every_process(&backend).await;
 }
 
 /// Runs `svrkit ARGS` to completion: exit code, stdout, stderr.
@@ -248,7 +274,7 @@ fn svrkit(args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_rpc_admits_only_the_callers_the_manifest_names() {
     let backend = Backend::start(Registry::Embedded).await;
-    let user = backend.user(&common::unique("victim")).await;
+    let user = backend.user(&harness::unique("victim")).await;
     let idl = concat!(env!("CARGO_MANIFEST_DIR"), "/../../idl");
     let tls_dir = backend.tls_dir.display().to_string();
     let uid = user.uid.to_string();
@@ -354,7 +380,7 @@ async fn internal_rpc_admits_only_the_callers_the_manifest_names() {
     assert_eq!(denied.code(), svrkit::Code::PermissionDenied, "{denied}");
 
     // The backend keeps serving its users.
-    let profile = common::call(
+    let profile = harness::call(
         &backend.http,
         "profile.get",
         serde_json::json!({}),
@@ -376,11 +402,11 @@ async fn descriptors_stay_in_reserve_under_a_connection_flood() {
         ],
     )
     .await;
-    common::edge::descriptors_stay_in_reserve(&backend, 320).await;
+    scenarios::edge::descriptors_stay_in_reserve(&backend, 320).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_stays_bounded_under_attack() {
     let backend = Backend::start(Registry::Embedded).await;
-    common::edge::memory_stays_bounded_under_attack(&backend).await;
+    scenarios::edge::memory_stays_bounded_under_attack(&backend).await;
 }

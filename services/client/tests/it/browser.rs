@@ -3,9 +3,7 @@
 //! without reloading, and the history survives a reload) and meet in Moments. Errors
 //! from the API show next to what caused them. Screenshots go to docs/screenshots/.
 
-use crate::common;
-
-use common::{Backend, Registry};
+use crate::harness::{self, Backend, Registry};
 use svrkit_testkit::browser::{
     Browser, Client, click, screenshot, type_into, wait_for, wait_for_text,
 };
@@ -58,8 +56,8 @@ async fn two_people_befriend_chat_and_meet_in_moments_in_a_real_browser() {
             .contains("access-control-allow-origin")
     );
 
-    let alice_name = common::unique("alice");
-    let bob_name = common::unique("bob");
+    let alice_name = harness::unique("alice");
+    let bob_name = harness::unique("bob");
     let alice = browser.session(1200, 820).await;
     // Bob uses a phone-sized window.
     let bob = browser.session(390, 844).await;

@@ -1,7 +1,8 @@
 //! The backend end to end through its gateways (embedded registry, etcd, a real
 //! browser), one module per subject, linked into one test binary.
 
-mod common;
+mod harness;
+mod scenarios;
 
 mod backend;
 mod backend_etcd;

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wx_client::Ws;
 
-use super::{Backend, call, refused, unique};
+use crate::harness::{Backend, call, refused, unique};
 
 /// The connection cap the edge test's backend runs with.
 pub const MAX_CONNECTIONS: usize = 24;
@@ -342,7 +342,7 @@ pub async fn expiry_ends_the_connection(backend: &Backend) {
 pub async fn connections_per_user_are_capped(backend: &Backend) {
     let user = backend.user(&unique("many")).await;
     let mut held = Vec::new();
-    for _ in 0..access::ws::MAX_PER_USER {
+    for _ in 0..access::edge::EdgeLimits::MAX_PER_USER {
         held.push(
             Ws::connect(backend.ws[0], &user.token)
                 .await

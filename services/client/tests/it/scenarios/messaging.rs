@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use svrkit_testkit::PATIENCE;
 use wx_client::Ws;
 
-use super::{Backend, User, call, refused, unique};
+use crate::harness::{Backend, User, call, refused, unique};
 
 /// `a` and `b` become friends.
 pub async fn befriend(backend: &Backend, a: &User, b: &User) {

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use super::Backend;
+use crate::harness::Backend;
 
 /// `GET path` on `addr`: the body of its 200 answer.
 async fn get(addr: SocketAddr, path: &str) -> String {

@@ -11,7 +11,7 @@ use svrkit_testkit::PATIENCE;
 use wx_client::Ws;
 
 use super::messaging::befriend;
-use super::{Backend, User, call, refused, unique};
+use crate::harness::{Backend, User, call, refused, unique};
 
 /// A post's (author, seq).
 type PostId = (u64, u64);
