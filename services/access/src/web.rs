@@ -52,6 +52,41 @@ const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../web/view.js"),
     },
+    Asset {
+        path: "/state.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/state.js"),
+    },
+    Asset {
+        path: "/session.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/session.js"),
+    },
+    Asset {
+        path: "/tabs.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/tabs.js"),
+    },
+    Asset {
+        path: "/profile.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/profile.js"),
+    },
+    Asset {
+        path: "/contacts.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/contacts.js"),
+    },
+    Asset {
+        path: "/chats.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/chats.js"),
+    },
+    Asset {
+        path: "/moments.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/moments.js"),
+    },
 ];
 
 fn serve(asset: &'static Asset) -> Response {

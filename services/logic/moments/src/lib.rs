@@ -48,32 +48,37 @@
 pub mod cursor;
 pub mod events;
 pub mod fanout;
+mod paging;
+mod pull;
 pub mod relations;
+mod visibility;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use svrkit::config::LiveConfig;
 use svrkit::{Channel, Status};
 use wx_api::acting_user;
 use wx_api::by_uid;
 use wx_api::moments::moments_server::Moments;
 use wx_api::moments::{
-    AlbumRequest, CommentRequest, CommentView, DeleteReply, LikeReply, LikeView, PostRef,
-    PostReply, PostRequest, PostView, PostsReply, TimelineRequest, UncommentRequest,
+    AlbumRequest, CommentRequest, CommentView, DeleteReply, LikeReply, PostRef, PostReply,
+    PostRequest, PostView, PostsReply, TimelineRequest, UncommentRequest,
 };
 use wx_api::seq::{NextRequest, SeqClient};
 use wx_api::storage::{
-    AddCommentRequest, DeleteCommentRequest, GetPostsRequest, ListPullAuthorsRequest,
-    MarkPullAuthorRequest, MomentComment, MomentPost, MomentVisibility, MomentsStoreClient,
-    PostKey, PublishRequest, ReadTimelineRequest, SetLikeRequest, StoredMoment, TimelineEntry,
+    AddCommentRequest, DeleteCommentRequest, MarkPullAuthorRequest, MomentComment, MomentPost,
+    MomentVisibility, MomentsStoreClient, PostKey, PublishRequest, SetLikeRequest,
 };
 
 pub use events::Events;
 pub use fanout::Fanout;
+pub use pull::parse_threshold;
 pub use relations::Relations;
+
+use paging::comment_view;
+use pull::PullList;
+use visibility::{admits, not_visible};
 
 /// The longest post text, in characters.
 pub const MAX_POST_CHARS: usize = 2_000;
@@ -93,18 +98,6 @@ pub const MAX_COMMENT_CHARS: usize = 500;
 /// the default pushes everything, and an operator lowers the threshold live (gray
 /// release) to shed write load in a posting spike, at some cost to readers.
 pub const DEFAULT_PUSH_THRESHOLD: usize = wx_api::MAX_FRIENDS as usize;
-/// The default and the largest page.
-const PAGE: (usize, usize) = (20, 50);
-/// The most likes, and the newest comments, read with each post of a page (before
-/// hiding those the viewer may not see).
-const PAGE_INTERACTIONS: u32 = 50;
-/// The same for a single post (`Get`, and the checks of a like or comment).
-const POST_INTERACTIONS: u32 = 200;
-/// Rounds of reading a page refills when posts it read were not visible.
-const FILL_ROUNDS: usize = 4;
-/// How long the list of pull authors is reused before it is read again.
-const PULL_LIST_TTL: Duration = Duration::from_secs(1);
-
 /// The Moments service.
 #[derive(Debug, Clone)]
 pub struct MomentsService {
@@ -118,40 +111,6 @@ pub struct MomentsService {
     pull: Arc<Mutex<PullList>>,
 }
 
-/// This instance's copy of the pull authors.
-#[derive(Debug, Default)]
-struct PullList {
-    authors: Arc<HashSet<u64>>,
-    read_at: Option<Instant>,
-}
-
-/// Whether `viewer` may see `post`, given who is a friend of theirs both ways (`mutual`).
-fn may_see(post: &MomentPost, viewer: u64, mutual: &HashSet<u64>) -> bool {
-    if post.deleted {
-        return false;
-    }
-    if post.author == viewer {
-        return true;
-    }
-    if !mutual.contains(&post.author) {
-        return false;
-    }
-    admits(post.visibility(), post.listed.contains(&viewer))
-}
-
-/// Whether a post's visibility admits a friend (who is `listed` in it or not).
-fn admits(visibility: MomentVisibility, listed: bool) -> bool {
-    match visibility {
-        MomentVisibility::AllFriends => true,
-        MomentVisibility::Only => listed,
-        MomentVisibility::Except => !listed,
-    }
-}
-
-fn not_visible() -> Status {
-    Status::permission_denied("you may not see this post").with_reason("not_visible")
-}
-
 fn key_of(post: Option<&PostRef>) -> Result<PostKey, Status> {
     match post {
         Some(p) if p.author != 0 && p.seq != 0 => Ok(PostKey {
@@ -162,13 +121,6 @@ fn key_of(post: Option<&PostRef>) -> Result<PostKey, Status> {
             "a post is named by its author and seq",
         )),
     }
-}
-
-/// The push threshold in a configuration value: `{"push_threshold": N}` or `N`.
-pub fn parse_threshold(value: &str) -> Option<usize> {
-    let v: serde_json::Value = serde_json::from_str(value.trim()).ok()?;
-    let n = v.get("push_threshold").unwrap_or(&v).as_u64()?;
-    usize::try_from(n).ok()
 }
 
 impl MomentsService {
@@ -195,228 +147,10 @@ impl MomentsService {
         }
     }
 
-    /// The push threshold for the current request (gray release selects by author).
-    pub fn push_threshold(&self) -> usize {
-        self.config
-            .as_ref()
-            .map(LiveConfig::for_request)
-            .and_then(|(version, value)| (version > 0).then(|| parse_threshold(&value)).flatten())
-            .unwrap_or(DEFAULT_PUSH_THRESHOLD)
-    }
-
-    /// The pull authors (read again once older than [`PULL_LIST_TTL`]).
-    async fn pull_authors(&self) -> Result<Arc<HashSet<u64>>, Status> {
-        {
-            let list = self.pull.lock().unwrap_or_else(PoisonError::into_inner);
-            if list.read_at.is_some_and(|t| t.elapsed() < PULL_LIST_TTL) {
-                return Ok(Arc::clone(&list.authors));
-            }
-        }
-        let reply = self
-            .store
-            .list_pull_authors_with(ListPullAuthorsRequest {}, by_uid(0))
-            .await?;
-        let authors: Arc<HashSet<u64>> = Arc::new(reply.authors.into_iter().collect());
-        let mut list = self.pull.lock().unwrap_or_else(PoisonError::into_inner);
-        list.authors = Arc::clone(&authors);
-        list.read_at = Some(Instant::now());
-        Ok(authors)
-    }
-
-    /// Posts by key, from every shard holding some, with at most `max_each` likes and the
-    /// newest `max_each` comments.
-    async fn fetch(
-        &self,
-        keys: &[PostKey],
-        max_each: u32,
-    ) -> Result<HashMap<(u64, u64), StoredMoment>, Status> {
-        let mut by_shard: HashMap<String, Vec<PostKey>> = HashMap::new();
-        for k in keys {
-            let shard = self.shards.owner_of(k.author).unwrap_or_default();
-            by_shard.entry(shard).or_default().push(*k);
-        }
-        let calls = by_shard.into_values().map(|keys| {
-            let route = by_uid(keys[0].author);
-            self.store.get_posts_with(
-                GetPostsRequest {
-                    keys,
-                    interactions: true,
-                    max_each,
-                },
-                route,
-            )
-        });
-        let mut out = HashMap::new();
-        for reply in join_all(calls).await {
-            for m in reply?.moments {
-                if let Some(p) = &m.post {
-                    out.insert((p.author, p.seq), m);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The views of `moments` (in order) that `viewer` may see, with the likes and
-    /// comments shown to them.
-    async fn views(
-        &self,
-        viewer: u64,
-        moments: Vec<StoredMoment>,
-    ) -> Result<Vec<PostView>, Status> {
-        let mut people: Vec<u64> = Vec::new();
-        for m in &moments {
-            if let Some(p) = &m.post {
-                people.push(p.author);
-            }
-            people.extend(m.likes.iter().map(|l| l.from));
-            people.extend(m.comments.iter().map(|c| c.from));
-        }
-        let mutual = self.relations.mutual(viewer, &people).await?;
-        Ok(moments
-            .into_iter()
-            .filter_map(|m| {
-                let post = m.post?;
-                if !may_see(&post, viewer, &mutual) {
-                    return None;
-                }
-                let shown =
-                    |from: u64| from == viewer || post.author == viewer || mutual.contains(&from);
-                let own = post.author == viewer;
-                Some(PostView {
-                    post: Some(PostRef {
-                        author: post.author,
-                        seq: post.seq,
-                    }),
-                    visibility: if own { post.visibility } else { 0 },
-                    listed: if own { post.listed } else { Vec::new() },
-                    text: post.text,
-                    media: post.media,
-                    created_ms: post.created_ms,
-                    likes: m
-                        .likes
-                        .into_iter()
-                        .filter(|l| shown(l.from))
-                        .map(|l| LikeView {
-                            from: l.from,
-                            created_ms: l.created_ms,
-                        })
-                        .collect(),
-                    comments: m
-                        .comments
-                        .into_iter()
-                        .filter(|c| shown(c.from))
-                        .map(comment_view)
-                        .collect(),
-                })
-            })
-            .collect())
-    }
-
-    /// Fills one page from `sources` (each a user, and whether to read their outbox rather
-    /// than their timeline), newest first, skipping what the viewer may not see; the page
-    /// and the next cursor.
-    async fn page(
-        &self,
-        viewer: u64,
-        sources: &[(u64, bool)],
-        cursor: &str,
-        limit: u32,
-    ) -> Result<PostsReply, Status> {
-        let limit = match limit as usize {
-            0 => PAGE.0,
-            n => n.min(PAGE.1),
-        };
-        let mut position = cursor::decode(cursor)?;
-        let mut posts = Vec::new();
-        let mut more = true;
-        for _ in 0..FILL_ROUNDS {
-            if !more || posts.len() >= limit {
-                break;
-            }
-            let want = limit - posts.len();
-            let reads = sources.iter().map(|&(reader, outbox)| {
-                self.store.read_timeline_with(
-                    ReadTimelineRequest {
-                        reader,
-                        before: position,
-                        limit: u32::try_from(want).unwrap_or(u32::MAX),
-                        outbox,
-                    },
-                    by_uid(reader),
-                )
-            });
-            let mut entries: Vec<TimelineEntry> = Vec::new();
-            let mut source_more = false;
-            for reply in join_all(reads).await {
-                let reply = reply?;
-                source_more |= reply.has_more;
-                entries.extend(reply.entries);
-            }
-            // Newest first by (created, author, seq); a pushed post also in a pull
-            // author's outbox comes once.
-            entries.sort_unstable_by(|a, b| {
-                (b.created_ms, b.author, b.seq).cmp(&(a.created_ms, a.author, a.seq))
-            });
-            entries.dedup();
-            more = source_more || entries.len() > want;
-            entries.truncate(want);
-            let Some(last) = entries.last().copied() else {
-                more = false;
-                break;
-            };
-            position = Some(last);
-            let keys: Vec<PostKey> = entries
-                .iter()
-                .map(|e| PostKey {
-                    author: e.author,
-                    seq: e.seq,
-                })
-                .collect();
-            let mut found = self.fetch(&keys, PAGE_INTERACTIONS).await?;
-            let ordered: Vec<StoredMoment> = keys
-                .iter()
-                .filter_map(|k| found.remove(&(k.author, k.seq)))
-                .collect();
-            posts.extend(self.views(viewer, ordered).await?);
-        }
-        let next_cursor = match (more, position) {
-            (true, Some(p)) => cursor::encode(&p),
-            _ => String::new(),
-        };
-        Ok(PostsReply { posts, next_cursor })
-    }
-
-    /// The post `key` and its likes and comments, if `viewer` may see it.
-    async fn visible(&self, viewer: u64, key: PostKey) -> Result<StoredMoment, Status> {
-        let moment = self
-            .fetch(&[key], POST_INTERACTIONS)
-            .await?
-            .remove(&(key.author, key.seq))
-            .ok_or_else(not_visible)?;
-        let post = moment.post.as_ref().ok_or_else(not_visible)?;
-        let mutual = self.relations.mutual(viewer, &[post.author]).await?;
-        if may_see(post, viewer, &mutual) {
-            Ok(moment)
-        } else {
-            Err(not_visible())
-        }
-    }
-
     fn tell(&self, uids: &[u64], body: serde_json::Value) {
         if let Some(events) = &self.events {
             events.send(uids, body);
         }
-    }
-}
-
-fn comment_view(c: MomentComment) -> CommentView {
-    CommentView {
-        comment_id: c.comment_id,
-        from: c.from,
-        text: c.text,
-        reply_to: c.reply_to,
-        created_ms: c.created_ms,
     }
 }
 
@@ -723,54 +457,5 @@ impl Moments for MomentsService {
                 }
             })?;
         Ok(DeleteReply {})
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn post(visibility: MomentVisibility, listed: &[u64]) -> MomentPost {
-        MomentPost {
-            author: 1,
-            seq: 1,
-            visibility: visibility as i32,
-            listed: listed.to_vec(),
-            ..MomentPost::default()
-        }
-    }
-
-    #[test]
-    fn visibility_follows_the_setting_and_the_current_relation() {
-        // `mutual` is who the viewer is friends with both ways: here, the author (1).
-        let friend_of_author: HashSet<u64> = [1].into_iter().collect();
-        let stranger = HashSet::new();
-        let all = post(MomentVisibility::AllFriends, &[]);
-        assert!(may_see(&all, 1, &stranger), "the author always");
-        assert!(may_see(&all, 2, &friend_of_author));
-        assert!(!may_see(&all, 4, &stranger), "a stranger never");
-        let only = post(MomentVisibility::Only, &[2]);
-        assert!(may_see(&only, 2, &friend_of_author));
-        assert!(!may_see(&only, 3, &friend_of_author));
-        let except = post(MomentVisibility::Except, &[2]);
-        assert!(!may_see(&except, 2, &friend_of_author));
-        assert!(may_see(&except, 3, &friend_of_author));
-        let deleted = MomentPost {
-            deleted: true,
-            ..all
-        };
-        assert!(
-            !may_see(&deleted, 1, &friend_of_author),
-            "deleted: nobody, not even the author"
-        );
-    }
-
-    #[test]
-    fn thresholds_parse_from_json_or_a_number() {
-        assert_eq!(parse_threshold(r#"{"push_threshold": 300}"#), Some(300));
-        assert_eq!(parse_threshold(" 42 "), Some(42));
-        assert_eq!(parse_threshold(r#"{"other": 1}"#), None);
-        assert_eq!(parse_threshold("many"), None);
-        assert_eq!(parse_threshold("-5"), None);
     }
 }
