@@ -40,6 +40,10 @@ pub struct EdgeLimits {
     pub max_per_address: usize,
     /// WebSocket sessions one user may hold on one access-long instance.
     pub max_per_user: usize,
+    /// How long a WebSocket trusts its session's last check before an action asks the
+    /// account service again: a revoked session (logout, password change) stops acting
+    /// within this even when the push that closes its connections is lost.
+    pub session_recheck: Duration,
 }
 
 impl EdgeLimits {
@@ -48,6 +52,9 @@ impl EdgeLimits {
     pub const MAX_PER_USER: usize = 8;
     /// The largest request body (HTTP) or message (WebSocket) accepted.
     pub const MAX_BODY: usize = 64 * 1024;
+    /// How long a session's check is trusted on a WebSocket, unless
+    /// [`EdgeLimits::session_recheck`] says otherwise.
+    pub const SESSION_RECHECK: Duration = Duration::from_secs(1);
 }
 
 impl Default for EdgeLimits {
@@ -58,6 +65,7 @@ impl Default for EdgeLimits {
             body_timeout: Duration::from_secs(10),
             max_per_address: 256,
             max_per_user: EdgeLimits::MAX_PER_USER,
+            session_recheck: EdgeLimits::SESSION_RECHECK,
         }
     }
 }

@@ -75,6 +75,10 @@ struct Settings {
     /// WebSocket sessions of one user on one instance.
     #[arg(long, global = true, env = "WX_MAX_CONNECTIONS_PER_USER", default_value_t = EdgeLimits::default().max_per_user)]
     max_connections_per_user: usize,
+    /// How long a WebSocket trusts its session's last check before an action checks
+    /// again, in ms (0: every action checks).
+    #[arg(long, global = true, env = "WX_SESSION_RECHECK_MS", default_value_t = EdgeLimits::SESSION_RECHECK.as_millis() as u64)]
+    session_recheck_ms: u64,
     /// How long a request's headers (or an idle connection) may take, in ms.
     #[arg(long, global = true, env = "WX_HEADER_TIMEOUT_MS")]
     header_timeout_ms: Option<u64>,
@@ -142,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         body_timeout: millis(settings.body_timeout_ms, defaults.body_timeout),
         max_per_address: settings.max_connections_per_address,
         max_per_user: settings.max_connections_per_user,
+        session_recheck: std::time::Duration::from_millis(settings.session_recheck_ms),
     };
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => {

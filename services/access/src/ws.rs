@@ -22,7 +22,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -60,6 +60,56 @@ struct Long {
     sessions: Arc<Semaphore>,
     /// Sessions one user may hold here.
     max_per_user: usize,
+    /// How long a session's last check is trusted.
+    session_recheck: Duration,
+}
+
+/// A connection's session, checked again before an action once its last check is older
+/// than the edge's `session_recheck`: the push that closes a revoked session's
+/// connections can be lost (a gateway restarted, the presence owner moved), and a
+/// connection must not act on a revoked session whatever happened to that push.
+#[derive(Debug)]
+struct SessionCheck {
+    token: Arc<str>,
+    checked: std::sync::Mutex<Instant>,
+    every: Duration,
+}
+
+impl SessionCheck {
+    fn new(token: Arc<str>, every: Duration) -> SessionCheck {
+        SessionCheck {
+            token,
+            checked: std::sync::Mutex::new(Instant::now()),
+            every,
+        }
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, Instant> {
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ok while the session stands. A session the account service says is gone
+    /// (revoked, expired) is refused `unauthenticated`; an account service that cannot
+    /// answer leaves the last check standing, and the next action asks again.
+    async fn verify(&self, gateway: &Gateway) -> Result<(), ApiError> {
+        if self.last().elapsed() < self.every {
+            return Ok(());
+        }
+        match gateway.authenticate_session(Some(&self.token)).await {
+            Ok(_) => {
+                *self.last() = Instant::now();
+                Ok(())
+            }
+            Err(e) if e.code == svrkit::Code::Unauthenticated => Err(e),
+            Err(e) => {
+                metrics::counter!("wx_access_session_checks_failed_total").increment(1);
+                tracing::debug!(error = %e.message, "session check unanswered; the last one stands");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Serves the WebSocket endpoint on `listener` within `limits` until `shutdown`: at most
@@ -81,6 +131,7 @@ pub async fn serve(
             hub,
             sessions,
             max_per_user: limits.max_per_user,
+            session_recheck: limits.session_recheck,
         });
     crate::edge::serve(listener, router, limits, tls, shutdown).await
 }
@@ -190,6 +241,7 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
     }
     tracing::debug!(uid, %peer, "long connection up");
     let token: Arc<str> = token.into();
+    let check = Arc::new(SessionCheck::new(Arc::clone(&token), long.session_recheck));
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     // The session's expiry ends the connection as a logout does.
     let left = Duration::from_millis(expires_ms.saturating_sub(wx_api::now_ms()));
@@ -261,8 +313,17 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
                 let span = crate::gateway::edge_span(&ctx, &action);
                 let traceparent = ctx.trace_parent().to_string();
                 let (gateway, outbox, token) = (Arc::clone(&long.gateway), outbox.clone(), Arc::clone(&token));
+                let (check, ended) = (Arc::clone(&check), Arc::clone(&ended));
                 tokio::spawn(async move {
                     let _permit = permit;
+                    if let Err(e) = check.verify(&gateway).await {
+                        // Revoked: the action is refused, and the connection ends.
+                        let _ = outbox.send(error_frame(&id, &e)).await;
+                        let gone = json!({ "push": crate::push::SESSION_ENDED, "body": { "reason": "revoked" } });
+                        let _ = outbox.send(gone.to_string()).await;
+                        ended.notify_one();
+                        return;
+                    }
                     // Sign-in and messaging may wait a moment for a place (see
                     // `crate::admission`); the rest was admitted or refused above.
                     let admitted = match entry.ready().await {

@@ -14,9 +14,10 @@ use prost::Message;
 use svrkit::Status;
 use wx_api::storage::msg_store_server::MsgStore;
 use wx_api::storage::{
-    AckFanoutReply, AckFanoutRequest, AckReply, AckRequest, DeliverBatchReply, DeliverBatchRequest,
-    DeliverMessageReply, DeliverMessageRequest, DeliveryOutcome, FanoutJob, GetGroupRequest,
-    GroupRecord, LeaseFanoutReply, LeaseFanoutRequest, LeasedJob, PostGroupMessageReply,
+    AckFanoutReply, AckFanoutRequest, AckReply, AckRequest, ClaimClientIdReply,
+    ClaimClientIdRequest, DeliverBatchReply, DeliverBatchRequest, DeliverMessageReply,
+    DeliverMessageRequest, DeliveryOutcome, FanoutJob, GetGroupRequest, GroupRecord,
+    LeaseFanoutReply, LeaseFanoutRequest, LeasedJob, PostGroupMessageReply,
     PostGroupMessageRequest, PutGroupRequest, ReadMailboxReply, ReadMailboxRequest, StoredMessage,
 };
 
@@ -73,6 +74,8 @@ pub struct MsgStoreService {
     devices: Keyspace,
     groups: Keyspace,
     group_dedup: Keyspace,
+    claims: Keyspace,
+    claims_by_age: Keyspace,
     fanout: std::sync::Arc<Queue>,
     retention: Duration,
 }
@@ -86,11 +89,68 @@ impl std::fmt::Debug for MsgStoreService {
     }
 }
 
-/// The dedup key: owner, sender, client message id.
-fn dedup_key(owner: u64, sender: u64, client_msg_id: &str) -> Vec<u8> {
-    let mut key = pair_key(owner, sender).to_vec();
+/// A conversation as keys name it: `g` and the group id, or `u` and the other person of
+/// a one-to-one chat (seen from the mailbox of `owner`).
+fn conversation(owner: u64, message: &StoredMessage) -> (u8, u64) {
+    if message.group_id != 0 {
+        (b'g', message.group_id)
+    } else if message.from == owner {
+        (b'u', message.to)
+    } else {
+        (b'u', message.from)
+    }
+}
+
+/// The dedup key: owner, sender, conversation, client message id. The conversation is
+/// part of it, so a client id reused in another conversation can never make a mailbox
+/// take one message for another (the claim, [`claim_key`], refuses that reuse first).
+fn dedup_key(owner: u64, message: &StoredMessage) -> Vec<u8> {
+    let (kind, id) = conversation(owner, message);
+    let mut key = pair_key(owner, message.from).to_vec();
+    key.push(kind);
+    key.extend_from_slice(&id.to_be_bytes());
+    key.extend_from_slice(message.client_msg_id.as_bytes());
+    key
+}
+
+/// The dedup key of stores written before conversations were part of it (removed with
+/// the message it names when trimmed).
+fn legacy_dedup_key(owner: u64, message: &StoredMessage) -> Vec<u8> {
+    let mut key = pair_key(owner, message.from).to_vec();
+    key.extend_from_slice(message.client_msg_id.as_bytes());
+    key
+}
+
+/// The claim key: sender, client message id.
+fn claim_key(owner: u64, client_msg_id: &str) -> Vec<u8> {
+    let mut key = id_key(owner).to_vec();
     key.extend_from_slice(client_msg_id.as_bytes());
     key
+}
+
+/// The claims of `owner` by age: owner, claimed ms, client message id.
+fn claim_age_key(owner: u64, claimed_ms: u64, client_msg_id: &str) -> Vec<u8> {
+    let mut key = pair_key(owner, claimed_ms).to_vec();
+    key.extend_from_slice(client_msg_id.as_bytes());
+    key
+}
+
+/// A claim's value: conversation kind and id, text digest, when it was made.
+fn claim_value(kind: u8, id: u64, digest: u64, claimed_ms: u64) -> Vec<u8> {
+    let mut value = Vec::with_capacity(25);
+    value.push(kind);
+    value.extend_from_slice(&id.to_be_bytes());
+    value.extend_from_slice(&digest.to_be_bytes());
+    value.extend_from_slice(&claimed_ms.to_be_bytes());
+    value
+}
+
+/// The refusal of a client message id already used for another message.
+fn reused(client_msg_id: &str) -> Status {
+    Status::already_exists(format!(
+        "client_msg_id {client_msg_id:?} was used for another message; use a new one"
+    ))
+    .with_reason("client_msg_id_reused")
 }
 
 /// The device key: owner, device id.
@@ -110,6 +170,8 @@ impl MsgStoreService {
             devices: engine.keyspace("mailbox_devices")?,
             groups: engine.keyspace("groups")?,
             group_dedup: engine.keyspace("group_dedup")?,
+            claims: engine.keyspace("client_id_claims")?,
+            claims_by_age: engine.keyspace("client_id_claims_by_age")?,
             fanout: std::sync::Arc::new(Queue::open(&engine, "group_fanout")?),
             engine,
             retention,
@@ -142,13 +204,15 @@ impl MsgStoreService {
                 "texts are at most {MAX_TEXT_BYTES} bytes and ids {MAX_ID_BYTES}"
             )));
         }
-        let dedup = (!message.client_msg_id.is_empty())
-            .then(|| dedup_key(owner, message.from, &message.client_msg_id));
+        let dedup = (!message.client_msg_id.is_empty()).then(|| dedup_key(owner, &message));
         if let Some(key) = &dedup
             && let Some(seq) = self.dedup.get(key).map_err(StorageError::from)?
         {
             let seq = word(&seq, 0);
             if let Some(first) = get::<StoredMessage>(&self.mailbox, &pair_key(owner, seq))? {
+                if first.text != message.text {
+                    return Err(reused(&message.client_msg_id));
+                }
                 return Ok(DeliveryOutcome {
                     message: Some(first),
                     stored: false,
@@ -325,6 +389,9 @@ impl MsgStore for MsgStoreService {
         if let Some(first) = self.group_dedup.get(&dedup).map_err(StorageError::from)? {
             let job_id = word(&first, 0);
             let first: StoredMessage = decode(&dedup, first.get(8..).unwrap_or_default())?;
+            if first.text != message.text {
+                return Err(reused(&message.client_msg_id));
+            }
             return Ok(PostGroupMessageReply {
                 message: Some(first),
                 job_id,
@@ -382,6 +449,54 @@ impl MsgStore for MsgStoreService {
     async fn ack_fanout(&self, request: AckFanoutRequest) -> Result<AckFanoutReply, Status> {
         self.fanout.ack(request.job_id).await?;
         Ok(AckFanoutReply {})
+    }
+
+    async fn claim_client_id(
+        &self,
+        request: ClaimClientIdRequest,
+    ) -> Result<ClaimClientIdReply, Status> {
+        let owner = request.owner;
+        let id = &request.client_msg_id;
+        if owner == 0 || id.is_empty() || id.len() > MAX_ID_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a claim needs an owner and a client_msg_id of 1 to {MAX_ID_BYTES} bytes"
+            )));
+        }
+        let (kind, conversation) = match (request.group_id, request.peer) {
+            (0, 0) => {
+                return Err(Status::invalid_argument(
+                    "a claim names its conversation: a group or a peer",
+                ));
+            }
+            (0, peer) => (b'u', peer),
+            (group, _) => (b'g', group),
+        };
+        let _guard = self.engine.lock(&id_key(owner)).await;
+        let key = claim_key(owner, id);
+        if let Some(claimed) = self.claims.get(&key).map_err(StorageError::from)? {
+            let same = claimed.first() == Some(&kind)
+                && word(claimed.get(1..).unwrap_or_default(), 0) == conversation
+                && word(claimed.get(9..).unwrap_or_default(), 0) == request.digest;
+            return if same {
+                Ok(ClaimClientIdReply { first: false })
+            } else {
+                Err(reused(id))
+            };
+        }
+        let now = wx_api::now_ms();
+        let mut batch = self.engine.batch();
+        batch.insert(
+            &self.claims,
+            key,
+            claim_value(kind, conversation, request.digest, now),
+        );
+        batch.insert(
+            &self.claims_by_age,
+            claim_age_key(owner, now, id),
+            Vec::new(),
+        );
+        self.engine.commit(batch).await?;
+        Ok(ClaimClientIdReply { first: true })
     }
 
     async fn read(&self, request: ReadMailboxRequest) -> Result<ReadMailboxReply, Status> {
@@ -466,13 +581,20 @@ impl MsgStore for MsgStoreService {
             }
             batch.remove(&self.mailbox, key.to_vec());
             if !message.client_msg_id.is_empty() {
-                batch.remove(
-                    &self.dedup,
-                    dedup_key(owner, message.from, &message.client_msg_id),
-                );
+                batch.remove(&self.dedup, dedup_key(owner, &message));
+                batch.remove(&self.dedup, legacy_dedup_key(owner, &message));
             }
             meta.kept_from_seq = message.seq + 1;
             trimmed += 1;
+        }
+        // The owner's client-id claims past the retention period, oldest first.
+        let from = pair_key(owner, 0);
+        let to = pair_key(owner, now.saturating_sub(retention_ms));
+        for item in self.claims_by_age.range(from..=to).take(MAX_TRIM) {
+            let (key, _) = item.into_inner().map_err(StorageError::from)?;
+            let id = std::str::from_utf8(key.get(16..).unwrap_or_default()).unwrap_or_default();
+            batch.remove(&self.claims, claim_key(owner, id));
+            batch.remove(&self.claims_by_age, key.to_vec());
         }
         if trimmed > 0 {
             batch.insert(&self.meta, id_key(owner).to_vec(), meta.encode());
@@ -556,8 +678,12 @@ mod tests {
         // A lower sequence after a higher one is refused, so readers never miss it.
         let stale = deliver(&s, message(4, now, "b")).await.expect_err("stale");
         assert_eq!(stale.code(), svrkit::Code::Aborted);
-        // The same client id again: the first delivery back, not stored twice.
-        let again = deliver(&s, message(9, now, "a")).await.expect("dup");
+        // The same client id and text again: the first delivery back, not stored twice.
+        let resend = StoredMessage {
+            text: "m5".to_string(),
+            ..message(9, now, "a")
+        };
+        let again = deliver(&s, resend).await.expect("dup");
         assert!(!again.stored);
         assert_eq!(again.message.expect("message").seq, 5);
         deliver(&s, message(6, now, "c")).await.expect("6");
@@ -580,6 +706,67 @@ mod tests {
             .await
             .expect_err("long device id");
         assert_eq!(bad.code(), svrkit::Code::InvalidArgument);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_id_names_one_message_of_one_conversation() {
+        let (s, dir) = store(DEFAULT_RETENTION).await;
+        let now = wx_api::now_ms();
+        let claim = |group_id, peer, digest| ClaimClientIdRequest {
+            owner: 7,
+            client_msg_id: "dup1".to_string(),
+            group_id,
+            peer,
+            digest,
+        };
+        // The first claim, and a re-send's.
+        assert!(
+            s.claim_client_id(claim(0, 1, 11))
+                .await
+                .expect("first")
+                .first
+        );
+        assert!(
+            !s.claim_client_id(claim(0, 1, 11))
+                .await
+                .expect("re-send")
+                .first
+        );
+        // The same id for another chat, a group, or another text: refused, clearly.
+        for other in [claim(0, 2, 11), claim(5, 0, 11), claim(0, 1, 12)] {
+            let refused = s.claim_client_id(other).await.expect_err("reused");
+            assert_eq!(refused.code(), svrkit::Code::AlreadyExists);
+            assert_eq!(refused.reason(), Some("client_msg_id_reused"));
+        }
+        let nowhere = s
+            .claim_client_id(claim(0, 0, 11))
+            .await
+            .expect_err("no chat");
+        assert_eq!(nowhere.code(), svrkit::Code::InvalidArgument);
+        // In a mailbox, a direct message and a group message with one client id are two
+        // messages: the second is stored, not taken for the first.
+        assert!(
+            deliver(&s, message(1, now, "dup1"))
+                .await
+                .expect("direct")
+                .stored
+        );
+        let in_group = StoredMessage {
+            group_id: 5,
+            ..message(2, now, "dup1")
+        };
+        let stored = deliver(&s, in_group).await.expect("group copy");
+        assert!(stored.stored, "the group's copy is delivered");
+        assert_eq!(seqs(&s).await, [1, 2]);
+        // Within one conversation, the id with another text is refused, never acknowledged.
+        let other_text = StoredMessage {
+            text: "something else".to_string(),
+            ..message(3, now, "dup1")
+        };
+        let refused = deliver(&s, other_text).await.expect_err("other text");
+        assert_eq!(refused.reason(), Some("client_msg_id_reused"));
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }

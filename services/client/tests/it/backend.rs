@@ -32,6 +32,12 @@ async fn a_removed_friend_is_a_stranger_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_each_other_at_once_makes_friends() {
+    let backend = Backend::start(Registry::Embedded).await;
+    scenarios::contacts::asking_each_other_at_once_makes_friends(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_log_holds_a_secret() {
     // Debug logs everywhere: secrets must stay out of them too.
     let backend = Backend::start_with(Registry::Embedded, &[("RUST_LOG", "debug")]).await;
@@ -42,6 +48,26 @@ async fn no_log_holds_a_secret() {
     let wrong = serde_json::json!({ "name": user.name, "password": "not the password" });
     harness::refused(&backend.http, "login", wrong, None, 401, "unauthenticated").await;
     backend.assert_logs_hold_no_secrets();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_client_id_is_refused_and_nothing_acknowledged_is_lost() {
+    let backend = Backend::start(Registry::Embedded).await;
+    scenarios::messaging::a_reused_client_id_is_refused_and_nothing_acknowledged_is_lost(&backend)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_pages_are_bounded_in_bytes() {
+    let backend = Backend::start(Registry::Embedded).await;
+    scenarios::messaging::sync_pages_are_bounded_in_bytes(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_stops_acting_even_if_its_close_is_lost() {
+    // Every action checks its session (no trust window): the test needs no waiting.
+    let backend = Backend::start_with(Registry::Embedded, &[("WX_SESSION_RECHECK_MS", "0")]).await;
+    scenarios::edge::a_revoked_session_stops_acting_even_if_its_close_is_lost(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,6 +167,12 @@ async fn moments_visibility_matrix() {
 async fn moments_likes_comments_deletion_and_refusals() {
     let backend = Backend::start(Registry::Embedded).await;
     scenarios::moments::likes_comments_deletion_and_refusals(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_learn_nothing_of_posts_they_may_not_see() {
+    let backend = Backend::start(Registry::Embedded).await;
+    scenarios::moments::strangers_learn_nothing_of_posts_they_may_not_see(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

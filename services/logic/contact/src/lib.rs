@@ -26,7 +26,10 @@ use wx_api::contact::{
 use wx_api::storage::{
     ContactStoreClient, Edge, EdgeState, GetEdgesRequest, ListEdgesRequest, PutEdgeRequest,
 };
-use wx_api::{MAX_FRIENDS, acting_user, by_uid};
+use wx_api::{MAX_FRIENDS, acting_user, by_uid, retry_on_conflict};
+
+/// How many times a friend request reads the edges again after losing a race for them.
+const REQUEST_ATTEMPTS: usize = 4;
 
 /// The contact service.
 #[derive(Debug, Clone)]
@@ -207,6 +210,12 @@ impl ContactService {
             .put(me, peer, EdgeState::Friend, "", mine.version)
             .await
         {
+            // A lost race (ABORTED: our side changed since we read it, as when they accept
+            // or ask at the same moment) is left for the caller to read again; their side
+            // may already be the friendship they completed.
+            if e.code() == Code::Aborted {
+                return Err(e);
+            }
             // Our side refused (our friend ceiling, say): their side goes back to waiting.
             let now = self.side(peer, me).await?;
             if now.state == EdgeState::Friend && theirs.state != EdgeState::Friend {
@@ -217,6 +226,68 @@ impl ContactService {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// One attempt of a friend request from `me` to `peer` (`retried`: after losing a
+    /// race for the edges).
+    async fn request_once(
+        &self,
+        me: u64,
+        peer: u64,
+        greeting: &str,
+        retried: bool,
+    ) -> Result<RelationReply, Status> {
+        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
+        if theirs.state == EdgeState::Blocked {
+            // Answered as any request is, so the block is not revealed: the asker's side
+            // says "sent", the blocker never hears of it.
+            if mine.state == EdgeState::None {
+                self.put(me, peer, EdgeState::RequestSent, greeting, mine.version)
+                    .await?;
+            }
+            return Ok(Self::reply(peer, Relation::RequestSent));
+        }
+        // They asked first, so asking back is accepting. That includes a request they made
+        // while we blocked them, which we never heard of (our side is NONE).
+        let they_asked = mine.state == EdgeState::RequestReceived
+            || (mine.state == EdgeState::None && theirs.state == EdgeState::RequestSent);
+        match mine.state {
+            EdgeState::Blocked => Err(Status::failed_precondition(format!(
+                "you blocked user {peer}; unblock them first"
+            ))),
+            // Friends by a race this request lost (the other side accepted meanwhile).
+            EdgeState::Friend if retried => Ok(Self::reply(peer, Relation::Friend)),
+            EdgeState::Friend => Err(Status::already_exists(format!(
+                "you and user {peer} are friends already"
+            ))),
+            EdgeState::RequestSent => Ok(Self::reply(peer, Relation::RequestSent)),
+            _ if they_asked => {
+                self.befriend(me, &mine, peer, &theirs).await?;
+                self.push(peer, "friend_accepted", serde_json::json!({ "by": me }))
+                    .await;
+                Ok(Self::reply(peer, Relation::Friend))
+            }
+            // NONE here: RECEIVED went to the arm above.
+            EdgeState::None | EdgeState::RequestReceived => {
+                self.put(
+                    peer,
+                    me,
+                    EdgeState::RequestReceived,
+                    greeting,
+                    theirs.version,
+                )
+                .await?;
+                self.put(me, peer, EdgeState::RequestSent, greeting, mine.version)
+                    .await?;
+                self.push(
+                    peer,
+                    "friend_request",
+                    serde_json::json!({ "from": me, "greeting": greeting }),
+                )
+                .await;
+                Ok(Self::reply(peer, Relation::RequestSent))
+            }
+        }
     }
 
     /// Removes the edges between the acting user `me` and `peer`: theirs first (unless it
@@ -251,67 +322,14 @@ impl Contact for ContactService {
         if exists.first() != Some(&true) {
             return Err(Status::not_found(format!("no user {peer}")).with_reason("unknown_user"));
         }
-        let (mine, theirs) = tokio::try_join!(self.side(me, peer), self.side(peer, me))?;
-        if theirs.state == EdgeState::Blocked {
-            // Answered as any request is, so the block is not revealed: the asker's side
-            // says "sent", the blocker never hears of it.
-            if mine.state == EdgeState::None {
-                self.put(
-                    me,
-                    peer,
-                    EdgeState::RequestSent,
-                    &request.greeting,
-                    mine.version,
-                )
-                .await?;
-            }
-            return Ok(Self::reply(peer, Relation::RequestSent));
-        }
-        // They asked first, so asking back is accepting. That includes a request they made
-        // while we blocked them, which we never heard of (our side is NONE).
-        let they_asked = mine.state == EdgeState::RequestReceived
-            || (mine.state == EdgeState::None && theirs.state == EdgeState::RequestSent);
-        match mine.state {
-            EdgeState::Blocked => Err(Status::failed_precondition(format!(
-                "you blocked user {peer}; unblock them first"
-            ))),
-            EdgeState::Friend => Err(Status::already_exists(format!(
-                "you and user {peer} are friends already"
-            ))),
-            EdgeState::RequestSent => Ok(Self::reply(peer, Relation::RequestSent)),
-            _ if they_asked => {
-                self.befriend(me, &mine, peer, &theirs).await?;
-                self.push(peer, "friend_accepted", serde_json::json!({ "by": me }))
-                    .await;
-                Ok(Self::reply(peer, Relation::Friend))
-            }
-            // NONE here: RECEIVED went to the arm above.
-            EdgeState::None | EdgeState::RequestReceived => {
-                self.put(
-                    peer,
-                    me,
-                    EdgeState::RequestReceived,
-                    &request.greeting,
-                    theirs.version,
-                )
-                .await?;
-                self.put(
-                    me,
-                    peer,
-                    EdgeState::RequestSent,
-                    &request.greeting,
-                    mine.version,
-                )
-                .await?;
-                self.push(
-                    peer,
-                    "friend_request",
-                    serde_json::json!({ "from": me, "greeting": request.greeting }),
-                )
-                .await;
-                Ok(Self::reply(peer, Relation::RequestSent))
-            }
-        }
+        // Two people who ask each other at once both read "nothing yet" and race for the
+        // same edges: the loser reads again, finds the other's request and accepts it.
+        let mut retried = false;
+        retry_on_conflict(REQUEST_ATTEMPTS, || {
+            let again = std::mem::replace(&mut retried, true);
+            self.request_once(me, peer, &request.greeting, again)
+        })
+        .await
     }
 
     async fn accept(&self, request: PeerRequest) -> Result<RelationReply, Status> {

@@ -39,9 +39,9 @@ use wx_api::message::{
 };
 use wx_api::seq::{NextRequest, SeqClient};
 use wx_api::storage::{
-    AckRequest, ContactStoreClient, DeliverMessageRequest, EdgeState, GetEdgesRequest,
-    GetGroupRequest, GroupRecord, ListChangesRequest, MsgStoreClient, PostGroupMessageRequest,
-    PutGroupRequest, ReadMailboxRequest, StoredMessage,
+    AckRequest, ClaimClientIdRequest, ContactStoreClient, DeliverMessageRequest, EdgeState,
+    GetEdgesRequest, GetGroupRequest, GroupRecord, ListChangesRequest, MsgStoreClient,
+    PostGroupMessageRequest, PutGroupRequest, ReadMailboxRequest, StoredMessage,
 };
 use wx_api::{acting_user, by_uid, retry_on_conflict};
 
@@ -142,6 +142,34 @@ impl MessageService {
         .await
     }
 
+    /// Claims the client's message id `id` of `sender` for one message: to the group
+    /// `group_id`, or (when it is 0) to `peer`, with `text`. A re-send of that message
+    /// passes; the same id for another conversation or text is refused ALREADY_EXISTS
+    /// (`client_msg_id_reused`) before anything is stored, so an id can never make a
+    /// mailbox take a new message for an old one and acknowledge it undelivered.
+    async fn claim(
+        &self,
+        sender: u64,
+        id: &str,
+        group_id: u64,
+        peer: u64,
+        text: &str,
+    ) -> Result<(), Status> {
+        self.store
+            .claim_client_id_with(
+                ClaimClientIdRequest {
+                    owner: sender,
+                    client_msg_id: id.to_string(),
+                    group_id,
+                    peer,
+                    digest: text_digest(text),
+                },
+                by_uid(sender),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Stores `message` in `owner`'s mailbox under a fresh sequence of `owner`.
     async fn deliver(&self, owner: u64, message: StoredMessage) -> Result<StoredMessage, Status> {
         retry_on_conflict(DELIVERY_ATTEMPTS, || {
@@ -217,7 +245,63 @@ fn info(g: GroupRecord) -> GroupInfo {
     }
 }
 
+/// The most bytes of message text one sync page carries (about 16 full-length messages):
+/// a page is bounded by size as well as by count, and the SyncKey continues it, so a
+/// client's one small request can never ask the gateway for megabytes.
+pub const MAX_SYNC_BYTES: usize = 256 * 1024;
+/// What a message costs a page besides its text (ids, numbers, field names).
+const MESSAGE_OVERHEAD_BYTES: usize = 160;
+
+/// Keeps the oldest messages whose size fits `budget` (the first always, so every page
+/// moves the key forward); true when some were cut.
+fn keep_within(messages: &mut Vec<StoredMessage>, budget: usize) -> bool {
+    let mut used = 0;
+    let fit = messages
+        .iter()
+        .take_while(|m| {
+            used += m.text.len() + m.client_msg_id.len() + MESSAGE_OVERHEAD_BYTES;
+            used <= budget
+        })
+        .count()
+        .max(1)
+        .min(messages.len());
+    let cut = fit < messages.len();
+    messages.truncate(fit);
+    cut
+}
+
+/// The longest group name, in characters.
+pub const MAX_GROUP_NAME_CHARS: usize = 64;
+
+/// Checks a group's name: at most [`MAX_GROUP_NAME_CHARS`] characters, none of them a
+/// control character (NUL, newlines, escapes: a name is one line of text on every
+/// member's screen).
+fn check_group_name(name: &str) -> Result<(), Status> {
+    if name.chars().count() > MAX_GROUP_NAME_CHARS {
+        return Err(Status::invalid_argument(format!(
+            "a group name is at most {MAX_GROUP_NAME_CHARS} characters"
+        ))
+        .with_reason("bad_group_name"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(
+            "a group name is one line of text: no control characters (NUL, newlines, tabs)",
+        )
+        .with_reason("bad_group_name"));
+    }
+    Ok(())
+}
+
 /// Checks a message's text and client id; the errors name their reason first.
+/// A digest of a message's text (FNV-1a, 64 bits): stable across builds and processes, as
+/// claims are stored; it tells a re-send from another message with the same id, which
+/// only its sender could forge.
+fn text_digest(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 fn check_text(text: &str, client_msg_id: &str) -> Result<(), Status> {
     if text.trim().is_empty() {
         return Err(Status::invalid_argument("a message needs some text").with_reason("empty_text"));
@@ -301,6 +385,8 @@ impl Message for MessageService {
         let client_msg_id = if request.client_msg_id.is_empty() {
             format!("server-{:x}", svrkit::context::random_u64())
         } else {
+            self.claim(me, &request.client_msg_id, 0, request.to, &request.text)
+                .await?;
             request.client_msg_id
         };
         let message = StoredMessage {
@@ -394,7 +480,9 @@ impl Message for MessageService {
         }
         let profile = profiles.profiles.into_iter().next();
         let profile_version = profile.as_ref().map_or(key.profile, |p| p.version);
-        let newest = read.messages.last().map_or(key.messages, |m| m.seq);
+        let mut messages = read.messages;
+        let cut = keep_within(&mut messages, MAX_SYNC_BYTES);
+        let newest = messages.last().map_or(key.messages, |m| m.seq);
         let contacts_seen = changes.changes.last().map_or(key.contacts, |c| c.counter);
         let next = SyncKey {
             uid: me,
@@ -403,9 +491,9 @@ impl Message for MessageService {
             messages: newest.max(key.messages),
         };
         Ok(SyncReply {
-            messages: read.messages.into_iter().map(chat).collect(),
+            messages: messages.into_iter().map(chat).collect(),
             profile: profile.filter(|p| p.version > key.profile),
-            has_more: read.has_more || changes.has_more,
+            has_more: cut || read.has_more || changes.has_more,
             sync_key: next.encode(),
             contacts: changes.changes,
         })
@@ -422,11 +510,7 @@ impl Message for MessageService {
                 wx_api::MAX_GROUP_MEMBERS
             )));
         }
-        if request.name.chars().count() > 64 {
-            return Err(Status::invalid_argument(
-                "a group name is at most 64 characters",
-            ));
-        }
+        check_group_name(&request.name)?;
         self.all_friends(me, &members).await?;
         members.insert(0, me);
         let group = GroupRecord {
@@ -492,6 +576,14 @@ impl Message for MessageService {
         let client_msg_id = if request.client_msg_id.is_empty() {
             format!("server-{:x}", svrkit::context::random_u64())
         } else {
+            self.claim(
+                me,
+                &request.client_msg_id,
+                request.group_id,
+                0,
+                &request.text,
+            )
+            .await?;
             request.client_msg_id
         };
         let message = StoredMessage {
@@ -533,5 +625,61 @@ impl Message for MessageService {
     async fn get_group_info(&self, request: GroupInfoRequest) -> Result<GroupInfo, Status> {
         let me = acting_user()?;
         Ok(info(self.group_of(request.group_id, me).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_are_one_line_of_bounded_text() {
+        assert!(check_group_name("lunch 🍜").is_ok());
+        assert!(check_group_name("").is_ok());
+        assert!(check_group_name(&"x".repeat(MAX_GROUP_NAME_CHARS)).is_ok());
+        for bad in ["a\0b", "two\nlines", "tab\there", "\u{1b}[31mred"] {
+            let refused = check_group_name(bad).expect_err(bad);
+            assert_eq!(refused.reason(), Some("bad_group_name"), "{bad:?}");
+        }
+        assert!(check_group_name(&"x".repeat(MAX_GROUP_NAME_CHARS + 1)).is_err());
+    }
+
+    #[test]
+    fn a_sync_page_is_bounded_by_bytes_and_always_moves_on() {
+        let message = |seq: u64, len: usize| StoredMessage {
+            seq,
+            text: "x".repeat(len),
+            ..StoredMessage::default()
+        };
+        let mut big: Vec<StoredMessage> = (1..=200).map(|s| message(s, MAX_TEXT_BYTES)).collect();
+        assert!(keep_within(&mut big, MAX_SYNC_BYTES), "cut");
+        let bytes: usize = big.iter().map(|m| m.text.len()).sum();
+        assert!(
+            bytes <= MAX_SYNC_BYTES && big.len() >= 15,
+            "{} messages, {bytes} bytes",
+            big.len()
+        );
+        assert_eq!(
+            big.last().map(|m| m.seq),
+            Some(big.len() as u64),
+            "the oldest first"
+        );
+        // One message larger than the budget still goes alone: the key moves on.
+        let mut one = vec![message(1, 100), message(2, 100)];
+        assert!(keep_within(&mut one, 10));
+        assert_eq!(one.len(), 1);
+        // Small pages are untouched.
+        let mut small: Vec<StoredMessage> = (1..=50).map(|s| message(s, 10)).collect();
+        assert!(!keep_within(&mut small, MAX_SYNC_BYTES));
+        assert_eq!(small.len(), 50);
+        assert!(!keep_within(&mut Vec::new(), MAX_SYNC_BYTES));
+    }
+
+    #[test]
+    fn text_digests_are_stable_and_tell_texts_apart() {
+        // FNV-1a's published vectors: claims stored today must match tomorrow's digests.
+        assert_eq!(text_digest(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(text_digest("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(text_digest("hello A"), text_digest("hello B"));
     }
 }

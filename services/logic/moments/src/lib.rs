@@ -362,6 +362,7 @@ impl Moments for MomentsService {
     async fn unlike(&self, request: PostRef) -> Result<LikeReply, Status> {
         let me = acting_user()?;
         let key = key_of(Some(&request))?;
+        self.visible(me, key).await?;
         let reply = self
             .store
             .set_like_with(
@@ -438,6 +439,9 @@ impl Moments for MomentsService {
     async fn uncomment(&self, request: UncommentRequest) -> Result<DeleteReply, Status> {
         let me = acting_user()?;
         let key = key_of(request.post.as_ref())?;
+        // Whoever may not see the post hears what they would of a post that does not
+        // exist, whether it has comments or not.
+        self.visible(me, key).await?;
         self.store
             .delete_comment_with(
                 DeleteCommentRequest {

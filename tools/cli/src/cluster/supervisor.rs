@@ -335,8 +335,8 @@ impl Supervisor {
             // Its own certificate, naming its service (gray instances too).
             command.envs(certs.env(&unit.service, &unit.id)?);
         }
-        let mut child = command
-            .spawn()
+        let mut child = spawn_busy_tolerant(&mut command)
+            .await
             .with_context(|| format!("starting {}", unit.binary.display()))?;
         let pid = child.id();
         self.update_instance(&unit.id, |v| {
@@ -594,8 +594,33 @@ impl Supervisor {
             }
             n += 1;
         };
-        std::fs::copy(binary, &path)
-            .with_context(|| format!("copying {} to {}", binary.display(), path.display()))?;
+        // Written under a temporary name and renamed: the name an instance executes only
+        // ever holds a complete binary that nothing has open for writing.
+        let partial = dir.join(format!(".{name}-{n}.partial-{}", std::process::id()));
+        std::fs::copy(binary, &partial)
+            .with_context(|| format!("copying {} to {}", binary.display(), partial.display()))?;
+        std::fs::rename(&partial, &path)
+            .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
         Ok(path)
     }
+}
+
+/// Spawns `command`, trying again a few times while the kernel answers "text file busy"
+/// (ETXTBSY): a binary just written can still be open for writing in a child that another
+/// thread forked at that moment and that has not yet run its own program.
+async fn spawn_busy_tolerant(
+    command: &mut tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    const ETXTBSY: i32 = 26;
+    let mut pause = std::time::Duration::from_millis(10);
+    for _ in 0..5 {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    command.spawn()
 }

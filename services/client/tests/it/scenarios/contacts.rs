@@ -133,6 +133,28 @@ pub async fn a_removed_friend_is_a_stranger_again(backend: &Backend) {
     assert_eq!(alice.friends().await, Vec::<u64>::new());
 }
 
+/// Two people who ask each other at the same moment end as friends, every time: the
+/// request that loses the race for the edges reads them again and accepts the other's.
+pub async fn asking_each_other_at_once_makes_friends(backend: &Backend) {
+    for trial in 0..10 {
+        let a = backend.session("mutual_a").await;
+        let b = backend.session("mutual_b").await;
+        let (from_a, from_b) = tokio::join!(
+            a.call("friends.request", json!({ "peer": b.uid })),
+            b.call("friends.request", json!({ "peer": a.uid })),
+        );
+        for answer in [&from_a, &from_b] {
+            let relation = answer["relation"].as_str().unwrap_or_default();
+            assert!(
+                relation == "request_sent" || relation == "friend",
+                "trial {trial}: {answer}"
+            );
+        }
+        assert_eq!(a.friends().await, vec![b.uid], "trial {trial}");
+        assert_eq!(b.friends().await, vec![a.uid], "trial {trial}");
+    }
+}
+
 /// Everything a person does with contacts, in order (the four scenarios above), as one
 /// session: what the log and metrics suites drive through every tier.
 pub async fn every_contact_scenario(backend: &Backend) {

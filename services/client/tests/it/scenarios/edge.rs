@@ -570,3 +570,59 @@ pub async fn memory_stays_bounded_under_attack(backend: &Backend) {
     drop(idle);
     drop(stalled);
 }
+
+/// A connection does not act on a revoked session even when the push that would close
+/// it never comes (here the session is deleted in the store, as a logout does, with no
+/// push at all): the next action is refused `unauthenticated`, the connection is told
+/// `session_ended` and closed; another session of the same user carries on.
+pub async fn a_revoked_session_stops_acting_even_if_its_close_is_lost(backend: &Backend) {
+    use wx_api::storage::{AccountStoreClient, GetSessionRequest, account_store_methods};
+    let user = backend.session("revoked").await;
+    let mut ws = user.connect(backend.ws[0]).await;
+    let mut other = backend.session_of(&user).await.connect(backend.ws[1]).await;
+    let listed = ws.call("friends.list", json!({})).await.expect("an answer");
+    assert_eq!(listed["ok"], true, "{listed}");
+
+    let (uid, session_id) = user.token.split_once('.').expect("uid.session");
+    let store = AccountStoreClient::new(
+        backend
+            .store_channel(account_store_methods::SERVICE_NAME, "account-1")
+            .await,
+    );
+    let uid: u64 = uid.parse().expect("a uid");
+    store
+        .delete_session_with(
+            GetSessionRequest {
+                uid,
+                session_id: session_id.to_string(),
+            },
+            wx_api::by_uid(uid),
+        )
+        .await
+        .expect("revoked in the store");
+
+    let refused = ws
+        .call("profile.update", json!({ "signature": "still me?" }))
+        .await
+        .expect("an answer");
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["error"]["code"], "unauthenticated", "{refused}");
+    let push = ws
+        .push(svrkit_testkit::PATIENCE)
+        .await
+        .expect("told the session ended");
+    assert_eq!(push["push"], "session_ended", "{push}");
+    assert!(
+        ws.call("friends.list", json!({})).await.is_err(),
+        "the revoked connection is closed"
+    );
+    let profile = other
+        .call("profile.get", json!({}))
+        .await
+        .expect("an answer");
+    assert_eq!(
+        profile["ok"], true,
+        "the other session carries on: {profile}"
+    );
+    assert_ne!(profile["result"]["profile"]["signature"], "still me?");
+}

@@ -785,3 +785,113 @@ pub async fn the_sending_connection_is_not_pushed_its_own_message(backend: &Back
         assert_eq!(push["push"], "sync", "{push}");
     }
 }
+
+/// A client message id names one message of one conversation: reusing it for another
+/// chat, a group or another text is refused with a clear conflict before anything is
+/// acknowledged, a true re-send is the same message, and every acknowledged message
+/// reaches its readers (a reused id once made a group message vanish after a 200).
+pub async fn a_reused_client_id_is_refused_and_nothing_acknowledged_is_lost(backend: &Backend) {
+    let b = backend.session("b").await;
+    let a = backend.session("a").await;
+    let c = backend.session("c").await;
+    b.befriend(&a).await;
+    b.befriend(&c).await;
+    let group = b
+        .call(
+            "group.create",
+            json!({ "name": "ids", "members": [a.uid, c.uid] }),
+        )
+        .await["group"]["group_id"]
+        .as_u64()
+        .expect("a group");
+
+    let direct = json!({ "to": a.uid, "text": "hello A", "client_msg_id": "dup1" });
+    let first = b.call("message.send", direct.clone()).await;
+    let reuses = [
+        (
+            "group.send",
+            json!({ "group_id": group, "text": "hello all", "client_msg_id": "dup1" }),
+        ),
+        (
+            "message.send",
+            json!({ "to": c.uid, "text": "hello A", "client_msg_id": "dup1" }),
+        ),
+        (
+            "message.send",
+            json!({ "to": a.uid, "text": "changed", "client_msg_id": "dup1" }),
+        ),
+    ];
+    for (action, body) in reuses {
+        let refused = b.refused(action, body, 409, "already_exists").await;
+        assert_eq!(refused.reason(), "client_msg_id_reused", "{action}");
+    }
+    // The true re-send is the same message.
+    let again = b.call("message.send", direct).await;
+    assert_eq!(again["msg_id"], first["msg_id"]);
+
+    // What was acknowledged arrives, once: the direct message at A (and in B's own
+    // mailbox), a group message with a fresh id at every member.
+    let sent = b
+        .call(
+            "group.send",
+            json!({ "group_id": group, "text": "hello all", "client_msg_id": "dup2" }),
+        )
+        .await;
+    assert!(sent["msg_id"].is_string(), "{sent}");
+    until_delivered(
+        backend,
+        &[(*a).clone(), (*b).clone(), (*c).clone()],
+        group,
+        1,
+    )
+    .await;
+    for reader in [&a, &b] {
+        let (all, _) = sync_all(backend, reader, "check-direct", "").await;
+        let direct: Vec<&Value> = all.iter().filter(|m| m["group_id"] == 0).collect();
+        assert_eq!(direct.len(), 1, "{}: {all:?}", reader.name);
+        assert_eq!(direct[0]["msg_id"], first["msg_id"]);
+        assert_eq!(direct[0]["text"], "hello A");
+    }
+    let (at_c, _) = sync_all(backend, &c, "check-direct", "").await;
+    assert!(
+        at_c.iter().all(|m| m["group_id"] == group),
+        "C was sent nothing directly: {at_c:?}"
+    );
+}
+
+/// A sync page is bounded in bytes as well as in count: forty messages of the longest
+/// text come in pages of at most a few hundred KiB, each continued by its SyncKey, and
+/// every message arrives exactly once (one small request once answered 13 MB).
+pub async fn sync_pages_are_bounded_in_bytes(backend: &Backend) {
+    let alice = backend.session("alice").await;
+    let bob = backend.session("bob").await;
+    alice.befriend(&bob).await;
+    let long = "x".repeat(16 * 1024);
+    for i in 0..40 {
+        alice.send(&bob, &format!("{i:02}{}", &long[2..])).await;
+    }
+    let first = bob.call("sync", json!({ "device": "pages" })).await;
+    let page = first["messages"].as_array().map_or(0, Vec::len);
+    let bytes = first.to_string().len();
+    assert!(page > 0 && page < 40, "one page held {page} of 40 messages");
+    assert_eq!(first["has_more"], true);
+    assert!(bytes < 512 * 1024, "one sync page was {bytes} bytes");
+    let (rest, _) = sync_all(
+        backend,
+        &bob,
+        "pages",
+        first["sync_key"].as_str().expect("a key"),
+    )
+    .await;
+    let mut got: Vec<String> = first["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(rest.iter())
+        .filter_map(|m| m["text"].as_str().map(|t| t[..2].to_string()))
+        .collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("{i:02}")).collect();
+    assert_eq!(got.len(), 40, "every message once");
+    got.sort();
+    assert_eq!(got, expected);
+}

@@ -670,3 +670,64 @@ pub async fn fanout_survives_a_crash(backend: &mut Backend) {
     }
     until_in_timeline(backend, &author, &[post]).await;
 }
+
+/// Whatever a stranger may not see answers exactly as if it did not exist: every action
+/// on a post (one with likes and comments) gets the answer a missing post gets, so a
+/// stranger cannot list which posts exist or have comments.
+pub async fn strangers_learn_nothing_of_posts_they_may_not_see(backend: &Backend) {
+    let carol = backend.session("carol").await;
+    let dan = backend.session("dan").await;
+    let eve = backend.session("eve").await;
+    carol.befriend(&dan).await;
+    let posted = carol.post(json!({ "text": "friends only" })).await;
+    let (author, seq) = (
+        posted["author"].as_u64().expect("author"),
+        posted["seq"].as_u64().expect("seq"),
+    );
+    let real = json!({ "author": author, "seq": seq });
+    until_in_timeline(backend, &dan, &[(author, seq)]).await;
+    dan.call("moments.like", real.clone()).await;
+    let comment = dan
+        .call(
+            "moments.comment",
+            json!({ "author": author, "seq": seq, "text": "hi" }),
+        )
+        .await["comment"]["comment_id"]
+        .as_u64()
+        .expect("a comment");
+    let missing = json!({ "author": author, "seq": seq + 1_000 });
+    let with = |post: &Value, extra: Value| {
+        let mut body = post.clone();
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        body
+    };
+    for (action, extra) in [
+        ("moments.uncomment", json!({ "comment_id": comment })),
+        ("moments.unlike", json!({})),
+        ("moments.like", json!({})),
+        ("moments.comment", json!({ "text": "x" })),
+        ("moments.get", json!({})),
+    ] {
+        let on_real = eve
+            .refused(action, with(&real, extra.clone()), 403, "permission_denied")
+            .await;
+        let on_missing = eve
+            .refused(action, with(&missing, extra), 403, "permission_denied")
+            .await;
+        assert_eq!(on_real.reason(), "not_visible", "{action}");
+        assert_eq!(
+            (on_real.reason(), on_real.body["error"]["message"].clone()),
+            (
+                on_missing.reason(),
+                on_missing.body["error"]["message"].clone()
+            ),
+            "{action}: a stranger tells an existing post from a missing one"
+        );
+    }
+    // Nothing the stranger tried changed the post.
+    let seen = dan.call("moments.get", real).await;
+    assert_eq!(seen["post"]["likes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(seen["post"]["comments"].as_array().map(Vec::len), Some(1));
+}
