@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use svrkit::{Channel, Status};
 
+use crate::storage::LeaseJobsReply;
+
 /// How long a worker holds a job before another may take it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
 /// How often every shard is swept for jobs nobody is working on.
@@ -46,6 +48,36 @@ pub struct Lease<J> {
     pub depth: u64,
     /// The age of the oldest job on the shard, in milliseconds.
     pub lag_ms: u64,
+}
+
+impl<J: prost::Message + Default> Lease<J> {
+    /// The jobs of a reply of the shared queue shape, decoded. A job that does not decode
+    /// is a bug of its producer: the lease fails loudly rather than dropping it (it stays
+    /// in the queue, leased again after its lease).
+    pub fn decode(reply: LeaseJobsReply) -> Result<Lease<J>, Status> {
+        let jobs = reply
+            .jobs
+            .into_iter()
+            .map(|leased| {
+                J::decode(leased.job)
+                    .map(|job| LeasedJob {
+                        job_id: leased.job_id,
+                        job,
+                    })
+                    .map_err(|e| {
+                        Status::data_loss(format!(
+                            "fan-out job {} does not decode: {e}",
+                            leased.job_id
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Lease {
+            jobs,
+            depth: reply.depth,
+            lag_ms: reply.lag_ms,
+        })
+    }
 }
 
 /// The names of a worker's metrics (gauges of the queue, a counter of jobs done).

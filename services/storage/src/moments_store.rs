@@ -14,20 +14,17 @@
 //! sequence, and a reverse range scan reads it newest first. Comment ids count up per
 //! post (1, 2, …) so comments read back in the order they were made.
 
-use std::time::Duration;
-
 use fjall::Keyspace;
 use prost::Message;
 use svrkit::Status;
 use wx_api::storage::moments_store_server::MomentsStore;
 use wx_api::storage::{
-    AckTimelineJobReply, AckTimelineJobRequest, AddCommentRequest, AddToTimelinesReply,
-    AddToTimelinesRequest, DeleteCommentReply, DeleteCommentRequest, DeletePostReply,
-    GetPostsReply, GetPostsRequest, LeaseTimelineJobsReply, LeaseTimelineJobsRequest,
-    LeasedTimelineJob, ListPullAuthorsReply, ListPullAuthorsRequest, MarkPullAuthorReply,
-    MarkPullAuthorRequest, MomentComment, MomentLike, MomentPost, PostKey, PublishReply,
-    PublishRequest, ReadTimelineReply, ReadTimelineRequest, SetLikeReply, SetLikeRequest,
-    StoredMoment, TimelineEntry, TimelineJob,
+    AckJobReply, AckJobRequest, AddCommentRequest, AddToTimelinesReply, AddToTimelinesRequest,
+    DeleteCommentReply, DeleteCommentRequest, DeletePostReply, GetPostsReply, GetPostsRequest,
+    LeaseJobsReply, LeaseJobsRequest, ListPullAuthorsReply, ListPullAuthorsRequest,
+    MarkPullAuthorReply, MarkPullAuthorRequest, MomentComment, MomentLike, MomentPost, PostKey,
+    PublishReply, PublishRequest, ReadTimelineReply, ReadTimelineRequest, SetLikeReply,
+    SetLikeRequest, StoredMoment, TimelineEntry, TimelineJob,
 };
 
 use crate::codec::{decode, get, id_key, pair_key, word};
@@ -404,36 +401,18 @@ impl MomentsStore for MomentsStoreService {
 
     async fn lease_timeline_jobs(
         &self,
-        request: LeaseTimelineJobsRequest,
-    ) -> Result<LeaseTimelineJobsReply, Status> {
-        let lease = Duration::from_millis(request.lease_ms.clamp(100, 600_000));
-        let only = (request.job_id != 0).then_some(request.job_id);
-        let jobs = self.jobs.lease(request.max as usize, lease, only)?;
-        let (depth, lag_ms) = match only {
-            Some(_) => (0, 0),
-            None => self.jobs.depth()?,
-        };
-        metrics::gauge!("wx_momentsstore_fanout_depth").set(depth as f64);
-        let mut leased = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            leased.push(LeasedTimelineJob {
-                job_id: job.id,
-                job: Some(decode(&job.id.to_be_bytes(), &job.payload)?),
-            });
+        request: LeaseJobsRequest,
+    ) -> Result<LeaseJobsReply, Status> {
+        let reply = self.jobs.answer_lease(&request)?;
+        if request.job_id == 0 {
+            metrics::gauge!("wx_momentsstore_fanout_depth").set(reply.depth as f64);
         }
-        Ok(LeaseTimelineJobsReply {
-            jobs: leased,
-            depth,
-            lag_ms,
-        })
+        Ok(reply)
     }
 
-    async fn ack_timeline_job(
-        &self,
-        request: AckTimelineJobRequest,
-    ) -> Result<AckTimelineJobReply, Status> {
+    async fn ack_timeline_job(&self, request: AckJobRequest) -> Result<AckJobReply, Status> {
         self.jobs.ack(request.job_id).await?;
-        Ok(AckTimelineJobReply {})
+        Ok(AckJobReply {})
     }
 
     async fn mark_pull_author(
@@ -578,7 +557,7 @@ mod tests {
         let outbox = timeline(&s, 1, None, 10, true).await;
         assert_eq!(outbox.entries, [entry(100, 1, 3)]);
         let jobs = s
-            .lease_timeline_jobs(LeaseTimelineJobsRequest {
+            .lease_timeline_jobs(LeaseJobsRequest {
                 max: 10,
                 lease_ms: 60_000,
                 job_id: 0,
@@ -586,10 +565,8 @@ mod tests {
             .await
             .expect("lease");
         assert_eq!(jobs.jobs.len(), 1);
-        assert_eq!(
-            jobs.jobs[0].job.as_ref().map(|j| j.recipients.clone()),
-            Some(vec![2, 3])
-        );
+        let job = wx_api::storage::TimelineJob::decode(jobs.jobs[0].job.clone()).expect("a job");
+        assert_eq!(job.recipients, [2, 3]);
 
         let key = PostKey { author: 1, seq: 3 };
         let like = |from, on| SetLikeRequest {

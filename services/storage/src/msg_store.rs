@@ -14,11 +14,11 @@ use prost::Message;
 use svrkit::Status;
 use wx_api::storage::msg_store_server::MsgStore;
 use wx_api::storage::{
-    AckFanoutReply, AckFanoutRequest, AckReply, AckRequest, ClaimClientIdReply,
-    ClaimClientIdRequest, DeliverBatchReply, DeliverBatchRequest, DeliverMessageReply,
-    DeliverMessageRequest, DeliveryOutcome, FanoutJob, GetGroupRequest, GroupRecord,
-    LeaseFanoutReply, LeaseFanoutRequest, LeasedJob, PostGroupMessageReply,
-    PostGroupMessageRequest, PutGroupRequest, ReadMailboxReply, ReadMailboxRequest, StoredMessage,
+    AckJobReply, AckJobRequest, AckReply, AckRequest, ClaimClientIdReply, ClaimClientIdRequest,
+    DeliverBatchReply, DeliverBatchRequest, DeliverMessageReply, DeliverMessageRequest,
+    DeliveryOutcome, FanoutJob, GetGroupRequest, GroupRecord, LeaseJobsReply, LeaseJobsRequest,
+    PostGroupMessageReply, PostGroupMessageRequest, PutGroupRequest, ReadMailboxReply,
+    ReadMailboxRequest, StoredMessage,
 };
 
 use crate::codec::{decode, get, id_key, pair_key, word};
@@ -420,35 +420,18 @@ impl MsgStore for MsgStoreService {
         })
     }
 
-    async fn lease_fanout(&self, request: LeaseFanoutRequest) -> Result<LeaseFanoutReply, Status> {
-        let lease = Duration::from_millis(request.lease_ms.clamp(100, 600_000));
-        let only = (request.job_id != 0).then_some(request.job_id);
-        let jobs = self.fanout.lease(request.max as usize, lease, only)?;
-        // Depth and lag scan the queue: only for sweeps, not on every send's own lease.
-        let (depth, lag_ms) = match only {
-            Some(_) => (0, 0),
-            None => self.fanout.depth()?,
-        };
-        metrics::gauge!("wx_msgstore_fanout_depth").set(depth as f64);
-        metrics::gauge!("wx_msgstore_fanout_lag_seconds").set(lag_ms as f64 / 1000.0);
-        let mut leased = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            leased.push(LeasedJob {
-                job_id: job.id,
-                job: Some(decode(&job.id.to_be_bytes(), &job.payload)?),
-                created_ms: job.created_ms,
-            });
+    async fn lease_fanout(&self, request: LeaseJobsRequest) -> Result<LeaseJobsReply, Status> {
+        let reply = self.fanout.answer_lease(&request)?;
+        if request.job_id == 0 {
+            metrics::gauge!("wx_msgstore_fanout_depth").set(reply.depth as f64);
+            metrics::gauge!("wx_msgstore_fanout_lag_seconds").set(reply.lag_ms as f64 / 1000.0);
         }
-        Ok(LeaseFanoutReply {
-            jobs: leased,
-            depth,
-            lag_ms,
-        })
+        Ok(reply)
     }
 
-    async fn ack_fanout(&self, request: AckFanoutRequest) -> Result<AckFanoutReply, Status> {
+    async fn ack_fanout(&self, request: AckJobRequest) -> Result<AckJobReply, Status> {
         self.fanout.ack(request.job_id).await?;
-        Ok(AckFanoutReply {})
+        Ok(AckJobReply {})
     }
 
     async fn claim_client_id(

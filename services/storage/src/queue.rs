@@ -17,6 +17,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fjall::{Keyspace, OwnedWriteBatch as WriteBatch};
+use wx_api::storage::{LeaseJobsReply, LeaseJobsRequest, LeasedJob};
 
 use crate::codec::word;
 use crate::engine::{Engine, StorageError};
@@ -153,6 +154,31 @@ impl Queue {
         }
         let lag = oldest.map_or(0, |t| wx_api::now_ms().saturating_sub(t));
         Ok((depth, lag))
+    }
+
+    /// Answers a lease request of the shared job-queue shape: the jobs now leased (for
+    /// `lease_ms`, clamped to 0.1 s .. 10 min), and for a sweep (no `job_id`) the
+    /// queue's depth and lag, which scan the queue and are skipped on a send's own lease.
+    pub fn answer_lease(&self, request: &LeaseJobsRequest) -> Result<LeaseJobsReply, StorageError> {
+        let lease = Duration::from_millis(request.lease_ms.clamp(100, 600_000));
+        let only = (request.job_id != 0).then_some(request.job_id);
+        let jobs = self.lease(request.max as usize, lease, only)?;
+        let (depth, lag_ms) = match only {
+            Some(_) => (0, 0),
+            None => self.depth()?,
+        };
+        Ok(LeaseJobsReply {
+            jobs: jobs
+                .into_iter()
+                .map(|job| LeasedJob {
+                    job_id: job.id,
+                    job: job.payload.into(),
+                    created_ms: job.created_ms,
+                })
+                .collect(),
+            depth,
+            lag_ms,
+        })
     }
 }
 

@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use svrkit::{Channel, Status};
 use wx_api::by_uid;
-use wx_api::fanout::{Delivery, FanoutMetrics, FanoutWorker, Lease, LeasedJob};
+use wx_api::fanout::{Delivery, FanoutMetrics, FanoutWorker, Lease};
 use wx_api::seq::{NextRequest, SeqClient};
 use wx_api::storage::{
-    AckFanoutRequest, DeliverBatchRequest, DeliverMessageRequest, FanoutJob, LeaseFanoutRequest,
+    AckJobRequest, DeliverBatchRequest, DeliverMessageRequest, FanoutJob, LeaseJobsRequest,
     MsgStoreClient, StoredMessage,
 };
 
@@ -81,35 +81,22 @@ impl Delivery for GroupDelivery {
         max: u32,
         lease_ms: u64,
         job_id: u64,
-    ) -> Result<Lease<FanoutJob>, Status> {
-        let reply = self
-            .store
-            .lease_fanout_with(
-                LeaseFanoutRequest {
-                    max,
-                    lease_ms,
-                    job_id,
-                },
-                by_uid(shard_key),
-            )
-            .await?;
-        Ok(Lease {
-            jobs: reply
-                .jobs
-                .into_iter()
-                .map(|j| LeasedJob {
-                    job_id: j.job_id,
-                    job: j.job.unwrap_or_default(),
-                })
-                .collect(),
-            depth: reply.depth,
-            lag_ms: reply.lag_ms,
-        })
+    ) -> Result<Lease<Self::Job>, Status> {
+        let request = LeaseJobsRequest {
+            max,
+            lease_ms,
+            job_id,
+        };
+        Lease::decode(
+            self.store
+                .lease_fanout_with(request, by_uid(shard_key))
+                .await?,
+        )
     }
 
     async fn ack(&self, shard_key: u64, job_id: u64) -> Result<(), Status> {
         self.store
-            .ack_fanout_with(AckFanoutRequest { job_id }, by_uid(shard_key))
+            .ack_fanout_with(AckJobRequest { job_id }, by_uid(shard_key))
             .await?;
         Ok(())
     }

@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::future::join_all;
 use svrkit::{Channel, Status};
 use wx_api::by_uid;
-use wx_api::fanout::{Delivery, FanoutMetrics, FanoutWorker, Lease, LeasedJob};
+use wx_api::fanout::{Delivery, FanoutMetrics, FanoutWorker, Lease};
 use wx_api::storage::{
-    AckTimelineJobRequest, AddToTimelinesRequest, LeaseTimelineJobsRequest, MomentsStoreClient,
-    TimelineItem, TimelineJob,
+    AckJobRequest, AddToTimelinesRequest, LeaseJobsRequest, MomentsStoreClient, TimelineItem,
+    TimelineJob,
 };
 
 use crate::events::Events;
@@ -73,35 +73,22 @@ impl Delivery for TimelineDelivery {
         max: u32,
         lease_ms: u64,
         job_id: u64,
-    ) -> Result<Lease<TimelineJob>, Status> {
-        let reply = self
-            .store
-            .lease_timeline_jobs_with(
-                LeaseTimelineJobsRequest {
-                    max,
-                    lease_ms,
-                    job_id,
-                },
-                by_uid(shard_key),
-            )
-            .await?;
-        Ok(Lease {
-            jobs: reply
-                .jobs
-                .into_iter()
-                .map(|j| LeasedJob {
-                    job_id: j.job_id,
-                    job: j.job.unwrap_or_default(),
-                })
-                .collect(),
-            depth: reply.depth,
-            lag_ms: reply.lag_ms,
-        })
+    ) -> Result<Lease<Self::Job>, Status> {
+        let request = LeaseJobsRequest {
+            max,
+            lease_ms,
+            job_id,
+        };
+        Lease::decode(
+            self.store
+                .lease_timeline_jobs_with(request, by_uid(shard_key))
+                .await?,
+        )
     }
 
     async fn ack(&self, shard_key: u64, job_id: u64) -> Result<(), Status> {
         self.store
-            .ack_timeline_job_with(AckTimelineJobRequest { job_id }, by_uid(shard_key))
+            .ack_timeline_job_with(AckJobRequest { job_id }, by_uid(shard_key))
             .await?;
         Ok(())
     }
