@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 
 use crate::server::{ServerSnapshot, ServerStats};
 
+pub mod host;
 pub mod page;
 
 /// Why the admin endpoint could not start.
@@ -208,7 +209,11 @@ impl AdminServer {
             .route("/status", get(status))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
-            .with_state(self);
+            .with_state(self)
+            .layer(axum::middleware::from_fn_with_state(
+                host::AllowedHosts::from_env(host::ALLOWED_HOSTS_VAR),
+                host::check_host,
+            ));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await

@@ -24,11 +24,12 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use svrkit::admin::host::{AllowedHosts, check_host};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 /// Bounds of one gateway's edge.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EdgeLimits {
     /// Connections open at once, at most.
     pub max_connections: usize,
@@ -44,6 +45,10 @@ pub struct EdgeLimits {
     /// account service again: a revoked session (logout, password change) stops acting
     /// within this even when the push that closes its connections is lost.
     pub session_recheck: Duration,
+    /// The host names the gateway answers to besides IP addresses and `localhost` (see
+    /// [`svrkit::admin::host`]): its public names, against DNS rebinding. By default the
+    /// cluster certificate's name (`[tls] edge = true`).
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl EdgeLimits {
@@ -66,6 +71,7 @@ impl Default for EdgeLimits {
             max_per_address: 256,
             max_per_user: EdgeLimits::MAX_PER_USER,
             session_recheck: EdgeLimits::SESSION_RECHECK,
+            allowed_hosts: AllowedHosts::new([svrkit::tls::CLUSTER_SERVER_NAME]),
         }
     }
 }
@@ -174,6 +180,10 @@ pub async fn serve(
     tls: Option<EdgeTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        limits.allowed_hosts.clone(),
+        check_host,
+    ));
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let per_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let (stop, stopping) = watch::channel(false);
@@ -217,6 +227,7 @@ pub async fn serve(
         );
         let stopping = stopping.clone();
         let tls = tls.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             let _permit = (permit, from_address);
             metrics::gauge!("wx_access_connections").increment(1.0);

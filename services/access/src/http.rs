@@ -39,7 +39,7 @@ pub async fn serve(
     tls: Option<crate::edge::EdgeTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router(gateway).layer(axum::Extension(limits));
+    let router = router(gateway).layer(axum::Extension(limits.clone()));
     crate::edge::serve(listener, router, limits, tls, shutdown).await
 }
 

@@ -14,6 +14,9 @@
 //!   with that certificate (plain HTTP without them, for local use).
 //! - `WX_PUBLIC_WS_URL` (access-long): the WebSocket URL clients are given (default
 //!   `ws://` + the `WX_WS` address + `/v1/ws`), for a gateway behind a proxy.
+//! - `WX_ALLOWED_HOSTS`: the gateway's public host names (comma-separated); a request
+//!   naming any other `Host` than these, an IP address or `localhost` is refused (DNS
+//!   rebinding). See `svrkit::admin::host`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,6 +98,12 @@ struct Settings {
     /// address + `/v1/ws`), for a gateway behind a proxy.
     #[arg(long, global = true, env = "WX_PUBLIC_WS_URL")]
     public_ws_url: Option<String>,
+    /// Host names the gateway answers to besides IP addresses and `localhost`
+    /// (comma-separated; `*.example.com` for subdomains): its public names. Requests
+    /// for any other `Host` are refused (DNS rebinding). The host of `WX_PUBLIC_WS_URL`
+    /// is always allowed.
+    #[arg(long, global = true, env = "WX_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -147,6 +156,14 @@ async fn main() -> anyhow::Result<()> {
         max_per_address: settings.max_connections_per_address,
         max_per_user: settings.max_connections_per_user,
         session_recheck: std::time::Duration::from_millis(settings.session_recheck_ms),
+        allowed_hosts: svrkit::admin::host::AllowedHosts::new(
+            settings
+                .allowed_hosts
+                .iter()
+                .map(String::as_str)
+                .chain([svrkit::tls::CLUSTER_SERVER_NAME])
+                .chain(settings.public_ws_url.as_deref().and_then(url_host)),
+        ),
     };
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => {
@@ -209,4 +226,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The host of a URL such as `wss://chat.example.com:443/v1/ws`.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    (!host.is_empty()).then_some(host)
 }

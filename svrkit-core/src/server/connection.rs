@@ -158,9 +158,11 @@ pub(crate) async fn serve_connection<S>(
             }
         },
     };
-    let identity = link
-        .peer_certificate()
-        .and_then(crate::tls::identity_of)
+    let identity = server
+        .tls
+        .as_ref()
+        .zip(link.peer_certificate())
+        .and_then(|(tls, der)| tls.peer_identity(der))
         .map(Arc::<str>::from);
     server
         .connections

@@ -86,12 +86,18 @@ impl ClusterCa {
     /// A certificate naming `service` (`spiffe://CLUSTER/service/SERVICE`), for both
     /// serving and calling.
     pub fn issue(&self, service: &str) -> Result<Issued, TlsError> {
+        self.issue_in(&self.cluster, service)
+    }
+
+    /// A certificate naming `service` of another trust domain, `cluster`, signed by this
+    /// CA (one CA shared by several clusters, or a test that it does not blur them).
+    pub fn issue_in(&self, cluster: &str, service: &str) -> Result<Issued, TlsError> {
         let mut params =
             CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_string()]).map_err(config_error)?;
         params
             .distinguished_name
             .push(DnType::CommonName, service.to_string());
-        let uri = spiffe_uri(&self.cluster, service)
+        let uri = spiffe_uri(cluster, service)
             .try_into()
             .map_err(config_error)?;
         params.subject_alt_names.push(SanType::URI(uri));

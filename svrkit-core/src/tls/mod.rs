@@ -36,10 +36,17 @@ pub fn spiffe_uri(cluster: &str, service: &str) -> String {
 
 /// The service a certificate (DER) names, from its first `spiffe://…/service/NAME` URI.
 pub fn identity_of(der: &[u8]) -> Option<String> {
+    spiffe_id_of(der).map(|(_, service)| service)
+}
+
+/// The trust domain (cluster) and service a certificate (DER) names, from its first
+/// `spiffe://CLUSTER/service/NAME` URI.
+pub fn spiffe_id_of(der: &[u8]) -> Option<(String, String)> {
     uri_sans(der).into_iter().find_map(|uri| {
         let rest = uri.strip_prefix("spiffe://")?;
-        let (_, service) = rest.split_once("/service/")?;
-        (!service.is_empty() && !service.contains('/')).then(|| service.to_string())
+        let (cluster, service) = rest.split_once("/service/")?;
+        (!cluster.is_empty() && !service.is_empty() && !service.contains('/'))
+            .then(|| (cluster.to_string(), service.to_string()))
     })
 }
 
@@ -133,7 +140,9 @@ impl Credentials {
         Arc::new(rustls::crypto::ring::default_provider())
     }
 
-    /// The server side: TLS 1.3 only, client certificates from the CA required.
+    /// The server side: TLS 1.3 only, client certificates from the CA required. A
+    /// client's identity counts only in this certificate's own trust domain (a CA shared
+    /// by several clusters still cannot make one cluster's service another's).
     pub fn server(&self) -> Result<ServerTls, TlsError> {
         let provider = Credentials::provider();
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -148,7 +157,15 @@ impl Credentials {
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(ServerTls(Arc::new(config)))
+        let trust_domain = self
+            .chain
+            .first()
+            .and_then(|c| spiffe_id_of(c.as_ref()))
+            .map(|(cluster, _)| Arc::<str>::from(cluster));
+        Ok(ServerTls {
+            config: Arc::new(config),
+            trust_domain,
+        })
     }
 
     /// The client side: TLS 1.3 only, the server verified against the CA, this
@@ -166,11 +183,34 @@ impl Credentials {
 
 /// A server's TLS settings (cheap to clone).
 #[derive(Debug, Clone)]
-pub struct ServerTls(Arc<rustls::ServerConfig>);
+pub struct ServerTls {
+    config: Arc<rustls::ServerConfig>,
+    /// The cluster of the server's own certificate; peers must be of the same one.
+    trust_domain: Option<Arc<str>>,
+}
 
 impl ServerTls {
     pub(crate) fn config(&self) -> Arc<rustls::ServerConfig> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.config)
+    }
+
+    /// The service a client's certificate (DER) names, when it names one in this
+    /// server's trust domain; `None` otherwise (its calls then carry no identity, and a
+    /// call policy refuses them).
+    pub fn peer_identity(&self, der: &[u8]) -> Option<String> {
+        let (cluster, service) = spiffe_id_of(der)?;
+        match &self.trust_domain {
+            Some(ours) if **ours != *cluster => {
+                tracing::warn!(
+                    peer_cluster = %cluster,
+                    cluster = %ours,
+                    service,
+                    "a certificate of another trust domain: its identity is not accepted"
+                );
+                None
+            }
+            _ => Some(service),
+        }
     }
 }
 

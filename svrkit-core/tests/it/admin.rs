@@ -25,6 +25,28 @@ async fn admin_pages_report_health_readiness_status_and_metrics() {
         (200, "ok\n".to_string())
     );
     assert_eq!(http_get(admin_addr, "/readyz").await.0, 200);
+    // Only hosts it is meant for (an address, localhost, configured names): a page of a
+    // rebound domain gets nothing, and the endpoint keeps serving.
+    let port = admin_addr.port();
+    let (refused, why) = svrkit_testkit::http_get_as(admin_addr, "/status", "evil.example").await;
+    assert_eq!(refused, 403, "{why}");
+    assert!(why.contains("evil.example"), "{why}");
+    assert_eq!(
+        svrkit_testkit::http_get_as(
+            admin_addr,
+            "/metrics",
+            &format!("rebind.evil.example:{port}")
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        svrkit_testkit::http_get_as(admin_addr, "/healthz", &format!("localhost:{port}"))
+            .await
+            .0,
+        200
+    );
 
     let client = EchoClient::new(Channel::lazy([server.addr]));
     for _ in 0..3 {

@@ -136,6 +136,21 @@ async fn only_the_cluster_gets_in_and_the_policy_decides_who_calls() {
         "{denied}"
     );
 
+    // The same CA, another trust domain: a certificate for `front` of another cluster is
+    // no identity here, and the policy refuses it.
+    let issued = ca.issue_in("othercluster", "front").expect("issued");
+    let elsewhere = Credentials::from_pem(
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
+    )
+    .expect("credentials");
+    let denied = echo(&client(addr, Some(&elsewhere)), b"x".to_vec(), 0)
+        .await
+        .expect_err("another trust domain");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied}");
+    assert!(denied.message().contains("verified identity"), "{denied}");
+
     // Another CA's certificate, and no TLS at all: no connection.
     let other = ClusterCa::new("other").expect("CA");
     let forged = client(addr, Some(&credentials(&other, "front")));

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use svrkit::admin::host::{ALLOWED_HOSTS_VAR, AllowedHosts, check_host};
 
 use anyhow::Context as _;
 use axum::extract::State;
@@ -139,7 +140,11 @@ pub(crate) async fn run(args: ConsoleArgs) -> Result<(), Failure> {
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
         .route("/api/cluster", get(cluster))
-        .with_state(console);
+        .with_state(console)
+        .layer(axum::middleware::from_fn_with_state(
+            AllowedHosts::from_env(ALLOWED_HOSTS_VAR),
+            check_host,
+        ));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))

@@ -21,12 +21,21 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// `GET path` at `addr` over HTTP/1.1 (hyper's client): the status code and body. Panics
 /// when nothing answers within [`PATIENCE`] — the test's admin endpoint or gateway must.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    http_get_as(addr, path, &addr.to_string()).await
+}
+
+/// [`http_get`] with the `Host` header `host`, as a browser sends the name it was given
+/// (a test of what a page answers to).
+pub async fn http_get_as(addr: std::net::SocketAddr, path: &str, host: &str) -> (u16, String) {
     use http_body_util::BodyExt;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri = format!("http://{addr}{path}").parse().expect("a URI");
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .header(http::header::HOST, host)
+        .body(http_body_util::Empty::new())
+        .expect("a request");
     let fetch = async {
-        let response = client.get(uri).await.expect("an HTTP answer");
+        let response = client.request(request).await.expect("an HTTP answer");
         let code = response.status().as_u16();
         let body = response
             .into_body()

@@ -81,7 +81,7 @@ async fn https_and_wss_are_served_and_stalled_handshakes_are_cut_off() {
     // Plain HTTP on the TLS port gets no HTTP answer.
     let mut plain = TcpStream::connect(addr).await.expect("connect");
     plain
-        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .expect("write");
     let mut answer = Vec::new();

@@ -71,6 +71,16 @@ async fn a_revoked_session_stops_acting_even_if_its_close_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_answer_only_their_own_hosts() {
+    let backend = Backend::start_with(
+        Registry::Embedded,
+        &[("WX_ALLOWED_HOSTS", "chat.example.com")],
+    )
+    .await;
+    scenarios::edge::gateways_answer_only_their_own_hosts(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sending_connection_is_not_pushed_its_own_message() {
     let backend = Backend::start(Registry::Embedded).await;
     scenarios::messaging::the_sending_connection_is_not_pushed_its_own_message(&backend).await;

@@ -23,7 +23,7 @@ async fn head_of(backend: &Backend, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(backend.http.addr())
         .await
         .expect("access-short accepts");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("sent");
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.expect("read");

@@ -101,7 +101,7 @@ async fn console(args: &[&str]) -> (tokio::process::Child, SocketAddr) {
 async fn cluster(addr: SocketAddr) -> serde_json::Value {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream
-        .write_all(b"GET /api/cluster HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /api/cluster HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .expect("send");
     let mut raw = String::new();

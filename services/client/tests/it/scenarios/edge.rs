@@ -49,15 +49,19 @@ pub async fn slow_and_short_requests_end(backend: &Backend) {
     served_soon(backend, &user.token).await;
     let mut short = send(
         addr,
-        b"POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\"",
+        b"POST /v1/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\"",
     )
     .await;
     let mut chunked = send(
         addr,
-        b"POST /v1/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        b"POST /v1/login HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
     )
     .await;
-    let mut slowloris = send(addr, b"POST /v1/login HTTP/1.1\r\nHost: x\r\nX-Slow: 1").await;
+    let mut slowloris = send(
+        addr,
+        b"POST /v1/login HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1",
+    )
+    .await;
     let mut idle = TcpStream::connect(addr).await.expect("connect");
     // A user meanwhile.
     call(&backend.http, "profile.get", json!({}), Some(&user.token)).await;
@@ -104,7 +108,7 @@ pub async fn connections_are_capped(backend: &Backend) {
         flood.push(TcpStream::connect(addr).await.expect("connect"));
     }
     // Kept alive: a served connection keeps its place while the others are tried.
-    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let (mut served, mut refused_now) = (0, 0);
     for stream in &mut flood {
         let _ = stream.write_all(request).await;
@@ -149,7 +153,7 @@ pub async fn oversized_websocket_frames_are_refused(backend: &Backend) {
         .expect("auth");
     let mut raw = send(
         backend.ws[0],
-        b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"GET /v1/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .await;
     let mut head = [0u8; 512];
@@ -382,7 +386,7 @@ pub async fn connections_per_address_are_capped(backend: &Backend) {
     for _ in 0..4 {
         held.push(TcpStream::connect(addr).await.expect("connect"));
     }
-    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
     for stream in &mut held {
         stream.write_all(request).await.expect("write");
         let mut head = [0u8; 64];
@@ -414,7 +418,8 @@ pub async fn connections_per_address_are_capped(backend: &Backend) {
 async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let fetch = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.ok()?;
@@ -510,7 +515,7 @@ pub async fn memory_stays_bounded_under_attack(backend: &Backend) {
     for _ in 0..10 {
         let mut raw = send(
             backend.ws[0],
-            b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"GET /v1/ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         )
         .await;
         let mut head = [0u8; 512];
@@ -625,4 +630,32 @@ pub async fn a_revoked_session_stops_acting_even_if_its_close_is_lost(backend: &
         "the other session carries on: {profile}"
     );
     assert_ne!(profile["result"]["profile"]["signature"], "still me?");
+}
+
+/// The gateways answer only hosts they are meant for (an IP address, `localhost`, their
+/// configured public names): a page whose domain was rebound to a gateway's address
+/// gets `403` for the web client, the API and the WebSocket endpoint alike, and the
+/// gateways keep serving everyone else.
+pub async fn gateways_answer_only_their_own_hosts(backend: &Backend) {
+    use svrkit_testkit::http_get_as;
+    let short = backend.http.addr();
+    let long = backend.ws[0];
+    for (addr, path) in [
+        (short, "/"),
+        (short, "/v1/profile.get"),
+        (long, "/healthz"),
+        (long, "/v1/ws"),
+    ] {
+        let (code, body) = http_get_as(addr, path, "evil.example").await;
+        assert_eq!(code, 403, "{path}: {body}");
+        let (code, body) =
+            http_get_as(addr, path, &format!("wx.evil.example:{}", addr.port())).await;
+        assert_eq!(code, 403, "{path}: {body}");
+    }
+    let (code, _) = http_get_as(short, "/", &format!("localhost:{}", short.port())).await;
+    assert_eq!(code, 200);
+    let (code, _) = http_get_as(short, "/", "chat.example.com").await;
+    assert_eq!(code, 200, "a configured public name");
+    let (code, _) = http_get_as(long, "/healthz", &long.to_string()).await;
+    assert_eq!(code, 200);
 }
