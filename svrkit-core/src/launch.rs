@@ -14,6 +14,7 @@
 //! | `SVRKIT_MAX_OPEN_FILES` | the soft limit on open files this process sets at start | the hard limit ([`crate::process_limits`]) |
 //! | `SVRKIT_CALL_POLICY` | who may call what, JSON ([`crate::policy`]) | everyone |
 //! | `SVRKIT_ZONE` | the zone registered with the instance; [`Launch::zone`] gives it to channels, which then prefer instances of the same zone | none |
+//! | `SVRKIT_CLUSTER_SECRET` | the cluster secret in hex, from which services derive the keys they sign with ([`crate::secret`]; `svrkit up` makes one per cluster) | none |
 //! | `SVRKIT_WEIGHT` | the instance's share of traffic relative to its peers (0: only when no other can take it) | 100 |
 //!
 //! A service's `main` reads a [`Launch`], builds its clients with [`Launch::registry`],

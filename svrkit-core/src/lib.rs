@@ -32,6 +32,7 @@
 //! - [`policy`]: the call policy — which verified callers may call which methods.
 //! - [`tls`]: mutual TLS between services (identities in SPIFFE-style URI names).
 //! - [`process_limits`]: the process's open-file limit, raised to what it may be.
+//! - [`secret`]: the cluster secret and the signing keys derived from it.
 //! - [`method`]: static service and method descriptions generated from the IDL.
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -60,6 +61,7 @@ mod propagation;
 pub mod protocol;
 mod random;
 mod request;
+pub mod secret;
 pub mod selector;
 pub mod server;
 pub mod status;

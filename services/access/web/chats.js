@@ -1,6 +1,7 @@
 // The chats tab: conversations kept on this device (the server's mailbox is a sync queue
 // trimmed once every device has synced), synced with the SyncKey, read marks, sending.
 
+import { ApiError } from "./api.js";
 import { KEEP_PER_CHAT, MAX_SYNC_PAGES, api, badge, deviceId, emit, guarded, learnGroup, learnProfiles, nameOf, on, randomHex, state } from "./state.js";
 import { showProfile } from "./profile.js";
 import { $, h, fill, when, checked } from "./view.js";
@@ -55,6 +56,23 @@ function unread(key) {
   return (state.chats.get(key) ?? []).filter((m) => Number(m.seq) > mark && Number(m.from) !== state.uid).length;
 }
 
+/**
+ * One page after the SyncKey. A key the server no longer takes (of an older format, or
+ * its messages trimmed away) starts over from the empty key: what comes again is
+ * recognised by its msg_id and shown once.
+ */
+async function syncPage() {
+  try {
+    return await api.call("sync", { sync_key: state.syncKey, device: deviceId() });
+  } catch (e) {
+    if (e instanceof ApiError && state.syncKey && ["bad_sync_key", "sync_key_expired"].includes(e.reason)) {
+      state.syncKey = "";
+      return api.call("sync", { sync_key: "", device: deviceId() });
+    }
+    throw e;
+  }
+}
+
 /** Fetches everything newer than the SyncKey; one sync at a time, repeated if asked meanwhile. */
 export async function sync() {
   if (!state.uid) return;
@@ -68,7 +86,7 @@ export async function sync() {
       const fresh = [];
       await guarded("compose-error", async () => {
         for (let page = 0; page < MAX_SYNC_PAGES; page++) {
-          const r = await api.call("sync", { sync_key: state.syncKey, device: deviceId() });
+          const r = await syncPage();
           for (const m of r.messages) {
             if (state.seen.has(m.msg_id)) continue;
             state.seen.add(m.msg_id);

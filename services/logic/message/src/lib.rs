@@ -47,7 +47,7 @@ use wx_api::{acting_user, by_uid, retry_on_conflict};
 
 pub use fanout::Fanout;
 pub use notify::Notifier;
-pub use sync_key::{SyncKey, SyncKeyError};
+pub use sync_key::{SyncKey, SyncKeyCheck, SyncKeyError};
 
 /// The longest text a message may carry, in bytes.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
@@ -67,6 +67,7 @@ pub struct MessageService {
     account: AccountClient,
     notifier: Option<Notifier>,
     fanout: std::sync::Arc<Fanout>,
+    sync_check: SyncKeyCheck,
 }
 
 impl MessageService {
@@ -87,7 +88,15 @@ impl MessageService {
             account,
             notifier,
             fanout,
+            sync_check: SyncKeyCheck::checksummed(),
         }
+    }
+
+    /// Checks sync keys as `check` says (signed with the cluster's key, where there is
+    /// one; checksummed by default).
+    pub fn sync_key_check(mut self, check: SyncKeyCheck) -> MessageService {
+        self.sync_check = check;
+        self
     }
 
     /// Fails unless every one of `members` is a friend of `me`.
@@ -420,7 +429,7 @@ impl Message for MessageService {
 
     async fn sync(&self, request: SyncRequest) -> Result<SyncReply, Status> {
         let me = acting_user()?;
-        let key = SyncKey::decode(&request.sync_key, me)
+        let key = SyncKey::decode(&request.sync_key, me, &self.sync_check)
             .map_err(|e| Status::invalid_argument(format!("{e}")).with_reason("bad_sync_key"))?;
         let device = if request.device.is_empty() {
             "default".to_string()
@@ -494,7 +503,7 @@ impl Message for MessageService {
             messages: messages.into_iter().map(chat).collect(),
             profile: profile.filter(|p| p.version > key.profile),
             has_more: cut || read.has_more || changes.has_more,
-            sync_key: next.encode(),
+            sync_key: next.encode(&self.sync_check),
             contacts: changes.changes,
         })
     }

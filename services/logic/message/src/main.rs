@@ -52,9 +52,27 @@ async fn main() -> anyhow::Result<()> {
         AccountClient::new(account),
         Some(notifier),
         fanout,
-    );
+    )
+    .sync_key_check(sync_key_check()?);
     launch
         .serve(Server::builder().add_service(MessageServer::new(service)))
         .await?;
     Ok(())
+}
+
+/// Sync keys signed with the cluster's key when the process has the cluster secret;
+/// checksummed only (a client could forge one for itself) when it has none.
+fn sync_key_check() -> anyhow::Result<message::SyncKeyCheck> {
+    match svrkit::secret::ClusterSecret::from_env().context(svrkit::secret::CLUSTER_SECRET_VAR)? {
+        Some(secret) => Ok(message::SyncKeyCheck::signed(
+            secret.key(message::sync_key::SIGNING_PURPOSE),
+        )),
+        None => {
+            tracing::warn!(
+                "no {}: sync keys are checksummed, not signed",
+                svrkit::secret::CLUSTER_SECRET_VAR
+            );
+            Ok(message::SyncKeyCheck::checksummed())
+        }
+    }
 }

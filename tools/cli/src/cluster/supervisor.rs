@@ -61,6 +61,8 @@ pub(crate) struct Supervisor {
     changed: watch::Sender<u64>,
     /// The cluster CA when instances talk mutual TLS.
     certs: Option<Arc<ClusterCerts>>,
+    /// The cluster secret every instance gets (`svrkit::secret`), in hex.
+    secret: String,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -78,6 +80,7 @@ impl Supervisor {
         registry: String,
         profile: String,
         certs: Option<Arc<ClusterCerts>>,
+        secret: String,
     ) -> Arc<Supervisor> {
         let state = StateFile {
             supervisor_pid: std::process::id(),
@@ -94,6 +97,7 @@ impl Supervisor {
             running: Mutex::new(Vec::new()),
             changed: watch::channel(0).0,
             certs,
+            secret,
         })
     }
 
@@ -319,6 +323,7 @@ impl Supervisor {
             .env("SVRKIT_REGISTRY", &self.registry)
             .env("SVRKIT_INSTANCE_ID", &unit.id)
             .env("SVRKIT_DATA_DIR", &data)
+            .env(svrkit::secret::CLUSTER_SECRET_VAR, &self.secret)
             .env_remove("SVRKIT_GRAY_USERS")
             .envs(&unit.env)
             .stdin(Stdio::null())

@@ -121,12 +121,14 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
     } else {
         None
     };
+    let secret = cluster_secret(&dir).map_err(failed)?;
     let sup = Supervisor::new(
         dir.clone(),
         manifest_path.clone(),
         registry,
         profile,
         certs.clone(),
+        secret,
     );
     let listener = {
         let path = state::socket_path(&dir);
@@ -396,4 +398,34 @@ async fn detach(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The cluster's secret (`svrkit::secret`), kept in `DIR/cluster.secret` (0600): made on
+/// the first start, the same on every start after, so what instances signed stays valid
+/// across restarts.
+fn cluster_secret(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("cluster.secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_string();
+        svrkit::secret::ClusterSecret::from_hex(&existing)
+            .with_context(|| format!("{}", path.display()))?;
+        return Ok(existing);
+    }
+    let secret = svrkit::secret::ClusterSecret::generate_hex()?;
+    let partial = dir.join(format!(".cluster.secret.partial-{}", std::process::id()));
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        writeln!(file, "{secret}")?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&partial, &path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(secret)
 }

@@ -244,6 +244,8 @@ pub struct Backend {
     /// The cluster's certificates: `ca.crt`, `ID.crt`/`ID.key` per process, and the
     /// operator's (`operator.crt`/`operator.key`), as `svrkit up` lays them out.
     pub tls_dir: PathBuf,
+    /// The cluster secret every process was given (no log may hold it).
+    cluster_secret: String,
 }
 
 impl Backend {
@@ -280,6 +282,8 @@ impl Backend {
         };
         issue("operator", "operator");
         let policies = manifest_policies();
+        // One cluster secret for every process, as `svrkit up` hands out.
+        let secret = svrkit::secret::ClusterSecret::generate_hex().expect("a secret");
         let mut add = |id: &str, bin: &str, args: &[&str], extra: Vec<(String, String)>| {
             let service = service_of(id);
             let (cert, key) = issue(service, id);
@@ -308,6 +312,7 @@ impl Backend {
                 ("WX_RATE_PER_SEC".into(), "200".into()),
                 ("WX_RATE_BURST".into(), "400".into()),
                 ("RUST_LOG".into(), "info,svrkit=warn".into()),
+                (svrkit::secret::CLUSTER_SECRET_VAR.into(), secret.clone()),
             ];
             env.extend(tls);
             env.extend(extra);
@@ -383,6 +388,7 @@ impl Backend {
             ws,
             registry: spec,
             tls_dir,
+            cluster_secret: secret,
         };
         backend.wait_serving().await;
         backend
@@ -458,7 +464,12 @@ impl Backend {
         for entry in entries.flatten() {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             read += 1;
-            for secret in ["correct horse battery", "not the password", "$argon2"] {
+            for secret in [
+                "correct horse battery",
+                "not the password",
+                "$argon2",
+                &self.cluster_secret,
+            ] {
                 assert!(
                     !text.contains(secret),
                     "{} holds {secret:?}",

@@ -328,9 +328,27 @@ pub async fn messaging_refusals(backend: &Backend) {
     let (carol_got, _) = sync_all(backend, &carol, "phone", "").await;
     assert!(carol_got.is_empty());
 
-    // Keys: malformed, corrupt, another user's.
+    // Keys: malformed, corrupt, another user's, and forged: the checksummed spelling
+    // anyone can compute, and a genuine key with its sequence raised (the backend signs
+    // its keys with the cluster secret).
     let (_, bob_key) = sync_all(backend, &bob, "phone", "").await;
-    for key in ["nonsense", &"0".repeat(74), bob_key.as_str()] {
+    let (_, alice_key) = sync_all(backend, &alice, "phone", "").await;
+    let forged = message::SyncKey {
+        uid: alice.uid,
+        messages: 1_000_000,
+        ..message::SyncKey::default()
+    }
+    .encode(&message::SyncKeyCheck::checksummed());
+    let raised = format!("{}{}", &alice_key[..50], "00000000000f4240") + &alice_key[66..];
+    assert_eq!(raised.len(), alice_key.len());
+    call(http, "sync", json!({ "sync_key": alice_key }), ta).await;
+    for key in [
+        "nonsense",
+        &"0".repeat(74),
+        bob_key.as_str(),
+        &forged,
+        &raised,
+    ] {
         let answer = refused(
             http,
             "sync",
