@@ -83,12 +83,25 @@ function onPush(kind, body) {
 
 on("session-lost", signedOut);
 
+/**
+ * Signs in as `name`, presenting this browser's credential for that account if it has
+ * one (a known device is never locked out by someone guessing the password elsewhere),
+ * and keeps the credential the answer carries.
+ */
+async function signIn(name, password) {
+  const key = `svrkit.credential.${name.toLowerCase()}`;
+  const device = localStorage.getItem(key) ?? undefined;
+  const r = await api.call("login", { name, password, device });
+  if (r.device) localStorage.setItem(key, r.device);
+  return r;
+}
+
 $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const name = $("login-name").value.trim();
   const password = $("login-password").value;
   await guarded("login-error", async () => {
-    const r = await api.call("login", { name, password });
+    const r = await signIn(name, password);
     $("login-password").value = "";
     await signedIn(r.uid, r.token);
   });
@@ -101,7 +114,7 @@ $("register-form").addEventListener("submit", async (event) => {
   const nickname = $("register-nickname").value.trim();
   await guarded("register-error", async () => {
     await api.call("register", { name, password, nickname });
-    const r = await api.call("login", { name, password });
+    const r = await signIn(name, password);
     $("register-password").value = "";
     await signedIn(r.uid, r.token);
   });

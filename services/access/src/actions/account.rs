@@ -39,9 +39,15 @@ pub(super) async fn login(call: Call<'_>) -> Result<Value, ApiError> {
         .login(LoginRequest {
             name: text(body, "name")?,
             password: text(body, "password")?,
+            device: optional_text(body, "device")?.unwrap_or_default(),
         })
         .await?;
-    Ok(json!({ "uid": reply.uid, "token": reply.token, "expires_ms": reply.expires_ms }))
+    Ok(json!({
+        "uid": reply.uid,
+        "token": reply.token,
+        "expires_ms": reply.expires_ms,
+        "device": reply.device,
+    }))
 }
 
 pub(super) async fn logout(call: Call<'_>) -> Result<Value, ApiError> {

@@ -81,6 +81,12 @@ async fn gateways_answer_only_their_own_hosts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_device_is_not_locked_out_by_a_stranger() {
+    let backend = Backend::start(Registry::Embedded).await;
+    scenarios::edge::a_known_device_is_not_locked_out_by_a_stranger(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sending_connection_is_not_pushed_its_own_message() {
     let backend = Backend::start(Registry::Embedded).await;
     scenarios::messaging::the_sending_connection_is_not_pushed_its_own_message(&backend).await;

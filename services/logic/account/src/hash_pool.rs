@@ -18,6 +18,9 @@ use svrkit::Status;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// The part of the queue (a quarter) only known devices' sign-ins may take.
+pub(crate) const KNOWN_SHARE: usize = 4;
+
 /// Threads that run jobs in turn, and the bound of their queue.
 #[derive(Debug)]
 pub(crate) struct HashPool {
@@ -65,10 +68,21 @@ impl HashPool {
     }
 
     /// A place in the queue, or `overloaded` at once when it is full. Taken before the
-    /// work that leads to a hash (reading the account), a refusal costs nothing more.
-    pub(crate) fn reserve(&self) -> Result<Reserved<'_>, Status> {
+    /// work that leads to a hash (reading the account), a refusal costs nothing more. A
+    /// `known` device (see `crate::device`) may take any place; the others leave the
+    /// last [`KNOWN_SHARE`] of the queue free for known devices, so a flood of sign-ins
+    /// from unknown devices cannot take sign-in away from the owners.
+    pub(crate) fn reserve(&self, known: bool) -> Result<Reserved<'_>, Status> {
+        let limit = if known {
+            self.max_queued
+        } else {
+            self.max_queued
+                - (self.max_queued / KNOWN_SHARE)
+                    .max(1)
+                    .min(self.max_queued - 1)
+        };
         let queued = self.queued.fetch_add(1, Ordering::Relaxed);
-        if queued >= self.max_queued {
+        if queued >= limit {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             metrics::counter!("wx_account_hashes_refused_total").increment(1);
             return Err(Status::overloaded(format!(
@@ -151,7 +165,7 @@ mod tests {
         deadline: Option<Instant>,
         work: impl FnOnce() -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        pool.reserve()?.run(deadline, work).await
+        pool.reserve(true)?.run(deadline, work).await
     }
 
     /// Occupies the pool's one thread until the returned sender is dropped or sent to.
@@ -212,14 +226,32 @@ mod tests {
     #[tokio::test]
     async fn a_reserved_place_counts_until_used_or_dropped() {
         let pool = HashPool::start("test", 1, 1);
-        let place = pool.reserve().expect("a place");
+        let place = pool.reserve(true).expect("a place");
         assert_eq!(pool.queued(), 1);
-        let refused = pool.reserve().expect_err("the only place is taken");
+        let refused = pool.reserve(true).expect_err("the only place is taken");
         assert_eq!(refused.code(), Code::Overloaded);
         drop(place);
         assert_eq!(pool.queued(), 0);
-        let place = pool.reserve().expect("given back");
+        let place = pool.reserve(true).expect("given back");
         assert_eq!(place.run(None, || Ok(3)).await.expect("runs"), 3);
+        assert_eq!(pool.queued(), 0);
+    }
+
+    #[test]
+    fn unknown_devices_leave_a_share_of_the_queue_to_known_ones() {
+        let pool = HashPool::start("test", 1, 8);
+        let unknown: Vec<_> = (0..6)
+            .map(|_| pool.reserve(false).expect("a place"))
+            .collect();
+        let refused = pool
+            .reserve(false)
+            .expect_err("the known devices' share is left");
+        assert_eq!(refused.code(), Code::Overloaded);
+        let known: Vec<_> = (0..2)
+            .map(|_| pool.reserve(true).expect("a known place"))
+            .collect();
+        assert!(pool.reserve(true).is_err(), "and then the queue is full");
+        drop((unknown, known));
         assert_eq!(pool.queued(), 0);
     }
 

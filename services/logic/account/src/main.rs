@@ -20,6 +20,17 @@ async fn main() -> anyhow::Result<()> {
     let contact = peers.balanced(contact_methods::SERVICE_NAME).await?;
     let mut service =
         account::AccountService::new(AccountStoreClient::new(store), ContactClient::new(contact));
+    match svrkit::secret::ClusterSecret::from_env().context(svrkit::secret::CLUSTER_SECRET_VAR)? {
+        Some(secret) => {
+            service = service.devices(account::device::Devices::signed(
+                secret.key(account::device::SIGNING_PURPOSE),
+            ));
+        }
+        None => tracing::warn!(
+            "no {}: devices get no credentials, every sign-in is from an unknown device",
+            svrkit::secret::CLUSTER_SECRET_VAR
+        ),
+    }
     if let Ok(secs) = std::env::var("WX_SESSION_TTL_SECS") {
         let secs: u64 = secs.parse().context("WX_SESSION_TTL_SECS")?;
         service = service.session_ttl(Duration::from_secs(secs));

@@ -28,9 +28,10 @@ static POOL: LazyLock<HashPool> = LazyLock::new(|| {
 });
 
 /// A place in the hashing queue, or `overloaded` at once: take it before the work that
-/// leads to a hash, so that a refused request costs nothing more.
-pub(crate) fn reserve() -> Result<Reserved<'static>, Status> {
-    let reserved = POOL.reserve();
+/// leads to a hash, so that a refused request costs nothing more. A `known` device's
+/// sign-in may take the share kept for known devices.
+pub(crate) fn reserve(known: bool) -> Result<Reserved<'static>, Status> {
+    let reserved = POOL.reserve(known);
     metrics::gauge!("wx_account_hashes_queued").set(POOL.queued() as f64);
     reserved
 }
@@ -76,7 +77,7 @@ fn argon2_into(
 
 /// The PHC string of `password` under a fresh random salt.
 pub(crate) async fn hash(password: String) -> Result<String, Status> {
-    on_pool(reserve()?, move || {
+    on_pool(reserve(false)?, move || {
         let params = Params::default();
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let mut salt = [0u8; 16];
@@ -136,7 +137,7 @@ pub(crate) async fn verify(
 mod tests {
     /// [`super::verify`] in a place of its own.
     async fn check(password: &str, stored: &str) -> Result<bool, svrkit::Status> {
-        super::verify(super::reserve()?, password.into(), stored.into()).await
+        super::verify(super::reserve(true)?, password.into(), stored.into()).await
     }
 
     #[tokio::test]

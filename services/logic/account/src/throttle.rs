@@ -1,4 +1,8 @@
-//! Failed logins slow down per account, whatever address they come from.
+//! Failed logins slow down per account and device: the account's unknown devices share
+//! one record, whatever address they come from, and each known device (a credential from
+//! an earlier sign-in, [`crate::device`]) has its own. So a stranger guessing passwords
+//! slows down every unknown device, rotating addresses gains nothing, and the owner's
+//! known devices are never locked out by it.
 //!
 //! The first [`FREE_FAILURES`] wrong passwords cost nothing. After that, each further
 //! failure doubles the wait before the next attempt on that account is even checked
@@ -32,30 +36,32 @@ struct Record {
 /// The failed-login records of one account instance.
 #[derive(Debug, Default)]
 pub struct LoginThrottle {
-    records: Mutex<HashMap<u64, Record>>,
+    records: Mutex<HashMap<(u64, u64), Record>>,
 }
 
 impl LoginThrottle {
-    /// How long `uid` must still wait before an attempt is checked (`None`: go ahead).
-    pub fn wait(&self, uid: u64, now: Instant) -> Option<Duration> {
+    /// How long `uid` must still wait before an attempt from `device` (a known device's
+    /// id; 0 for every unknown one) is checked (`None`: go ahead).
+    pub fn wait(&self, uid: u64, device: u64, now: Instant) -> Option<Duration> {
         let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        let record = records.get(&uid)?;
+        let record = records.get(&(uid, device))?;
         (record.not_before > now).then(|| record.not_before - now)
     }
 
-    /// A wrong password for `uid`.
-    pub fn failed(&self, uid: u64, now: Instant) {
+    /// A wrong password for `uid` from `device` (0: an unknown device).
+    pub fn failed(&self, uid: u64, device: u64, now: Instant) {
+        let key = (uid, device);
         let mut records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
-        if records.len() >= MAX_RECORDS && !records.contains_key(&uid) {
+        if records.len() >= MAX_RECORDS && !records.contains_key(&key) {
             // Forget the quietest tenth.
-            let mut by_age: Vec<(Instant, u64)> =
-                records.iter().map(|(u, r)| (r.last, *u)).collect();
+            let mut by_age: Vec<(Instant, (u64, u64))> =
+                records.iter().map(|(k, r)| (r.last, *k)).collect();
             by_age.sort_unstable();
             for (_, u) in by_age.into_iter().take(MAX_RECORDS / 10) {
                 records.remove(&u);
             }
         }
-        let record = records.entry(uid).or_insert(Record {
+        let record = records.entry(key).or_insert(Record {
             failures: 0,
             not_before: now,
             last: now,
@@ -69,12 +75,13 @@ impl LoginThrottle {
         }
     }
 
-    /// The right password for `uid`: its record is cleared.
-    pub fn succeeded(&self, uid: u64) {
+    /// The right password for `uid` from `device`: that device's record is cleared (a
+    /// known device's success says nothing of the unknown ones).
+    pub fn succeeded(&self, uid: u64, device: u64) {
         self.records
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&uid);
+            .remove(&(uid, device));
     }
 }
 
@@ -87,25 +94,62 @@ mod tests {
         let throttle = LoginThrottle::default();
         let t0 = Instant::now();
         for _ in 0..FREE_FAILURES - 1 {
-            throttle.failed(7, t0);
-            assert_eq!(throttle.wait(7, t0), None);
+            throttle.failed(7, 0, t0);
+            assert_eq!(throttle.wait(7, 0, t0), None);
         }
-        throttle.failed(7, t0);
-        assert_eq!(throttle.wait(7, t0), Some(Duration::from_secs(1)));
+        throttle.failed(7, 0, t0);
+        assert_eq!(throttle.wait(7, 0, t0), Some(Duration::from_secs(1)));
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(
-            throttle.wait(7, t1),
+            throttle.wait(7, 0, t1),
             None,
             "the real user gets in after the wait"
         );
-        throttle.failed(7, t1);
-        assert_eq!(throttle.wait(7, t1), Some(Duration::from_secs(2)));
+        throttle.failed(7, 0, t1);
+        assert_eq!(throttle.wait(7, 0, t1), Some(Duration::from_secs(2)));
         for _ in 0..40 {
-            throttle.failed(7, t1);
+            throttle.failed(7, 0, t1);
         }
-        assert_eq!(throttle.wait(7, t1), Some(MAX_WAIT));
-        assert_eq!(throttle.wait(8, t1), None, "other accounts are untouched");
-        throttle.succeeded(7);
-        assert_eq!(throttle.wait(7, t1), None);
+        assert_eq!(throttle.wait(7, 0, t1), Some(MAX_WAIT));
+        assert_eq!(
+            throttle.wait(8, 0, t1),
+            None,
+            "other accounts are untouched"
+        );
+        throttle.succeeded(7, 0);
+        assert_eq!(throttle.wait(7, 0, t1), None);
+    }
+
+    #[test]
+    fn a_known_device_is_never_locked_out_by_the_others() {
+        let throttle = LoginThrottle::default();
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            throttle.failed(7, 0, t0);
+        }
+        assert!(throttle.wait(7, 0, t0).is_some(), "unknown devices wait");
+        assert_eq!(
+            throttle.wait(7, 0xd1, t0),
+            None,
+            "the owner's phone does not"
+        );
+        for _ in 0..FREE_FAILURES {
+            throttle.failed(7, 0xd1, t0);
+        }
+        assert!(
+            throttle.wait(7, 0xd1, t0).is_some(),
+            "its own failures count"
+        );
+        assert_eq!(
+            throttle.wait(7, 0xd2, t0),
+            None,
+            "another known device goes on"
+        );
+        throttle.succeeded(7, 0xd1);
+        assert_eq!(throttle.wait(7, 0xd1, t0), None);
+        assert!(
+            throttle.wait(7, 0, t0).is_some(),
+            "not the unknown devices' record"
+        );
     }
 }

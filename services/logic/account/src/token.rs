@@ -59,6 +59,13 @@ impl FromStr for Token {
     }
 }
 
+/// 64 random bits from the system's generator (a new device's id).
+pub(crate) fn random_u64() -> Result<u64, Status> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| Status::internal(format!("no randomness: {e}")))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
 /// 128 random bits as 32 hex digits.
 pub(crate) fn new_session_id() -> Result<String, Status> {
     let mut bytes = [0u8; 16];

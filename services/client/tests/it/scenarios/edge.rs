@@ -659,3 +659,80 @@ pub async fn gateways_answer_only_their_own_hosts(backend: &Backend) {
     let (code, _) = http_get_as(long, "/healthz", &long.to_string()).await;
     assert_eq!(code, 200);
 }
+
+/// A targeted lockout does not lock the owner out: wrong passwords from unknown devices
+/// (rotating addresses or not) slow down every unknown device, while the owner's known
+/// device (a credential from an earlier sign-in) signs in at once; a credential of
+/// another account or a made-up one is no credential; a known device's own wrong
+/// passwords slow down only it.
+pub async fn a_known_device_is_not_locked_out_by_a_stranger(backend: &Backend) {
+    let http = &backend.http;
+    let owner = backend.user(&unique("owner")).await;
+    let other = backend.user(&unique("other")).await;
+    let right = json!({ "name": owner.name, "password": "correct horse battery" });
+    let phone = call(http, "login", right.clone(), None).await["device"]
+        .as_str()
+        .expect("a device credential")
+        .to_string();
+    assert!(phone.starts_with(&format!("d1.{}.", owner.uid)), "{phone}");
+    let others_device = call(
+        http,
+        "login",
+        json!({ "name": other.name, "password": "correct horse battery" }),
+        None,
+    )
+    .await["device"]
+        .as_str()
+        .expect("a device credential")
+        .to_string();
+
+    // A stranger guesses, from no known device, until unknown devices are throttled.
+    let wrong = json!({ "name": owner.name, "password": "guess" });
+    for _ in 0..account::throttle::FREE_FAILURES + 3 {
+        let answer = http.call("login", &wrong, None).await.expect("an answer");
+        assert!(!answer.ok(), "{}", answer.body);
+    }
+    let throttled = refused(
+        http,
+        "login",
+        right.clone(),
+        None,
+        429,
+        "resource_exhausted",
+    )
+    .await;
+    assert_eq!(throttled.reason(), "login_throttled");
+    let with = |device: &str| {
+        let mut body = right.clone();
+        body["device"] = json!(device);
+        body
+    };
+    for fake in [
+        others_device.as_str(),
+        "d1.1.0000000000000001.0000000000000001",
+    ] {
+        let answer = refused(http, "login", with(fake), None, 429, "resource_exhausted").await;
+        assert_eq!(answer.reason(), "login_throttled", "{fake}");
+    }
+    // The owner's phone is not locked out, and keeps its credential.
+    let signed_in = call(http, "login", with(&phone), None).await;
+    assert_eq!(signed_in["uid"], owner.uid);
+    assert_eq!(signed_in["device"], phone.as_str());
+
+    // The phone's own wrong passwords slow down only the phone.
+    let mut wrong_from_phone = wrong.clone();
+    wrong_from_phone["device"] = json!(phone);
+    for _ in 0..account::throttle::FREE_FAILURES {
+        refused(
+            http,
+            "login",
+            wrong_from_phone.clone(),
+            None,
+            401,
+            "unauthenticated",
+        )
+        .await;
+    }
+    let answer = refused(http, "login", with(&phone), None, 429, "resource_exhausted").await;
+    assert_eq!(answer.reason(), "login_throttled");
+}
