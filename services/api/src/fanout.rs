@@ -139,11 +139,6 @@ impl<D: Delivery> FanoutWorker<D> {
         }
     }
 
-    /// What this worker delivers with.
-    pub fn delivery(&self) -> &D {
-        &self.delivery
-    }
-
     fn lease_ms(&self) -> u64 {
         u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
     }

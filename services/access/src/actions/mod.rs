@@ -1,8 +1,8 @@
 //! The action table: every client action in one place — its name, its business priority
 //! (what DAGOR sheds last under overload: signing in and messaging before contact
 //! changes before Moments writes before browsing), whether it needs a signed-in user, and
-//! its handler, which lives in the module of its domain ([`account`], [`contact`],
-//! [`message`], [`moments`]). Adding an action is one row here and one handler there.
+//! its handler, which lives in the module of its domain (`account`, `contact`,
+//! `message`, `moments`). Adding an action is one row here and one handler there.
 
 mod account;
 mod contact;

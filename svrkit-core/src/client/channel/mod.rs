@@ -2,16 +2,16 @@
 //!
 //! A channel keeps a small pool of multiplexed connections per instance, opened on first
 //! use and reopened after a failure with exponential back-off. For each call it picks an
-//! instance with the configured [`Balance`] — preferring the caller's version label (gray
+//! instance with the configured [`Balance`](crate::balance::Balance) — preferring the caller's version label (gray
 //! users go to gray instances), skipping ejected instances and instances whose admission
 //! level would shed the call — and, when a call fails in a way that is safe to repeat,
 //! retries it on a *different* instance, within a retry budget. It implements
 //! `tower::Service<RpcRequest>`, so any tower layer composes with it. Clones share
 //! everything.
 //!
-//! The channel is a pipeline of small parts, one file each: [`builder`] (settings),
-//! `targets` (the instance set), the retry loop here ([`RetryPolicy`] decides), `backup`
-//! (hedged first attempts, [`HedgePolicy`] decides) and `attempt` (one try on one
+//! The channel is a pipeline of small parts, one file each: `builder` (settings),
+//! `targets` (the instance set), the retry loop here (the retry policy decides), `backup`
+//! (hedged first attempts; the hedging policy decides) and `attempt` (one try on one
 //! instance).
 
 mod attempt;

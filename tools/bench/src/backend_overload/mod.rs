@@ -20,7 +20,7 @@
 //! reports `weighed_goodput_vs_capacity`: its successes, each counting 1 / its kind's
 //! capacity alone, against the capacity's own successes counted the same way.
 //!
-//! The mix (`--mix`, see [`DEFAULT_MIX`]) is of `login` (business priority 10),
+//! The mix (`--mix`, see [`DEFAULT_MIX`](mix::DEFAULT_MIX)) is of `login` (business priority 10),
 //! `message.send` (20), `profile.update` (30), `friends.list` (40) and
 //! `moments.timeline` (80). Sign-in is rare, as in a real client: one costs as
 //! much CPU as a few hundred other requests (argon2).
