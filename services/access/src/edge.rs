@@ -37,6 +37,9 @@ pub struct EdgeLimits {
     pub header_timeout: Duration,
     /// How long a handler waits for a request's body.
     pub body_timeout: Duration,
+    /// How long a write to a client may wait without progress before the connection is
+    /// closed (a client that stopped reading; see [`crate::write_timeout`]).
+    pub write_timeout: Duration,
     /// Connections one client address may hold open at once (before upgrades).
     pub max_per_address: usize,
     /// WebSocket sessions one user may hold on one access-long instance.
@@ -68,6 +71,7 @@ impl Default for EdgeLimits {
             max_connections: default_max_connections(),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_per_address: 256,
             max_per_user: EdgeLimits::MAX_PER_USER,
             session_recheck: EdgeLimits::SESSION_RECHECK,
@@ -231,6 +235,8 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = (permit, from_address);
             metrics::gauge!("wx_access_connections").increment(1.0);
+            // Below HTTP and TLS: a client that stops reading is let go.
+            let tcp = crate::write_timeout::WriteTimeout::new(tcp, limits.write_timeout);
             match tls {
                 None => serve_connection(tcp, peer, service, limits, stopping).await,
                 Some(EdgeTls(acceptor)) => {

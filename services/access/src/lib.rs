@@ -26,6 +26,7 @@ mod json;
 pub mod push;
 pub mod ratelimit;
 pub mod web;
+pub mod write_timeout;
 pub mod ws;
 
 pub use error::ApiError;

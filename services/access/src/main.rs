@@ -9,7 +9,8 @@
 //!   256), `WX_MAX_CONNECTIONS_PER_ADDRESS` (256) of them from one address,
 //!   `WX_MAX_CONNECTIONS_PER_USER` (8) WebSocket sessions of one user on one instance;
 //!   `WX_HEADER_TIMEOUT_MS`, `WX_BODY_TIMEOUT_MS`: how long a request's headers (or
-//!   an idle connection) and its body may take (10 s each). See `access::edge`.
+//!   an idle connection) and its body may take (10 s each); `WX_WRITE_TIMEOUT_MS`: how
+//!   long a write to a client that stopped reading may wait (10 s). See `access::edge`.
 //! - `WX_TLS_CERT`, `WX_TLS_KEY`: PEM files; with both, the gateway serves HTTPS / WSS
 //!   with that certificate (plain HTTP without them, for local use).
 //! - `WX_PUBLIC_WS_URL` (access-long): the WebSocket URL clients are given (default
@@ -82,6 +83,10 @@ struct Settings {
     /// again, in ms (0: every action checks).
     #[arg(long, global = true, env = "WX_SESSION_RECHECK_MS", default_value_t = EdgeLimits::SESSION_RECHECK.as_millis() as u64)]
     session_recheck_ms: u64,
+    /// How long a write to a client may wait without progress before the connection is
+    /// closed, in ms (a client that stopped reading).
+    #[arg(long, global = true, env = "WX_WRITE_TIMEOUT_MS")]
+    write_timeout_ms: Option<u64>,
     /// How long a request's headers (or an idle connection) may take, in ms.
     #[arg(long, global = true, env = "WX_HEADER_TIMEOUT_MS")]
     header_timeout_ms: Option<u64>,
@@ -153,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         max_connections: settings.max_connections.unwrap_or(defaults.max_connections),
         header_timeout: millis(settings.header_timeout_ms, defaults.header_timeout),
         body_timeout: millis(settings.body_timeout_ms, defaults.body_timeout),
+        write_timeout: millis(settings.write_timeout_ms, defaults.write_timeout),
         max_per_address: settings.max_connections_per_address,
         max_per_user: settings.max_connections_per_user,
         session_recheck: std::time::Duration::from_millis(settings.session_recheck_ms),
