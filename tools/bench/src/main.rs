@@ -16,7 +16,8 @@
 //!   itself): time until a post is visible to its friends, pushed and pulled, and
 //!   timeline reads, at several push thresholds.
 //! - `svrkit-bench seq`: sequence allocations per second and latency through the RPC, a
-//!   `seqstore` shard and a `seq` allocator in processes of their own.
+//!   `seqstore` shard and a `seq` allocator in processes of their own; `--kill`: two
+//!   allocators under load, one killed, the time until its users are served again.
 //! - `svrkit-bench connections`: idle signed-in WebSockets on one access-long: memory and
 //!   CPU per connection, and the time for one push to reach them all.
 //! - `svrkit-bench backend-overload`: the backend past its capacity (1x, 2x, 4x) with a
@@ -37,6 +38,7 @@ mod overload;
 mod proto;
 mod rpc;
 mod seq;
+mod seq_failover;
 mod stats;
 mod stop;
 mod storage;

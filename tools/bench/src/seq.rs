@@ -17,7 +17,6 @@ use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 use wx_api::seq::seq_server::SeqServer;
 use wx_api::seq::{NextRequest, SeqClient};
-use wx_api::storage::SeqStoreClient;
 use wx_api::storage::seq_store_server::SeqStoreServer;
 
 use crate::rpc::ServerProcess;
@@ -35,6 +34,28 @@ pub(crate) struct SeqArgs {
     /// How many distinct users the callers draw from.
     #[arg(long, default_value_t = 100_000)]
     users: u64,
+    /// Failover instead: two allocators under load, one killed with SIGKILL; measures the
+    /// time until its users are served again and checks that no number is reused.
+    #[arg(long)]
+    kill: bool,
+    /// Runs of the failover measurement.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The allocators' lease, in ms (default: the service's own).
+    #[arg(long)]
+    lease_ms: Option<u64>,
+}
+
+impl SeqArgs {
+    fn failover(&self) -> crate::seq_failover::FailoverArgs {
+        crate::seq_failover::FailoverArgs {
+            runs: self.runs.max(1),
+            seconds: self.seconds.max(3.0),
+            concurrency: self.concurrency.iter().copied().max().unwrap_or(32),
+            users: self.users,
+            lease_ms: self.lease_ms,
+        }
+    }
 }
 
 /// Which half of the seq backend `svrkit-bench serve-seq` runs.
@@ -51,6 +72,12 @@ pub(crate) enum SeqRole {
         /// The seqstore shard's address.
         #[arg(long)]
         store: SocketAddr,
+        /// Its instance id (the owner recorded on the sections it holds).
+        #[arg(long, default_value = "bench-seq-1")]
+        id: String,
+        /// Its lease, in ms (default: the service's own).
+        #[arg(long)]
+        lease_ms: Option<u64>,
     },
 }
 
@@ -69,9 +96,17 @@ pub(crate) async fn serve(role: SeqRole) -> anyhow::Result<()> {
                 engine,
             )?))
         }
-        SeqRole::Alloc { store } => {
-            let store = SeqStoreClient::new(Channel::lazy([store]));
-            let service = seq::SeqService::new(store, seq::Settings::new("bench-seq-1"));
+        SeqRole::Alloc {
+            store,
+            id,
+            lease_ms,
+        } => {
+            let store = Channel::lazy([store]);
+            let mut settings = seq::Settings::new(id);
+            if let Some(ms) = lease_ms {
+                settings.lease = Duration::from_millis(ms);
+            }
+            let service = seq::SeqService::new(store, settings);
             Server::builder().add_service(SeqServer::new(service))
         }
     };
@@ -144,8 +179,12 @@ async fn measure(
     }
 }
 
-/// Runs the benchmark: a table, then one JSON line per concurrency.
+/// Runs the benchmark: a table, then one JSON line per concurrency (or per failover run
+/// with `--kill`).
 pub(crate) async fn run(args: SeqArgs) -> anyhow::Result<()> {
+    if args.kill {
+        return crate::seq_failover::run(&args.failover()).await;
+    }
     let dir = std::env::temp_dir().join(format!(
         "svrkit-bench-seq-{}-{:x}",
         std::process::id(),

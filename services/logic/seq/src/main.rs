@@ -1,5 +1,5 @@
 //! `seq`: serves `wx.seq.Seq`, configured by the SVRKIT_* environment (see
-//! `svrkit::launch`). `WX_SEQ_LEASE_MS` sets the lease length (default 5,000) and
+//! `svrkit::launch`). `WX_SEQ_LEASE_MS` sets the lease length (default 1,000) and
 //! `WX_SEQ_STEP` the numbers per persisted step (default 10,000).
 
 use anyhow::Context as _;
@@ -7,7 +7,7 @@ use svrkit::Server;
 use svrkit::launch::Launch;
 use wx_api::seq::seq_methods::SERVICE_NAME;
 use wx_api::seq::seq_server::SeqServer;
-use wx_api::storage::{SeqStoreClient, seq_store_methods};
+use wx_api::storage::seq_store_methods;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         settings.step = step.parse().context("WX_SEQ_STEP")?;
         anyhow::ensure!(settings.step > 0, "WX_SEQ_STEP must be at least 1");
     }
-    let service = seq::SeqService::new(SeqStoreClient::new(store), settings);
+    let service = seq::SeqService::new(store, settings);
     launch
         .serve(Server::builder().add_service(SeqServer::new(service)))
         .await?;

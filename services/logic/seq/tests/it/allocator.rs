@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use svrkit::{Channel, Code, Server, Status};
@@ -51,17 +52,17 @@ async fn serve(server: Server) -> Running {
 /// A seqstore shard on a fresh directory, and a client of it.
 /// A seqstore on loopback, its client, and its data directory, which must outlive it (it
 /// is removed when dropped).
-async fn seqstore() -> (svrkit_testkit::TempDir, Running, SeqStoreClient) {
+async fn seqstore() -> (svrkit_testkit::TempDir, Running, Channel) {
     let dir = svrkit_testkit::tempdir("seqstore");
     let engine = Engine::open(dir.path()).expect("engine");
     let service = SeqStoreService::new(engine).expect("store");
     let running = serve(Server::builder().add_service(SeqStoreServer::new(service))).await;
-    let client = SeqStoreClient::new(Channel::lazy([running.addr]));
-    (dir, running, client)
+    let channel = Channel::lazy([running.addr]);
+    (dir, running, channel)
 }
 
 /// An allocator `id` with a short lease and a small step, and a client of it alone.
-async fn allocator(store: &SeqStoreClient, id: &str) -> (Running, SeqClient) {
+async fn allocator(store: &Channel, id: &str) -> (Running, SeqClient) {
     let mut settings = seq::Settings::new(id);
     settings.lease = Duration::from_millis(400);
     settings.step = 10;
@@ -105,6 +106,7 @@ fn uids_in_one_section(count: usize) -> Vec<u64> {
 async fn numbers_go_up_and_the_step_is_persisted_before_it_is_used() {
     let (_data, _store, store) = seqstore().await;
     let (_a, a) = allocator(&store, "a").await;
+    let store_client = SeqStoreClient::new(store.clone());
     let uids = uids_in_one_section(3);
     let mut last: HashMap<u64, u64> = HashMap::new();
     for round in 0..60 {
@@ -117,7 +119,7 @@ async fn numbers_go_up_and_the_step_is_persisted_before_it_is_used() {
                 reply.seq
             );
             // The section's persisted bound already covers what was handed out.
-            let record = store
+            let record = store_client
                 .get_section(GetSectionRequest {
                     section: reply.section,
                 })
@@ -209,6 +211,8 @@ async fn racing_allocators_take_turns_and_never_interleave() {
 struct SlowStore {
     inner: wx_storage::SeqStoreService,
     delay: Duration,
+    /// `PutSections` requests seen.
+    batches: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl wx_api::storage::seq_store_server::SeqStore for SlowStore {
@@ -226,21 +230,33 @@ impl wx_api::storage::seq_store_server::SeqStore for SlowStore {
         tokio::time::sleep(self.delay).await;
         self.inner.put_section(request).await
     }
+
+    async fn put_sections(
+        &self,
+        request: wx_api::storage::PutSectionsRequest,
+    ) -> Result<wx_api::storage::PutSectionsReply, Status> {
+        self.batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(self.delay).await;
+        self.inner.put_sections(request).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_sections_keep_their_leases_when_each_write_is_slow() {
     // 100 sections held, each store write 20 ms, a 400 ms lease renewed every 133 ms:
-    // renewed one after another a round takes 2 s and the leases lapse; side by side it
-    // takes two writes' time.
+    // renewed one after another a round takes 2 s and the leases lapse; in one batch it
+    // takes one write's time.
     let dir = svrkit_testkit::tempdir("seqstore");
     let engine = Engine::open(dir.path()).expect("engine");
     let slow = SlowStore {
         inner: SeqStoreService::new(engine).expect("store"),
         delay: Duration::from_millis(20),
+        batches: Arc::default(),
     };
+    let batches = Arc::clone(&slow.batches);
     let _store = serve(Server::builder().add_service(SeqStoreServer::new(slow))).await;
-    let store = SeqStoreClient::new(Channel::lazy([_store.addr]));
+    let store = Channel::lazy([_store.addr]);
     let (_a, a) = allocator(&store, "a").await;
     let mut seen = std::collections::HashSet::new();
     let uids: Vec<u64> = (1..)
@@ -255,7 +271,9 @@ async fn many_sections_keep_their_leases_when_each_write_is_slow() {
     // Three lease lengths of traffic over every section: each is served all along by the
     // epoch that took it (a lapse would end it, and the next request would take the
     // section again, in a new epoch).
-    let until = std::time::Instant::now() + Duration::from_millis(1_200);
+    let window = std::time::Instant::now();
+    let batches_before = batches.load(std::sync::atomic::Ordering::Relaxed);
+    let until = window + Duration::from_millis(1_200);
     let mut rounds = 0;
     while std::time::Instant::now() < until {
         for &uid in &uids {
@@ -269,4 +287,12 @@ async fn many_sections_keep_their_leases_when_each_write_is_slow() {
         rounds += 1;
     }
     assert!(rounds > 0);
+    // All 100 leases were renewed in batches: one request per renewal round (every
+    // 133 ms, one store shard), where a request per section would be 100 per round.
+    let rounds_elapsed = window.elapsed().as_millis() as u64 / 133 + 2;
+    let batches = batches.load(std::sync::atomic::Ordering::Relaxed) - batches_before;
+    assert!(
+        (1..=rounds_elapsed).contains(&batches),
+        "{batches} PutSections requests in {rounds_elapsed} renewal rounds"
+    );
 }
