@@ -207,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
             let me = launch.bind().await?;
             let presence = peers.presence().await?;
             let instances_changed = presence.subscribe_targets();
-            let hub = Hub::new(me, PushClient::new(presence));
+            let hub = Hub::new(me, presence);
             tokio::spawn(Arc::clone(&hub).reannounce_forever(instances_changed));
             let listener = tokio::net::TcpListener::bind(settings.ws).await?;
             let ws_addr = listener.local_addr()?;

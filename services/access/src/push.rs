@@ -9,6 +9,14 @@
 //! by uid to the owner, which forwards it (`DeliverLocal`) to each instance holding a
 //! connection of the uid. Two hops at most; no central presence store; presence is soft
 //! state that heals itself.
+//!
+//! An owner that has just started knows nothing yet, and the others' next round may be a
+//! [`REANNOUNCE`] away (a process killed and back within a second may never have left
+//! the registry, so nobody saw the set change). For [`WARMUP`] after it starts, an owner
+//! therefore forwards every push to *every* access-long instance as well as to the
+//! holders it has heard of: a logout's `session_ended` reaches each connection of the
+//! session at once, whatever restarted when, for one request per instance per push
+//! during that minute.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -28,6 +36,9 @@ use wx_api::by_uid;
 
 /// How often an instance repeats the presence it holds.
 pub const REANNOUNCE: Duration = Duration::from_secs(30);
+/// How long after it starts an owner sends pushes to every instance: two presence
+/// rounds, so every other instance has repeated what it holds at least once.
+pub const WARMUP: Duration = Duration::from_secs(2 * REANNOUNCE.as_secs());
 /// Frames queued for one connection before pushes to it are dropped (a stalled client).
 pub const QUEUE: usize = 256;
 
@@ -39,6 +50,10 @@ type Outbox = mpsc::Sender<String>;
 pub struct Hub {
     me: SocketAddr,
     owners: PushClient,
+    /// The access-long instances (the channel `owners` calls through).
+    instances: Channel,
+    /// Until when pushes go to every instance (see [`WARMUP`]).
+    warm_until: std::time::Instant,
     next_id: AtomicU64,
     /// uid -> its connections here.
     local: Mutex<HashMap<u64, Vec<Connection>>>,
@@ -91,10 +106,12 @@ impl Hub {
     /// The hub of the instance serving RPC at `me`; `owners` reaches the presence owners
     /// (a channel balancing by consistent hash over the `wx.access.Push` instances, see
     /// `wx_api::presence`).
-    pub fn new(me: SocketAddr, owners: PushClient) -> Arc<Hub> {
+    pub fn new(me: SocketAddr, owners: Channel) -> Arc<Hub> {
         Arc::new(Hub {
             me,
-            owners,
+            owners: PushClient::new(owners.clone()),
+            instances: owners,
+            warm_until: std::time::Instant::now() + WARMUP,
             next_id: AtomicU64::new(1),
             local: Mutex::default(),
             presence: Mutex::default(),
@@ -289,7 +306,7 @@ impl Push for PushService {
         let event = request
             .event
             .ok_or_else(|| Status::invalid_argument("no event"))?;
-        let holders: Vec<SocketAddr> = self
+        let mut holders: Vec<SocketAddr> = self
             .hub
             .presence
             .lock()
@@ -297,6 +314,17 @@ impl Push for PushService {
             .get(&request.uid)
             .map(|set| set.iter().copied().collect())
             .unwrap_or_default();
+        if std::time::Instant::now() < self.hub.warm_until {
+            // Just started: what this owner has heard may be partial (see WARMUP).
+            for addr in self.hub.instances.addresses() {
+                if !holders.contains(&addr) {
+                    holders.push(addr);
+                }
+            }
+            if !holders.contains(&self.hub.me) {
+                holders.push(self.hub.me);
+            }
+        }
         let mut delivered = 0;
         for addr in holders {
             if addr == self.hub.me {

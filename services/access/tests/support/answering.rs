@@ -224,10 +224,7 @@ pub(crate) async fn websocket_limited(
     let gateway = gateway_with(services, limits);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let hub = access::push::Hub::new(
-        services,
-        PushClient::new(Channel::builder().plaintext().lazy([services])),
-    );
+    let hub = access::push::Hub::new(services, Channel::builder().plaintext().lazy([services]));
     tokio::spawn(access::ws::serve(
         listener,
         gateway,

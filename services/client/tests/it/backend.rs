@@ -458,3 +458,41 @@ async fn memory_stays_bounded_under_attack() {
     let backend = Backend::start(Registry::Embedded).await;
     scenarios::edge::memory_stays_bounded_under_attack(&backend).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_every_connection_right_after_a_presence_owner_restarts() {
+    // Issue 30 item 1: eight users on access-long-1; access-long-2, the presence owner of
+    // about half of them, is killed and back at once; each user logs out. Every socket
+    // must be told and closed at once, not after the next presence round (30 s).
+    use serde_json::json;
+    let mut backend = Backend::start(Registry::Embedded).await;
+    let mut users = Vec::new();
+    for _ in 0..8 {
+        let user = backend.user(&harness::unique("restart")).await;
+        let ws = wx_client::Ws::connect(backend.ws[0], &user.token)
+            .await
+            .expect("connect")
+            .expect("auth");
+        users.push((user, ws));
+    }
+    backend.kill_and_restart("access-long-2");
+    // Back when its WebSocket port answers a sign-in again.
+    let deadline = std::time::Instant::now() + svrkit_testkit::PATIENCE;
+    loop {
+        match wx_client::Ws::connect(backend.ws[1], &users[0].0.token).await {
+            Ok(Ok(_)) => break,
+            _ if std::time::Instant::now() > deadline => panic!("access-long-2 did not come back"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    for (user, _) in &users {
+        harness::call(&backend.http, "logout", json!({}), Some(&user.token)).await;
+    }
+    for (user, ws) in &mut users {
+        let push = ws
+            .push(svrkit_testkit::PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("uid {} was not told of the logout: {e}", user.uid));
+        assert_eq!(push["push"], "session_ended", "{push}");
+    }
+}
