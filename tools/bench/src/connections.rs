@@ -13,7 +13,10 @@
 //! - `push_all_ms`, `push_p99_ms`: one event delivered to every user through the
 //!   `wx.access.Push/Deliver` RPC the logic tier uses (all users at once, 64 RPCs in
 //!   flight); the time from the first RPC until the last connection read its frame, and
-//!   the 99th percentile over connections of that time.
+//!   the 99th percentile over connections of that time;
+//! - `server_rss_after_close_bytes`, `returned_pct`: access-long's resident memory
+//!   [`SETTLE`] after every connection closed, and how much of what the connections had
+//!   taken it gave back to the system (the gateway's allocator returns freed pages).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -34,6 +37,9 @@ use wx_client::Http;
 
 use crate::backend::{Backend, sign_up};
 use crate::stats::{process_cpu, quantile};
+
+/// How long after the last connection closed the gateway's memory is read again.
+const SETTLE: Duration = Duration::from_secs(12);
 
 /// Options of `svrkit-bench connections`.
 #[derive(Debug, clap::Args)]
@@ -336,25 +342,37 @@ pub(crate) async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     let push_p99_ms = quantile(&mut latencies, 0.99) as f64 / 1e3;
     stop_tx.send_replace(true);
     while tasks.join_next().await.is_some() {}
+    eprintln!("all closed; reading the gateway's memory in {SETTLE:?}");
+    tokio::time::sleep(SETTLE).await;
+    let rss_closed = long_rss(&backend);
+    let fds_left = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    eprintln!("the gateway holds {fds_left} descriptors after the close");
+    let taken = rss_open.saturating_sub(rss_before);
+    let returned_pct = if taken == 0 {
+        0.0
+    } else {
+        rss_open.saturating_sub(rss_closed) as f64 * 100.0 / taken as f64
+    };
 
-    let per_conn = rss_open.saturating_sub(rss_before) / open.max(1) as u64;
+    let per_conn = taken / open.max(1) as u64;
     let errors = (args.connections - open) + (open - received) + deliver_errors;
     println!(
-        "{:>12} {:>10} {:>16} {:>12} {:>13} {:>12} {:>7}",
+        "{:>12} {:>10} {:>16} {:>17} {:>12} {:>13} {:>12} {:>7}",
         "connections",
         "open s",
         "rss/conn bytes",
+        "returned on close",
         "idle cpu %",
         "push all ms",
         "push p99 ms",
         "errors"
     );
     println!(
-        "{:>12} {:>10.1} {:>16} {:>12.1} {:>13.1} {:>12.1} {:>7}",
-        open, open_secs, per_conn, idle_cpu_pct, push_all_ms, push_p99_ms, errors
+        "{:>12} {:>10.1} {:>16} {:>16.0}% {:>12.1} {:>13.1} {:>12.1} {:>7}",
+        open, open_secs, per_conn, returned_pct, idle_cpu_pct, push_all_ms, push_p99_ms, errors
     );
     println!(
-        "{{\"bench\":\"connections\",\"asked\":{asked},\"connections\":{open},\"users\":{users},\"open_secs\":{open_secs:.1},\"server_rss_bytes\":{rss_open},\"server_rss_bytes_per_conn\":{per_conn},\"idle_cpu_pct\":{idle_cpu_pct:.1},\"push_all_ms\":{push_all_ms:.1},\"push_p99_ms\":{push_p99_ms:.1},\"errors\":{errors}}}"
+        "{{\"bench\":\"connections\",\"asked\":{asked},\"connections\":{open},\"users\":{users},\"open_secs\":{open_secs:.1},\"server_rss_bytes\":{rss_open},\"server_rss_bytes_per_conn\":{per_conn},\"server_rss_after_close_bytes\":{rss_closed},\"returned_pct\":{returned_pct:.0},\"idle_cpu_pct\":{idle_cpu_pct:.1},\"push_all_ms\":{push_all_ms:.1},\"push_p99_ms\":{push_p99_ms:.1},\"errors\":{errors}}}"
     );
     Ok(())
 }
