@@ -11,6 +11,7 @@
 //! | `SVRKIT_GRAY_USERS` | a [`Selector`] in JSON: run as a gray release for these users | stable |
 //! | `SVRKIT_DATA_DIR` | where a stateful service keeps its files | `.svrkit/data/<instance id>` |
 //! | `SVRKIT_TLS_CERT`, `SVRKIT_TLS_KEY`, `SVRKIT_TLS_CA` | PEM files: this service's certificate and key, and the cluster CA; all three turn on mutual TLS for the server and every channel ([`crate::tls`]) | plain TCP |
+//! | `SVRKIT_TLS_RELOAD_SECS` | how often the certificate and key files are checked for a renewal, which new connections then present ([`crate::tls::CertSlot`]) | 10 |
 //! | `SVRKIT_MAX_OPEN_FILES` | the soft limit on open files this process sets at start | the hard limit ([`crate::process_limits`]) |
 //! | `SVRKIT_CALL_POLICY` | who may call what, JSON ([`crate::policy`]) | everyone |
 //! | `SVRKIT_ZONE` | the zone registered with the instance; [`Launch::zone`] gives it to channels, which then prefer instances of the same zone | none |
@@ -217,6 +218,22 @@ impl Launch {
                 let client = credentials
                     .client()
                     .map_err(|e| bad("SVRKIT_TLS_CERT", &cert, e))?;
+                // A renewed certificate (same files) is presented without a restart.
+                let period = match var("SVRKIT_TLS_RELOAD_SECS") {
+                    Some(secs) => std::time::Duration::from_secs(
+                        secs.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                            bad(
+                                "SVRKIT_TLS_RELOAD_SECS",
+                                &secs,
+                                "not a positive number of seconds",
+                            )
+                        })?,
+                    ),
+                    None => crate::tls::reload::DEFAULT_RELOAD_PERIOD,
+                };
+                credentials
+                    .slot()
+                    .watch_files(PathBuf::from(&cert), PathBuf::from(&key), period);
                 // Every channel this process builds from now on presents the certificate.
                 crate::tls::set_process_client(client);
                 Some(

@@ -149,9 +149,10 @@ pub enum EdgeTlsError {
     Rustls(#[from] tokio_rustls::rustls::Error),
 }
 
-/// The edge's TLS: HTTPS and WSS with this certificate.
+/// The edge's TLS: HTTPS and WSS with this certificate (replaceable while serving: see
+/// [`EdgeTls::slot`]).
 #[derive(Clone)]
-pub struct EdgeTls(tokio_rustls::TlsAcceptor);
+pub struct EdgeTls(tokio_rustls::TlsAcceptor, Arc<svrkit::tls::CertSlot>);
 
 impl std::fmt::Debug for EdgeTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,14 +165,23 @@ impl EdgeTls {
     /// HTTP/1.1; no client certificates).
     pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<EdgeTls, EdgeTlsError> {
         use tokio_rustls::rustls;
-        let (chain, key) = svrkit::tls::chain_and_key(cert, key)?;
+        let slot = Arc::new(svrkit::tls::CertSlot::from_pem(cert, key)?);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_single_cert(chain, key)?;
+            .with_cert_resolver(Arc::clone(&slot) as Arc<dyn rustls::server::ResolvesServerCert>);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(EdgeTls(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+        Ok(EdgeTls(
+            tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            slot,
+        ))
+    }
+
+    /// The certificate new connections get: replace it (or have it follow renewed files
+    /// with [`svrkit::tls::CertSlot::watch_files`]) without a restart.
+    pub fn slot(&self) -> &Arc<svrkit::tls::CertSlot> {
+        &self.1
     }
 }
 
@@ -239,7 +249,7 @@ pub async fn serve(
             let tcp = crate::write_timeout::WriteTimeout::new(tcp, limits.write_timeout);
             match tls {
                 None => serve_connection(tcp, peer, service, limits, stopping).await,
-                Some(EdgeTls(acceptor)) => {
+                Some(EdgeTls(acceptor, _)) => {
                     // The handshake counts against the header timeout (slowloris in TLS).
                     match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {

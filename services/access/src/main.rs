@@ -12,7 +12,8 @@
 //!   an idle connection) and its body may take (10 s each); `WX_WRITE_TIMEOUT_MS`: how
 //!   long a write to a client that stopped reading may wait (10 s). See `access::edge`.
 //! - `WX_TLS_CERT`, `WX_TLS_KEY`: PEM files; with both, the gateway serves HTTPS / WSS
-//!   with that certificate (plain HTTP without them, for local use).
+//!   with that certificate (plain HTTP without them, for local use), and serves a
+//!   renewed one written over them to new connections within 10 s.
 //! - `WX_PUBLIC_WS_URL` (access-long): the WebSocket URL clients are given (default
 //!   `ws://` + the `WX_WS` address + `/v1/ws`), for a gateway behind a proxy.
 //! - `WX_ALLOWED_HOSTS`: the gateway's public host names (comma-separated); a request
@@ -184,10 +185,15 @@ async fn main() -> anyhow::Result<()> {
             let read = |p: &std::path::Path| {
                 std::fs::read(p).with_context(|| format!("reading {}", p.display()))
             };
-            Some(
-                access::edge::EdgeTls::from_pem(&read(cert)?, &read(key)?)
-                    .map_err(|e| anyhow::anyhow!("WX_TLS_CERT={}: {e}", cert.display()))?,
-            )
+            let tls = access::edge::EdgeTls::from_pem(&read(cert)?, &read(key)?)
+                .map_err(|e| anyhow::anyhow!("WX_TLS_CERT={}: {e}", cert.display()))?;
+            // A renewed certificate is served to new connections without a restart.
+            tls.slot().watch_files(
+                cert.clone(),
+                key.clone(),
+                svrkit::tls::reload::DEFAULT_RELOAD_PERIOD,
+            );
+            Some(tls)
         }
         _ => None,
     };

@@ -6,7 +6,16 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
+use std::time::{Duration, SystemTime};
+
 use super::{CLUSTER_SERVER_NAME, TlsError, spiffe_uri};
+
+/// How long a certificate from [`ClusterCa::issue`] is valid.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How long a cluster CA made by [`ClusterCa::new`] is valid.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// How far back a new certificate's validity starts, for clocks a little behind.
+const BACKDATE: Duration = Duration::from_secs(3600);
 
 fn config_error(e: rcgen::Error) -> TlsError {
     TlsError::Config(e.to_string())
@@ -35,6 +44,8 @@ pub struct Issued {
     pub cert_pem: String,
     /// Its private key (keep it 0600).
     pub key_pem: String,
+    /// When it stops being valid.
+    pub not_after: SystemTime,
 }
 
 /// The CA certificate's fields (the same every time, so a reloaded CA issues
@@ -53,9 +64,11 @@ impl ClusterCa {
     /// A new CA for `cluster` (ECDSA P-256).
     pub fn new(cluster: &str) -> Result<ClusterCa, TlsError> {
         let key = KeyPair::generate().map_err(config_error)?;
-        let cert = ca_params(cluster)?
-            .self_signed(&key)
-            .map_err(config_error)?;
+        let mut params = ca_params(cluster)?;
+        let now = SystemTime::now();
+        params.not_before = (now - BACKDATE).into();
+        params.not_after = (now + CA_VALIDITY).into();
+        let cert = params.self_signed(&key).map_err(config_error)?;
         let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
         ClusterCa::load(cluster, &cert_pem, &key_pem)
     }
@@ -84,14 +97,34 @@ impl ClusterCa {
     }
 
     /// A certificate naming `service` (`spiffe://CLUSTER/service/SERVICE`), for both
-    /// serving and calling.
+    /// serving and calling, valid for [`DEFAULT_VALIDITY`].
     pub fn issue(&self, service: &str) -> Result<Issued, TlsError> {
-        self.issue_in(&self.cluster, service)
+        self.issue_for(service, DEFAULT_VALIDITY)
+    }
+
+    /// As [`ClusterCa::issue`], valid for `validity` from now (short-lived instance
+    /// certificates, renewed before they end).
+    pub fn issue_for(&self, service: &str, validity: Duration) -> Result<Issued, TlsError> {
+        let now = SystemTime::now();
+        self.issue_between(&self.cluster, service, now - BACKDATE, now + validity)
     }
 
     /// A certificate naming `service` of another trust domain, `cluster`, signed by this
     /// CA (one CA shared by several clusters, or a test that it does not blur them).
     pub fn issue_in(&self, cluster: &str, service: &str) -> Result<Issued, TlsError> {
+        let now = SystemTime::now();
+        self.issue_between(cluster, service, now - BACKDATE, now + DEFAULT_VALIDITY)
+    }
+
+    /// A certificate naming `service` of `cluster`, valid from `not_before` to
+    /// `not_after` (tests make expired and not-yet-valid ones with it).
+    pub fn issue_between(
+        &self,
+        cluster: &str,
+        service: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<Issued, TlsError> {
         let mut params =
             CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_string()]).map_err(config_error)?;
         params
@@ -106,11 +139,14 @@ impl ClusterCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
         let key = KeyPair::generate().map_err(config_error)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(config_error)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            not_after,
         })
     }
 }

@@ -22,7 +22,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 #[cfg(feature = "mint")]
 pub mod mint;
+pub mod reload;
 mod san;
+
+pub use reload::CertSlot;
 
 pub use san::uri_sans;
 
@@ -94,18 +97,18 @@ pub fn chain_and_key(
     Ok((chain, key))
 }
 
-/// A service's credentials: its certificate chain and private key, and the CA it trusts.
+/// A service's credentials: its certificate chain and private key (in a [`CertSlot`],
+/// replaceable while in use), and the CA it trusts.
 #[derive(Debug)]
 pub struct Credentials {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    slot: Arc<CertSlot>,
     roots: Arc<RootCertStore>,
 }
 
 impl Credentials {
     /// From PEM text: the certificate (chain), its key and the cluster CA certificate.
     pub fn from_pem(cert: &[u8], key: &[u8], ca: &[u8]) -> Result<Credentials, TlsError> {
-        let (chain, key) = chain_and_key(cert, key)?;
+        let slot = CertSlot::new(cert, key, Credentials::provider())?;
         let mut roots = RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(ca) {
             let ca = ca.map_err(|e| pem_error("the CA certificate", e))?;
@@ -117,10 +120,16 @@ impl Credentials {
             return Err(pem_error("the CA certificate", "no CERTIFICATE block"));
         }
         Ok(Credentials {
-            chain,
-            key,
+            slot: Arc::new(slot),
             roots: Arc::new(roots),
         })
+    }
+
+    /// Where this process's certificate lives: replace it there and every new
+    /// connection, served or made with configurations built from these credentials,
+    /// presents the new one ([`CertSlot::watch_files`] follows renewed files).
+    pub fn slot(&self) -> &Arc<CertSlot> {
+        &self.slot
     }
 
     /// From PEM files.
@@ -133,7 +142,11 @@ impl Credentials {
 
     /// The service this certificate names, if it names one.
     pub fn identity(&self) -> Option<String> {
-        self.chain.first().and_then(|c| identity_of(c.as_ref()))
+        self.slot
+            .current()
+            .cert
+            .first()
+            .and_then(|c| identity_of(c.as_ref()))
     }
 
     fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -155,10 +168,14 @@ impl Credentials {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .with_cert_resolver(
+                Arc::clone(&self.slot) as Arc<dyn rustls::server::ResolvesServerCert>
+            );
+        // A renewed certificate is of the same cluster: the trust domain is fixed here.
         let trust_domain = self
-            .chain
+            .slot
+            .current()
+            .cert
             .first()
             .and_then(|c| spiffe_id_of(c.as_ref()))
             .map(|(cluster, _)| Arc::<str>::from(cluster));
@@ -175,8 +192,9 @@ impl Credentials {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_root_certificates(Arc::clone(&self.roots))
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .with_client_cert_resolver(
+                Arc::clone(&self.slot) as Arc<dyn rustls::client::ResolvesClientCert>
+            );
         Ok(ClientTls(Arc::new(config)))
     }
 }

@@ -199,3 +199,68 @@ async fn a_policy_without_tls_refuses_everyone() {
         .expect_err("no identity");
     assert_eq!(denied.code(), Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificates_get_no_connection_and_renewed_ones_load_without_a_restart() {
+    use std::time::SystemTime;
+    let ca = ClusterCa::new("test").expect("CA");
+    let policy = CallPolicy::from_json(r#"{"callers":["front"]}"#).expect("policy");
+    let (addr, _stop) = tls_server(&ca, policy).await;
+    let hour = Duration::from_secs(3600);
+    let now = SystemTime::now();
+    let with = |issued: svrkit::tls::mint::Issued| {
+        Credentials::from_pem(
+            issued.cert_pem.as_bytes(),
+            issued.key_pem.as_bytes(),
+            ca.cert_pem().as_bytes(),
+        )
+        .expect("credentials")
+    };
+
+    // A stolen certificate is worth only its short life: once expired (or before it
+    // starts) it gets no connection.
+    let expired = with(
+        ca.issue_between("test", "front", now - 2 * hour, now - hour)
+            .expect("issued"),
+    );
+    let refused = echo(&client(addr, Some(&expired)), b"x".to_vec(), 0)
+        .await
+        .expect_err("expired");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    let early = with(
+        ca.issue_between("test", "front", now + hour, now + 2 * hour)
+            .expect("issued"),
+    );
+    let refused = echo(&client(addr, Some(&early)), b"x".to_vec(), 0)
+        .await
+        .expect_err("not yet valid");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+
+    // A process's certificate files rewritten (renewed, here to another name the policy
+    // lists): new connections present the new one, with no restart.
+    let dir = svrkit_testkit::tempdir("tls-reload");
+    let (cert, key) = (dir.path().join("me.crt"), dir.path().join("me.key"));
+    let first = ca.issue_for("stranger", hour).expect("issued");
+    std::fs::write(&cert, &first.cert_pem).expect("write");
+    std::fs::write(&key, &first.key_pem).expect("write");
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("write");
+    let mine = Credentials::from_pem_files(&cert, &key, &ca_file).expect("credentials");
+    let denied = echo(&client(addr, Some(&mine)), b"x".to_vec(), 0)
+        .await
+        .expect_err("a stranger");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied}");
+    let renewed = ca.issue_for("front", hour).expect("issued");
+    std::fs::write(&cert, &renewed.cert_pem).expect("write");
+    std::fs::write(&key, &renewed.key_pem).expect("write");
+    mine.slot().reload(&cert, &key).expect("reloaded");
+    assert_eq!(mine.identity().as_deref(), Some("front"));
+    let reply = echo(&client(addr, Some(&mine)), b"renewed".to_vec(), 0)
+        .await
+        .expect("the renewed certificate is presented");
+    assert_eq!(&reply.payload[..], b"renewed");
+    // A half-written renewal (a key that does not match) keeps the current certificate.
+    std::fs::write(&key, &first.key_pem).expect("write");
+    assert!(mine.slot().reload(&cert, &key).is_err());
+    assert_eq!(mine.identity().as_deref(), Some("front"));
+}

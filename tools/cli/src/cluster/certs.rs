@@ -1,11 +1,24 @@
 //! The cluster's certificates: a CA made on the first `svrkit up` (in `STATE/tls/`, or
 //! the manifest's `[tls] ca_dir`), a certificate per instance naming its service
 //! (`spiffe://CLUSTER/service/NAME`), and the operator's, which `svrkit call` presents.
-//! Keys are written 0600; existing files are reused, so restarts keep their identity.
+//!
+//! Only the supervisor issues certificates. The CA's key lives in a directory of its own
+//! (`ca/ca.key`, the directory 0700, the key 0600) that no instance is told of: an
+//! instance gets the CA certificate, its own certificate and its own key, nothing else.
+//! (Processes of one uid can still read each other's files: to keep instances from the
+//! CA key, run them under their own uids, as a host or Kubernetes deployment does.)
+//!
+//! Certificates are short-lived ([`INSTANCE_VALIDITY`], 24 h): a stolen one is worth a
+//! day at most. Each has a sidecar `NAME.expires` (its end in Unix seconds and its
+//! service); [`ClusterCerts::renew_due`], which the supervisor runs every
+//! [`RENEW_CHECK`], issues a fresh one over the files once a third of its life is
+//! left, and the processes load it without a restart (`svrkit::tls::CertSlot`). Keys are
+//! written 0600.
 
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use svrkit::tls::Credentials;
@@ -13,6 +26,10 @@ use svrkit::tls::mint::ClusterCa;
 
 /// The identity `svrkit call` and other operator tools present.
 pub(crate) const OPERATOR: &str = "operator";
+/// How long an instance's (and the operator's) certificate is valid.
+pub(crate) const INSTANCE_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// How often the supervisor looks for certificates due for renewal.
+pub(crate) const RENEW_CHECK: Duration = Duration::from_secs(60);
 
 /// A cluster CA and the directory its certificates live in.
 pub(crate) struct ClusterCerts {
@@ -20,6 +37,8 @@ pub(crate) struct ClusterCerts {
     ca: ClusterCa,
     /// Whether gateways serve HTTPS with their certificate too.
     edge: bool,
+    /// How long the certificates it issues are valid.
+    validity: Duration,
 }
 
 impl std::fmt::Debug for ClusterCerts {
@@ -47,10 +66,22 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 impl ClusterCerts {
-    /// Opens the CA in `dir`, making it first if there is none.
+    /// Opens the CA in `dir`, making it first if there is none. A CA key of an older
+    /// layout (`dir/ca.key`, beside the instances' files) is moved into `dir/ca/`.
     pub(crate) fn open(dir: &Path, cluster: &str, edge: bool) -> anyhow::Result<ClusterCerts> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let private = dir.join("ca");
+        std::fs::create_dir_all(&private)
+            .with_context(|| format!("creating {}", private.display()))?;
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", private.display()))?;
+        let (cert, key) = (dir.join("ca.crt"), private.join("ca.key"));
+        let old_key = dir.join("ca.key");
+        if old_key.exists() && !key.exists() {
+            std::fs::rename(&old_key, &key).with_context(|| {
+                format!("moving {} into {}", old_key.display(), private.display())
+            })?;
+        }
         let ca = if cert.exists() && key.exists() {
             let read = |p: &Path| {
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
@@ -67,7 +98,15 @@ impl ClusterCerts {
             dir: dir.to_path_buf(),
             ca,
             edge,
+            validity: INSTANCE_VALIDITY,
         })
+    }
+
+    /// The same CA issuing certificates valid for `validity` (tests of renewal).
+    #[cfg(test)]
+    fn with_validity(mut self, validity: Duration) -> ClusterCerts {
+        self.validity = validity;
+        self
     }
 
     /// The CA certificate's file.
@@ -75,23 +114,78 @@ impl ClusterCerts {
         self.dir.join("ca.crt")
     }
 
-    /// The certificate and key files of `name` (an instance id), naming `service`; made
-    /// if missing.
+    /// The certificate and key files of `name` (an instance id), naming `service`; issued
+    /// if missing or due for renewal.
     pub(crate) fn ensure(&self, service: &str, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
         let (cert, key) = (
             self.dir.join(format!("{name}.crt")),
             self.dir.join(format!("{name}.key")),
         );
-        if !(cert.exists() && key.exists()) {
-            let issued = self.ca.issue(service)?;
-            write_private(&key, &issued.key_pem)?;
-            std::fs::write(&cert, &issued.cert_pem)
-                .with_context(|| format!("writing {}", cert.display()))?;
+        let due = self.expiry(name).is_none_or(|(ends, _)| self.due(ends));
+        if !(cert.exists() && key.exists()) || due {
+            self.issue(service, name)?;
         }
         Ok((cert, key))
     }
 
-    /// The `SVRKIT_TLS_*` environment of instance `id` of `service`.
+    /// Issues `name`'s certificate (naming `service`) over its files. The key is written
+    /// before the certificate, each by rename, and processes reject a pair whose key does
+    /// not match, so a reload between the two keeps the old pair.
+    fn issue(&self, service: &str, name: &str) -> anyhow::Result<()> {
+        let issued = self.ca.issue_for(service, self.validity)?;
+        let ends = issued
+            .not_after
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        write_private(&self.dir.join(format!("{name}.key")), &issued.key_pem)?;
+        write_public(&self.dir.join(format!("{name}.crt")), &issued.cert_pem)?;
+        write_public(
+            &self.dir.join(format!("{name}.expires")),
+            &format!("{ends} {service}\n"),
+        )?;
+        Ok(())
+    }
+
+    /// When `name`'s certificate ends (Unix seconds) and the service it names, from its
+    /// sidecar.
+    fn expiry(&self, name: &str) -> Option<(u64, String)> {
+        let text = std::fs::read_to_string(self.dir.join(format!("{name}.expires"))).ok()?;
+        let (ends, service) = text.trim().split_once(' ')?;
+        Some((ends.parse().ok()?, service.to_string()))
+    }
+
+    /// Whether a certificate ending at `ends` (Unix seconds) has a third of its life or
+    /// less left.
+    fn due(&self, ends: u64) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        ends.saturating_sub(now) <= self.validity.as_secs() / 3
+    }
+
+    /// Renews every certificate in the directory with a third of its life or less left;
+    /// returns the names renewed.
+    pub(crate) fn renew_due(&self) -> anyhow::Result<Vec<String>> {
+        let mut renewed = Vec::new();
+        let entries = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("listing {}", self.dir.display()))?;
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".expires")) else {
+                continue;
+            };
+            if let Some((ends, service)) = self.expiry(name)
+                && self.due(ends)
+            {
+                self.issue(&service, name)?;
+                renewed.push(name.to_string());
+            }
+        }
+        Ok(renewed)
+    }
+
+    /// The `SVRKIT_TLS_*` environment of instance `id` of `service`: its own certificate
+    /// and key and the CA certificate, never the CA key.
     pub(crate) fn env(&self, service: &str, id: &str) -> anyhow::Result<Vec<(String, String)>> {
         let (cert, key) = self.ensure(service, id)?;
         let mut env = vec![
@@ -105,6 +199,16 @@ impl ClusterCerts {
         }
         Ok(env)
     }
+}
+
+/// Writes `contents` to `path` (world-readable: certificates), by rename.
+fn write_public(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// The operator's credentials of the deployment whose certificates are in `dir`, if any.
@@ -123,7 +227,6 @@ pub(crate) fn operator(dir: &Path) -> anyhow::Result<Option<Credentials>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
     fn a_ca_is_made_once_and_keys_are_private() {
@@ -133,12 +236,19 @@ mod tests {
         let (cert, key) = certs.ensure("account", "account-1").expect("issued");
         let mode = std::fs::metadata(&key).expect("key").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let ca_mode = std::fs::metadata(dir.join("ca.key"))
-            .expect("ca key")
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(ca_mode, 0o600);
+        // The CA key is in a private directory of its own, named in no instance's
+        // environment.
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("ca").join("ca.key")), 0o600);
+        assert_eq!(mode(&dir.join("ca")), 0o700);
+        assert!(!dir.join("ca.key").exists());
+        let env = certs.env("account", "account-1").expect("env");
+        for (name, value) in &env {
+            assert!(
+                !value.contains("ca.key") && !Path::new(value).starts_with(dir.join("ca")),
+                "{name}={value}"
+            );
+        }
         let first = std::fs::read(&cert).expect("cert");
         // Reopened, the same CA and the same certificate.
         let again = ClusterCerts::open(&dir, "test", false).expect("reopened");
@@ -148,6 +258,51 @@ mod tests {
         again.ensure(OPERATOR, OPERATOR).expect("operator");
         let operator = operator(&dir).expect("reads").expect("present");
         assert_eq!(operator.identity().as_deref(), Some(OPERATOR));
+        let account =
+            Credentials::from_pem_files(&cert, &key, &dir.join("ca.crt")).expect("account");
+        assert_eq!(account.identity().as_deref(), Some("account"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn certificates_are_short_lived_and_renewed_when_a_third_is_left() {
+        let dir = std::env::temp_dir().join(format!("svrkit-renew-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // An older layout's CA key beside the instances' files is moved out of their way.
+        let old = ClusterCa::new("test").expect("CA");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("ca.crt"), old.cert_pem()).expect("write");
+        std::fs::write(dir.join("ca.key"), old.key_pem()).expect("write");
+        let certs = ClusterCerts::open(&dir, "test", false)
+            .expect("CA")
+            .with_validity(Duration::from_secs(3000));
+        assert!(!dir.join("ca.key").exists() && dir.join("ca").join("ca.key").exists());
+        let (cert, key) = certs.ensure("account", "account-1").expect("issued");
+        let first = std::fs::read(&cert).expect("cert");
+        let (ends, service) = certs.expiry("account-1").expect("sidecar");
+        assert_eq!(service, "account");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        assert!(ends > now + 2900 && ends <= now + 3000, "{ends} vs {now}");
+        assert!(
+            certs.renew_due().expect("renewal").is_empty(),
+            "nothing is due"
+        );
+        assert_eq!(std::fs::read(&cert).expect("cert"), first);
+
+        // A third of its life left (as a clock a day later would see it): renewed over the
+        // same files, still naming its service, trusted by the same CA.
+        std::fs::write(
+            dir.join("account-1.expires"),
+            format!("{} account\n", now + 999),
+        )
+        .expect("write");
+        assert_eq!(certs.renew_due().expect("renewal"), ["account-1"]);
+        assert_ne!(std::fs::read(&cert).expect("cert"), first);
+        let (renewed_end, _) = certs.expiry("account-1").expect("sidecar");
+        assert!(renewed_end > now + 2900);
         let account =
             Credentials::from_pem_files(&cert, &key, &dir.join("ca.crt")).expect("account");
         assert_eq!(account.identity().as_deref(), Some("account"));

@@ -130,6 +130,22 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
         certs.clone(),
         secret,
     );
+    if let Some(certs) = certs.clone() {
+        // Short-lived certificates, renewed over their files; the processes reload them.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(super::certs::RENEW_CHECK);
+            loop {
+                tick.tick().await;
+                match certs.renew_due() {
+                    Ok(renewed) if !renewed.is_empty() => {
+                        tracing::info!(?renewed, "certificates renewed");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "renewing certificates failed"),
+                }
+            }
+        });
+    }
     let listener = {
         let path = state::socket_path(&dir);
         let _ = std::fs::remove_file(&path);
