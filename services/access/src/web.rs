@@ -63,6 +63,11 @@ const ASSETS: &[Asset] = &[
         body: include_str!("../web/session.js"),
     },
     Asset {
+        path: "/proof.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/proof.js"),
+    },
+    Asset {
         path: "/tabs.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../web/tabs.js"),

@@ -22,6 +22,7 @@ export function explain(e) {
     not_member: "You are not in this group.",
     rate_limited: "Too many requests; slow down a little.",
     login_throttled: "Too many wrong passwords for this account; wait a moment.",
+    proof_required: "Sign-in is busy; try again in a moment.",
     token_expired: "Your session expired; log in again.",
     token_invalid: "Your session ended; log in again.",
     edge_shed: "The service is busy; try again in a moment.",

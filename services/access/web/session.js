@@ -8,6 +8,7 @@ import { refreshContacts } from "./contacts.js";
 import { loadHistory, sync } from "./chats.js";
 import { reloadFeed } from "./moments.js";
 import { showTab } from "./tabs.js";
+import { solve } from "./proof.js";
 import { $, showError } from "./view.js";
 
 function saveSession(uid, token) {
@@ -91,7 +92,18 @@ on("session-lost", signedOut);
 async function signIn(name, password) {
   const key = `svrkit.credential.${name.toLowerCase()}`;
   const device = localStorage.getItem(key) ?? undefined;
-  const r = await api.call("login", { name, password, device });
+  let r;
+  try {
+    r = await api.call("login", { name, password, device });
+  } catch (e) {
+    // Sign-in is busy and this browser has no credential: pay with a solved puzzle.
+    if (!(e instanceof ApiError && e.reason === "proof_required")) throw e;
+    showError("login-error", "Sign-in is busy; proving this is a person's browser…");
+    const { challenge, bits } = await api.call("login.challenge", { name });
+    const proof = await solve(challenge, bits);
+    r = await api.call("login", { name, password, device, proof });
+    showError("login-error", "");
+  }
   if (r.device) localStorage.setItem(key, r.device);
   return r;
 }

@@ -3,6 +3,7 @@
 //! `{"ok":false,"error":{"code","message","reason"?}}`) with its HTTP status.
 
 mod admit;
+pub mod proof;
 
 pub use admit::{AdmitHint, HINT_TTL, HINT_TTL_MAX, PEAK_BACKOFF};
 
@@ -90,6 +91,48 @@ impl Http {
             token,
         )
         .await
+    }
+
+    /// Signs in as `name` with `password`, presenting the device credential `device` if
+    /// it has one: when the backend asks for a proof of work (`proof_required`), asks
+    /// for a puzzle, solves it (off the async threads) and signs in again with it.
+    /// The last answer either way.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        device: Option<&str>,
+    ) -> Result<Answer, ClientError> {
+        let mut body = json!({ "name": name, "password": password });
+        if let Some(device) = device {
+            body["device"] = json!(device);
+        }
+        let answer = self.call("login", &body, None).await?;
+        if answer.reason() != "proof_required" {
+            return Ok(answer);
+        }
+        let puzzle = self
+            .call("login.challenge", &json!({ "name": name }), None)
+            .await?;
+        if !puzzle.ok() {
+            return Ok(puzzle);
+        }
+        let challenge = puzzle.body["challenge"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let bits = puzzle.body["bits"]
+            .as_u64()
+            .and_then(|b| u32::try_from(b).ok())
+            .unwrap_or(u32::MAX);
+        let solved = tokio::task::spawn_blocking(move || proof::solve(&challenge, bits))
+            .await
+            .map_err(|e| ClientError::BadAnswer(format!("the solver stopped: {e}")))?;
+        let Some(solved) = solved else {
+            return Ok(answer);
+        };
+        body["proof"] = json!(solved);
+        self.call("login", &body, None).await
     }
 
     /// Any request, for tests of malformed input.

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 use svrkit::Code;
 use wx_api::access::{DeliverRequest, EndpointRequest, Event};
 use wx_api::account::{
-    FindUserRequest, GetProfilesRequest, LoginRequest, LogoutRequest, RegisterRequest,
-    UpdateProfileRequest,
+    FindUserRequest, GetProfilesRequest, LoginChallengeRequest, LoginRequest, LogoutRequest,
+    RegisterRequest, UpdateProfileRequest,
 };
 
 use super::Call;
@@ -40,6 +40,7 @@ pub(super) async fn login(call: Call<'_>) -> Result<Value, ApiError> {
             name: text(body, "name")?,
             password: text(body, "password")?,
             device: optional_text(body, "device")?.unwrap_or_default(),
+            proof: optional_text(body, "proof")?.unwrap_or_default(),
         })
         .await?;
     Ok(json!({
@@ -48,6 +49,19 @@ pub(super) async fn login(call: Call<'_>) -> Result<Value, ApiError> {
         "expires_ms": reply.expires_ms,
         "device": reply.device,
     }))
+}
+
+/// A proof-of-work puzzle for signing in as `name`, which a sign-in refused with
+/// `proof_required` needs solved (`login`'s `proof`; see `account::proof`).
+pub(super) async fn login_challenge(call: Call<'_>) -> Result<Value, ApiError> {
+    let reply = call
+        .clients
+        .account
+        .login_challenge(LoginChallengeRequest {
+            name: text(call.body, "name")?,
+        })
+        .await?;
+    Ok(json!({ "challenge": reply.challenge, "bits": reply.bits }))
 }
 
 pub(super) async fn logout(call: Call<'_>) -> Result<Value, ApiError> {

@@ -83,6 +83,12 @@ pub mod priority {
 pub const ACTIONS: &[ActionSpec] = &[
     action!("register", priority::AUTH, false, account::register),
     action!("login", priority::AUTH, false, account::login),
+    action!(
+        "login.challenge",
+        priority::AUTH,
+        false,
+        account::login_challenge
+    ),
     action!("logout", priority::AUTH, true, account::logout),
     action!(
         "profile.get",

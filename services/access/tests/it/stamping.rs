@@ -47,6 +47,7 @@ impl Account for Recorder {
     recording! {
         register: RegisterRequest => RegisterReply,
         login: LoginRequest => LoginReply,
+        login_challenge: LoginChallengeRequest => LoginChallengeReply,
         logout: LogoutRequest => LogoutReply,
         verify_token: VerifyTokenRequest => VerifyTokenReply,
         get_profiles: GetProfilesRequest => GetProfilesReply,

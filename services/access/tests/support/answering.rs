@@ -57,6 +57,7 @@ impl Account for Answering {
     answering! {
         register: RegisterRequest => RegisterReply,
         login: LoginRequest => LoginReply,
+        login_challenge: LoginChallengeRequest => LoginChallengeReply,
         logout: LogoutRequest => LogoutReply,
         get_profiles: GetProfilesRequest => GetProfilesReply,
         update_profile: UpdateProfileRequest => Profile,

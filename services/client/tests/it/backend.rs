@@ -496,3 +496,84 @@ async fn logout_ends_every_connection_right_after_a_presence_owner_restarts() {
         assert_eq!(push["push"], "session_ended", "{push}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_users_sign_in_during_a_flood_of_wrong_passwords() {
+    // Issue 30 item 2: a flood of sign-ins with wrong passwords for real names, from
+    // devices without a credential, fills the password-hashing queue. Unknown devices
+    // must then pay with a proof of work (refused `proof_required` before they take a
+    // place), and real users, also from new devices, solve it and sign in.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    // The flood comes from rotating addresses in the real attack: no per-address limit
+    // stops it here either.
+    let backend = Backend::start_with(
+        Registry::Embedded,
+        &[("WX_RATE_PER_SEC", "1000000"), ("WX_RATE_BURST", "1000000")],
+    )
+    .await;
+    let mut users = Vec::new();
+    for _ in 0..8 {
+        users.push(backend.user(&harness::unique("flooded")).await);
+    }
+    let names: Arc<Vec<String>> = Arc::new(users.iter().map(|u| u.name.clone()).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let asked_for_proof = Arc::new(AtomicU64::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for flooder in 0..48usize {
+        let (http, names, stop, asked) = (
+            backend.http,
+            Arc::clone(&names),
+            Arc::clone(&stop),
+            Arc::clone(&asked_for_proof),
+        );
+        flood.spawn(async move {
+            // Bounded: at most 400 attempts each, and until told to stop.
+            for attempt in 0..400usize {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let name = &names[(flooder + attempt) % names.len()];
+                let body = serde_json::json!({ "name": name, "password": "a wrong guess" });
+                if let Ok(answer) = http.call("login", &body, None).await
+                    && answer.reason() == "proof_required"
+                {
+                    asked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    // The flood has filled the queue once the backend asks unknown devices for proofs.
+    let deadline = std::time::Instant::now() + svrkit_testkit::PATIENCE;
+    while asked_for_proof.load(Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood was never asked for a proof of work"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut signing_in = tokio::task::JoinSet::new();
+    for user in &users {
+        let (http, name) = (backend.http, user.name.clone());
+        signing_in.spawn(async move {
+            let answer = http
+                .login(&name, "correct horse battery", None)
+                .await
+                .expect("an answer");
+            (name, answer)
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(joined) = signing_in.join_next().await {
+        let (name, answer) = joined.expect("joined");
+        if !answer.ok() {
+            failed.push(format!("{name}: {} {}", answer.status, answer.body));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    while flood.join_next().await.is_some() {}
+    assert!(
+        failed.is_empty(),
+        "real users refused during the flood: {failed:?}"
+    );
+}

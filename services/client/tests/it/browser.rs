@@ -39,7 +39,12 @@ async fn two_people_befriend_chat_and_meet_in_moments_in_a_real_browser() {
     let Some(mut browser) = Browser::start("web client").await else {
         return;
     };
-    let backend = Backend::start_with(Registry::Embedded, &[("SVRKIT_ADMIN", "127.0.0.1:0")]).await;
+    // Every sign-in from a browser without a device credential solves a puzzle first.
+    let backend = Backend::start_with(
+        Registry::Embedded,
+        &[("SVRKIT_ADMIN", "127.0.0.1:0"), ("WX_LOGIN_POW", "always")],
+    )
+    .await;
     let url = format!("http://{}/", backend.http.addr());
 
     // The page and its scripts come with a policy that allows no inline script, and the

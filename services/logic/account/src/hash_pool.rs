@@ -67,6 +67,11 @@ impl HashPool {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// The most jobs that may wait.
+    pub(crate) fn capacity(&self) -> usize {
+        self.max_queued
+    }
+
     /// A place in the queue, or `overloaded` at once when it is full. Taken before the
     /// work that leads to a hash (reading the account), a refusal costs nothing more. A
     /// `known` device (see `crate::device`) may take any place; the others leave the

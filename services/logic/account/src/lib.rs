@@ -13,6 +13,7 @@
 pub mod device;
 mod hash_pool;
 mod password;
+pub mod proof;
 pub mod throttle;
 mod token;
 
@@ -21,9 +22,10 @@ use std::time::Duration;
 use svrkit::{Code, Status};
 use wx_api::account::account_server::Account;
 use wx_api::account::{
-    ExistsReply, ExistsRequest, FindUserRequest, GetProfilesReply, GetProfilesRequest, LoginReply,
-    LoginRequest, LogoutReply, LogoutRequest, Profile, RegisterReply, RegisterRequest, TokenState,
-    UpdateProfileRequest, VerifyTokenReply, VerifyTokenRequest,
+    ExistsReply, ExistsRequest, FindUserRequest, GetProfilesReply, GetProfilesRequest,
+    LoginChallengeReply, LoginChallengeRequest, LoginReply, LoginRequest, LogoutReply,
+    LogoutRequest, Profile, RegisterReply, RegisterRequest, TokenState, UpdateProfileRequest,
+    VerifyTokenReply, VerifyTokenRequest,
 };
 use wx_api::contact::{CheckRequest, ContactClient, Relation};
 use wx_api::storage::{
@@ -49,6 +51,8 @@ pub struct AccountService {
     session_ttl: Duration,
     throttle: std::sync::Arc<throttle::LoginThrottle>,
     devices: device::Devices,
+    /// Proofs of work for unknown devices under pressure (none: never asked).
+    puzzles: Option<std::sync::Arc<proof::Puzzles>>,
 }
 
 impl AccountService {
@@ -60,7 +64,14 @@ impl AccountService {
             session_ttl: DEFAULT_SESSION_TTL,
             throttle: std::sync::Arc::default(),
             devices: device::Devices::none(),
+            puzzles: None,
         }
+    }
+
+    /// Asks unknown devices for a proof of work as `puzzles` say (never by default).
+    pub fn puzzles(mut self, puzzles: proof::Puzzles) -> AccountService {
+        self.puzzles = Some(std::sync::Arc::new(puzzles));
+        self
     }
 
     /// Issues and recognises device credentials with `devices` (none by default).
@@ -290,6 +301,15 @@ impl Account for AccountService {
         // A known device proves itself by its credential alone (no read): it may take
         // the hashing queue's share kept for known devices.
         let presented = self.devices.recognise(&request.device);
+        // Under pressure an unknown device pays first (a proof of work for this name),
+        // so a flood of guesses costs the flooder what it costs us.
+        if let Some(puzzles) = &self.puzzles {
+            let (queued, capacity) = password::load();
+            puzzles.observe(queued, capacity, now_ms());
+            if presented.is_none() && puzzles.required(now_ms()) {
+                puzzles.check(&request.name, &request.proof, now_ms())?;
+            }
+        }
         // The password check's place first: when sign-ins come faster than the cores
         // hash, the ones refused cost no reads.
         let place = password::reserve(presented.is_some())?;
@@ -339,6 +359,22 @@ impl Account for AccountService {
             )
             .await?;
         Ok(reply)
+    }
+
+    async fn login_challenge(
+        &self,
+        request: LoginChallengeRequest,
+    ) -> Result<LoginChallengeReply, Status> {
+        let Some(puzzles) = &self.puzzles else {
+            return Err(Status::failed_precondition(
+                "this service asks for no proof of work",
+            ));
+        };
+        check_name(&request.name)?;
+        Ok(LoginChallengeReply {
+            challenge: puzzles.challenge(&request.name, now_ms())?,
+            bits: puzzles.bits(),
+        })
     }
 
     async fn logout(&self, request: LogoutRequest) -> Result<LogoutReply, Status> {

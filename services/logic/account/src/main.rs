@@ -1,5 +1,8 @@
 //! `account`: serves `wx.account.Account`, configured by the SVRKIT_* environment (see
-//! `svrkit::launch`). `WX_SESSION_TTL_SECS` overrides the session lifetime (7 days).
+//! `svrkit::launch`). `WX_SESSION_TTL_SECS` overrides the session lifetime (7 days);
+//! `WX_LOGIN_POW` says when sign-ins from unknown devices need a proof of work (`auto`:
+//! under pressure, the default; `always`; `never`) and `WX_LOGIN_POW_BITS` how hard it
+//! is (16). See `account::proof`.
 
 use std::time::Duration;
 
@@ -20,16 +23,35 @@ async fn main() -> anyhow::Result<()> {
     let contact = peers.balanced(contact_methods::SERVICE_NAME).await?;
     let mut service =
         account::AccountService::new(AccountStoreClient::new(store), ContactClient::new(contact));
+    let bits = match std::env::var("WX_LOGIN_POW_BITS") {
+        Ok(bits) => bits.parse().context("WX_LOGIN_POW_BITS")?,
+        Err(_) => account::proof::DEFAULT_BITS,
+    };
+    let mode = match std::env::var("WX_LOGIN_POW") {
+        Ok(mode) => mode
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("WX_LOGIN_POW: {e}"))?,
+        Err(_) => account::proof::Mode::Auto,
+    };
     match svrkit::secret::ClusterSecret::from_env().context(svrkit::secret::CLUSTER_SECRET_VAR)? {
         Some(secret) => {
-            service = service.devices(account::device::Devices::signed(
-                secret.key(account::device::SIGNING_PURPOSE),
-            ));
+            service = service
+                .devices(account::device::Devices::signed(
+                    secret.key(account::device::SIGNING_PURPOSE),
+                ))
+                .puzzles(account::proof::Puzzles::new(
+                    secret.key(account::proof::SIGNING_PURPOSE),
+                    bits,
+                    mode,
+                ));
         }
-        None => tracing::warn!(
-            "no {}: devices get no credentials, every sign-in is from an unknown device",
-            svrkit::secret::CLUSTER_SECRET_VAR
-        ),
+        None => {
+            tracing::warn!(
+                "no {}: devices get no credentials, every sign-in is from an unknown device",
+                svrkit::secret::CLUSTER_SECRET_VAR
+            );
+            service = service.puzzles(account::proof::Puzzles::unshared(bits, mode)?);
+        }
     }
     if let Ok(secs) = std::env::var("WX_SESSION_TTL_SECS") {
         let secs: u64 = secs.parse().context("WX_SESSION_TTL_SECS")?;

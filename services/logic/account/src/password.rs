@@ -27,6 +27,11 @@ static POOL: LazyLock<HashPool> = LazyLock::new(|| {
     HashPool::start("argon2", threads, threads * QUEUED_PER_THREAD)
 });
 
+/// How many password checks wait for a thread now, and how many may.
+pub(crate) fn load() -> (usize, usize) {
+    (POOL.queued(), POOL.capacity())
+}
+
 /// A place in the hashing queue, or `overloaded` at once: take it before the work that
 /// leads to a hash, so that a refused request costs nothing more. A `known` device's
 /// sign-in may take the share kept for known devices.
