@@ -23,6 +23,9 @@
 //! - `svrkit-bench backend-overload`: the backend past its capacity (1x, 2x, 4x) with a
 //!   mix of actions at their business priorities: success and goodput per priority.
 //!
+//! - `svrkit-bench login-flood`: real users signing in while sign-in is flooded with wrong
+//!   passwords, with and without the sign-in puzzle, in one run.
+//!
 //! Figures are for comparison within one run on one machine; they are never asserted in
 //! tests.
 
@@ -32,6 +35,7 @@ mod connections;
 mod cpus;
 mod echo;
 mod failover;
+mod login_flood;
 mod message;
 mod moments;
 mod overload;
@@ -76,6 +80,9 @@ enum Command {
     /// The backend past its capacity (1x, 2x, 4x) with a mix of actions at their
     /// business priorities: success and goodput per priority and per user band.
     BackendOverload(backend_overload::BackendOverloadArgs),
+    /// Real users signing in (from new and known devices) while sign-in is flooded with
+    /// wrong passwords, with and without the sign-in puzzle.
+    LoginFlood(login_flood::LoginFloodArgs),
     /// Sequence allocations per second and mean/p99/p99.9 latency through the RPC.
     Seq(seq::SeqArgs),
     /// Serve one half of the seq backend (started by `seq` itself).
@@ -131,6 +138,7 @@ fn main() -> anyhow::Result<()> {
             Command::Connections(args) => connections::run(args).await,
             Command::Message(args) => message::run(args).await,
             Command::Moments(args) => moments::run(args).await,
+            Command::LoginFlood(args) => login_flood::run(args).await,
             Command::ServeSeq { role } => seq::serve(role).await,
             Command::Serve {
                 system,
