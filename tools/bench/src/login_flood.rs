@@ -161,8 +161,8 @@ pub(crate) async fn run(args: LoginFloodArgs) -> anyhow::Result<()> {
         results.push((mode.to_string(), one_mode(&args, mode).await?));
     }
     println!(
-        "{:>6} {:>12} {:>16} {:>16} {:>16}  {}",
-        "pow", "flood/s", "proof_required", "new device ok", "known device ok", "flood answers"
+        "{:>6} {:>12} {:>16} {:>16} {:>16}  flood answers",
+        "pow", "flood/s", "proof_required", "new device ok", "known device ok"
     );
     for (mode, f) in &results {
         println!(
