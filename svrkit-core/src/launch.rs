@@ -11,6 +11,7 @@
 //! | `SVRKIT_GRAY_USERS` | a [`Selector`] in JSON: run as a gray release for these users | stable |
 //! | `SVRKIT_DATA_DIR` | where a stateful service keeps its files | `.svrkit/data/<instance id>` |
 //! | `SVRKIT_TLS_CERT`, `SVRKIT_TLS_KEY`, `SVRKIT_TLS_CA` | PEM files: this service's certificate and key, and the cluster CA; all three turn on mutual TLS for the server and every channel ([`crate::tls`]) | plain TCP |
+//! | `SVRKIT_SHARDS` | a sharded service's shards (its instance ids, comma-separated): the shard map it is created with on first start, and must match after ([`crate::discovery::shard_map`]) | the map in the registry if any, else the live instances |
 //! | `SVRKIT_TLS_RELOAD_SECS` | how often the certificate and key files are checked for a renewal, which new connections then present ([`crate::tls::CertSlot`]) | 10 |
 //! | `SVRKIT_MAX_OPEN_FILES` | the soft limit on open files this process sets at start | the hard limit ([`crate::process_limits`]) |
 //! | `SVRKIT_CALL_POLICY` | who may call what, JSON ([`crate::policy`]) | everyone |
@@ -134,6 +135,8 @@ pub struct Launch {
     tls: Option<crate::tls::ServerTls>,
     policy: Option<crate::policy::CallPolicy>,
     sharded: bool,
+    /// `SVRKIT_SHARDS`: the shards a sharded service is created with.
+    shards: Option<Vec<String>>,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -261,6 +264,13 @@ impl Launch {
             tls,
             policy,
             sharded: false,
+            shards: var("SVRKIT_SHARDS").map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }),
             service,
             listen,
             admin,
@@ -478,13 +488,46 @@ impl Launch {
         if let Some(registry) = self.registry()
             && self.sharded
         {
-            let ownership =
-                crate::server::Ownership::follow(&*registry, &self.service, &self.instance_id)
+            // A service with a shard map owns exactly its map's share (see
+            // `discovery::shard_map`); one without follows its live instances.
+            let map_error = |e: crate::discovery::shard_map::ShardMapError| LaunchError::Io {
+                what: "the shard map".into(),
+                source: std::io::Error::other(e.to_string()),
+            };
+            let map = match (self.config_store(), &self.shards) {
+                (Some(store), Some(shards)) => Some(
+                    crate::discovery::shard_map::ensure(&*store, &self.service, shards.clone())
+                        .await
+                        .map_err(map_error)?,
+                ),
+                (Some(store), None) => crate::discovery::shard_map::load(&*store, &self.service)
                     .await
-                    .map_err(|e| LaunchError::Io {
-                        what: "following the shard ring".into(),
-                        source: std::io::Error::other(e.to_string()),
-                    })?;
+                    .map_err(map_error)?,
+                (None, _) => None,
+            };
+            let ownership = match map {
+                Some(map) => {
+                    // (A gray instance of a shard is upgraded in place and owns nothing.)
+                    if !map.shards.contains(&self.instance_id) && self.gray_users.is_none() {
+                        return Err(LaunchError::Io {
+                            what: format!("joining {}", self.service),
+                            source: std::io::Error::other(format!(
+                                "{} is not one of its shards {:?} (the shard map is fixed when a service is created)",
+                                self.instance_id, map.shards
+                            )),
+                        });
+                    }
+                    crate::server::Ownership::fixed(&self.instance_id, map.shards)
+                }
+                None => {
+                    crate::server::Ownership::follow(&*registry, &self.service, &self.instance_id)
+                        .await
+                        .map_err(|e| LaunchError::Io {
+                            what: "following the shard ring".into(),
+                            source: std::io::Error::other(e.to_string()),
+                        })?
+                }
+            };
             server = server.ownership(ownership);
         }
         if let Some(registry) = self.registry() {

@@ -155,6 +155,8 @@ pub fn sharded() -> ChannelBuilder {
 #[derive(Clone)]
 pub struct Peers {
     registry: Arc<dyn Registry>,
+    /// Where shard maps are kept (the registry's configuration store).
+    config: Option<Arc<dyn svrkit::config::ConfigStore>>,
     /// This process's zone, preferred by load-balanced channels.
     zone: Option<String>,
 }
@@ -174,6 +176,9 @@ pub enum PeersError {
     /// The registry failed.
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
+    /// A shard map could not be read.
+    #[error(transparent)]
+    ShardMap(#[from] svrkit::discovery::shard_map::ShardMapError),
 }
 
 impl Peers {
@@ -181,6 +186,7 @@ impl Peers {
     pub fn of(launch: &Launch) -> Result<Peers, PeersError> {
         Ok(Peers {
             registry: launch.registry().ok_or(PeersError::NoRegistry)?,
+            config: launch.config_store(),
             zone: launch.zone().map(str::to_string),
         })
     }
@@ -206,9 +212,15 @@ impl Peers {
         .await?)
     }
 
-    /// A channel to the shards of a storage service ([`sharded`]).
+    /// A channel to the shards of a storage service ([`sharded`]): on the ring of its
+    /// shard map when it has one (`svrkit up` makes them), so a key goes to its shard or,
+    /// with that shard down, nowhere (`unavailable`, not processed).
     pub async fn sharded(&self, service: &str) -> Result<Channel, PeersError> {
-        Ok(discover(&*self.registry, service, sharded()).await?)
+        let channel = discover(&*self.registry, service, sharded()).await?;
+        if let Some(store) = &self.config {
+            svrkit::discovery::shard_map::follow(Arc::clone(store), service, &channel).await?;
+        }
+        Ok(channel)
     }
 
     /// A channel to the presence owners of `wx.access.Push` ([`presence`]).

@@ -67,6 +67,8 @@ pub(crate) struct Endpoint {
     ejected_until_ms: AtomicU64,
     level: AtomicU32,
     level_at_ms: AtomicU64,
+    /// A shard of the map with no live instance: no address, every call refused.
+    pub(crate) absent: bool,
 }
 
 #[derive(Debug, Default)]
@@ -124,7 +126,17 @@ impl Endpoint {
             ejected_until_ms: AtomicU64::new(0),
             level: AtomicU32::new(ADMIT_ALL),
             level_at_ms: AtomicU64::new(0),
+            absent: false,
         }
+    }
+
+    /// A shard named by its service's map with no live instance: it holds its keys'
+    /// place on the ring and refuses their calls (never connecting anywhere).
+    pub(crate) fn absent(name: String, slots: usize) -> Endpoint {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut endpoint = Endpoint::new(unspecified, name, Track::Stable, slots);
+        endpoint.absent = true;
+        endpoint
     }
 
     /// Places it: its share of traffic and its zone.
@@ -234,6 +246,12 @@ impl Endpoint {
         settings: &ConnectSettings,
         deadline: Instant,
     ) -> Result<Arc<Connection>, ConnectFailed> {
+        if self.absent {
+            return Err(ConnectFailed(format!(
+                "shard {} has no live instance",
+                self.name
+            )));
+        }
         // One connection (the default) needs no turn taken: a shared counter moved on
         // every call is a cache line passed between cores.
         let slot = match &self.slots[..] {

@@ -25,6 +25,7 @@
 mod embedded;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod shard_map;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -64,3 +64,72 @@ async fn a_shard_serves_its_keys_and_refuses_the_others() {
         .await
         .expect("unkeyed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shard_map_a_missing_shards_keys_go_nowhere() {
+    use std::sync::Arc;
+    use svrkit::balance::Balance;
+    use svrkit::config::ConfigStore;
+    use svrkit::discovery::{EmbeddedRegistry, Instance, Registry, discover, shard_map};
+    let dir = svrkit_testkit::tempdir("shard-map");
+    let registry = Arc::new(EmbeddedRegistry::new(dir.path()));
+    let names: Vec<String> = vec!["shard-a".into(), "shard-b".into()];
+    // Only shard-a is alive (shard-b paused, say, and gone from the registry).
+    let a = shard("shard-a", &names).await;
+    let _registered = registry
+        .register(Instance::new("svc", a).id("shard-a"))
+        .await
+        .expect("registered");
+    let view = Ownership::fixed("shard-a", names.clone());
+    let theirs = (0..1000u64)
+        .find(|k| view.owns(*k).is_err())
+        .expect("a key of b");
+    let mine = (0..1000u64)
+        .find(|k| view.owns(*k).is_ok())
+        .expect("a key of a");
+    let call = |channel: Channel, key| async move {
+        EchoClient::new(channel)
+            .echo_with(
+                EchoRequest {
+                    payload: b"x".to_vec().into(),
+                    delay_ms: 0,
+                },
+                CallOptions::new()
+                    .routing_key(key)
+                    .timeout(Duration::from_secs(5)),
+            )
+            .await
+    };
+    let sharded = || Channel::builder().balance(Balance::Sharded);
+
+    // Routed by live instances, b's key lands on a (whose fixed view refuses it here; a
+    // server following live instances would have taken it).
+    let live = discover(&*registry, "svc", sharded())
+        .await
+        .expect("channel");
+    let landed = call(live, theirs).await.expect_err("refused by a");
+    assert!(landed.message().contains("belongs to shard-b"), "{landed}");
+
+    // With the map, the channel does not send it at all.
+    shard_map::ensure(&*registry as &dyn ConfigStore, "svc", names.clone())
+        .await
+        .expect("map");
+    let mapped = discover(&*registry, "svc", sharded())
+        .await
+        .expect("channel");
+    shard_map::follow(
+        Arc::clone(&registry) as Arc<dyn ConfigStore>,
+        "svc",
+        &mapped,
+    )
+    .await
+    .expect("follows");
+    let refused = call(mapped.clone(), theirs).await.expect_err("no shard-b");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    assert!(refused.is_not_processed(), "{refused}");
+    assert!(
+        refused.message().contains("shard-b has no live instance"),
+        "{refused}"
+    );
+    call(mapped, mine).await.expect("a's keys are served");
+}

@@ -577,3 +577,61 @@ async fn real_users_sign_in_during_a_flood_of_wrong_passwords() {
         "real users refused during the flood: {failed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_shard_keeps_its_keys_and_no_acknowledged_sign_up_vanishes() {
+    // Issue 38's finding: accountstore-2 paused until it leaves the registry, account-1
+    // restarted (it builds its ring then), 20 sign-ups; accountstore-2 resumed. Routed by
+    // live instances, shard 1 took shard 2's keys and most acknowledged users could not
+    // sign in afterwards. With a shard map, a sign-up whose keys belong to the paused
+    // shard is refused (503), and every acknowledged one signs in after the resume.
+    use serde_json::json;
+    const SERVICE: &str = "wx.storage.AccountStore";
+    let mut backend = Backend::start(Registry::Embedded).await;
+    backend.signal("accountstore-2", "STOP");
+    backend
+        .wait_registered(SERVICE, "accountstore-2", false)
+        .await;
+    backend.kill_and_restart("account-1");
+    // Registered while the shard is away: each either acknowledged or refused.
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    let deadline = std::time::Instant::now() + svrkit_testkit::PATIENCE * 3;
+    while acknowledged.len() + refused < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "account-1 did not come back"
+        );
+        let name = harness::unique("paused");
+        let body = json!({ "name": name, "password": "correct horse battery" });
+        let Ok(answer) = backend.http.call("register", &body, None).await else {
+            continue;
+        };
+        match answer.status {
+            200 => acknowledged.push(name),
+            503 if answer.code() == "unavailable" => refused += 1,
+            // account-1 still starting (its gateway's channel has no instance yet).
+            _ if acknowledged.len() + refused == 0 => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            _ => panic!("register: {} {}", answer.status, answer.body),
+        }
+    }
+    backend.signal("accountstore-2", "CONT");
+    backend
+        .wait_registered(SERVICE, "accountstore-2", true)
+        .await;
+    let mut lost = Vec::new();
+    for name in &acknowledged {
+        let answer = backend
+            .http
+            .login(name, "correct horse battery", None)
+            .await
+            .expect("an answer");
+        if !answer.ok() {
+            lost.push(format!("{name}: {}", answer.body));
+        }
+    }
+    assert!(lost.is_empty(), "acknowledged sign-ups lost: {lost:?}");
+    assert!(refused > 0, "no sign-up touched the paused shard");
+}

@@ -72,6 +72,9 @@ pub struct ChannelBuilder {
     pub(super) retry_ratio: f64,
     pub(super) backup_delay: Option<Duration>,
     pub(super) tls: Option<crate::tls::ClientTls>,
+    /// A sharded service's shards from its map, in ring order (see
+    /// [`crate::discovery::shard_map`]): the ring is these, whoever is alive.
+    pub(super) shards: Option<Arc<[String]>>,
 }
 
 impl Default for ChannelBuilder {
@@ -91,6 +94,7 @@ impl Default for ChannelBuilder {
             retry_ratio: DEFAULT_RETRY_RATIO,
             backup_delay: None,
             tls: crate::tls::process_client(),
+            shards: None,
         }
     }
 }
@@ -187,6 +191,15 @@ impl ChannelBuilder {
         self
     }
 
+    /// The ring of a sharded service is `shards` (its shard map, see
+    /// [`crate::discovery::shard_map`]), live or not: an instance whose id is not one of
+    /// them gets no calls, and a call whose key belongs to a shard with no live instance
+    /// is refused `unavailable`, not processed, without being sent anywhere.
+    pub fn shards(mut self, shards: Vec<String>) -> Self {
+        self.shards = Some(shards.into());
+        self
+    }
+
     /// A channel to fixed addresses that connects on first use.
     pub fn lazy(self, addrs: impl IntoIterator<Item = SocketAddr>) -> Channel {
         self.targets(addrs.into_iter().map(Target::stable))
@@ -213,9 +226,11 @@ impl ChannelBuilder {
                 retry: RetryPolicy::new(self.max_attempts, self.retry_ratio),
                 hedge: HedgePolicy::new(self.backup_delay),
                 settings,
-                config: self,
                 tasks: std::sync::Mutex::new(Vec::new()),
                 generation: tokio::sync::watch::Sender::new(0),
+                shards: RwLock::new(self.shards.clone()),
+                live: std::sync::Mutex::new(Vec::new()),
+                config: self,
             }),
         };
         channel.set_targets(targets);

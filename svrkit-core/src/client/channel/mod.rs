@@ -59,6 +59,10 @@ struct ChannelInner {
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
     /// Bumped whenever the instance set is replaced.
     generation: tokio::sync::watch::Sender<u64>,
+    /// The shard map's shards, when the ring follows one ([`ChannelBuilder::shards`]).
+    shards: RwLock<Option<Arc<[String]>>>,
+    /// The live instances last given, to rebuild the set when the shard map arrives.
+    live: std::sync::Mutex<Vec<Target>>,
 }
 
 impl Drop for ChannelInner {

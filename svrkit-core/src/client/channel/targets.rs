@@ -13,6 +13,18 @@ impl Channel {
     /// Replaces the instances this channel sends to. Instances that stay keep their
     /// connections and statistics; calls in flight to removed ones finish undisturbed.
     pub fn set_targets(&self, targets: impl IntoIterator<Item = Target>) {
+        let targets: Vec<Target> = targets.into_iter().collect();
+        let shards = self
+            .inner
+            .shards
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone_from(&targets);
         let old = self.inner.snapshot();
         let sharded = self.inner.balancer.owner_only();
         let mut gray_users = Vec::new();
@@ -51,7 +63,23 @@ impl Channel {
             })
             .collect::<Vec<_>>();
         let mut endpoints = endpoints;
-        if sharded {
+        if let Some(shards) = shards.as_deref() {
+            // The map decides the ring: instances outside it get nothing, and a shard
+            // with no live instance is on the ring as an absent endpoint, refusing its
+            // keys' calls without sending them.
+            endpoints.retain(|e| shards.contains(&e.name));
+            for shard in shards {
+                if !endpoints.iter().any(|e| e.name == *shard) {
+                    let kept = old.endpoints.iter().find(|e| e.name == *shard && e.absent);
+                    endpoints.push(kept.cloned().unwrap_or_else(|| {
+                        Arc::new(Endpoint::absent(
+                            shard.clone(),
+                            self.inner.config.connections_per_address,
+                        ))
+                    }));
+                }
+            }
+        } else if sharded {
             // A shard that left (crashed, or restarting) still owns its keys: it stays on
             // the ring, failing fast, rather than letting a neighbour take its keys and
             // answer without their data. It is replaced when an instance of the same id
@@ -69,6 +97,24 @@ impl Channel {
             .unwrap_or_else(PoisonError::into_inner) =
             Arc::new(EndpointSet::new(endpoints).with_gray_users(gray_users));
         self.inner.generation.send_modify(|g| *g += 1);
+    }
+
+    /// From now on the ring is `shards` (a sharded service's map, see
+    /// [`crate::ChannelBuilder::shards`]), for a map that appeared after the channel was
+    /// built. Calls its keys' shards with no live instance are refused from now on.
+    pub fn set_shards(&self, shards: Vec<String>) {
+        let live = self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        *self
+            .inner
+            .shards
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(shards.into());
+        self.set_targets(live);
     }
 
     /// Notifies each time the instance set is replaced (by discovery, say).

@@ -161,14 +161,22 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
             .ok_or_else(|| anyhow!("no binary for {}", spec.name))
             .and_then(|b| sup.keep_binary(b, spec.bin()))
             .map_err(failed)?;
-        for i in 0..spec.instances {
+        // A sharded service (a store) is created with these shards and keeps them: its
+        // shard map (SVRKIT_SHARDS; other services ignore it).
+        let shards: Vec<String> = (0..spec.instances)
+            .map(|i| format!("{}-{}", spec.name, i + 1))
+            .collect();
+        for (i, id) in (0..spec.instances).zip(&shards) {
+            let mut env = policy_env(spec, certs.is_some());
+            env.entry("SVRKIT_SHARDS".to_string())
+                .or_insert_with(|| shards.join(","));
             let unit = Unit {
                 service: spec.name.clone(),
-                id: format!("{}-{}", spec.name, i + 1),
+                id: id.clone(),
                 version: Track::Stable,
                 binary: binary.clone(),
                 args: spec.args.clone(),
-                env: policy_env(spec, certs.is_some()),
+                env,
                 listen: SocketAddr::new(LOOPBACK, spec.port_of(i)),
                 admin: SocketAddr::new(LOOPBACK, spec.admin_port_of(i)),
                 gray_users: None,

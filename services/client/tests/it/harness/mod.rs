@@ -334,11 +334,17 @@ impl Backend {
             });
         };
         for i in 1..=2 {
-            add(&format!("accountstore-{i}"), "accountstore", &[], vec![]);
-            add(&format!("contactstore-{i}"), "contactstore", &[], vec![]);
-            add(&format!("seqstore-{i}"), "seqstore", &[], vec![]);
-            add(&format!("msgstore-{i}"), "msgstore", &[], vec![]);
-            add(&format!("momentsstore-{i}"), "momentsstore", &[], vec![]);
+            for store in [
+                "accountstore",
+                "contactstore",
+                "seqstore",
+                "msgstore",
+                "momentsstore",
+            ] {
+                // Each store is created with its two shards, as `svrkit up` does.
+                let shards = vec![("SVRKIT_SHARDS".to_string(), format!("{store}-1,{store}-2"))];
+                add(&format!("{store}-{i}"), store, &[], shards);
+            }
         }
         add("account-1", "account", &[], vec![]);
         add("contact-1", "contact", &[], vec![]);
@@ -424,6 +430,41 @@ impl Backend {
             p.spawn(&logs);
         }
         self.wait_serving().await;
+    }
+
+    /// Sends process `id` a signal by name (`STOP`, `CONT`), as `kill -NAME` does.
+    pub fn signal(&self, id: &str, signal: &str) {
+        let pid = self
+            .procs
+            .iter()
+            .find(|p| p.id == id)
+            .and_then(|p| p.child.as_ref())
+            .unwrap_or_else(|| panic!("no running process {id}"))
+            .id();
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} {id}");
+    }
+
+    /// Waits (up to three patiences) until instance `id` of `service` is (or is not)
+    /// among the live instances in the registry.
+    pub async fn wait_registered(&self, service: &str, id: &str, present: bool) {
+        let registry = svrkit::discovery::EmbeddedRegistry::new(self.dir.path().join("registry"));
+        let deadline = Instant::now() + PATIENCE * 3;
+        loop {
+            let live = registry.live(service).expect("the registry reads");
+            if live.iter().any(|i| i.id == id) == present {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} never {}",
+                if present { "came back" } else { "left" }
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The resident memory of process `id` now, in KiB (`None` when it is not running).
