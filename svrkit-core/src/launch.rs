@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `SVRKIT_LISTEN` | RPC address (port 0 picks one) | `127.0.0.1:0` |
 //! | `SVRKIT_ADMIN` | admin HTTP address, or `off` | `127.0.0.1:0` |
+//! | `SVRKIT_ADVERTISE` | the IP address others reach this instance at: what the registry gets (with the bound ports) when it listens on a wildcard such as `0.0.0.0` or behind NAT; a wildcard is never registered | the bound address |
 //! | `SVRKIT_REGISTRY` | `dir:PATH`, `etcd:URL[,URL…]` or `none` | `dir:` [`EmbeddedRegistry::default_root`] |
 //! | `SVRKIT_INSTANCE_ID` | the id registered (stable across restarts) | generated |
 //! | `SVRKIT_GRAY_USERS` | a [`Selector`] in JSON: run as a gray release for these users | stable |
@@ -72,7 +73,7 @@ pub enum LaunchError {
 
 /// A registry spec that is none of the forms [`RegistryKind::parse`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("expected dir:PATH, etcd:URL[,URL...] or none")]
+#[error("expected dir:PATH, etcd:URL[,URL...], etcd@CLUSTER:URL[,URL...] or none")]
 pub struct RegistrySpecError;
 
 /// The registry a process joins.
@@ -84,17 +85,31 @@ pub enum RegistryKind {
     Dir(PathBuf),
     /// An etcd cluster.
     Etcd(Vec<String>),
+    /// An etcd cluster, this svrkit cluster's keys under `/svrkit/CLUSTER/` (see
+    /// `EtcdRegistry::cluster`): several svrkit clusters may share one etcd.
+    EtcdIn {
+        /// The svrkit cluster's name.
+        cluster: String,
+        /// The etcd endpoints.
+        urls: Vec<String>,
+    },
 }
 
 impl RegistryKind {
-    /// Parses `dir:PATH`, `etcd:URL[,URL…]` or `none`.
+    /// Parses `dir:PATH`, `etcd:URL[,URL…]`, `etcd@CLUSTER:URL[,URL…]` or `none`.
     pub fn parse(spec: &str) -> Result<RegistryKind, RegistrySpecError> {
+        let urls = |urls: &str| urls.split(',').map(str::to_string).collect();
         match spec.split_once(':') {
             _ if spec == "none" => Ok(RegistryKind::None),
             Some(("dir", path)) if !path.is_empty() => Ok(RegistryKind::Dir(path.into())),
-            Some(("etcd", urls)) if !urls.is_empty() => Ok(RegistryKind::Etcd(
-                urls.split(',').map(str::to_string).collect(),
-            )),
+            Some(("etcd", list)) if !list.is_empty() => Ok(RegistryKind::Etcd(urls(list))),
+            Some((kind, list)) if !list.is_empty() => match kind.strip_prefix("etcd@") {
+                Some(cluster) if !cluster.is_empty() => Ok(RegistryKind::EtcdIn {
+                    cluster: cluster.to_string(),
+                    urls: urls(list),
+                }),
+                _ => Err(RegistrySpecError),
+            },
             _ => Err(RegistrySpecError),
         }
     }
@@ -105,6 +120,9 @@ impl RegistryKind {
             RegistryKind::None => "none".to_string(),
             RegistryKind::Dir(path) => format!("dir:{}", path.display()),
             RegistryKind::Etcd(urls) => format!("etcd:{}", urls.join(",")),
+            RegistryKind::EtcdIn { cluster, urls } => {
+                format!("etcd@{cluster}:{}", urls.join(","))
+            }
         }
     }
 }
@@ -135,6 +153,9 @@ pub struct Launch {
     tls: Option<crate::tls::ServerTls>,
     policy: Option<crate::policy::CallPolicy>,
     sharded: bool,
+    /// `SVRKIT_ADVERTISE`: the address others reach this instance at, when it listens on
+    /// a wildcard (or behind NAT).
+    advertise: Option<std::net::IpAddr>,
     /// `SVRKIT_SHARDS`: the shards a sharded service is created with.
     shards: Option<Vec<String>>,
 }
@@ -178,6 +199,22 @@ impl Launch {
         let listen = addr("SVRKIT_LISTEN", "127.0.0.1:0")?
             .ok_or_else(|| bad("SVRKIT_LISTEN", "off", "the RPC address is required"))?;
         let admin = addr("SVRKIT_ADMIN", "127.0.0.1:0")?;
+        let advertise = match var("SVRKIT_ADVERTISE") {
+            Some(text) => {
+                let ip: std::net::IpAddr = text
+                    .parse()
+                    .map_err(|_| bad("SVRKIT_ADVERTISE", &text, "not an IP address"))?;
+                if ip.is_unspecified() {
+                    return Err(bad(
+                        "SVRKIT_ADVERTISE",
+                        &text,
+                        "a wildcard cannot be reached; name this host's address",
+                    ));
+                }
+                Some(ip)
+            }
+            None => None,
+        };
         let registry = match var("SVRKIT_REGISTRY") {
             Some(spec) => {
                 RegistryKind::parse(&spec).map_err(|e| bad("SVRKIT_REGISTRY", &spec, e))?
@@ -264,6 +301,7 @@ impl Launch {
             tls,
             policy,
             sharded: false,
+            advertise,
             shards: var("SVRKIT_SHARDS").map(|list| {
                 list.split(',')
                     .map(str::trim)
@@ -303,6 +341,12 @@ impl Launch {
         self
     }
 
+    /// Overrides the advertised address (`SVRKIT_ADVERTISE`; see [`Launch::advertised`]).
+    pub fn with_advertise(mut self, advertise: Option<std::net::IpAddr>) -> Launch {
+        self.advertise = advertise;
+        self
+    }
+
     /// Overrides the admin address (`None`: no admin endpoint).
     pub fn with_admin(mut self, admin: Option<SocketAddr>) -> Launch {
         self.admin = admin;
@@ -335,19 +379,41 @@ impl Launch {
             RegistryKind::Etcd(urls) => Some(Store::Etcd(Arc::new(
                 crate::discovery::EtcdRegistry::new(urls.clone()),
             ))),
+            #[cfg(feature = "etcd")]
+            RegistryKind::EtcdIn { cluster, urls } => Some(Store::Etcd(Arc::new(
+                crate::discovery::EtcdRegistry::new(urls.clone())
+                    .cluster(cluster)
+                    .map_err(|e| bad("SVRKIT_REGISTRY", &self.registry.spec(), e))?,
+            ))),
             #[cfg(not(feature = "etcd"))]
-            RegistryKind::Etcd(urls) => {
+            RegistryKind::Etcd(_) | RegistryKind::EtcdIn { .. } => {
                 return Err(bad(
                     "SVRKIT_REGISTRY",
-                    &urls.join(","),
+                    &self.registry.spec(),
                     "this build has no etcd support (feature `etcd`)",
                 ));
             }
         })
     }
 
-    /// Binds the RPC address now (before [`Launch::serve`]) and returns it: for a process
-    /// that must tell others where it serves before it starts serving.
+    /// Where others reach an address this process bound: the same port on
+    /// `SVRKIT_ADVERTISE` when set, else the bound address itself, which must then not be
+    /// a wildcard (a wildcard is never registered: nobody could call it).
+    pub fn advertised(&self, bound: SocketAddr) -> Result<SocketAddr, LaunchError> {
+        match self.advertise {
+            Some(ip) => Ok(SocketAddr::new(ip, bound.port())),
+            None if bound.ip().is_unspecified() => Err(bad(
+                "SVRKIT_LISTEN",
+                &bound.to_string(),
+                "a wildcard address needs SVRKIT_ADVERTISE, the address others reach this instance at",
+            )),
+            None => Ok(bound),
+        }
+    }
+
+    /// Binds the RPC address now (before [`Launch::serve`]) and returns where others
+    /// reach it ([`Launch::advertised`]): for a process that must tell others where it
+    /// serves before it starts serving.
     pub async fn bind(&mut self) -> Result<SocketAddr, LaunchError> {
         let listener = match self.bound.take() {
             Some(listener) => listener,
@@ -363,7 +429,7 @@ impl Launch {
             source,
         });
         self.bound = Some(listener);
-        local
+        self.advertised(local?)
     }
 
     /// Follows this service's gray-release configuration in the registry; the admin
@@ -531,7 +597,8 @@ impl Launch {
             server = server.ownership(ownership);
         }
         if let Some(registry) = self.registry() {
-            let mut instance = Instance::new(self.service.clone(), local).id(&self.instance_id);
+            let mut instance =
+                Instance::new(self.service.clone(), self.advertised(local)?).id(&self.instance_id);
             if let Some(zone) = &self.zone {
                 instance = instance.zone(zone.clone());
             }
@@ -542,7 +609,7 @@ impl Launch {
                 instance = instance.gray(selector);
             }
             if let Some(admin) = admin_addr {
-                instance = instance.admin(admin);
+                instance = instance.admin(self.advertised(admin)?);
             }
             server = server.register(registry, instance);
         }
@@ -666,6 +733,26 @@ impl Announcement {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_wildcard_is_never_advertised() {
+        let launch = super::Launch::from_env("svc").expect("defaults");
+        let wildcard: std::net::SocketAddr = "0.0.0.0:7000".parse().expect("addr");
+        let bound: std::net::SocketAddr = "127.0.0.1:7000".parse().expect("addr");
+        let refused = launch.advertised(wildcard).expect_err("a wildcard alone");
+        assert!(
+            refused.to_string().contains("SVRKIT_ADVERTISE"),
+            "{refused}"
+        );
+        assert_eq!(launch.advertised(bound).expect("as bound"), bound);
+        let advertised = launch.with_advertise(Some("10.1.2.3".parse().expect("ip")));
+        assert_eq!(
+            advertised.advertised(wildcard).expect("advertised"),
+            "10.1.2.3:7000"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr")
+        );
+    }
+
+    #[test]
     fn announcements_are_read_from_output_lines() {
         use super::Announcement;
         let addr = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
@@ -701,11 +788,20 @@ mod tests {
             "none",
             "dir:/tmp/r",
             "etcd:http://127.0.0.1:2379,http://127.0.0.1:2380",
+            "etcd@wx:http://127.0.0.1:2379",
         ] {
             let kind = RegistryKind::parse(spec).expect("parses");
             assert_eq!(kind.spec(), spec);
         }
-        for bad in ["", "dir:", "etcd:", "zookeeper:x", "/tmp/r"] {
+        for bad in [
+            "",
+            "dir:",
+            "etcd:",
+            "etcd@:http://x",
+            "etcd@wx:",
+            "zookeeper:x",
+            "/tmp/r",
+        ] {
             assert!(RegistryKind::parse(bad).is_err(), "{bad:?} must not parse");
         }
     }

@@ -228,9 +228,15 @@ async fn main() -> anyhow::Result<()> {
             println!("ws on {ws_addr}");
             // What clients are told to open: the listening address unless a proxy in
             // front of the gateway says otherwise.
-            let websocket_url = settings
-                .public_ws_url
-                .unwrap_or_else(|| format!("{scheme}://{ws_addr}/v1/ws"));
+            let websocket_url = settings.public_ws_url.map_or_else(
+                // A wildcard listener is told as the advertised address.
+                || {
+                    launch
+                        .advertised(ws_addr)
+                        .map(|a| format!("{scheme}://{a}/v1/ws"))
+                },
+                Ok,
+            )?;
             let ws = tokio::spawn(access::ws::serve(
                 listener,
                 gateway,

@@ -1,12 +1,15 @@
 //! The etcd registry, for clusters.
 //!
-//! Records live under `/svrkit/services/SERVICE/INSTANCE_ID` as JSON, attached to a lease
+//! Records live under `/svrkit/services/SERVICE/INSTANCE_ID` as JSON (or, for a registry of
+//! a named cluster, [`EtcdRegistry::cluster`], under `/svrkit/CLUSTER/services/…`, so that
+//! two clusters sharing one etcd never see each other's instances), attached to a lease
 //! the instance keeps alive; when the instance dies the lease expires and etcd deletes the
 //! record. Registration survives etcd trouble: if the keep-alive stream breaks or the
 //! lease is lost (an etcd restart with lost data, a long partition), the instance grants a
 //! new lease and writes its record again, retrying until etcd answers.
 //!
-//! Watches of instances and of configuration documents (`/svrkit/config/SERVICE`) are one
+//! Watches of instances and of configuration documents (`/svrkit/config/SERVICE`, or
+//! `/svrkit/CLUSTER/config/SERVICE`) are one
 //! mechanism, `mirror`: read the keys, then watch from the next revision, so no change
 //! between the two is lost. When etcd becomes unreachable a watch keeps serving the last
 //! known state, logs it (instance watches also set `svrkit_discovery_stale{service}` to 1),
@@ -38,6 +41,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 pub struct EtcdRegistry {
     endpoints: Vec<String>,
     lease_ttl: i64,
+    /// The prefix of instance records ([`PREFIX`], or the cluster's).
+    services: String,
+    /// The prefix of configuration documents ([`CONFIG_PREFIX`], or the cluster's).
+    config: String,
 }
 
 fn backend(e: etcd_client::Error) -> DiscoveryError {
@@ -50,13 +57,36 @@ impl EtcdRegistry {
         EtcdRegistry {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             lease_ttl: DEFAULT_LEASE_TTL_SECS,
+            services: PREFIX.to_string(),
+            config: CONFIG_PREFIX.to_string(),
         }
+    }
+
+    /// Keeps this registry's keys under `/svrkit/CLUSTER/` (`services/…`, `config/…`):
+    /// clusters sharing one etcd stay apart. `cluster` is 1 to 64 letters, digits, `-` or
+    /// `_`.
+    pub fn cluster(mut self, cluster: &str) -> Result<EtcdRegistry, DiscoveryError> {
+        let valid = !cluster.is_empty()
+            && cluster.len() <= 64
+            && cluster
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && cluster != "services"
+            && cluster != "config";
+        if !valid {
+            return Err(DiscoveryError::Backend(format!(
+                "{cluster:?} is not a cluster name (1 to 64 letters, digits, - or _)"
+            )));
+        }
+        self.services = format!("/svrkit/{cluster}/services/");
+        self.config = format!("/svrkit/{cluster}/config/");
+        Ok(self)
     }
 
     /// Every registered instance of every service.
     pub async fn all(&self) -> Result<Vec<Instance>, DiscoveryError> {
         let mut client = self.client().await?;
-        let (raw, _) = Self::read_raw(&mut client, PREFIX, true).await?;
+        let (raw, _) = Self::read_raw(&mut client, &self.services, true).await?;
         Ok(instances(&raw).map(|i| i.to_vec()).unwrap_or_default())
     }
 
@@ -75,8 +105,8 @@ impl EtcdRegistry {
             .map_err(backend)
     }
 
-    fn key(instance: &Instance) -> String {
-        format!("{PREFIX}{}/{}", instance.service, instance.id)
+    fn key(&self, instance: &Instance) -> String {
+        format!("{}{}/{}", self.services, instance.service, instance.id)
     }
 
     /// Grants a lease and writes the record under it.
@@ -90,7 +120,7 @@ impl EtcdRegistry {
         let value = serde_json::to_vec(instance)?;
         client
             .put(
-                Self::key(instance),
+                self.key(instance),
                 value,
                 Some(PutOptions::new().with_lease(lease)),
             )
@@ -290,7 +320,7 @@ impl Registry for EtcdRegistry {
                 Box::pin(async move {
                     let mut client = remover.client().await?;
                     client
-                        .delete(EtcdRegistry::key(&instance), None)
+                        .delete(remover.key(&instance), None)
                         .await
                         .map_err(backend)?;
                     Ok(())
@@ -307,15 +337,20 @@ impl Registry for EtcdRegistry {
         let service = service.to_string();
         Box::pin(async move {
             let stale = metrics::gauge!("svrkit_discovery_stale", "service" => service.clone());
-            this.mirror(format!("{PREFIX}{service}/"), true, instances, Some(stale))
-                .await
+            this.mirror(
+                format!("{}{service}/", this.services),
+                true,
+                instances,
+                Some(stale),
+            )
+            .await
         })
     }
 }
 
 impl ConfigStore for EtcdRegistry {
     fn load(&self, service: &str) -> BoxFuture<'static, Result<ConfigDoc, DiscoveryError>> {
-        let (this, key) = (self.clone(), format!("{CONFIG_PREFIX}{service}"));
+        let (this, key) = (self.clone(), format!("{}{service}", self.config));
         Box::pin(async move {
             let mut client = this.client().await?;
             let (raw, _) = EtcdRegistry::read_raw(&mut client, &key, false).await?;
@@ -330,7 +365,7 @@ impl ConfigStore for EtcdRegistry {
         service: &str,
         doc: ConfigDoc,
     ) -> BoxFuture<'static, Result<(), DiscoveryError>> {
-        let (this, key) = (self.clone(), format!("{CONFIG_PREFIX}{service}"));
+        let (this, key) = (self.clone(), format!("{}{service}", self.config));
         Box::pin(async move {
             let mut client = this.client().await?;
             client
@@ -346,7 +381,7 @@ impl ConfigStore for EtcdRegistry {
         service: &str,
     ) -> BoxFuture<'static, Result<watch::Receiver<std::sync::Arc<ConfigDoc>>, DiscoveryError>>
     {
-        let (this, key) = (self.clone(), format!("{CONFIG_PREFIX}{service}"));
+        let (this, key) = (self.clone(), format!("{}{service}", self.config));
         Box::pin(async move { this.mirror(key, false, config_doc, None).await })
     }
 }

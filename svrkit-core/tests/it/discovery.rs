@@ -320,3 +320,51 @@ async fn a_sharded_channel_never_hands_a_departed_shards_keys_to_a_neighbour() {
     back.shutdown().await;
     two.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_a_wildcard_registers_its_advertised_address() {
+    use svrkit::launch::{Launch, RegistryKind};
+    let dir = svrkit_testkit::tempdir("advertise");
+    let launch = Launch::from_env("svrkit.demo.Echo")
+        .expect("defaults")
+        .with_listen("0.0.0.0:0".parse().expect("addr"))
+        .with_admin(None)
+        .with_instance_id("echo-wild")
+        .with_advertise(Some("127.0.0.1".parse().expect("ip")))
+        .with_registry(RegistryKind::Dir(dir.path().to_path_buf()))
+        .expect("registry");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(launch.serve_until(
+        svrkit::Server::builder().add_service(echo::EchoServer::new(echo::EchoService::new("w"))),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let registry = svrkit::discovery::EmbeddedRegistry::new(dir.path());
+    let deadline = std::time::Instant::now() + svrkit_testkit::PATIENCE;
+    let instance = loop {
+        if let Some(i) = registry
+            .live("svrkit.demo.Echo")
+            .expect("reads")
+            .into_iter()
+            .find(|i| i.id == "echo-wild")
+        {
+            break i;
+        }
+        assert!(std::time::Instant::now() < deadline, "never registered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(instance.addr.ip().to_string(), "127.0.0.1", "{instance:?}");
+    assert_ne!(instance.addr.port(), 0);
+    // Callers reach it at what was registered.
+    let reply = echo::EchoClient::new(svrkit::Channel::lazy([instance.addr]))
+        .echo(echo::EchoRequest {
+            payload: b"here".to_vec().into(),
+            delay_ms: 0,
+        })
+        .await
+        .expect("reached at the advertised address");
+    assert_eq!(&reply.payload[..], b"here");
+    let _ = stop.send(());
+    let _ = serving.await;
+}

@@ -129,3 +129,47 @@ async fn the_lease_of_a_killed_instance_expires() {
     // No deregistration happened: the record goes when its lease (3 s) expires.
     until(&mut rx, |i| !i.iter().any(|i| i.id == "doomed")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_sharing_one_etcd_never_see_each_other() {
+    let etcd = Etcd::start().await;
+    let wx = EtcdRegistry::new([etcd.endpoint()])
+        .cluster("wx")
+        .expect("a cluster name")
+        .lease_ttl(2);
+    let other = EtcdRegistry::new([etcd.endpoint()])
+        .cluster("other")
+        .expect("a cluster name")
+        .lease_ttl(2);
+    let plain = EtcdRegistry::new([etcd.endpoint()]).lease_ttl(2);
+    let addr: std::net::SocketAddr = "127.0.0.1:7001".parse().expect("addr");
+    let _a = wx
+        .register(Instance::new("svc", addr).id("wx-1"))
+        .await
+        .expect("registered");
+    let _b = other
+        .register(Instance::new("svc", addr).id("other-1"))
+        .await
+        .expect("registered");
+    let ids = |all: Vec<Instance>| all.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    assert_eq!(ids(wx.all().await.expect("wx")), ["wx-1"]);
+    assert_eq!(ids(other.all().await.expect("other")), ["other-1"]);
+    assert!(ids(plain.all().await.expect("plain")).is_empty());
+    let watched = wx.watch("svc").await.expect("watch");
+    let seen: Vec<String> = watched.borrow().iter().map(|i| i.id.clone()).collect();
+    assert_eq!(seen, ["wx-1"]);
+    // Configuration documents too.
+    svrkit::config::publish_stable(&wx, "svc", "for wx")
+        .await
+        .expect("published");
+    let theirs = svrkit::config::ConfigStore::load(&other, "svc")
+        .await
+        .expect("loads");
+    assert_eq!(theirs.stable_version, 0, "{theirs:?}");
+    for bad in ["", "a/b", "services", &"x".repeat(65)] {
+        assert!(
+            EtcdRegistry::new([etcd.endpoint()]).cluster(bad).is_err(),
+            "{bad:?}"
+        );
+    }
+}

@@ -18,7 +18,12 @@ pub(crate) struct RegistryArgs {
     /// Use the etcd cluster at this endpoint instead (http://127.0.0.1:2379).
     #[arg(long, global = true, conflicts_with = "registry_dir")]
     pub(crate) etcd: Option<String>,
-    /// The registry as services are told it: `dir:PATH` or `etcd:URL[,URL...]`.
+    /// With `--etcd`: the svrkit cluster whose keys to read (`/svrkit/CLUSTER/…`; `svrkit
+    /// up` names it after the manifest's `[tls] cluster`, `svrkit` by default).
+    #[arg(long, global = true, requires = "etcd")]
+    pub(crate) cluster: Option<String>,
+    /// The registry as services are told it: `dir:PATH`, `etcd:URL[,URL...]` or
+    /// `etcd@CLUSTER:URL[,URL...]`.
     #[arg(long, global = true, conflicts_with_all = ["registry_dir", "etcd"], value_parser = parse_registry)]
     pub(crate) registry: Option<RegistryKind>,
 }
@@ -74,10 +79,30 @@ impl RegistryArgs {
         match &self.registry {
             Some(RegistryKind::Dir(dir)) => return Store::Embedded(EmbeddedRegistry::new(dir)),
             Some(RegistryKind::Etcd(urls)) => return Store::Etcd(EtcdRegistry::new(urls.clone())),
+            Some(RegistryKind::EtcdIn { cluster, urls }) => {
+                let registry = EtcdRegistry::new(urls.clone());
+                match registry.clone().cluster(cluster) {
+                    Ok(named) => return Store::Etcd(named),
+                    Err(e) => {
+                        eprintln!("warning: {e}; using the etcd registry without a cluster");
+                        return Store::Etcd(registry);
+                    }
+                }
+            }
             Some(RegistryKind::None) | None => {}
         }
         match (&self.registry_dir, &self.etcd) {
-            (_, Some(endpoint)) => Store::Etcd(EtcdRegistry::new([endpoint.clone()])),
+            (_, Some(endpoint)) => {
+                let registry = EtcdRegistry::new([endpoint.clone()]);
+                match self.cluster.as_deref().map(|c| registry.clone().cluster(c)) {
+                    Some(Ok(named)) => Store::Etcd(named),
+                    Some(Err(e)) => {
+                        eprintln!("warning: {e}; reading etcd without a cluster");
+                        Store::Etcd(registry)
+                    }
+                    None => Store::Etcd(registry),
+                }
+            }
             (Some(dir), None) => Store::Embedded(EmbeddedRegistry::new(dir)),
             (None, None) => {
                 Store::Embedded(EmbeddedRegistry::new(EmbeddedRegistry::default_root()))

@@ -104,7 +104,12 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
     }
     let registry = match manifest.registry.kind {
         RegistryChoice::Embedded => format!("dir:{}", dir.join("registry").display()),
-        RegistryChoice::Etcd => format!("etcd:{}", manifest.registry.endpoints.join(",")),
+        // The cluster's keys under /svrkit/CLUSTER/: clusters sharing one etcd stay apart.
+        RegistryChoice::Etcd => format!(
+            "etcd@{}:{}",
+            manifest.tls.cluster,
+            manifest.registry.endpoints.join(",")
+        ),
     };
     // Mutual TLS: the cluster CA (made on the first start), the operator's certificate
     // for `svrkit call`; each instance gets its own when it starts.

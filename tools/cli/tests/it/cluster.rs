@@ -430,10 +430,18 @@ async fn up_with_etcd_and_down_after_the_supervisor_died() {
         &state,
         "--detach",
     ]);
-    let listed: Vec<Value> = ok(&["ls", "--etcd", &etcd.endpoint(), "--json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    // The cluster's keys are under /svrkit/CLUSTER/ (the manifest's [tls] cluster).
+    let listed: Vec<Value> = ok(&[
+        "ls",
+        "--etcd",
+        &etcd.endpoint(),
+        "--cluster",
+        "svrkit",
+        "--json",
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("JSON"))
+    .collect();
     let mut ids: Vec<&str> = listed.iter().filter_map(|i| i["id"].as_str()).collect();
     ids.sort();
     assert_eq!(ids, ["echo-1", "echo-2"]);
