@@ -12,6 +12,8 @@
 //! | `SVRKIT_GRAY_USERS` | a [`Selector`] in JSON: run as a gray release for these users | stable |
 //! | `SVRKIT_DATA_DIR` | where a stateful service keeps its files | `.svrkit/data/<instance id>` |
 //! | `SVRKIT_TLS_CERT`, `SVRKIT_TLS_KEY`, `SVRKIT_TLS_CA` | PEM files: this service's certificate and key, and the cluster CA; all three turn on mutual TLS for the server and every channel ([`crate::tls`]) | plain TCP |
+//! | `SVRKIT_ETCD_CA`, `SVRKIT_ETCD_CERT`, `SVRKIT_ETCD_KEY`, `SVRKIT_ETCD_SERVER_NAME` | etcd over TLS: the CA of etcd's certificate, a client certificate and key for etcd's `--client-cert-auth`, the name etcd's certificate carries if not the endpoints' host | plain HTTP |
+//! | `SVRKIT_ETCD_USER`, `SVRKIT_ETCD_PASSWORD_FILE` | etcd authentication: the user, and a file holding its password | none |
 //! | `SVRKIT_SHARDS` | a sharded service's shards (its instance ids, comma-separated): the shard map it is created with on first start, and must match after ([`crate::discovery::shard_map`]) | the map in the registry if any, else the live instances |
 //! | `SVRKIT_TLS_RELOAD_SECS` | how often the certificate and key files are checked for a renewal, which new connections then present ([`crate::tls::CertSlot`]) | 10 |
 //! | `SVRKIT_MAX_OPEN_FILES` | the soft limit on open files this process sets at start | the hard limit ([`crate::process_limits`]) |
@@ -156,6 +158,9 @@ pub struct Launch {
     /// `SVRKIT_ADVERTISE`: the address others reach this instance at, when it listens on
     /// a wildcard (or behind NAT).
     advertise: Option<std::net::IpAddr>,
+    /// `SVRKIT_ETCD_*`: TLS and a user for an etcd registry.
+    #[cfg(feature = "etcd")]
+    etcd_access: EtcdAccess,
     /// `SVRKIT_SHARDS`: the shards a sharded service is created with.
     shards: Option<Vec<String>>,
 }
@@ -301,6 +306,8 @@ impl Launch {
             tls,
             policy,
             sharded: false,
+            #[cfg(feature = "etcd")]
+            etcd_access: EtcdAccess::from_env()?,
             advertise,
             shards: var("SVRKIT_SHARDS").map(|list| {
                 list.split(',')
@@ -377,13 +384,16 @@ impl Launch {
             RegistryKind::Dir(dir) => Some(Store::Embedded(Arc::new(EmbeddedRegistry::new(dir)))),
             #[cfg(feature = "etcd")]
             RegistryKind::Etcd(urls) => Some(Store::Etcd(Arc::new(
-                crate::discovery::EtcdRegistry::new(urls.clone()),
+                self.etcd_access
+                    .apply(crate::discovery::EtcdRegistry::new(urls.clone())),
             ))),
             #[cfg(feature = "etcd")]
             RegistryKind::EtcdIn { cluster, urls } => Some(Store::Etcd(Arc::new(
-                crate::discovery::EtcdRegistry::new(urls.clone())
-                    .cluster(cluster)
-                    .map_err(|e| bad("SVRKIT_REGISTRY", &self.registry.spec(), e))?,
+                self.etcd_access.apply(
+                    crate::discovery::EtcdRegistry::new(urls.clone())
+                        .cluster(cluster)
+                        .map_err(|e| bad("SVRKIT_REGISTRY", &self.registry.spec(), e))?,
+                ),
             ))),
             #[cfg(not(feature = "etcd"))]
             RegistryKind::Etcd(_) | RegistryKind::EtcdIn { .. } => {
@@ -727,6 +737,89 @@ impl Announcement {
             Announcement::Listening(a) | Announcement::Admin(a) => Some(*a),
             Announcement::Endpoint { addr, .. } => addr.parse().ok(),
         }
+    }
+}
+
+/// TLS and a user for an etcd registry, from `SVRKIT_ETCD_CA` (the CA of etcd's
+/// certificate; TLS on), `SVRKIT_ETCD_CERT` and `SVRKIT_ETCD_KEY` (a client certificate,
+/// for etcd's `--client-cert-auth`), `SVRKIT_ETCD_SERVER_NAME` (the name etcd's
+/// certificate carries, when not the endpoints' host), `SVRKIT_ETCD_USER` and
+/// `SVRKIT_ETCD_PASSWORD_FILE` (a file holding the password, kept out of the
+/// environment).
+#[cfg(feature = "etcd")]
+#[derive(Debug, Clone, Default)]
+struct EtcdAccess {
+    tls: Option<crate::discovery::EtcdTls>,
+    user: Option<(String, String)>,
+}
+
+/// `registry` with the TLS and user the `SVRKIT_ETCD_*` variables give (see
+/// [`Launch`]'s table), for tools that read the same etcd as the services.
+#[cfg(feature = "etcd")]
+pub fn etcd_from_env(
+    registry: crate::discovery::EtcdRegistry,
+) -> Result<crate::discovery::EtcdRegistry, LaunchError> {
+    Ok(EtcdAccess::from_env()?.apply(registry))
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdAccess {
+    fn from_env() -> Result<EtcdAccess, LaunchError> {
+        let read =
+            |name: &'static str, path: &str| std::fs::read(path).map_err(|e| bad(name, path, e));
+        let tls = match var("SVRKIT_ETCD_CA") {
+            Some(ca) => {
+                let identity = match (var("SVRKIT_ETCD_CERT"), var("SVRKIT_ETCD_KEY")) {
+                    (Some(cert), Some(key)) => Some((
+                        read("SVRKIT_ETCD_CERT", &cert)?,
+                        read("SVRKIT_ETCD_KEY", &key)?,
+                    )),
+                    (None, None) => None,
+                    _ => {
+                        return Err(bad(
+                            "SVRKIT_ETCD_CERT",
+                            "",
+                            "a client certificate needs SVRKIT_ETCD_CERT and SVRKIT_ETCD_KEY together",
+                        ));
+                    }
+                };
+                Some(crate::discovery::EtcdTls {
+                    ca_pem: read("SVRKIT_ETCD_CA", &ca)?,
+                    identity,
+                    server_name: var("SVRKIT_ETCD_SERVER_NAME"),
+                })
+            }
+            None => None,
+        };
+        let user = match (var("SVRKIT_ETCD_USER"), var("SVRKIT_ETCD_PASSWORD_FILE")) {
+            (Some(user), Some(file)) => {
+                let password = String::from_utf8(read("SVRKIT_ETCD_PASSWORD_FILE", &file)?)
+                    .map_err(|e| bad("SVRKIT_ETCD_PASSWORD_FILE", &file, e))?;
+                Some((user, password.trim_end_matches(['\n', '\r']).to_string()))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(bad(
+                    "SVRKIT_ETCD_USER",
+                    "",
+                    "etcd authentication needs SVRKIT_ETCD_USER and SVRKIT_ETCD_PASSWORD_FILE together",
+                ));
+            }
+        };
+        Ok(EtcdAccess { tls, user })
+    }
+
+    fn apply(
+        &self,
+        mut registry: crate::discovery::EtcdRegistry,
+    ) -> crate::discovery::EtcdRegistry {
+        if let Some(tls) = &self.tls {
+            registry = registry.tls(tls.clone());
+        }
+        if let Some((user, password)) = &self.user {
+            registry = registry.user(user.clone(), password.clone());
+        }
+        registry
     }
 }
 

@@ -36,11 +36,50 @@ pub const DEFAULT_LEASE_TTL_SECS: i64 = 3;
 /// Pause between attempts to reach etcd again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
+/// How a registry proves itself to etcd and checks etcd: TLS with the CA that signed
+/// etcd's certificate and, for etcd's `--client-cert-auth`, a client certificate.
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA certificate (PEM) etcd's server certificate must chain to.
+    pub ca_pem: Vec<u8>,
+    /// This client's certificate and key (PEM), if etcd asks for one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name etcd's certificate must carry, when it is not the endpoints' host (a
+    /// cluster certificate names `svrkit.cluster`).
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.identity.is_some())
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user name and password for etcd's authentication.
+#[derive(Clone)]
+struct EtcdUser {
+    name: String,
+    password: String,
+}
+
+impl std::fmt::Debug for EtcdUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A registry in an etcd cluster.
 #[derive(Debug, Clone)]
 pub struct EtcdRegistry {
     endpoints: Vec<String>,
     lease_ttl: i64,
+    tls: Option<EtcdTls>,
+    user: Option<EtcdUser>,
     /// The prefix of instance records ([`PREFIX`], or the cluster's).
     services: String,
     /// The prefix of configuration documents ([`CONFIG_PREFIX`], or the cluster's).
@@ -57,9 +96,26 @@ impl EtcdRegistry {
         EtcdRegistry {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             lease_ttl: DEFAULT_LEASE_TTL_SECS,
+            tls: None,
+            user: None,
             services: PREFIX.to_string(),
             config: CONFIG_PREFIX.to_string(),
         }
+    }
+
+    /// Talks to etcd over TLS (`https://` endpoints) as `tls` says.
+    pub fn tls(mut self, tls: EtcdTls) -> EtcdRegistry {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Signs in to etcd as `name` with `password` (etcd's `auth enable`).
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> EtcdRegistry {
+        self.user = Some(EtcdUser {
+            name: name.into(),
+            password: password.into(),
+        });
+        self
     }
 
     /// Keeps this registry's keys under `/svrkit/CLUSTER/` (`services/…`, `config/…`):
@@ -97,9 +153,23 @@ impl EtcdRegistry {
     }
 
     async fn client(&self) -> Result<Client, DiscoveryError> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
             .with_timeout(Duration::from_secs(2));
+        if let Some(tls) = &self.tls {
+            let mut config = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            if let Some(name) = &tls.server_name {
+                config = config.domain_name(name.clone());
+            }
+            options = options.with_tls(config);
+        }
+        if let Some(user) = &self.user {
+            options = options.with_user(user.name.clone(), user.password.clone());
+        }
         Client::connect(&self.endpoints, Some(options))
             .await
             .map_err(backend)

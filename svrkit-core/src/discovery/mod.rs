@@ -36,7 +36,7 @@ use tokio::sync::watch;
 pub use embedded::{DEFAULT_POLL, DEFAULT_TTL, EmbeddedRegistry};
 #[cfg(feature = "etcd")]
 pub use etcd::{
-    CONFIG_PREFIX as ETCD_CONFIG_PREFIX, DEFAULT_LEASE_TTL_SECS, EtcdRegistry,
+    CONFIG_PREFIX as ETCD_CONFIG_PREFIX, DEFAULT_LEASE_TTL_SECS, EtcdRegistry, EtcdTls,
     PREFIX as ETCD_PREFIX,
 };
 

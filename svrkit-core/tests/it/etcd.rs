@@ -173,3 +173,81 @@ async fn clusters_sharing_one_etcd_never_see_each_other() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_mutual_tls_with_a_user_and_password() {
+    use svrkit::discovery::EtcdTls;
+    use svrkit::tls::mint::ClusterCa;
+    let ca = ClusterCa::new("wx").expect("CA");
+    let dir = svrkit_testkit::tempdir("etcd-tls");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let server = ca.issue("etcd").expect("server certificate");
+    let (cert, key) = (
+        write("etcd.crt", &server.cert_pem),
+        write("etcd.key", &server.key_pem),
+    );
+    let ca_file = write("ca.crt", ca.cert_pem());
+    let client = ca.issue("account").expect("client certificate");
+    let tls = EtcdTls {
+        ca_pem: ca.cert_pem().as_bytes().to_vec(),
+        identity: Some((
+            client.cert_pem.as_bytes().to_vec(),
+            client.key_pem.as_bytes().to_vec(),
+        )),
+        // Cluster certificates name svrkit.cluster, not the address.
+        server_name: Some(svrkit::tls::CLUSTER_SERVER_NAME.to_string()),
+    };
+    let etcd = Etcd::start_tls(cert, key, ca_file, tls.clone()).await;
+
+    // Without TLS, or without a client certificate: nothing.
+    let addr: std::net::SocketAddr = "127.0.0.1:7101".parse().expect("addr");
+    let plain = EtcdRegistry::new([etcd.endpoint()]);
+    assert!(plain.all().await.is_err(), "plain HTTP to a TLS etcd");
+    let anonymous = EtcdRegistry::new([etcd.endpoint()]).tls(EtcdTls {
+        identity: None,
+        ..tls.clone()
+    });
+    assert!(anonymous.all().await.is_err(), "no client certificate");
+
+    // With both: a registry like any other.
+    let registry = EtcdRegistry::new([etcd.endpoint()])
+        .tls(tls.clone())
+        .lease_ttl(2);
+    let _a = registry
+        .register(Instance::new("svc", addr).id("tls-1"))
+        .await
+        .expect("registered over TLS");
+    assert_eq!(registry.all().await.expect("read").len(), 1);
+
+    // etcd authentication on: the right user gets in, a wrong password does not.
+    let options = etcd_client::ConnectOptions::new().with_tls(
+        etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(ca.cert_pem()))
+            .identity(etcd_client::Identity::from_pem(
+                &client.cert_pem,
+                &client.key_pem,
+            ))
+            .domain_name(svrkit::tls::CLUSTER_SERVER_NAME),
+    );
+    let mut admin = etcd_client::Client::connect([etcd.endpoint()], Some(options))
+        .await
+        .expect("admin client");
+    admin
+        .user_add("root", "root password", None)
+        .await
+        .expect("user");
+    admin.user_grant_role("root", "root").await.expect("role");
+    admin.auth_enable().await.expect("auth on");
+    let signed_in = EtcdRegistry::new([etcd.endpoint()])
+        .tls(tls.clone())
+        .user("root", "root password");
+    assert_eq!(signed_in.all().await.expect("signed in").len(), 1);
+    let wrong = EtcdRegistry::new([etcd.endpoint()])
+        .tls(tls)
+        .user("root", "a guess");
+    assert!(wrong.all().await.is_err(), "a wrong password");
+}

@@ -76,6 +76,20 @@ impl RegistryArgs {
     }
 
     pub(crate) fn store(&self) -> Store {
+        match self.store_plain() {
+            // TLS and a user from SVRKIT_ETCD_*, as the services have them.
+            Store::Etcd(registry) => match svrkit::launch::etcd_from_env(registry.clone()) {
+                Ok(registry) => Store::Etcd(registry),
+                Err(e) => {
+                    eprintln!("warning: {e}; reading etcd without it");
+                    Store::Etcd(registry)
+                }
+            },
+            embedded => embedded,
+        }
+    }
+
+    fn store_plain(&self) -> Store {
         match &self.registry {
             Some(RegistryKind::Dir(dir)) => return Store::Embedded(EmbeddedRegistry::new(dir)),
             Some(RegistryKind::Etcd(urls)) => return Store::Etcd(EtcdRegistry::new(urls.clone())),

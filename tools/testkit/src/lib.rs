@@ -159,6 +159,9 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Serving TLS: etcd's certificate, key and the CA clients must present a
+    /// certificate of, and how the readiness probe talks to it.
+    tls: Option<(PathBuf, PathBuf, PathBuf, svrkit::discovery::EtcdTls)>,
 }
 
 impl Etcd {
@@ -169,6 +172,27 @@ impl Etcd {
             dir: tempdir("etcd"),
             client_port: free_port(),
             peer_port: free_port(),
+            tls: None,
+        };
+        etcd.run().await;
+        etcd
+    }
+
+    /// Starts etcd serving TLS with `cert` and `key` (PEM files), requiring clients to
+    /// present a certificate from the CA in `ca`; `probe` is how the readiness probe
+    /// connects.
+    pub async fn start_tls(
+        cert: PathBuf,
+        key: PathBuf,
+        ca: PathBuf,
+        probe: svrkit::discovery::EtcdTls,
+    ) -> Etcd {
+        let mut etcd = Etcd {
+            child: None,
+            dir: tempdir("etcd"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            tls: Some((cert, key, ca, probe)),
         };
         etcd.run().await;
         etcd
@@ -176,13 +200,22 @@ impl Etcd {
 
     /// Its client URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     async fn run(&mut self) {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some((cert, key, ca, _)) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", cert.display()))
+                .arg(format!("--key-file={}", key.display()))
+                .arg(format!("--trusted-ca-file={}", ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name=test")
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -197,7 +230,10 @@ impl Etcd {
             Ok(child) => self.child = Some(child),
             Err(e) => panic!("etcd is not installed (tools/test installs etcd-server): {e}"),
         }
-        let registry = EtcdRegistry::new([self.endpoint()]);
+        let mut registry = EtcdRegistry::new([self.endpoint()]);
+        if let Some((_, _, _, probe)) = &self.tls {
+            registry = registry.tls(probe.clone());
+        }
         let ready = tokio::time::timeout(PATIENCE, async {
             loop {
                 if registry.watch("ready-probe").await.is_ok() {

@@ -9,6 +9,9 @@
 //!
 //! [registry]
 //! kind = "embedded"          # or "etcd", with endpoints = ["http://127.0.0.1:2379"]
+//! # etcd over TLS and with a user (each becomes the processes' SVRKIT_ETCD_* variable):
+//! # ca = "etcd-ca.pem", cert = "client.pem", key = "client.key", server_name = "…",
+//! # user = "svrkit", password_file = "etcd.password"
 //!
 //! [[service]]
 //! name = "echo"              # the name `ps`, `logs` and `deploy` use
@@ -70,6 +73,48 @@ pub(crate) struct RegistrySection {
     pub(crate) kind: RegistryChoice,
     #[serde(default)]
     pub(crate) endpoints: Vec<String>,
+    /// etcd over TLS: the CA of etcd's certificate (`SVRKIT_ETCD_CA`).
+    #[serde(default)]
+    pub(crate) ca: Option<PathBuf>,
+    /// A client certificate and key for etcd's `--client-cert-auth`.
+    #[serde(default)]
+    pub(crate) cert: Option<PathBuf>,
+    /// Its key.
+    #[serde(default)]
+    pub(crate) key: Option<PathBuf>,
+    /// The name etcd's certificate carries, if not the endpoints' host.
+    #[serde(default)]
+    pub(crate) server_name: Option<String>,
+    /// etcd authentication: the user, and a file holding its password.
+    #[serde(default)]
+    pub(crate) user: Option<String>,
+    /// The file holding the user's password.
+    #[serde(default)]
+    pub(crate) password_file: Option<PathBuf>,
+}
+
+impl RegistrySection {
+    /// The `SVRKIT_ETCD_*` variables of every process (paths as given: relative ones
+    /// are resolved against the manifest's directory by the caller).
+    pub(crate) fn etcd_env(&self, base: &std::path::Path) -> Vec<(String, String)> {
+        let path = |p: &PathBuf| base.join(p).display().to_string();
+        let mut env = Vec::new();
+        let mut add = |name: &str, value: Option<String>| {
+            if let Some(value) = value {
+                env.push((name.to_string(), value));
+            }
+        };
+        add("SVRKIT_ETCD_CA", self.ca.as_ref().map(path));
+        add("SVRKIT_ETCD_CERT", self.cert.as_ref().map(path));
+        add("SVRKIT_ETCD_KEY", self.key.as_ref().map(path));
+        add("SVRKIT_ETCD_SERVER_NAME", self.server_name.clone());
+        add("SVRKIT_ETCD_USER", self.user.clone());
+        add(
+            "SVRKIT_ETCD_PASSWORD_FILE",
+            self.password_file.as_ref().map(path),
+        );
+        env
+    }
 }
 
 /// `[tls]`: mutual TLS between every instance (on unless `enabled = false`).

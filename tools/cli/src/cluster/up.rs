@@ -160,6 +160,10 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
     };
     let started = Instant::now();
     let mut ids = Vec::new();
+    // etcd's TLS and user, for every process (paths relative to the manifest).
+    let etcd_env = manifest
+        .registry
+        .etcd_env(manifest_path.parent().unwrap_or(std::path::Path::new(".")));
     for spec in &manifest.services {
         let binary = binaries
             .get(spec.bin())
@@ -175,6 +179,9 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
             let mut env = policy_env(spec, certs.is_some());
             env.entry("SVRKIT_SHARDS".to_string())
                 .or_insert_with(|| shards.join(","));
+            for (name, value) in &etcd_env {
+                env.entry(name.clone()).or_insert_with(|| value.clone());
+            }
             let unit = Unit {
                 service: spec.name.clone(),
                 id: id.clone(),
