@@ -116,6 +116,24 @@ impl ClusterCa {
         self.issue_between(cluster, service, now - BACKDATE, now + DEFAULT_VALIDITY)
     }
 
+    /// As [`ClusterCa::issue_for`], also naming `hosts` (DNS names or IP addresses):
+    /// for a gateway's public HTTPS or an etcd member, which clients reach by such names.
+    pub fn issue_for_hosts(
+        &self,
+        service: &str,
+        hosts: &[String],
+        validity: Duration,
+    ) -> Result<Issued, TlsError> {
+        let now = SystemTime::now();
+        self.issue_full(
+            &self.cluster,
+            service,
+            hosts,
+            now - BACKDATE,
+            now + validity,
+        )
+    }
+
     /// A certificate naming `service` of `cluster`, valid from `not_before` to
     /// `not_after` (tests make expired and not-yet-valid ones with it).
     pub fn issue_between(
@@ -125,8 +143,26 @@ impl ClusterCa {
         not_before: SystemTime,
         not_after: SystemTime,
     ) -> Result<Issued, TlsError> {
+        self.issue_full(cluster, service, &[], not_before, not_after)
+    }
+
+    fn issue_full(
+        &self,
+        cluster: &str,
+        service: &str,
+        hosts: &[String],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<Issued, TlsError> {
         let mut params =
             CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_string()]).map_err(config_error)?;
+        for host in hosts {
+            let san = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(host.clone().try_into().map_err(config_error)?),
+            };
+            params.subject_alt_names.push(san);
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, service.to_string());

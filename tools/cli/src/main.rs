@@ -91,6 +91,11 @@ enum Command {
     ///
     /// Example: svrkit console --listen 127.0.0.1:8420
     Console(console::ConsoleArgs),
+    /// A cluster CA and certificates as files, for hosts and Kubernetes Secrets: prints
+    /// the certificate, key and CA files.
+    ///
+    /// Example: svrkit certs access-short-1 --service access-short --host chat.example.com
+    Certs(cluster::CertsArgs),
     /// Gray-release configuration: show, publish, promote, rollback.
     ///
     /// Example: svrkit config publish svrkit.demo.Echo '{"limit":5}' --percent 10
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             Command::Ls(args) => ls::run(args).await,
             Command::Console(args) => console::run(args).await,
             Command::Config(args) => config::run(args).await,
+            Command::Certs(args) => cluster::certs(args).await,
             Command::Up(args) => cluster::up(args).await,
             Command::Down(args) => cluster::down(args).await,
             Command::Ps(args) => cluster::ps(args).await,

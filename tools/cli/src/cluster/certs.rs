@@ -201,6 +201,69 @@ impl ClusterCerts {
     }
 }
 
+/// `svrkit certs`: a cluster CA and certificates as files, for hosts and Kubernetes
+/// Secrets (what `svrkit up` does for its own instances, without `up`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct CertsArgs {
+    /// The certificate's file names: NAME.crt and NAME.key (an instance id, `operator`,
+    /// a gateway's name).
+    name: String,
+    /// The service it names (`spiffe://CLUSTER/service/SERVICE`; default: NAME).
+    #[arg(long)]
+    service: Option<String>,
+    /// Where the CA and the certificates live (the CA is made there if missing; its key
+    /// goes to DIR/ca/ca.key).
+    #[arg(long, default_value = ".svrkit/tls")]
+    dir: PathBuf,
+    /// The cluster's name (the trust domain).
+    #[arg(long, default_value = "svrkit")]
+    cluster: String,
+    /// How long the certificate is valid, in days.
+    #[arg(long, default_value_t = 90)]
+    days: u64,
+    /// A DNS name or IP address clients reach it by (a gateway's public name, an etcd
+    /// member's address); repeatable.
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+}
+
+/// Issues one certificate as `args` say, and prints where it went.
+pub(crate) async fn certs(args: CertsArgs) -> Result<(), crate::Failure> {
+    let usage = |e: anyhow::Error| crate::Failure::Usage(e);
+    if args.days == 0 || args.days > 3650 {
+        return Err(usage(anyhow::anyhow!("--days must be 1 to 3650")));
+    }
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 128
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && !n.starts_with('.')
+    };
+    let service = args.service.clone().unwrap_or_else(|| args.name.clone());
+    if !valid_name(&args.name) || !valid_name(&service) {
+        return Err(usage(anyhow::anyhow!(
+            "names are letters, digits, '-', '_' and '.' (not first), at most 128"
+        )));
+    }
+    let certs = ClusterCerts::open(&args.dir, &args.cluster, false)?;
+    let validity = Duration::from_secs(args.days * 24 * 3600);
+    let issued = certs
+        .ca
+        .issue_for_hosts(&service, &args.hosts, validity)
+        .map_err(|e| usage(anyhow::anyhow!("{e}")))?;
+    let (cert, key) = (
+        args.dir.join(format!("{}.crt", args.name)),
+        args.dir.join(format!("{}.key", args.name)),
+    );
+    write_private(&key, &issued.key_pem)?;
+    write_public(&cert, &issued.cert_pem)?;
+    println!("{}", cert.display());
+    println!("{}", key.display());
+    println!("{}", certs.ca_file().display());
+    Ok(())
+}
+
 /// Writes `contents` to `path` (world-readable: certificates), by rename.
 fn write_public(path: &Path, contents: &str) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 use crate::Failure;
 
+pub(crate) use certs::{CertsArgs, certs};
 pub(crate) use deploy::{DeployArgs, deploy, describe_selector};
 pub(crate) use down::{DownArgs, down};
 pub(crate) use logs::{LogsArgs, logs};
