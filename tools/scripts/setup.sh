@@ -25,4 +25,21 @@ svrkit_setup() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)" >&2; return 1; }
+  svrkit_check_rust
+}
+
+# The oldest Rust the workspace builds with (Cargo.toml's rust-version): said before
+# anything is built, rather than failing deep inside a dependency's build.
+SVRKIT_MIN_RUST=1.90
+svrkit_check_rust() {
+  local have
+  have=$(rustc --version 2>/dev/null | awk '{print $2}')
+  if [ -z "$have" ]; then
+    echo "rustc not found: install the Rust toolchain (rustup)" >&2
+    return 1
+  fi
+  if [ "$(printf '%s\n%s\n' "$SVRKIT_MIN_RUST" "${have%%-*}" | sort -V | head -n1)" != "$SVRKIT_MIN_RUST" ]; then
+    echo "Rust $have is too old: svrkit needs $SVRKIT_MIN_RUST or newer (rustup update stable)" >&2
+    return 1
+  fi
 }

@@ -244,6 +244,9 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
             "{name:?}: use lowercase letters, digits and underscores, starting with a letter"
         )));
     }
+    // A folder that does not exist yet is made (`svrkit new greeter --dir services/new`).
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| Failure::Failed(anyhow!("creating {}: {e}", args.dir.display())))?;
     let dir = args
         .dir
         .canonicalize()

@@ -583,6 +583,11 @@ async fn new_inside_a_workspace_joins_it_builds_and_the_starter_is_formatted() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = svrkit(&["new", "plain", "--dir", &format!("{d}/services")]).await;
     assert_eq!(code, 0, "{err}");
+    // A folder that does not exist yet is made.
+    let fresh = format!("{d}/not/there/yet");
+    let (code, _, err) = svrkit(&["new", "fresh", "--dir", &fresh]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(dir.join("not/there/yet/fresh/Cargo.toml").is_file());
     let plain = std::fs::read_to_string(dir.join("services/plain/Cargo.toml")).expect("plain");
     assert!(plain.contains("default-features = false"), "{plain}");
     let starter = dir.join("services/greeter/src/lib.rs");
