@@ -649,10 +649,10 @@ impl Launch {
             .await
             .map_err(io("serving".into()));
         let _ = stop_admin.send(());
-        if let Some(task) = admin_task {
-            if let Ok(Err(e)) = task.await {
-                tracing::warn!(error = %e, "admin endpoint failed");
-            }
+        if let Some(task) = admin_task
+            && let Ok(Err(e)) = task.await
+        {
+            tracing::warn!(error = %e, "admin endpoint failed");
         }
         served
     }

@@ -46,7 +46,7 @@ impl ClusterSecret {
     /// The secret written as `hex` (at least [`MIN_SECRET_BYTES`] bytes).
     pub fn from_hex(hex: &str) -> Result<ClusterSecret, SecretError> {
         let hex = hex.trim();
-        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(SecretError::NotHex);
         }
         let bytes: Vec<u8> = (0..hex.len() / 2)

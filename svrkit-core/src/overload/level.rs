@@ -52,7 +52,7 @@ pub fn next_level(histogram: &[u32], current: u32, overloaded: bool, alpha: f64,
             // here: probe one user-priority step up rather than opening the gates, and
             // admit all once a whole business priority is open.
             let next = current + 1;
-            return if next as u32 % USER_LEVELS == 0 {
+            return if (next as u32).is_multiple_of(USER_LEVELS) {
                 ADMIT_ALL
             } else {
                 next as u32

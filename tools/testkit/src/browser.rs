@@ -123,13 +123,13 @@ pub async fn wait_for_text(client: &Client, css: &str, needle: &str) -> String {
     let deadline = tokio::time::Instant::now() + PATIENCE * 3;
     let mut last = String::new();
     loop {
-        if let Ok(element) = client.find(Locator::Css(css)).await {
-            if let Ok(text) = element.text().await {
-                if text.contains(needle) {
-                    return text;
-                }
-                last = text;
+        if let Ok(element) = client.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if text.contains(needle) {
+                return text;
             }
+            last = text;
         }
         if tokio::time::Instant::now() >= deadline {
             let errors = page_errors(client).await;
@@ -149,10 +149,10 @@ pub async fn wait_for_text(client: &Client, css: &str, needle: &str) -> String {
 pub async fn wait_for(client: &Client, css: &str) -> Element {
     let deadline = tokio::time::Instant::now() + PATIENCE * 3;
     loop {
-        if let Ok(element) = client.find(Locator::Css(css)).await {
-            if element.is_displayed().await.unwrap_or(false) {
-                return element;
-            }
+        if let Ok(element) = client.find(Locator::Css(css)).await
+            && element.is_displayed().await.unwrap_or(false)
+        {
+            return element;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -34,10 +34,10 @@ impl Channel {
             // ring (shards are upgraded in place, by promotion).
             .filter(|t| !(sharded && t.track.is_gray()))
             .map(|t| {
-                if let Some(selector) = t.gray_users.filter(|_| t.track.is_gray()) {
-                    if !gray_users.contains(&selector) {
-                        gray_users.push(selector);
-                    }
+                if let Some(selector) = t.gray_users.filter(|_| t.track.is_gray())
+                    && !gray_users.contains(&selector)
+                {
+                    gray_users.push(selector);
                 }
                 old.endpoints
                     .iter()

@@ -50,14 +50,14 @@ fn default_manifest() -> anyhow::Result<PathBuf> {
 
 /// Fails when a live supervisor already runs a deployment in `dir`.
 fn ensure_not_running(dir: &Path) -> Result<(), Failure> {
-    if let Some(state) = read_state(dir).map_err(failed)? {
-        if alive(state.supervisor_pid) {
-            return Err(usage(anyhow!(
-                "a deployment is already up in {} (supervisor pid {}); run `svrkit down` first",
-                dir.display(),
-                state.supervisor_pid
-            )));
-        }
+    if let Some(state) = read_state(dir).map_err(failed)?
+        && alive(state.supervisor_pid)
+    {
+        return Err(usage(anyhow!(
+            "a deployment is already up in {} (supervisor pid {}); run `svrkit down` first",
+            dir.display(),
+            state.supervisor_pid
+        )));
     }
     Ok(())
 }
@@ -66,10 +66,11 @@ fn ensure_not_running(dir: &Path) -> Result<(), Failure> {
 /// policy needs verified callers).
 fn policy_env(spec: &ServiceSpec, tls: bool) -> BTreeMap<String, String> {
     let mut env = spec.env.clone();
-    if tls && let Some(policy) = spec.policy() {
-        if let Ok(json) = serde_json::to_string(&policy) {
-            env.insert("SVRKIT_CALL_POLICY".to_string(), json);
-        }
+    if tls
+        && let Some(policy) = spec.policy()
+        && let Ok(json) = serde_json::to_string(&policy)
+    {
+        env.insert("SVRKIT_CALL_POLICY".to_string(), json);
     }
     env
 }
@@ -403,25 +404,25 @@ async fn detach(
                 "the supervisor exited ({status}) before the deployment was ready:\n{log}"
             )));
         }
-        if let Ok(Some(state)) = read_state(dir) {
-            if state.supervisor_pid == pid {
-                let ready = state
-                    .instances
-                    .iter()
-                    .filter(|v| v.status == "ready")
-                    .count();
-                if ready != shown && !args.json {
-                    eprintln!("  [{ready}/{total}] ready");
-                    shown = ready;
-                }
-                if state.ready {
-                    print_summary(&state, args.json, started.elapsed());
-                    eprintln!(
-                        "svrkit up: supervisor pid {pid} runs in the background (log {}); `svrkit down` stops it",
-                        log_path.display()
-                    );
-                    return Ok(());
-                }
+        if let Ok(Some(state)) = read_state(dir)
+            && state.supervisor_pid == pid
+        {
+            let ready = state
+                .instances
+                .iter()
+                .filter(|v| v.status == "ready")
+                .count();
+            if ready != shown && !args.json {
+                eprintln!("  [{ready}/{total}] ready");
+                shown = ready;
+            }
+            if state.ready {
+                print_summary(&state, args.json, started.elapsed());
+                eprintln!(
+                    "svrkit up: supervisor pid {pid} runs in the background (log {}); `svrkit down` stops it",
+                    log_path.display()
+                );
+                return Ok(());
             }
         }
         if Instant::now() > deadline {

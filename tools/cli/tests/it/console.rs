@@ -118,12 +118,11 @@ async fn wait_for_level(page: &Client, id: &str) -> String {
     let css = format!("tr[data-instance=\"{id}\"]");
     let deadline = tokio::time::Instant::now() + PATIENCE * 3;
     loop {
-        if let Ok(row) = page.find(Locator::Css(&css)).await {
-            if let Ok(Some(level)) = row.attr("data-level").await {
-                if level != "none" {
-                    return level;
-                }
-            }
+        if let Ok(row) = page.find(Locator::Css(&css)).await
+            && let Ok(Some(level)) = row.attr("data-level").await
+            && level != "none"
+        {
+            return level;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

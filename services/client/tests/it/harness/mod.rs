@@ -406,10 +406,10 @@ impl Backend {
         let deadline = Instant::now() + PATIENCE * 3;
         loop {
             // Through a puzzle first if the backend asks for one (WX_LOGIN_POW=always).
-            if let Ok(answer) = self.http.login("nobody_here", "irrelevant", None).await {
-                if answer.code() == "not_found" {
-                    return;
-                }
+            if let Ok(answer) = self.http.login("nobody_here", "irrelevant", None).await
+                && answer.code() == "not_found"
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
