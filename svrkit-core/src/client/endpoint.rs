@@ -246,12 +246,6 @@ impl Endpoint {
         settings: &ConnectSettings,
         deadline: Instant,
     ) -> Result<Arc<Connection>, ConnectFailed> {
-        if self.absent {
-            return Err(ConnectFailed(format!(
-                "shard {} has no live instance",
-                self.name
-            )));
-        }
         // One connection (the default) needs no turn taken: a shared counter moved on
         // every call is a cache line passed between cores.
         let slot = match &self.slots[..] {
@@ -274,6 +268,14 @@ impl Endpoint {
         settings: &ConnectSettings,
         deadline: Instant,
     ) -> Result<Arc<Connection>, ConnectFailed> {
+        // Off the per-call path: an absent shard never has an open connection, so every
+        // call to it comes here.
+        if self.absent {
+            return Err(ConnectFailed(format!(
+                "shard {} has no live instance",
+                self.name
+            )));
+        }
         if let Some(error) = slot.backing_off(Instant::now()) {
             return Err(ConnectFailed(error));
         }

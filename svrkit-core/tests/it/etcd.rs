@@ -174,6 +174,8 @@ async fn clusters_sharing_one_etcd_never_see_each_other() {
     }
 }
 
+// Certificates are minted by the test (feature `mint`, on in the workspace build).
+#[cfg(feature = "mint")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_over_mutual_tls_with_a_user_and_password() {
     use svrkit::discovery::EtcdTls;
