@@ -1,6 +1,7 @@
 fn main() {
     let files = [
         "../../idl/wx/storage.proto",
+        "../../idl/wx/replication.proto",
         "../../idl/wx/account.proto",
         "../../idl/wx/contact.proto",
         "../../idl/wx/access.proto",

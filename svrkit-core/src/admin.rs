@@ -127,6 +127,22 @@ struct Inner {
     prometheus: PrometheusHandle,
     servers: Vec<ServerStats>,
     config_version: Option<ConfigVersion>,
+    sections: Sections,
+}
+
+/// A service's own part of `/status`.
+pub type Section = Arc<dyn Fn() -> Value + Send + Sync>;
+
+/// Named [`Section`]s.
+#[derive(Clone, Default)]
+pub struct Sections(pub Vec<(String, Section)>);
+
+impl std::fmt::Debug for Sections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
 }
 
 /// Reads the applied config version when `/status` is asked.
@@ -149,6 +165,7 @@ impl AdminServer {
                 prometheus: install_metrics()?,
                 servers: Vec::new(),
                 config_version: None,
+                sections: Sections::default(),
             }),
         })
     }
@@ -172,6 +189,13 @@ impl AdminServer {
         self
     }
 
+    /// Adds `name` to `/status`, as `section` says when asked (a storage replica's
+    /// shards, say).
+    pub fn section(mut self, name: impl Into<String>, section: Section) -> AdminServer {
+        self.inner_mut().sections.0.push((name.into(), section));
+        self
+    }
+
     /// The `/status` document.
     pub fn status(&self) -> Value {
         let inner = &self.inner;
@@ -180,7 +204,7 @@ impl AdminServer {
             .iter()
             .filter_map(ServerStats::snapshot)
             .collect();
-        json!({
+        let mut doc = json!({
             "service": inner.info.service,
             "version_label": inner.info.version_label,
             "instance_id": inner.info.instance_id,
@@ -191,7 +215,11 @@ impl AdminServer {
             "connections": snapshots.iter().map(|s| s.connections).sum::<usize>(),
             "in_flight": snapshots.iter().map(|s| s.in_flight).sum::<i64>(),
             "servers": snapshots.iter().map(server_json).collect::<Vec<_>>(),
-        })
+        });
+        for (name, section) in &inner.sections.0 {
+            doc[name.as_str()] = section();
+        }
+        doc
     }
 
     fn is_ready(&self) -> bool {

@@ -106,6 +106,9 @@ pub struct Context {
     attempt: u32,
     /// The request's metadata, sent on with every call made in this context.
     metadata: Option<Arc<Metadata>>,
+    /// The routing key the caller sent this request by (sharded services); never sent
+    /// on: each call names its own.
+    routing_key: Option<u64>,
 }
 
 impl Context {
@@ -188,7 +191,14 @@ impl Context {
             gray_tag: (!header.gray_tag.is_empty()).then(|| Arc::from(header.gray_tag)),
             attempt: header.attempt.max(1),
             metadata: header.metadata.clone(),
+            routing_key: header.routing_key,
         }
+    }
+
+    /// The routing key this request was sent by (a sharded service's key: which shard it
+    /// is for), if the caller named one.
+    pub fn routing_key(&self) -> Option<u64> {
+        self.routing_key
     }
 
     /// Records the caller's verified identity (from mutual TLS); it replaces the

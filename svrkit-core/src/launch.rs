@@ -15,6 +15,7 @@
 //! | `SVRKIT_ETCD_CA`, `SVRKIT_ETCD_CERT`, `SVRKIT_ETCD_KEY`, `SVRKIT_ETCD_SERVER_NAME` | etcd over TLS: the CA of etcd's certificate, a client certificate and key for etcd's `--client-cert-auth`, the name etcd's certificate carries if not the endpoints' host | plain HTTP |
 //! | `SVRKIT_ETCD_USER`, `SVRKIT_ETCD_PASSWORD_FILE` | etcd authentication: the user, and a file holding its password | none |
 //! | `SVRKIT_SHARDS` | a sharded service's shards (its instance ids, comma-separated): the shard map it is created with on first start, and must match after ([`crate::discovery::shard_map`]) | the map in the registry if any, else the live instances |
+//! | `SVRKIT_REPLICAS` | copies of each shard of a sharded service, each on another of its instances (a Raft group per shard in `wx-storage`); fixed with the map | 1 |
 //! | `SVRKIT_TLS_RELOAD_SECS` | how often the certificate and key files are checked for a renewal, which new connections then present ([`crate::tls::CertSlot`]) | 10 |
 //! | `SVRKIT_MAX_OPEN_FILES` | the soft limit on open files this process sets at start | the hard limit ([`crate::process_limits`]) |
 //! | `SVRKIT_CALL_POLICY` | who may call what, JSON ([`crate::policy`]) | everyone |
@@ -163,6 +164,10 @@ pub struct Launch {
     etcd_access: EtcdAccess,
     /// `SVRKIT_SHARDS`: the shards a sharded service is created with.
     shards: Option<Vec<String>>,
+    /// `SVRKIT_REPLICAS`: copies of each shard.
+    replicas: usize,
+    /// The service's own parts of `/status`.
+    sections: crate::admin::Sections,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -309,6 +314,15 @@ impl Launch {
             #[cfg(feature = "etcd")]
             etcd_access: EtcdAccess::from_env()?,
             advertise,
+            sections: crate::admin::Sections::default(),
+            replicas: match var("SVRKIT_REPLICAS") {
+                Some(text) => text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=7).contains(n))
+                    .ok_or_else(|| bad("SVRKIT_REPLICAS", &text, "1 to 7 copies"))?,
+                None => 1,
+            },
             shards: var("SVRKIT_SHARDS").map(|list| {
                 list.split(',')
                     .map(str::trim)
@@ -505,6 +519,40 @@ impl Launch {
         }
     }
 
+    /// Adds `name` to the admin endpoint's `/status`, as `section` says when asked.
+    pub fn with_status(
+        mut self,
+        name: impl Into<String>,
+        section: crate::admin::Section,
+    ) -> Launch {
+        self.sections.0.push((name.into(), section));
+        self
+    }
+
+    /// This sharded service's shard map: created from `SVRKIT_SHARDS` and
+    /// `SVRKIT_REPLICAS` on the first start (and checked against them after), else the
+    /// one in the registry; `None` without either.
+    pub async fn shard_map(
+        &self,
+    ) -> Result<Option<crate::discovery::shard_map::ShardMap>, LaunchError> {
+        use crate::discovery::shard_map;
+        let map_error = |e: shard_map::ShardMapError| LaunchError::Io {
+            what: "the shard map".into(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        match (self.config_store(), &self.shards) {
+            (Some(store), Some(shards)) => Ok(Some(
+                shard_map::ensure_replicated(&*store, &self.service, shards.clone(), self.replicas)
+                    .await
+                    .map_err(map_error)?,
+            )),
+            (Some(store), None) => shard_map::load(&*store, &self.service)
+                .await
+                .map_err(map_error),
+            (None, _) => Ok(None),
+        }
+    }
+
     /// Binds, registers, starts the admin endpoint, prints both addresses, and serves
     /// until SIGTERM or Ctrl-C; then deregisters and drains.
     pub async fn serve<L, S>(self, server: Server<L>) -> Result<(), LaunchError>
@@ -566,25 +614,11 @@ impl Launch {
         {
             // A service with a shard map owns exactly its map's share (see
             // `discovery::shard_map`); one without follows its live instances.
-            let map_error = |e: crate::discovery::shard_map::ShardMapError| LaunchError::Io {
-                what: "the shard map".into(),
-                source: std::io::Error::other(e.to_string()),
-            };
-            let map = match (self.config_store(), &self.shards) {
-                (Some(store), Some(shards)) => Some(
-                    crate::discovery::shard_map::ensure(&*store, &self.service, shards.clone())
-                        .await
-                        .map_err(map_error)?,
-                ),
-                (Some(store), None) => crate::discovery::shard_map::load(&*store, &self.service)
-                    .await
-                    .map_err(map_error)?,
-                (None, _) => None,
-            };
+            let map = self.shard_map().await?;
             let ownership = match map {
                 Some(map) => {
                     // (A gray instance of a shard is upgraded in place and owns nothing.)
-                    if !map.shards.contains(&self.instance_id) && self.gray_users.is_none() {
+                    if map.hosted_by(&self.instance_id).is_empty() && self.gray_users.is_none() {
                         return Err(LaunchError::Io {
                             what: format!("joining {}", self.service),
                             source: std::io::Error::other(format!(
@@ -593,7 +627,7 @@ impl Launch {
                             )),
                         });
                     }
-                    crate::server::Ownership::fixed(&self.instance_id, map.shards)
+                    crate::server::Ownership::of_map(&self.instance_id, &map)
                 }
                 None => {
                     crate::server::Ownership::follow(&*registry, &self.service, &self.instance_id)
@@ -632,6 +666,9 @@ impl Launch {
                 let mut admin = AdminServer::new(info)?.attach(server.stats());
                 if let Some(config) = self.config.clone() {
                     admin = admin.config_version(move || Some(config.applied_version()));
+                }
+                for (name, section) in self.sections.0.clone() {
+                    admin = admin.section(name, section);
                 }
                 Some(tokio::spawn(admin.serve(listener, async {
                     let _ = admin_stopped.await;

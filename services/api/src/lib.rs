@@ -234,6 +234,11 @@ impl Peers {
     }
 }
 
+/// What is logged without `RUST_LOG`: warnings, each served call at INFO, and openraft's
+/// own messages only when they are errors (its warnings, on every unreachable peer, are
+/// what a replica expects while one is down; `wx_storage::replica` reports roles).
+pub const DEFAULT_LOG_FILTER: &str = "warn,svrkit::server::call=info,openraft=error";
+
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings, inside each request's
 /// `rpc` span so every line names its trace, span and parent), and installs the metrics
 /// recorder with every backend metric described: every backend binary calls it first.
@@ -249,7 +254,7 @@ pub fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,svrkit::server::call=info".into()),
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         );
     let registry = tracing_subscriber::registry().with(logs);
     #[cfg(feature = "otlp")]

@@ -6,15 +6,21 @@
 //! (`persist(SyncAll)`: journal write-out plus fsync) back to back, each covering every
 //! batch appended before it started, so N concurrent writers share one fsync instead of
 //! paying N. An acknowledged write therefore survives `kill -9` and power loss alike.
+//!
+//! A replicated shard's engine ([`Engine::replicated`]) commits differently: a batch
+//! becomes one entry of the shard's Raft log ([`crate::replica`]), acknowledged once a
+//! majority of its replicas hold it durably, and reaches this database (on every replica)
+//! when the entry is applied. The handlers do not tell the two apart.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError};
 
-use fjall::{
-    Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch as WriteBatch, PersistMode,
-};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::{Mutex, MutexGuard, Notify, watch};
+
+use crate::replica::types::{Command, Op};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +39,73 @@ pub enum StorageError {
     /// The sync task is gone (the engine is shutting down or a sync failed).
     #[error("the durability sync failed: {0}")]
     Sync(String),
+    /// A replicated write's outcome is unknown: leadership moved or the group failed
+    /// while it was in flight (it may or may not be applied; re-read before retrying).
+    #[error("replication: {0}")]
+    Replication(String),
 }
 
 impl From<StorageError> for svrkit::Status {
     fn from(e: StorageError) -> svrkit::Status {
-        tracing::error!(error = %e, "storage failure");
-        svrkit::Status::internal(e.to_string())
+        match e {
+            StorageError::Replication(message) => {
+                tracing::warn!(%message, "replicated write without an outcome");
+                svrkit::Status::unavailable(format!("replication: {message}"))
+            }
+            e => {
+                tracing::error!(error = %e, "storage failure");
+                svrkit::Status::internal(e.to_string())
+            }
+        }
+    }
+}
+
+/// Writes that apply together: to every keyspace of one engine, atomically, once
+/// committed ([`Engine::commit`]).
+#[derive(Default)]
+pub struct WriteBatch {
+    ops: Vec<(Keyspace, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    /// Sets `key` to `value` in `keyspace`.
+    pub fn insert(
+        &mut self,
+        keyspace: &Keyspace,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) {
+        self.ops
+            .push((keyspace.clone(), key.into(), Some(value.into())));
+    }
+
+    /// Removes `key` from `keyspace`.
+    pub fn remove(&mut self, keyspace: &Keyspace, key: impl Into<Vec<u8>>) {
+        self.ops.push((keyspace.clone(), key.into(), None));
+    }
+
+    /// How many writes it holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn into_command(self) -> Command {
+        Command {
+            ops: self
+                .ops
+                .into_iter()
+                .map(|(keyspace, key, value)| Op {
+                    keyspace: keyspace.name().to_string(),
+                    key,
+                    value,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -59,6 +126,10 @@ struct Inner {
     synced: watch::Receiver<Result<u64, String>>,
     wake: Arc<Notify>,
     stripes: Vec<Mutex<()>>,
+    /// Keyspaces opened so far, by name (replicated entries name theirs).
+    keyspaces: std::sync::Mutex<HashMap<String, Keyspace>>,
+    /// The shard's Raft group, when it is replicated.
+    raft: OnceLock<crate::replica::Group>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -82,6 +153,8 @@ impl Engine {
             synced,
             wake: Arc::clone(&wake),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            keyspaces: std::sync::Mutex::new(HashMap::new()),
+            raft: OnceLock::new(),
         });
         tokio::spawn(sync_loop(Arc::downgrade(&inner), wake, synced_tx));
         Ok(Engine { inner })
@@ -89,20 +162,102 @@ impl Engine {
 
     /// A keyspace (created on first use).
     pub fn keyspace(&self, name: &str) -> Result<Keyspace, StorageError> {
-        Ok(self
+        let mut open = self
+            .inner
+            .keyspaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(keyspace) = open.get(name) {
+            return Ok(keyspace.clone());
+        }
+        let keyspace = self
             .inner
             .db
-            .keyspace(name, KeyspaceCreateOptions::default)?)
+            .keyspace(name, KeyspaceCreateOptions::default)?;
+        open.insert(name.to_string(), keyspace.clone());
+        Ok(keyspace)
     }
 
     /// An empty batch: its writes apply atomically.
     pub fn batch(&self) -> WriteBatch {
-        self.inner.db.batch()
+        WriteBatch::default()
     }
 
-    /// Applies `batch` and returns once it is on disk.
+    /// Applies `batch` and returns once it is durable: on this disk, or for a replicated
+    /// shard in a majority of its replicas' logs (and applied here, on the leader).
     pub async fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        batch.commit()?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Some(group) = self.inner.raft.get() {
+            return group.write(batch.into_command()).await;
+        }
+        self.fjall_batch(batch).commit()?;
+        self.durable().await
+    }
+
+    /// The fjall batch of `batch`.
+    fn fjall_batch(&self, batch: WriteBatch) -> fjall::OwnedWriteBatch {
+        let mut out = self.inner.db.batch();
+        for (keyspace, key, value) in batch.ops {
+            match value {
+                Some(value) => out.insert(&keyspace, key, value),
+                None => out.remove(&keyspace, key),
+            }
+        }
+        out
+    }
+
+    /// Applies `command` (a replicated entry) here, with `extra` writes in the same
+    /// atomic batch, without waiting for the disk (the Raft log is what is durable).
+    pub(crate) fn apply_command(
+        &self,
+        commands: &[&Command],
+        extra: WriteBatch,
+    ) -> Result<(), StorageError> {
+        let mut out = self.fjall_batch(extra);
+        for command in commands {
+            for op in &command.ops {
+                let keyspace = self.keyspace(&op.keyspace)?;
+                match &op.value {
+                    Some(value) => out.insert(&keyspace, op.key.clone(), value.clone()),
+                    None => out.remove(&keyspace, op.key.clone()),
+                }
+            }
+        }
+        out.commit()?;
+        Ok(())
+    }
+
+    /// Commits `batch` here only, durably (the Raft log's own records).
+    pub(crate) async fn commit_local(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.fjall_batch(batch).commit()?;
+        self.durable().await
+    }
+
+    /// Commits `batch` here only, without waiting for the disk.
+    pub(crate) fn apply_local(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.fjall_batch(batch).commit()?;
+        Ok(())
+    }
+
+    /// The database (for the replica's snapshots).
+    pub(crate) fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// Makes this engine's commits go through `group` (once, when the replica starts).
+    pub(crate) fn replicate_through(&self, group: crate::replica::Group) {
+        let _ = self.inner.raft.set(group);
+    }
+
+    /// The shard's Raft group, when replicated.
+    pub fn group(&self) -> Option<&crate::replica::Group> {
+        self.inner.raft.get()
+    }
+
+    /// Waits until every write committed to the database so far is on disk.
+    pub(crate) async fn durable(&self) -> Result<(), StorageError> {
         let ticket = self.inner.appended.fetch_add(1, Ordering::SeqCst) + 1;
         self.inner.wake.notify_one();
         let mut synced = self.inner.synced.clone();
@@ -119,9 +274,13 @@ impl Engine {
     /// Applies `batch` without asking for the disk: the next sync for a durable commit
     /// persists it along. Only for writes whose loss in a crash is harmless because a
     /// later one redoes them (a device's acknowledged position, trimming); everything a
-    /// client is told is stored goes through [`Engine::commit`].
-    pub fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        batch.commit()?;
+    /// client is told is stored goes through [`Engine::commit`]. A replicated shard
+    /// replicates these too (they change what every replica holds), and waits for it.
+    pub async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        if self.inner.raft.get().is_some() {
+            return self.commit(batch).await;
+        }
+        self.fjall_batch(batch).commit()?;
         Ok(())
     }
 
@@ -196,6 +355,12 @@ async fn sync_loop(
 
 fn metrics_sync() {
     metrics::counter!("wx_storage_syncs_total").increment(1);
+}
+
+impl std::fmt::Debug for WriteBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBatch").finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,12 @@
 //! gains nothing for a single one, which waits for its own fsync either way
 //! (`svrkit-bench storage`; figures in `docs/MEASUREMENTS.md`).
 //!
+//! ## Replication
+//!
+//! With `SVRKIT_REPLICAS=3` (the manifest's `replicas = 3`) every shard is a Raft group of
+//! three replicas on three instances, each instance holding a replica of several shards;
+//! see [`replica`]. With 1 (a laptop) a shard is one instance, as above.
+//!
 //! Records are protobuf messages from `idl/wx/storage.proto` with a version each, so two
 //! writers racing on one record are told apart (the loser gets ABORTED and re-reads).
 
@@ -32,7 +38,13 @@ mod contact_store;
 pub mod moments_store;
 pub mod msg_store;
 pub mod queue;
+pub mod replica;
 mod seq_store;
+
+use svrkit::Server;
+use svrkit::codegen::ServiceDesc;
+use svrkit::launch::{Launch, LaunchError};
+use svrkit::server::ServiceHandler;
 
 pub use account_store::AccountStoreService;
 pub use contact_store::ContactStoreService;
@@ -40,3 +52,59 @@ pub use engine::{Engine, StorageError};
 pub use moments_store::MomentsStoreService;
 pub use msg_store::MsgStoreService;
 pub use seq_store::SeqStoreService;
+
+/// Why a storage process stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Starting or serving failed.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// The engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The replicas failed to start.
+    #[error(transparent)]
+    Replica(#[from] replica::ReplicaError),
+}
+
+/// Runs one storage service as `launch` says: its shard map's replicas of several
+/// shards, each a Raft group ([`replica`]), when the map has more than one copy of each;
+/// else one shard on one engine in `DATA_DIR/NAME`. `make` builds the service over a
+/// shard's engine.
+pub async fn serve_store<H, F>(
+    launch: Launch,
+    name: &str,
+    descriptor: &'static ServiceDesc,
+    make: F,
+) -> Result<(), ServeError>
+where
+    H: ServiceHandler,
+    F: Fn(Engine) -> Result<H, StorageError> + Send + Sync + 'static,
+{
+    let dir = launch.data_dir().join(name);
+    match launch.shard_map().await?.filter(|m| m.replication() > 1) {
+        Some(map) => {
+            let replicas = replica::ReplicaSet::open(&launch, map, &dir).await?;
+            let groups = replicas.groups();
+            let server = Server::builder()
+                .add_service(replicas.dispatch(descriptor, make))
+                .add_service(replicas.replication());
+            launch
+                .with_status(
+                    "shards",
+                    std::sync::Arc::new(move || {
+                        serde_json::to_value(groups.status()).unwrap_or_default()
+                    }),
+                )
+                .serve(server)
+                .await?;
+        }
+        None => {
+            let engine = Engine::open(&dir)?;
+            launch
+                .serve(Server::builder().add_service(make(engine)?))
+                .await?;
+        }
+    }
+    Ok(())
+}

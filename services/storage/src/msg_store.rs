@@ -189,7 +189,7 @@ impl MsgStoreService {
     /// mailboxes this batch already changed.
     fn stage(
         &self,
-        batch: &mut fjall::OwnedWriteBatch,
+        batch: &mut crate::engine::WriteBatch,
         metas: &mut std::collections::HashMap<u64, Meta>,
         owner: u64,
         message: StoredMessage,
@@ -250,7 +250,7 @@ impl MsgStoreService {
     /// Writes the staged mailboxes' bookkeeping into `batch`.
     fn stage_metas(
         &self,
-        batch: &mut fjall::OwnedWriteBatch,
+        batch: &mut crate::engine::WriteBatch,
         metas: std::collections::HashMap<u64, Meta>,
     ) {
         for (owner, meta) in metas {
@@ -585,7 +585,7 @@ impl MsgStore for MsgStoreService {
         }
         // Not waited for: a lost acknowledgement only delays trimming until the device's
         // next sync acknowledges again.
-        self.engine.apply(batch)?;
+        self.engine.apply(batch).await?;
         Ok(AckReply {
             kept_from_seq: meta.kept_from_seq,
         })

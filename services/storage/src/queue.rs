@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use fjall::{Keyspace, OwnedWriteBatch as WriteBatch};
+use fjall::Keyspace;
+
+use crate::engine::WriteBatch;
 use wx_api::storage::{LeaseJobsReply, LeaseJobsRequest, LeasedJob};
 
 use crate::codec::word;

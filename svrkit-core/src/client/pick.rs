@@ -1,6 +1,7 @@
 //! Choosing the instance for one attempt.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::endpoint::Endpoint;
 use crate::balance::{Balancer, Call, Candidate, Ring};
@@ -13,6 +14,20 @@ pub(crate) struct EndpointSet {
     pub(crate) ring: Ring,
     /// The users binary gray releases send to the gray instances of this set.
     gray_users: Vec<Selector>,
+    /// A replicated service's shards, in ring order (the ring is theirs, not the
+    /// endpoints'); empty when each shard is one endpoint.
+    pub(crate) groups: Vec<Group>,
+}
+
+/// One replicated shard: its replicas among the set's endpoints and which of them is
+/// believed to lead it.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) name: String,
+    /// Indexes into [`EndpointSet::endpoints`], in the map's order.
+    pub(crate) members: Vec<usize>,
+    /// Position in `members` of the believed leader; shared across set rebuilds.
+    pub(crate) leader: Arc<AtomicUsize>,
 }
 
 impl EndpointSet {
@@ -22,6 +37,61 @@ impl EndpointSet {
             ring: Ring::new(&names),
             endpoints,
             gray_users: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    /// A set whose ring is `groups` (replicated shards) rather than its endpoints.
+    pub(crate) fn grouped(endpoints: Vec<Arc<Endpoint>>, groups: Vec<Group>) -> EndpointSet {
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        EndpointSet {
+            ring: Ring::new(&names),
+            endpoints,
+            gray_users: Vec::new(),
+            groups,
+        }
+    }
+
+    /// The replicated shard holding `key`, when this set has groups.
+    pub(crate) fn group_of(&self, key: u64) -> Option<&Group> {
+        if self.groups.is_empty() {
+            return None;
+        }
+        self.ring.node(key).and_then(|i| self.groups.get(i))
+    }
+
+    /// A follower said `leader` leads `key`'s shard: calls go there from now on.
+    pub(crate) fn follow_leader(&self, key: u64, leader: &str) -> bool {
+        let Some(group) = self.group_of(key) else {
+            return false;
+        };
+        match group
+            .members
+            .iter()
+            .position(|&m| self.endpoints[m].name == leader)
+        {
+            Some(position) => {
+                group.leader.store(position, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The believed leader of `key`'s shard (endpoint `index`) did not answer: the next
+    /// replica is tried first from now on, until a leader hint says otherwise.
+    pub(crate) fn leader_failed(&self, key: u64, index: usize) {
+        if let Some(group) = self.group_of(key) {
+            let current = group.leader.load(Ordering::Relaxed);
+            if group.members.get(current) == Some(&index) {
+                let next = (current + 1) % group.members.len().max(1);
+                let _ = group.leader.compare_exchange(
+                    current,
+                    next,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
         }
     }
 
@@ -72,6 +142,21 @@ pub(crate) fn pick(set: &EndpointSet, want: Want<'_>) -> Result<usize, NoPick> {
     let admits = |i: &usize| !set.endpoints[*i].would_shed(want.priority, || want.now_ms);
 
     if want.balancer.owner_only() {
+        if let Some(group) = want.routing_key.and_then(|key| set.group_of(key)) {
+            // A replicated shard: its believed leader first, then its other replicas
+            // (a follower answers with the leader's name); never another shard.
+            let len = group.members.len();
+            let start = group.leader.load(Ordering::Relaxed);
+            let member = (0..len)
+                .map(|k| group.members[(start + k) % len])
+                .find(fresh)
+                .ok_or(NoPick::Empty)?;
+            return if admits(&member) {
+                Ok(member)
+            } else {
+                Err(NoPick::AllShedding)
+            };
+        }
         // Only the owner holds the data: no fallback to another shard, ever.
         let owner = want
             .routing_key

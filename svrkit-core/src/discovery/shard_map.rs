@@ -13,6 +13,13 @@
 //! document `SERVICE.shards` ([`map_doc`]): `{"version":1,"shards":["store-1",…]}`,
 //! shard names being the instance ids that serve them. [`ensure`] creates it once and
 //! afterwards only checks that it is unchanged: the shard count of a service is fixed.
+//!
+//! A replicated service's map also names each shard's replicas (`"replicas":[["store-1",
+//! "store-2","store-3"],…]`): the instances that each hold a copy of that shard, one of
+//! them its leader at a time (a Raft group per shard; see `wx-storage`'s `replica`
+//! module). Clients send a shard's keys to the replica they believe leads it and follow
+//! the leader hint a follower answers with. Without `replicas` a shard's only replica is
+//! the instance named like it.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +39,54 @@ pub struct ShardMap {
     pub version: u64,
     /// The shards' names: the instance ids serving them.
     pub shards: Vec<String>,
+    /// Each shard's replicas (instance ids), in the order of `shards`; empty when every
+    /// shard is one instance (the one named like it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<String>>,
+}
+
+impl ShardMap {
+    /// The replicas of shard `index`: the instances holding a copy of it.
+    pub fn replicas_of(&self, index: usize) -> Vec<String> {
+        match self.replicas.get(index) {
+            Some(replicas) if !replicas.is_empty() => replicas.clone(),
+            _ => self.shards.get(index).cloned().into_iter().collect(),
+        }
+    }
+
+    /// The indexes of the shards `instance` holds a replica of.
+    pub fn hosted_by(&self, instance: &str) -> Vec<usize> {
+        (0..self.shards.len())
+            .filter(|&i| self.replicas_of(i).iter().any(|r| r == instance))
+            .collect()
+    }
+
+    /// How many copies each shard has.
+    pub fn replication(&self) -> usize {
+        self.replicas.first().map_or(1, |r| r.len().max(1))
+    }
+}
+
+/// Where the replicas of `shards` go when each has `replicas` copies: shard `i` on the
+/// instances named by shards `i`, `i + 1`, … (wrapping), so every instance holds the same
+/// number of replicas and no two copies of a shard share an instance. `None` when there
+/// are fewer instances than copies.
+pub fn place(shards: &[String], replicas: usize) -> Option<Vec<Vec<String>>> {
+    if replicas <= 1 {
+        return Some(Vec::new());
+    }
+    if replicas > shards.len() {
+        return None;
+    }
+    Some(
+        (0..shards.len())
+            .map(|i| {
+                (0..replicas)
+                    .map(|k| shards[(i + k) % shards.len()].clone())
+                    .collect()
+            })
+            .collect(),
+    )
 }
 
 /// Why a shard map is refused.
@@ -63,6 +118,24 @@ pub enum ShardMapError {
     /// The shards asked for are not a valid map.
     #[error("a shard map needs 1 to {MAX_SHARDS} distinct, non-empty shard names")]
     Invalid,
+    /// More copies of each shard than instances to hold them.
+    #[error("{replicas} replicas of each shard need at least {replicas} instances, not {shards}")]
+    TooFewInstances {
+        /// Copies asked for.
+        replicas: usize,
+        /// Instances (shards) there are.
+        shards: usize,
+    },
+    /// A map with another replication exists.
+    #[error("{service} was created with {existing} replica(s) per shard, not {wanted}")]
+    ReplicationChanged {
+        /// The service.
+        service: String,
+        /// Copies it has.
+        existing: usize,
+        /// Copies asked for.
+        wanted: usize,
+    },
 }
 
 /// The configuration document holding `service`'s shard map.
@@ -94,6 +167,17 @@ pub async fn ensure(
     service: &str,
     shards: Vec<String>,
 ) -> Result<ShardMap, ShardMapError> {
+    ensure_replicated(store, service, shards, 1).await
+}
+
+/// [`ensure`] for a service whose shards have `replicas` copies each, placed by
+/// [`place`]; an existing map must have the same shards and replication.
+pub async fn ensure_replicated(
+    store: &dyn ConfigStore,
+    service: &str,
+    shards: Vec<String>,
+    replicas: usize,
+) -> Result<ShardMap, ShardMapError> {
     let mut distinct = shards.clone();
     distinct.sort();
     distinct.dedup();
@@ -104,6 +188,10 @@ pub async fn ensure(
     {
         return Err(ShardMapError::Invalid);
     }
+    let placed = place(&shards, replicas).ok_or(ShardMapError::TooFewInstances {
+        replicas,
+        shards: shards.len(),
+    })?;
     if let Some(existing) = load(store, service).await? {
         if existing.shards != shards {
             return Err(ShardMapError::Changed {
@@ -112,9 +200,20 @@ pub async fn ensure(
                 wanted: shards,
             });
         }
+        if existing.replication() != replicas.max(1) {
+            return Err(ShardMapError::ReplicationChanged {
+                service: service.to_string(),
+                existing: existing.replication(),
+                wanted: replicas.max(1),
+            });
+        }
         return Ok(existing);
     }
-    let map = ShardMap { version: 1, shards };
+    let map = ShardMap {
+        version: 1,
+        shards,
+        replicas: placed,
+    };
     let text = serde_json::to_string(&map).map_err(|e| DiscoveryError::Backend(e.to_string()))?;
     crate::config::publish_stable(store, &map_doc(service), text).await?;
     Ok(map)
@@ -129,7 +228,7 @@ pub async fn follow(
     channel: &Channel,
 ) -> Result<(), ShardMapError> {
     if let Some(map) = load(&*store, service).await? {
-        channel.set_shards(map.shards);
+        channel.set_shard_map(&map);
         return Ok(());
     }
     let mut watch = store.watch_config(&map_doc(service)).await?;
@@ -147,7 +246,7 @@ pub async fn follow(
                                 shards = map.shards.len(),
                                 "following the shard map"
                             );
-                            channel.set_shards(map.shards);
+                            channel.set_shard_map(&map);
                         }
                     }
                     Err(e) => {
@@ -197,5 +296,34 @@ mod tests {
             ));
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn replicas_go_to_distinct_instances_evenly() {
+        let names: Vec<String> = (1..=4).map(|i| format!("s-{i}")).collect();
+        let placed = place(&names, 3).expect("enough instances");
+        for replicas in &placed {
+            let mut distinct = replicas.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 3);
+        }
+        let map = ShardMap {
+            version: 1,
+            shards: names.clone(),
+            replicas: placed,
+        };
+        for name in &names {
+            assert_eq!(map.hosted_by(name).len(), 3, "{name}");
+        }
+        assert_eq!(map.replication(), 3);
+        assert!(place(&names, 5).is_none());
+        let single = ShardMap {
+            version: 1,
+            shards: names.clone(),
+            replicas: Vec::new(),
+        };
+        assert_eq!(single.replicas_of(1), vec!["s-2".to_string()]);
+        assert_eq!(single.hosted_by("s-2"), vec![1]);
     }
 }

@@ -18,11 +18,15 @@ use crate::discovery::{DiscoveryError, Registry};
 #[derive(Debug)]
 pub struct Ownership {
     me: String,
-    ring: Arc<RwLock<(Ring, Vec<String>)>>,
+    /// The ring of shard names, and each shard's holders (its replicas).
+    ring: Arc<RwLock<(Ring, Vec<Vec<String>>)>>,
 }
 
-fn build(names: Vec<String>) -> (Ring, Vec<String>) {
-    (Ring::new(&names), names)
+fn build(names: Vec<String>) -> (Ring, Vec<Vec<String>>) {
+    (
+        Ring::new(&names),
+        names.into_iter().map(|n| vec![n]).collect(),
+    )
 }
 
 impl Ownership {
@@ -64,19 +68,29 @@ impl Ownership {
         }
     }
 
+    /// The shards of `map`, this instance being `me`: it owns the keys of every shard it
+    /// holds a replica of (whether it leads that shard is the replica's to judge).
+    pub fn of_map(me: &str, map: &crate::discovery::shard_map::ShardMap) -> Ownership {
+        let holders = (0..map.shards.len()).map(|i| map.replicas_of(i)).collect();
+        Ownership {
+            me: me.to_string(),
+            ring: Arc::new(RwLock::new((Ring::new(&map.shards), holders))),
+        }
+    }
+
     /// Whether this instance owns `key`: the error names the owner when another does.
     pub fn owns(&self, key: u64) -> Result<(), NotMine> {
         let guard = self
             .ring
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (ring, names) = &*guard;
-        if !names.contains(&self.me) {
+        let (ring, holders) = &*guard;
+        if !holders.iter().flatten().any(|n| *n == self.me) {
             return Ok(());
         }
-        match ring.node(key).and_then(|i| names.get(i)) {
-            Some(owner) if *owner != self.me => Err(NotMine {
-                owner: owner.clone(),
+        match ring.node(key).and_then(|i| holders.get(i)) {
+            Some(owners) if !owners.contains(&self.me) => Err(NotMine {
+                owner: owners.first().cloned().unwrap_or_default(),
             }),
             _ => Ok(()),
         }
@@ -105,6 +119,16 @@ mod tests {
         for key in 0..2_000u64 {
             let owners = views.iter().filter(|v| v.owns(key).is_ok()).count();
             assert_eq!(owners, 1, "key {key}");
+        }
+        let map = crate::discovery::shard_map::ShardMap {
+            version: 1,
+            shards: names.clone(),
+            replicas: crate::discovery::shard_map::place(&names, 2).expect("placed"),
+        };
+        let views: Vec<Ownership> = names.iter().map(|me| Ownership::of_map(me, &map)).collect();
+        for key in 0..2_000u64 {
+            let owners = views.iter().filter(|v| v.owns(key).is_ok()).count();
+            assert_eq!(owners, 2, "two replicas of key {key}");
         }
         let outsider = Ownership::fixed("store-9", names);
         assert!(

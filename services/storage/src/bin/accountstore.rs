@@ -1,22 +1,18 @@
 //! `accountstore`: one shard of `wx.storage.AccountStore`, configured by the SVRKIT_*
 //! environment (see `svrkit::launch`); its data lives in SVRKIT_DATA_DIR.
 
-use anyhow::Context as _;
-use svrkit::Server;
 use svrkit::launch::Launch;
-use wx_api::storage::account_store_methods::SERVICE_NAME;
+use wx_api::storage::account_store_methods::{SERVICE, SERVICE_NAME};
 use wx_api::storage::account_store_server::AccountStoreServer;
-use wx_storage::{AccountStoreService, Engine};
+use wx_storage::AccountStoreService;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     wx_api::init_tracing();
     let launch = Launch::from_env(SERVICE_NAME)?.sharded();
-    let dir = launch.data_dir().join("accountstore");
-    let engine = Engine::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    let service = AccountStoreService::new(engine)?;
-    launch
-        .serve(Server::builder().add_service(AccountStoreServer::new(service)))
-        .await?;
+    wx_storage::serve_store(launch, "accountstore", &SERVICE, |engine| {
+        Ok(AccountStoreServer::new(AccountStoreService::new(engine)?))
+    })
+    .await?;
     Ok(())
 }

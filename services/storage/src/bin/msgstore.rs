@@ -3,11 +3,10 @@
 //! long messages no device acknowledged are kept (default 7 days).
 
 use anyhow::Context as _;
-use svrkit::Server;
 use svrkit::launch::Launch;
-use wx_api::storage::msg_store_methods::SERVICE_NAME;
+use wx_api::storage::msg_store_methods::{SERVICE, SERVICE_NAME};
 use wx_api::storage::msg_store_server::MsgStoreServer;
-use wx_storage::{Engine, MsgStoreService, msg_store};
+use wx_storage::{MsgStoreService, msg_store};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,11 +16,11 @@ async fn main() -> anyhow::Result<()> {
         Ok(ms) => std::time::Duration::from_millis(ms.parse().context("WX_MSG_RETENTION_MS")?),
         Err(_) => msg_store::DEFAULT_RETENTION,
     };
-    let dir = launch.data_dir().join("msgstore");
-    let engine = Engine::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    let service = MsgStoreService::new(engine, retention)?;
-    launch
-        .serve(Server::builder().add_service(MsgStoreServer::new(service)))
-        .await?;
+    wx_storage::serve_store(launch, "msgstore", &SERVICE, move |engine| {
+        Ok(MsgStoreServer::new(MsgStoreService::new(
+            engine, retention,
+        )?))
+    })
+    .await?;
     Ok(())
 }

@@ -1,22 +1,18 @@
 //! `seqstore`: one shard of `wx.storage.SeqStore`, configured by the SVRKIT_* environment
 //! (see `svrkit::launch`); its data lives in SVRKIT_DATA_DIR.
 
-use anyhow::Context as _;
-use svrkit::Server;
 use svrkit::launch::Launch;
-use wx_api::storage::seq_store_methods::SERVICE_NAME;
+use wx_api::storage::seq_store_methods::{SERVICE, SERVICE_NAME};
 use wx_api::storage::seq_store_server::SeqStoreServer;
-use wx_storage::{Engine, SeqStoreService};
+use wx_storage::SeqStoreService;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     wx_api::init_tracing();
     let launch = Launch::from_env(SERVICE_NAME)?.sharded();
-    let dir = launch.data_dir().join("seqstore");
-    let engine = Engine::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    let service = SeqStoreService::new(engine)?;
-    launch
-        .serve(Server::builder().add_service(SeqStoreServer::new(service)))
-        .await?;
+    wx_storage::serve_store(launch, "seqstore", &SERVICE, |engine| {
+        Ok(SeqStoreServer::new(SeqStoreService::new(engine)?))
+    })
+    .await?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use crate::client::endpoint::{ConnectFailed, ConnectSettings, DEFAULT_WEIGHT};
 use crate::client::hedge::HedgePolicy;
 use crate::client::pick::EndpointSet;
 use crate::client::retry::{DEFAULT_RETRY_RATIO, RetryPolicy};
+use crate::discovery::shard_map::ShardMap;
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
 use crate::selector::{Selector, Track};
 use crate::status::Status;
@@ -74,7 +75,7 @@ pub struct ChannelBuilder {
     pub(super) tls: Option<crate::tls::ClientTls>,
     /// A sharded service's shards from its map, in ring order (see
     /// [`crate::discovery::shard_map`]): the ring is these, whoever is alive.
-    pub(super) shards: Option<Arc<[String]>>,
+    pub(super) shards: Option<Arc<ShardMap>>,
 }
 
 impl Default for ChannelBuilder {
@@ -196,7 +197,11 @@ impl ChannelBuilder {
     /// them gets no calls, and a call whose key belongs to a shard with no live instance
     /// is refused `unavailable`, not processed, without being sent anywhere.
     pub fn shards(mut self, shards: Vec<String>) -> Self {
-        self.shards = Some(shards.into());
+        self.shards = Some(Arc::new(ShardMap {
+            version: 1,
+            shards,
+            replicas: Vec::new(),
+        }));
         self
     }
 

@@ -40,6 +40,11 @@ use crate::overload::Priority;
 use crate::propagation::{CallTrace, outgoing};
 use crate::status::{Code, Status};
 
+/// The reason a replica of a replicated shard answers a call it cannot serve because it
+/// does not lead the shard (a `not_mine` status, not processed); its details are the
+/// leader's instance id when it knows one. The channel sends the call there next.
+pub const NOT_LEADER: &str = "not_leader";
+
 /// A client channel to one or more instances of a service.
 #[derive(Debug, Clone)]
 pub struct Channel {
@@ -60,7 +65,7 @@ struct ChannelInner {
     /// Bumped whenever the instance set is replaced.
     generation: tokio::sync::watch::Sender<u64>,
     /// The shard map's shards, when the ring follows one ([`ChannelBuilder::shards`]).
-    shards: RwLock<Option<Arc<[String]>>>,
+    shards: RwLock<Option<Arc<crate::discovery::shard_map::ShardMap>>>,
     /// The live instances last given, to rebuild the set when the shard map arrives.
     live: std::sync::Mutex<Vec<Target>>,
 }
@@ -302,6 +307,23 @@ impl ChannelInner {
                 Err(failed) => failed,
             };
             now = Instant::now();
+            if let Some(key) = opts.routing_key
+                && !set.groups.is_empty()
+            {
+                // A replicated shard: a follower names its leader; a replica that did not
+                // answer stops being the first one tried.
+                match status.reason() {
+                    Some(NOT_LEADER) => {
+                        if let Ok(leader) = std::str::from_utf8(status.details()) {
+                            set.follow_leader(key, leader);
+                        }
+                    }
+                    _ if status.is_not_processed() && !status.is_not_mine() => {
+                        set.leader_failed(key, index);
+                    }
+                    _ => {}
+                }
+            }
             let idempotent = method.idempotent();
             let Some(reason) = self.retry.retry_reason(
                 &status,

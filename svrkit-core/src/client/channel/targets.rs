@@ -7,7 +7,8 @@ use std::sync::{Arc, PoisonError};
 
 use super::{Channel, Target};
 use crate::client::endpoint::Endpoint;
-use crate::client::pick::EndpointSet;
+use crate::client::pick::{EndpointSet, Group};
+use crate::discovery::shard_map::ShardMap;
 
 impl Channel {
     /// Replaces the instances this channel sends to. Instances that stay keep their
@@ -63,20 +64,42 @@ impl Channel {
             })
             .collect::<Vec<_>>();
         let mut endpoints = endpoints;
-        if let Some(shards) = shards.as_deref() {
-            // The map decides the ring: instances outside it get nothing, and a shard
-            // with no live instance is on the ring as an absent endpoint, refusing its
-            // keys' calls without sending them.
-            endpoints.retain(|e| shards.contains(&e.name));
-            for shard in shards {
-                if !endpoints.iter().any(|e| e.name == *shard) {
-                    let kept = old.endpoints.iter().find(|e| e.name == *shard && e.absent);
+        let mut groups = Vec::new();
+        if let Some(map) = shards.as_deref() {
+            // The map decides the ring: instances outside it get nothing, and a replica
+            // with no live instance is there as an absent endpoint, refusing its calls
+            // without sending them.
+            let replicas: Vec<Vec<String>> =
+                (0..map.shards.len()).map(|i| map.replicas_of(i)).collect();
+            let named = |name: &str| replicas.iter().any(|r| r.iter().any(|n| n == name));
+            endpoints.retain(|e| named(&e.name));
+            for name in replicas.iter().flatten() {
+                if !endpoints.iter().any(|e| e.name == *name) {
+                    let kept = old.endpoints.iter().find(|e| e.name == *name && e.absent);
                     endpoints.push(kept.cloned().unwrap_or_else(|| {
                         Arc::new(Endpoint::absent(
-                            shard.clone(),
+                            name.clone(),
                             self.inner.config.connections_per_address,
                         ))
                     }));
+                }
+            }
+            if map.replication() > 1 {
+                for (shard, members) in map.shards.iter().zip(&replicas) {
+                    let leader = old
+                        .groups
+                        .iter()
+                        .find(|g| g.name == *shard)
+                        .map(|g| Arc::clone(&g.leader))
+                        .unwrap_or_default();
+                    groups.push(Group {
+                        name: shard.clone(),
+                        members: members
+                            .iter()
+                            .filter_map(|m| endpoints.iter().position(|e| e.name == *m))
+                            .collect(),
+                        leader,
+                    });
                 }
             }
         } else if sharded {
@@ -90,12 +113,16 @@ impl Channel {
                 }
             }
         }
+        let set = if groups.is_empty() {
+            EndpointSet::new(endpoints)
+        } else {
+            EndpointSet::grouped(endpoints, groups)
+        };
         *self
             .inner
             .set
             .write()
-            .unwrap_or_else(PoisonError::into_inner) =
-            Arc::new(EndpointSet::new(endpoints).with_gray_users(gray_users));
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(set.with_gray_users(gray_users));
         self.inner.generation.send_modify(|g| *g += 1);
     }
 
@@ -103,6 +130,16 @@ impl Channel {
     /// [`crate::ChannelBuilder::shards`]), for a map that appeared after the channel was
     /// built. Calls its keys' shards with no live instance are refused from now on.
     pub fn set_shards(&self, shards: Vec<String>) {
+        self.set_shard_map(&ShardMap {
+            version: 1,
+            shards,
+            replicas: Vec::new(),
+        });
+    }
+
+    /// From now on the ring is `map`'s shards, each sent to its replicas (its believed
+    /// leader first) when the map names them; see [`crate::discovery::shard_map`].
+    pub fn set_shard_map(&self, map: &ShardMap) {
         let live = self
             .inner
             .live
@@ -113,7 +150,7 @@ impl Channel {
             .inner
             .shards
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(shards.into());
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(map.clone()));
         self.set_targets(live);
     }
 
@@ -137,6 +174,9 @@ impl Channel {
     /// group keyed work by destination — one request per shard instead of one per key.
     pub fn owner_of(&self, key: u64) -> Option<String> {
         let set = self.inner.snapshot();
+        if let Some(group) = set.group_of(key) {
+            return Some(group.name.clone());
+        }
         set.ring.node(key).map(|i| set.endpoints[i].name.clone())
     }
 
@@ -146,7 +186,11 @@ impl Channel {
     /// thousand hash lookups per instance.
     pub fn instance_keys(&self) -> Vec<u64> {
         let set = self.inner.snapshot();
-        let n = set.endpoints.len();
+        let n = if set.groups.is_empty() {
+            set.endpoints.len()
+        } else {
+            set.groups.len()
+        };
         let mut keys: Vec<Option<u64>> = vec![None; n];
         let mut found = 0;
         let mut key = 0u64;

@@ -1,0 +1,612 @@
+//! Replicated shards: every shard of a storage service a Raft group of its replicas
+//! (openraft), as PaxosStore keeps every write on several replicas.
+//!
+//! ```text
+//!            logic tier (routing key → shard, on the shard map's ring)
+//!                 │   to the shard's believed leader; a follower answers
+//!                 │   not_mine + "not_leader" + the leader's name, sent there at once
+//!        ┌────────┴─────────┬──────────────────┐
+//!   store-1               store-2            store-3        one process each
+//!   shard 1 (leader)      shard 1            shard 1        a replica of every shard
+//!   shard 2               shard 2 (leader)   shard 2        (shard i on instances
+//!   shard 3               shard 3            shard 3 (leader)  i, i+1, i+2)
+//!        └──── wx.storage.Replication: AppendEntries, Vote, Snapshot ────┘
+//! ```
+//!
+//! - **Writes.** A handler's [`Engine::commit`] proposes its batch as one log entry and
+//!   returns once a majority holds it durably and this replica (the leader) applied it.
+//!   The handler held its keys' stripe locks throughout, so read-check-write sequences
+//!   stay serial on the leader.
+//! - **Reads** are served by the leader only, and only while it holds a lease (a quorum
+//!   acknowledged it within [`LEASE`], well inside the followers' refusal to elect anyone
+//!   else, `election_timeout_max`), else after a ReadIndex round
+//!   (`ensure_linearizable`); and only once it applied an entry of its own term, so
+//!   everything committed before it was elected is visible.
+//! - **Leader changes.** A request reaching a follower waits (bounded) for a leader to be
+//!   known and answers `not_mine` with reason [`svrkit::client::NOT_LEADER`] and the
+//!   leader's instance id as details: not processed, so the channel sends it there at
+//!   once. A new leader rebuilds its handlers, whose in-memory state (queue counters,
+//!   leases) derives from the data.
+//! - **Rejoining.** Every replica records in the registry that it holds its shard's log
+//!   (`SERVICE.shard-N.member-ID`) before it can vote. One that starts with an empty
+//!   directory while that record exists lost its disk: it does not bootstrap, and votes
+//!   for nobody until a leader has given it the log or a snapshot, since it may have
+//!   voted in the current term before.
+
+// openraft's storage and RPC error types are what its traits return; they are large
+// (224 bytes) and not ours to box.
+#![allow(clippy::result_large_err)]
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use svrkit::context::Context;
+use svrkit::discovery::shard_map::ShardMap;
+use svrkit::launch::Launch;
+use svrkit::method::{MethodDesc, ServiceDesc};
+use svrkit::server::ServiceHandler;
+use svrkit::{BoxFuture, Status};
+
+use self::log_store::LogStore;
+use self::network::{NetworkFactory, Peers, ReplicationService};
+use self::state_machine::StateMachine;
+use self::types::{Command, Raft};
+use crate::engine::{Engine, StorageError};
+
+/// How long after a quorum last acknowledged it a leader serves reads alone. Followers
+/// refuse to elect anyone else for `election_timeout_max` (1 s) after hearing from it.
+pub const LEASE: Duration = Duration::from_millis(400);
+/// How long a request waits for its shard to have a leader before it is refused.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+
+/// The Raft settings of every shard: heartbeats every 100 ms, elections after 0.5–1 s
+/// of silence; a snapshot every `snapshot_logs` entries (`WX_RAFT_SNAPSHOT_LOGS`,
+/// default 20,000), keeping 1,000 entries behind it for slow followers.
+pub fn raft_config(service: &str, snapshot_logs: u64) -> Result<Config, openraft::ConfigError> {
+    Config {
+        cluster_name: service.to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_logs),
+        max_in_snapshot_log_to_keep: (snapshot_logs / 4).min(1000),
+        snapshot_max_chunk_size: 1 << 20,
+        max_payload_entries: 256,
+        purge_batch_size: 256,
+        install_snapshot_timeout: 5000,
+        ..Config::default()
+    }
+    .validate()
+}
+
+/// One shard's replica in this process: its Raft node and what it knows of its role.
+#[derive(Clone)]
+pub struct Group {
+    inner: Arc<GroupInner>,
+}
+
+struct GroupInner {
+    raft: Raft,
+    me: u64,
+    shard: usize,
+    peers: Arc<Peers>,
+    /// Back with an empty directory in a formed group, and not yet given the log.
+    rejoining: AtomicBool,
+    /// When a quorum last acknowledged this replica as leader, in ms since `epoch`
+    /// (0: never).
+    acked_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("shard", &self.inner.shard)
+            .field("me", &self.inner.me)
+            .finish()
+    }
+}
+
+/// A replica's role and progress, for `/status` and `/metrics`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardStatus {
+    /// The shard's index in the map.
+    pub shard: usize,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader's instance id, if known.
+    pub leader: Option<String>,
+    /// The last log index.
+    pub last_log: Option<u64>,
+    /// The last applied index.
+    pub applied: Option<u64>,
+    /// On the leader: how many entries each follower is behind.
+    pub follower_lag: BTreeMap<String, u64>,
+    /// Waiting for a leader to give it the log after losing its directory.
+    pub rejoining: bool,
+}
+
+impl Group {
+    /// The Raft node.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// True while it votes for nobody (see the module documentation).
+    pub fn rejoining(&self) -> bool {
+        self.inner.rejoining.load(Ordering::Relaxed)
+    }
+
+    /// Proposes `command` and waits until it is committed and applied here.
+    pub(crate) async fn write(&self, command: Command) -> Result<(), StorageError> {
+        match self.inner.raft.client_write(command).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(StorageError::Replication(e.to_string())),
+        }
+    }
+
+    fn not_leader(&self, leader: Option<u64>) -> Status {
+        let name = leader
+            .and_then(|id| self.inner.peers.name(id))
+            .unwrap_or("");
+        let status = Status::not_mine(format!(
+            "shard {} is led by {}",
+            self.inner.shard + 1,
+            if name.is_empty() { "nobody yet" } else { name }
+        ))
+        .with_reason(svrkit::client::NOT_LEADER);
+        if name.is_empty() {
+            status
+        } else {
+            status.with_details(Bytes::copy_from_slice(name.as_bytes()))
+        }
+    }
+
+    fn lease_held(&self) -> bool {
+        let acked = self.inner.acked_ms.load(Ordering::Relaxed);
+        let now = self.inner.epoch.elapsed().as_millis() as u64;
+        acked > 0 && now.saturating_sub(acked) < LEASE.as_millis() as u64
+    }
+
+    /// Waits until this replica may serve: it leads, applied an entry of its term and
+    /// holds a lease (or confirmed its leadership with a quorum). Returns the term, or
+    /// the status to answer: `not_mine` naming the leader, or `unavailable` (not
+    /// processed) when no leader appears within the wait.
+    pub async fn serving(&self) -> Result<u64, Status> {
+        let ctx = Context::current();
+        let until = tokio::time::Instant::now()
+            + ctx
+                .remaining()
+                .map_or(LEADER_WAIT, |left| left.min(LEADER_WAIT));
+        // A retry reaching a follower most likely failed at the leader this replica
+        // would name: it waits for that leadership to change (an election after the
+        // leader died) rather than sending the caller back to it at once.
+        let mut suspect = None;
+        let retried = ctx.attempt() > 1;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let (leader, term, applied_term) = {
+                let m = metrics.borrow_and_update();
+                (
+                    m.current_leader,
+                    m.current_term,
+                    m.last_applied.map(|l| l.leader_id.term),
+                )
+            };
+            if leader == Some(self.inner.me) && applied_term == Some(term) {
+                if self.lease_held() {
+                    return Ok(term);
+                }
+                match self.inner.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(term),
+                    Err(e) => tracing::debug!(error = %e, "leadership not confirmed"),
+                }
+            } else if let Some(other) = leader.filter(|l| *l != self.inner.me) {
+                if !retried || suspect.is_some_and(|s| s != other) {
+                    return Err(self.not_leader(Some(other)));
+                }
+                suspect = Some(other);
+            }
+            match tokio::time::timeout_at(until, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    let leader = metrics.borrow().current_leader;
+                    return Err(match leader {
+                        Some(other) if other != self.inner.me => self.not_leader(Some(other)),
+                        _ => Status::unavailable(format!(
+                            "shard {} has no leader now",
+                            self.inner.shard + 1
+                        ))
+                        .with_not_processed(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// This replica's role and progress now.
+    pub fn status(&self) -> ShardStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let name = |id: u64| {
+            self.inner
+                .peers
+                .name(id)
+                .map_or_else(|| id.to_string(), str::to_string)
+        };
+        let last_log = m.last_log_index;
+        let follower_lag = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self.inner.me)
+                    .map(|(id, matched)| {
+                        let matched = matched.map_or(0, |l| l.index + 1);
+                        (
+                            name(*id),
+                            last_log.map_or(0, |l| (l + 1).saturating_sub(matched)),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ShardStatus {
+            shard: self.inner.shard,
+            role: format!("{:?}", m.state).to_lowercase(),
+            term: m.current_term,
+            leader: m.current_leader.map(name),
+            last_log,
+            applied: m.last_applied.map(|l| l.index),
+            follower_lag,
+            rejoining: self.rejoining(),
+        }
+    }
+
+    /// Follows the node's metrics: the lease's acknowledgement time, the end of
+    /// rejoining, and gauges.
+    fn watch(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut metrics = self.inner.raft.metrics();
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let (leader, term, applied, ack, last_log) = {
+                    let m = metrics.borrow_and_update();
+                    (
+                        m.current_leader,
+                        m.current_term,
+                        m.last_applied,
+                        m.millis_since_quorum_ack,
+                        m.last_log_index,
+                    )
+                };
+                let now = inner.epoch.elapsed().as_millis() as u64;
+                match (leader == Some(inner.me), ack) {
+                    (true, Some(age)) => inner
+                        .acked_ms
+                        .store(now.saturating_sub(age).max(1), Ordering::Relaxed),
+                    _ => inner.acked_ms.store(0, Ordering::Relaxed),
+                }
+                if last_log.is_some() && inner.rejoining.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        shard = inner.shard + 1,
+                        "rejoined: the leader gave this replica the log"
+                    );
+                }
+                let shard = (inner.shard + 1).to_string();
+                metrics::gauge!("wx_storage_raft_term", "shard" => shard.clone()).set(term as f64);
+                metrics::gauge!("wx_storage_raft_leader", "shard" => shard.clone())
+                    .set(if leader == Some(inner.me) { 1.0 } else { 0.0 });
+                metrics::gauge!("wx_storage_raft_applied_index", "shard" => shard)
+                    .set(applied.map_or(0.0, |l| l.index as f64));
+                drop(inner);
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The replicas of this process, by shard index.
+pub struct Groups {
+    shards: Vec<Option<(Group, Engine)>>,
+}
+
+impl Groups {
+    /// The replica of shard `index` (as a message names it).
+    pub(crate) fn get(&self, index: u32) -> Result<&Group, Status> {
+        self.shards
+            .get(index as usize)
+            .and_then(Option::as_ref)
+            .map(|(group, _)| group)
+            .ok_or_else(|| Status::not_found(format!("no replica of shard {} here", index + 1)))
+    }
+
+    /// Every replica's status.
+    pub fn status(&self) -> Vec<ShardStatus> {
+        self.shards
+            .iter()
+            .flatten()
+            .map(|(group, _)| group.status())
+            .collect()
+    }
+}
+
+/// Why a replicated store cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// Its engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// openraft refused its settings or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The launch environment is incomplete.
+    #[error("{0}")]
+    Launch(String),
+}
+
+/// The replicas a storage process hosts: one Raft group per shard of the map it holds a
+/// copy of, each with its own engine in `DIR/shard-N`.
+pub struct ReplicaSet {
+    groups: Arc<Groups>,
+    map: ShardMap,
+}
+
+impl ReplicaSet {
+    /// Opens this instance's replicas of `map`'s shards under `dir`, joins their groups
+    /// (bootstrapping a group that was never formed) and starts their Raft nodes.
+    pub async fn open(
+        launch: &Launch,
+        map: ShardMap,
+        dir: &Path,
+    ) -> Result<ReplicaSet, ReplicaError> {
+        let me_name = launch.instance_id().to_string();
+        let registry = launch
+            .registry()
+            .ok_or_else(|| ReplicaError::Launch("replication needs a registry".into()))?;
+        let live = registry
+            .watch(launch.service())
+            .await
+            .map_err(|e| ReplicaError::Launch(e.to_string()))?;
+        let peers = Arc::new(Peers::new(map.shards.clone(), live));
+        let me = peers
+            .id(&me_name)
+            .ok_or_else(|| ReplicaError::Launch(format!("{me_name} is not in the shard map")))?;
+        let snapshot_logs = std::env::var("WX_RAFT_SNAPSHOT_LOGS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n >= 10)
+            .unwrap_or(20_000);
+        let config = Arc::new(
+            raft_config(launch.service(), snapshot_logs)
+                .map_err(|e| ReplicaError::Raft(e.to_string()))?,
+        );
+        let store = launch.config_store();
+        let mut shards = Vec::with_capacity(map.shards.len());
+        for index in 0..map.shards.len() {
+            if !map.replicas_of(index).contains(&me_name) {
+                shards.push(None);
+                continue;
+            }
+            let shard_dir = dir.join(format!("shard-{}", index + 1));
+            let engine = Engine::open(&shard_dir.join("db"))?;
+            let mut log = LogStore::open(&engine)?;
+            let fresh = {
+                use openraft::storage::RaftLogStorage as _;
+                let state = log
+                    .get_log_state()
+                    .await
+                    .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+                let vote = log
+                    .read_vote()
+                    .await
+                    .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+                state.last_log_id.is_none() && vote.is_none()
+            };
+            let machine = StateMachine::open(&engine, shard_dir.join("raft-snapshot"))
+                .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+            let network = NetworkFactory {
+                shard: index as u32,
+                peers: Arc::clone(&peers),
+            };
+            let raft = Raft::new(me, Arc::clone(&config), network, log, machine)
+                .await
+                .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+            // A replica that ever held this shard's log says so in the registry before
+            // it can vote; one that comes back empty while its record exists lost its
+            // disk (and perhaps a vote it cast), so it rejoins instead of bootstrapping.
+            let member_doc = format!("{}.shard-{}.member-{me}", launch.service(), index + 1);
+            let was_member = match &store {
+                Some(store) => {
+                    store
+                        .load(&member_doc)
+                        .await
+                        .map_err(|e| ReplicaError::Launch(e.to_string()))?
+                        .stable_version
+                        > 0
+                }
+                None => false,
+            };
+            let rejoining = fresh && was_member;
+            if fresh && !was_member {
+                let members: BTreeMap<u64, BasicNode> = map
+                    .replicas_of(index)
+                    .iter()
+                    .filter_map(|name| peers.id(name).map(|id| (id, BasicNode::new(name.clone()))))
+                    .collect();
+                // Every replica of a new group does this with the same members, which
+                // writes the same first entry everywhere.
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::info!(shard = index + 1, error = %e, "bootstrap");
+                }
+            } else if rejoining {
+                tracing::warn!(
+                    shard = index + 1,
+                    "this replica lost its directory: rejoining from the leader's log"
+                );
+            }
+            if !was_member && let Some(store) = &store {
+                svrkit::config::publish_stable(&**store, &member_doc, "1")
+                    .await
+                    .map_err(|e| ReplicaError::Launch(e.to_string()))?;
+            }
+            let group = Group {
+                inner: Arc::new(GroupInner {
+                    raft,
+                    me,
+                    shard: index,
+                    peers: Arc::clone(&peers),
+                    rejoining: AtomicBool::new(rejoining),
+                    acked_ms: AtomicU64::new(0),
+                    epoch: Instant::now(),
+                }),
+            };
+            group.watch();
+            engine.replicate_through(group.clone());
+            shards.push(Some((group, engine)));
+        }
+        Ok(ReplicaSet {
+            groups: Arc::new(Groups { shards }),
+            map,
+        })
+    }
+
+    /// The replication service to serve beside the store.
+    pub fn replication(
+        &self,
+    ) -> wx_api::storage::replication_server::ReplicationServer<ReplicationService> {
+        wx_api::storage::replication_server::ReplicationServer::new(ReplicationService {
+            groups: Arc::clone(&self.groups),
+        })
+    }
+
+    /// Every replica here, for status pages and tests.
+    pub fn groups(&self) -> Arc<Groups> {
+        Arc::clone(&self.groups)
+    }
+
+    /// The store service over every replica here: each request goes to its key's shard,
+    /// served by `make(engine)` of that shard once this replica leads it (rebuilt at each
+    /// new term).
+    pub fn dispatch<H, F>(&self, descriptor: &'static ServiceDesc, make: F) -> ShardDispatch
+    where
+        H: ServiceHandler,
+        F: Fn(Engine) -> Result<H, StorageError> + Send + Sync + 'static,
+    {
+        let make: Arc<Maker> =
+            Arc::new(move |engine| Ok(Arc::new(make(engine)?) as Arc<dyn ServiceHandler>));
+        ShardDispatch {
+            descriptor,
+            ring: svrkit::balance::Ring::new(&self.map.shards),
+            slots: Arc::new(
+                self.groups
+                    .shards
+                    .iter()
+                    .map(|slot| {
+                        slot.as_ref().map(|(group, engine)| Slot {
+                            group: group.clone(),
+                            engine: engine.clone(),
+                            built: Mutex::new(None),
+                            make: Arc::clone(&make),
+                        })
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+type Maker = dyn Fn(Engine) -> Result<Arc<dyn ServiceHandler>, StorageError> + Send + Sync;
+
+struct Slot {
+    group: Group,
+    engine: Engine,
+    /// The handler built for a term.
+    built: Mutex<Option<(u64, Arc<dyn ServiceHandler>)>>,
+    make: Arc<Maker>,
+}
+
+impl Slot {
+    fn handler(&self, term: u64) -> Result<Arc<dyn ServiceHandler>, Status> {
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, handler)) = &*built
+            && *at == term
+        {
+            return Ok(Arc::clone(handler));
+        }
+        let handler = (self.make)(self.engine.clone()).map_err(Status::from)?;
+        *built = Some((term, Arc::clone(&handler)));
+        Ok(handler)
+    }
+}
+
+/// A store service over the replicas of a process (see [`ReplicaSet::dispatch`]).
+pub struct ShardDispatch {
+    descriptor: &'static ServiceDesc,
+    ring: svrkit::balance::Ring,
+    slots: Arc<Vec<Option<Slot>>>,
+}
+
+impl ServiceHandler for ShardDispatch {
+    fn descriptor(&self) -> &'static ServiceDesc {
+        self.descriptor
+    }
+
+    fn call(
+        &self,
+        method: &'static MethodDesc,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
+        let key = Context::current().routing_key();
+        let shard = key.and_then(|k| self.ring.node(k));
+        let slots = Arc::clone(&self.slots);
+        Box::pin(async move {
+            let Some(key) = key else {
+                return Err(Status::invalid_argument(
+                    "a replicated store needs the routing key of the data it is called for",
+                ));
+            };
+            let slot = shard
+                .and_then(|i| slots.get(i))
+                .and_then(Option::as_ref)
+                .ok_or_else(|| Status::not_mine(format!("key {key} has no replica here")))?;
+            let term = slot.group.serving().await?;
+            let handler = slot.handler(term)?;
+            handler.call(method, body).await
+        })
+    }
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ReplicaSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaSet").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ShardDispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardDispatch").finish_non_exhaustive()
+    }
+}

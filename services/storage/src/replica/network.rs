@@ -1,0 +1,266 @@
+//! Raft messages between the replicas of a shard, over svrkit RPC (`wx.storage.Replication`):
+//! the client side openraft sends through ([`Network`]) and the service every replicated
+//! storage process answers on ([`ReplicationService`]).
+//!
+//! Peers are instances of the same storage service, found in the registry by instance id
+//! (a Raft node id is the instance's position in the shard map, from 1). Each message
+//! names its shard, since a process hosts a replica of many.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use svrkit::discovery::Instances;
+use svrkit::{CallOptions, Channel, Status};
+use wx_api::storage::RaftMessage;
+use wx_api::storage::replication_client::ReplicationClient;
+use wx_api::storage::replication_server::Replication;
+
+use super::Groups;
+use super::log_store::{decode, encode};
+use super::types::TypeConfig;
+
+/// Where the other instances of this storage service are.
+#[derive(Debug)]
+pub struct Peers {
+    /// Node id - 1 → instance id.
+    names: Vec<String>,
+    live: tokio::sync::watch::Receiver<Instances>,
+    channels: Mutex<HashMap<String, (SocketAddr, Channel)>>,
+}
+
+impl Peers {
+    /// Peers named `names` (node id - 1 → instance id), at the addresses `live` reports.
+    pub fn new(names: Vec<String>, live: tokio::sync::watch::Receiver<Instances>) -> Peers {
+        Peers {
+            names,
+            live,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The instance id of node `id`.
+    pub fn name(&self, id: u64) -> Option<&str> {
+        let index = usize::try_from(id.checked_sub(1)?).ok()?;
+        self.names.get(index).map(String::as_str)
+    }
+
+    /// The node id of instance `name`.
+    pub fn id(&self, name: &str) -> Option<u64> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| i as u64 + 1)
+    }
+
+    /// A client to node `id`, if it is registered now.
+    fn client(&self, id: u64) -> Result<ReplicationClient, String> {
+        let name = self.name(id).ok_or_else(|| format!("no node {id}"))?;
+        let addr = self
+            .live
+            .borrow()
+            .iter()
+            .find(|i| i.id == name)
+            .map(|i| i.addr)
+            .ok_or_else(|| format!("{name} is not registered"))?;
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let channel = match channels.get(name) {
+            Some((known, channel)) if *known == addr => channel.clone(),
+            _ => {
+                let channel = Channel::builder().max_attempts(1).lazy([addr]);
+                channels.insert(name.to_string(), (addr, channel.clone()));
+                channel
+            }
+        };
+        Ok(ReplicationClient::new(channel))
+    }
+}
+
+/// openraft's connections of one shard's replica.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    pub(super) shard: u32,
+    pub(super) peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Network;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Network {
+        Network {
+            shard: self.shard,
+            target,
+            peers: Arc::clone(&self.peers),
+        }
+    }
+}
+
+/// The connection of one replica to one peer.
+pub struct Network {
+    shard: u32,
+    target: u64,
+    peers: Arc<Peers>,
+}
+
+type Failure<E> = RPCError<u64, BasicNode, RaftError<u64, E>>;
+
+/// A transport failure openraft understands: unreachable peers are backed off.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Transport(String);
+
+impl Network {
+    async fn exchange<Req, Resp, E>(
+        &self,
+        method: Method,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Failure<E>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let client = self
+            .peers
+            .client(self.target)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&Transport(e))))?;
+        let body = encode(request)
+            .map_err(|e| RPCError::Network(NetworkError::new(&Transport(e.to_string()))))?;
+        let message = RaftMessage {
+            shard: self.shard,
+            body: body.into(),
+        };
+        let options = CallOptions::new().timeout(timeout);
+        let reply = match method {
+            Method::Append => client.append_with(message, options).await,
+            Method::Vote => client.vote_with(message, options).await,
+            Method::Snapshot => client.snapshot_with(message, options).await,
+        }
+        .map_err(|status| {
+            let e = Transport(status.to_string());
+            if status.is_not_processed() {
+                RPCError::Unreachable(Unreachable::new(&e))
+            } else {
+                RPCError::Network(NetworkError::new(&e))
+            }
+        })?;
+        let result: Result<Resp, RaftError<u64, E>> = decode(&reply.body)
+            .map_err(|e| RPCError::Network(NetworkError::new(&Transport(e.to_string()))))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for Network {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, Failure<openraft::error::Infallible>> {
+        self.exchange(Method::Append, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, Failure<InstallSnapshotError>> {
+        self.exchange(Method::Snapshot, &rpc, option.hard_ttl())
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, Failure<openraft::error::Infallible>> {
+        self.exchange(Method::Vote, &rpc, option.hard_ttl()).await
+    }
+}
+
+/// The replication service of a process: hands each message to its shard's replica.
+#[derive(Clone)]
+pub struct ReplicationService {
+    pub(super) groups: Arc<Groups>,
+}
+
+impl std::fmt::Debug for ReplicationService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplicationService")
+    }
+}
+
+fn reply<T: serde::Serialize>(shard: u32, value: &T) -> Result<RaftMessage, Status> {
+    Ok(RaftMessage {
+        shard,
+        body: encode(value)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into(),
+    })
+}
+
+fn request<T: serde::de::DeserializeOwned>(message: &RaftMessage) -> Result<T, Status> {
+    decode(&message.body)
+        .map_err(|e| Status::invalid_argument(format!("a Raft message that does not decode: {e}")))
+}
+
+impl Replication for ReplicationService {
+    async fn append(&self, message: RaftMessage) -> Result<RaftMessage, Status> {
+        let group = self.groups.get(message.shard)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = request(&message)?;
+        let result = group.raft().append_entries(rpc).await;
+        reply(message.shard, &result)
+    }
+
+    async fn vote(&self, message: RaftMessage) -> Result<RaftMessage, Status> {
+        let group = self.groups.get(message.shard)?;
+        let rpc: VoteRequest<u64> = request(&message)?;
+        if group.rejoining() {
+            // Back with an empty directory into a group that exists: it may have voted
+            // in this term before it lost its disk, so it votes for nobody until a
+            // leader has given it the log (see `Group::rejoining`).
+            let metrics = group.raft().metrics().borrow().clone();
+            let refused: Result<VoteResponse<u64>, RaftError<u64>> =
+                Ok(VoteResponse::new(metrics.vote, None, false));
+            return reply(message.shard, &refused);
+        }
+        let result = group.raft().vote(rpc).await;
+        reply(message.shard, &result)
+    }
+
+    async fn snapshot(&self, message: RaftMessage) -> Result<RaftMessage, Status> {
+        let group = self.groups.get(message.shard)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = request(&message)?;
+        let result = group.raft().install_snapshot(rpc).await;
+        reply(message.shard, &result)
+    }
+}
+
+impl std::fmt::Debug for NetworkFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkFactory").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network").finish_non_exhaustive()
+    }
+}
