@@ -635,3 +635,13 @@ async fn a_paused_shard_keeps_its_keys_and_no_acknowledged_sign_up_vanishes() {
     assert!(lost.is_empty(), "acknowledged sign-ups lost: {lost:?}");
     assert!(refused > 0, "no sign-up touched the paused shard");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_stores_lose_nothing_when_a_leader_is_killed() {
+    let mut backend = Backend::start_with(
+        Registry::Embedded,
+        &[("SVRKIT_REPLICAS", "3"), ("SVRKIT_ADMIN", "127.0.0.1:0")],
+    )
+    .await;
+    scenarios::replication::a_killed_shard_leader_loses_nothing(&mut backend).await;
+}

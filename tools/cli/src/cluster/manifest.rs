@@ -19,6 +19,8 @@
 //! bin = "echo"               # binary in it (default: package)
 //! args = ["serve"]           # arguments (default: ["serve"])
 //! instances = 2              # default 1
+//! replicas = 3               # copies of each shard of a store, a Raft group each (default 1;
+//!                            # at most `instances`; fixed when the store is created)
 //! port = 0                   # first RPC port, instance i takes port + i; 0 picks free ports
 //! admin_port = 0             # the same for admin endpoints
 //! env = { RUST_LOG = "info" }
@@ -183,6 +185,9 @@ pub(crate) struct ServiceSpec {
     pub(crate) args: Vec<String>,
     #[serde(default = "one")]
     pub(crate) instances: u16,
+    /// Copies of each shard (a store's Raft groups); 1 for everything else.
+    #[serde(default = "one")]
+    pub(crate) replicas: u16,
     #[serde(default)]
     pub(crate) port: u16,
     #[serde(default)]
@@ -219,19 +224,32 @@ impl ServiceSpec {
         self.bin.as_deref().unwrap_or_else(|| self.package())
     }
 
-    /// The call policy its instances enforce, if the manifest declares one.
+    /// The call policy its instances enforce, if the manifest declares one. A replicated
+    /// store's replication methods are its own replicas' only.
     pub(crate) fn policy(&self) -> Option<svrkit::policy::CallPolicy> {
-        if self.callers.is_none() && self.uid_callers.is_none() && self.method_callers.is_empty() {
+        if self.callers.is_none()
+            && self.uid_callers.is_none()
+            && self.method_callers.is_empty()
+            && self.replicas <= 1
+        {
             return None;
         }
         let set = |v: &Vec<String>| v.iter().cloned().collect();
+        let mut methods: BTreeMap<String, std::collections::BTreeSet<String>> = self
+            .method_callers
+            .iter()
+            .map(|(m, v)| (m.clone(), set(v)))
+            .collect();
+        if self.replicas > 1 {
+            for method in ["Append", "Vote", "Snapshot"] {
+                methods
+                    .entry(format!("wx.storage.Replication/{method}"))
+                    .or_insert_with(|| [self.name.clone()].into_iter().collect());
+            }
+        }
         Some(svrkit::policy::CallPolicy {
             callers: self.callers.as_ref().map(set),
-            methods: self
-                .method_callers
-                .iter()
-                .map(|(m, v)| (m.clone(), set(v)))
-                .collect(),
+            methods,
             uid_callers: self.uid_callers.as_ref().map(set),
         })
     }
@@ -292,6 +310,13 @@ impl Manifest {
             if s.instances == 0 {
                 bail!("service {:?}: instances must be at least 1", s.name);
             }
+            if s.replicas == 0 || s.replicas > s.instances || s.replicas > 7 {
+                bail!(
+                    "service {:?}: replicas must be 1 to 7 and at most instances ({})",
+                    s.name,
+                    s.instances
+                );
+            }
         }
         if self.registry.kind == RegistryChoice::Etcd && self.registry.endpoints.is_empty() {
             return Err(anyhow!(
@@ -340,6 +365,7 @@ mod tests {
             "[[service]]\nname = \"a b\"",
             "[[service]]\nname = \"a\"\n[[service]]\nname = \"a\"",
             "[[service]]\nname = \"a\"\ninstances = 0",
+            "[[service]]\nname = \"a\"\ninstances = 2\nreplicas = 3",
             "[registry]\nkind = \"etcd\"\n[[service]]\nname = \"a\"",
         ] {
             let parsed: Result<Manifest, _> = toml::from_str(bad);
@@ -348,6 +374,15 @@ mod tests {
                 "{bad:?}"
             );
         }
+        let replicated: ServiceSpec =
+            toml::from_str("name = \"store\"\ninstances = 3\nreplicas = 3\ncallers = [\"logic\"]")
+                .expect("parses");
+        let policy = replicated.policy().expect("a policy");
+        assert_eq!(
+            policy.methods.get("wx.storage.Replication/Append"),
+            Some(&["store".to_string()].into_iter().collect()),
+            "only the store's own replicas replicate"
+        );
         let unknown: Result<Manifest, _> = toml::from_str("[[service]]\nname = \"a\"\nport5 = 1");
         assert!(unknown.is_err(), "unknown keys are refused");
     }

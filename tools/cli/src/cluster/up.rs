@@ -180,6 +180,10 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
             let mut env = policy_env(spec, certs.is_some());
             env.entry("SVRKIT_SHARDS".to_string())
                 .or_insert_with(|| shards.join(","));
+            if spec.replicas > 1 {
+                env.entry("SVRKIT_REPLICAS".to_string())
+                    .or_insert_with(|| spec.replicas.to_string());
+            }
             for (name, value) in &etcd_env {
                 env.entry(name.clone()).or_insert_with(|| value.clone());
             }

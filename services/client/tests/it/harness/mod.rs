@@ -315,7 +315,10 @@ impl Backend {
                 (svrkit::secret::CLUSTER_SECRET_VAR.into(), secret.clone()),
             ];
             env.extend(tls);
-            env.extend(extra);
+            for (k, v) in extra {
+                env.retain(|(name, _)| *name != k);
+                env.push((k, v));
+            }
             for (k, v) in overrides {
                 env.retain(|(name, _)| name != k);
                 env.push((k.to_string(), v.to_string()));
@@ -333,7 +336,14 @@ impl Backend {
                 admin: None,
             });
         };
-        for i in 1..=2 {
+        // SVRKIT_REPLICAS=3 among the overrides: three instances per store, each shard
+        // a Raft group of three replicas (the manifest's `replicas = 3`); else two
+        // single-copy shards per store.
+        let replicated = overrides
+            .iter()
+            .any(|(k, v)| *k == "SVRKIT_REPLICAS" && *v != "1");
+        let instances = if replicated { 3 } else { 2 };
+        for i in 1..=instances {
             for store in [
                 "accountstore",
                 "contactstore",
@@ -341,9 +351,22 @@ impl Backend {
                 "msgstore",
                 "momentsstore",
             ] {
-                // Each store is created with its two shards, as `svrkit up` does.
-                let shards = vec![("SVRKIT_SHARDS".to_string(), format!("{store}-1,{store}-2"))];
-                add(&format!("{store}-{i}"), store, &[], shards);
+                // Each store is created with its shards, as `svrkit up` does.
+                let shards: Vec<String> = (1..=instances).map(|n| format!("{store}-{n}")).collect();
+                let mut env = vec![("SVRKIT_SHARDS".to_string(), shards.join(","))];
+                if replicated {
+                    // Only its own replicas replicate (the CLI's manifest policy).
+                    let mut policy: Value = policies
+                        .get(store)
+                        .and_then(|p| serde_json::from_str(p).ok())
+                        .unwrap_or_else(|| json!({}));
+                    for method in ["Append", "Vote", "Snapshot"] {
+                        policy["methods"][format!("wx.storage.Replication/{method}")] =
+                            json!([store]);
+                    }
+                    env.push(("SVRKIT_CALL_POLICY".to_string(), policy.to_string()));
+                }
+                add(&format!("{store}-{i}"), store, &[], env);
             }
         }
         add("account-1", "account", &[], vec![]);

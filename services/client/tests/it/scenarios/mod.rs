@@ -12,3 +12,4 @@ pub mod limits;
 pub mod messaging;
 pub mod metrics;
 pub mod moments;
+pub mod replication;
