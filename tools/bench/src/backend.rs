@@ -36,7 +36,7 @@ pub(crate) struct Backend {
 }
 
 /// The directory of this benchmark's executable, where cargo puts the release binaries.
-fn bin_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     exe.parent()
         .map(Path::to_path_buf)
@@ -44,7 +44,7 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// Builds the backend's binaries in release mode unless they are all there.
-fn ensure_built(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn ensure_built(dir: &Path) -> anyhow::Result<()> {
     if BINARIES.iter().all(|(bin, _)| dir.join(bin).is_file()) {
         return Ok(());
     }

@@ -40,6 +40,7 @@ mod message;
 mod moments;
 mod overload;
 mod proto;
+mod replicated;
 mod rpc;
 mod seq;
 mod seq_failover;
@@ -70,6 +71,9 @@ enum Command {
     /// Acknowledged writes per second on a storage shard's engine: group commit vs an
     /// fsync per write vs no fsync.
     Storage(storage::StorageArgs),
+    /// A replicated shard's leader killed with SIGKILL under writes: time without
+    /// acknowledgements, and nothing lost or duplicated.
+    StorageFailover(replicated::StorageFailoverArgs),
     /// Messaging through the whole backend: throughput, latency, lost/duplicated/reordered.
     Message(message::MessageArgs),
     /// Moments: time until a post is visible (push and pull) and timeline reads, at several push thresholds.
@@ -133,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             Command::Overload(args) => overload::run(args).await,
             Command::Failover(args) => failover::run(args).await,
             Command::Storage(args) => storage::run(args).await,
+            Command::StorageFailover(args) => replicated::failover(args).await,
             Command::Seq(args) => seq::run(args).await,
             Command::BackendOverload(args) => backend_overload::run(args).await,
             Command::Connections(args) => connections::run(args).await,

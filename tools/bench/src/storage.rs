@@ -25,6 +25,10 @@ pub(crate) struct StorageArgs {
     /// Value size in bytes.
     #[arg(long, default_value_t = 128)]
     value: usize,
+    /// Measure replicated shards instead, through three accountstore processes with this
+    /// many copies of each shard (comma separated, e.g. `1,3`; 1 first for `vs_single`).
+    #[arg(long, value_delimiter = ',')]
+    replicas: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +136,14 @@ fn key(writer: usize, i: u64) -> Vec<u8> {
 }
 
 pub(crate) async fn run(args: StorageArgs) -> anyhow::Result<()> {
+    if !args.replicas.is_empty() {
+        return crate::replicated::run(crate::replicated::ReplicatedArgs {
+            replicas: args.replicas,
+            writers: args.writers,
+            seconds: args.seconds,
+        })
+        .await;
+    }
     println!(
         "{:>8} {:>14} {:>14} {:>14} {:>12}",
         "writers", "group/s", "sync_each/s", "buffered/s", "group÷sync"
