@@ -94,6 +94,7 @@ impl WriteBatch {
         self.ops.is_empty()
     }
 
+    /// The replicated form: keyspaces by name.
     fn into_command(self) -> Command {
         Command {
             ops: self
@@ -116,6 +117,8 @@ const STRIPES: usize = 256;
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+    /// The shard's Raft group, when it is replicated.
+    raft: Arc<OnceLock<crate::replica::Group>>,
 }
 
 struct Inner {
@@ -126,10 +129,8 @@ struct Inner {
     synced: watch::Receiver<Result<u64, String>>,
     wake: Arc<Notify>,
     stripes: Vec<Mutex<()>>,
-    /// Keyspaces opened so far, by name (replicated entries name theirs).
+    /// Keyspaces opened so far, by full name.
     keyspaces: std::sync::Mutex<HashMap<String, Keyspace>>,
-    /// The shard's Raft group, when it is replicated.
-    raft: OnceLock<crate::replica::Group>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -154,10 +155,12 @@ impl Engine {
             wake: Arc::clone(&wake),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             keyspaces: std::sync::Mutex::new(HashMap::new()),
-            raft: OnceLock::new(),
         });
         tokio::spawn(sync_loop(Arc::downgrade(&inner), wake, synced_tx));
-        Ok(Engine { inner })
+        Ok(Engine {
+            inner,
+            raft: Arc::new(OnceLock::new()),
+        })
     }
 
     /// A keyspace (created on first use).
@@ -189,7 +192,7 @@ impl Engine {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Some(group) = self.inner.raft.get() {
+        if let Some(group) = self.raft.get() {
             return group.write(batch.into_command()).await;
         }
         self.fjall_batch(batch).commit()?;
@@ -248,18 +251,30 @@ impl Engine {
 
     /// Makes this engine's commits go through `group` (once, when the replica starts).
     pub(crate) fn replicate_through(&self, group: crate::replica::Group) {
-        let _ = self.inner.raft.set(group);
+        let _ = self.raft.set(group);
     }
 
     /// The shard's Raft group, when replicated.
     pub fn group(&self) -> Option<&crate::replica::Group> {
-        self.inner.raft.get()
+        self.raft.get()
     }
 
     /// Waits until every write committed to the database so far is on disk.
     pub(crate) async fn durable(&self) -> Result<(), StorageError> {
+        let ticket = self.sync_ticket();
+        self.synced(ticket).await
+    }
+
+    /// Asks for a sync covering every write committed so far; [`Engine::synced`] waits
+    /// for it.
+    pub(crate) fn sync_ticket(&self) -> u64 {
         let ticket = self.inner.appended.fetch_add(1, Ordering::SeqCst) + 1;
         self.inner.wake.notify_one();
+        ticket
+    }
+
+    /// Waits until the sync of `ticket` (or a later one) is done.
+    pub(crate) async fn synced(&self, ticket: u64) -> Result<(), StorageError> {
         let mut synced = self.inner.synced.clone();
         let result = synced
             .wait_for(|s| s.as_ref().map_or(true, |done| *done >= ticket))
@@ -277,7 +292,7 @@ impl Engine {
     /// client is told is stored goes through [`Engine::commit`]. A replicated shard
     /// replicates these too (they change what every replica holds), and waits for it.
     pub async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        if self.inner.raft.get().is_some() {
+        if self.raft.get().is_some() {
             return self.commit(batch).await;
         }
         self.fjall_batch(batch).commit()?;

@@ -1,7 +1,10 @@
 //! A shard replica's Raft log and vote, in its own fjall database: keyspace `raft_log`
 //! (entry index, big-endian → the entry, bincode) and `raft_meta` (the vote, the last
 //! purged log id, the committed log id). Appends are durable before openraft is told
-//! they are: they share the engine's group-committed fsync with every other write.
+//! they are: they share the engine's group-committed fsync with every other write. The
+//! wait for the disk is not openraft's: an append returns once its entries are written,
+//! and a flusher task tells openraft, in append order, as each reaches the disk, so the
+//! next batch is written and sent while the previous one is being synced.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -25,6 +28,22 @@ pub struct LogStore {
     engine: Engine,
     log: Keyspace,
     meta: Keyspace,
+    /// Appends waiting for their sync, in order.
+    flushes: tokio::sync::mpsc::UnboundedSender<(u64, LogFlushed<TypeConfig>)>,
+}
+
+/// Tells openraft of each append once its sync is done, in append order.
+async fn flusher(
+    engine: Engine,
+    mut flushes: tokio::sync::mpsc::UnboundedReceiver<(u64, LogFlushed<TypeConfig>)>,
+) {
+    while let Some((ticket, callback)) = flushes.recv().await {
+        let done = engine
+            .synced(ticket)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        callback.log_io_completed(done);
+    }
 }
 
 fn io_error(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl ToString) -> StorageError {
@@ -42,10 +61,13 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageErro
 impl LogStore {
     /// The log of the replica whose data is in `engine`.
     pub fn open(engine: &Engine) -> Result<LogStore, crate::engine::StorageError> {
+        let (flushes, pending) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(flusher(engine.clone(), pending));
         Ok(LogStore {
             log: engine.keyspace("raft_log")?,
             meta: engine.keyspace("raft_meta")?,
             engine: engine.clone(),
+            flushes,
         })
     }
 
@@ -171,13 +193,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.insert(&self.log, entry.log_id.index.to_be_bytes(), encode(&entry)?);
         }
-        let result = self.engine.commit_local(batch).await;
-        let flushed = result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(flushed);
-        result.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
+        self.engine
+            .apply_local(batch)
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let ticket = self.engine.sync_ticket();
+        self.flushes
+            .send((ticket, callback))
+            .map_err(|_| io_error(ErrorSubject::Logs, ErrorVerb::Write, "the flusher stopped"))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -39,6 +39,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub mod state_machine;
 pub mod types;
 
@@ -64,20 +65,31 @@ use self::types::{Command, Raft};
 use crate::engine::{Engine, StorageError};
 
 /// How long after a quorum last acknowledged it a leader serves reads alone. Followers
-/// refuse to elect anyone else for `election_timeout_max` (1 s) after hearing from it.
+/// refuse to elect anyone else for their `election_timeout_max` (0.6 s or more, see
+/// [`raft_config`]) after hearing from it.
 pub const LEASE: Duration = Duration::from_millis(400);
 /// How long a request waits for its shard to have a leader before it is refused.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 
-/// The Raft settings of every shard: heartbeats every 100 ms, elections after 0.5–1 s
-/// of silence; a snapshot every `snapshot_logs` entries (`WX_RAFT_SNAPSHOT_LOGS`,
-/// default 20,000), keeping 1,000 entries behind it for slow followers.
-pub fn raft_config(service: &str, snapshot_logs: u64) -> Result<Config, openraft::ConfigError> {
+/// The Raft settings of a shard's replica: heartbeats every 100 ms; elections after
+/// 0.3–0.6 s of silence on the shard's preferred replica (the instance named like it)
+/// and 0.7–1.4 s on the others, so that each instance leads its own shard and the
+/// leaders' work is spread over the instances; a snapshot every `snapshot_logs` entries
+/// (`WX_RAFT_SNAPSHOT_LOGS`, default 20,000), keeping up to 1,000 entries behind it for
+/// slow followers. Followers refuse to elect anyone else for their maximum election
+/// timeout after hearing from the leader (at least 0.6 s), which is what makes the
+/// [`LEASE`] safe.
+pub fn raft_config(
+    service: &str,
+    snapshot_logs: u64,
+    preferred: bool,
+) -> Result<Config, openraft::ConfigError> {
+    let (min, max) = if preferred { (300, 600) } else { (700, 1400) };
     Config {
         cluster_name: service.to_string(),
         heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        election_timeout_min: min,
+        election_timeout_max: max,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_logs),
         max_in_snapshot_log_to_keep: (snapshot_logs / 4).min(1000),
         snapshot_max_chunk_size: 1 << 20,
@@ -106,6 +118,8 @@ struct GroupInner {
     /// (0: never).
     acked_ms: AtomicU64,
     epoch: Instant,
+    /// Writes waiting to go into the log together.
+    proposer: proposer::Proposer,
 }
 
 impl std::fmt::Debug for Group {
@@ -151,10 +165,11 @@ impl Group {
 
     /// Proposes `command` and waits until it is committed and applied here.
     pub(crate) async fn write(&self, command: Command) -> Result<(), StorageError> {
-        match self.inner.raft.client_write(command).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(StorageError::Replication(e.to_string())),
-        }
+        self.inner
+            .proposer
+            .write(command)
+            .await
+            .map_err(StorageError::Replication)
     }
 
     fn not_leader(&self, leader: Option<u64>) -> Status {
@@ -393,10 +408,6 @@ impl ReplicaSet {
             .and_then(|v| v.parse().ok())
             .filter(|n| *n >= 10)
             .unwrap_or(20_000);
-        let config = Arc::new(
-            raft_config(launch.service(), snapshot_logs)
-                .map_err(|e| ReplicaError::Raft(e.to_string()))?,
-        );
         let store = launch.config_store();
         let mut shards = Vec::with_capacity(map.shards.len());
         for index in 0..map.shards.len() {
@@ -405,6 +416,8 @@ impl ReplicaSet {
                 continue;
             }
             let shard_dir = dir.join(format!("shard-{}", index + 1));
+            // Its own database: the replicas' syncs run side by side (one database
+            // shared by every replica here measured slower: one sync at a time).
             let engine = Engine::open(&shard_dir.join("db"))?;
             let mut log = LogStore::open(&engine)?;
             let fresh = {
@@ -425,7 +438,12 @@ impl ReplicaSet {
                 shard: index as u32,
                 peers: Arc::clone(&peers),
             };
-            let raft = Raft::new(me, Arc::clone(&config), network, log, machine)
+            let preferred = map.replicas_of(index).first() == Some(&me_name);
+            let config = Arc::new(
+                raft_config(launch.service(), snapshot_logs, preferred)
+                    .map_err(|e| ReplicaError::Raft(e.to_string()))?,
+            );
+            let raft = Raft::new(me, config, network, log, machine)
                 .await
                 .map_err(|e| ReplicaError::Raft(e.to_string()))?;
             // A replica that ever held this shard's log says so in the registry before
@@ -468,6 +486,7 @@ impl ReplicaSet {
             }
             let group = Group {
                 inner: Arc::new(GroupInner {
+                    proposer: proposer::Proposer::start(raft.clone()),
                     raft,
                     me,
                     shard: index,

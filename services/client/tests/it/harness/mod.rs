@@ -420,7 +420,36 @@ impl Backend {
             cluster_secret: secret,
         };
         backend.wait_serving().await;
+        if replicated {
+            backend.wait_for_leaders().await;
+        }
         backend
+    }
+
+    /// Waits until every replica of every store knows its shards' leaders (the groups
+    /// elect them in the first second or so).
+    async fn wait_for_leaders(&self) {
+        let deadline = Instant::now() + PATIENCE * 3;
+        for (id, admin) in self.admin_endpoints() {
+            if !id.contains("store-") {
+                continue;
+            }
+            loop {
+                let (_, body) = svrkit_testkit::http_get(admin, "/status").await;
+                let status: Value = serde_json::from_str(&body).unwrap_or_default();
+                let led = status["shards"]
+                    .as_array()
+                    .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["leader"].is_string()));
+                if led {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{id}'s shards have no leaders: {status}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// Waits until access-short reaches account and account reaches its store (each
