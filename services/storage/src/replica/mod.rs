@@ -37,6 +37,7 @@
 // (224 bytes) and not ours to box.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
@@ -120,6 +121,8 @@ struct GroupInner {
     epoch: Instant,
     /// Writes waiting to go into the log together.
     proposer: proposer::Proposer,
+    /// Where this replica keeps its latest snapshot (see [`state_machine`]).
+    snapshot_file: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Group {
@@ -249,6 +252,61 @@ impl Group {
                 }
             }
         }
+    }
+
+    /// A chunk of a fresh snapshot of this shard (see `wx.storage.Replication/Backup`):
+    /// only its leader answers.
+    pub async fn backup_chunk(
+        &self,
+        offset: u64,
+        snapshot_id: &str,
+    ) -> Result<wx_api::storage::BackupChunk, Status> {
+        let (leader, applied) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader, m.last_applied)
+        };
+        if leader != Some(self.inner.me) {
+            return Err(self.not_leader(leader));
+        }
+        if offset == 0 && snapshot_id.is_empty() {
+            // Everything acknowledged so far is applied here: snapshot at least that.
+            let target = applied.map_or(0, |l| l.index);
+            self.inner
+                .raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            self.inner
+                .raft
+                .wait(Some(Duration::from_secs(25)))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= target),
+                    "a snapshot for the backup",
+                )
+                .await
+                .map_err(|e| Status::unavailable(format!("no snapshot: {e}")))?;
+        }
+        let bytes = std::fs::read(&self.inner.snapshot_file)
+            .map_err(|e| Status::unavailable(format!("reading the snapshot: {e}")))?;
+        let stored = state_machine::StoredSnapshot::decode(&bytes)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if !snapshot_id.is_empty() && stored.meta.snapshot_id != snapshot_id {
+            return Err(Status::failed_precondition(
+                "a newer snapshot replaced the one being copied: start the backup of this shard again",
+            ));
+        }
+        let from = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let to = from.saturating_add(backup::CHUNK).min(bytes.len());
+        Ok(wx_api::storage::BackupChunk {
+            data: Bytes::copy_from_slice(&bytes[from..to]),
+            total: bytes.len() as u64,
+            snapshot_id: stored.meta.snapshot_id,
+            last_index: stored.meta.last_log_id.map_or(0, |l| l.index),
+        })
     }
 
     /// This replica's role and progress now.
@@ -432,8 +490,11 @@ impl ReplicaSet {
                     .map_err(|e| ReplicaError::Raft(e.to_string()))?;
                 state.last_log_id.is_none() && vote.is_none()
             };
-            let machine = StateMachine::open(&engine, shard_dir.join("raft-snapshot"))
+            let mut machine = StateMachine::open(&engine, shard_dir.join("raft-snapshot"))
                 .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+            let restored = fresh
+                && backup::restore_seeded(&shard_dir, &mut machine, &mut log, &map, me).await?;
+            let fresh = fresh && !restored;
             let network = NetworkFactory {
                 shard: index as u32,
                 peers: Arc::clone(&peers),
@@ -487,6 +548,7 @@ impl ReplicaSet {
             let group = Group {
                 inner: Arc::new(GroupInner {
                     proposer: proposer::Proposer::start(raft.clone()),
+                    snapshot_file: shard_dir.join("raft-snapshot"),
                     raft,
                     me,
                     shard: index,

@@ -22,9 +22,9 @@ use openraft::raft::{
 };
 use svrkit::discovery::Instances;
 use svrkit::{CallOptions, Channel, Status};
-use wx_api::storage::RaftMessage;
 use wx_api::storage::replication_client::ReplicationClient;
 use wx_api::storage::replication_server::Replication;
+use wx_api::storage::{BackupChunk, BackupRequest, RaftMessage};
 
 use super::Groups;
 use super::log_store::{decode, encode};
@@ -243,6 +243,13 @@ impl Replication for ReplicationService {
         }
         let result = group.raft().vote(rpc).await;
         reply(message.shard, &result)
+    }
+
+    async fn backup(&self, request: BackupRequest) -> Result<BackupChunk, Status> {
+        let group = self.groups.get(request.shard)?;
+        group
+            .backup_chunk(request.offset, &request.snapshot_id)
+            .await
     }
 
     async fn snapshot(&self, message: RaftMessage) -> Result<RaftMessage, Status> {

@@ -49,11 +49,29 @@ pub struct StateMachine {
     membership: Membership,
 }
 
-/// A snapshot as kept on disk: its metadata and data.
+/// A snapshot as kept on disk (and as a backup holds it): its metadata and data.
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: Meta,
-    data: Vec<u8>,
+pub struct StoredSnapshot {
+    /// What it covers: the last log id, the membership, its id.
+    pub meta: Meta,
+    /// The shard's records.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSnapshot")
+            .field("meta", &self.meta)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+impl StoredSnapshot {
+    /// Decodes a snapshot file.
+    pub fn decode(bytes: &[u8]) -> Result<StoredSnapshot, StorageError> {
+        decode(bytes)
+    }
 }
 
 impl StateMachine {
