@@ -302,7 +302,6 @@ pub(crate) async fn failover(args: StorageFailoverArgs) -> anyhow::Result<()> {
         move |uid: u64| ring.node(uid)
     };
     let victim_shard = shard_of(1);
-    let victim = store.leader_of(1).await?;
     let next = Arc::new(AtomicU64::new(1));
     let stop = Arc::new(AtomicBool::new(false));
     let began = Instant::now();
@@ -334,6 +333,8 @@ pub(crate) async fn failover(args: StorageFailoverArgs) -> anyhow::Result<()> {
         });
     }
     tokio::time::sleep(Duration::from_secs_f64(args.seconds / 3.0)).await;
+    // Asked now, under load, so the kill takes the leader of that moment.
+    let victim = store.leader_of(1).await?;
     let killed_at = began.elapsed();
     store.kill(victim);
     tokio::time::sleep(Duration::from_secs_f64(args.seconds * 2.0 / 3.0)).await;

@@ -74,7 +74,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(3);
 
 /// The Raft settings of a shard's replica: heartbeats every 100 ms; elections after
 /// 0.3–0.6 s of silence on the shard's preferred replica (the instance named like it)
-/// and 0.7–1.4 s on the others, so that each instance leads its own shard and the
+/// and 0.5–1 s on the others, so that each instance leads its own shard and the
 /// leaders' work is spread over the instances; a snapshot every `snapshot_logs` entries
 /// (`WX_RAFT_SNAPSHOT_LOGS`, default 20,000), keeping up to 1,000 entries behind it for
 /// slow followers. Followers refuse to elect anyone else for their maximum election
@@ -85,7 +85,7 @@ pub fn raft_config(
     snapshot_logs: u64,
     preferred: bool,
 ) -> Result<Config, openraft::ConfigError> {
-    let (min, max) = if preferred { (300, 600) } else { (700, 1400) };
+    let (min, max) = if preferred { (300, 600) } else { (500, 1000) };
     Config {
         cluster_name: service.to_string(),
         heartbeat_interval: 100,
