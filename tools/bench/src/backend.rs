@@ -91,6 +91,13 @@ impl Backend {
             ws: Vec::new(),
         };
         let mut plan: Vec<(String, &str, Vec<&str>)> = Vec::new();
+        // SVRKIT_REPLICAS=3 in `env`: three instances per store, every shard a Raft group
+        // of three (each store gets its shard map, as under `svrkit up`).
+        let replicated = env
+            .iter()
+            .any(|(k, v)| *k == "SVRKIT_REPLICAS" && *v != "1");
+        let instances = if replicated { 3 } else { 2 };
+        let mut shards: Vec<(String, String)> = Vec::new();
         for store in [
             "accountstore",
             "contactstore",
@@ -98,8 +105,10 @@ impl Backend {
             "seqstore",
             "momentsstore",
         ] {
-            for i in 1..=2 {
-                plan.push((format!("{store}-{i}"), store, vec![]));
+            let names: Vec<String> = (1..=instances).map(|i| format!("{store}-{i}")).collect();
+            for name in &names {
+                shards.push((name.clone(), names.join(",")));
+                plan.push((name.clone(), store, vec![]));
             }
         }
         for service in ["account", "contact", "message", "moments"] {
@@ -115,7 +124,11 @@ impl Backend {
         eprintln!("starting {} backend processes", plan.len());
         let start_all = || -> anyhow::Result<()> {
             for (id, bin, args) in plan {
-                backend.spawn(&bins.join(bin), &id, &args, env)?;
+                let mut env: Vec<(&str, &str)> = env.to_vec();
+                if let Some((_, map)) = shards.iter().find(|(name, _)| *name == id) {
+                    env.push(("SVRKIT_SHARDS", map));
+                }
+                backend.spawn(&bins.join(bin), &id, &args, &env)?;
             }
             Ok(())
         };

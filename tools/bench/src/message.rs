@@ -31,6 +31,10 @@ pub(crate) struct MessageArgs {
     /// Seconds of sending.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Copies of every storage shard (3: three instances per store, a Raft group per
+    /// shard).
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
 }
 
 /// What one receiver saw.
@@ -98,12 +102,14 @@ async fn drain(
 /// Runs the benchmark: a table of figures, then the JSON line.
 pub(crate) async fn run(args: MessageArgs) -> anyhow::Result<()> {
     let pairs = (args.users / 2).max(1);
+    let replicas = args.replicas.to_string();
     let backend = Backend::start(
         2,
         &[
             ("WX_RATE_PER_SEC", "100000"),
             ("WX_RATE_BURST", "100000"),
             ("WX_MAX_FRIENDS", "5000"),
+            ("SVRKIT_REPLICAS", &replicas),
         ],
     )?;
     let api = Http::new(backend.http);
@@ -236,6 +242,7 @@ pub(crate) async fn run(args: MessageArgs) -> anyhow::Result<()> {
     let ms = |us: u32| f64::from(us) / 1000.0;
     let figures = json!({
         "bench": "message",
+        "replicas": args.replicas,
         "users": pairs * 2,
         "messages": messages,
         "acked_per_s": acked_per_s.round(),
