@@ -54,8 +54,19 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     bincode::serialize(value).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))
 }
 
+/// The most a decoded value may allocate: a length prefix from a peer (or a damaged file)
+/// claiming more is refused rather than allocated.
+const DECODE_LIMIT: u64 = 256 << 20;
+
+/// Decodes what [`encode`] wrote (the same fixed-width encoding), within [`DECODE_LIMIT`].
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
-    bincode::deserialize(bytes).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))
+    use bincode::Options as _;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(DECODE_LIMIT)
+        .deserialize(bytes)
+        .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))
 }
 
 impl LogStore {
@@ -218,5 +229,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 impl std::fmt::Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_reads_what_encoding_wrote_and_refuses_a_huge_length() {
+        let value: Vec<Vec<u8>> = vec![b"abc".to_vec(), Vec::new()];
+        let bytes = encode(&value).expect("encoded");
+        assert_eq!(decode::<Vec<Vec<u8>>>(&bytes).expect("decoded"), value);
+        // A length prefix of 2^62 elements: refused, not allocated.
+        let mut hostile = (1u64 << 62).to_le_bytes().to_vec();
+        hostile.extend_from_slice(&[0; 16]);
+        assert!(decode::<Vec<u8>>(&hostile).is_err());
     }
 }
