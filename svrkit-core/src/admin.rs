@@ -6,7 +6,7 @@
 //! | `/metrics` | Prometheus text: every metric recorded through the `metrics` facade, and the process metrics (CPU, memory, descriptors, threads) |
 //! | `/status` | JSON: service, version label, instance id, uptime, config version, connections, in-flight, per-method counts and latencies, DAGOR admission level, queuing time and shed counts |
 //! | `/healthz` | `200 ok` while the process runs |
-//! | `/readyz` | `200 ready` while every attached server serves; `503` before it starts, once it drains, and for a few seconds after accepting a connection failed ([`crate::process_limits`]) |
+//! | `/readyz` | `200 ready` while every attached server serves and the service's own checks hold ([`AdminServer::ready_when`]); `503` before it starts, once it drains, and for a few seconds after accepting a connection failed ([`crate::process_limits`]) |
 //!
 //! ```no_run
 //! # async fn run(server: svrkit::Server, rpc: tokio::net::TcpListener, admin: tokio::net::TcpListener) -> std::io::Result<()> {
@@ -128,6 +128,17 @@ struct Inner {
     servers: Vec<ServerStats>,
     config_version: Option<ConfigVersion>,
     sections: Sections,
+    readiness: Readiness,
+}
+
+/// What else must hold for `/readyz` to answer ready (a service's own conditions).
+#[derive(Clone, Default)]
+pub struct Readiness(pub Vec<Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Readiness({} check(s))", self.0.len())
+    }
 }
 
 /// A service's own part of `/status`.
@@ -166,6 +177,7 @@ impl AdminServer {
                 servers: Vec::new(),
                 config_version: None,
                 sections: Sections::default(),
+                readiness: Readiness::default(),
             }),
         })
     }
@@ -186,6 +198,13 @@ impl AdminServer {
         version: impl Fn() -> Option<u64> + Send + Sync + 'static,
     ) -> AdminServer {
         self.inner_mut().config_version = Some(ConfigVersion(Arc::new(version)));
+        self
+    }
+
+    /// `/readyz` (and `/status`'s `ready`) also wait for `check`: a storage replica is
+    /// ready once every shard it holds has a leader, say.
+    pub fn ready_when(mut self, check: Arc<dyn Fn() -> bool + Send + Sync>) -> AdminServer {
+        self.inner_mut().readiness.0.push(check);
         self
     }
 
@@ -223,7 +242,9 @@ impl AdminServer {
     }
 
     fn is_ready(&self) -> bool {
-        self.inner.servers.iter().all(ServerStats::is_ready) && crate::process_limits::accepting()
+        self.inner.servers.iter().all(ServerStats::is_ready)
+            && crate::process_limits::accepting()
+            && self.inner.readiness.0.iter().all(|check| check())
     }
 
     /// Serves the endpoint on `listener` until `shutdown` resolves.

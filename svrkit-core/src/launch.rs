@@ -168,6 +168,8 @@ pub struct Launch {
     replicas: usize,
     /// The service's own parts of `/status`.
     sections: crate::admin::Sections,
+    /// The service's own conditions for `/readyz`.
+    readiness: crate::admin::Readiness,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -315,6 +317,7 @@ impl Launch {
             etcd_access: EtcdAccess::from_env()?,
             advertise,
             sections: crate::admin::Sections::default(),
+            readiness: crate::admin::Readiness::default(),
             replicas: match var("SVRKIT_REPLICAS") {
                 Some(text) => text
                     .parse::<usize>()
@@ -519,6 +522,13 @@ impl Launch {
         }
     }
 
+    /// The admin endpoint's `/readyz` also waits for `check` (see
+    /// [`AdminServer::ready_when`]).
+    pub fn with_readiness(mut self, check: Arc<dyn Fn() -> bool + Send + Sync>) -> Launch {
+        self.readiness.0.push(check);
+        self
+    }
+
     /// Adds `name` to the admin endpoint's `/status`, as `section` says when asked.
     pub fn with_status(
         mut self,
@@ -669,6 +679,9 @@ impl Launch {
                 }
                 for (name, section) in self.sections.0.clone() {
                     admin = admin.section(name, section);
+                }
+                for check in self.readiness.0.clone() {
+                    admin = admin.ready_when(check);
                 }
                 Some(tokio::spawn(admin.serve(listener, async {
                     let _ = admin_stopped.await;

@@ -86,6 +86,7 @@ where
         Some(map) => {
             let replicas = replica::ReplicaSet::open(&launch, map, &dir).await?;
             let groups = replicas.groups();
+            let ready = replicas.groups();
             let server = Server::builder()
                 .add_service(replicas.dispatch(descriptor, make))
                 .add_service(replicas.replication());
@@ -96,6 +97,9 @@ where
                         serde_json::to_value(groups.status()).unwrap_or_default()
                     }),
                 )
+                // Ready once every shard held here has a leader (a replica cut off from
+                // a majority is not).
+                .with_readiness(std::sync::Arc::new(move || ready.all_led()))
                 .serve(server)
                 .await?;
         }

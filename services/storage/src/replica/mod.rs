@@ -410,6 +410,14 @@ impl Groups {
             .ok_or_else(|| Status::not_found(format!("no replica of shard {} here", index + 1)))
     }
 
+    /// True when every replica here knows its shard's leader.
+    pub fn all_led(&self) -> bool {
+        self.shards
+            .iter()
+            .flatten()
+            .all(|(group, _)| group.raft().metrics().borrow().current_leader.is_some())
+    }
+
     /// Every replica's status.
     pub fn status(&self) -> Vec<ShardStatus> {
         self.shards

@@ -336,6 +336,25 @@ async fn a_follower_names_the_leader_and_a_call_without_a_key_is_refused() {
     let status = shards_status(follower).await;
     assert_eq!(status.len(), N);
     assert!(status.iter().all(|s| s["term"].as_u64().unwrap_or(0) >= 1));
+    // Ready while every shard has a leader; a replica left alone is not.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for replica in replicas.iter().flatten() {
+        while http_get(replica.admin, "/readyz").await.0 != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut replicas = replicas;
+    let survivor = replicas.pop().flatten().expect("the last replica");
+    drop(replicas);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while http_get(survivor.admin, "/readyz").await.0 != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a replica without a majority stays ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
