@@ -84,11 +84,6 @@ impl WriteBatch {
         self.ops.push((keyspace.clone(), key.into(), None));
     }
 
-    /// How many writes it holds.
-    pub fn len(&self) -> usize {
-        self.ops.len()
-    }
-
     /// True when it holds none.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()

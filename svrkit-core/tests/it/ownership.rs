@@ -19,6 +19,21 @@ async fn shard(me: &str, names: &[String]) -> std::net::SocketAddr {
     addr
 }
 
+/// Echoes once, routed by `key`.
+async fn echo_by_key(channel: Channel, key: u64) -> Result<echo::EchoReply, svrkit::Status> {
+    EchoClient::new(channel)
+        .echo_with(
+            EchoRequest {
+                payload: b"x".to_vec().into(),
+                delay_ms: 0,
+            },
+            CallOptions::new()
+                .routing_key(key)
+                .timeout(Duration::from_secs(5)),
+        )
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_serves_its_keys_and_refuses_the_others() {
     let names: Vec<String> = vec!["shard-a".into(), "shard-b".into()];
@@ -31,20 +46,7 @@ async fn a_shard_serves_its_keys_and_refuses_the_others() {
     let theirs = (0..1000u64)
         .find(|k| view_a.owns(*k).is_err())
         .expect("a key of b");
-    let call = |addr, key| async move {
-        let client = EchoClient::new(Channel::builder().max_attempts(1).lazy([addr]));
-        client
-            .echo_with(
-                EchoRequest {
-                    payload: b"x".to_vec().into(),
-                    delay_ms: 0,
-                },
-                CallOptions::new()
-                    .routing_key(key)
-                    .timeout(Duration::from_secs(5)),
-            )
-            .await
-    };
+    let call = |addr, key| echo_by_key(Channel::builder().max_attempts(1).lazy([addr]), key);
     call(a, mine).await.expect("a serves its own key");
     let refused = call(a, theirs).await.expect_err("a refuses b's key");
     assert_eq!(refused.code(), Code::Unavailable, "{refused}");
@@ -87,19 +89,7 @@ async fn with_a_shard_map_a_missing_shards_keys_go_nowhere() {
     let mine = (0..1000u64)
         .find(|k| view.owns(*k).is_ok())
         .expect("a key of a");
-    let call = |channel: Channel, key| async move {
-        EchoClient::new(channel)
-            .echo_with(
-                EchoRequest {
-                    payload: b"x".to_vec().into(),
-                    delay_ms: 0,
-                },
-                CallOptions::new()
-                    .routing_key(key)
-                    .timeout(Duration::from_secs(5)),
-            )
-            .await
-    };
+    let call = echo_by_key;
     let sharded = || Channel::builder().balance(Balance::Sharded);
 
     // Routed by live instances, b's key lands on a (whose fixed view refuses it here; a

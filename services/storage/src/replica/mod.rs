@@ -203,16 +203,16 @@ impl Group {
     /// the status to answer: `not_mine` naming the leader, or `unavailable` (not
     /// processed) when no leader appears within the wait.
     pub async fn serving(&self) -> Result<u64, Status> {
-        let ctx = Context::current();
+        // Read in place: the request's context is not cloned for two numbers.
+        let (remaining, attempt) =
+            Context::with_current(|ctx| ctx.map_or((None, 1), |c| (c.remaining(), c.attempt())));
         let until = tokio::time::Instant::now()
-            + ctx
-                .remaining()
-                .map_or(LEADER_WAIT, |left| left.min(LEADER_WAIT));
+            + remaining.map_or(LEADER_WAIT, |left| left.min(LEADER_WAIT));
         // A retry reaching a follower most likely failed at the leader this replica
         // would name: it waits for that leadership to change (an election after the
         // leader died) rather than sending the caller back to it at once.
         let mut suspect = None;
-        let retried = ctx.attempt() > 1;
+        let retried = attempt > 1;
         let mut metrics = self.inner.raft.metrics();
         loop {
             let (leader, term, applied_term) = {
@@ -662,7 +662,7 @@ impl ServiceHandler for ShardDispatch {
         method: &'static MethodDesc,
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, Status>> {
-        let key = Context::current().routing_key();
+        let key = Context::with_current(|ctx| ctx.and_then(Context::routing_key));
         let shard = key.and_then(|k| self.ring.node(k));
         let slots = Arc::clone(&self.slots);
         Box::pin(async move {

@@ -126,19 +126,11 @@ impl Channel {
         self.inner.generation.send_modify(|g| *g += 1);
     }
 
-    /// From now on the ring is `shards` (a sharded service's map, see
-    /// [`crate::ChannelBuilder::shards`]), for a map that appeared after the channel was
-    /// built. Calls its keys' shards with no live instance are refused from now on.
-    pub fn set_shards(&self, shards: Vec<String>) {
-        self.set_shard_map(&ShardMap {
-            version: 1,
-            shards,
-            replicas: Vec::new(),
-        });
-    }
-
-    /// From now on the ring is `map`'s shards, each sent to its replicas (its believed
-    /// leader first) when the map names them; see [`crate::discovery::shard_map`].
+    /// From now on the ring is `map`'s shards (see [`crate::ChannelBuilder::shards`]), for
+    /// a map that appeared after the channel was built, each shard's keys sent to its
+    /// replicas (its believed leader first) when the map names them; see
+    /// [`crate::discovery::shard_map`]. Calls for a shard with no live instance are
+    /// refused from now on.
     pub fn set_shard_map(&self, map: &ShardMap) {
         let live = self
             .inner

@@ -427,26 +427,15 @@ impl Backend {
     }
 
     /// Waits until every replica of every store knows its shards' leaders (the groups
-    /// elect them in the first second or so).
+    /// elect them in the first second or so): each answers `/readyz` 200 only then.
     async fn wait_for_leaders(&self) {
         let deadline = Instant::now() + PATIENCE * 3;
         for (id, admin) in self.admin_endpoints() {
             if !id.contains("store-") {
                 continue;
             }
-            loop {
-                let (_, body) = svrkit_testkit::http_get(admin, "/status").await;
-                let status: Value = serde_json::from_str(&body).unwrap_or_default();
-                let led = status["shards"]
-                    .as_array()
-                    .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["leader"].is_string()));
-                if led {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{id}'s shards have no leaders: {status}"
-                );
+            while svrkit_testkit::http_get(admin, "/readyz").await.0 != 200 {
+                assert!(Instant::now() < deadline, "{id}'s shards have no leaders");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
