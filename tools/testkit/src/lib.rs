@@ -9,6 +9,7 @@ use std::time::Duration;
 use svrkit::discovery::{EtcdRegistry, Registry};
 
 pub mod browser;
+pub mod linearizability;
 mod static_registry;
 pub mod webdriver;
 

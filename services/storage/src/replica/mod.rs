@@ -38,6 +38,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod backup;
+pub mod faults;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
@@ -465,7 +466,11 @@ impl ReplicaSet {
             .watch(launch.service())
             .await
             .map_err(|e| ReplicaError::Launch(e.to_string()))?;
-        let peers = Arc::new(Peers::new(map.shards.clone(), live));
+        let peers = Arc::new(Peers::new(
+            map.shards.clone(),
+            live,
+            faults::Faults::from_env(),
+        ));
         let me = peers
             .id(&me_name)
             .ok_or_else(|| ReplicaError::Launch(format!("{me_name} is not in the shard map")))?;

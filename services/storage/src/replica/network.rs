@@ -27,6 +27,7 @@ use wx_api::storage::replication_server::Replication;
 use wx_api::storage::{BackupChunk, BackupRequest, RaftMessage};
 
 use super::Groups;
+use super::faults::Faults;
 use super::log_store::{decode, encode};
 use super::types::TypeConfig;
 
@@ -37,15 +38,23 @@ pub struct Peers {
     names: Vec<String>,
     live: tokio::sync::watch::Receiver<Instances>,
     channels: Mutex<HashMap<String, (SocketAddr, Channel)>>,
+    /// Peers cut off by fault injection (see [`Faults`]).
+    faults: Faults,
 }
 
 impl Peers {
-    /// Peers named `names` (node id - 1 → instance id), at the addresses `live` reports.
-    pub fn new(names: Vec<String>, live: tokio::sync::watch::Receiver<Instances>) -> Peers {
+    /// Peers named `names` (node id - 1 → instance id), at the addresses `live` reports,
+    /// minus those `faults` cuts off.
+    pub fn new(
+        names: Vec<String>,
+        live: tokio::sync::watch::Receiver<Instances>,
+        faults: Faults,
+    ) -> Peers {
         Peers {
             names,
             live,
             channels: Mutex::new(HashMap::new()),
+            faults,
         }
     }
 
@@ -66,6 +75,9 @@ impl Peers {
     /// A client to node `id`, if it is registered now.
     fn client(&self, id: u64) -> Result<ReplicationClient, String> {
         let name = self.name(id).ok_or_else(|| format!("no node {id}"))?;
+        if self.faults.is_cut(name) {
+            return Err(format!("{name} is cut off (fault injection)"));
+        }
         let addr = self
             .live
             .borrow()

@@ -14,9 +14,13 @@ use std::time::Duration;
 use svrkit::balance::Balance;
 use svrkit::discovery::{EmbeddedRegistry, Registry};
 use svrkit::{CallOptions, Channel, Code};
+use svrkit_testkit::linearizability::{self, Action, Operation};
 use svrkit_testkit::{PATIENCE, http_get, tempdir};
 use wx_api::storage::account_store_methods::SERVICE_NAME;
-use wx_api::storage::{AccountRecord, AccountStoreClient, CreateAccountRequest, GetAccountRequest};
+use wx_api::storage::{
+    AccountRecord, AccountStoreClient, CreateAccountRequest, GetAccountRequest, GetSessionRequest,
+    PutSessionRequest, SessionRecord,
+};
 
 const N: usize = 3;
 
@@ -49,6 +53,8 @@ fn start(i: usize, registry: &Path, data: &Path) -> Replica {
         .env("SVRKIT_DATA_DIR", data.join(name(i)))
         // Small, so the rebuilt replica is sent a snapshot rather than the whole log.
         .env("WX_RAFT_SNAPSHOT_LOGS", "60")
+        // Where a test cuts this replica off from others (see `cut`).
+        .env("WX_RAFT_FAULTS", data.join(format!("faults-{i}")))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -416,4 +422,276 @@ async fn a_backup_restores_into_a_fresh_cluster() {
         matches!(again, Err(backup::BackupError::Mismatch(_))),
         "{again:?}"
     );
+}
+
+/// Cuts replica `i` off from `peers` (an empty list heals it): its Raft messages to them
+/// are dropped (`WX_RAFT_FAULTS`).
+fn cut(data: &Path, i: usize, peers: &[usize]) {
+    let names: Vec<String> = peers.iter().map(|&p| name(p)).collect();
+    std::fs::write(data.join(format!("faults-{i}")), names.join("\n")).expect("a fault file");
+}
+
+/// The status of shard `shard` on `replica`.
+async fn shard_on(replica: &Replica, shard: u64) -> serde_json::Value {
+    shards_status(replica)
+        .await
+        .into_iter()
+        .find(|s| s["shard"].as_u64() == Some(shard))
+        .expect("the replica holds the shard")
+}
+
+/// One worker's calls on the session registers of `UID`, recorded into `history`:
+/// writes put a fresh value, reads get it; a failed write's outcome is unknown, a failed
+/// read is left out.
+struct Worker {
+    store: AccountStoreClient,
+    /// Which replica it calls alone (None: through the shard map).
+    direct: Option<usize>,
+    seed: u64,
+}
+
+const UID: u64 = 1;
+const SESSIONS: [&str; 3] = ["a", "b", "c"];
+
+#[derive(Default)]
+struct Record {
+    history: Vec<Operation<&'static str, u64>>,
+    /// (worker's replica, called) of every acknowledged write.
+    acked_writes: Vec<(Option<usize>, std::time::Instant)>,
+    /// (worker's replica, called) of every read, answered or not.
+    reads: Vec<(Option<usize>, std::time::Instant)>,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        values: Arc<std::sync::atomic::AtomicU64>,
+        record: Arc<std::sync::Mutex<Record>>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let options = || {
+            CallOptions::new()
+                .routing_key(UID)
+                .timeout(Duration::from_millis(800))
+        };
+        while !stop.load(SeqCst) {
+            // xorshift: a fixed sequence per worker.
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            let key = SESSIONS[(self.seed % 3) as usize];
+            // Workers pinned to one replica mostly read: a write to a replica cut off
+            // from the others hangs until its deadline, a read is what could be stale.
+            let write = match self.direct {
+                None => self.seed & 8 == 0,
+                Some(_) => self.seed & 24 == 0,
+            };
+            let called = std::time::Instant::now();
+            let (action, ok) = if write {
+                let value = values.fetch_add(1, SeqCst);
+                let session = SessionRecord {
+                    session_id: key.to_string(),
+                    uid: UID,
+                    created_ms: 1,
+                    expires_ms: value,
+                };
+                let result = self
+                    .store
+                    .put_session_with(
+                        PutSessionRequest {
+                            session: Some(session),
+                        },
+                        options(),
+                    )
+                    .await;
+                (Some(Action::Write(value)), result.is_ok())
+            } else {
+                let request = GetSessionRequest {
+                    uid: UID,
+                    session_id: key.to_string(),
+                };
+                match self.store.get_session_with(request, options()).await {
+                    Ok(session) => (Some(Action::Read(Some(session.expires_ms))), true),
+                    Err(e) if e.code() == Code::NotFound => (Some(Action::Read(None)), true),
+                    Err(_) => (None, false),
+                }
+            };
+            let returned = std::time::Instant::now();
+            if !write {
+                record
+                    .lock()
+                    .expect("lock")
+                    .reads
+                    .push((self.direct, called));
+            }
+            if let Some(action) = action {
+                let mut record = record.lock().expect("lock");
+                if write && ok {
+                    record.acked_writes.push((self.direct, called));
+                }
+                record.history.push(Operation {
+                    key,
+                    action,
+                    called,
+                    returned: ok.then_some(returned),
+                });
+            }
+            if !ok {
+                // A refusal comes back at once (a follower names its leader): pace the
+                // retries of a worker pinned to one replica.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_others_serves_nothing_stale_and_the_history_is_linearizable() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let registry_dir = tempdir("raft-partition");
+    let data_dir = tempdir("raft-partition-data");
+    let (registry, data) = (registry_dir.path(), data_dir.path());
+    let replicas: Vec<Option<Replica>> = (1..=N).map(|i| Some(start(i, registry, data))).collect();
+    let map = svrkit::discovery::shard_map::load(&EmbeddedRegistry::new(registry), SERVICE_NAME)
+        .await
+        .expect("read")
+        .expect("a map");
+    let shard = svrkit::balance::Ring::new(&map.shards)
+        .node(UID)
+        .expect("a shard") as u64;
+    let leader = leader_of(UID, &replicas).await;
+    let isolated = (1..=N).find(|&i| name(i) == leader).expect("a replica");
+    let others: Vec<usize> = (1..=N).filter(|&i| i != isolated).collect();
+    let old_term = shard_on(replicas[isolated - 1].as_ref().expect("up"), shard).await["term"]
+        .as_u64()
+        .expect("a term");
+
+    // Workers: three through the shard map, and one pinned to each replica.
+    let routed = client(registry).await;
+    let values = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let record = Arc::new(std::sync::Mutex::new(Record::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..6u64 {
+        let direct = (w >= 3).then(|| (w - 2) as usize);
+        let store = match direct {
+            None => routed.clone(),
+            Some(i) => {
+                let addr = replicas[i - 1].as_ref().expect("up").addr;
+                AccountStoreClient::new(Channel::builder().max_attempts(1).lazy([addr]))
+            }
+        };
+        let worker = Worker {
+            store,
+            direct,
+            seed: 0x9E37_79B9_7F4A_7C15 ^ (w + 1),
+        };
+        workers.spawn(worker.run(Arc::clone(&values), Arc::clone(&record), Arc::clone(&stop)));
+    }
+    let acked_since = |since: std::time::Instant, by: Option<usize>| {
+        let record = record.lock().expect("lock");
+        record
+            .acked_writes
+            .iter()
+            .filter(|(who, called)| *called >= since && (by.is_none() || *who == by))
+            .count()
+    };
+    let wait_for_writes = |since: std::time::Instant, what: &'static str| {
+        let acked_since = &acked_since;
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+            while acked_since(since, None) < 30 {
+                assert!(tokio::time::Instant::now() < deadline, "no writes {what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for_writes(std::time::Instant::now(), "before the partition").await;
+
+    // Cut the shard's leader off from the other two, both ways.
+    cut(data, isolated, &others);
+    for &o in &others {
+        cut(data, o, &[isolated]);
+    }
+    // The other two elect a leader in a later term.
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    let (new_leader, new_term) = 'elected: loop {
+        for &o in &others {
+            let status = shard_on(replicas[o - 1].as_ref().expect("up"), shard).await;
+            let term = status["term"].as_u64().unwrap_or(0);
+            if status["role"] == "leader" && term > old_term {
+                break 'elected (o, term);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the majority side never elected a leader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let elected = std::time::Instant::now();
+    wait_for_writes(elected, "on the majority side").await;
+    // The worker pinned to the isolated replica tried to read from it meanwhile.
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    loop {
+        let tried = record
+            .lock()
+            .expect("lock")
+            .reads
+            .iter()
+            .filter(|(who, called)| *who == Some(isolated) && *called >= elected)
+            .count();
+        if tried >= 10 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the isolated replica was read {tried} times"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The isolated replica may still think it leads (in its old term), but it
+    // acknowledged no write from the moment another leader existed.
+    let isolated_status = shard_on(replicas[isolated - 1].as_ref().expect("up"), shard).await;
+    assert!(
+        isolated_status["term"].as_u64().unwrap_or(0) < new_term,
+        "the isolated replica cannot have joined the new term: {isolated_status}"
+    );
+    assert_eq!(
+        acked_since(elected, Some(isolated)),
+        0,
+        "a replica cut off from the majority acknowledged a write"
+    );
+
+    // Heal: the isolated replica follows the new leader and catches up.
+    for i in 1..=N {
+        cut(data, i, &[]);
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    loop {
+        let status = shard_on(replicas[isolated - 1].as_ref().expect("up"), shard).await;
+        if status["role"] == "follower" && status["leader"] == name(new_leader).as_str() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the isolated replica never followed the new leader: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for_writes(std::time::Instant::now(), "after healing").await;
+    stop.store(true, SeqCst);
+    while let Some(done) = workers.join_next().await {
+        done.expect("a worker");
+    }
+
+    let record = record.lock().expect("lock");
+    let reads = record
+        .history
+        .iter()
+        .filter(|op| matches!(op.action, Action::Read(_)) && op.returned.is_some())
+        .count();
+    assert!(reads >= 30, "only {reads} reads answered");
+    linearizability::check(&record.history).expect("a linearizable history");
 }
