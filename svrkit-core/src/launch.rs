@@ -625,10 +625,14 @@ impl Launch {
             // A service with a shard map owns exactly its map's share (see
             // `discovery::shard_map`); one without follows its live instances.
             let map = self.shard_map().await?;
-            let ownership = match map {
-                Some(map) => {
-                    // (A gray instance of a shard is upgraded in place and owns nothing.)
-                    if map.hosted_by(&self.instance_id).is_empty() && self.gray_users.is_none() {
+            let ownership = match (map, self.config_store()) {
+                (Some(map), Some(store)) => {
+                    // (A gray instance of a shard is upgraded in place and owns nothing;
+                    // a spare of a replicated service waits to be given replicas.)
+                    if map.hosted_by(&self.instance_id).is_empty()
+                        && self.gray_users.is_none()
+                        && map.replication() == 1
+                    {
                         return Err(LaunchError::Io {
                             what: format!("joining {}", self.service),
                             source: std::io::Error::other(format!(
@@ -637,16 +641,20 @@ impl Launch {
                             )),
                         });
                     }
-                    crate::server::Ownership::of_map(&self.instance_id, &map)
-                }
-                None => {
-                    crate::server::Ownership::follow(&*registry, &self.service, &self.instance_id)
+                    let maps = crate::discovery::shard_map::watch(store, &self.service)
                         .await
                         .map_err(|e| LaunchError::Io {
-                            what: "following the shard ring".into(),
+                            what: "following the shard map".into(),
                             source: std::io::Error::other(e.to_string()),
-                        })?
+                        })?;
+                    crate::server::Ownership::follow_map(&self.instance_id, maps)
                 }
+                _ => crate::server::Ownership::follow(&*registry, &self.service, &self.instance_id)
+                    .await
+                    .map_err(|e| LaunchError::Io {
+                        what: "following the shard ring".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })?,
             };
             server = server.ownership(ownership);
         }

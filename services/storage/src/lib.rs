@@ -53,6 +53,28 @@ pub use moments_store::MomentsStoreService;
 pub use msg_store::MsgStoreService;
 pub use seq_store::SeqStoreService;
 
+/// The stores' names, as their binaries and data directories are called.
+pub const STORES: [&str; 5] = [
+    "accountstore",
+    "contactstore",
+    "msgstore",
+    "seqstore",
+    "momentsstore",
+];
+
+/// The svrkit service of the store called `store` (one of [`STORES`]).
+pub fn store_service(store: &str) -> Option<&'static str> {
+    use wx_api::storage::*;
+    Some(match store {
+        "accountstore" => account_store_methods::SERVICE_NAME,
+        "contactstore" => contact_store_methods::SERVICE_NAME,
+        "msgstore" => msg_store_methods::SERVICE_NAME,
+        "seqstore" => seq_store_methods::SERVICE_NAME,
+        "momentsstore" => moments_store_methods::SERVICE_NAME,
+        _ => return None,
+    })
+}
+
 /// Why a storage process stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -20,6 +20,15 @@
 //! module). Clients send a shard's keys to the replica they believe leads it and follow
 //! the leader hint a follower answers with. Without `replicas` a shard's only replica is
 //! the instance named like it.
+//!
+//! A shard's replicas change online (a replica added, removed or replaced): each change
+//! is a new version of the map ([`ShardMap::with_replicas`], published by [`replace`]),
+//! which clients ([`follow`]), servers ([`crate::server::Ownership::follow_map`]) and
+//! the replicas themselves ([`watch`]) follow. `nodes` lists every instance that ever
+//! held a replica, in the order they were first given one, so that a replica's number
+//! (a Raft node id: its position, from 1) never changes; `copies` is the replication the
+//! service was created with, which a change in progress (a fourth replica joining before
+//! the one it replaces leaves) does not alter.
 
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +52,22 @@ pub struct ShardMap {
     /// shard is one instance (the one named like it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Vec<String>>,
+    /// Every instance ever given a replica, first the shards' own names; empty means
+    /// `shards` (see [`ShardMap::nodes`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// Copies per shard the service was created with; 0 in maps written before this
+    /// field (then the first shard's count).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub copies: usize,
 }
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The most replicas one shard may have (during a change, one more than `copies`).
+pub const MAX_REPLICAS: usize = 8;
 
 impl ShardMap {
     /// The replicas of shard `index`: the instances holding a copy of it.
@@ -61,9 +85,61 @@ impl ShardMap {
             .collect()
     }
 
-    /// How many copies each shard has.
+    /// How many copies each shard has (as the service was created).
     pub fn replication(&self) -> usize {
+        if self.copies > 0 {
+            return self.copies;
+        }
         self.replicas.first().map_or(1, |r| r.len().max(1))
+    }
+
+    /// Every instance that ever held a replica; a replica's node number is its position
+    /// here plus one, and never changes.
+    pub fn nodes(&self) -> &[String] {
+        if self.nodes.is_empty() {
+            &self.shards
+        } else {
+            &self.nodes
+        }
+    }
+
+    /// This map with shard `index` held by `replicas` (1 to [`MAX_REPLICAS`] distinct
+    /// instance ids), as the next version. New instances are appended to the nodes.
+    pub fn with_replicas(
+        &self,
+        index: usize,
+        replicas: Vec<String>,
+    ) -> Result<ShardMap, ShardMapError> {
+        let mut distinct = replicas.clone();
+        distinct.sort();
+        distinct.dedup();
+        if index >= self.shards.len()
+            || replicas.is_empty()
+            || replicas.len() > MAX_REPLICAS
+            || distinct.len() != replicas.len()
+            || replicas.iter().any(|r| r.is_empty() || r.len() > 128)
+        {
+            return Err(ShardMapError::BadReplicas {
+                shard: index + 1,
+                replicas,
+            });
+        }
+        let mut next = self.clone();
+        next.version += 1;
+        if next.replicas.is_empty() {
+            next.replicas = (0..self.shards.len())
+                .map(|i| self.replicas_of(i))
+                .collect();
+        }
+        next.copies = self.replication();
+        next.nodes = self.nodes().to_vec();
+        for replica in &replicas {
+            if !next.nodes.contains(replica) {
+                next.nodes.push(replica.clone());
+            }
+        }
+        next.replicas[index] = replicas;
+        Ok(next)
     }
 }
 
@@ -125,6 +201,25 @@ pub enum ShardMapError {
         replicas: usize,
         /// Instances (shards) there are.
         shards: usize,
+    },
+    /// A shard's replicas must be 1 to [`MAX_REPLICAS`] distinct instance ids, of a
+    /// shard the map has.
+    #[error("shard {shard} cannot be held by {replicas:?}")]
+    BadReplicas {
+        /// The shard (from 1).
+        shard: usize,
+        /// The replicas asked for.
+        replicas: Vec<String>,
+    },
+    /// The map changed since it was read: read it again and redo the change.
+    #[error("the shard map of {service} is at version {found}, not {expected}")]
+    Moved {
+        /// The service.
+        service: String,
+        /// The version the change was made from.
+        expected: u64,
+        /// The version found.
+        found: u64,
     },
     /// A map with another replication exists.
     #[error("{service} was created with {existing} replica(s) per shard, not {wanted}")]
@@ -213,51 +308,104 @@ pub async fn ensure_replicated(
         version: 1,
         shards,
         replicas: placed,
+        nodes: Vec::new(),
+        copies: replicas.max(1),
     };
     let text = serde_json::to_string(&map).map_err(|e| DiscoveryError::Backend(e.to_string()))?;
     crate::config::publish_stable(store, &map_doc(service), text).await?;
     Ok(map)
 }
 
-/// Puts `channel` (to `service`'s shards) on the ring of `service`'s shard map: at once
-/// when there is one, else as soon as one is made (the shards may start after their
-/// callers), for as long as the channel lives.
-pub async fn follow(
+/// Publishes `next` as `service`'s map if the map is still at `next.version - 1` (made by
+/// [`ShardMap::with_replicas`] from it); [`ShardMapError::Moved`] when another change got
+/// there first. (The registry has no compare-and-set: two changes at the same moment
+/// can still race, so make one at a time.)
+pub async fn replace(
+    store: &dyn ConfigStore,
+    service: &str,
+    next: &ShardMap,
+) -> Result<(), ShardMapError> {
+    let found = load(store, service).await?.map_or(0, |m| m.version);
+    if found + 1 != next.version {
+        return Err(ShardMapError::Moved {
+            service: service.to_string(),
+            expected: next.version.saturating_sub(1),
+            found,
+        });
+    }
+    let text = serde_json::to_string(next).map_err(|e| DiscoveryError::Backend(e.to_string()))?;
+    crate::config::publish_stable(store, &map_doc(service), text).await?;
+    Ok(())
+}
+
+/// `service`'s shard map now and after every change (`None` until one is made), for as
+/// long as a receiver lives. A version that does not parse is logged and skipped.
+pub async fn watch(
     store: Arc<dyn ConfigStore>,
     service: &str,
-    channel: &Channel,
-) -> Result<(), ShardMapError> {
-    if let Some(map) = load(&*store, service).await? {
-        channel.set_shard_map(&map);
-        return Ok(());
-    }
-    let mut watch = store.watch_config(&map_doc(service)).await?;
-    let weak = channel.downgrade();
+) -> Result<tokio::sync::watch::Receiver<Option<ShardMap>>, ShardMapError> {
+    let first = load(&*store, service).await?;
+    let (tx, rx) = tokio::sync::watch::channel(first);
+    let mut docs = store.watch_config(&map_doc(service)).await?;
     let service = service.to_string();
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
-            let doc = watch.borrow_and_update().clone();
+            let doc = docs.borrow_and_update().clone();
             if doc.stable_version > 0 {
                 match serde_json::from_str::<ShardMap>(&doc.stable) {
                     Ok(map) => {
-                        if let Some(channel) = weak.upgrade() {
-                            tracing::info!(
-                                service,
-                                shards = map.shards.len(),
-                                "following the shard map"
-                            );
-                            channel.set_shard_map(&map);
-                        }
+                        tx.send_if_modified(|known| {
+                            let newer = known.as_ref().is_none_or(|k| k.version < map.version);
+                            if newer {
+                                *known = Some(map);
+                            }
+                            newer
+                        });
                     }
                     Err(e) => {
                         tracing::error!(service, error = %e, "a shard map that does not parse")
                     }
                 }
-                return;
             }
-            if watch.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = docs.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
             }
+        }
+    });
+    Ok(rx)
+}
+
+/// Puts `channel` (to `service`'s shards) on the ring of `service`'s shard map: at once
+/// when there is one, else as soon as one is made (the shards may start after their
+/// callers), and again at every change of its replicas, for as long as the channel
+/// lives.
+pub async fn follow(
+    store: Arc<dyn ConfigStore>,
+    service: &str,
+    channel: &Channel,
+) -> Result<(), ShardMapError> {
+    let mut maps = watch(store, service).await?;
+    if let Some(map) = &*maps.borrow_and_update() {
+        channel.set_shard_map(map);
+    }
+    let weak = channel.downgrade();
+    let service = service.to_string();
+    let task = tokio::spawn(async move {
+        while maps.changed().await.is_ok() {
+            let Some(map) = maps.borrow_and_update().clone() else {
+                continue;
+            };
+            let Some(channel) = weak.upgrade() else {
+                return;
+            };
+            tracing::info!(
+                service,
+                version = map.version,
+                shards = map.shards.len(),
+                "following the shard map"
+            );
+            channel.set_shard_map(&map);
         }
     });
     channel.own_task(task.abort_handle());
@@ -312,6 +460,8 @@ mod tests {
             version: 1,
             shards: names.clone(),
             replicas: placed,
+            nodes: Vec::new(),
+            copies: 3,
         };
         for name in &names {
             assert_eq!(map.hosted_by(name).len(), 3, "{name}");
@@ -322,8 +472,100 @@ mod tests {
             version: 1,
             shards: names.clone(),
             replicas: Vec::new(),
+            nodes: Vec::new(),
+            copies: 0,
         };
         assert_eq!(single.replicas_of(1), vec!["s-2".to_string()]);
         assert_eq!(single.hosted_by("s-2"), vec![1]);
+    }
+
+    #[test]
+    fn a_replica_change_is_the_next_version_and_keeps_node_numbers() {
+        let names: Vec<String> = (1..=3).map(|i| format!("s-{i}")).collect();
+        let map = ShardMap {
+            version: 1,
+            shards: names.clone(),
+            replicas: place(&names, 3).expect("placed"),
+            nodes: Vec::new(),
+            copies: 3,
+        };
+        let joined = map
+            .with_replicas(
+                0,
+                vec!["s-1".into(), "s-2".into(), "s-3".into(), "s-4".into()],
+            )
+            .expect("a fourth replica");
+        assert_eq!(joined.version, 2);
+        assert_eq!(joined.nodes(), ["s-1", "s-2", "s-3", "s-4"]);
+        assert_eq!(
+            joined.replication(),
+            3,
+            "a change in progress is not the replication"
+        );
+        assert_eq!(joined.hosted_by("s-4"), vec![0]);
+        let replaced = joined
+            .with_replicas(0, vec!["s-2".into(), "s-3".into(), "s-4".into()])
+            .expect("s-1 leaves");
+        assert_eq!(replaced.nodes(), joined.nodes(), "node numbers stay");
+        assert!(!replaced.hosted_by("s-1").contains(&0));
+        for bad in [
+            vec![],
+            vec!["s-2".to_string(), "s-2".to_string()],
+            vec![String::new()],
+        ] {
+            assert!(matches!(
+                map.with_replicas(0, bad),
+                Err(ShardMapError::BadReplicas { .. })
+            ));
+        }
+        assert!(
+            map.with_replicas(3, vec!["s-1".into()]).is_err(),
+            "no shard 4"
+        );
+        // An older map without nodes or copies still reads.
+        let old: ShardMap =
+            serde_json::from_str(r#"{"version":1,"shards":["a","b"]}"#).expect("parses");
+        assert_eq!((old.replication(), old.nodes().len()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_change_from_a_stale_map_is_refused_and_watchers_see_each_version() {
+        let dir = std::env::temp_dir().join(format!(
+            "svrkit-shardmap-moves-{}-{:x}",
+            std::process::id(),
+            crate::context::random_u64()
+        ));
+        let registry: Arc<dyn ConfigStore> = Arc::new(EmbeddedRegistry::new(&dir));
+        let names: Vec<String> = (1..=3).map(|i| format!("s-{i}")).collect();
+        let map = ensure_replicated(&*registry, "svc", names, 3)
+            .await
+            .expect("made");
+        let mut maps = watch(Arc::clone(&registry), "svc").await.expect("watch");
+        assert_eq!(
+            maps.borrow_and_update().as_ref().map(|m| m.version),
+            Some(1)
+        );
+        let next = map
+            .with_replicas(1, vec!["s-2".into(), "s-3".into(), "s-9".into()])
+            .expect("valid");
+        replace(&*registry, "svc", &next).await.expect("published");
+        assert!(matches!(
+            replace(&*registry, "svc", &next).await,
+            Err(ShardMapError::Moved { found: 2, .. })
+        ));
+        tokio::time::timeout(std::time::Duration::from_secs(10), maps.changed())
+            .await
+            .expect("in time")
+            .expect("a change");
+        assert_eq!(maps.borrow().as_ref(), Some(&next));
+        // A restart with the manifest's replication still matches the map.
+        let names: Vec<String> = (1..=3).map(|i| format!("s-{i}")).collect();
+        assert_eq!(
+            ensure_replicated(&*registry, "svc", names, 3)
+                .await
+                .expect("same service"),
+            next
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -78,6 +78,39 @@ impl Ownership {
         }
     }
 
+    /// The shards of the map `maps` holds now and after every change (see
+    /// [`crate::discovery::shard_map::watch`]), this instance being `me`: a replica
+    /// added to a shard owns its keys from the version that names it.
+    pub fn follow_map(
+        me: &str,
+        mut maps: tokio::sync::watch::Receiver<Option<crate::discovery::shard_map::ShardMap>>,
+    ) -> Ownership {
+        let view = |map: &Option<crate::discovery::shard_map::ShardMap>| match map {
+            Some(map) => (
+                Ring::new(&map.shards),
+                (0..map.shards.len()).map(|i| map.replicas_of(i)).collect(),
+            ),
+            None => build(Vec::new()),
+        };
+        let ring = Arc::new(RwLock::new(view(&maps.borrow_and_update())));
+        let shared = Arc::downgrade(&ring);
+        tokio::spawn(async move {
+            while maps.changed().await.is_ok() {
+                let Some(ring) = shared.upgrade() else {
+                    return;
+                };
+                let fresh = view(&maps.borrow_and_update());
+                *ring
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+            }
+        });
+        Ownership {
+            me: me.to_string(),
+            ring,
+        }
+    }
+
     /// Whether this instance owns `key`: the error names the owner when another does.
     pub fn owns(&self, key: u64) -> Result<(), NotMine> {
         let guard = self
@@ -124,6 +157,8 @@ mod tests {
             version: 1,
             shards: names.clone(),
             replicas: crate::discovery::shard_map::place(&names, 2).expect("placed"),
+            nodes: Vec::new(),
+            copies: 2,
         };
         let views: Vec<Ownership> = names.iter().map(|me| Ownership::of_map(me, &map)).collect();
         for key in 0..2_000u64 {

@@ -19,16 +19,11 @@ use svrkit::discovery::shard_map;
 use svrkit::launch::Launch;
 
 fn service_of(store: &str) -> anyhow::Result<&'static str> {
-    use wx_api::storage::*;
-    Ok(match store {
-        "accountstore" => account_store_methods::SERVICE_NAME,
-        "contactstore" => contact_store_methods::SERVICE_NAME,
-        "msgstore" => msg_store_methods::SERVICE_NAME,
-        "seqstore" => seq_store_methods::SERVICE_NAME,
-        "momentsstore" => moments_store_methods::SERVICE_NAME,
-        other => bail!(
-            "no store named {other:?} (accountstore, contactstore, msgstore, seqstore, momentsstore)"
-        ),
+    wx_storage::store_service(store).ok_or_else(|| {
+        anyhow!(
+            "no store named {store:?} ({})",
+            wx_storage::STORES.join(", ")
+        )
     })
 }
 

@@ -18,10 +18,8 @@ use std::path::{Path, PathBuf};
 
 use openraft::storage::{RaftLogStorage as _, RaftStateMachine as _};
 use serde::{Deserialize, Serialize};
-use svrkit::Channel;
 use svrkit::discovery::shard_map::ShardMap;
 use wx_api::storage::BackupRequest;
-use wx_api::storage::replication_client::ReplicationClient;
 
 use super::ReplicaError;
 use super::log_store::LogStore;
@@ -106,40 +104,17 @@ pub async fn save(
     for index in 0..map.shards.len() {
         let shard = index + 1;
         let failed = |message: String| BackupError::Shard { shard, message };
-        let replicas = map.replicas_of(index);
-        let mut next = replicas.first().cloned();
-        let mut tries = 0;
-        let (client, first) = loop {
-            tries += 1;
-            let Some(name) = next.take() else {
-                return Err(failed("no replica named a leader".into()));
-            };
-            let addr = addrs
-                .iter()
-                .find(|(id, _)| *id == name)
-                .map(|(_, a)| *a)
-                .ok_or_else(|| failed(format!("{name} is not registered")))?;
-            let client = ReplicationClient::new(Channel::builder().max_attempts(1).lazy([addr]));
-            let request = BackupRequest {
-                shard: index as u32,
-                offset: 0,
-                snapshot_id: String::new(),
-            };
-            match client.backup(request).await {
-                Ok(chunk) => break (client, chunk),
-                Err(e) if e.reason() == Some(svrkit::client::NOT_LEADER) && tries < 10 => {
-                    let hint = String::from_utf8_lossy(e.details()).into_owned();
-                    next = if hint.is_empty() {
-                        // No leader yet: ask the replicas in turn.
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        replicas.get(tries % replicas.len()).cloned()
-                    } else {
-                        Some(hint)
-                    };
-                }
-                Err(e) => return Err(failed(e.to_string())),
-            }
+        let request = || BackupRequest {
+            shard: index as u32,
+            offset: 0,
+            snapshot_id: String::new(),
         };
+        let (first, client) = super::leader::on_leader(&map.replicas_of(index), addrs, |c| {
+            let request = request();
+            async move { c.backup(request).await }
+        })
+        .await
+        .map_err(failed)?;
         if first.total > MAX_SNAPSHOT {
             return Err(failed(format!(
                 "a snapshot of {} bytes is too large",

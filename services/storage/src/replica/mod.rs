@@ -32,6 +32,13 @@
 //!   directory while that record exists lost its disk: it does not bootstrap, and votes
 //!   for nobody until a leader has given it the log or a snapshot, since it may have
 //!   voted in the current term before.
+//! - **Membership.** A shard's replicas change online: the shard map names a new replica
+//!   (which opens an empty replica of the shard and waits), the leader adds it as a
+//!   learner and sends it the log or a snapshot until it has caught up, then moves the
+//!   group to the new voters in one joint-consensus change
+//!   (`wx.storage.Replication/Membership`, driven by `wx-replica`); a replica the map no
+//!   longer names for a shard shuts its node down. Each process follows the map
+//!   ([`ReplicaSet::open`]).
 
 // openraft's storage and RPC error types are what its traits return; they are large
 // (224 bytes) and not ours to box.
@@ -39,22 +46,25 @@
 
 pub mod backup;
 pub mod faults;
+pub mod leader;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod proposer;
 pub mod state_machine;
 pub mod types;
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::{BasicNode, Config, SnapshotPolicy};
+use svrkit::config::ConfigStore;
 use svrkit::context::Context;
-use svrkit::discovery::shard_map::ShardMap;
+use svrkit::discovery::shard_map::{self, ShardMap};
 use svrkit::launch::Launch;
 use svrkit::method::{MethodDesc, ServiceDesc};
 use svrkit::server::ServiceHandler;
@@ -70,6 +80,9 @@ use crate::engine::{Engine, StorageError};
 /// refuse to elect anyone else for their `election_timeout_max` (0.6 s or more, see
 /// [`raft_config`]) after hearing from it.
 pub const LEASE: Duration = Duration::from_millis(400);
+/// How long a replica change waits for this process to see the shard map that names
+/// the new replica.
+const MAP_WAIT: Duration = Duration::from_secs(10);
 /// How long a request waits for its shard to have a leader before it is refused.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 
@@ -150,6 +163,12 @@ pub struct ShardStatus {
     pub last_log: Option<u64>,
     /// The last applied index.
     pub applied: Option<u64>,
+    /// The last log index its latest snapshot covers.
+    pub snapshot: Option<u64>,
+    /// The group's voters (instance ids).
+    pub voters: Vec<String>,
+    /// Replicas being given the log before they vote.
+    pub learners: Vec<String>,
     /// On the leader: how many entries each follower is behind.
     pub follower_lag: BTreeMap<String, u64>,
     /// Waiting for a leader to give it the log after losing its directory.
@@ -179,11 +198,11 @@ impl Group {
     fn not_leader(&self, leader: Option<u64>) -> Status {
         let name = leader
             .and_then(|id| self.inner.peers.name(id))
-            .unwrap_or("");
+            .unwrap_or_default();
         let status = Status::not_mine(format!(
             "shard {} is led by {}",
             self.inner.shard + 1,
-            if name.is_empty() { "nobody yet" } else { name }
+            if name.is_empty() { "nobody yet" } else { &name }
         ))
         .with_reason(svrkit::client::NOT_LEADER);
         if name.is_empty() {
@@ -310,15 +329,71 @@ impl Group {
         })
     }
 
+    /// Makes `voters` (instance ids in the shard map) this shard's voters, on its
+    /// leader: each new one becomes a learner and is given the log or a snapshot until it
+    /// has caught up, then the group moves to `voters` in one joint-consensus change.
+    /// Returns the voters and the change's log index.
+    pub async fn change_voters(&self, voters: &[String]) -> Result<(Vec<String>, u64), Status> {
+        if voters.is_empty() || voters.len() > 7 {
+            return Err(Status::invalid_argument("a shard needs 1 to 7 voters"));
+        }
+        let (leader, current) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            let current: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+            (m.current_leader, current)
+        };
+        if leader != Some(self.inner.me) {
+            return Err(self.not_leader(leader));
+        }
+        let mut members = Vec::with_capacity(voters.len());
+        for name in voters {
+            let id = self
+                .inner
+                .peers
+                .id_within(name, MAP_WAIT)
+                .await
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "{name} holds no replica in the shard map: name it there first"
+                    ))
+                })?;
+            members.push((id, name));
+        }
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            Status::unavailable(format!("shard {}: {what}: {e}", self.inner.shard + 1))
+        };
+        for &(id, name) in members.iter().filter(|(id, _)| !current.contains(id)) {
+            tracing::info!(shard = self.inner.shard + 1, learner = %name, "adding a learner");
+            // Blocking: returns once the learner has caught up with the log.
+            self.inner
+                .raft
+                .add_learner(id, BasicNode::new(name.clone()), true)
+                .await
+                .map_err(|e| failed("adding a learner", &e))?;
+        }
+        let ids: BTreeSet<u64> = members.iter().map(|(id, _)| *id).collect();
+        let changed = self
+            .inner
+            .raft
+            .change_membership(ids.clone(), false)
+            .await
+            .map_err(|e| failed("changing the voters", &e))?;
+        tracing::info!(shard = self.inner.shard + 1, ?voters, "voters changed");
+        let names = ids
+            .iter()
+            .filter_map(|id| self.inner.peers.name(*id))
+            .collect();
+        Ok((names, changed.log_id.index))
+    }
+
     /// This replica's role and progress now.
     pub fn status(&self) -> ShardStatus {
         let m = self.inner.raft.metrics().borrow().clone();
-        let name = |id: u64| {
-            self.inner
-                .peers
-                .name(id)
-                .map_or_else(|| id.to_string(), str::to_string)
-        };
+        let name = |id: u64| self.inner.peers.name(id).unwrap_or_else(|| id.to_string());
+        let membership = m.membership_config.membership();
+        let voters = membership.voter_ids().map(name).collect();
+        let learners = membership.learner_ids().map(name).collect();
         let last_log = m.last_log_index;
         let follower_lag = m
             .replication
@@ -343,6 +418,9 @@ impl Group {
             leader: m.current_leader.map(name),
             last_log,
             applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            voters,
+            learners,
             follower_lag,
             rejoining: self.rejoining(),
         }
@@ -354,6 +432,8 @@ impl Group {
         let weak = Arc::downgrade(&self.inner);
         let mut metrics = self.inner.raft.metrics();
         tokio::spawn(async move {
+            // Follower lag is exported at most once a second (it takes a status).
+            let mut lag_at = 0u64;
             loop {
                 let Some(inner) = weak.upgrade() else {
                     return;
@@ -385,8 +465,21 @@ impl Group {
                 metrics::gauge!("wx_storage_raft_term", "shard" => shard.clone()).set(term as f64);
                 metrics::gauge!("wx_storage_raft_leader", "shard" => shard.clone())
                     .set(if leader == Some(inner.me) { 1.0 } else { 0.0 });
-                metrics::gauge!("wx_storage_raft_applied_index", "shard" => shard)
+                metrics::gauge!("wx_storage_raft_applied_index", "shard" => shard.clone())
                     .set(applied.map_or(0.0, |l| l.index as f64));
+                metrics::gauge!("wx_storage_raft_last_log_index", "shard" => shard.clone())
+                    .set(last_log.map_or(0.0, |l| l as f64));
+                if leader == Some(inner.me) && now >= lag_at + 1000 {
+                    lag_at = now;
+                    let status = (Group {
+                        inner: Arc::clone(&inner),
+                    })
+                    .status();
+                    for (follower, lag) in status.follower_lag {
+                        metrics::gauge!("wx_storage_raft_follower_lag", "shard" => shard.clone(), "follower" => follower)
+                            .set(lag as f64);
+                    }
+                }
                 drop(inner);
                 if metrics.changed().await.is_err() {
                     return;
@@ -396,36 +489,71 @@ impl Group {
     }
 }
 
-/// The replicas of this process, by shard index.
+/// A replica hosted here: its group, its engine and the handler built for the term it
+/// leads in.
+struct Hosted {
+    group: Group,
+    engine: Engine,
+    built: Mutex<Option<(u64, Arc<dyn ServiceHandler>)>>,
+}
+
+impl Hosted {
+    fn handler(&self, term: u64, make: &Maker) -> Result<Arc<dyn ServiceHandler>, Status> {
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, handler)) = &*built
+            && *at == term
+        {
+            return Ok(Arc::clone(handler));
+        }
+        let handler = make(self.engine.clone()).map_err(Status::from)?;
+        *built = Some((term, Arc::clone(&handler)));
+        Ok(handler)
+    }
+}
+
+/// The replicas of this process, by shard index; replicas come and go as the shard map
+/// changes.
 pub struct Groups {
-    shards: Vec<Option<(Group, Engine)>>,
+    shards: RwLock<Vec<Option<Arc<Hosted>>>>,
 }
 
 impl Groups {
-    /// The replica of shard `index` (as a message names it).
-    pub(crate) fn get(&self, index: u32) -> Result<&Group, Status> {
+    fn hosted(&self, index: usize) -> Option<Arc<Hosted>> {
         self.shards
-            .get(index as usize)
-            .and_then(Option::as_ref)
-            .map(|(group, _)| group)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(index)
+            .cloned()
+            .flatten()
+    }
+
+    fn all(&self) -> Vec<Arc<Hosted>> {
+        self.shards
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The replica of shard `index` (as a message names it).
+    pub(crate) fn get(&self, index: u32) -> Result<Group, Status> {
+        self.hosted(index as usize)
+            .map(|hosted| hosted.group.clone())
             .ok_or_else(|| Status::not_found(format!("no replica of shard {} here", index + 1)))
     }
 
     /// True when every replica here knows its shard's leader.
     pub fn all_led(&self) -> bool {
-        self.shards
+        self.all()
             .iter()
-            .flatten()
-            .all(|(group, _)| group.raft().metrics().borrow().current_leader.is_some())
+            .all(|h| h.group.raft().metrics().borrow().current_leader.is_some())
     }
 
     /// Every replica's status.
     pub fn status(&self) -> Vec<ShardStatus> {
-        self.shards
-            .iter()
-            .flatten()
-            .map(|(group, _)| group.status())
-            .collect()
+        self.all().iter().map(|h| h.group.status()).collect()
     }
 }
 
@@ -450,15 +578,196 @@ pub struct ReplicaSet {
     map: ShardMap,
 }
 
+/// What opening a replica takes, kept for the replicas the map gives this process later.
+struct Opener {
+    service: String,
+    me_name: String,
+    peers: Arc<Peers>,
+    store: Option<Arc<dyn ConfigStore>>,
+    dir: PathBuf,
+    snapshot_logs: u64,
+}
+
+impl Opener {
+    fn member_doc(&self, index: usize, id: u64) -> String {
+        format!("{}.shard-{}.member-{id}", self.service, index + 1)
+    }
+
+    async fn has_member_doc(&self, index: usize, id: u64) -> Result<bool, ReplicaError> {
+        match &self.store {
+            Some(store) => Ok(store
+                .load(&self.member_doc(index, id))
+                .await
+                .map_err(|e| ReplicaError::Launch(e.to_string()))?
+                .stable_version
+                > 0),
+            None => Ok(false),
+        }
+    }
+
+    /// Opens this process's replica of shard `index` of `map` and starts its node:
+    /// bootstrapping the group when it was never formed, rejoining when this replica
+    /// lost its directory, else waiting to be given the log.
+    async fn open(&self, map: &ShardMap, index: usize) -> Result<Arc<Hosted>, ReplicaError> {
+        let me = self.peers.id(&self.me_name).ok_or_else(|| {
+            ReplicaError::Launch(format!("{} is not in the shard map", self.me_name))
+        })?;
+        let shard_dir = self.dir.join(format!("shard-{}", index + 1));
+        // Its own database: the replicas' syncs run side by side (one database shared by
+        // every replica here measured slower: one sync at a time).
+        let engine = Engine::open(&shard_dir.join("db"))?;
+        let mut log = LogStore::open(&engine)?;
+        let fresh = {
+            use openraft::storage::RaftLogStorage as _;
+            let state = log
+                .get_log_state()
+                .await
+                .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+            let vote = log
+                .read_vote()
+                .await
+                .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+            state.last_log_id.is_none() && vote.is_none()
+        };
+        let mut machine = StateMachine::open(&engine, shard_dir.join("raft-snapshot"))
+            .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        let restored =
+            fresh && backup::restore_seeded(&shard_dir, &mut machine, &mut log, map, me).await?;
+        let fresh = fresh && !restored;
+        let network = NetworkFactory {
+            shard: index as u32,
+            peers: Arc::clone(&self.peers),
+        };
+        let replicas = map.replicas_of(index);
+        let preferred = replicas.first() == Some(&self.me_name);
+        let config = Arc::new(
+            raft_config(&self.service, self.snapshot_logs, preferred)
+                .map_err(|e| ReplicaError::Raft(e.to_string()))?,
+        );
+        let raft = Raft::new(me, config, network, log, machine)
+            .await
+            .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        // A replica that ever held this shard's log says so in the registry before it can
+        // vote; one that comes back empty while its record exists lost its disk (and
+        // perhaps a vote it cast), so it rejoins instead of bootstrapping. One that never
+        // held it joins a group that exists (another replica's record is there) and
+        // waits for its leader.
+        let was_member = self.has_member_doc(index, me).await?;
+        let rejoining = fresh && was_member;
+        let mut formed = false;
+        for name in replicas.iter().filter(|n| **n != self.me_name) {
+            if let Some(id) = self.peers.id(name) {
+                formed = formed || self.has_member_doc(index, id).await?;
+            }
+        }
+        if fresh && !was_member && !formed {
+            let members: BTreeMap<u64, BasicNode> = replicas
+                .iter()
+                .filter_map(|name| {
+                    self.peers
+                        .id(name)
+                        .map(|id| (id, BasicNode::new(name.clone())))
+                })
+                .collect();
+            // Every replica of a new group does this with the same members, which
+            // writes the same first entry everywhere.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::info!(shard = index + 1, error = %e, "bootstrap");
+            }
+        } else if rejoining {
+            tracing::warn!(
+                shard = index + 1,
+                "this replica lost its directory: rejoining from the leader's log"
+            );
+        } else if fresh {
+            tracing::info!(
+                shard = index + 1,
+                "a new replica of a formed group: waiting for its leader"
+            );
+        }
+        if !was_member && let Some(store) = &self.store {
+            svrkit::config::publish_stable(&**store, &self.member_doc(index, me), "1")
+                .await
+                .map_err(|e| ReplicaError::Launch(e.to_string()))?;
+        }
+        let group = Group {
+            inner: Arc::new(GroupInner {
+                proposer: proposer::Proposer::start(raft.clone()),
+                snapshot_file: shard_dir.join("raft-snapshot"),
+                raft,
+                me,
+                shard: index,
+                peers: Arc::clone(&self.peers),
+                rejoining: AtomicBool::new(rejoining),
+                acked_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
+        };
+        group.watch();
+        engine.replicate_through(group.clone());
+        Ok(Arc::new(Hosted {
+            group,
+            engine,
+            built: Mutex::new(None),
+        }))
+    }
+
+    /// Opens the replicas `map` gives this process that it does not hold, and shuts
+    /// down those it no longer gives it.
+    async fn reconcile(&self, groups: &Groups, map: &ShardMap) {
+        self.peers.set_names(map.nodes());
+        for index in 0..map.shards.len() {
+            let wanted = map.replicas_of(index).contains(&self.me_name);
+            let held = groups.hosted(index);
+            match (wanted, held) {
+                (true, None) => match self.open(map, index).await {
+                    Ok(hosted) => {
+                        tracing::info!(shard = index + 1, "now a replica of this shard");
+                        if let Some(slot) = groups
+                            .shards
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get_mut(index)
+                        {
+                            *slot = Some(hosted);
+                        }
+                    }
+                    Err(e) => tracing::error!(shard = index + 1, error = %e, "opening a replica"),
+                },
+                (false, Some(hosted)) => {
+                    if let Some(slot) = groups
+                        .shards
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_mut(index)
+                    {
+                        *slot = None;
+                    }
+                    if let Err(e) = hosted.group.raft().shutdown().await {
+                        tracing::warn!(shard = index + 1, error = %e, "shutting a replica down");
+                    }
+                    tracing::info!(
+                        shard = index + 1,
+                        "no longer a replica of this shard (its directory stays)"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 impl ReplicaSet {
     /// Opens this instance's replicas of `map`'s shards under `dir`, joins their groups
-    /// (bootstrapping a group that was never formed) and starts their Raft nodes.
+    /// (bootstrapping a group that was never formed) and starts their Raft nodes; then
+    /// follows the map, opening and shutting replicas down as their shards' replicas
+    /// change. An instance the map gives no replica yet (a spare) holds none until it
+    /// does.
     pub async fn open(
         launch: &Launch,
         map: ShardMap,
         dir: &Path,
     ) -> Result<ReplicaSet, ReplicaError> {
-        let me_name = launch.instance_id().to_string();
         let registry = launch
             .registry()
             .ok_or_else(|| ReplicaError::Launch("replication needs a registry".into()))?;
@@ -467,118 +776,56 @@ impl ReplicaSet {
             .await
             .map_err(|e| ReplicaError::Launch(e.to_string()))?;
         let peers = Arc::new(Peers::new(
-            map.shards.clone(),
+            map.nodes().to_vec(),
             live,
             faults::Faults::from_env(),
         ));
-        let me = peers
-            .id(&me_name)
-            .ok_or_else(|| ReplicaError::Launch(format!("{me_name} is not in the shard map")))?;
         let snapshot_logs = std::env::var("WX_RAFT_SNAPSHOT_LOGS")
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|n| *n >= 10)
             .unwrap_or(20_000);
         let store = launch.config_store();
-        let mut shards = Vec::with_capacity(map.shards.len());
-        for index in 0..map.shards.len() {
-            if !map.replicas_of(index).contains(&me_name) {
-                shards.push(None);
-                continue;
-            }
-            let shard_dir = dir.join(format!("shard-{}", index + 1));
-            // Its own database: the replicas' syncs run side by side (one database
-            // shared by every replica here measured slower: one sync at a time).
-            let engine = Engine::open(&shard_dir.join("db"))?;
-            let mut log = LogStore::open(&engine)?;
-            let fresh = {
-                use openraft::storage::RaftLogStorage as _;
-                let state = log
-                    .get_log_state()
-                    .await
-                    .map_err(|e| ReplicaError::Raft(e.to_string()))?;
-                let vote = log
-                    .read_vote()
-                    .await
-                    .map_err(|e| ReplicaError::Raft(e.to_string()))?;
-                state.last_log_id.is_none() && vote.is_none()
-            };
-            let mut machine = StateMachine::open(&engine, shard_dir.join("raft-snapshot"))
-                .map_err(|e| ReplicaError::Raft(e.to_string()))?;
-            let restored = fresh
-                && backup::restore_seeded(&shard_dir, &mut machine, &mut log, &map, me).await?;
-            let fresh = fresh && !restored;
-            let network = NetworkFactory {
-                shard: index as u32,
-                peers: Arc::clone(&peers),
-            };
-            let preferred = map.replicas_of(index).first() == Some(&me_name);
-            let config = Arc::new(
-                raft_config(launch.service(), snapshot_logs, preferred)
-                    .map_err(|e| ReplicaError::Raft(e.to_string()))?,
-            );
-            let raft = Raft::new(me, config, network, log, machine)
-                .await
-                .map_err(|e| ReplicaError::Raft(e.to_string()))?;
-            // A replica that ever held this shard's log says so in the registry before
-            // it can vote; one that comes back empty while its record exists lost its
-            // disk (and perhaps a vote it cast), so it rejoins instead of bootstrapping.
-            let member_doc = format!("{}.shard-{}.member-{me}", launch.service(), index + 1);
-            let was_member = match &store {
-                Some(store) => {
-                    store
-                        .load(&member_doc)
-                        .await
-                        .map_err(|e| ReplicaError::Launch(e.to_string()))?
-                        .stable_version
-                        > 0
-                }
-                None => false,
-            };
-            let rejoining = fresh && was_member;
-            if fresh && !was_member {
-                let members: BTreeMap<u64, BasicNode> = map
-                    .replicas_of(index)
-                    .iter()
-                    .filter_map(|name| peers.id(name).map(|id| (id, BasicNode::new(name.clone()))))
-                    .collect();
-                // Every replica of a new group does this with the same members, which
-                // writes the same first entry everywhere.
-                if let Err(e) = raft.initialize(members).await {
-                    tracing::info!(shard = index + 1, error = %e, "bootstrap");
-                }
-            } else if rejoining {
-                tracing::warn!(
-                    shard = index + 1,
-                    "this replica lost its directory: rejoining from the leader's log"
-                );
-            }
-            if !was_member && let Some(store) = &store {
-                svrkit::config::publish_stable(&**store, &member_doc, "1")
-                    .await
-                    .map_err(|e| ReplicaError::Launch(e.to_string()))?;
-            }
-            let group = Group {
-                inner: Arc::new(GroupInner {
-                    proposer: proposer::Proposer::start(raft.clone()),
-                    snapshot_file: shard_dir.join("raft-snapshot"),
-                    raft,
-                    me,
-                    shard: index,
-                    peers: Arc::clone(&peers),
-                    rejoining: AtomicBool::new(rejoining),
-                    acked_ms: AtomicU64::new(0),
-                    epoch: Instant::now(),
-                }),
-            };
-            group.watch();
-            engine.replicate_through(group.clone());
-            shards.push(Some((group, engine)));
+        let opener = Arc::new(Opener {
+            service: launch.service().to_string(),
+            me_name: launch.instance_id().to_string(),
+            peers,
+            store: store.clone(),
+            dir: dir.to_path_buf(),
+            snapshot_logs,
+        });
+        let groups = Arc::new(Groups {
+            shards: RwLock::new(vec![None; map.shards.len()]),
+        });
+        for index in map.hosted_by(&opener.me_name) {
+            let hosted = opener.open(&map, index).await?;
+            groups
+                .shards
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)[index] = Some(hosted);
         }
-        Ok(ReplicaSet {
-            groups: Arc::new(Groups { shards }),
-            map,
-        })
+        if let Some(store) = store {
+            let mut maps = shard_map::watch(store, launch.service())
+                .await
+                .map_err(|e| ReplicaError::Launch(e.to_string()))?;
+            let weak = Arc::downgrade(&groups);
+            let mut known = map.version;
+            tokio::spawn(async move {
+                while maps.changed().await.is_ok() {
+                    let Some(map) = maps.borrow_and_update().clone() else {
+                        continue;
+                    };
+                    let Some(groups) = weak.upgrade() else {
+                        return;
+                    };
+                    if map.version > known {
+                        known = map.version;
+                        opener.reconcile(&groups, &map).await;
+                    }
+                }
+            });
+        }
+        Ok(ReplicaSet { groups, map })
     }
 
     /// The replication service to serve beside the store.
@@ -608,53 +855,20 @@ impl ReplicaSet {
         ShardDispatch {
             descriptor,
             ring: svrkit::balance::Ring::new(&self.map.shards),
-            slots: Arc::new(
-                self.groups
-                    .shards
-                    .iter()
-                    .map(|slot| {
-                        slot.as_ref().map(|(group, engine)| Slot {
-                            group: group.clone(),
-                            engine: engine.clone(),
-                            built: Mutex::new(None),
-                            make: Arc::clone(&make),
-                        })
-                    })
-                    .collect(),
-            ),
+            groups: Arc::clone(&self.groups),
+            make,
         }
     }
 }
 
 type Maker = dyn Fn(Engine) -> Result<Arc<dyn ServiceHandler>, StorageError> + Send + Sync;
 
-struct Slot {
-    group: Group,
-    engine: Engine,
-    /// The handler built for a term.
-    built: Mutex<Option<(u64, Arc<dyn ServiceHandler>)>>,
-    make: Arc<Maker>,
-}
-
-impl Slot {
-    fn handler(&self, term: u64) -> Result<Arc<dyn ServiceHandler>, Status> {
-        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((at, handler)) = &*built
-            && *at == term
-        {
-            return Ok(Arc::clone(handler));
-        }
-        let handler = (self.make)(self.engine.clone()).map_err(Status::from)?;
-        *built = Some((term, Arc::clone(&handler)));
-        Ok(handler)
-    }
-}
-
 /// A store service over the replicas of a process (see [`ReplicaSet::dispatch`]).
 pub struct ShardDispatch {
     descriptor: &'static ServiceDesc,
     ring: svrkit::balance::Ring,
-    slots: Arc<Vec<Option<Slot>>>,
+    groups: Arc<Groups>,
+    make: Arc<Maker>,
 }
 
 impl ServiceHandler for ShardDispatch {
@@ -668,20 +882,20 @@ impl ServiceHandler for ShardDispatch {
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, Status>> {
         let key = Context::with_current(|ctx| ctx.and_then(Context::routing_key));
-        let shard = key.and_then(|k| self.ring.node(k));
-        let slots = Arc::clone(&self.slots);
+        let hosted = key
+            .and_then(|k| self.ring.node(k))
+            .and_then(|i| self.groups.hosted(i));
+        let make = Arc::clone(&self.make);
         Box::pin(async move {
             let Some(key) = key else {
                 return Err(Status::invalid_argument(
                     "a replicated store needs the routing key of the data it is called for",
                 ));
             };
-            let slot = shard
-                .and_then(|i| slots.get(i))
-                .and_then(Option::as_ref)
-                .ok_or_else(|| Status::not_mine(format!("key {key} has no replica here")))?;
-            let term = slot.group.serving().await?;
-            let handler = slot.handler(term)?;
+            let hosted =
+                hosted.ok_or_else(|| Status::not_mine(format!("key {key} has no replica here")))?;
+            let term = hosted.group.serving().await?;
+            let handler = hosted.handler(term, &*make)?;
             handler.call(method, body).await
         })
     }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -24,7 +24,9 @@ use svrkit::discovery::Instances;
 use svrkit::{CallOptions, Channel, Status};
 use wx_api::storage::replication_client::ReplicationClient;
 use wx_api::storage::replication_server::Replication;
-use wx_api::storage::{BackupChunk, BackupRequest, RaftMessage};
+use wx_api::storage::{
+    BackupChunk, BackupRequest, MembershipReply, MembershipRequest, RaftMessage,
+};
 
 use super::Groups;
 use super::faults::Faults;
@@ -34,12 +36,14 @@ use super::types::TypeConfig;
 /// Where the other instances of this storage service are.
 #[derive(Debug)]
 pub struct Peers {
-    /// Node id - 1 → instance id.
-    names: Vec<String>,
+    /// Node id - 1 → instance id (only grows: see `ShardMap::nodes`).
+    names: RwLock<Vec<String>>,
     live: tokio::sync::watch::Receiver<Instances>,
     channels: Mutex<HashMap<String, (SocketAddr, Channel)>>,
     /// Peers cut off by fault injection (see [`Faults`]).
     faults: Faults,
+    /// Told when `names` grows.
+    grown: tokio::sync::Notify,
 }
 
 impl Peers {
@@ -51,30 +55,63 @@ impl Peers {
         faults: Faults,
     ) -> Peers {
         Peers {
-            names,
+            names: RwLock::new(names),
             live,
             channels: Mutex::new(HashMap::new()),
             faults,
+            grown: tokio::sync::Notify::new(),
         }
     }
 
     /// The instance id of node `id`.
-    pub fn name(&self, id: u64) -> Option<&str> {
+    pub fn name(&self, id: u64) -> Option<String> {
         let index = usize::try_from(id.checked_sub(1)?).ok()?;
-        self.names.get(index).map(String::as_str)
+        self.names
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(index)
+            .cloned()
     }
 
     /// The node id of instance `name`.
     pub fn id(&self, name: &str) -> Option<u64> {
         self.names
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .position(|n| n == name)
             .map(|i| i as u64 + 1)
     }
 
+    /// Takes the shard map's nodes (which only grow; a shorter or different list is
+    /// ignored, since node ids must not move).
+    pub fn set_names(&self, nodes: &[String]) {
+        let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
+        if nodes.len() > names.len() && nodes.starts_with(&names) {
+            *names = nodes.to_vec();
+            self.grown.notify_waiters();
+        }
+    }
+
+    /// The node id of instance `name`, waiting up to `patience` for a shard map that
+    /// names it (one just published may not have reached this process yet).
+    pub async fn id_within(&self, name: &str, patience: std::time::Duration) -> Option<u64> {
+        let until = tokio::time::Instant::now() + patience;
+        loop {
+            let grown = self.grown.notified();
+            if let Some(id) = self.id(name) {
+                return Some(id);
+            }
+            if tokio::time::timeout_at(until, grown).await.is_err() {
+                return self.id(name);
+            }
+        }
+    }
+
     /// A client to node `id`, if it is registered now.
     fn client(&self, id: u64) -> Result<ReplicationClient, String> {
         let name = self.name(id).ok_or_else(|| format!("no node {id}"))?;
+        let name = name.as_str();
         if self.faults.is_cut(name) {
             return Err(format!("{name} is cut off (fault injection)"));
         }
@@ -262,6 +299,12 @@ impl Replication for ReplicationService {
         group
             .backup_chunk(request.offset, &request.snapshot_id)
             .await
+    }
+
+    async fn membership(&self, request: MembershipRequest) -> Result<MembershipReply, Status> {
+        let group = self.groups.get(request.shard)?;
+        let (voters, log_index) = group.change_voters(&request.voters).await?;
+        Ok(MembershipReply { voters, log_index })
     }
 
     async fn snapshot(&self, message: RaftMessage) -> Result<RaftMessage, Status> {

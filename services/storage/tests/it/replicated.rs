@@ -338,10 +338,6 @@ async fn a_follower_names_the_leader_and_a_call_without_a_key_is_refused() {
     // Through the shard map, the same write lands on the leader at once.
     let store = client(registry).await;
     assert!(create(&store, 7).await);
-    // And a replica's status names every shard's role.
-    let status = shards_status(follower).await;
-    assert_eq!(status.len(), N);
-    assert!(status.iter().all(|s| s["term"].as_u64().unwrap_or(0) >= 1));
     // Ready while every shard has a leader; a replica left alone is not.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     for replica in replicas.iter().flatten() {
@@ -350,6 +346,13 @@ async fn a_follower_names_the_leader_and_a_call_without_a_key_is_refused() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // And a ready replica's status names every shard's role and term.
+    let status = shards_status(follower).await;
+    assert_eq!(status.len(), N);
+    assert!(
+        status.iter().all(|s| s["term"].as_u64().unwrap_or(0) >= 1),
+        "{status:?}"
+    );
     let mut replicas = replicas;
     let survivor = replicas.pop().flatten().expect("the last replica");
     drop(replicas);
@@ -694,4 +697,133 @@ async fn a_leader_cut_off_from_the_others_serves_nothing_stale_and_the_history_i
         .count();
     assert!(reads >= 30, "only {reads} reads answered");
     linearizability::check(&record.history).expect("a linearizable history");
+}
+
+/// Runs `wx-replica ARGS` against the cluster in `registry`: its exit status and output.
+fn wx_replica(registry: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wx-replica"))
+        .args(args)
+        .env("SVRKIT_REGISTRY", format!("dir:{}", registry.display()))
+        .output()
+        .expect("run wx-replica");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_replaced_online_and_the_new_one_catches_up() {
+    let registry_dir = tempdir("raft-membership");
+    let data_dir = tempdir("raft-membership-data");
+    let (registry, data) = (registry_dir.path(), data_dir.path());
+    let mut replicas: Vec<Option<Replica>> =
+        (1..=N).map(|i| Some(start(i, registry, data))).collect();
+    let store = client(registry).await;
+    // Enough writes that the log was compacted: the new replica needs a snapshot.
+    for uid in 1..=150u64 {
+        assert!(create(&store, uid).await, "uid {uid}");
+    }
+    // A spare: running, registered, holding nothing.
+    let spare = start(N + 1, registry, data);
+    assert!(
+        shards_status(&spare).await.is_empty(),
+        "a spare holds nothing"
+    );
+    let (ok, out) = wx_replica(
+        registry,
+        &[
+            "add",
+            "accountstore",
+            "--shard",
+            "1",
+            "--instance",
+            "accountstore-9",
+        ],
+    );
+    assert!(!ok && out.contains("not running"), "{out}");
+
+    // Writes keep flowing while shard 1 moves from accountstore-1 to the spare.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for uid in 151..=300u64 {
+                assert!(create(&store, uid).await, "uid {uid} during the change");
+            }
+        })
+    };
+    let (ok, out) = tokio::task::spawn_blocking({
+        let registry = registry.to_path_buf();
+        move || {
+            wx_replica(
+                &registry,
+                &[
+                    "replace",
+                    "accountstore",
+                    "--shard",
+                    "1",
+                    "--old",
+                    "accountstore-1",
+                    "--new",
+                    "accountstore-4",
+                ],
+            )
+        }
+    })
+    .await
+    .expect("ran");
+    assert!(ok, "{out}");
+    assert!(out.contains("done: shard 1"), "{out}");
+    writer
+        .await
+        .expect("every write acknowledged during the change");
+
+    // The new replica is a voter of shard 1 and caught up; the old one let it go.
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    loop {
+        let theirs = shards_status(&spare).await;
+        let old = shards_status(replicas[0].as_ref().expect("up")).await;
+        let new_shard = theirs.iter().find(|s| s["shard"] == 0);
+        let voters = new_shard.map(|s| s["voters"].clone()).unwrap_or_default();
+        let applied = new_shard.and_then(|s| s["applied"].as_u64()).unwrap_or(0);
+        // It was sent a snapshot (the log before it was compacted away).
+        let snapshot = new_shard.and_then(|s| s["snapshot"].as_u64()).unwrap_or(0);
+        let done = voters
+            == serde_json::json!(["accountstore-2", "accountstore-3", "accountstore-4"])
+            && applied > 0
+            && snapshot > 0
+            && !old.iter().any(|s| s["shard"] == 0);
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change never settled: new {theirs:?} old {old:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Shard 1 now lives on 2, 3 and 4: without 1 and 2 it still has a majority (3 and
+    // 4), and every account of shard 1 reads back.
+    let map = svrkit::discovery::shard_map::load(&EmbeddedRegistry::new(registry), SERVICE_NAME)
+        .await
+        .expect("read")
+        .expect("a map");
+    assert_eq!(
+        map.replicas_of(0),
+        ["accountstore-4", "accountstore-2", "accountstore-3"],
+        "the new replica takes the old one's place"
+    );
+    let ring = svrkit::balance::Ring::new(&map.shards);
+    replicas[0] = None;
+    replicas[1] = None;
+    let mut checked = 0;
+    for uid in (1..=300u64).filter(|uid| ring.node(*uid) == Some(0)) {
+        let got = read(&store, uid).await.expect("acknowledged, so there");
+        assert_eq!(got.uid, uid);
+        checked += 1;
+    }
+    assert!(checked > 30, "only {checked} accounts on shard 1");
 }

@@ -201,6 +201,8 @@ impl ChannelBuilder {
             version: 1,
             shards,
             replicas: Vec::new(),
+            nodes: Vec::new(),
+            copies: 1,
         }));
         self
     }

@@ -246,14 +246,17 @@ impl ServiceSpec {
                     .entry(format!("wx.storage.Replication/{method}"))
                     .or_insert_with(|| [self.name.clone()].into_iter().collect());
             }
-            // Backups are the operator's (wx-backup with the operator's certificate).
-            methods
-                .entry("wx.storage.Replication/Backup".to_string())
-                .or_insert_with(|| {
-                    [self.name.clone(), "operator".to_string()]
-                        .into_iter()
-                        .collect()
-                });
+            // Backups and replica changes are the operator's (wx-backup and wx-replica
+            // with the operator's certificate).
+            for method in ["Backup", "Membership"] {
+                methods
+                    .entry(format!("wx.storage.Replication/{method}"))
+                    .or_insert_with(|| {
+                        [self.name.clone(), "operator".to_string()]
+                            .into_iter()
+                            .collect()
+                    });
+            }
         }
         Some(svrkit::policy::CallPolicy {
             callers: self.callers.as_ref().map(set),

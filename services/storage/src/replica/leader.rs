@@ -1,0 +1,54 @@
+//! Reaching a shard's leader from outside its group (backups, replica changes): ask a
+//! replica, follow the leader it names, wait out an election.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use svrkit::{Channel, Status};
+use wx_api::storage::replication_client::ReplicationClient;
+
+/// How many replicas are asked before giving up.
+const TRIES: usize = 10;
+/// The pause before asking again while no replica names a leader.
+const ELECTION_PAUSE: Duration = Duration::from_millis(200);
+
+/// Calls `call` on the replicas of a shard (`replicas`, at `addrs` by instance id),
+/// starting with the first and following the leader each follower names, until the
+/// leader answers; returns its answer and a client to it. The error says why no leader
+/// answered (the last refusal, or a replica that is not registered).
+pub async fn on_leader<T, F, Fut>(
+    replicas: &[String],
+    addrs: &[(String, SocketAddr)],
+    mut call: F,
+) -> Result<(T, ReplicationClient), String>
+where
+    F: FnMut(ReplicationClient) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let mut next = replicas.first().cloned();
+    for tries in 1..=TRIES {
+        let Some(name) = next.take() else { break };
+        let addr = addrs
+            .iter()
+            .find(|(id, _)| *id == name)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| format!("{name} is not registered"))?;
+        let client = ReplicationClient::new(Channel::builder().max_attempts(1).lazy([addr]));
+        match call(client.clone()).await {
+            Ok(answer) => return Ok((answer, client)),
+            Err(e) if e.reason() == Some(svrkit::client::NOT_LEADER) && tries < TRIES => {
+                let hint = String::from_utf8_lossy(e.details()).into_owned();
+                next = if hint.is_empty() {
+                    // No leader yet: ask the replicas in turn.
+                    tokio::time::sleep(ELECTION_PAUSE).await;
+                    replicas.get(tries % replicas.len().max(1)).cloned()
+                } else {
+                    Some(hint)
+                };
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("no replica named a leader".into())
+}
