@@ -93,6 +93,15 @@ impl ShardMap {
         self.replicas.first().map_or(1, |r| r.len().max(1))
     }
 
+    /// The replicas shard `index` was created with (its Raft group's founding members,
+    /// whatever changed since).
+    pub fn founders_of(&self, index: usize) -> Vec<String> {
+        match place(&self.shards, self.replication()) {
+            Some(placed) if !placed.is_empty() => placed.get(index).cloned().unwrap_or_default(),
+            _ => self.shards.get(index).cloned().into_iter().collect(),
+        }
+    }
+
     /// Every instance that ever held a replica; a replica's node number is its position
     /// here plus one, and never changes.
     pub fn nodes(&self) -> &[String] {
@@ -503,6 +512,11 @@ mod tests {
             "a change in progress is not the replication"
         );
         assert_eq!(joined.hosted_by("s-4"), vec![0]);
+        assert_eq!(
+            joined.founders_of(0),
+            ["s-1", "s-2", "s-3"],
+            "founders stay"
+        );
         let replaced = joined
             .with_replicas(0, vec!["s-2".into(), "s-3".into(), "s-4".into()])
             .expect("s-1 leaves");

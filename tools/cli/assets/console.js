@@ -112,6 +112,44 @@ function render(doc, at) {
   summary.className = `pill ${ready === doc.instances.length ? "good" : "bad"}`;
 }
 
+/**
+ * Every replicated shard (a store's /status "shards" section): which replica leads it,
+ * the term, each replica's role and applied index, and the furthest follower's lag.
+ */
+function renderShards(doc) {
+  const shards = new Map(); // service + shard -> { service, shard, replicas }
+  for (const i of doc.instances) {
+    for (const s of i.status?.shards ?? []) {
+      const key = `${i.service}#${s.shard}`;
+      if (!shards.has(key)) shards.set(key, { service: i.service, shard: s.shard, replicas: [] });
+      shards.get(key).replicas.push({ id: i.id, ...s });
+    }
+  }
+  const rows = [...shards.values()]
+    .sort((a, b) => a.service.localeCompare(b.service) || a.shard - b.shard)
+    .map((g) => {
+      g.replicas.sort((a, b) => a.id.localeCompare(b.id));
+      const leader = g.replicas.find((r) => r.role === "leader");
+      const term = Math.max(...g.replicas.map((r) => r.term ?? 0));
+      const lags = Object.values(leader?.follower_lag ?? {});
+      const lag = lags.length ? Math.max(...lags) : null;
+      const tr = document.createElement("tr");
+      tr.dataset.service = g.service;
+      tr.dataset.shard = String(g.shard + 1);
+      tr.append(
+        cell(g.service),
+        cell(String(g.shard + 1), "num"),
+        cell(leader ? leader.id : "none", leader ? "good-text" : "bad-text"),
+        cell(String(term), "num"),
+        cell(g.replicas.map((r) => `${r.id} ${r.role}${r.rejoining ? " (rejoining)" : ""} @${r.applied ?? 0}`).join(" · ")),
+        cell(lag === null ? "–" : String(lag), lag > 100 ? "num bad" : "num"),
+      );
+      return tr;
+    });
+  $("shards").tBodies[0].replaceChildren(...rows);
+  $("shards-section").hidden = rows.length === 0;
+}
+
 async function poll() {
   try {
     const response = await fetch("/api/cluster", { cache: "no-store" });
@@ -119,6 +157,7 @@ async function poll() {
     if (!response.ok) throw new Error(doc.error ?? `HTTP ${response.status}`);
     $("error").textContent = "";
     render(doc, Date.now());
+    renderShards(doc);
   } catch (e) {
     $("error").textContent = `The registry could not be read: ${e.message}`;
   }

@@ -40,9 +40,14 @@ async fn two_people_befriend_chat_and_meet_in_moments_in_a_real_browser() {
         return;
     };
     // Every sign-in from a browser without a device credential solves a puzzle first.
+    // The stores are replicated, as `svrkit up` runs them.
     let backend = Backend::start_with(
         Registry::Embedded,
-        &[("SVRKIT_ADMIN", "127.0.0.1:0"), ("WX_LOGIN_POW", "always")],
+        &[
+            ("SVRKIT_ADMIN", "127.0.0.1:0"),
+            ("WX_LOGIN_POW", "always"),
+            ("SVRKIT_REPLICAS", "3"),
+        ],
     )
     .await;
     let url = format!("http://{}/", backend.http.addr());
@@ -217,7 +222,26 @@ async fn two_people_befriend_chat_and_meet_in_moments_in_a_real_browser() {
         ".",
     )
     .await;
+    // Every replicated shard has a leader, shown with its replicas' roles.
+    for (store, instances) in [
+        ("wx.storage.AccountStore", "accountstore-"),
+        ("wx.storage.MsgStore", "msgstore-"),
+    ] {
+        for shard in 1..=3 {
+            let row = format!("#shards tr[data-service=\"{store}\"][data-shard=\"{shard}\"]");
+            wait_for_text(&alice, &format!("{row} td:nth-child(3)"), instances).await;
+            wait_for_text(&alice, &format!("{row} td:nth-child(5)"), "follower").await;
+        }
+    }
     screenshot(&alice, "console-backend").await;
+    alice
+        .execute(
+            "document.getElementById('shards-section').scrollIntoView()",
+            Vec::new(),
+        )
+        .await
+        .expect("scrolled to the shards");
+    screenshot(&alice, "console-shards").await;
     let _ = console.kill();
     let _ = console.wait();
 

@@ -313,7 +313,10 @@ impl Moments for MomentsService {
     async fn timeline(&self, request: TimelineRequest) -> Result<PostsReply, Status> {
         let me = acting_user()?;
         let pull = self.pull_authors().await?;
-        let mut sources = vec![(me, false)];
+        // The reader's own outbox too: their post shows at once, before the fan-out
+        // (run after the post is acknowledged) has put it on their timeline; the merge
+        // keeps one copy once it has.
+        let mut sources = vec![(me, false), (me, true)];
         if !pull.is_empty() {
             let candidates: Vec<u64> = pull.iter().copied().filter(|a| *a != me).collect();
             let friends = self.relations.mutual(me, &candidates).await?;

@@ -83,6 +83,9 @@ pub const LEASE: Duration = Duration::from_millis(400);
 /// How long a replica change waits for this process to see the shard map that names
 /// the new replica.
 const MAP_WAIT: Duration = Duration::from_secs(10);
+/// How long a founding replica other than the first waits for the first to bootstrap the
+/// group before it does so itself.
+const BOOTSTRAP_GRACE: Duration = Duration::from_secs(3);
 /// How long a request waits for its shard to have a leader before it is refused.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 
@@ -649,19 +652,15 @@ impl Opener {
             .map_err(|e| ReplicaError::Raft(e.to_string()))?;
         // A replica that ever held this shard's log says so in the registry before it can
         // vote; one that comes back empty while its record exists lost its disk (and
-        // perhaps a vote it cast), so it rejoins instead of bootstrapping. One that never
-        // held it joins a group that exists (another replica's record is there) and
-        // waits for its leader.
+        // perhaps a vote it cast), so it rejoins instead of bootstrapping. Only the
+        // shard's founding replicas bootstrap its group, all with the same members (the
+        // same first entry everywhere); a replica added later starts empty and waits for
+        // the leader to give it the log.
         let was_member = self.has_member_doc(index, me).await?;
         let rejoining = fresh && was_member;
-        let mut formed = false;
-        for name in replicas.iter().filter(|n| **n != self.me_name) {
-            if let Some(id) = self.peers.id(name) {
-                formed = formed || self.has_member_doc(index, id).await?;
-            }
-        }
-        if fresh && !was_member && !formed {
-            let members: BTreeMap<u64, BasicNode> = replicas
+        let founders = map.founders_of(index);
+        if fresh && !was_member && founders.contains(&self.me_name) {
+            let members: BTreeMap<u64, BasicNode> = founders
                 .iter()
                 .filter_map(|name| {
                     self.peers
@@ -669,10 +668,30 @@ impl Opener {
                         .map(|id| (id, BasicNode::new(name.clone())))
                 })
                 .collect();
-            // Every replica of a new group does this with the same members, which
-            // writes the same first entry everywhere.
-            if let Err(e) = raft.initialize(members).await {
-                tracing::info!(shard = index + 1, error = %e, "bootstrap");
+            // The first founder bootstraps at once (and, since that starts an election,
+            // leads: each instance leads the shards it is named first for, so leaders
+            // are spread); the others wait for it to send them the log, and bootstrap
+            // the same way themselves only when it does not within BOOTSTRAP_GRACE.
+            let first = founders.first() == Some(&self.me_name);
+            let raft = raft.clone();
+            let bootstrap = async move {
+                if !first {
+                    let waited = raft
+                        .wait(Some(BOOTSTRAP_GRACE))
+                        .metrics(|m| m.last_log_index.is_some(), "the first founder's log")
+                        .await;
+                    if waited.is_ok() {
+                        return;
+                    }
+                }
+                if let Err(e) = raft.initialize(members).await {
+                    tracing::info!(shard = index + 1, error = %e, "bootstrap");
+                }
+            };
+            if first {
+                bootstrap.await;
+            } else {
+                tokio::spawn(bootstrap);
             }
         } else if rejoining {
             tracing::warn!(
@@ -682,7 +701,7 @@ impl Opener {
         } else if fresh {
             tracing::info!(
                 shard = index + 1,
-                "a new replica of a formed group: waiting for its leader"
+                "a replica added to the group: waiting for its leader"
             );
         }
         if !was_member && let Some(store) = &self.store {
