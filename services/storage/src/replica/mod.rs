@@ -80,6 +80,10 @@ use crate::engine::{Engine, StorageError};
 /// refuse to elect anyone else for their `election_timeout_max` (0.6 s or more, see
 /// [`raft_config`]) after hearing from it.
 pub const LEASE: Duration = Duration::from_millis(400);
+/// How often a leader tells its followers it is alive. Every leader in a process beats at
+/// the same tick, so that the heartbeats to each peer go out as one batch
+/// (`Replication/AppendBatch`) rather than one message per shard.
+pub const HEARTBEAT: Duration = Duration::from_millis(100);
 /// How long a replica change waits for this process to see the shard map that names
 /// the new replica.
 const MAP_WAIT: Duration = Duration::from_secs(10);
@@ -105,7 +109,7 @@ pub fn raft_config(
     let (min, max) = if preferred { (300, 600) } else { (500, 1000) };
     Config {
         cluster_name: service.to_string(),
-        heartbeat_interval: 100,
+        heartbeat_interval: HEARTBEAT.as_millis() as u64,
         election_timeout_min: min,
         election_timeout_max: max,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_logs),
@@ -650,6 +654,8 @@ impl Opener {
         let raft = Raft::new(me, config, network, log, machine)
             .await
             .map_err(|e| ReplicaError::Raft(e.to_string()))?;
+        // Heartbeats come from the process's common tick (see `beat`), not each node's.
+        raft.runtime_config().heartbeat(false);
         // A replica that ever held this shard's log says so in the registry before it can
         // vote; one that comes back empty while its record exists lost its disk (and
         // perhaps a vote it cast), so it rejoins instead of bootstrapping. Only the
@@ -776,6 +782,28 @@ impl Opener {
     }
 }
 
+/// Every [`HEARTBEAT`], each replica here that leads its shard sends its followers a
+/// heartbeat, all at once: those to one peer leave as one batch.
+fn beat(groups: std::sync::Weak<Groups>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(groups) = groups.upgrade() else {
+                return;
+            };
+            for hosted in groups.all() {
+                let raft = hosted.group.raft();
+                let leads = raft.metrics().borrow().current_leader == Some(hosted.group.inner.me);
+                if leads && let Err(e) = raft.trigger().heartbeat().await {
+                    tracing::debug!(error = %e, "heartbeat");
+                }
+            }
+        }
+    });
+}
+
 impl ReplicaSet {
     /// Opens this instance's replicas of `map`'s shards under `dir`, joins their groups
     /// (bootstrapping a group that was never formed) and starts their Raft nodes; then
@@ -823,6 +851,7 @@ impl ReplicaSet {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)[index] = Some(hosted);
         }
+        beat(Arc::downgrade(&groups));
         if let Some(store) = store {
             let mut maps = shard_map::watch(store, launch.service())
                 .await

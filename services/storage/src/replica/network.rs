@@ -22,10 +22,11 @@ use openraft::raft::{
 };
 use svrkit::discovery::Instances;
 use svrkit::{CallOptions, Channel, Status};
+use tokio::sync::{mpsc, oneshot};
 use wx_api::storage::replication_client::ReplicationClient;
 use wx_api::storage::replication_server::Replication;
 use wx_api::storage::{
-    BackupChunk, BackupRequest, MembershipReply, MembershipRequest, RaftMessage,
+    BackupChunk, BackupRequest, MembershipReply, MembershipRequest, RaftBatch, RaftMessage,
 };
 
 use super::Groups;
@@ -44,7 +45,18 @@ pub struct Peers {
     faults: Faults,
     /// Told when `names` grows.
     grown: tokio::sync::Notify,
+    /// Heartbeats waiting to go to each peer together (see [`Peers::heartbeat`]).
+    outboxes: Mutex<HashMap<u64, mpsc::Sender<Heartbeat>>>,
 }
+
+/// One shard's heartbeat to a peer and where its answer goes.
+type Heartbeat = (RaftMessage, oneshot::Sender<Result<RaftMessage, Status>>);
+
+/// How long the first heartbeat to a peer waits for the other shards' (all triggered at
+/// the same tick, see `ReplicaSet::open`).
+pub const BATCH_WINDOW: Duration = Duration::from_millis(1);
+/// The most messages in one batch.
+pub const MAX_BATCH: usize = 4096;
 
 impl Peers {
     /// Peers named `names` (node id - 1 → instance id), at the addresses `live` reports,
@@ -60,6 +72,7 @@ impl Peers {
             channels: Mutex::new(HashMap::new()),
             faults,
             grown: tokio::sync::Notify::new(),
+            outboxes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,6 +121,33 @@ impl Peers {
         }
     }
 
+    /// Sends a shard's heartbeat (an AppendEntries without entries) to node `id` together
+    /// with the other shards' heartbeats to it: they go out as one `AppendBatch`.
+    async fn heartbeat(
+        self: &Arc<Self>,
+        id: u64,
+        message: RaftMessage,
+    ) -> Result<RaftMessage, Status> {
+        let (done, answer) = oneshot::channel();
+        let outbox = {
+            let mut outboxes = self.outboxes.lock().unwrap_or_else(PoisonError::into_inner);
+            outboxes
+                .entry(id)
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(MAX_BATCH);
+                    tokio::spawn(send_batches(Arc::downgrade(self), id, rx));
+                    tx
+                })
+                .clone()
+        };
+        outbox.send((message, done)).await.map_err(|_| {
+            Status::unavailable("the heartbeat sender stopped").with_not_processed()
+        })?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the heartbeat sender stopped").with_not_processed())?
+    }
+
     /// A client to node `id`, if it is registered now.
     fn client(&self, id: u64) -> Result<ReplicationClient, String> {
         let name = self.name(id).ok_or_else(|| format!("no node {id}"))?;
@@ -132,6 +172,69 @@ impl Peers {
             }
         };
         Ok(ReplicationClient::new(channel))
+    }
+}
+
+/// Sends the heartbeats queued for node `id`, one batch per window, until the peers are
+/// gone.
+async fn send_batches(
+    peers: std::sync::Weak<Peers>,
+    id: u64,
+    mut queue: mpsc::Receiver<Heartbeat>,
+) {
+    while let Some(first) = queue.recv().await {
+        tokio::time::sleep(BATCH_WINDOW).await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH
+            && let Ok(more) = queue.try_recv()
+        {
+            batch.push(more);
+        }
+        let Some(peers) = peers.upgrade() else { return };
+        let client = match peers.client(id) {
+            Ok(client) => client,
+            Err(e) => {
+                for (_, done) in batch {
+                    let _ = done.send(Err(Status::unavailable(e.clone()).with_not_processed()));
+                }
+                continue;
+            }
+        };
+        drop(peers);
+        metrics::counter!("wx_storage_raft_heartbeat_batches_total").increment(1);
+        metrics::counter!("wx_storage_raft_heartbeats_total").increment(batch.len() as u64);
+        let (messages, waiting): (Vec<RaftMessage>, Vec<_>) = batch.into_iter().unzip();
+        let sent = messages.len();
+        let options = CallOptions::new().timeout(Duration::from_millis(1000));
+        match client
+            .append_batch_with(RaftBatch { messages }, options)
+            .await
+        {
+            Ok(reply) if reply.messages.len() == sent => {
+                for (answer, done) in reply.messages.into_iter().zip(waiting) {
+                    let answer = if answer.error.is_empty() {
+                        Ok(answer)
+                    } else {
+                        Err(Status::internal(answer.error))
+                    };
+                    let _ = done.send(answer);
+                }
+            }
+            Ok(reply) => {
+                let e = Status::internal(format!(
+                    "a batch of {sent} heartbeats answered with {}",
+                    reply.messages.len()
+                ));
+                for done in waiting {
+                    let _ = done.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                for done in waiting {
+                    let _ = done.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -189,9 +292,11 @@ impl Network {
         let message = RaftMessage {
             shard: self.shard,
             body: body.into(),
+            error: String::new(),
         };
         let options = CallOptions::new().timeout(timeout);
         let reply = match method {
+            Method::Heartbeat => self.peers.heartbeat(self.target, message).await,
             Method::Append => client.append_with(message, options).await,
             Method::Vote => client.vote_with(message, options).await,
             Method::Snapshot => client.snapshot_with(message, options).await,
@@ -212,6 +317,9 @@ impl Network {
 
 #[derive(Clone, Copy)]
 enum Method {
+    /// An AppendEntries without entries: batched with other shards' (see
+    /// [`Peers::heartbeat`]).
+    Heartbeat,
     Append,
     Vote,
     Snapshot,
@@ -223,7 +331,12 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, Failure<openraft::error::Infallible>> {
-        self.exchange(Method::Append, &rpc, option.hard_ttl()).await
+        let method = if rpc.entries.is_empty() {
+            Method::Heartbeat
+        } else {
+            Method::Append
+        };
+        self.exchange(method, &rpc, option.hard_ttl()).await
     }
 
     async fn install_snapshot(
@@ -262,6 +375,7 @@ fn reply<T: serde::Serialize>(shard: u32, value: &T) -> Result<RaftMessage, Stat
         body: encode(value)
             .map_err(|e| Status::internal(e.to_string()))?
             .into(),
+        error: String::new(),
     })
 }
 
@@ -276,6 +390,28 @@ impl Replication for ReplicationService {
         let rpc: AppendEntriesRequest<TypeConfig> = request(&message)?;
         let result = group.raft().append_entries(rpc).await;
         reply(message.shard, &result)
+    }
+
+    async fn append_batch(&self, batch: RaftBatch) -> Result<RaftBatch, Status> {
+        if batch.messages.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "a batch of {} messages (at most {MAX_BATCH})",
+                batch.messages.len()
+            )));
+        }
+        let answers = batch.messages.into_iter().map(|message| async move {
+            let shard = message.shard;
+            self.append(message)
+                .await
+                .unwrap_or_else(|status| RaftMessage {
+                    shard,
+                    body: bytes::Bytes::new(),
+                    error: status.to_string(),
+                })
+        });
+        Ok(RaftBatch {
+            messages: futures_util::future::join_all(answers).await,
+        })
     }
 
     async fn vote(&self, message: RaftMessage) -> Result<RaftMessage, Status> {

@@ -191,6 +191,16 @@ async fn shards_status(replica: &Replica) -> Vec<serde_json::Value> {
         .expect("a shards section")
 }
 
+/// A counter or gauge from a replica's `/metrics` (0 when absent).
+async fn metric(replica: &Replica, name: &str) -> f64 {
+    let (code, body) = http_get(replica.admin, "/metrics").await;
+    assert_eq!(code, 200);
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn data_of(data: &Path, i: usize) -> PathBuf {
     data.join(name(i))
 }
@@ -245,6 +255,25 @@ async fn a_killed_leader_loses_nothing_and_an_emptied_replica_is_rebuilt() {
     );
     let new_leader = leader_of(1, &replicas).await;
     assert_ne!(new_leader, leader, "another replica leads after the kill");
+    // A survivor now leads two shards: its heartbeats to the other survivor go out
+    // together, more heartbeats than batches.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut batched = false;
+        for replica in replicas.iter().flatten() {
+            let beats = metric(replica, "wx_storage_raft_heartbeats_total").await;
+            let batches = metric(replica, "wx_storage_raft_heartbeat_batches_total").await;
+            batched |= batches > 0.0 && beats > batches;
+        }
+        if batched {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no heartbeats were batched"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Every acknowledged write is there, exactly once (version 1).
     for uid in 1..=400u64 {

@@ -241,7 +241,7 @@ impl ServiceSpec {
             .map(|(m, v)| (m.clone(), set(v)))
             .collect();
         if self.replicas > 1 {
-            for method in ["Append", "Vote", "Snapshot"] {
+            for method in ["Append", "AppendBatch", "Vote", "Snapshot"] {
                 methods
                     .entry(format!("wx.storage.Replication/{method}"))
                     .or_insert_with(|| [self.name.clone()].into_iter().collect());
