@@ -112,11 +112,12 @@ fn write_methods(
         let _ = writeln!(buf, "/// `{full_name}/{}`.", method.proto_name);
         let _ = writeln!(
             buf,
-            "pub const {}: MethodDesc = MethodDesc {{ service: SERVICE_NAME, method: \"{}\", idempotent: {}, timeout: {timeout}, priority: {} }};",
+            "pub const {}: MethodDesc = MethodDesc {{ service: SERVICE_NAME, method: \"{}\", idempotent: {}, timeout: {timeout}, priority: {}, stale_read: {} }};",
             const_name(method),
             method.proto_name,
             opts.idempotent,
-            opts.priority
+            opts.priority,
+            opts.stale_read
         );
     }
     let list: Vec<String> = methods.iter().map(|(m, _)| const_name(m)).collect();

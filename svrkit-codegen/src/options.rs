@@ -22,6 +22,8 @@ pub struct MethodOptions {
     pub timeout_ms: u32,
     /// `(svrkit.priority)`, 0 when unset.
     pub priority: u32,
+    /// `(svrkit.stale_read)`.
+    pub stale_read: bool,
 }
 
 /// Options of every method in the pool, keyed `package.Service.Method`. Refuses streaming
@@ -30,6 +32,7 @@ pub(crate) fn collect(pool: &DescriptorPool) -> Result<HashMap<String, MethodOpt
     let idempotent = pool.get_extension_by_name("svrkit.idempotent");
     let timeout = pool.get_extension_by_name("svrkit.timeout_ms");
     let priority = pool.get_extension_by_name("svrkit.priority");
+    let stale_read = pool.get_extension_by_name("svrkit.stale_read");
     let mut out = HashMap::new();
     for service in pool.services() {
         for method in service.methods() {
@@ -51,11 +54,14 @@ pub(crate) fn collect(pool: &DescriptorPool) -> Result<HashMap<String, MethodOpt
                     })
                     .unwrap_or(0)
             };
-            let opts = MethodOptions {
-                idempotent: idempotent
-                    .as_ref()
+            let read_bool = |ext: &Option<prost_reflect::ExtensionDescriptor>| {
+                ext.as_ref()
                     .filter(|e| raw.has_extension(e))
-                    .is_some_and(|e| matches!(raw.get_extension(e).as_ref(), Value::Bool(true))),
+                    .is_some_and(|e| matches!(raw.get_extension(e).as_ref(), Value::Bool(true)))
+            };
+            let opts = MethodOptions {
+                idempotent: read_bool(&idempotent),
+                stale_read: read_bool(&stale_read),
                 timeout_ms: read_u32(&timeout),
                 priority: read_u32(&priority),
             };

@@ -95,6 +95,7 @@ pub fn describe(method: &MethodDescriptor) -> DynamicMethod {
             Some(Value::U32(priority)) => priority.min(255),
             _ => 0,
         },
+        stale_read: matches!(option("svrkit.stale_read"), Some(Value::Bool(true))),
     }
 }
 

@@ -21,6 +21,9 @@ pub struct MethodDesc {
     pub timeout: Option<Duration>,
     /// `(svrkit.priority)`: business priority 1 (most important) ..= 255; 0 is unset.
     pub priority: u32,
+    /// `(svrkit.stale_read)`: a read any replica of a replicated shard may answer (it may
+    /// lag the leader a little); false means the leader answers, linearizably.
+    pub stale_read: bool,
 }
 
 /// A service: its name and methods, in IDL order.
@@ -53,6 +56,8 @@ pub struct DynamicMethod {
     pub timeout: Option<Duration>,
     /// As [`MethodDesc::priority`].
     pub priority: u32,
+    /// As [`MethodDesc::stale_read`].
+    pub stale_read: bool,
 }
 
 /// The method a client request calls: generated from the IDL (the common case, a pointer)
@@ -103,6 +108,14 @@ impl Method {
         match self {
             Method::Static(m) => m.priority,
             Method::Dynamic(m) => m.priority,
+        }
+    }
+
+    /// Whether any replica of a replicated shard may answer it.
+    pub fn stale_read(&self) -> bool {
+        match self {
+            Method::Static(m) => m.stale_read,
+            Method::Dynamic(m) => m.stale_read,
         }
     }
 }

@@ -124,6 +124,7 @@ mod tests {
         idempotent: false,
         timeout: None,
         priority: 30,
+        stale_read: false,
     };
     static UNSET: MethodDesc = MethodDesc {
         priority: 0,

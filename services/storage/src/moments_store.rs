@@ -351,6 +351,13 @@ impl MomentsStore for MomentsStoreService {
         Ok(AddToTimelinesReply { added })
     }
 
+    async fn read_timeline_nearby(
+        &self,
+        request: ReadTimelineRequest,
+    ) -> Result<ReadTimelineReply, Status> {
+        self.read_timeline(request).await
+    }
+
     async fn read_timeline(
         &self,
         request: ReadTimelineRequest,

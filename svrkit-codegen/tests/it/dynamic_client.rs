@@ -39,6 +39,7 @@ const MIRROR: MethodDesc = MethodDesc {
     idempotent: true,
     timeout: None,
     priority: 0,
+    stale_read: false,
 };
 const FLAKY: MethodDesc = MethodDesc {
     service: "test.dyn.Notes",
@@ -46,6 +47,7 @@ const FLAKY: MethodDesc = MethodDesc {
     idempotent: false,
     timeout: None,
     priority: 0,
+    stale_read: false,
 };
 static NOTES: ServiceDesc = ServiceDesc {
     name: "test.dyn.Notes",

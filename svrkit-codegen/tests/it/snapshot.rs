@@ -54,6 +54,7 @@ fn generated_code_carries_options_names_and_docs() {
         "idempotent: true",
         "timeout: Some(svrkit::codegen::Duration::from_millis(250))",
         "priority: 3",
+        "stale_read: true",
         "pub struct GreeterClient<S = Channel>",
         "pub async fn say_hello(",
         "pub async fn say_hello_with(",
@@ -73,9 +74,9 @@ fn generated_code_carries_options_names_and_docs() {
             "missing `{needle}` in generated code"
         );
     }
-    // Reset has no options: not idempotent, no timeout, no priority.
+    // Reset has no options: not idempotent, no timeout, no priority, not a stale read.
     assert!(code.contains(
-        "method: \"Reset\",\n        idempotent: false,\n        timeout: None,\n        priority: 0,"
+        "method: \"Reset\",\n        idempotent: false,\n        timeout: None,\n        priority: 0,\n        stale_read: false,"
     ));
 }
 

@@ -114,6 +114,9 @@ pub(crate) struct Want<'a> {
     /// The caller's zone, when it has one: instances there are preferred.
     pub(crate) zone: Option<&'a str>,
     pub(crate) routing_key: Option<u64>,
+    /// The method is a stale read (`(svrkit.stale_read)`): any replica of a replicated
+    /// shard may answer it, not only the believed leader.
+    pub(crate) any_replica: bool,
     pub(crate) gray: bool,
     pub(crate) priority: u32,
     pub(crate) now_ms: u64,
@@ -144,9 +147,16 @@ pub(crate) fn pick(set: &EndpointSet, want: Want<'_>) -> Result<usize, NoPick> {
     if want.balancer.owner_only() {
         if let Some(group) = want.routing_key.and_then(|key| set.group_of(key)) {
             // A replicated shard: its believed leader first, then its other replicas
-            // (a follower answers with the leader's name); never another shard.
+            // (a follower answers with the leader's name); never another shard. A stale
+            // read starts at a replica chosen by its key instead, so that reads spread
+            // over every copy and each key's go to the same one.
             let len = group.members.len();
-            let start = group.leader.load(Ordering::Relaxed);
+            let start = match (want.any_replica, want.routing_key) {
+                (true, Some(key)) => {
+                    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % len.max(1)
+                }
+                _ => group.leader.load(Ordering::Relaxed),
+            };
             let member = (0..len)
                 .map(|k| group.members[(start + k) % len])
                 .find(fresh)
@@ -252,11 +262,50 @@ mod tests {
             balancer,
             zone: None,
             routing_key: None,
+            any_replica: false,
             gray: false,
             priority: 0,
             now_ms: 0,
             tried,
         }
+    }
+
+    #[test]
+    fn a_replicated_shard_goes_to_its_leader_and_a_stale_read_to_any_replica() {
+        let endpoints = set(&["stable", "stable", "stable"]).endpoints;
+        let group = Group {
+            name: "shard-1".into(),
+            members: vec![0, 1, 2],
+            leader: Arc::new(AtomicUsize::new(1)),
+        };
+        let set = EndpointSet::grouped(endpoints, vec![group]);
+        let sharded = Sharded;
+        let mut used = [0usize; 3];
+        for key in 0..300u64 {
+            let strict = Want {
+                routing_key: Some(key),
+                ..want(&sharded, &[])
+            };
+            assert_eq!(pick(&set, strict), Ok(1), "the believed leader");
+            let stale = Want {
+                any_replica: true,
+                ..strict
+            };
+            let first = pick(&set, stale).expect("a replica");
+            assert_eq!(pick(&set, stale), Ok(first), "a key keeps its replica");
+            used[first] += 1;
+            let tried = [first];
+            let next = pick(
+                &set,
+                Want {
+                    tried: &tried,
+                    ..stale
+                },
+            )
+            .expect("another");
+            assert_ne!(next, first, "a retry goes to another replica");
+        }
+        assert!(used.iter().all(|n| *n > 50), "spread: {used:?}");
     }
 
     #[test]

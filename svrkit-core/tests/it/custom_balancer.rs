@@ -16,6 +16,7 @@ const WHO: MethodDesc = MethodDesc {
     idempotent: true,
     timeout: None,
     priority: 0,
+    stale_read: false,
 };
 static SERVICE: ServiceDesc = ServiceDesc {
     name: "test.Who",

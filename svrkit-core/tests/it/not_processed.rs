@@ -16,6 +16,7 @@ const PUT: MethodDesc = MethodDesc {
     idempotent: false,
     timeout: None,
     priority: 0,
+    stale_read: false,
 };
 static SERVICE: ServiceDesc = ServiceDesc {
     name: "test.Owner",

@@ -18,6 +18,7 @@ const GET: MethodDesc = MethodDesc {
     idempotent: true,
     timeout: None,
     priority: 0,
+    stale_read: false,
 };
 static SERVICE: ServiceDesc = ServiceDesc {
     name: "test.Hop",

@@ -140,15 +140,23 @@ impl MomentsService {
             }
             let want = limit - posts.len();
             let reads = sources.iter().map(|&(reader, outbox)| {
-                self.store.read_timeline_with(
-                    ReadTimelineRequest {
-                        reader,
-                        before: position,
-                        limit: u32::try_from(want).unwrap_or(u32::MAX),
-                        outbox,
-                    },
-                    by_uid(reader),
-                )
+                let request = ReadTimelineRequest {
+                    reader,
+                    before: position,
+                    limit: u32::try_from(want).unwrap_or(u32::MAX),
+                    outbox,
+                };
+                // Timeline pointers from any replica (see ReadTimelineNearby); posts from
+                // their author's shard leader, so an author sees their own at once.
+                async move {
+                    if outbox {
+                        self.store.read_timeline_with(request, by_uid(reader)).await
+                    } else {
+                        self.store
+                            .read_timeline_nearby_with(request, by_uid(reader))
+                            .await
+                    }
+                }
             });
             let mut entries: Vec<TimelineEntry> = Vec::new();
             let mut source_more = false;

@@ -281,6 +281,25 @@ impl Group {
         }
     }
 
+    /// Waits until this replica may answer a stale read (`(svrkit.stale_read)`): at once
+    /// when it follows a leader it knows and has applied the log up to some point (what
+    /// it answers lags that leader by its replication delay, and by at most an election
+    /// timeout once it is cut off, when it stops knowing a leader); else as
+    /// [`Group::serving`]. Returns the term.
+    pub async fn serving_stale(&self) -> Result<u64, Status> {
+        let (leader, term, applied) = {
+            let m = self.inner.raft.metrics();
+            let m = m.borrow();
+            (m.current_leader, m.current_term, m.last_applied)
+        };
+        let follows = leader.is_some_and(|l| l != self.inner.me);
+        if follows && applied.is_some() && !self.rejoining() {
+            metrics::counter!("wx_storage_follower_reads_total").increment(1);
+            return Ok(term);
+        }
+        self.serving().await
+    }
+
     /// A chunk of a fresh snapshot of this shard (see `wx.storage.Replication/Backup`):
     /// only its leader answers.
     pub async fn backup_chunk(
@@ -942,7 +961,11 @@ impl ServiceHandler for ShardDispatch {
             };
             let hosted =
                 hosted.ok_or_else(|| Status::not_mine(format!("key {key} has no replica here")))?;
-            let term = hosted.group.serving().await?;
+            let term = if method.stale_read {
+                hosted.group.serving_stale().await?
+            } else {
+                hosted.group.serving().await?
+            };
             let handler = hosted.handler(term, &*make)?;
             handler.call(method, body).await
         })

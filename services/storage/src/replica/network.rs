@@ -21,7 +21,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use svrkit::discovery::Instances;
-use svrkit::{CallOptions, Channel, Status};
+use svrkit::{CallOptions, Channel, Code, Status};
 use tokio::sync::{mpsc, oneshot};
 use wx_api::storage::replication_client::ReplicationClient;
 use wx_api::storage::replication_server::Replication;
@@ -205,6 +205,8 @@ async fn send_batches(
         metrics::counter!("wx_storage_raft_heartbeats_total").increment(batch.len() as u64);
         let (messages, waiting): (Vec<RaftMessage>, Vec<_>) = batch.into_iter().unzip();
         let sent = messages.len();
+        // Kept to send one by one if the peer refuses batches (cheap: bodies are Bytes).
+        let returned = messages.clone();
         let options = CallOptions::new().timeout(Duration::from_millis(1000));
         match client
             .append_batch_with(RaftBatch { messages }, options)
@@ -227,6 +229,15 @@ async fn send_batches(
                 ));
                 for done in waiting {
                     let _ = done.send(Err(e.clone()));
+                }
+            }
+            Err(e) if matches!(e.code(), Code::Unimplemented | Code::PermissionDenied) => {
+                // A peer that does not take batches (an older release during an
+                // upgrade, a policy without AppendBatch): one message each, as before.
+                tracing::debug!(error = %e, "heartbeats sent one by one");
+                for (message, done) in returned.into_iter().zip(waiting) {
+                    let options = CallOptions::new().timeout(Duration::from_millis(1000));
+                    let _ = done.send(client.append_with(message, options).await);
                 }
             }
             Err(e) => {

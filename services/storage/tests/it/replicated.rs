@@ -18,8 +18,9 @@ use svrkit_testkit::linearizability::{self, Action, Operation};
 use svrkit_testkit::{PATIENCE, http_get, tempdir};
 use wx_api::storage::account_store_methods::SERVICE_NAME;
 use wx_api::storage::{
-    AccountRecord, AccountStoreClient, CreateAccountRequest, GetAccountRequest, GetSessionRequest,
-    PutSessionRequest, SessionRecord,
+    AccountRecord, AccountStoreClient, AddToTimelinesRequest, CreateAccountRequest,
+    GetAccountRequest, GetSessionRequest, MomentsStoreClient, PutSessionRequest,
+    ReadTimelineRequest, SessionRecord, TimelineEntry, TimelineItem,
 };
 
 const N: usize = 3;
@@ -43,8 +44,20 @@ impl Drop for Replica {
 }
 
 fn start(i: usize, registry: &Path, data: &Path) -> Replica {
+    start_store(
+        env!("CARGO_BIN_EXE_accountstore"),
+        "accountstore",
+        i,
+        registry,
+        data,
+    )
+}
+
+/// Replica `i` of the store `binary`, instances named `store-i`.
+fn start_store(binary: &str, store: &str, i: usize, registry: &Path, data: &Path) -> Replica {
+    let name = |i: usize| format!("{store}-{i}");
     let shards: Vec<String> = (1..=N).map(name).collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_accountstore"))
+    let mut child = Command::new(binary)
         .env("SVRKIT_REGISTRY", format!("dir:{}", registry.display()))
         .env("SVRKIT_INSTANCE_ID", name(i))
         .env("SVRKIT_SHARDS", shards.join(","))
@@ -855,4 +868,116 @@ async fn a_replica_is_replaced_online_and_the_new_one_catches_up() {
         checked += 1;
     }
     assert!(checked > 30, "only {checked} accounts on shard 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_read_is_answered_by_a_follower_and_a_strict_one_only_by_the_leader() {
+    let registry_dir = tempdir("raft-stale-read");
+    let data_dir = tempdir("raft-stale-read-data");
+    let (registry, data) = (registry_dir.path(), data_dir.path());
+    let replicas: Vec<Replica> = (1..=N)
+        .map(|i| {
+            start_store(
+                env!("CARGO_BIN_EXE_momentsstore"),
+                "momentsstore",
+                i,
+                registry,
+                data,
+            )
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for replica in &replicas {
+        while http_get(replica.admin, "/readyz").await.0 != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // A pointer on reader 5's timeline, written through the shard map (to the leader).
+    let registry_handle = Arc::new(EmbeddedRegistry::new(registry));
+    let channel = svrkit::discovery::discover(
+        &*registry_handle as &dyn Registry,
+        wx_api::storage::moments_store_methods::SERVICE_NAME,
+        Channel::builder().balance(Balance::Sharded).max_attempts(4),
+    )
+    .await
+    .expect("discovered");
+    svrkit::discovery::shard_map::follow(
+        registry_handle,
+        wx_api::storage::moments_store_methods::SERVICE_NAME,
+        &channel,
+    )
+    .await
+    .expect("the shard map");
+    let routed = MomentsStoreClient::new(channel);
+    let entry = TimelineEntry {
+        created_ms: 1_000,
+        author: 9,
+        seq: 1,
+    };
+    routed
+        .add_to_timelines_with(
+            AddToTimelinesRequest {
+                items: vec![TimelineItem {
+                    reader: 5,
+                    entry: Some(entry),
+                }],
+            },
+            CallOptions::new().routing_key(5),
+        )
+        .await
+        .expect("written");
+    let read = || ReadTimelineRequest {
+        reader: 5,
+        before: None,
+        limit: 10,
+        outbox: false,
+    };
+    // Each follower answers the stale read itself (soon holding the pointer) and
+    // sends the strict one to the leader.
+    let mut followers = 0;
+    for replica in &replicas {
+        let direct =
+            MomentsStoreClient::new(Channel::builder().max_attempts(1).lazy([replica.addr]));
+        let strict = direct
+            .read_timeline_with(read(), CallOptions::new().routing_key(5))
+            .await;
+        let Err(refused) = strict else {
+            continue; // the leader
+        };
+        assert_eq!(
+            refused.reason(),
+            Some(svrkit::client::NOT_LEADER),
+            "{refused:?}"
+        );
+        followers += 1;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let stale = direct
+                .read_timeline_nearby_with(read(), CallOptions::new().routing_key(5))
+                .await
+                .expect("a follower answers a stale read");
+            if stale.entries == [entry] {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the follower never applied the pointer: {stale:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(metric(replica, "wx_storage_follower_reads_total").await >= 1.0);
+    }
+    assert_eq!(followers, N - 1, "two followers of the shard");
+    // Through the shard map, both answer.
+    let stale = routed
+        .read_timeline_nearby_with(read(), CallOptions::new().routing_key(5))
+        .await
+        .expect("stale");
+    assert_eq!(stale.entries, [entry]);
+    let strict = routed
+        .read_timeline_with(read(), CallOptions::new().routing_key(5))
+        .await
+        .expect("strict");
+    assert_eq!(strict.entries, [entry]);
 }

@@ -240,6 +240,7 @@ impl ChannelInner {
                 balancer: &*self.balancer,
                 zone: self.config.zone.as_deref(),
                 routing_key: opts.routing_key,
+                any_replica: method.stale_read(),
                 gray: ctx.gray_tag().is_some() || set.gray_user(uid),
                 priority,
                 now_ms: now.saturating_duration_since(self.epoch).as_millis() as u64,
@@ -403,6 +404,7 @@ mod tests {
         idempotent: false,
         timeout: None,
         priority: 0,
+        stale_read: false,
     };
 
     /// Every call's future is allocated and moved whole, so what it holds costs on every

@@ -360,7 +360,7 @@ impl Backend {
                         .get(store)
                         .and_then(|p| serde_json::from_str(p).ok())
                         .unwrap_or_else(|| json!({}));
-                    for method in ["Append", "Vote", "Snapshot"] {
+                    for method in ["Append", "AppendBatch", "Vote", "Snapshot"] {
                         policy["methods"][format!("wx.storage.Replication/{method}")] =
                             json!([store]);
                     }
