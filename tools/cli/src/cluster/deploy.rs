@@ -182,6 +182,20 @@ async fn show_release(state: &StateFile, service: &str, json_out: bool) {
     }
 }
 
+/// Why `service` cannot be released by gray instances, if it cannot: a gray instance of a
+/// replicated store would hold no replica and answer its users' keys `not_mine`, so
+/// replicas are upgraded one at a time instead.
+fn gray_refusal(service: &super::manifest::ServiceSpec) -> Option<String> {
+    (service.replicas > 1).then(|| {
+        format!(
+            "{} is replicated ({} replicas per shard): it is not released by gray instances; \
+             upgrade it one replica at a time (build, then restart each instance in turn and \
+             wait for its /readyz), the Raft groups keep serving",
+            service.name, service.replicas
+        )
+    })
+}
+
 pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
     let dir = args.state.dir().map_err(failed)?;
     let state = read_state(&dir)
@@ -201,6 +215,9 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
             let selector = parse_selector(selector).map_err(usage)?;
             let manifest = Manifest::load(&state.manifest).map_err(failed)?;
             let spec = manifest.service(&args.name).map_err(usage)?;
+            if let Some(refused) = gray_refusal(spec) {
+                return Err(usage(anyhow!(refused)));
+            }
             let built = build(&manifest, &state.profile, &[spec]).map_err(failed)?;
             let binary = built
                 .get(spec.bin())
@@ -238,6 +255,17 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replicated_store_is_not_released_by_gray_instances() {
+        let manifest: super::super::manifest::Manifest = toml::from_str(
+            "[[service]]\nname = \"echo\"\n[[service]]\nname = \"store\"\ninstances = 3\nreplicas = 3\n",
+        )
+        .expect("parses");
+        assert!(gray_refusal(manifest.service("echo").expect("echo")).is_none());
+        let refused = gray_refusal(manifest.service("store").expect("store")).expect("refused");
+        assert!(refused.contains("one replica at a time"), "{refused}");
+    }
 
     #[test]
     fn selectors_parse_or_say_why_not() {
