@@ -136,6 +136,8 @@ struct GroupInner {
     peers: Arc<Peers>,
     /// Back with an empty directory in a formed group, and not yet given the log.
     rejoining: AtomicBool,
+    /// Heartbeat ticks of the process that this replica, leading, was told to send.
+    beats: Arc<AtomicU64>,
     /// When a quorum last acknowledged this replica as leader, in ms since `epoch`
     /// (0: never).
     acked_ms: AtomicU64,
@@ -660,9 +662,11 @@ impl Opener {
         let restored =
             fresh && backup::restore_seeded(&shard_dir, &mut machine, &mut log, map, me).await?;
         let fresh = fresh && !restored;
+        let beats = Arc::new(AtomicU64::new(0));
         let network = NetworkFactory {
             shard: index as u32,
             peers: Arc::clone(&self.peers),
+            beats: Arc::clone(&beats),
         };
         let replicas = map.replicas_of(index);
         let preferred = replicas.first() == Some(&self.me_name);
@@ -743,6 +747,7 @@ impl Opener {
                 shard: index,
                 peers: Arc::clone(&self.peers),
                 rejoining: AtomicBool::new(rejoining),
+                beats,
                 acked_ms: AtomicU64::new(0),
                 epoch: Instant::now(),
             }),
@@ -815,7 +820,11 @@ fn beat(groups: std::sync::Weak<Groups>) {
             for hosted in groups.all() {
                 let raft = hosted.group.raft();
                 let leads = raft.metrics().borrow().current_leader == Some(hosted.group.inner.me);
-                if leads && let Err(e) = raft.trigger().heartbeat().await {
+                if !leads {
+                    continue;
+                }
+                hosted.group.inner.beats.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = raft.trigger().heartbeat().await {
                     tracing::debug!(error = %e, "heartbeat");
                 }
             }

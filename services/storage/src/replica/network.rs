@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -254,6 +255,8 @@ async fn send_batches(
 pub struct NetworkFactory {
     pub(super) shard: u32,
     pub(super) peers: Arc<Peers>,
+    /// The process's heartbeat ticks that reached this shard (see `ReplicaSet`'s `beat`).
+    pub(super) beats: Arc<AtomicU64>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -264,6 +267,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             shard: self.shard,
             target,
             peers: Arc::clone(&self.peers),
+            beats: Arc::clone(&self.beats),
+            beaten: 0,
         }
     }
 }
@@ -273,6 +278,9 @@ pub struct Network {
     shard: u32,
     target: u64,
     peers: Arc<Peers>,
+    beats: Arc<AtomicU64>,
+    /// The last tick whose heartbeat went to this peer.
+    beaten: u64,
 }
 
 type Failure<E> = RPCError<u64, BasicNode, RaftError<u64, E>>;
@@ -342,7 +350,12 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, Failure<openraft::error::Infallible>> {
-        let method = if rpc.entries.is_empty() {
+        // The first message without entries after a tick is that tick's heartbeat, sent
+        // with the other shards'; any other (the leader passing on its commit index, say)
+        // goes at once, so as not to hold up the entries queued behind it.
+        let tick = self.beats.load(Ordering::Relaxed);
+        let method = if rpc.entries.is_empty() && tick > self.beaten {
+            self.beaten = tick;
             Method::Heartbeat
         } else {
             Method::Append
