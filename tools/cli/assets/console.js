@@ -141,7 +141,7 @@ function renderShards(doc) {
         cell(String(g.shard + 1), "num"),
         cell(leader ? leader.id : "none", leader ? "good-text" : "bad-text"),
         cell(String(term), "num"),
-        cell(g.replicas.map((r) => `${r.id} ${r.role}${r.rejoining ? " (rejoining)" : ""} @${r.applied ?? 0}`).join(" · ")),
+        cell(g.replicas.map((r) => `${r.id} ${r.role}${r.rejoining ? " (rejoining)" : ""} @${r.applied ?? 0}/${r.committed ?? 0}`).join(" · ")),
         cell(lag === null ? "–" : String(lag), lag > 100 ? "num bad" : "num"),
       );
       return tr;

@@ -30,6 +30,8 @@ pub struct LogStore {
     meta: Keyspace,
     /// Appends waiting for their sync, in order.
     flushes: tokio::sync::mpsc::UnboundedSender<(u64, LogFlushed<TypeConfig>)>,
+    /// The last committed index openraft saved, plus one (0: none), for status pages.
+    committed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Tells openraft of each append once its sync is done, in append order.
@@ -74,12 +76,29 @@ impl LogStore {
     pub fn open(engine: &Engine) -> Result<LogStore, crate::engine::StorageError> {
         let (flushes, pending) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(flusher(engine.clone(), pending));
-        Ok(LogStore {
+        let store = LogStore {
             log: engine.keyspace("raft_log")?,
             meta: engine.keyspace("raft_meta")?,
             engine: engine.clone(),
             flushes,
-        })
+            committed: std::sync::Arc::default(),
+        };
+        if let Ok(Some(Some(id))) = store.read_meta::<Option<LogId>>(COMMITTED) {
+            store.note_committed(Some(id));
+        }
+        Ok(store)
+    }
+
+    /// The last committed index this replica knows, plus one (0: none), kept up to date.
+    pub fn committed(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        std::sync::Arc::clone(&self.committed)
+    }
+
+    fn note_committed(&self, committed: Option<LogId>) {
+        self.committed.store(
+            committed.map_or(0, |id| id.index + 1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -180,6 +199,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not waited for: after a crash the leader tells this replica again.
+        self.note_committed(committed);
         let mut batch = WriteBatch::default();
         batch.insert(&self.meta, COMMITTED, encode(&committed)?);
         self.engine

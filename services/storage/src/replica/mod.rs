@@ -138,6 +138,8 @@ struct GroupInner {
     rejoining: AtomicBool,
     /// Heartbeat ticks of the process that this replica, leading, was told to send.
     beats: Arc<AtomicU64>,
+    /// The last committed index it knows, plus one (see `LogStore::committed`).
+    committed: Arc<AtomicU64>,
     /// When a quorum last acknowledged this replica as leader, in ms since `epoch`
     /// (0: never).
     acked_ms: AtomicU64,
@@ -170,6 +172,8 @@ pub struct ShardStatus {
     pub leader: Option<String>,
     /// The last log index.
     pub last_log: Option<u64>,
+    /// The last committed index this replica knows.
+    pub committed: Option<u64>,
     /// The last applied index.
     pub applied: Option<u64>,
     /// The last log index its latest snapshot covers.
@@ -445,6 +449,7 @@ impl Group {
             term: m.current_term,
             leader: m.current_leader.map(name),
             last_log,
+            committed: self.inner.committed.load(Ordering::Relaxed).checked_sub(1),
             applied: m.last_applied.map(|l| l.index),
             snapshot: m.snapshot.map(|l| l.index),
             voters,
@@ -497,6 +502,8 @@ impl Group {
                     .set(applied.map_or(0.0, |l| l.index as f64));
                 metrics::gauge!("wx_storage_raft_last_log_index", "shard" => shard.clone())
                     .set(last_log.map_or(0.0, |l| l as f64));
+                metrics::gauge!("wx_storage_raft_committed_index", "shard" => shard.clone())
+                    .set(inner.committed.load(Ordering::Relaxed).saturating_sub(1) as f64);
                 if leader == Some(inner.me) && now >= lag_at + 1000 {
                     lag_at = now;
                     let status = (Group {
@@ -645,6 +652,7 @@ impl Opener {
         // every replica here measured slower: one sync at a time).
         let engine = Engine::open(&shard_dir.join("db"))?;
         let mut log = LogStore::open(&engine)?;
+        let committed = log.committed();
         let fresh = {
             use openraft::storage::RaftLogStorage as _;
             let state = log
@@ -748,6 +756,7 @@ impl Opener {
                 peers: Arc::clone(&self.peers),
                 rejoining: AtomicBool::new(rejoining),
                 beats,
+                committed,
                 acked_ms: AtomicU64::new(0),
                 epoch: Instant::now(),
             }),

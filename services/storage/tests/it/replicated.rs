@@ -395,6 +395,14 @@ async fn a_follower_names_the_leader_and_a_call_without_a_key_is_refused() {
         status.iter().all(|s| s["term"].as_u64().unwrap_or(0) >= 1),
         "{status:?}"
     );
+    // Nothing is applied before it is committed.
+    assert!(
+        status
+            .iter()
+            .all(|s| s["applied"].as_u64() <= s["committed"].as_u64()),
+        "{status:?}"
+    );
+    assert!(status.iter().any(|s| s["committed"].is_u64()), "{status:?}");
     let mut replicas = replicas;
     let survivor = replicas.pop().flatten().expect("the last replica");
     drop(replicas);
