@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow, bail};
 use svrkit::discovery::shard_map;
-use svrkit::launch::Launch;
+use wx_storage::replica::leader::Cluster;
 
 fn service_of(store: &str) -> anyhow::Result<&'static str> {
     wx_storage::store_service(store).ok_or_else(|| {
@@ -47,19 +47,10 @@ async fn main() -> anyhow::Result<()> {
     match command.as_str() {
         "save" => {
             let to = flag(&args, "--to")?;
-            let launch = Launch::from_env("operator")?;
-            let registry = launch
-                .registry()
-                .context("SVRKIT_REGISTRY names no registry")?;
-            let config = launch
-                .config_store()
-                .context("the registry has no configuration store")?;
+            let Cluster { config, addrs } = Cluster::from_env(service).await?;
             let map = shard_map::load(&*config, service)
                 .await?
                 .with_context(|| format!("{service} has no shard map"))?;
-            let live = registry.watch(service).await?.borrow().clone();
-            let addrs: Vec<(String, std::net::SocketAddr)> =
-                live.iter().map(|i| (i.id.clone(), i.addr)).collect();
             let manifest = wx_storage::replica::backup::save(service, &map, &addrs, &to).await?;
             for shard in &manifest.snapshots {
                 println!(

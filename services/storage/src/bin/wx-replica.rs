@@ -17,7 +17,7 @@
 
 use anyhow::{Context as _, anyhow, bail};
 use svrkit::discovery::shard_map;
-use svrkit::launch::Launch;
+use wx_storage::replica::leader::Cluster;
 use wx_storage::replica::membership::{self, Change};
 
 const USAGE: &str = "usage: wx-replica show STORE | add STORE --shard N --instance ID | remove STORE --shard N --instance ID | replace STORE --shard N --old ID --new ID";
@@ -42,16 +42,7 @@ async fn main() -> anyhow::Result<()> {
             wx_storage::STORES.join(", ")
         )
     })?;
-    let launch = Launch::from_env("operator")?;
-    let registry = launch
-        .registry()
-        .context("SVRKIT_REGISTRY names no registry")?;
-    let config = launch
-        .config_store()
-        .context("the registry has no configuration store")?;
-    let live = registry.watch(service).await?.borrow().clone();
-    let addrs: Vec<(String, std::net::SocketAddr)> =
-        live.iter().map(|i| (i.id.clone(), i.addr)).collect();
+    let Cluster { config, addrs } = Cluster::from_env(service).await?;
     let change = match command.as_str() {
         "show" => {
             let map = shard_map::load(&*config, service)

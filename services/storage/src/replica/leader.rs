@@ -3,8 +3,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use svrkit::config::ConfigStore;
+use svrkit::launch::Launch;
 use svrkit::{Channel, Status};
 use wx_api::storage::replication_client::ReplicationClient;
 
@@ -51,4 +54,46 @@ where
         }
     }
     Err("no replica named a leader".into())
+}
+
+/// What an operator's tool (`wx-backup`, `wx-replica`) sees of a store's cluster, from
+/// its environment (`SVRKIT_REGISTRY`, and the operator's TLS files when there are any):
+/// the configuration store holding the shard map, and where the instances are now.
+pub struct Cluster {
+    /// The registry's configuration store.
+    pub config: Arc<dyn ConfigStore>,
+    /// Every registered instance of the service: (instance id, address).
+    pub addrs: Vec<(String, SocketAddr)>,
+}
+
+impl Cluster {
+    /// The cluster of `service` as this process's environment describes it.
+    pub async fn from_env(service: &str) -> Result<Cluster, super::ReplicaError> {
+        let failed = |e: &dyn std::fmt::Display| super::ReplicaError::Launch(e.to_string());
+        let launch = Launch::from_env("operator").map_err(|e| failed(&e))?;
+        let registry = launch
+            .registry()
+            .ok_or_else(|| failed(&"SVRKIT_REGISTRY names no registry"))?;
+        let config = launch
+            .config_store()
+            .ok_or_else(|| failed(&"the registry has no configuration store"))?;
+        let live = registry
+            .watch(service)
+            .await
+            .map_err(|e| failed(&e))?
+            .borrow()
+            .clone();
+        Ok(Cluster {
+            config,
+            addrs: live.iter().map(|i| (i.id.clone(), i.addr)).collect(),
+        })
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
 }
