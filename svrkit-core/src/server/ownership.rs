@@ -29,6 +29,14 @@ fn build(names: Vec<String>) -> (Ring, Vec<Vec<String>>) {
     )
 }
 
+/// The ring of `map`'s shards, and each shard's holders (its replicas).
+fn map_view(map: &crate::discovery::shard_map::ShardMap) -> (Ring, Vec<Vec<String>>) {
+    (
+        Ring::new(&map.shards),
+        (0..map.shards.len()).map(|i| map.replicas_of(i)).collect(),
+    )
+}
+
 impl Ownership {
     /// Follows `service`'s instances in `registry`; this instance is the one registered
     /// as `instance_id`.
@@ -37,27 +45,36 @@ impl Ownership {
         service: &str,
         instance_id: &str,
     ) -> Result<Ownership, DiscoveryError> {
-        let mut watch = registry.watch(service).await?;
-        let names = |instances: &crate::discovery::Instances| -> Vec<String> {
-            instances.iter().map(|i| i.id.clone()).collect()
-        };
-        let ring = Arc::new(RwLock::new(build(names(&watch.borrow_and_update()))));
+        let watch = registry.watch(service).await?;
+        Ok(Ownership::following(instance_id, watch, |instances| {
+            build(instances.iter().map(|i| i.id.clone()).collect())
+        }))
+    }
+
+    /// This instance (`me`) with the ring `view` makes of what `watch` holds, now and
+    /// after every change, for as long as the ownership lives.
+    fn following<T: Send + Sync + 'static>(
+        me: &str,
+        mut watch: tokio::sync::watch::Receiver<T>,
+        view: impl Fn(&T) -> (Ring, Vec<Vec<String>>) + Send + 'static,
+    ) -> Ownership {
+        let ring = Arc::new(RwLock::new(view(&watch.borrow_and_update())));
         let shared = Arc::downgrade(&ring);
         tokio::spawn(async move {
             while watch.changed().await.is_ok() {
                 let Some(ring) = shared.upgrade() else {
                     return;
                 };
-                let fresh = build(names(&watch.borrow_and_update()));
+                let fresh = view(&watch.borrow_and_update());
                 *ring
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
             }
         });
-        Ok(Ownership {
-            me: instance_id.to_string(),
+        Ownership {
+            me: me.to_string(),
             ring,
-        })
+        }
     }
 
     /// A fixed ring of `names`, this instance being `me` (tests, static deployments).
@@ -71,10 +88,9 @@ impl Ownership {
     /// The shards of `map`, this instance being `me`: it owns the keys of every shard it
     /// holds a replica of (whether it leads that shard is the replica's to judge).
     pub fn of_map(me: &str, map: &crate::discovery::shard_map::ShardMap) -> Ownership {
-        let holders = (0..map.shards.len()).map(|i| map.replicas_of(i)).collect();
         Ownership {
             me: me.to_string(),
-            ring: Arc::new(RwLock::new((Ring::new(&map.shards), holders))),
+            ring: Arc::new(RwLock::new(map_view(map))),
         }
     }
 
@@ -83,32 +99,12 @@ impl Ownership {
     /// added to a shard owns its keys from the version that names it.
     pub fn follow_map(
         me: &str,
-        mut maps: tokio::sync::watch::Receiver<Option<crate::discovery::shard_map::ShardMap>>,
+        maps: tokio::sync::watch::Receiver<Option<crate::discovery::shard_map::ShardMap>>,
     ) -> Ownership {
-        let view = |map: &Option<crate::discovery::shard_map::ShardMap>| match map {
-            Some(map) => (
-                Ring::new(&map.shards),
-                (0..map.shards.len()).map(|i| map.replicas_of(i)).collect(),
-            ),
+        Ownership::following(me, maps, |map| match map {
+            Some(map) => map_view(map),
             None => build(Vec::new()),
-        };
-        let ring = Arc::new(RwLock::new(view(&maps.borrow_and_update())));
-        let shared = Arc::downgrade(&ring);
-        tokio::spawn(async move {
-            while maps.changed().await.is_ok() {
-                let Some(ring) = shared.upgrade() else {
-                    return;
-                };
-                let fresh = view(&maps.borrow_and_update());
-                *ring
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-            }
-        });
-        Ownership {
-            me: me.to_string(),
-            ring,
-        }
+        })
     }
 
     /// Whether this instance owns `key`: the error names the owner when another does.

@@ -130,13 +130,7 @@ pub async fn change(
     staged.extend(voters.iter().filter(|v| !current.contains(v)).cloned());
     let mut map = map;
     if staged != current {
-        map = map.with_replicas(index, staged.clone())?;
-        shard_map::replace(store, service, &map).await?;
-        progress(&format!(
-            "map v{}: shard {shard} held by {}",
-            map.version,
-            staged.join(", ")
-        ));
+        map = publish(store, service, &map, index, &staged, &progress).await?;
     }
     // 2. The leader moves the group; new replicas catch up first.
     progress(&format!(
@@ -160,18 +154,33 @@ pub async fn change(
     ));
     // 3. The map names only the voters.
     if staged != voters {
-        map = map.with_replicas(index, voters.clone())?;
-        shard_map::replace(store, service, &map).await?;
-        progress(&format!(
-            "map v{}: shard {shard} held by {}",
-            map.version,
-            voters.join(", ")
-        ));
+        map = publish(store, service, &map, index, &voters, &progress).await?;
     }
     Ok(Changed {
         voters,
         map_version: map.version,
     })
+}
+
+/// Publishes the next version of `map`, with shard `index` held by `replicas`, and says
+/// so.
+async fn publish(
+    store: &dyn ConfigStore,
+    service: &str,
+    map: &ShardMap,
+    index: usize,
+    replicas: &[String],
+    progress: &impl Fn(&str),
+) -> Result<ShardMap, MembershipError> {
+    let next = map.with_replicas(index, replicas.to_vec())?;
+    shard_map::replace(store, service, &next).await?;
+    progress(&format!(
+        "map v{}: shard {} held by {}",
+        next.version,
+        index + 1,
+        replicas.join(", ")
+    ));
+    Ok(next)
 }
 
 #[cfg(test)]

@@ -79,12 +79,8 @@ impl Peers {
 
     /// The instance id of node `id`.
     pub fn name(&self, id: u64) -> Option<String> {
-        let index = usize::try_from(id.checked_sub(1)?).ok()?;
-        self.names
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(index)
-            .cloned()
+        let names = self.names.read().unwrap_or_else(PoisonError::into_inner);
+        node_name(&names, id).map(str::to_string)
     }
 
     /// The node id of instance `name`.
@@ -151,8 +147,9 @@ impl Peers {
 
     /// A client to node `id`, if it is registered now.
     fn client(&self, id: u64) -> Result<ReplicationClient, String> {
-        let name = self.name(id).ok_or_else(|| format!("no node {id}"))?;
-        let name = name.as_str();
+        // Borrowed under the read lock: no copy of the name per Raft message.
+        let names = self.names.read().unwrap_or_else(PoisonError::into_inner);
+        let name = node_name(&names, id).ok_or_else(|| format!("no node {id}"))?;
         if self.faults.is_cut(name) {
             return Err(format!("{name} is cut off (fault injection)"));
         }
@@ -248,6 +245,12 @@ async fn send_batches(
             }
         }
     }
+}
+
+/// The instance id of node `id` in `names` (node id - 1 → instance id).
+fn node_name(names: &[String], id: u64) -> Option<&str> {
+    let index = usize::try_from(id.checked_sub(1)?).ok()?;
+    names.get(index).map(String::as_str)
 }
 
 /// openraft's connections of one shard's replica.

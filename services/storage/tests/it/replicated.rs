@@ -204,6 +204,18 @@ async fn shards_status(replica: &Replica) -> Vec<serde_json::Value> {
         .expect("a shards section")
 }
 
+/// Waits until every one of `replicas` answers `/readyz` with 200 (each shard it holds
+/// has a leader).
+async fn all_ready(replicas: impl IntoIterator<Item = &Replica>) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for replica in replicas {
+        while http_get(replica.admin, "/readyz").await.0 != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// A counter or gauge from a replica's `/metrics` (0 when absent).
 async fn metric(replica: &Replica, name: &str) -> f64 {
     let (code, body) = http_get(replica.admin, "/metrics").await;
@@ -381,13 +393,7 @@ async fn a_follower_names_the_leader_and_a_call_without_a_key_is_refused() {
     let store = client(registry).await;
     assert!(create(&store, 7).await);
     // Ready while every shard has a leader; a replica left alone is not.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    for replica in replicas.iter().flatten() {
-        while http_get(replica.admin, "/readyz").await.0 != 200 {
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    all_ready(replicas.iter().flatten()).await;
     // And a ready replica's status names every shard's role and term.
     let status = shards_status(follower).await;
     assert_eq!(status.len(), N);
@@ -894,13 +900,7 @@ async fn a_stale_read_is_answered_by_a_follower_and_a_strict_one_only_by_the_lea
             )
         })
         .collect();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    for replica in &replicas {
-        while http_get(replica.admin, "/readyz").await.0 != 200 {
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    all_ready(&replicas).await;
     // A pointer on reader 5's timeline, written through the shard map (to the leader).
     let registry_handle = Arc::new(EmbeddedRegistry::new(registry));
     let channel = svrkit::discovery::discover(
