@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `SVRKIT_LISTEN` | RPC address (port 0 picks one) | `127.0.0.1:0` |
 //! | `SVRKIT_ADMIN` | admin HTTP address, or `off` | `127.0.0.1:0` |
-//! | `SVRKIT_ADVERTISE` | the IP address others reach this instance at: what the registry gets (with the bound ports) when it listens on a wildcard such as `0.0.0.0` or behind NAT; a wildcard is never registered | the bound address |
+//! | `SVRKIT_ADVERTISE` | the IP address others reach this instance at, or the name of the network interface that has it (`eth0`: its IPv4 address, else its first IPv6 address that is not link-local): what the registry gets (with the bound ports) when it listens on a wildcard such as `0.0.0.0` or behind NAT; a wildcard is never registered | the bound address |
 //! | `SVRKIT_REGISTRY` | `dir:PATH`, `etcd:URL[,URL…]` or `none` | `dir:` [`EmbeddedRegistry::default_root`] |
 //! | `SVRKIT_INSTANCE_ID` | the id registered (stable across restarts) | generated |
 //! | `SVRKIT_GRAY_USERS` | a [`Selector`] in JSON: run as a gray release for these users | stable |
@@ -176,6 +176,42 @@ fn var(name: &'static str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// The address a network interface named `name` has (`SVRKIT_ADVERTISE=eth0`): its IPv4
+/// address, else its first IPv6 address that is not link-local.
+fn interface_address(name: &str) -> Result<std::net::IpAddr, String> {
+    if name.is_empty()
+        || name.len() > 15
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+    {
+        return Err("neither an IP address nor an interface name".to_string());
+    }
+    let interfaces = if_addrs::get_if_addrs()
+        .map_err(|e| format!("listing the network interfaces failed: {e}"))?;
+    let mine: Vec<std::net::IpAddr> = interfaces
+        .iter()
+        .filter(|i| i.name == name)
+        .map(if_addrs::Interface::ip)
+        .collect();
+    let unicast_v6 = |ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+        std::net::IpAddr::V4(_) => false,
+    };
+    mine.iter()
+        .find(|ip| ip.is_ipv4())
+        .or_else(|| mine.iter().find(|ip| unicast_v6(ip)))
+        .copied()
+        .ok_or_else(|| {
+            let names: std::collections::BTreeSet<&str> =
+                interfaces.iter().map(|i| i.name.as_str()).collect();
+            format!(
+                "not an IP address, and no interface of that name has one (interfaces: {})",
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        })
+}
+
 fn bad(name: &'static str, value: &str, reason: impl ToString) -> LaunchError {
     LaunchError::BadVariable {
         name,
@@ -213,9 +249,11 @@ impl Launch {
         let admin = addr("SVRKIT_ADMIN", "127.0.0.1:0")?;
         let advertise = match var("SVRKIT_ADVERTISE") {
             Some(text) => {
-                let ip: std::net::IpAddr = text
-                    .parse()
-                    .map_err(|_| bad("SVRKIT_ADVERTISE", &text, "not an IP address"))?;
+                let ip = match text.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(_) => interface_address(&text)
+                        .map_err(|reason| bad("SVRKIT_ADVERTISE", &text, reason))?,
+                };
                 if ip.is_unspecified() {
                     return Err(bad(
                         "SVRKIT_ADVERTISE",
@@ -820,9 +858,30 @@ pub fn etcd_from_env(
     Ok(EtcdAccess::from_env()?.apply(registry))
 }
 
+/// `registry` with the TLS and user that `vars` give, named as the `SVRKIT_ETCD_*`
+/// variables (a supervisor's view of what its instances are told; unnamed ones are unset).
+#[cfg(feature = "etcd")]
+pub fn etcd_from_vars(
+    registry: crate::discovery::EtcdRegistry,
+    vars: &[(String, String)],
+) -> Result<crate::discovery::EtcdRegistry, LaunchError> {
+    let lookup = |name: &str| {
+        vars.iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    Ok(EtcdAccess::from_lookup(lookup)?.apply(registry))
+}
+
 #[cfg(feature = "etcd")]
 impl EtcdAccess {
     fn from_env() -> Result<EtcdAccess, LaunchError> {
+        EtcdAccess::from_lookup(var)
+    }
+
+    fn from_lookup(
+        var: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<EtcdAccess, LaunchError> {
         let read =
             |name: &'static str, path: &str| std::fs::read(path).map_err(|e| bad(name, path, e));
         let tls = match var("SVRKIT_ETCD_CA") {
@@ -901,6 +960,27 @@ mod tests {
                 .parse::<std::net::SocketAddr>()
                 .expect("addr")
         );
+    }
+
+    #[test]
+    fn an_interface_name_is_advertised_as_its_address() {
+        // Every Linux network namespace has `lo`, with 127.0.0.1.
+        assert_eq!(
+            super::interface_address("lo").expect("lo has an address"),
+            std::net::IpAddr::from([127, 0, 0, 1])
+        );
+        let missing = super::interface_address("nosuchif0").expect_err("no such interface");
+        assert!(
+            missing.contains("interfaces: ") && missing.contains("lo"),
+            "{missing}"
+        );
+        for bad in ["", "eth0/../x", "a-name-longer-than-15", "10.0.0.300 "] {
+            let refused = super::interface_address(bad).expect_err(bad);
+            assert!(
+                refused.contains("neither an IP address"),
+                "{bad:?}: {refused}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,14 @@
 //! between the two is lost. When etcd becomes unreachable a watch keeps serving the last
 //! known state, logs it (instance watches also set `svrkit_discovery_stale{service}` to 1),
 //! and on reconnection reads afresh and resumes watching.
+//!
+//! Of several endpoints (an etcd cluster's members), a registry talks to one at a time:
+//! the one that last answered, else the next in the list that answers a probe read (a
+//! linearizable read, which a member cut off from its cluster's quorum cannot answer).
+//! Failing over is per connection: a broken watch, a lost keep-alive or a failed request
+//! connects again, to the next member that answers. HTTP/2 keep-alive pings
+//! ([`KEEPALIVE`]) find a member that went silent, and watches require a leader, so a
+//! member that lost its quorum ends them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,6 +43,12 @@ pub const CONFIG_PREFIX: &str = "/svrkit/config/";
 pub const DEFAULT_LEASE_TTL_SECS: i64 = 3;
 /// Pause between attempts to reach etcd again.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// The HTTP/2 keep-alive of a connection to etcd: a ping this often, and the connection
+/// given up when one is not answered within [`KEEPALIVE_TIMEOUT`]. (etcd refuses pings
+/// more often than every 5 s, its `--grpc-keepalive-min-time`.)
+const KEEPALIVE: Duration = Duration::from_secs(5);
+/// See [`KEEPALIVE`].
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How a registry proves itself to etcd and checks etcd: TLS with the CA that signed
 /// etcd's certificate and, for etcd's `--client-cert-auth`, a client certificate.
@@ -84,6 +98,9 @@ pub struct EtcdRegistry {
     services: String,
     /// The prefix of configuration documents ([`CONFIG_PREFIX`], or the cluster's).
     config: String,
+    /// The endpoint that answered last (shared by clones): where the next connection
+    /// goes first.
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn backend(e: etcd_client::Error) -> DiscoveryError {
@@ -100,6 +117,7 @@ impl EtcdRegistry {
             user: None,
             services: PREFIX.to_string(),
             config: CONFIG_PREFIX.to_string(),
+            current: std::sync::Arc::default(),
         }
     }
 
@@ -152,10 +170,40 @@ impl EtcdRegistry {
         self
     }
 
+    /// A connection to the first endpoint, from the one that answered last, that answers
+    /// a probe read.
     async fn client(&self) -> Result<Client, DiscoveryError> {
+        use std::sync::atomic::Ordering;
+        let n = self.endpoints.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = DiscoveryError::Backend("no etcd endpoints".to_string());
+        for k in 0..n {
+            let i = (start + k) % n;
+            match self.connect_to(&self.endpoints[i]).await {
+                Ok(client) => {
+                    if i != start {
+                        tracing::info!(endpoint = %self.endpoints[i], "etcd: using another member");
+                    }
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(client);
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = %self.endpoints[i], error = %e, "etcd member does not answer");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// A connection to `endpoint`, once it answered a linearizable read.
+    async fn connect_to(&self, endpoint: &str) -> Result<Client, DiscoveryError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(1))
-            .with_timeout(Duration::from_secs(2));
+            .with_timeout(Duration::from_secs(2))
+            .with_keep_alive(KEEPALIVE, KEEPALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
         if let Some(tls) = &self.tls {
             let mut config = etcd_client::TlsOptions::new()
                 .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem));
@@ -170,9 +218,17 @@ impl EtcdRegistry {
         if let Some(user) = &self.user {
             options = options.with_user(user.name.clone(), user.password.clone());
         }
-        Client::connect(&self.endpoints, Some(options))
+        let mut client = Client::connect([endpoint], Some(options))
             .await
-            .map_err(backend)
+            .map_err(backend)?;
+        client
+            .get(
+                self.services.as_str(),
+                Some(GetOptions::new().with_count_only()),
+            )
+            .await
+            .map_err(backend)?;
+        Ok(client)
     }
 
     fn key(&self, instance: &Instance) -> String {

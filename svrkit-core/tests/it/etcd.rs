@@ -253,3 +253,33 @@ async fn etcd_over_mutual_tls_with_a_user_and_password() {
         .user("root", "a guess");
     assert!(wrong.all().await.is_err(), "a wrong password");
 }
+
+/// Of several endpoints, a registry uses one that answers: with the first member down
+/// (its port refuses connections), registering, reading and watching go to the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_does_not_answer_is_passed_over() {
+    let etcd = Etcd::start().await;
+    let (_held, dead) = svrkit_testkit::refusing_addr();
+    let registry = EtcdRegistry::new([format!("http://{dead}"), etcd.endpoint()])
+        .cluster("failover")
+        .expect("a cluster name");
+    let mut rx = registry.watch(SERVICE).await.expect("watch");
+    let _kept = registry
+        .register(instance("a", 1001))
+        .await
+        .expect("registered through the member that answers");
+    until(&mut rx, |i| i.len() == 1).await;
+    let all = registry.all().await.expect("read");
+    assert_eq!(all.len(), 1, "{all:?}");
+    // Every endpoint down: a clear error, not a hang.
+    let (_held2, dead2) = svrkit_testkit::refusing_addr();
+    let nowhere = EtcdRegistry::new([format!("http://{dead}"), format!("http://{dead2}")]);
+    let refused = tokio::time::timeout(Duration::from_secs(10), nowhere.all())
+        .await
+        .expect("answers in time")
+        .expect_err("no member answers");
+    assert!(
+        refused.to_string().contains("registry backend"),
+        "{refused}"
+    );
+}

@@ -10,6 +10,7 @@ use svrkit::discovery::{EtcdRegistry, Registry};
 
 pub mod browser;
 pub mod linearizability;
+pub mod netns;
 mod static_registry;
 pub mod webdriver;
 

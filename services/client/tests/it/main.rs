@@ -7,3 +7,4 @@ mod scenarios;
 mod backend;
 mod backend_etcd;
 mod browser;
+mod hosts;

@@ -13,8 +13,18 @@
 //! # ca = "etcd-ca.pem", cert = "client.pem", key = "client.key", server_name = "…",
 //! # user = "svrkit", password_file = "etcd.password"
 //!
+//! # Hosts (optional): with them, `svrkit up --host NAME` runs on each machine the
+//! # instances placed there, all joined by one etcd cluster (`[registry] kind = "etcd"`).
+//! [[host]]
+//! name = "a"                 # what `--host` names
+//! address = "10.0.0.1"       # what its instances advertise: an IP address or an interface
+//! listen = "0.0.0.0"         # what they bind (default: `address` when it is an IP, else 0.0.0.0)
+//! zone = "campus-1"          # their SVRKIT_ZONE: clients prefer their own zone
+//!
 //! [[service]]
 //! name = "echo"              # the name `ps`, `logs` and `deploy` use
+//! hosts = ["a", "b"]         # instance i runs on hosts[i % len] (default: every host, in order);
+//!                            # a shard's replicas must land on distinct hosts
 //! package = "echo"           # cargo package (default: name)
 //! bin = "echo"               # binary in it (default: package)
 //! args = ["serve"]           # arguments (default: ["serve"])
@@ -27,6 +37,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -45,8 +56,37 @@ pub(crate) struct Manifest {
     pub(crate) registry: RegistrySection,
     #[serde(default)]
     pub(crate) tls: TlsSection,
+    #[serde(rename = "host", default)]
+    pub(crate) hosts: Vec<HostSpec>,
     #[serde(rename = "service", default)]
     pub(crate) services: Vec<ServiceSpec>,
+}
+
+/// One `[[host]]`: a machine that runs a share of the deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HostSpec {
+    /// What `svrkit up --host` names.
+    pub(crate) name: String,
+    /// What its instances advertise (`SVRKIT_ADVERTISE`): an IP address or an interface.
+    pub(crate) address: String,
+    /// What its instances bind (default: `address` when it is an IP, else `0.0.0.0`).
+    #[serde(default)]
+    pub(crate) listen: Option<IpAddr>,
+    /// Its instances' zone (`SVRKIT_ZONE`).
+    #[serde(default)]
+    pub(crate) zone: Option<String>,
+}
+
+impl HostSpec {
+    /// The IP address its instances bind.
+    pub(crate) fn listen_ip(&self) -> IpAddr {
+        self.listen.unwrap_or_else(|| {
+            self.address
+                .parse()
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        })
+    }
 }
 
 /// `[build]`.
@@ -194,6 +234,9 @@ pub(crate) struct ServiceSpec {
     pub(crate) admin_port: u16,
     #[serde(default)]
     pub(crate) env: BTreeMap<String, String>,
+    /// The hosts its instances run on, round robin (default: every `[[host]]`).
+    #[serde(default)]
+    pub(crate) hosts: Option<Vec<String>>,
     /// The services allowed to call this one (with TLS; absent: every member).
     #[serde(default)]
     pub(crate) callers: Option<Vec<String>>,
@@ -329,12 +372,136 @@ impl Manifest {
                 );
             }
         }
+        self.check_hosts()?;
         if self.registry.kind == RegistryChoice::Etcd && self.registry.endpoints.is_empty() {
             return Err(anyhow!(
                 "[registry] kind = \"etcd\" needs endpoints = [\"http://...\"]"
             ));
         }
         Ok(())
+    }
+
+    /// Checks the `[[host]]`s and where services are placed on them.
+    fn check_hosts(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::HashSet::new();
+        for host in &self.hosts {
+            if host.name.is_empty()
+                || host.name.len() > 63
+                || !host
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!("host name {:?}: use letters, digits, - and _", host.name);
+            }
+            if !names.insert(host.name.as_str()) {
+                bail!("host {:?} is listed twice", host.name);
+            }
+            let ip = host.address.parse::<IpAddr>();
+            let interface = !host.address.is_empty()
+                && host.address.len() <= 15
+                && host
+                    .address
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+            match ip {
+                Ok(ip) if ip.is_unspecified() => bail!(
+                    "host {:?}: address {} cannot be reached; name the host's own address",
+                    host.name,
+                    host.address
+                ),
+                Ok(_) => {}
+                Err(_) if interface => {}
+                Err(_) => bail!(
+                    "host {:?}: address {:?} is neither an IP address nor an interface name",
+                    host.name,
+                    host.address
+                ),
+            }
+        }
+        if self.hosts.len() > 1 && self.registry.kind != RegistryChoice::Etcd {
+            bail!(
+                "{} hosts need one registry they all reach: [registry] kind = \"etcd\"",
+                self.hosts.len()
+            );
+        }
+        for s in &self.services {
+            let Some(placed) = &s.hosts else { continue };
+            if self.hosts.is_empty() {
+                bail!(
+                    "service {:?} names hosts but the manifest has no [[host]]",
+                    s.name
+                );
+            }
+            if placed.is_empty() {
+                bail!("service {:?}: hosts = [] places it nowhere", s.name);
+            }
+            if let Some(unknown) = placed.iter().find(|h| !names.contains(h.as_str())) {
+                bail!("service {:?}: no [[host]] named {unknown:?}", s.name);
+            }
+        }
+        // A shard's copies on distinct hosts (PaxosStore's campuses): losing a host loses
+        // one copy of a shard, never a majority of it.
+        if !self.hosts.is_empty() {
+            for s in self.services.iter().filter(|s| s.replicas > 1) {
+                let shards: Vec<String> = (0..s.instances).map(|i| i.to_string()).collect();
+                let groups = svrkit::discovery::shard_map::place(&shards, usize::from(s.replicas))
+                    .unwrap_or_default();
+                for (shard, group) in groups.iter().enumerate() {
+                    let mut on: Vec<&str> = group
+                        .iter()
+                        .filter_map(|i| i.parse::<u16>().ok())
+                        .filter_map(|i| self.host_of(s, i).map(|h| h.name.as_str()))
+                        .collect();
+                    on.sort_unstable();
+                    let all = on.len();
+                    on.dedup();
+                    if on.len() != all {
+                        bail!(
+                            "service {:?}: shard {} would keep {} copies on {} host(s) ({}); \
+                             list at least {} hosts for it",
+                            s.name,
+                            shard + 1,
+                            all,
+                            on.len(),
+                            on.join(", "),
+                            s.replicas
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The host instance `i` (from 0) of `service` runs on, when the manifest has hosts.
+    pub(crate) fn host_of(&self, service: &ServiceSpec, i: u16) -> Option<&HostSpec> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        let index = usize::from(i);
+        match &service.hosts {
+            Some(names) if !names.is_empty() => {
+                let name = &names[index % names.len()];
+                self.hosts.iter().find(|h| &h.name == name)
+            }
+            _ => Some(&self.hosts[index % self.hosts.len()]),
+        }
+    }
+
+    /// The host named `name`.
+    pub(crate) fn host(&self, name: &str) -> anyhow::Result<&HostSpec> {
+        self.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+            if names.is_empty() {
+                anyhow!("--host {name:?}: the manifest has no [[host]]")
+            } else {
+                anyhow!(
+                    "no host {name:?} in the manifest (it has: {})",
+                    names.join(", ")
+                )
+            }
+        })
     }
 
     /// The service named `name`.
@@ -396,5 +563,82 @@ mod tests {
         );
         let unknown: Result<Manifest, _> = toml::from_str("[[service]]\nname = \"a\"\nport5 = 1");
         assert!(unknown.is_err(), "unknown keys are refused");
+    }
+
+    const HOSTS: &str = "[registry]\nkind = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\n\
+        [[host]]\nname = \"a\"\naddress = \"10.0.0.1\"\nzone = \"z1\"\n\
+        [[host]]\nname = \"b\"\naddress = \"eth0\"\n\
+        [[host]]\nname = \"c\"\naddress = \"10.0.0.3\"\nlisten = \"0.0.0.0\"\n";
+
+    fn with_hosts(services: &str) -> anyhow::Result<Manifest> {
+        let m: Manifest = toml::from_str(&format!("{HOSTS}{services}"))?;
+        m.check()?;
+        Ok(m)
+    }
+
+    #[test]
+    fn instances_are_placed_on_hosts_and_a_shards_copies_on_distinct_ones() {
+        let m = with_hosts(
+            "[[service]]\nname = \"store\"\ninstances = 3\nreplicas = 3\n\
+             [[service]]\nname = \"logic\"\ninstances = 4\nhosts = [\"c\", \"a\"]\n",
+        )
+        .expect("a good manifest");
+        let on = |service: &str| -> Vec<String> {
+            let s = m.service(service).expect("service");
+            (0..s.instances)
+                .map(|i| m.host_of(s, i).expect("placed").name.clone())
+                .collect()
+        };
+        assert_eq!(on("store"), ["a", "b", "c"]);
+        assert_eq!(on("logic"), ["c", "a", "c", "a"]);
+        let ip = |name: &str| m.host(name).expect("host").listen_ip().to_string();
+        assert_eq!(
+            (ip("a"), ip("b"), ip("c")),
+            ("10.0.0.1".into(), "0.0.0.0".into(), "0.0.0.0".into())
+        );
+        assert!(m.host("d").is_err());
+
+        for (bad, why) in [
+            // Two of a shard's three copies would share host a.
+            (
+                "[[service]]\nname = \"s\"\ninstances = 3\nreplicas = 3\nhosts = [\"a\", \"b\"]",
+                "copies on 2 host",
+            ),
+            (
+                "[[service]]\nname = \"s\"\nhosts = [\"x\"]",
+                "no [[host]] named",
+            ),
+            ("[[service]]\nname = \"s\"\nhosts = []", "places it nowhere"),
+            (
+                "[[host]]\nname = \"a\"\naddress = \"10.0.0.9\"\n[[service]]\nname = \"s\"",
+                "listed twice",
+            ),
+            (
+                "[[host]]\nname = \"d\"\naddress = \"0.0.0.0\"\n[[service]]\nname = \"s\"",
+                "cannot be reached",
+            ),
+            (
+                "[[host]]\nname = \"d\"\naddress = \"not an address\"\n[[service]]\nname = \"s\"",
+                "neither an IP",
+            ),
+        ] {
+            let err = with_hosts(bad).expect_err(bad).to_string();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        // Hosts share one registry: an embedded one (a directory) cannot be shared.
+        let embedded: Manifest = toml::from_str(
+            "[[host]]\nname = \"a\"\naddress = \"10.0.0.1\"\n[[host]]\nname = \"b\"\naddress = \"10.0.0.2\"\n[[service]]\nname = \"s\"",
+        )
+        .expect("parses");
+        assert!(
+            embedded
+                .check()
+                .expect_err("embedded")
+                .to_string()
+                .contains("etcd")
+        );
+        let stray: Manifest =
+            toml::from_str("[[service]]\nname = \"s\"\nhosts = [\"a\"]").expect("parses");
+        assert!(stray.check().is_err(), "hosts without [[host]]");
     }
 }

@@ -2,7 +2,8 @@
 
 use serde_json::{Value, json};
 
-use super::state::{InstanceView, alive, read_state};
+use super::manifest::Manifest;
+use super::state::{InstanceView, StateFile, alive, read_state};
 use super::{StateArgs, failed};
 use crate::Failure;
 
@@ -41,9 +42,25 @@ pub(crate) async fn ps(args: PsArgs) -> Result<(), Failure> {
         return Ok(());
     };
     let supervised = alive(state.supervisor_pid);
+    // A deployment over hosts: the other hosts' instances, from the shared registry.
+    let elsewhere = other_hosts(&state).await;
     if args.json {
         for v in &state.instances {
             outln!("{}", instance_json(v));
+        }
+        for i in &elsewhere {
+            outln!(
+                "{}",
+                json!({
+                    "service": i.service,
+                    "id": i.id,
+                    "version": i.version,
+                    "status": "elsewhere",
+                    "rpc": i.addr.to_string(),
+                    "admin": i.admin.map(|a| a.to_string()),
+                    "zone": i.zone,
+                })
+            );
         }
         return Ok(());
     }
@@ -76,6 +93,23 @@ pub(crate) async fn ps(args: PsArgs) -> Result<(), Failure> {
                 .join("  ")
         );
     }
+    for i in &elsewhere {
+        outln!(
+            "{:<20} {:<7} {:>7} {:<9} {:>8} {:<22} {:<29} {}",
+            i.id,
+            i.version,
+            "-",
+            "elsewhere",
+            "-",
+            i.addr,
+            i.admin.map_or("-".to_string(), |a| format!("http://{a}")),
+            if i.zone.is_empty() {
+                String::new()
+            } else {
+                format!("zone {}", i.zone)
+            }
+        );
+    }
     if !supervised {
         outln!(
             "(the supervisor, pid {}, is not running: `svrkit down` cleans up)",
@@ -83,4 +117,42 @@ pub(crate) async fn ps(args: PsArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// The instances other hosts of an etcd deployment registered (not this supervisor's),
+/// read with the manifest's etcd TLS and user; none when the registry is embedded or
+/// cannot be read (`ps` then shows this host's share, with a warning).
+async fn other_hosts(state: &StateFile) -> Vec<svrkit::discovery::Instance> {
+    let Ok(svrkit::launch::RegistryKind::EtcdIn { cluster, urls }) =
+        svrkit::launch::RegistryKind::parse(&state.registry)
+    else {
+        return Vec::new();
+    };
+    let access = Manifest::load(&state.manifest)
+        .map(|m| {
+            m.registry
+                .etcd_env(state.manifest.parent().unwrap_or(std::path::Path::new(".")))
+        })
+        .unwrap_or_default();
+    let registry = svrkit::discovery::EtcdRegistry::new(urls)
+        .cluster(&cluster)
+        .map_err(anyhow::Error::from)
+        .and_then(|r| Ok(svrkit::launch::etcd_from_vars(r, &access)?));
+    let all = match registry {
+        Ok(registry) => tokio::time::timeout(std::time::Duration::from_secs(5), registry.all())
+            .await
+            .map_err(|_| anyhow::anyhow!("etcd did not answer within 5 s"))
+            .and_then(|r| r.map_err(anyhow::Error::from)),
+        Err(e) => Err(e),
+    };
+    match all {
+        Ok(all) => all
+            .into_iter()
+            .filter(|i| !state.instances.iter().any(|v| v.id == i.id))
+            .collect(),
+        Err(e) => {
+            eprintln!("warning: the other hosts' instances are not shown: {e:#}");
+            Vec::new()
+        }
+    }
 }

@@ -36,6 +36,10 @@ pub(crate) struct UpArgs {
     /// Print the deployment as JSON once it is ready.
     #[arg(long)]
     json: bool,
+    /// Run the share of this `[[host]]` of the manifest (one `svrkit up --host` per
+    /// machine, all joined by the manifest's etcd cluster).
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
 }
 
 fn default_manifest() -> anyhow::Result<PathBuf> {
@@ -88,15 +92,38 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
         .profile
         .clone()
         .unwrap_or_else(|| manifest.build.profile.clone());
-    let specs: Vec<_> = manifest.services.iter().collect();
+    let host = match (&args.host, manifest.hosts.is_empty()) {
+        (Some(name), _) => Some(manifest.host(name).map_err(usage)?.clone()),
+        (None, true) => None,
+        (None, false) => {
+            let names: Vec<&str> = manifest.hosts.iter().map(|h| h.name.as_str()).collect();
+            return Err(usage(anyhow!(
+                "this manifest places services on hosts ({}): run `svrkit up --host NAME` on each",
+                names.join(", ")
+            )));
+        }
+    };
+    // This host's instances: (service, index from 0).
+    let placed: Vec<(&ServiceSpec, u16)> = manifest
+        .services
+        .iter()
+        .flat_map(|s| (0..s.instances).map(move |i| (s, i)))
+        .filter(|(s, i)| match &host {
+            Some(host) => manifest.host_of(s, *i).is_some_and(|h| h.name == host.name),
+            None => true,
+        })
+        .collect();
+    if placed.is_empty() {
+        return Err(usage(anyhow!(
+            "the manifest places no instance on host {:?}",
+            args.host.as_deref().unwrap_or_default()
+        )));
+    }
+    let mut specs: Vec<&ServiceSpec> = placed.iter().map(|(s, _)| *s).collect();
+    specs.dedup_by(|a, b| a.name == b.name);
     let binaries = build(&manifest, &profile, &specs).map_err(failed)?;
     if args.detach {
-        let total: usize = manifest
-            .services
-            .iter()
-            .map(|s| usize::from(s.instances))
-            .sum();
-        return detach(&args, &manifest_path, &dir, &profile, total).await;
+        return detach(&args, &manifest_path, &dir, &profile, placed.len()).await;
     }
     for sub in ["logs", "data", "bin"] {
         std::fs::create_dir_all(dir.join(sub))
@@ -109,7 +136,11 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
         RegistryChoice::Etcd => format!(
             "etcd@{}:{}",
             manifest.tls.cluster,
-            manifest.registry.endpoints.join(",")
+            local_first(
+                &manifest.registry.endpoints,
+                host.as_ref().map(|h| h.address.as_str())
+            )
+            .join(",")
         ),
     };
     // Mutual TLS: the cluster CA (made on the first start), the operator's certificate
@@ -127,7 +158,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
     } else {
         None
     };
-    let secret = cluster_secret(&dir).map_err(failed)?;
+    // The hosts of one cluster share its secret: beside the CA they share.
+    let secret = cluster_secret(manifest.tls.ca_dir.as_deref().unwrap_or(&dir)).map_err(failed)?;
     let sup = Supervisor::new(
         dir.clone(),
         manifest_path.clone(),
@@ -165,18 +197,27 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
     let etcd_env = manifest
         .registry
         .etcd_env(manifest_path.parent().unwrap_or(std::path::Path::new(".")));
-    for spec in &manifest.services {
-        let binary = binaries
-            .get(spec.bin())
-            .ok_or_else(|| anyhow!("no binary for {}", spec.name))
-            .and_then(|b| sup.keep_binary(b, spec.bin()))
-            .map_err(failed)?;
-        // A sharded service (a store) is created with these shards and keeps them: its
-        // shard map (SVRKIT_SHARDS; other services ignore it).
+    let mut kept: HashMap<&str, PathBuf> = HashMap::new();
+    for &(spec, i) in &placed {
+        let binary = match kept.get(spec.bin()) {
+            Some(binary) => binary.clone(),
+            None => {
+                let binary = binaries
+                    .get(spec.bin())
+                    .ok_or_else(|| anyhow!("no binary for {}", spec.name))
+                    .and_then(|b| sup.keep_binary(b, spec.bin()))
+                    .map_err(failed)?;
+                kept.insert(spec.bin(), binary.clone());
+                binary
+            }
+        };
+        // A sharded service (a store) is created with these shards (every host's) and
+        // keeps them: its shard map (SVRKIT_SHARDS; other services ignore it).
         let shards: Vec<String> = (0..spec.instances)
             .map(|i| format!("{}-{}", spec.name, i + 1))
             .collect();
-        for (i, id) in (0..spec.instances).zip(&shards) {
+        let id = &shards[usize::from(i)];
+        {
             let mut env = policy_env(spec, certs.is_some());
             env.entry("SVRKIT_SHARDS".to_string())
                 .or_insert_with(|| shards.join(","));
@@ -187,6 +228,21 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
             for (name, value) in &etcd_env {
                 env.entry(name.clone()).or_insert_with(|| value.clone());
             }
+            let ip = host.as_ref().map_or(LOOPBACK, |h| h.listen_ip());
+            if let Some(host) = &host {
+                // Bound on the host's address (or a wildcard), registered as its address.
+                let defaults = [
+                    ("SVRKIT_ADVERTISE", Some(host.address.clone())),
+                    ("SVRKIT_ZONE", host.zone.clone()),
+                    ("WX_HTTP", Some(SocketAddr::new(ip, 0).to_string())),
+                    ("WX_WS", Some(SocketAddr::new(ip, 0).to_string())),
+                ];
+                for (name, value) in defaults {
+                    if let Some(value) = value {
+                        env.entry(name.to_string()).or_insert(value);
+                    }
+                }
+            }
             let unit = Unit {
                 service: spec.name.clone(),
                 id: id.clone(),
@@ -194,8 +250,8 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
                 binary: binary.clone(),
                 args: spec.args.clone(),
                 env,
-                listen: SocketAddr::new(LOOPBACK, spec.port_of(i)),
-                admin: SocketAddr::new(LOOPBACK, spec.admin_port_of(i)),
+                listen: SocketAddr::new(ip, spec.port_of(i)),
+                admin: SocketAddr::new(ip, spec.admin_port_of(i)),
                 gray_users: None,
             };
             ids.push(unit.id.clone());
@@ -389,6 +445,7 @@ async fn detach(
         .arg(dir)
         .arg("--profile")
         .arg(profile)
+        .args(args.host.iter().flat_map(|h| ["--host", h.as_str()]))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(failed)?)
         .stderr(log)
@@ -469,4 +526,52 @@ fn cluster_secret(dir: &Path) -> anyhow::Result<String> {
     }
     std::fs::rename(&partial, &path).with_context(|| format!("creating {}", path.display()))?;
     Ok(secret)
+}
+
+/// The etcd endpoints with this host's own member first (its instances talk to it while
+/// it answers, and to the others in the manifest's order when it does not).
+fn local_first(endpoints: &[String], address: Option<&str>) -> Vec<String> {
+    let Some(address) = address else {
+        return endpoints.to_vec();
+    };
+    let ip = address.parse::<IpAddr>().ok();
+    let local = |e: &String| {
+        let host = e
+            .split_once("://")
+            .map_or(e.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == address || (ip.is_some() && host.parse::<IpAddr>().ok() == ip)
+    };
+    let (mut mine, others): (Vec<String>, Vec<String>) = endpoints.iter().cloned().partition(local);
+    mine.extend(others);
+    mine
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_hosts_own_etcd_member_comes_first() {
+        let endpoints: Vec<String> = [
+            "https://10.0.0.1:2379",
+            "https://10.0.0.2:2379",
+            "https://[fd00::3]:2379",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(super::local_first(&endpoints, None), endpoints);
+        assert_eq!(
+            super::local_first(&endpoints, Some("10.0.0.2"))[0],
+            "https://10.0.0.2:2379"
+        );
+        assert_eq!(
+            super::local_first(&endpoints, Some("fd00::3"))[0],
+            "https://[fd00::3]:2379"
+        );
+        // A host with no member of its own keeps the manifest's order.
+        assert_eq!(super::local_first(&endpoints, Some("10.0.0.9")), endpoints);
+    }
 }
