@@ -39,6 +39,14 @@ struct Pending {
 /// granularity tokio's timers have.
 const DEADLINE_SWEEP: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// How long a connection with calls in flight may hear nothing from the server before
+/// the client sends a PING; see [`PROBE_TIMEOUT`].
+const PROBE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long after that PING the connection is given up when still nothing came back: a
+/// server cut off from the network answers nothing and resets nothing, and without the
+/// probe its calls would each wait out their deadline, and the next ones too.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A client connection shared by every caller using it.
 #[derive(Debug)]
 pub(crate) struct Connection {
@@ -285,11 +293,20 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
     let mut batch = Batch::default();
     let mut sweep = tokio::time::interval(DEADLINE_SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the server was last heard from (or the connection last had nothing to hear,
+    // no call in flight), the PING sent since, if any, and whether anything was read
+    // since the last sweep (the sweep reads the clock, not every read).
+    let mut heard = Instant::now();
+    let mut probe: Option<Instant> = None;
+    let mut fresh = true;
     let reason = loop {
         let pending;
         {
             let mut shared = conn.lock();
             pending = shared.pending.len();
+            if pending == 0 {
+                fresh = true;
+            }
             if out.is_empty() {
                 std::mem::swap(&mut shared.out, &mut out);
             }
@@ -314,7 +331,7 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
                     break format!("read failed: {e}");
                 }
                 match link.read_some(&mut rbuf) {
-                    Ok(ReadOutcome::Data) => {}
+                    Ok(ReadOutcome::Data) => fresh = true,
                     Ok(ReadOutcome::WouldBlock) => continue,
                     Ok(ReadOutcome::Eof) => break "closed by the server".to_string(),
                     Err(e) => break format!("read failed: {e}"),
@@ -335,7 +352,23 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
                 }
             }
             _ = sweep.tick(), if pending > 0 => {
-                conn.expire(Instant::now(), &mut out);
+                let now = Instant::now();
+                conn.expire(now, &mut out);
+                if fresh {
+                    (heard, probe, fresh) = (now, None, false);
+                }
+                match probe {
+                    Some(sent) if now.saturating_duration_since(sent) >= PROBE_TIMEOUT => {
+                        break format!(
+                            "no answer to a ping within {PROBE_TIMEOUT:?} after {PROBE_AFTER:?} of silence"
+                        );
+                    }
+                    None if now.saturating_duration_since(heard) >= PROBE_AFTER => {
+                        protocol::encode_frame_head(&mut out, FrameKind::Ping, 0, 0, 0);
+                        probe = Some(now);
+                    }
+                    _ => {}
+                }
             }
             ready = link.writable(), if unsent => {
                 if let Err(e) = ready {

@@ -15,13 +15,14 @@
 //! known state, logs it (instance watches also set `svrkit_discovery_stale{service}` to 1),
 //! and on reconnection reads afresh and resumes watching.
 //!
-//! Of several endpoints (an etcd cluster's members), a registry talks to one at a time:
-//! the one that last answered, else the next in the list that answers a probe read (a
-//! linearizable read, which a member cut off from its cluster's quorum cannot answer).
-//! Failing over is per connection: a broken watch, a lost keep-alive or a failed request
-//! connects again, to the next member that answers. HTTP/2 keep-alive pings
-//! ([`KEEPALIVE`]) find a member that went silent, and watches require a leader, so a
-//! member that lost its quorum ends them.
+//! A registry and its clones share one connection (HTTP/2: every watch, keep-alive and
+//! request of a process on it), to one member at a time: the one that last answered, else
+//! the next in the list that answers a probe read (a linearizable read, which a member
+//! cut off from its cluster's quorum cannot answer). A failed request, a broken watch or
+//! a lost keep-alive drops that connection, and whoever needs etcd next connects again,
+//! to the next member that answers; the others then share the new connection. HTTP/2
+//! keep-alive pings ([`KEEPALIVE`]) find a member that went silent, and watches require
+//! a leader, so a member that lost its quorum ends them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -98,9 +99,32 @@ pub struct EtcdRegistry {
     services: String,
     /// The prefix of configuration documents ([`CONFIG_PREFIX`], or the cluster's).
     config: String,
-    /// The endpoint that answered last (shared by clones): where the next connection
-    /// goes first.
-    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The connection its clones share.
+    shared: std::sync::Arc<Shared>,
+}
+
+/// What the clones of a registry share: the connection, and the endpoint that answered
+/// last (where the next connection goes first).
+#[derive(Default)]
+struct Shared {
+    current: std::sync::atomic::AtomicUsize,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    made: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection to etcd, and which one it is (a number that grows with each made).
+#[derive(Clone)]
+struct Conn {
+    generation: u64,
+    client: Client,
 }
 
 fn backend(e: etcd_client::Error) -> DiscoveryError {
@@ -117,13 +141,15 @@ impl EtcdRegistry {
             user: None,
             services: PREFIX.to_string(),
             config: CONFIG_PREFIX.to_string(),
-            current: std::sync::Arc::default(),
+            shared: std::sync::Arc::default(),
         }
     }
 
     /// Talks to etcd over TLS (`https://` endpoints) as `tls` says.
     pub fn tls(mut self, tls: EtcdTls) -> EtcdRegistry {
         self.tls = Some(tls);
+        // Not the connection of the clone this came from, made without it.
+        self.shared = std::sync::Arc::default();
         self
     }
 
@@ -133,6 +159,7 @@ impl EtcdRegistry {
             name: name.into(),
             password: password.into(),
         });
+        self.shared = std::sync::Arc::default();
         self
     }
 
@@ -154,13 +181,19 @@ impl EtcdRegistry {
         }
         self.services = format!("/svrkit/{cluster}/services/");
         self.config = format!("/svrkit/{cluster}/config/");
+        self.shared = std::sync::Arc::default();
         Ok(self)
     }
 
     /// Every registered instance of every service.
     pub async fn all(&self) -> Result<Vec<Instance>, DiscoveryError> {
-        let mut client = self.client().await?;
-        let (raw, _) = Self::read_raw(&mut client, &self.services, true).await?;
+        let conn = self.conn().await?;
+        let (raw, _) = self
+            .checked(
+                &conn,
+                Self::read_raw(&mut conn.client.clone(), &self.services, true),
+            )
+            .await?;
         Ok(instances(&raw).map(|i| i.to_vec()).unwrap_or_default())
     }
 
@@ -170,12 +203,52 @@ impl EtcdRegistry {
         self
     }
 
-    /// A connection to the first endpoint, from the one that answered last, that answers
-    /// a probe read.
+    /// The shared connection, made first if there is none.
+    async fn conn(&self) -> Result<Conn, DiscoveryError> {
+        let mut slot = self.shared.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let client = self.client().await?;
+        let generation = self
+            .shared
+            .made
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let conn = Conn { generation, client };
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops `conn` as the shared connection (it failed), unless another took its place.
+    async fn forget(&self, conn: &Conn) {
+        let mut slot = self.shared.conn.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|c| c.generation == conn.generation)
+        {
+            *slot = None;
+        }
+    }
+
+    /// `work`'s result; when it failed, `conn` (which it used) is forgotten.
+    async fn checked<T>(
+        &self,
+        conn: &Conn,
+        work: impl std::future::Future<Output = Result<T, DiscoveryError>>,
+    ) -> Result<T, DiscoveryError> {
+        let result = work.await;
+        if result.is_err() {
+            self.forget(conn).await;
+        }
+        result
+    }
+
+    /// A new connection to the first endpoint, from the one that answered last, that
+    /// answers a probe read.
     async fn client(&self) -> Result<Client, DiscoveryError> {
         use std::sync::atomic::Ordering;
         let n = self.endpoints.len();
-        let start = self.current.load(Ordering::Relaxed);
+        let start = self.shared.current.load(Ordering::Relaxed);
         let mut last = DiscoveryError::Backend("no etcd endpoints".to_string());
         for k in 0..n {
             let i = (start + k) % n;
@@ -184,7 +257,7 @@ impl EtcdRegistry {
                     if i != start {
                         tracing::info!(endpoint = %self.endpoints[i], "etcd: using another member");
                     }
-                    self.current.store(i, Ordering::Relaxed);
+                    self.shared.current.store(i, Ordering::Relaxed);
                     return Ok(client);
                 }
                 Err(e) => {
@@ -236,23 +309,28 @@ impl EtcdRegistry {
     }
 
     /// Grants a lease and writes the record under it.
-    async fn put(&self, instance: &Instance) -> Result<(Client, i64), DiscoveryError> {
-        let mut client = self.client().await?;
-        let lease = client
-            .lease_grant(self.lease_ttl, None)
-            .await
-            .map_err(backend)?
-            .id();
-        let value = serde_json::to_vec(instance)?;
-        client
-            .put(
-                self.key(instance),
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            )
-            .await
-            .map_err(backend)?;
-        Ok((client, lease))
+    async fn put(&self, instance: &Instance) -> Result<(Conn, i64), DiscoveryError> {
+        let conn = self.conn().await?;
+        let mut client = conn.client.clone();
+        let work = async {
+            let lease = client
+                .lease_grant(self.lease_ttl, None)
+                .await
+                .map_err(backend)?
+                .id();
+            let value = serde_json::to_vec(instance)?;
+            client
+                .put(
+                    self.key(instance),
+                    value,
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+                .await
+                .map_err(backend)?;
+            Ok(lease)
+        };
+        let lease = self.checked(&conn, work).await?;
+        Ok((conn, lease))
     }
 
     /// Keeps `lease` alive until the stream breaks or etcd says the lease is gone.
@@ -313,8 +391,13 @@ impl EtcdRegistry {
     where
         T: PartialEq + Send + Sync + 'static,
     {
-        let mut client = self.client().await?;
-        let (mut raw, mut revision) = Self::read_raw(&mut client, &key, prefix).await?;
+        let mut conn = self.conn().await?;
+        let (mut raw, mut revision) = self
+            .checked(
+                &conn,
+                Self::read_raw(&mut conn.client.clone(), &key, prefix),
+            )
+            .await?;
         let first = project(&raw)
             .ok_or_else(|| DiscoveryError::Backend(format!("unreadable record at {key}")))?;
         let (tx, rx) = watch::channel(first);
@@ -331,7 +414,7 @@ impl EtcdRegistry {
                 if prefix {
                     options = options.with_prefix();
                 }
-                if let Ok(mut stream) = client.watch(key.as_str(), Some(options)).await {
+                if let Ok(mut stream) = conn.client.watch(key.as_str(), Some(options)).await {
                     while let Ok(Some(response)) = stream.message().await {
                         if response.canceled() {
                             break;
@@ -362,16 +445,19 @@ impl EtcdRegistry {
                 }
                 tracing::warn!(%key, "etcd unreachable; keeping the last known state");
                 set_stale(1.0);
+                this.forget(&conn).await;
                 loop {
                     tokio::time::sleep(RETRY_PAUSE).await;
                     if tx.is_closed() {
                         return;
                     }
-                    let Ok(mut fresh) = this.client().await else {
+                    let Ok(fresh) = this.conn().await else {
                         continue;
                     };
-                    if let Ok((now, rev)) = Self::read_raw(&mut fresh, &key, prefix).await {
-                        (raw, revision, client) = (now, rev, fresh);
+                    let mut client = fresh.client.clone();
+                    let read = Self::read_raw(&mut client, &key, prefix);
+                    if let Ok((now, rev)) = this.checked(&fresh, read).await {
+                        (raw, revision, conn) = (now, rev, fresh);
                         if let Some(now) = project(&raw) {
                             publish_if_changed(&tx, now);
                         }
@@ -421,18 +507,19 @@ impl Registry for EtcdRegistry {
     ) -> BoxFuture<'static, Result<Registration, DiscoveryError>> {
         let this = self.clone();
         Box::pin(async move {
-            let (mut client, mut lease) = this.put(&instance).await?;
+            let (mut conn, mut lease) = this.put(&instance).await?;
             let keeper = this.clone();
             let kept = instance.clone();
             let leases = async move {
                 loop {
-                    keeper.keep_alive(&mut client, lease).await;
+                    keeper.keep_alive(&mut conn.client.clone(), lease).await;
                     tracing::warn!(id = %kept.id, "etcd lease lost or unreachable; registering again");
+                    keeper.forget(&conn).await;
                     loop {
                         tokio::time::sleep(RETRY_PAUSE).await;
                         match keeper.put(&kept).await {
                             Ok((c, l)) => {
-                                (client, lease) = (c, l);
+                                (conn, lease) = (c, l);
                                 tracing::info!(id = %kept.id, "registered in etcd again");
                                 break;
                             }
@@ -444,12 +531,12 @@ impl Registry for EtcdRegistry {
             let remover = this.clone();
             Ok(Registration::kept_alive(leases, move || {
                 Box::pin(async move {
-                    let mut client = remover.client().await?;
-                    client
-                        .delete(remover.key(&instance), None)
-                        .await
-                        .map_err(backend)?;
-                    Ok(())
+                    let conn = remover.conn().await?;
+                    let key = remover.key(&instance);
+                    let mut client = conn.client.clone();
+                    let delete =
+                        async move { client.delete(key, None).await.map_err(backend).map(drop) };
+                    remover.checked(&conn, delete).await
                 })
             }))
         })
@@ -478,8 +565,10 @@ impl ConfigStore for EtcdRegistry {
     fn load(&self, service: &str) -> BoxFuture<'static, Result<ConfigDoc, DiscoveryError>> {
         let (this, key) = (self.clone(), format!("{}{service}", self.config));
         Box::pin(async move {
-            let mut client = this.client().await?;
-            let (raw, _) = EtcdRegistry::read_raw(&mut client, &key, false).await?;
+            let conn = this.conn().await?;
+            let mut client = conn.client.clone();
+            let read = EtcdRegistry::read_raw(&mut client, &key, false);
+            let (raw, _) = this.checked(&conn, read).await?;
             config_doc(&raw).map(|doc| (*doc).clone()).ok_or_else(|| {
                 DiscoveryError::Backend(format!("unreadable config document at {key}"))
             })
@@ -493,12 +582,17 @@ impl ConfigStore for EtcdRegistry {
     ) -> BoxFuture<'static, Result<(), DiscoveryError>> {
         let (this, key) = (self.clone(), format!("{}{service}", self.config));
         Box::pin(async move {
-            let mut client = this.client().await?;
-            client
-                .put(key, serde_json::to_vec_pretty(&doc)?, None)
-                .await
-                .map_err(backend)?;
-            Ok(())
+            let conn = this.conn().await?;
+            let value = serde_json::to_vec_pretty(&doc)?;
+            let mut client = conn.client.clone();
+            let put = async move {
+                client
+                    .put(key, value, None)
+                    .await
+                    .map_err(backend)
+                    .map(drop)
+            };
+            this.checked(&conn, put).await
         })
     }
 

@@ -171,3 +171,72 @@ async fn a_processed_failure_of_a_non_idempotent_method_is_not_retried() {
         s.shutdown().await;
     }
 }
+
+/// A TCP proxy to `upstream` that forwards until cut; cut, it keeps every connection
+/// open and passes nothing either way, as a server cut off from the network does (no
+/// answer, no reset).
+async fn cuttable_proxy(upstream: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cut);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(forward(client_read, server_write, Arc::clone(&flag)));
+            tokio::spawn(forward(server_read, client_write, Arc::clone(&flag)));
+        }
+    });
+    (addr, cut)
+}
+
+/// Copies `from` to `to` until either ends, dropping what comes while `cut` is set.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 || (!cut.load(Ordering::Relaxed) && to.write_all(&buf[..n]).await.is_err()) {
+            return;
+        }
+    }
+}
+
+/// A server that goes silent mid-call (cut off: nothing answers, nothing resets) is given
+/// up when a ping goes unanswered, long before the call's deadline, and the call fails
+/// `unavailable` saying so; a server that is merely slow answers the ping and its call
+/// succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_given_up_after_an_unanswered_ping_and_a_slow_one_is_not() {
+    let server =
+        start(Server::builder().add_service(EchoServer::new(EchoService::new("far")))).await;
+    let (addr, cut) = cuttable_proxy(server.addr).await;
+    let client = EchoClient::new(Channel::lazy([addr]));
+    let long = svrkit::CallOptions::new().timeout(Duration::from_secs(60));
+    // Slow but alive: 2.5 s of silence on the connection, past the ping's 1 s.
+    let slow = EchoRequest {
+        payload: b"slow".to_vec().into(),
+        delay_ms: 2_500,
+    };
+    client
+        .echo_with(slow.clone(), long)
+        .await
+        .expect("a slow server answers the ping and then the call");
+    cut.store(true, Ordering::Relaxed);
+    let err = client
+        .echo_with(slow, long)
+        .await
+        .expect_err("nothing comes back");
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("no answer to a ping"), "{err}");
+    server.shutdown().await;
+}

@@ -41,7 +41,10 @@ impl ChannelInner {
         let frame = match conn.call(header, body, Some(deadline)).await {
             Ok(frame) => frame,
             Err(status) => {
-                if status.code() == Code::Unavailable {
+                // The connection broke, or nothing came back before the deadline (an
+                // instance cut off from the network answers nothing): failures toward
+                // its ejection either way.
+                if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
                     endpoint.failed(false, self.now_ms());
                 }
                 return Err(Failed { status, sent: true });

@@ -312,14 +312,18 @@ impl ChannelInner {
                 && !set.groups.is_empty()
             {
                 // A replicated shard: a follower names its leader; a replica that did not
-                // answer stops being the first one tried.
+                // answer (refused, or silent until the deadline: a leader cut off from the
+                // network answers nothing) stops being the first one tried. If it still
+                // leads, the next replica's hint brings calls back to it.
                 match status.reason() {
                     Some(NOT_LEADER) => {
                         if let Ok(leader) = std::str::from_utf8(status.details()) {
                             set.follow_leader(key, leader);
                         }
                     }
-                    _ if status.is_not_processed() && !status.is_not_mine() => {
+                    _ if (status.is_not_processed() && !status.is_not_mine())
+                        || status.code() == crate::status::Code::DeadlineExceeded =>
+                    {
                         set.leader_failed(key, index);
                     }
                     _ => {}

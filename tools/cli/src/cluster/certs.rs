@@ -49,9 +49,40 @@ impl std::fmt::Debug for ClusterCerts {
     }
 }
 
+/// A temporary name beside `path`, this process's own (writers on several hosts may
+/// share the directory).
+fn temporary(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Runs `f` holding an exclusive lock on `dir/.lock` (flock): supervisors of several
+/// hosts that share a directory (the CA's, on a shared filesystem) make its CA and the
+/// cluster secret once, not each their own. Released when `f` returns, or when the
+/// process dies.
+pub(crate) fn locked<T>(dir: &Path, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", path.display()))?;
+    let result = f();
+    let _ = rustix::fs::flock(&file, rustix::fs::FlockOperation::Unlock);
+    result
+}
+
 /// Writes `contents` to `path` readable by the owner only (a new file).
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = temporary(path);
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -75,6 +106,17 @@ impl ClusterCerts {
             .with_context(|| format!("creating {}", private.display()))?;
         std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("making {} private", private.display()))?;
+        let ca = locked(dir, || ClusterCerts::open_or_make(dir, &private, cluster))?;
+        Ok(ClusterCerts {
+            dir: dir.to_path_buf(),
+            ca,
+            edge,
+            validity: INSTANCE_VALIDITY,
+        })
+    }
+
+    /// The CA in `dir` (its key in `private`), made first if there is none.
+    fn open_or_make(dir: &Path, private: &Path, cluster: &str) -> anyhow::Result<ClusterCa> {
         let (cert, key) = (dir.join("ca.crt"), private.join("ca.key"));
         let old_key = dir.join("ca.key");
         if old_key.exists() && !key.exists() {
@@ -90,16 +132,10 @@ impl ClusterCerts {
         } else {
             let ca = ClusterCa::new(cluster)?;
             write_private(&key, ca.key_pem())?;
-            std::fs::write(&cert, ca.cert_pem())
-                .with_context(|| format!("writing {}", cert.display()))?;
+            write_public(&cert, ca.cert_pem())?;
             ca
         };
-        Ok(ClusterCerts {
-            dir: dir.to_path_buf(),
-            ca,
-            edge,
-            validity: INSTANCE_VALIDITY,
-        })
+        Ok(ca)
     }
 
     /// The same CA issuing certificates valid for `validity` (tests of renewal).
@@ -266,9 +302,7 @@ pub(crate) async fn certs(args: CertsArgs) -> Result<(), crate::Failure> {
 
 /// Writes `contents` to `path` (world-readable: certificates), by rename.
 fn write_public(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = temporary(path);
     std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
@@ -290,6 +324,37 @@ pub(crate) fn operator(dir: &Path) -> anyhow::Result<Option<Credentials>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn supervisors_sharing_a_directory_make_one_ca_and_one_secret() {
+        let path = std::env::temp_dir().join(format!("svrkit-shared-ca-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let made: Vec<(String, String)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let certs = ClusterCerts::open(&path, "wx", false).expect("a CA");
+                        certs.ensure(OPERATOR, OPERATOR).expect("the operator's");
+                        let secret = crate::cluster::up::cluster_secret(&path).expect("a secret");
+                        (certs.ca.cert_pem().to_string(), secret)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a thread"))
+                .collect()
+        });
+        assert!(made.windows(2).all(|w| w[0] == w[1]), "one CA, one secret");
+        let leftovers: Vec<_> = std::fs::read_dir(&path)
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let _ = std::fs::remove_dir_all(&path);
+    }
 
     #[test]
     fn a_ca_is_made_once_and_keys_are_private() {

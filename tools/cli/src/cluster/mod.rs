@@ -17,7 +17,7 @@ mod manifest;
 mod ps;
 mod state;
 mod supervisor;
-mod up;
+pub(crate) mod up;
 
 use std::path::PathBuf;
 

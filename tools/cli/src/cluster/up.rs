@@ -501,7 +501,13 @@ async fn detach(
 /// The cluster's secret (`svrkit::secret`), kept in `DIR/cluster.secret` (0600): made on
 /// the first start, the same on every start after, so what instances signed stays valid
 /// across restarts.
-fn cluster_secret(dir: &Path) -> anyhow::Result<String> {
+pub(crate) fn cluster_secret(dir: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Hosts sharing the directory make one secret between them.
+    super::certs::locked(dir, || make_cluster_secret(dir))
+}
+
+fn make_cluster_secret(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("cluster.secret");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim().to_string();
