@@ -43,3 +43,17 @@ svrkit_check_rust() {
     return 1
   fi
 }
+
+# svrkit_kubernetes_validate: kubernetes-validate (PyPI; it bundles Kubernetes' schemas,
+# so validating needs no cluster and no network) in a virtualenv of its own, made once
+# under the cache directory; exports SVRKIT_KUBERNETES_VALIDATE, which the rendering
+# test runs.
+SVRKIT_KUBERNETES_VALIDATE_VERSION=1.37.0
+svrkit_kubernetes_validate() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/svrkit/venv-kubernetes-validate"
+  if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$SVRKIT_KUBERNETES_VALIDATE_VERSION"; then
+    echo "installing kubernetes-validate $SVRKIT_KUBERNETES_VALIDATE_VERSION (PyPI) into $venv"
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q "kubernetes-validate==$SVRKIT_KUBERNETES_VALIDATE_VERSION" || return 1
+  fi
+  export SVRKIT_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
+}

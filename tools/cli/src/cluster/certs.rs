@@ -145,6 +145,16 @@ impl ClusterCerts {
         self
     }
 
+    /// A certificate naming `service`, valid for `validity`, not written anywhere (a
+    /// Kubernetes Secret's).
+    pub(crate) fn issue_for_hosts_valid(
+        &self,
+        service: &str,
+        validity: Duration,
+    ) -> anyhow::Result<svrkit::tls::mint::Issued> {
+        Ok(self.ca.issue_for_hosts(service, &[], validity)?)
+    }
+
     /// The CA certificate's file.
     pub(crate) fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.crt")

@@ -15,7 +15,27 @@ use crate::Failure;
 #[derive(Debug, clap::Args)]
 pub(crate) struct DeployArgs {
     /// The service (its manifest name).
-    name: String,
+    #[arg(required_unless_present = "render")]
+    name: Option<String>,
+    /// Render the manifest as objects of another platform instead, into a directory:
+    /// `--render kubernetes DIR` (see docs/deploy-kubernetes.md).
+    #[arg(long, num_args = 2, value_names = ["PLATFORM", "DIR"], conflicts_with_all = ["gray", "action"])]
+    render: Option<Vec<String>>,
+    /// With --render: the manifest (default: ./svrkit.toml, else ./services/svrkit.toml).
+    #[arg(long, requires = "render")]
+    manifest: Option<std::path::PathBuf>,
+    /// With --render: the container image holding the binaries (see the Dockerfile).
+    #[arg(long, requires = "render", default_value = "svrkit-backend:latest")]
+    image: String,
+    /// With --render: the namespace.
+    #[arg(long, requires = "render", default_value = "svrkit")]
+    namespace: String,
+    /// With --render: the etcd endpoints, when not the manifest's (repeatable).
+    #[arg(long = "etcd", requires = "render")]
+    etcd: Vec<String>,
+    /// With --render: the volume of each stateful pod.
+    #[arg(long, requires = "render", default_value = "10Gi")]
+    volume: String,
     /// `promote` or `rollback` a gray release; without one (and without --gray) shows
     /// gray beside stable.
     action: Option<DeployAction>,
@@ -197,6 +217,12 @@ fn gray_refusal(service: &super::manifest::ServiceSpec) -> Option<String> {
 }
 
 pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
+    if let Some(render) = &args.render {
+        return render_to(&args, render);
+    }
+    let Some(name) = args.name.clone() else {
+        return Err(usage(anyhow!("name the service to deploy")));
+    };
     let dir = args.state.dir().map_err(failed)?;
     let state = read_state(&dir)
         .map_err(failed)?
@@ -207,14 +233,14 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
                 dir.display()
             ))
         })?;
-    if !state.instances.iter().any(|v| v.service == args.name) {
-        return Err(usage(anyhow!("no service {:?} is up", args.name)));
+    if !state.instances.iter().any(|v| v.service == name) {
+        return Err(usage(anyhow!("no service {:?} is up", name)));
     }
     let request = match (&args.gray, args.action) {
         (Some(selector), _) => {
             let selector = parse_selector(selector).map_err(usage)?;
             let manifest = Manifest::load(&state.manifest).map_err(failed)?;
-            let spec = manifest.service(&args.name).map_err(usage)?;
+            let spec = manifest.service(&name).map_err(usage)?;
             if let Some(refused) = gray_refusal(spec) {
                 return Err(usage(anyhow!(refused)));
             }
@@ -222,19 +248,19 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
             let binary = built
                 .get(spec.bin())
                 .cloned()
-                .ok_or_else(|| failed(anyhow!("no binary built for {}", args.name)))?;
+                .ok_or_else(|| failed(anyhow!("no binary built for {}", name)))?;
             Some(ControlRequest::Deploy {
-                service: args.name.clone(),
+                service: name.clone(),
                 binary,
                 selector,
                 instances: args.instances,
             })
         }
         (None, Some(DeployAction::Promote)) => Some(ControlRequest::Promote {
-            service: args.name.clone(),
+            service: name.clone(),
         }),
         (None, Some(DeployAction::Rollback)) => Some(ControlRequest::Rollback {
-            service: args.name.clone(),
+            service: name.clone(),
         }),
         (None, Some(DeployAction::Status) | None) => None,
     };
@@ -248,7 +274,44 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
         }
     }
     let state = read_state(&dir).map_err(failed)?.unwrap_or(state);
-    show_release(&state, &args.name, args.json).await;
+    show_release(&state, &name, args.json).await;
+    Ok(())
+}
+
+/// `--render PLATFORM DIR`.
+fn render_to(args: &DeployArgs, render: &[String]) -> Result<(), Failure> {
+    let [platform, dir] = render else {
+        return Err(usage(anyhow!("--render takes PLATFORM and DIR")));
+    };
+    if platform != "kubernetes" {
+        return Err(usage(anyhow!(
+            "--render {platform}: the platform svrkit renders for is `kubernetes`"
+        )));
+    }
+    let path = match &args.manifest {
+        Some(path) => path.clone(),
+        None => super::up::default_manifest().map_err(usage)?,
+    };
+    let path = std::path::absolute(&path).map_err(failed)?;
+    let manifest = Manifest::load(&path).map_err(usage)?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let options = super::kubernetes::RenderOptions {
+        image: args.image.clone(),
+        namespace: args.namespace.clone(),
+        etcd: args.etcd.clone(),
+        volume: args.volume.clone(),
+        state: args.state.dir().map_err(failed)?,
+    };
+    let files = super::kubernetes::render(&manifest, base, &options, std::path::Path::new(dir))
+        .map_err(usage)?;
+    for file in &files {
+        outln!("{}", file.display());
+    }
+    eprintln!(
+        "svrkit deploy: {} objects for Kubernetes {} in {dir}; `kubectl apply -f {dir}` (docs/deploy-kubernetes.md)",
+        files.len(),
+        super::kubernetes::KUBERNETES_VERSION
+    );
     Ok(())
 }
 

@@ -34,6 +34,9 @@
 //! port = 0                   # first RPC port, instance i takes port + i; 0 picks free ports
 //! admin_port = 0             # the same for admin endpoints
 //! env = { RUST_LOG = "info" }
+//! public = { WX_HTTP = 8080 } # listeners for clients outside: a fixed port on a host, a
+//!                            # Kubernetes Service (see ServiceSpec::public)
+//! stateful = true            # keeps data (a StatefulSet; default: replicas > 1)
 //! ```
 
 use std::collections::BTreeMap;
@@ -237,6 +240,17 @@ pub(crate) struct ServiceSpec {
     /// The hosts its instances run on, round robin (default: every `[[host]]`).
     #[serde(default)]
     pub(crate) hosts: Option<Vec<String>>,
+    /// Listeners clients outside the cluster reach, by the variable that sets their
+    /// address and their port (`{ WX_HTTP = 8080 }`): bound on that port on a host
+    /// (`svrkit up --host`; a second instance on the same host takes the next port) and
+    /// given a Kubernetes Service (`svrkit deploy --render kubernetes`). Without hosts,
+    /// `svrkit up` leaves them where the service puts them (loopback, any port).
+    #[serde(default)]
+    pub(crate) public: BTreeMap<String, u16>,
+    /// Whether its instances keep data that must outlive them (a StatefulSet with a
+    /// volume per pod under Kubernetes; default: when `replicas > 1`).
+    #[serde(default)]
+    pub(crate) stateful: Option<bool>,
     /// The services allowed to call this one (with TLS; absent: every member).
     #[serde(default)]
     pub(crate) callers: Option<Vec<String>>,
@@ -308,6 +322,11 @@ impl ServiceSpec {
         })
     }
 
+    /// Whether its instances keep data that must outlive them.
+    pub(crate) fn is_stateful(&self) -> bool {
+        self.stateful.unwrap_or(self.replicas > 1)
+    }
+
     /// The RPC port of instance `i` (0: any).
     pub(crate) fn port_of(&self, i: u16) -> u16 {
         if self.port == 0 { 0 } else { self.port + i }
@@ -360,6 +379,18 @@ impl Manifest {
             }
             if !seen.insert(&s.name) {
                 bail!("service {:?} is listed twice", s.name);
+            }
+            if let Some((var, port)) = s.public.iter().find(|(var, port)| {
+                **port == 0
+                    || var.is_empty()
+                    || !var
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            }) {
+                bail!(
+                    "service {:?}: public {var} = {port}: a variable name (A-Z, 0-9, _) and a port from 1",
+                    s.name
+                );
             }
             if s.instances == 0 {
                 bail!("service {:?}: instances must be at least 1", s.name);

@@ -12,6 +12,7 @@ mod cargo;
 pub(crate) mod certs;
 mod deploy;
 mod down;
+mod kubernetes;
 mod logs;
 mod manifest;
 mod ps;

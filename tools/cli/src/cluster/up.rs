@@ -42,7 +42,7 @@ pub(crate) struct UpArgs {
     host: Option<String>,
 }
 
-fn default_manifest() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_manifest() -> anyhow::Result<PathBuf> {
     ["svrkit.toml", "services/svrkit.toml"]
         .into_iter()
         .map(PathBuf::from)
@@ -237,6 +237,18 @@ pub(crate) async fn up(args: UpArgs) -> Result<(), Failure> {
                     ("WX_HTTP", Some(SocketAddr::new(ip, 0).to_string())),
                     ("WX_WS", Some(SocketAddr::new(ip, 0).to_string())),
                 ];
+                // Public listeners on their port (the next one for a second instance of
+                // the service on this host).
+                let earlier = placed
+                    .iter()
+                    .take_while(|(s, j)| !(s.name == spec.name && *j == i))
+                    .filter(|(s, _)| s.name == spec.name)
+                    .count();
+                for (var, port) in &spec.public {
+                    let port = port.saturating_add(u16::try_from(earlier).unwrap_or(u16::MAX));
+                    env.entry(var.clone())
+                        .or_insert_with(|| SocketAddr::new(ip, port).to_string());
+                }
                 for (name, value) in defaults {
                     if let Some(value) = value {
                         env.entry(name.to_string()).or_insert(value);
