@@ -299,6 +299,7 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
     let mut heard = Instant::now();
     let mut probe: Option<Instant> = None;
     let mut fresh = true;
+    let mut silent = false;
     let reason = loop {
         let pending;
         {
@@ -359,6 +360,7 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
                 }
                 match probe {
                     Some(sent) if now.saturating_duration_since(sent) >= PROBE_TIMEOUT => {
+                        silent = true;
                         break format!(
                             "no answer to a ping within {PROBE_TIMEOUT:?} after {PROBE_AFTER:?} of silence"
                         );
@@ -384,7 +386,14 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
     }
     conn.fail_pending(
         |_| true,
-        || Status::unavailable(format!("connection to {} lost: {reason}", conn.peer)),
+        || {
+            let status = Status::unavailable(format!("connection to {} lost: {reason}", conn.peer));
+            if silent {
+                status.with_reason(crate::client::PEER_SILENT)
+            } else {
+                status
+            }
+        },
     );
 }
 

@@ -12,7 +12,8 @@ mod retry;
 
 pub use crate::request::{CallOptions, RpcRequest, RpcResponse};
 pub use channel::{
-    Channel, ChannelBuilder, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, NOT_LEADER, Target, WeakChannel,
+    Channel, ChannelBuilder, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, NOT_LEADER, PEER_SILENT,
+    Target, WeakChannel,
 };
 pub use endpoint::{
     ADMISSION_LEVEL_TTL, EJECT_AFTER_FAILURES, EJECT_BASE, EJECT_MAX, LATENCY_HALF_LIFE_MS,

@@ -238,5 +238,6 @@ async fn a_silent_server_is_given_up_after_an_unanswered_ping_and_a_slow_one_is_
         .expect_err("nothing comes back");
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.message().contains("no answer to a ping"), "{err}");
+    assert_eq!(err.reason(), Some(svrkit::client::PEER_SILENT), "{err}");
     server.shutdown().await;
 }

@@ -118,9 +118,12 @@ impl RegistryArgs {
                 }
             }
             (Some(dir), None) => Store::Embedded(EmbeddedRegistry::new(dir)),
-            (None, None) => {
-                Store::Embedded(EmbeddedRegistry::new(EmbeddedRegistry::default_root()))
-            }
+            (None, None) => match local_deployment_etcd() {
+                // A deployment `svrkit up` runs here over etcd (on one host of several):
+                // its registry, as its instances reach it.
+                Some(registry) => Store::Etcd(registry),
+                None => Store::Embedded(EmbeddedRegistry::new(EmbeddedRegistry::default_root())),
+            },
         }
     }
 }
@@ -148,5 +151,21 @@ pub(crate) fn health(instance: &Instance, status: Option<&Value>) -> &'static st
         (Some(_), None) => "down",
         (Some(_), Some(s)) if s["ready"] == true => "ready",
         (Some(_), Some(_)) => "not ready",
+    }
+}
+
+/// The etcd registry of the deployment in the default state directory (`$SVRKIT_HOME`,
+/// else `.svrkit`), when one is there and uses etcd.
+fn local_deployment_etcd() -> Option<EtcdRegistry> {
+    let dir = std::env::var_os("SVRKIT_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".svrkit"));
+    let state = crate::cluster::read_state(&dir).ok()??;
+    match crate::cluster::etcd_of(&state)? {
+        Ok(registry) => Some(registry),
+        Err(e) => {
+            eprintln!("warning: the deployment in {}: {e:#}", dir.display());
+            None
+        }
     }
 }

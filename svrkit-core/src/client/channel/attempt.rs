@@ -44,7 +44,9 @@ impl ChannelInner {
                 // The connection broke, or nothing came back before the deadline (an
                 // instance cut off from the network answers nothing): failures toward
                 // its ejection either way.
-                if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
+                if status.reason() == Some(super::PEER_SILENT) {
+                    endpoint.failed(true, self.now_ms());
+                } else if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
                     endpoint.failed(false, self.now_ms());
                 }
                 return Err(Failed { status, sent: true });

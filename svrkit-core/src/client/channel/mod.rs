@@ -45,6 +45,11 @@ use crate::status::{Code, Status};
 /// leader's instance id when it knows one. The channel sends the call there next.
 pub const NOT_LEADER: &str = "not_leader";
 
+/// The reason of the `unavailable` status a call gets when its connection was given up
+/// because the server stopped answering (not even a PING; see the client connection):
+/// the instance is ejected at once, as if it had refused a connection.
+pub const PEER_SILENT: &str = "peer_silent";
+
 /// A client channel to one or more instances of a service.
 #[derive(Debug, Clone)]
 pub struct Channel {
@@ -312,9 +317,10 @@ impl ChannelInner {
                 && !set.groups.is_empty()
             {
                 // A replicated shard: a follower names its leader; a replica that did not
-                // answer (refused, or silent until the deadline: a leader cut off from the
-                // network answers nothing) stops being the first one tried. If it still
-                // leads, the next replica's hint brings calls back to it.
+                // answer stops being the first one tried: refused, or silent until the
+                // deadline often enough to be ejected (a leader cut off from the network
+                // answers nothing; one merely slow now and then keeps its place). If it
+                // still leads, the next replica's hint brings calls back to it.
                 match status.reason() {
                     Some(NOT_LEADER) => {
                         if let Ok(leader) = std::str::from_utf8(status.details()) {
@@ -322,7 +328,10 @@ impl ChannelInner {
                         }
                     }
                     _ if (status.is_not_processed() && !status.is_not_mine())
-                        || status.code() == crate::status::Code::DeadlineExceeded =>
+                        || (matches!(
+                            status.code(),
+                            Code::DeadlineExceeded | Code::Unavailable
+                        ) && set.endpoints[index].is_ejected(self.now_ms())) =>
                     {
                         set.leader_failed(key, index);
                     }

@@ -28,7 +28,7 @@ pub(crate) use certs::{CertsArgs, certs};
 pub(crate) use deploy::{DeployArgs, deploy, describe_selector};
 pub(crate) use down::{DownArgs, down};
 pub(crate) use logs::{LogsArgs, logs};
-pub(crate) use ps::{PsArgs, ps};
+pub(crate) use ps::{PsArgs, etcd_of, ps};
 pub(crate) use state::read_state;
 pub(crate) use up::{UpArgs, up};
 

@@ -119,14 +119,15 @@ pub(crate) async fn ps(args: PsArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The instances other hosts of an etcd deployment registered (not this supervisor's),
-/// read with the manifest's etcd TLS and user; none when the registry is embedded or
-/// cannot be read (`ps` then shows this host's share, with a warning).
-async fn other_hosts(state: &StateFile) -> Vec<svrkit::discovery::Instance> {
-    let Ok(svrkit::launch::RegistryKind::EtcdIn { cluster, urls }) =
-        svrkit::launch::RegistryKind::parse(&state.registry)
-    else {
-        return Vec::new();
+/// The etcd registry a deployment's instances use, with the TLS and user its manifest
+/// gives them; `None` when the deployment's registry is not etcd.
+pub(crate) fn etcd_of(
+    state: &StateFile,
+) -> Option<anyhow::Result<svrkit::discovery::EtcdRegistry>> {
+    let (cluster, urls) = match svrkit::launch::RegistryKind::parse(&state.registry).ok()? {
+        svrkit::launch::RegistryKind::EtcdIn { cluster, urls } => (Some(cluster), urls),
+        svrkit::launch::RegistryKind::Etcd(urls) => (None, urls),
+        _ => return None,
     };
     let access = Manifest::load(&state.manifest)
         .map(|m| {
@@ -134,10 +135,21 @@ async fn other_hosts(state: &StateFile) -> Vec<svrkit::discovery::Instance> {
                 .etcd_env(state.manifest.parent().unwrap_or(std::path::Path::new(".")))
         })
         .unwrap_or_default();
-    let registry = svrkit::discovery::EtcdRegistry::new(urls)
-        .cluster(&cluster)
-        .map_err(anyhow::Error::from)
-        .and_then(|r| Ok(svrkit::launch::etcd_from_vars(r, &access)?));
+    let registry = svrkit::discovery::EtcdRegistry::new(urls);
+    let registry = match cluster {
+        Some(cluster) => registry.cluster(&cluster).map_err(anyhow::Error::from),
+        None => Ok(registry),
+    };
+    Some(registry.and_then(|r| Ok(svrkit::launch::etcd_from_vars(r, &access)?)))
+}
+
+/// The instances other hosts of an etcd deployment registered (not this supervisor's),
+/// read with the manifest's etcd TLS and user; none when the registry is embedded or
+/// cannot be read (`ps` then shows this host's share, with a warning).
+async fn other_hosts(state: &StateFile) -> Vec<svrkit::discovery::Instance> {
+    let Some(registry) = etcd_of(state) else {
+        return Vec::new();
+    };
     let all = match registry {
         Ok(registry) => tokio::time::timeout(std::time::Duration::from_secs(5), registry.all())
             .await

@@ -126,13 +126,13 @@ pub async fn a_killed_shard_leader_loses_nothing(backend: &mut Backend) {
         posts.len()
     );
     for name in &signed_up {
-        let session = call(
-            &backend.http,
-            "login",
-            json!({ "name": name, "password": password }),
-            None,
-        )
-        .await;
+        // A login that meets a shard still settling (a replica back from the kill
+        // catching up) may be refused as unavailable or time out, and is tried again;
+        // an account that is not there is refused at once and fails the test.
+        let login = json!({ "name": name, "password": password });
+        let session = until_definite(backend, "login", &login, None)
+            .await
+            .unwrap_or_else(|| panic!("{name} could not sign in"));
         assert!(session["token"].is_string(), "{name} signs in: {session}");
     }
     let (got, _) = sync_all(backend, &bob, "raft", "").await;
