@@ -186,14 +186,15 @@ fn write_client(
         let _ = write!(buf, "{docs}");
         let _ = writeln!(
             buf,
-            "pub async fn {name}(&self, request: {input}) -> Result<{output}, Status> {{ self.{name}_with(request, CallOptions::default()).await }}",
-            name = method.name
+            "pub async fn {name}(&self, request: {input}) -> Result<{output}, Status> {{ self.{with}(request, CallOptions::default()).await }}",
+            name = method.name,
+            with = names::with_variant(&method.name)
         );
         let _ = writeln!(buf, "/// [`Self::{}`] with per-call options.", method.name);
         let _ = writeln!(
             buf,
-            "pub async fn {name}_with(&self, request: {input}, options: CallOptions) -> Result<{output}, Status> {{ self.inner.unary(&super::{methods_mod}::{konst}, &request, options).await }}",
-            name = method.name,
+            "pub async fn {with}(&self, request: {input}, options: CallOptions) -> Result<{output}, Status> {{ self.inner.unary(&super::{methods_mod}::{konst}, &request, options).await }}",
+            with = names::with_variant(&method.name),
             konst = const_name(method)
         );
     }

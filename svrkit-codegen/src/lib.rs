@@ -32,8 +32,10 @@
 //!   is `()`, the wrappers are `Option<i64>`, `Option<String>`, ...), so a service crate
 //!   depends on `svrkit` alone.
 //! - RPC names follow one rule, [`method_idents`]: snake case, then a `_` appended for a
-//!   Rust keyword or a name the generated code defines itself (`New` -> `new_`), and
-//!   again while it or its `_with` variant would repeat an earlier RPC's
+//!   Rust keyword, a name the generated code defines itself (`New` -> `new_`) or a method
+//!   the prelude gives every type by value (`Into` -> `into_`, which `client.into(…)`
+//!   would otherwise not reach), and again while it or its variant with options
+//!   ([`with_variant`]: `get_user_with`) would repeat an earlier RPC's
 //!   (`GetUser`, `get_user` -> `get_user`, `get_user_`). `svrkit new` uses the same rule.
 //! - Services take prost-build's type name (`Self` -> `Self_`); their helpers drop that
 //!   `_` (`SelfClient` in `self_client`).
@@ -64,7 +66,7 @@ use std::path::{Path, PathBuf};
 
 pub use names::{
     client_module, client_type, message_path, method_idents, method_name, methods_module,
-    module_ident, server_module, server_type, snake_case, trait_name, type_name,
+    module_ident, server_module, server_type, snake_case, trait_name, type_name, with_variant,
 };
 pub use options::MethodOptions;
 

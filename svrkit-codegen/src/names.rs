@@ -48,8 +48,25 @@ pub fn method_name(proto_name: &str) -> String {
 }
 
 /// Names generated code defines itself: on a client (`new`, `with_service`) and beside
-/// the method constants (`SERVICE`, `SERVICE_NAME`).
-const RESERVED: &[&str] = &["new", "with_service", "service", "service_name"];
+/// the method constants (`SERVICE`, `SERVICE_NAME`); and the methods a trait of the
+/// prelude gives every type *by value* (`Into::into`, `TryInto::try_into`), which
+/// method-call syntax finds before a client's own `&self` method of that name, so that
+/// `client.into(request)` would not call the RPC.
+const RESERVED: &[&str] = &[
+    "new",
+    "with_service",
+    "service",
+    "service_name",
+    "into",
+    "try_into",
+];
+
+/// The name of an RPC's variant that takes `CallOptions`: `<name>_with` (`type_` ->
+/// `type__with`). A shorter form for names ending in `_` (`type_with`) would make `x`
+/// and `x_` (an RPC renamed by rule 3) share a variant.
+pub fn with_variant(ident: &str) -> String {
+    format!("{ident}_with")
+}
 
 /// Rust's keywords, strict and reserved, of every edition up to 2024 (and `_`).
 const KEYWORDS: &[&str] = &[
@@ -64,13 +81,14 @@ const KEYWORDS: &[&str] = &[
 /// server trait and method constants, `svrkit new` and the docs share.
 ///
 /// 1. Start from the snake case of the IDL name (`GetUser` -> `get_user`).
-/// 2. If that is a Rust keyword or a name generated code defines itself (`new`,
-///    `with_service`, `service`, `service_name`), append `_` (`Type` -> `type_`,
-///    `New` -> `new_`).
-/// 3. While the name, or its `<name>_with` variant, is already taken by an earlier RPC of
-///    the service (its name or its `_with` variant), append another `_`
-///    (`GetUser` then `get_user` -> `get_user`, `get_user_`; `Foo` then `FooWith` ->
-///    `foo`, `foo_with_`).
+/// 2. If that is a Rust keyword, a name generated code defines itself (`new`,
+///    `with_service`, `service`, `service_name`) or a method the prelude gives every type
+///    by value (`into`, `try_into`), append `_` (`Type` -> `type_`, `New` -> `new_`,
+///    `Into` -> `into_`).
+/// 3. While the name, or its variant that takes `CallOptions` ([`with_variant`]:
+///    `get_user_with`, `type__with`), is already taken by an earlier RPC of the service
+///    (its name or its variant), append another `_` (`GetUser` then `get_user` ->
+///    `get_user`, `get_user_`; `Foo` then `FooWith` -> `foo`, `foo_with_`).
 ///
 /// Each RPC's constant in `<service>_methods` is its name in upper case (`GET_USER_`).
 pub fn method_idents<S: AsRef<str>>(proto_names: &[S]) -> Vec<String> {
@@ -81,10 +99,10 @@ pub fn method_idents<S: AsRef<str>>(proto_names: &[S]) -> Vec<String> {
         if ident.is_empty() || is_keyword(&ident) || RESERVED.contains(&ident.as_str()) {
             ident.push('_');
         }
-        while taken.contains(&ident) || taken.contains(&format!("{ident}_with")) {
+        while taken.contains(&ident) || taken.contains(&with_variant(&ident)) {
             ident.push('_');
         }
-        taken.insert(format!("{ident}_with"));
+        taken.insert(with_variant(&ident));
         taken.insert(ident.clone());
         idents.push(ident);
     }
@@ -220,11 +238,28 @@ mod tests {
             method_idents(&["Ping", "ping", "PING"]),
             ["ping", "ping_", "ping__"]
         );
-        // Every name and every `_with` variant is distinct.
-        let idents = method_idents(&["A", "AWith", "a_with", "a", "AWithWith"]);
+        // The prelude's by-value methods.
+        assert_eq!(
+            method_idents(&["Into", "TryInto", "IntoIter"]),
+            ["into_", "try_into_", "into_iter"]
+        );
+        assert_eq!(with_variant("type_"), "type__with");
+        assert_eq!(method_idents(&["Type", "TypeWith"]), ["type_", "type_with"]);
+        // Every name and every variant is distinct.
+        let idents = method_idents(&[
+            "A",
+            "AWith",
+            "a_with",
+            "a",
+            "AWithWith",
+            "Type",
+            "TypeWith",
+            "type_with",
+            "Into",
+        ]);
         let mut all: Vec<String> = idents
             .iter()
-            .flat_map(|i| [i.clone(), format!("{i}_with")])
+            .flat_map(|i| [i.clone(), with_variant(i)])
             .collect();
         all.sort();
         all.dedup();

@@ -261,6 +261,9 @@ async fn colliding_rpc_names_each_reach_their_own_handler() {
         ("GETUser", c.get_user__(req()).await),
         ("Foo", c.foo(req()).await),
         ("FooWith", c.foo_with_(req()).await),
+        ("Into", c.into_(req()).await),
+        ("TryInto", c.try_into_(req()).await),
+        ("TypeWith", c.type_with(req()).await),
         ("Clone", c.clone(req()).await),
         ("Fmt", c.fmt(req()).await),
         ("Call", c.call(req()).await),
@@ -270,6 +273,8 @@ async fn colliding_rpc_names_each_reach_their_own_handler() {
         // The `_with` variants reach the same handlers.
         ("Foo", c.foo_with(req(), Default::default()).await),
         ("NewWith", c.new_with_with(req(), Default::default()).await),
+        ("Type", c.type__with(req(), Default::default()).await),
+        ("Into", c.into__with(req(), Default::default()).await),
     ];
     for (proto, reply) in calls {
         let reply = reply.unwrap_or_else(|e| panic!("{proto}: {e}"));
@@ -287,7 +292,7 @@ async fn colliding_rpc_names_each_reach_their_own_handler() {
     // The constants follow the same rule, in upper case.
     assert_eq!(kw::match_methods::GET_USER__.method, "GETUser");
     assert_eq!(kw::match_methods::NEW_.method, "New");
-    assert_eq!(kw::match_methods::SERVICE.methods.len(), 21);
+    assert_eq!(kw::match_methods::SERVICE.methods.len(), 24);
 
     let selfish = kw::self_client::SelfClient::new(Channel::lazy([addr]));
     let reply = selfish.self_(req()).await.expect("self");
