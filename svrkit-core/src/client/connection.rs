@@ -215,7 +215,8 @@ impl Connection {
     }
 
     /// Fails every pending call past its deadline and tells the server to stop them.
-    fn expire(&self, now: Instant, out: &mut BytesMut) {
+    /// Whether any expired.
+    fn expire(&self, now: Instant, out: &mut BytesMut) -> bool {
         let expired: Vec<(u64, Pending)> = {
             let mut shared = self.lock();
             let ids: Vec<u64> = shared
@@ -228,6 +229,7 @@ impl Connection {
                 .filter_map(|id| shared.pending.remove(&id).map(|p| (id, p)))
                 .collect()
         };
+        let any = !expired.is_empty();
         for (id, pending) in expired {
             protocol::encode_frame_head(out, FrameKind::Cancel, id, 0, 0);
             let _ = pending.reply.send(Err(Status::deadline_exceeded(format!(
@@ -235,6 +237,7 @@ impl Connection {
                 self.peer
             ))));
         }
+        any
     }
 
     /// Fails (and forgets) every pending call whose id matches.
@@ -299,13 +302,17 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
     let mut heard = Instant::now();
     let mut probe: Option<Instant> = None;
     let mut fresh = true;
+    // Calls expired unanswered since the server was last heard from: the silence goes on
+    // through the moments with no call in flight (calls with short deadlines would
+    // otherwise never leave a second of silence to notice).
+    let mut unanswered = false;
     let mut silent = false;
     let reason = loop {
         let pending;
         {
             let mut shared = conn.lock();
             pending = shared.pending.len();
-            if pending == 0 {
+            if pending == 0 && !unanswered {
                 fresh = true;
             }
             if out.is_empty() {
@@ -332,7 +339,7 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
                     break format!("read failed: {e}");
                 }
                 match link.read_some(&mut rbuf) {
-                    Ok(ReadOutcome::Data) => fresh = true,
+                    Ok(ReadOutcome::Data) => (fresh, unanswered) = (true, false),
                     Ok(ReadOutcome::WouldBlock) => continue,
                     Ok(ReadOutcome::Eof) => break "closed by the server".to_string(),
                     Err(e) => break format!("read failed: {e}"),
@@ -354,7 +361,9 @@ async fn drive(conn: Arc<Connection>, mut link: Link) {
             }
             _ = sweep.tick(), if pending > 0 => {
                 let now = Instant::now();
-                conn.expire(now, &mut out);
+                if conn.expire(now, &mut out) {
+                    unanswered = true;
+                }
                 if fresh {
                     (heard, probe, fresh) = (now, None, false);
                 }

@@ -232,6 +232,29 @@ async fn a_silent_server_is_given_up_after_an_unanswered_ping_and_a_slow_one_is_
         .await
         .expect("a slow server answers the ping and then the call");
     cut.store(true, Ordering::Relaxed);
+    // Calls whose deadlines end before a second of silence passes, one after another:
+    // the silence adds up across them, and the connection is given up all the same.
+    let short = svrkit::CallOptions::new().timeout(Duration::from_millis(300));
+    let quick = EchoRequest {
+        payload: b"quick".to_vec().into(),
+        delay_ms: 0,
+    };
+    let mut reasons = Vec::new();
+    for _ in 0..20 {
+        let err = client
+            .echo_with(quick.clone(), short)
+            .await
+            .expect_err("nothing comes back");
+        reasons.push(err.reason().map(str::to_string));
+        if err.reason() == Some(svrkit::client::PEER_SILENT) {
+            break;
+        }
+    }
+    assert_eq!(
+        reasons.last(),
+        Some(&Some(svrkit::client::PEER_SILENT.to_string())),
+        "{reasons:?}"
+    );
     let err = client
         .echo_with(slow, long)
         .await
