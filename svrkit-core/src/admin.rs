@@ -280,6 +280,7 @@ fn server_json(s: &ServerSnapshot) -> Value {
             "method": m.method,
             "requests": m.requests,
             "errors": m.errors,
+            "faults": m.faults,
             "in_flight": m.in_flight,
             "mean_latency_ms": m.mean_latency_ms,
             "p50_latency_ms": m.p50_latency_ms,

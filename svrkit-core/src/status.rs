@@ -60,6 +60,23 @@ pub enum Code {
 }
 
 impl Code {
+    /// Whether a response with this code is the server's fault rather than the caller's:
+    /// it broke (`internal`, `unknown`, `data_loss`), could not answer in time or at all
+    /// (`deadline_exceeded`, `unavailable`) or shed the request (`overloaded`). The rest
+    /// (bad arguments, not found, permission, a business refusal such as a wrong
+    /// password) are the caller's: a healthy server answers them too.
+    pub fn is_server_fault(self) -> bool {
+        matches!(
+            self,
+            Code::Internal
+                | Code::Unknown
+                | Code::DataLoss
+                | Code::DeadlineExceeded
+                | Code::Unavailable
+                | Code::Overloaded
+        )
+    }
+
     /// Every code, in numeric order.
     pub const ALL: [Code; 18] = [
         Code::Ok,
@@ -351,6 +368,25 @@ impl std::error::Error for Status {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_faults_are_told_from_caller_errors() {
+        let faults: Vec<Code> = Code::ALL
+            .into_iter()
+            .filter(|c| c.is_server_fault())
+            .collect();
+        assert_eq!(
+            faults,
+            [
+                Code::Unknown,
+                Code::DeadlineExceeded,
+                Code::Internal,
+                Code::Unavailable,
+                Code::DataLoss,
+                Code::Overloaded
+            ]
+        );
+    }
 
     #[test]
     fn codes_round_trip_through_their_wire_value() {

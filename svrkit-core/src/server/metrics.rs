@@ -160,6 +160,8 @@ pub(crate) struct MethodMetrics {
 pub(crate) struct MethodStats {
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
+    /// The errors that were the server's fault ([`Code::is_server_fault`]).
+    pub(crate) faults: AtomicU64,
     pub(crate) latency_us_sum: AtomicU64,
     pub(crate) latency: super::latency::LatencyHistogram,
     pub(crate) in_flight: AtomicI64,
@@ -204,6 +206,9 @@ impl MethodMetrics {
     pub(crate) fn responded(&self, code: Code) {
         if code != Code::Ok {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            if code.is_server_fault() {
+                self.stats.faults.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let desc = self.desc;
         self.responses[code as usize]
@@ -222,4 +227,44 @@ impl MethodMetrics {
 /// Counts a request refused before routing.
 pub(crate) fn rejected(reason: &'static str) {
     metrics::counter!(REJECTED_TOTAL, "reason" => reason).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static DESC: MethodDesc = MethodDesc {
+        service: "s.S",
+        method: "M",
+        idempotent: false,
+        timeout: None,
+        priority: 0,
+        stale_read: false,
+    };
+
+    #[test]
+    fn server_faults_and_caller_errors_are_counted_apart() {
+        let m = MethodMetrics::new(&DESC);
+        for code in [
+            Code::Ok,
+            Code::InvalidArgument,
+            Code::PermissionDenied,
+            Code::FailedPrecondition,
+            Code::Internal,
+            Code::Unavailable,
+        ] {
+            m.started(Duration::ZERO);
+            m.finished(code, Duration::from_millis(1));
+        }
+        // Shed before its handler ran.
+        m.responded(Code::Overloaded);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(load(&m.stats.requests), 6);
+        assert_eq!(load(&m.stats.errors), 6, "every code but ok");
+        assert_eq!(
+            load(&m.stats.faults),
+            3,
+            "internal, unavailable, overloaded"
+        );
+    }
 }

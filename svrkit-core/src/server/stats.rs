@@ -24,6 +24,9 @@ pub struct MethodSnapshot {
     pub requests: u64,
     /// Responses with a code other than ok (including refusals before the handler).
     pub errors: u64,
+    /// Those of them that were the server's fault, not the caller's
+    /// ([`crate::Code::is_server_fault`]): what a release is judged by.
+    pub faults: u64,
     /// Handlers running now.
     pub in_flight: i64,
     /// Mean handler time, in milliseconds.
@@ -71,6 +74,7 @@ impl ServerStats {
                     method: route.desc.method,
                     requests,
                     errors: m.stats.errors.load(Ordering::Relaxed),
+                    faults: m.stats.faults.load(Ordering::Relaxed),
                     in_flight: m.stats.in_flight.load(Ordering::Relaxed),
                     mean_latency_ms: if requests == 0 {
                         0.0

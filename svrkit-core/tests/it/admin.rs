@@ -88,6 +88,9 @@ async fn admin_pages_report_health_readiness_status_and_metrics() {
         .find(|m| m["method"] == "Relay")
         .expect("Relay listed");
     assert_eq!(relay["errors"], 1);
+    // failed_precondition is the caller's: an error, not a fault of the server.
+    assert_eq!(relay["faults"], 0);
+    assert_eq!(echo["faults"], 0);
     assert_eq!(status["servers"][0]["admission"]["admits_all"], true);
 
     let (code, metrics) = http_get(admin_addr, "/metrics").await;

@@ -111,6 +111,9 @@ struct VersionFigures {
     answering: usize,
     requests: u64,
     errors: u64,
+    /// The errors that were the server's fault (internal, unavailable, deadline,
+    /// overloaded): what tells a broken build; a wrong password is not one.
+    faults: u64,
     latency_weighted: f64,
     /// The worst instance's worst method p99 (percentiles do not add up across instances).
     worst_p99_ms: f64,
@@ -140,6 +143,7 @@ async fn figures(state: &StateFile, service: &str) -> Vec<(Track, VersionFigures
                 let requests = m["requests"].as_u64().unwrap_or(0);
                 f.requests += requests;
                 f.errors += m["errors"].as_u64().unwrap_or(0);
+                f.faults += m["faults"].as_u64().unwrap_or(0);
                 f.latency_weighted +=
                     m["mean_latency_ms"].as_f64().unwrap_or(0.0) * requests as f64;
                 f.worst_p99_ms = f
@@ -166,6 +170,9 @@ async fn show_release(state: &StateFile, service: &str, json_out: bool) {
                     "requests": f.requests,
                     "errors": f.errors,
                     "error_rate": if f.requests == 0 { 0.0 } else { f.errors as f64 / f.requests as f64 },
+                    "faults": f.faults,
+                    "fault_rate": if f.requests == 0 { 0.0 } else { f.faults as f64 / f.requests as f64 },
+                    "caller_errors": f.errors.saturating_sub(f.faults),
                     "mean_latency_ms": if f.requests == 0 { 0.0 } else { f.latency_weighted / f.requests as f64 },
                     "worst_p99_latency_ms": f.worst_p99_ms,
                 })
@@ -173,13 +180,16 @@ async fn show_release(state: &StateFile, service: &str, json_out: bool) {
         }
         return;
     }
+    // Faults (the server's) decide a release; caller errors (a wrong password, a bad
+    // argument) are shown apart: a healthy build answers them too.
     outln!(
-        "{:<8} {:>9} {:>10} {:>8} {:>10} {:>13} {:>12}",
+        "{:<8} {:>9} {:>10} {:>8} {:>10} {:>13} {:>13} {:>12}",
         "VERSION",
         "INSTANCES",
         "REQUESTS",
-        "ERRORS",
-        "ERROR RATE",
+        "FAULTS",
+        "FAULT RATE",
+        "CALLER ERRORS",
         "MEAN LATENCY",
         "WORST P99"
     );
@@ -188,16 +198,17 @@ async fn show_release(state: &StateFile, service: &str, json_out: bool) {
             ("-".to_string(), "-".to_string(), "-".to_string())
         } else {
             (
-                format!("{:.2}%", 100.0 * f.errors as f64 / f.requests as f64),
+                format!("{:.2}%", 100.0 * f.faults as f64 / f.requests as f64),
                 format!("{:.3} ms", f.latency_weighted / f.requests as f64),
                 format!("{:.3} ms", f.worst_p99_ms),
             )
         };
         outln!(
-            "{version:<8} {:>9} {:>10} {:>8} {rate:>10} {latency:>13} {p99:>12}",
+            "{version:<8} {:>9} {:>10} {:>8} {rate:>10} {:>13} {latency:>13} {p99:>12}",
             format!("{}/{}", f.answering, f.instances),
             f.requests,
-            f.errors
+            f.faults,
+            f.errors.saturating_sub(f.faults)
         );
     }
 }

@@ -296,6 +296,7 @@ fn up_call_ls_restart_gray_deploy_and_down() {
         .expect("gray row");
     assert_eq!(gray["requests"], 3);
     assert_eq!(gray["error_rate"], 0.0);
+    assert_eq!(gray["fault_rate"], 0.0);
     let p99 = gray["worst_p99_latency_ms"].as_f64().expect("p99");
     assert!(p99 > 0.0 && p99 >= gray["mean_latency_ms"].as_f64().expect("mean") * 0.8);
     let (code, _, err) = svrkit(&["deploy", "echo", "--gray", "uids:9", "--state-dir", &state]);
