@@ -176,15 +176,20 @@ fn var(name: &'static str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// Whether `name` can be a network interface's name (Linux: 1 to 15 bytes, no `/` or
+/// space), as `SVRKIT_ADVERTISE` and a manifest's host address may give one.
+pub fn is_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
 /// The address a network interface named `name` has (`SVRKIT_ADVERTISE=eth0`): its IPv4
 /// address, else its first IPv6 address that is not link-local.
 fn interface_address(name: &str) -> Result<std::net::IpAddr, String> {
-    if name.is_empty()
-        || name.len() > 15
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
-    {
+    if !is_interface_name(name) {
         return Err("neither an IP address nor an interface name".to_string());
     }
     let interfaces = if_addrs::get_if_addrs()

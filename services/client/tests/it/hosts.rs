@@ -381,16 +381,17 @@ async fn user(gateways: &[SocketAddr], name: &str) -> User {
     User { uid, token }
 }
 
-async fn befriend(gateways: &[SocketAddr], one: &User, other: &User) {
+/// `one` asks `other` to be friends through `ask`, and `other` accepts through `accept`.
+async fn befriend(ask: &[SocketAddr], accept: &[SocketAddr], one: &User, other: &User) {
     call(
-        gateways,
+        ask,
         "friends.request",
         json!({ "peer": other.uid, "greeting": "hi" }),
         Some(&one.token),
     )
     .await;
     call(
-        gateways,
+        accept,
         "friends.accept",
         json!({ "peer": one.uid }),
         Some(&other.token),
@@ -462,34 +463,8 @@ async fn scripted_session(gw: &[SocketAddr]) {
     let alice = user(on(0), &format!("alice_{tag}")).await;
     let bob = user(on(1), &format!("bob_{tag}")).await;
     let carol = user(on(2), &format!("carol_{tag}")).await;
-    call(
-        on(0),
-        "friends.request",
-        json!({ "peer": bob.uid, "greeting": "hi" }),
-        Some(&alice.token),
-    )
-    .await;
-    call(
-        on(1),
-        "friends.accept",
-        json!({ "peer": alice.uid }),
-        Some(&bob.token),
-    )
-    .await;
-    call(
-        on(2),
-        "friends.request",
-        json!({ "peer": carol.uid, "greeting": "hi" }),
-        Some(&alice.token),
-    )
-    .await;
-    call(
-        on(0),
-        "friends.accept",
-        json!({ "peer": alice.uid }),
-        Some(&carol.token),
-    )
-    .await;
+    befriend(on(0), on(1), &alice, &bob).await;
+    befriend(on(2), on(0), &alice, &carol).await;
     call(
         on(0),
         "message.send",
@@ -710,7 +685,7 @@ async fn load_with_faults(
     for i in 0..6 {
         let w = user(&gw, &format!("w{i}_{tag}")).await;
         let r = user(&gw, &format!("r{i}_{tag}")).await;
-        befriend(&gw, &w, &r).await;
+        befriend(&gw, &gw, &w, &r).await;
         pairs.push((w, r));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

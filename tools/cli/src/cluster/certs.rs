@@ -145,9 +145,9 @@ impl ClusterCerts {
         self
     }
 
-    /// A certificate naming `service`, valid for `validity`, not written anywhere (a
-    /// Kubernetes Secret's).
-    pub(crate) fn issue_for_hosts_valid(
+    /// A certificate naming `service`, valid for `validity`, returned rather than written
+    /// to the directory (a Kubernetes Secret's).
+    pub(crate) fn mint(
         &self,
         service: &str,
         validity: Duration,

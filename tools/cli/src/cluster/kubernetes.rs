@@ -141,7 +141,7 @@ pub(crate) fn render(
     for spec in &manifest.services {
         let name = &spec.name;
         if manifest.tls.enabled {
-            let issued = certs.issue_for_hosts_valid(name, VALIDITY)?;
+            let issued = certs.mint(name, VALIDITY)?;
             write(
                 format!("02-secret-{name}-tls"),
                 secret_object(

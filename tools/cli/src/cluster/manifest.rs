@@ -429,12 +429,7 @@ impl Manifest {
                 bail!("host {:?} is listed twice", host.name);
             }
             let ip = host.address.parse::<IpAddr>();
-            let interface = !host.address.is_empty()
-                && host.address.len() <= 15
-                && host
-                    .address
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+            let interface = svrkit::launch::is_interface_name(&host.address);
             match ip {
                 Ok(ip) if ip.is_unspecified() => bail!(
                     "host {:?}: address {} cannot be reached; name the host's own address",

@@ -85,8 +85,7 @@ fn the_backend_renders_as_valid_kubernetes_objects() {
         state.display().to_string(),
         manifest.display().to_string(),
     );
-    // The backend's manifest uses the embedded registry: pods need etcd, named here.
-    let refused = svrkit(&[
+    let base = [
         "deploy",
         "--render",
         "kubernetes",
@@ -95,28 +94,23 @@ fn the_backend_renders_as_valid_kubernetes_objects() {
         &manifest_arg,
         "--state-dir",
         &state_arg,
-    ]);
+    ];
+    // The backend's manifest uses the embedded registry: pods need etcd, named here.
+    let refused = svrkit(&base);
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("etcd"),
         "{refused:?}"
     );
-    let rendered = svrkit(&[
-        "deploy",
-        "--render",
-        "kubernetes",
-        &out_arg,
-        "--manifest",
-        &manifest_arg,
-        "--state-dir",
-        &state_arg,
+    let extra = [
         "--etcd",
         "https://etcd-0.etcd.svrkit:2379",
         "--etcd",
         "https://etcd-1.etcd.svrkit:2379",
         "--image",
         "registry.example/svrkit:1",
-    ]);
+    ];
+    let rendered = svrkit(&[&base[..], &extra[..]].concat());
     assert!(rendered.status.success(), "{rendered:?}");
     let files: Vec<PathBuf> = String::from_utf8_lossy(&rendered.stdout)
         .lines()
