@@ -60,6 +60,18 @@ impl Answer {
     }
 }
 
+/// How many times [`Http::login`] signs in when it is refused `overloaded`.
+pub const LOGIN_ATTEMPTS: u32 = 3;
+
+/// `base` to three times `base`, spread by the clock's nanoseconds so that clients
+/// refused together do not come back together.
+fn jittered(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    base + base * 2 * (nanos % 1000) / 1000
+}
+
 /// access-short over HTTP/1.1, one connection per call.
 #[derive(Debug, Clone, Copy)]
 pub struct Http {
@@ -96,8 +108,28 @@ impl Http {
     /// Signs in as `name` with `password`, presenting the device credential `device` if
     /// it has one: when the backend asks for a proof of work (`proof_required`), asks
     /// for a puzzle, solves it (off the async threads) and signs in again with it.
-    /// The last answer either way.
+    /// Refused `overloaded` (nothing was processed: the password checks' queue was
+    /// full), it backs off for a jittered 0.2–0.6 s, then 0.4–1.2 s, and tries again,
+    /// [`LOGIN_ATTEMPTS`] times in all, as the apps do. The last answer either way.
     pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        device: Option<&str>,
+    ) -> Result<Answer, ClientError> {
+        let mut answer = self.login_once(name, password, device).await?;
+        for attempt in 1..LOGIN_ATTEMPTS {
+            if answer.code() != "overloaded" {
+                break;
+            }
+            tokio::time::sleep(jittered(Duration::from_millis(200) * attempt)).await;
+            answer = self.login_once(name, password, device).await?;
+        }
+        Ok(answer)
+    }
+
+    /// One sign-in, with a proof of work if one is asked for.
+    async fn login_once(
         &self,
         name: &str,
         password: &str,

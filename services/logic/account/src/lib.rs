@@ -303,16 +303,20 @@ impl Account for AccountService {
         let presented = self.devices.recognise(&request.device);
         // Under pressure an unknown device pays first (a proof of work for this name),
         // so a flood of guesses costs the flooder what it costs us.
+        let mut paid = false;
         if let Some(puzzles) = &self.puzzles {
             let (queued, capacity) = password::load();
             puzzles.observe(queued, capacity, now_ms());
             if presented.is_none() && puzzles.required(now_ms()) {
                 puzzles.check(&request.name, &request.proof, now_ms())?;
+                paid = true;
             }
         }
         // The password check's place first: when sign-ins come faster than the cores
-        // hash, the ones refused cost no reads.
-        let place = password::reserve(presented.is_some())?;
+        // hash, the ones refused cost no reads. A sign-in that paid may take the share
+        // kept for known devices, like one: the guesses that filled the rest of the
+        // queue before proofs were asked for must not refuse it after it paid.
+        let place = password::reserve(presented.is_some() || paid)?;
         let uid = self.uid_named(&request.name).await?;
         // The credential counts for the account it was issued for only.
         let known = presented

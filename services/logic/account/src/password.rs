@@ -33,10 +33,11 @@ pub(crate) fn load() -> (usize, usize) {
 }
 
 /// A place in the hashing queue, or `overloaded` at once: take it before the work that
-/// leads to a hash, so that a refused request costs nothing more. A `known` device's
-/// sign-in may take the share kept for known devices.
-pub(crate) fn reserve(known: bool) -> Result<Reserved<'static>, Status> {
-    let reserved = POOL.reserve(known);
+/// leads to a hash, so that a refused request costs nothing more. A `trusted` sign-in
+/// (a known device's, or one that paid with a proof of work) may take the share kept
+/// for known devices.
+pub(crate) fn reserve(trusted: bool) -> Result<Reserved<'static>, Status> {
+    let reserved = POOL.reserve(trusted);
     metrics::gauge!("wx_account_hashes_queued").set(POOL.queued() as f64);
     reserved
 }
