@@ -9,6 +9,8 @@ fn main() {
         "../../idl/wx/message.proto",
         "../../idl/wx/moments_store.proto",
         "../../idl/wx/moments.proto",
+        "../../idl/wx/wallet_store.proto",
+        "../../idl/wx/wallet.proto",
     ];
     if let Err(e) = svrkit_codegen::compile(&files, &["../../idl"]) {
         panic!("svrkit codegen failed: {e}");

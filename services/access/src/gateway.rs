@@ -12,11 +12,7 @@ use serde_json::Value;
 use svrkit::context::{Hex, TraceHex, TraceParent};
 use svrkit::overload::user_priority;
 use svrkit::{Code, Context};
-use wx_api::access::PushClient;
-use wx_api::account::{AccountClient, TokenState, VerifyTokenRequest};
-use wx_api::contact::ContactClient;
-use wx_api::message::MessageClient;
-use wx_api::moments::MomentsClient;
+use wx_api::account::{TokenState, VerifyTokenRequest};
 
 use crate::actions::{Call, find_action, priority};
 use crate::admission::EdgeAdmission;
@@ -113,22 +109,9 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway calling these services.
-    pub fn new(
-        account: AccountClient,
-        contact: ContactClient,
-        message: MessageClient,
-        moments: MomentsClient,
-        push: Option<PushClient>,
-        limits: Limits,
-    ) -> Gateway {
+    pub fn new(clients: Clients, limits: Limits) -> Gateway {
         Gateway {
-            clients: Clients {
-                account,
-                contact,
-                message,
-                moments,
-                push,
-            },
+            clients,
             users: RateLimiter::new(limits.rate_per_sec, limits.burst),
             addresses: RateLimiter::new(limits.rate_per_sec, limits.burst),
             limits,

@@ -31,6 +31,7 @@ use std::sync::Arc;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use access::clients::Clients;
 use access::edge::EdgeLimits;
 use access::push::{Hub, PushService};
 use access::{Gateway, Limits};
@@ -44,6 +45,7 @@ use wx_api::account::{AccountClient, account_methods};
 use wx_api::contact::{ContactClient, contact_methods};
 use wx_api::message::{MessageClient, message_methods};
 use wx_api::moments::{MomentsClient, moments_methods};
+use wx_api::wallet::{WalletClient, wallet_methods};
 
 #[derive(Parser)]
 #[command(about = "The backend's access tier", version)]
@@ -145,6 +147,8 @@ async fn main() -> anyhow::Result<()> {
     let contact = peers.balanced(contact_methods::SERVICE_NAME).await?;
     let message = peers.balanced(message_methods::SERVICE_NAME).await?;
     let moments = peers.balanced(moments_methods::SERVICE_NAME).await?;
+    // An envelope's requests go to the wallet instance owning it (by its key).
+    let wallet = peers.by_key(wallet_methods::SERVICE_NAME).await?;
     let limits = Limits {
         rate_per_sec: settings.rate_per_sec,
         burst: settings.rate_burst,
@@ -154,11 +158,14 @@ async fn main() -> anyhow::Result<()> {
         ..Limits::default()
     };
     let gateway = Arc::new(Gateway::new(
-        AccountClient::new(account),
-        ContactClient::new(contact),
-        MessageClient::new(message),
-        MomentsClient::new(moments),
-        Some(PushClient::new(peers.presence().await?)),
+        Clients {
+            account: AccountClient::new(account),
+            contact: ContactClient::new(contact),
+            message: MessageClient::new(message),
+            moments: MomentsClient::new(moments),
+            wallet: WalletClient::new(wallet),
+            push: Some(PushClient::new(peers.presence().await?)),
+        },
         limits,
     ));
     let defaults = EdgeLimits::default();

@@ -6,6 +6,7 @@
 //! - [`contact`]: friend requests, friends, blocks.
 //! - [`access`]: `Push`, served by the long-connection gateways.
 //! - [`message`], [`seq`], [`moments`]: messaging, sequences, Moments.
+//! - [`wallet`]: wallets and red envelopes.
 //!
 //! Conventions shared by the services live here too: who the acting user is
 //! ([`acting_user`]), how storage calls are routed ([`by_uid`], [`name_key`]) and the
@@ -14,6 +15,8 @@
 mod conflict;
 pub mod fanout;
 mod metric_help;
+pub mod money;
+pub mod relations;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +37,14 @@ pub mod storage {
     pub use moments_store_client::MomentsStoreClient;
     pub use msg_store_client::MsgStoreClient;
     pub use seq_store_client::SeqStoreClient;
+    pub use wallet_store_client::WalletStoreClient;
+}
+
+/// `wx.wallet`: wallets and red envelopes.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod wallet {
+    svrkit::include_proto!("wx.wallet");
+    pub use wallet_client::WalletClient;
 }
 
 /// `wx.message`: messaging and sync.
@@ -138,6 +149,16 @@ pub fn origin_connection() -> u64 {
 /// Call options routing a storage call to the shard owning `uid`.
 pub fn by_uid(uid: u64) -> CallOptions {
     CallOptions::new().routing_key(uid)
+}
+
+/// The routing key of red envelope (`sender`, `seq`): every request for one envelope goes
+/// to the `wx.wallet.Wallet` instance owning this key on the ring, and waits in that
+/// envelope's queue there.
+pub fn envelope_key(sender: u64, seq: u64) -> u64 {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&sender.to_be_bytes());
+    bytes[8..].copy_from_slice(&seq.to_be_bytes());
+    svrkit::balance::ring_hash(&bytes)
 }
 
 /// The routing key of a user name in the name index (case-insensitive).

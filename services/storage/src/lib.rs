@@ -1,8 +1,9 @@
 //! The storage tier of the backend: one service per data type — `accountstore`
 //! ([`AccountStoreService`]), `contactstore` ([`ContactStoreService`]), `msgstore`
 //! ([`MsgStoreService`], mailboxes), `seqstore` ([`SeqStoreService`], the sequence
-//! allocator's sections) and `momentsstore` ([`MomentsStoreService`], posts, likes,
-//! comments and timelines) — each run as
+//! allocator's sections), `momentsstore` ([`MomentsStoreService`], posts, likes,
+//! comments and timelines) and `walletstore` ([`WalletStoreService`], wallets, ledgers
+//! and red envelopes) — each run as
 //! shards that callers pick by uid on a consistent-hash ring of the instances discovery
 //! reports (`svrkit::balance::Balance::Sharded`: only the owner, never a neighbour).
 //!
@@ -40,6 +41,7 @@ pub mod msg_store;
 pub mod queue;
 pub mod replica;
 mod seq_store;
+pub mod wallet_store;
 
 use svrkit::Server;
 use svrkit::codegen::ServiceDesc;
@@ -52,14 +54,16 @@ pub use engine::{Engine, StorageError};
 pub use moments_store::MomentsStoreService;
 pub use msg_store::MsgStoreService;
 pub use seq_store::SeqStoreService;
+pub use wallet_store::WalletStoreService;
 
 /// The stores' names, as their binaries and data directories are called.
-pub const STORES: [&str; 5] = [
+pub const STORES: [&str; 6] = [
     "accountstore",
     "contactstore",
     "msgstore",
     "seqstore",
     "momentsstore",
+    "walletstore",
 ];
 
 /// The svrkit service of the store called `store` (one of [`STORES`]).
@@ -71,6 +75,7 @@ pub fn store_service(store: &str) -> Option<&'static str> {
         "msgstore" => msg_store_methods::SERVICE_NAME,
         "seqstore" => seq_store_methods::SERVICE_NAME,
         "momentsstore" => moments_store_methods::SERVICE_NAME,
+        "walletstore" => wallet_store_methods::SERVICE_NAME,
         _ => return None,
     })
 }

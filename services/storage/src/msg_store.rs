@@ -606,6 +606,7 @@ mod tests {
             sent_ms,
             client_msg_id: id.to_string(),
             group_id: 0,
+            envelope: None,
         }
     }
 

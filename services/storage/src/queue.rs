@@ -143,6 +143,17 @@ impl Queue {
         Ok(())
     }
 
+    /// Every job on the queue, oldest first (waiting or leased): what an audit counts.
+    pub fn all(&self) -> Result<Vec<Job>, StorageError> {
+        self.jobs
+            .iter()
+            .map(|item| {
+                let (key, value) = item.into_inner().map_err(StorageError::from)?;
+                Ok(Queue::job(word(&key, 0), &value))
+            })
+            .collect()
+    }
+
     /// Jobs waiting or leased, and the age of the oldest in ms (the lag).
     pub fn depth(&self) -> Result<(u64, u64), StorageError> {
         let mut depth = 0;

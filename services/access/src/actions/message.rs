@@ -19,6 +19,7 @@ pub(super) async fn send(call: Call<'_>) -> Result<Value, ApiError> {
             to: id(body, "to")?,
             text: text(body, "text")?,
             client_msg_id: optional_text(body, "client_msg_id")?.unwrap_or_default(),
+            envelope: None,
         })
         .await?;
     Ok(json!({ "msg_id": reply.msg_id.to_string(), "seq": reply.seq, "sent_ms": reply.sent_ms }))
@@ -45,6 +46,12 @@ pub(super) async fn sync(call: Call<'_>) -> Result<Value, ApiError> {
             "text": m.text,
             "sent_ms": m.sent_ms,
             "client_msg_id": m.client_msg_id,
+            "envelope": m.envelope.as_ref().map(|e| json!({
+                "sender": e.sender,
+                "seq": e.seq,
+                "total": e.total,
+                "shares": e.shares,
+            })),
         })).collect::<Vec<_>>(),
         "has_more": reply.has_more,
         "sync_key": reply.sync_key,
@@ -111,6 +118,7 @@ pub(super) async fn group_send(call: Call<'_>) -> Result<Value, ApiError> {
             group_id: number(body, "group_id")?,
             text: text(body, "text")?,
             client_msg_id: optional_text(body, "client_msg_id")?.unwrap_or_default(),
+            envelope: None,
         })
         .await?;
     Ok(json!({ "msg_id": reply.msg_id.to_string(), "sent_ms": reply.sent_ms }))

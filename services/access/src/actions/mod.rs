@@ -2,12 +2,13 @@
 //! (what DAGOR sheds last under overload: signing in and messaging before contact
 //! changes before Moments writes before browsing), whether it needs a signed-in user, and
 //! its handler, which lives in the module of its domain (`account`, `contact`,
-//! `message`, `moments`). Adding an action is one row here and one handler there.
+//! `message`, `moments`, `wallet`). Adding an action is one row here and one handler there.
 
 mod account;
 mod contact;
 mod message;
 mod moments;
+mod wallet;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,12 +70,24 @@ pub mod priority {
     pub const AUTH: u32 = 10;
     /// Messaging: sending, syncing, groups.
     pub const MESSAGING: u32 = 20;
+    /// Opening a red envelope one grabbed (money the user was promised).
+    pub const ENVELOPE_OPEN: u32 = 22;
+    /// Grabbing a share of a red envelope.
+    pub const ENVELOPE_GRAB: u32 = 24;
+    /// Sending a red envelope.
+    pub const ENVELOPE_SEND: u32 = 26;
+    /// Looking at a red envelope and its takers.
+    pub const ENVELOPE_GET: u32 = 28;
     /// Changing contacts.
     pub const CONTACT_WRITE: u32 = 30;
     /// Reading contacts and profiles.
     pub const CONTACT_READ: u32 = 40;
     /// Writing moments: posts, likes, comments.
     pub const MOMENTS_WRITE: u32 = 60;
+    /// Topping up a wallet (test money).
+    pub const WALLET_WRITE: u32 = 40;
+    /// A wallet's balance and history.
+    pub const WALLET_READ: u32 = 45;
     /// Browsing moments: timelines, albums, posts.
     pub const MOMENTS_BROWSE: u32 = 80;
 }
@@ -214,6 +227,23 @@ pub const ACTIONS: &[ActionSpec] = &[
         moments::timeline
     ),
     action!("moments.get", priority::MOMENTS_BROWSE, true, moments::get),
+    action!(
+        "wallet.balance",
+        priority::WALLET_READ,
+        true,
+        wallet::balance
+    ),
+    action!(
+        "wallet.history",
+        priority::WALLET_READ,
+        true,
+        wallet::history
+    ),
+    action!("wallet.topup", priority::WALLET_WRITE, true, wallet::top_up),
+    action!("envelope.send", priority::ENVELOPE_SEND, true, wallet::send),
+    action!("envelope.grab", priority::ENVELOPE_GRAB, true, wallet::grab),
+    action!("envelope.open", priority::ENVELOPE_OPEN, true, wallet::open),
+    action!("envelope.get", priority::ENVELOPE_GET, true, wallet::get),
 ];
 
 /// The action named `name`.
@@ -241,6 +271,10 @@ mod tests {
         assert!(p("friends.request") < p("friends.list"));
         const { assert!(priority::MESSAGING < priority::MOMENTS_WRITE) };
         const { assert!(priority::MOMENTS_WRITE < priority::MOMENTS_BROWSE) };
+        // Red envelopes: open above grab above send above get.
+        assert!(p("envelope.open") < p("envelope.grab"));
+        assert!(p("envelope.grab") < p("envelope.send"));
+        assert!(p("envelope.send") < p("envelope.get"));
         let mut names: Vec<&str> = ACTIONS.iter().map(|a| a.name).collect();
         names.sort();
         names.dedup();

@@ -84,11 +84,7 @@ async fn every_request_carries_the_uid_the_user_priority_and_the_actions_busines
             .serve(listener, std::future::pending()),
     );
     let gateway = Gateway::new(
-        AccountClient::new(Channel::lazy([addr])),
-        ContactClient::new(Channel::lazy([addr])),
-        wx_api::message::MessageClient::new(Channel::lazy([addr])),
-        wx_api::moments::MomentsClient::new(Channel::lazy([addr])),
-        None,
+        access::clients::Clients::over(&Channel::lazy([addr]), false),
         Limits::default(),
     );
     let user = Caller::User { uid: 42 };

@@ -21,8 +21,6 @@ use wx_api::account::AccountClient;
 use wx_api::account::account_server::AccountServer;
 use wx_api::contact::ContactClient;
 use wx_api::contact::contact_server::ContactServer;
-use wx_api::message::MessageClient;
-use wx_api::moments::MomentsClient;
 use wx_api::storage::account_store_server::AccountStoreServer;
 use wx_api::storage::contact_store_server::ContactStoreServer;
 use wx_api::storage::{AccountStoreClient, ContactStoreClient};
@@ -165,11 +163,11 @@ async fn a_request_through_access_contact_and_contactstore_is_one_trace() {
     )
     .await;
     let gateway = Arc::new(Gateway::new(
-        account_client,
-        contact_client,
-        MessageClient::new(Channel::lazy([])),
-        MomentsClient::new(Channel::lazy([])),
-        None,
+        access::clients::Clients {
+            account: account_client,
+            contact: contact_client,
+            ..access::clients::Clients::over(&Channel::lazy([]), false)
+        },
         Limits::default(),
     ));
     tokio::spawn(access::http::serve(

@@ -175,11 +175,7 @@ pub(crate) fn gateway_limited(addr: std::net::SocketAddr, max_in_flight: usize) 
 pub(crate) fn gateway_with(addr: std::net::SocketAddr, limits: Limits) -> Arc<Gateway> {
     let channel = Channel::builder().plaintext().lazy([addr]);
     Arc::new(Gateway::new(
-        AccountClient::new(channel.clone()),
-        ContactClient::new(channel.clone()),
-        MessageClient::new(channel.clone()),
-        MomentsClient::new(channel.clone()),
-        Some(PushClient::new(channel)),
+        access::clients::Clients::over(&channel, true),
         Limits {
             rate_per_sec: 1e12,
             burst: 1e12,

@@ -645,3 +645,62 @@ async fn replicated_stores_lose_nothing_when_a_leader_is_killed() {
     .await;
     scenarios::replication::a_killed_shard_leader_loses_nothing(&mut backend).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_envelopes_move_money_once_and_refusals_move_nothing() {
+    let backend = Backend::start(Registry::Embedded).await;
+    scenarios::envelopes::money_moves_once_and_refusals_move_nothing(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_members_grab_a_ten_share_red_envelope_at_once() {
+    let backend = Backend::start_with(
+        Registry::Embedded,
+        &[
+            ("WX_MAX_FRIENDS", "300"),
+            ("WX_RATE_PER_SEC", "1000000"),
+            ("WX_RATE_BURST", "1000000"),
+        ],
+    )
+    .await;
+    scenarios::envelopes::a_crowd_grabs_a_ten_share_envelope(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_envelope_owner_and_store_crashes_lose_nothing_acknowledged() {
+    let mut backend = Backend::start_with(
+        Registry::Embedded,
+        &[
+            ("WX_MAX_FRIENDS", "100"),
+            ("WX_RATE_PER_SEC", "1000000"),
+            ("WX_RATE_BURST", "1000000"),
+        ],
+    )
+    .await;
+    scenarios::envelopes::crashes_mid_crowd_lose_nothing(&mut backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_red_envelope_queue_refuses_busy_and_reserves_nothing() {
+    let backend = Backend::start_with(
+        Registry::Embedded,
+        &[
+            ("WX_MAX_FRIENDS", "100"),
+            ("WX_ENVELOPE_QUEUE", "2"),
+            ("WX_RATE_PER_SEC", "1000000"),
+            ("WX_RATE_BURST", "1000000"),
+        ],
+    )
+    .await;
+    scenarios::envelopes::a_full_queue_refuses_busy_and_reserves_nothing(&backend).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_red_envelope_goes_back_to_its_sender_once() {
+    let backend = Backend::start_with(
+        Registry::Embedded,
+        &[("WX_MAX_FRIENDS", "10"), ("WX_ENVELOPE_TTL_MS", "1500")],
+    )
+    .await;
+    scenarios::envelopes::an_expired_envelope_goes_back_to_its_sender_once(&backend).await;
+}

@@ -40,8 +40,8 @@ use wx_api::message::{
 use wx_api::seq::{NextRequest, SeqClient};
 use wx_api::storage::{
     AckRequest, ClaimClientIdRequest, ContactStoreClient, DeliverMessageRequest, EdgeState,
-    GetEdgesRequest, GetGroupRequest, GroupRecord, ListChangesRequest, MsgStoreClient,
-    PostGroupMessageRequest, PutGroupRequest, ReadMailboxRequest, StoredMessage,
+    EnvelopeNotice, GetEdgesRequest, GetGroupRequest, GroupRecord, ListChangesRequest,
+    MsgStoreClient, PostGroupMessageRequest, PutGroupRequest, ReadMailboxRequest, StoredMessage,
 };
 use wx_api::{acting_user, by_uid, retry_on_conflict};
 
@@ -330,6 +330,21 @@ fn check_text(text: &str, client_msg_id: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// The red envelope a send carries, if any: only the wallet service (which has just
+/// created it) may attach one, so a client cannot show an envelope that holds nothing.
+fn envelope_of(envelope: Option<EnvelopeNotice>) -> Result<Option<EnvelopeNotice>, Status> {
+    match envelope {
+        Some(_) if svrkit::Context::current().caller() != Some(WALLET_SERVICE) => Err(
+            Status::permission_denied("only the wallet service sends red envelopes")
+                .with_reason("not_wallet"),
+        ),
+        envelope => Ok(envelope),
+    }
+}
+
+/// The caller name of the wallet service (the manifest's).
+const WALLET_SERVICE: &str = "wallet";
+
 fn chat(m: StoredMessage) -> ChatMessage {
     ChatMessage {
         group_id: m.group_id,
@@ -340,12 +355,14 @@ fn chat(m: StoredMessage) -> ChatMessage {
         text: m.text,
         sent_ms: m.sent_ms,
         client_msg_id: m.client_msg_id,
+        envelope: m.envelope,
     }
 }
 
 impl Message for MessageService {
     async fn send(&self, request: SendRequest) -> Result<SendReply, Status> {
         let me = acting_user()?;
+        let envelope = envelope_of(request.envelope)?;
         if request.text.trim().is_empty() {
             return Err(
                 Status::invalid_argument("a message needs some text").with_reason("empty_text")
@@ -407,6 +424,7 @@ impl Message for MessageService {
             sent_ms: wx_api::now_ms(),
             client_msg_id,
             group_id: 0,
+            envelope,
         };
         // The recipient's copy first: once it is stored the message is sent, and a re-send
         // after a failure below finds it and completes the sender's copy.
@@ -582,6 +600,7 @@ impl Message for MessageService {
     async fn send_group(&self, request: SendGroupRequest) -> Result<SendReply, Status> {
         let me = acting_user()?;
         check_text(&request.text, &request.client_msg_id)?;
+        let envelope = envelope_of(request.envelope)?;
         let client_msg_id = if request.client_msg_id.is_empty() {
             format!("server-{:x}", svrkit::context::random_u64())
         } else {
@@ -604,6 +623,7 @@ impl Message for MessageService {
             sent_ms: wx_api::now_ms(),
             client_msg_id,
             group_id: request.group_id,
+            envelope,
         };
         let posted = self
             .store

@@ -50,7 +50,6 @@ pub mod events;
 pub mod fanout;
 mod paging;
 mod pull;
-pub mod relations;
 mod visibility;
 
 use std::collections::HashSet;
@@ -74,7 +73,7 @@ use wx_api::storage::{
 pub use events::Events;
 pub use fanout::Fanout;
 pub use pull::parse_threshold;
-pub use relations::Relations;
+pub use wx_api::relations::Relations;
 
 use paging::comment_view;
 use pull::PullList;

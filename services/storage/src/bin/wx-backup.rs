@@ -10,7 +10,8 @@
 //!     ROOT/ID (svrkit up: .svrkit/data); start the cluster afterwards
 //! ```
 //!
-//! STORE is one of accountstore, contactstore, msgstore, seqstore, momentsstore.
+//! STORE is one of accountstore, contactstore, msgstore, seqstore, momentsstore,
+//! walletstore.
 
 use std::path::PathBuf;
 

@@ -31,11 +31,13 @@ fn binaries() -> &'static HashMap<String, PathBuf> {
             "seqstore",
             "msgstore",
             "momentsstore",
+            "walletstore",
             "account",
             "contact",
             "seq",
             "message",
             "moments",
+            "wallet",
             "access",
         ]
         .into_iter()
@@ -350,6 +352,7 @@ impl Backend {
                 "seqstore",
                 "msgstore",
                 "momentsstore",
+                "walletstore",
             ] {
                 // Each store is created with its shards, as `svrkit up` does.
                 let shards: Vec<String> = (1..=instances).map(|n| format!("{store}-{n}")).collect();
@@ -386,6 +389,15 @@ impl Backend {
             &[],
             vec![("WX_MOMENTS_LEASE_MS".into(), "500".into())],
         );
+        // Two wallet instances: an envelope's requests go to the one owning it.
+        for i in 1..=2 {
+            add(
+                &format!("wallet-{i}"),
+                "wallet",
+                &[],
+                vec![("WX_DEV_TOPUP".into(), "1".into())],
+            );
+        }
         add(
             "access-short-1",
             "access",
@@ -603,6 +615,36 @@ impl Backend {
             proc.spawn(&logs);
         }
         exited
+    }
+
+    /// A channel to `service` as the operator's tools hold it (the operator's certificate),
+    /// balanced on a consistent-hash ring of its instances (so [`svrkit::Channel::owner_of`]
+    /// names the instance a key goes to), once it knows `instances` of them.
+    pub async fn operator_channel(&self, service: &str, instances: usize) -> svrkit::Channel {
+        use std::sync::Arc;
+        use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Registry, discover};
+        use svrkit::launch::RegistryKind;
+        let registry: Arc<dyn Registry> = match RegistryKind::parse(&self.registry) {
+            Ok(RegistryKind::Dir(path)) => Arc::new(EmbeddedRegistry::new(path)),
+            Ok(RegistryKind::Etcd(urls)) => Arc::new(EtcdRegistry::new(urls)),
+            other => panic!("no registry in {}: {other:?}", self.registry),
+        };
+        let tls = self.credentials("operator").client().expect("client TLS");
+        let builder = svrkit::Channel::builder()
+            .balance(svrkit::balance::Balance::ConsistentHash)
+            .tls(tls);
+        let channel = discover(&*registry, service, builder)
+            .await
+            .expect("discover");
+        let mut changes = channel.subscribe_targets();
+        tokio::time::timeout(PATIENCE, async {
+            while channel.addresses().len() < instances {
+                changes.changed().await.expect("alive");
+            }
+        })
+        .await
+        .expect("every instance found");
+        channel
     }
 
     /// A client of one of the backend's storage services, as the logic tier holds it: with

@@ -7,6 +7,7 @@
 pub mod contacts;
 pub mod durability;
 pub mod edge;
+pub mod envelopes;
 pub mod input;
 pub mod limits;
 pub mod messaging;

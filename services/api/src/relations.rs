@@ -1,4 +1,5 @@
-//! The relations Moments decides by, read from contactstore at the moment of each request.
+//! The relations services decide by (who sees a Moments post, who may get a red
+//! envelope), read from contactstore at the moment of each request.
 //!
 //! Friendship is stored on both users' shards, and a block or a removal changes only the
 //! acting side's edge. So "friends both ways" reads both directions: the viewer's edges
@@ -7,12 +8,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use futures_util::future::join_all;
-use svrkit::{Channel, Status};
-use wx_api::by_uid;
-use wx_api::storage::{
+use crate::by_uid;
+use crate::storage::{
     ContactStoreClient, EdgeState, GetEdgesRequest, GetEdgesToRequest, ListEdgesRequest,
 };
+use futures_util::future::join_all;
+use svrkit::{Channel, Status};
 
 /// Relation reads over contactstore.
 #[derive(Debug, Clone)]
