@@ -11,11 +11,12 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked \
-      -p wx-storage -p account -p contact -p seq -p message -p moments -p access -p svrkit-cli \
+      -p wx-storage -p account -p contact -p seq -p message -p moments -p wallet -p access \
+      -p svrkit-cli \
  && mkdir /out \
  && cd target/release \
- && cp accountstore contactstore msgstore seqstore momentsstore wx-backup wx-replica \
-       account contact seq message moments access svrkit /out/
+ && cp accountstore contactstore msgstore seqstore momentsstore walletstore wx-backup \
+       wx-replica account contact seq message moments wallet access svrkit /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

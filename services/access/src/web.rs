@@ -92,6 +92,11 @@ const ASSETS: &[Asset] = &[
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../web/moments.js"),
     },
+    Asset {
+        path: "/wallet.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../web/wallet.js"),
+    },
 ];
 
 fn serve(asset: &'static Asset) -> Response {

@@ -4,6 +4,7 @@
 import { ApiError } from "./api.js";
 import { KEEP_PER_CHAT, MAX_SYNC_PAGES, api, badge, deviceId, emit, guarded, learnGroup, learnProfiles, nameOf, on, randomHex, state } from "./state.js";
 import { showProfile } from "./profile.js";
+import { renderEnvelope } from "./wallet.js";
 import { $, h, fill, when, checked } from "./view.js";
 
 function historyKey() {
@@ -144,7 +145,7 @@ export function renderChats() {
       return h("li", { "data-chat": key, class: key === state.open ? "open" : "", on: { click: () => openChat(key) } },
         h("span", { class: "who" }, chatTitle(key)),
         count ? h("span", { class: "badge unread" }, count) : null,
-        last ? h("span", { class: "detail" }, last.text.slice(0, 60)) : null,
+        last ? h("span", { class: "detail" }, (last.envelope ? "[Red envelope] " : "") + last.text.slice(0, 60)) : null,
       );
     }),
   );
@@ -169,7 +170,7 @@ function renderConversation() {
     const mine = Number(m.from) === state.uid;
     return h("li", { class: mine ? "message mine" : "message", "data-seq": m.seq },
       group && !mine ? h("span", { class: "who" }, nameOf(m.from)) : null,
-      h("span", { class: "text" }, m.text),
+      m.envelope ? renderEnvelope(m) : h("span", { class: "text" }, m.text),
       h("time", {}, when(m.sent_ms)),
     );
   }));
@@ -179,6 +180,7 @@ function renderConversation() {
 export function openChat(key) {
   state.open = key;
   if (!state.chats.has(key)) state.chats.set(key, []);
+  emit("chat-opened", key);
   emit("show-tab", "chats");
   $("compose-text").focus();
 }
@@ -215,3 +217,4 @@ document.addEventListener("visibilitychange", () => {
 });
 
 on("open-chat", openChat);
+on("sync-now", sync);

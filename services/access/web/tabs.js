@@ -4,6 +4,7 @@ import { badge, on, state } from "./state.js";
 import { refreshContacts } from "./contacts.js";
 import { renderChats } from "./chats.js";
 import { reloadFeed } from "./moments.js";
+import { refreshWallet } from "./wallet.js";
 
 export function showTab(tab) {
   state.tab = tab;
@@ -20,6 +21,8 @@ export function showTab(tab) {
     refreshContacts();
   } else if (tab === "chats") {
     renderChats();
+  } else if (tab === "wallet") {
+    refreshWallet();
   }
 }
 

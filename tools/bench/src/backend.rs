@@ -17,11 +17,13 @@ const BINARIES: &[(&str, &str)] = &[
     ("msgstore", "wx-storage"),
     ("seqstore", "wx-storage"),
     ("momentsstore", "wx-storage"),
+    ("walletstore", "wx-storage"),
     ("account", "account"),
     ("contact", "contact"),
     ("seq", "seq"),
     ("message", "message"),
     ("moments", "moments"),
+    ("wallet", "wallet"),
     ("access", "access"),
 ];
 
@@ -64,7 +66,8 @@ pub(crate) fn ensure_built(dir: &Path) -> anyhow::Result<()> {
 
 impl Backend {
     /// Starts two shards of each store, account, contact, two seq allocators, message,
-    /// moments, access-short and `long` access-long instances; `env` goes to every process.
+    /// moments, two wallet instances, access-short and `long` access-long instances; `env`
+    /// goes to every process.
     pub(crate) fn start(long: usize, env: &[(&str, &str)]) -> anyhow::Result<Backend> {
         Backend::start_on(long, env, None)
     }
@@ -104,6 +107,7 @@ impl Backend {
             "msgstore",
             "seqstore",
             "momentsstore",
+            "walletstore",
         ] {
             let names: Vec<String> = (1..=instances).map(|i| format!("{store}-{i}")).collect();
             for name in &names {
@@ -116,6 +120,8 @@ impl Backend {
         }
         for i in 1..=2 {
             plan.push((format!("seq-{i}"), "seq", vec![]));
+            // An envelope's requests go to the wallet instance owning it.
+            plan.push((format!("wallet-{i}"), "wallet", vec![]));
         }
         plan.push(("access-short-1".into(), "access", vec!["short"]));
         for i in 1..=long {

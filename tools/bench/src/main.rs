@@ -34,6 +34,7 @@ mod backend_overload;
 mod connections;
 mod cpus;
 mod echo;
+mod envelope;
 mod failover;
 mod login_flood;
 mod message;
@@ -84,6 +85,9 @@ enum Command {
     /// The backend past its capacity (1x, 2x, 4x) with a mix of actions at their
     /// business priorities: success and goodput per priority and per user band.
     BackendOverload(backend_overload::BackendOverloadArgs),
+    /// Red envelopes: crowds grab and open through the per-envelope queue and without it
+    /// (pairs per second, open p99, oversold, the money invariant).
+    Envelope(envelope::EnvelopeArgs),
     /// Real users signing in (from new and known devices) while sign-in is flooded with
     /// wrong passwords, with and without the sign-in puzzle.
     LoginFlood(login_flood::LoginFloodArgs),
@@ -143,6 +147,7 @@ fn main() -> anyhow::Result<()> {
             Command::Connections(args) => connections::run(args).await,
             Command::Message(args) => message::run(args).await,
             Command::Moments(args) => moments::run(args).await,
+            Command::Envelope(args) => envelope::run(args).await,
             Command::LoginFlood(args) => login_flood::run(args).await,
             Command::ServeSeq { role } => seq::serve(role).await,
             Command::Serve {

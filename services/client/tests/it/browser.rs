@@ -153,6 +153,37 @@ async fn two_people_befriend_chat_and_meet_in_moments_in_a_real_browser() {
         "a chat read before the reload shows no unread count after it"
     );
 
+    // Red envelopes: Alice adds test money and sends Bob one in their chat; Bob opens
+    // it, sees what he got and who took it, and finds it in his wallet.
+    click(&alice, "#tabs button[data-tab=wallet]").await;
+    click(&alice, "#wallet-topup").await;
+    wait_for_text(&alice, "#wallet-balance", "¥100.00").await;
+    click(&alice, "#tabs button[data-tab=chats]").await;
+    click(&alice, "#chat-list li[data-chat^=\"u:\"]").await;
+    click(&alice, "#envelope-compose summary").await;
+    type_into(&alice, "#envelope-amount", "8.88").await;
+    type_into(&alice, "#envelope-greeting", "Lunch is on me").await;
+    click(&alice, "#envelope-form button[type=submit]").await;
+    wait_for_text(&alice, "#messages .envelope", "Lunch is on me").await;
+    click(&bob, "#chat-list li[data-chat^=\"u:\"]").await;
+    wait_for_text(&bob, "#messages .envelope", "¥8.88 in 1 share").await;
+    click(&bob, "#messages .envelope .envelope-open").await;
+    wait_for_text(
+        &bob,
+        "#messages .envelope .envelope-result",
+        "You got ¥8.88",
+    )
+    .await;
+    wait_for_text(&bob, "#messages .envelope .takers", "Bob").await;
+    screenshot(&bob, "web-envelope-phone").await;
+    click(&bob, "#tabs button[data-tab=wallet]").await;
+    wait_for_text(&bob, "#wallet-balance", "¥8.88").await;
+    wait_for_text(&bob, "#wallet-history", "Red envelope opened").await;
+    click(&alice, "#tabs button[data-tab=wallet]").await;
+    wait_for_text(&alice, "#wallet-balance", "¥91.12").await;
+    wait_for_text(&alice, "#wallet-history", "Red envelope sent").await;
+    screenshot(&alice, "web-wallet").await;
+
     // Alice posts to Moments; Bob sees it on his timeline, likes it and comments.
     click(&alice, "#tabs button[data-tab=moments]").await;
     type_into(&alice, "#post-text", "First light over the lake").await;

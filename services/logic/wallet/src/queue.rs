@@ -4,7 +4,8 @@
 //! envelope's key on the ring of instances) and waits here in that envelope's queue, in
 //! arrival order. One task per busy envelope drains its queue: it takes what waits (up to
 //! [`MAX_BATCH`]), writes each run of grabs as one `Grab` and each run of opens as one
-//! `Open` to walletstore, and answers every waiter from the outcomes. So the store sees
+//! `Open` to walletstore, and answers every waiter from the outcomes (an opening once its
+//! credits are in the grabbers' wallets, while the queue goes on with the next batch). So the store sees
 //! one writer per envelope, and a crowd of a thousand grabbers costs a few store writes
 //! instead of a thousand writes contending on one record. The store still judges every
 //! grab under the envelope's lock, so two instances that both believe they own an
@@ -135,7 +136,8 @@ impl EnvelopeQueues {
         uid: u64,
     ) -> Result<Outcome, Status> {
         if self.limits.direct {
-            let mut outcomes = self.write(key, step, vec![uid]).await?;
+            let (mut outcomes, job_id) = self.write(key, step, vec![uid]).await?;
+            self.credit(key, job_id).await;
             return outcomes
                 .pop()
                 .ok_or_else(|| Status::internal("the store answered no outcome"));
@@ -198,9 +200,22 @@ impl EnvelopeQueues {
                 }
                 let uids = run.iter().map(|w| w.uid).collect();
                 match self.write(key, step, uids).await {
-                    Ok(outcomes) => {
-                        for (waiter, outcome) in run.into_iter().zip(outcomes) {
-                            let _ = waiter.answer.send(Ok(outcome));
+                    Ok((outcomes, job_id)) => {
+                        let answer = move || {
+                            for (waiter, outcome) in run.into_iter().zip(outcomes) {
+                                let _ = waiter.answer.send(Ok(outcome));
+                            }
+                        };
+                        if job_id == 0 {
+                            answer();
+                        } else {
+                            // Answered once the credits are in the wallets, while the
+                            // queue goes on with the next batch.
+                            let queues = Arc::clone(&self);
+                            tokio::spawn(async move {
+                                queues.credit(key, job_id).await;
+                                answer();
+                            });
                         }
                     }
                     Err(status) => {
@@ -213,16 +228,28 @@ impl EnvelopeQueues {
         }
     }
 
+    /// Delivers the credit job `job_id` of an opening of envelope `key` (none when 0).
+    /// A failure is left to the sweep, which delivers it later: the credit is durable.
+    async fn credit(&self, key: EnvelopeKey, job_id: u64) {
+        if job_id == 0 {
+            return;
+        }
+        if let Err(status) = self.credits.run_job(key.sender, job_id).await {
+            tracing::debug!(%status, job_id, "credits left to the sweep");
+        }
+    }
+
     /// One store write of `step` for `uids` on envelope `key`: an outcome per uid, in
-    /// order. After an opening, its credits are delivered at once (the sweep retries).
+    /// order, and the credit job an opening queued (0: none).
     async fn write(
         &self,
         key: EnvelopeKey,
         step: Step,
         uids: Vec<u64>,
-    ) -> Result<Vec<Outcome>, Status> {
+    ) -> Result<(Vec<Outcome>, u64), Status> {
         let count = uids.len();
         let route = by_uid(key.sender);
+        let mut job_id = 0;
         let outcomes: Vec<Outcome> = match step {
             Step::Grab => {
                 let reply = self
@@ -258,14 +285,7 @@ impl EnvelopeQueues {
                         route,
                     )
                     .await?;
-                if reply.job_id != 0 {
-                    let (credits, job_id) = (Arc::clone(&self.credits), reply.job_id);
-                    tokio::spawn(async move {
-                        if let Err(status) = credits.run_job(key.sender, job_id).await {
-                            tracing::debug!(%status, job_id, "credits left to the sweep");
-                        }
-                    });
-                }
+                job_id = reply.job_id;
                 reply
                     .outcomes
                     .into_iter()
@@ -282,7 +302,7 @@ impl EnvelopeQueues {
                 outcomes.len()
             )));
         }
-        Ok(outcomes)
+        Ok((outcomes, job_id))
     }
 }
 

@@ -116,7 +116,7 @@ fn the_backend_renders_as_valid_kubernetes_objects() {
         .lines()
         .map(PathBuf::from)
         .collect();
-    assert_eq!(files.len(), 45, "{files:?}");
+    assert_eq!(files.len(), 52, "{files:?}");
     // The CA's key is never in a rendered object.
     let ca_key = std::fs::read_to_string(state.join("tls/ca/ca.key")).expect("the CA key");
     for file in &files {
@@ -154,6 +154,7 @@ fn the_backend_renders_as_valid_kubernetes_objects() {
         "msgstore",
         "seqstore",
         "momentsstore",
+        "walletstore",
     ] {
         let set = get(&format!("05-statefulset-{store}"));
         assert_eq!(set["kind"], "StatefulSet");
