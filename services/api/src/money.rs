@@ -14,12 +14,18 @@ pub const MAX_GREETING_CHARS: usize = 50;
 /// The longest client transfer id, in bytes.
 pub const MAX_TRANSFER_ID_BYTES: usize = 64;
 
-/// Checks a client transfer id: 1 to [`MAX_TRANSFER_ID_BYTES`] bytes (INVALID_ARGUMENT,
-/// reason `bad_transfer_id`, otherwise).
+/// Checks a client transfer id: 1 to [`MAX_TRANSFER_ID_BYTES`] letters, digits, `-`, `_`
+/// or `.` (INVALID_ARGUMENT, reason `bad_transfer_id`, otherwise). The ids the service
+/// makes itself hold a `:` ([`open_transfer_id`], refunds), so no client id can take
+/// one of theirs.
 pub fn check_transfer_id(transfer_id: &str) -> Result<(), Status> {
-    if transfer_id.is_empty() || transfer_id.len() > MAX_TRANSFER_ID_BYTES {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if transfer_id.is_empty()
+        || transfer_id.len() > MAX_TRANSFER_ID_BYTES
+        || !transfer_id.chars().all(allowed)
+    {
         return Err(Status::invalid_argument(format!(
-            "a transfer id is 1 to {MAX_TRANSFER_ID_BYTES} bytes"
+            "a transfer id is 1 to {MAX_TRANSFER_ID_BYTES} letters, digits, '-', '_' or '.'"
         ))
         .with_reason("bad_transfer_id"));
     }
@@ -30,4 +36,26 @@ pub fn check_transfer_id(transfer_id: &str) -> Result<(), Status> {
 /// (unique per grabber: each opens one share at most).
 pub fn open_transfer_id(sender: u64, seq: u64) -> String {
     format!("envelope:{sender}:{seq}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_transfer_ids_cannot_take_the_services_own() {
+        assert!(check_transfer_id("top-1_a.B").is_ok());
+        assert!(check_transfer_id(&"x".repeat(MAX_TRANSFER_ID_BYTES)).is_ok());
+        for bad in [
+            String::new(),
+            "x".repeat(MAX_TRANSFER_ID_BYTES + 1),
+            open_transfer_id(5, 1),
+            "refund:1".to_string(),
+            "a b".to_string(),
+            "é".to_string(),
+        ] {
+            let refused = check_transfer_id(&bad).expect_err(&bad);
+            assert_eq!(refused.reason(), Some("bad_transfer_id"), "{bad:?}");
+        }
+    }
 }

@@ -109,6 +109,11 @@ pub async fn money_moves_once_and_refusals_move_nothing(backend: &Backend) {
         (top_up(1_000_001, "top-2"), "bad_amount"),
         (top_up(5, ""), "bad_transfer_id"),
         (top_up(5, &"x".repeat(65)), "bad_transfer_id"),
+        // The service's own ids (a credit of an envelope, a refund) cannot be taken.
+        (
+            top_up(5, &format!("envelope:{}:1", alice.uid)),
+            "bad_transfer_id",
+        ),
     ] {
         assert_eq!(
             reason_of(http, "wallet.topup", body, &alice, 400, "invalid_argument").await,
@@ -707,6 +712,24 @@ pub async fn an_expired_envelope_goes_back_to_its_sender_once(backend: &Backend)
         Some(&sender.token),
     )
     .await;
+    // A group's refusals: a cent per share at least, no more shares than members.
+    for (total, shares, reason) in [(2, 3, "amount_too_small"), (100, 5, "too_many_shares")] {
+        let body =
+            json!({ "group_id": group, "total": total, "shares": shares, "transfer_id": "no" });
+        assert_eq!(
+            reason_of(
+                http,
+                "envelope.send",
+                body,
+                &sender,
+                400,
+                "invalid_argument"
+            )
+            .await,
+            reason
+        );
+    }
+    assert_eq!(balance(http, &sender).await, 500, "no refusal moved money");
     let sent = call(
         http,
         "envelope.send",
@@ -716,6 +739,24 @@ pub async fn an_expired_envelope_goes_back_to_its_sender_once(backend: &Backend)
     .await;
     let envelope = named(&sent);
     let expires_ms = sent["expires_ms"].as_u64().expect("expires_ms");
+    // It reaches the group as a message (through the group's fan-out queue).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (messages, _) = sync_all(backend, &users[2], "phone", "").await;
+        let carrying = messages
+            .iter()
+            .filter(|m| m["group_id"] == group && m["envelope"]["seq"] == envelope["seq"])
+            .count();
+        assert!(carrying <= 1, "one copy: {messages:?}");
+        if carrying == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the envelope never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let (first, late) = (&users[0], &users[1]);
     let token = Some(first.token.as_str());
     call(http, "envelope.grab", envelope.clone(), token).await;
