@@ -199,11 +199,21 @@ impl MethodMetrics {
         self.stats.latency.record(took);
         self.in_flight.decrement(1.0);
         self.duration.record(took.as_secs_f64());
-        self.responded(code);
+        self.count_response(code);
     }
 
-    /// A response with `code` was sent without running the handler.
+    /// A response with `code` was sent without running the handler (shed, expired in the
+    /// queue, refused by policy): a request all the same, so that a rate of errors is
+    /// never more than all requests (an overloaded instance reads "errors 63 of 82", not
+    /// "63 of 19").
     pub(crate) fn responded(&self, code: Code) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.increment(1);
+        self.count_response(code);
+    }
+
+    /// Counts a response with `code` (its request was counted already).
+    fn count_response(&self, code: Code) {
         if code != Code::Ok {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             if code.is_server_fault() {
@@ -243,7 +253,7 @@ mod tests {
     };
 
     #[test]
-    fn server_faults_and_caller_errors_are_counted_apart() {
+    fn server_faults_and_caller_errors_are_counted_apart_and_sheds_are_requests() {
         let m = MethodMetrics::new(&DESC);
         for code in [
             Code::Ok,
@@ -259,7 +269,11 @@ mod tests {
         // Shed before its handler ran.
         m.responded(Code::Overloaded);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        assert_eq!(load(&m.stats.requests), 6);
+        assert_eq!(
+            load(&m.stats.requests),
+            7,
+            "the shed one counts as a request too"
+        );
         assert_eq!(load(&m.stats.errors), 6, "every code but ok");
         assert_eq!(
             load(&m.stats.faults),

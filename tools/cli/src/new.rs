@@ -377,6 +377,10 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
 
     if in_workspace {
         add_member(&dir.join("Cargo.toml"), &format!("services/{name}"))?;
+        let cluster = dir.join("services").join("svrkit.toml");
+        if cluster.is_file() {
+            add_service(&cluster, name)?;
+        }
     }
     outln!(
         "next: cargo test --manifest-path {}",
@@ -411,9 +415,80 @@ fn add_member(root: &Path, member: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Adds a `[[service]]` entry for the new service `name` to the cluster manifest at
+/// `path` (`svrkit up` runs it): one instance, called by the operator's tools only until
+/// its author names its callers. Nothing when the manifest has a service of that name.
+fn add_service(path: &Path, name: &str) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::Failed(e.into()))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| Failure::Failed(anyhow!("{}: {e}", path.display())))?;
+    let services = doc
+        .entry("service")
+        .or_insert(toml_edit::Item::ArrayOfTables(
+            toml_edit::ArrayOfTables::new(),
+        ))
+        .as_array_of_tables_mut()
+        .ok_or_else(|| {
+            Failure::Failed(anyhow!(
+                "{}: `service` is not a list of [[service]] tables",
+                path.display()
+            ))
+        })?;
+    if services
+        .iter()
+        .any(|s| s.get("name").and_then(toml_edit::Item::as_str) == Some(name))
+    {
+        return Ok(());
+    }
+    let mut entry = toml_edit::Table::new();
+    entry.decor_mut().set_prefix(format!(
+        "\n# Scaffolded by `svrkit new {name}`: one instance; add the services that call it\n\
+         # to `callers` (and `uid_callers` for those acting for a user).\n"
+    ));
+    entry.insert("name", toml_edit::value(name));
+    entry.insert("args", toml_edit::value(toml_edit::Array::new()));
+    entry.insert("instances", toml_edit::value(1));
+    let mut callers = toml_edit::Array::new();
+    callers.push("operator");
+    entry.insert("callers", toml_edit::value(callers));
+    services.push(entry);
+    std::fs::write(path, doc.to_string()).map_err(|e| Failure::Failed(e.into()))?;
+    outln!("  added    [[service]] {name} to {}", path.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_service_joins_the_cluster_manifest_once() {
+        let dir = svrkit_testkit::tempdir("new-service");
+        let path = dir.path().join("svrkit.toml");
+        let manifest = "# the cluster\n[registry]\nkind = \"embedded\"\n\n# a store\n[[service]]\nname = \"echo\"\nargs = []\n";
+        std::fs::write(&path, manifest).expect("write");
+        add_service(&path, "ledger").expect("added");
+        add_service(&path, "ledger").expect("again");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            text.contains("# the cluster") && text.contains("# a store"),
+            "{text}"
+        );
+        let doc: toml::Table = toml::from_str(&text).expect("still TOML");
+        let services = doc["service"].as_array().expect("services");
+        let names: Vec<&str> = services.iter().filter_map(|s| s["name"].as_str()).collect();
+        assert_eq!(names, ["echo", "ledger"], "{text}");
+        let ledger = &services[1];
+        assert_eq!(ledger["instances"].as_integer(), Some(1));
+        assert_eq!(ledger["callers"].as_array().map(Vec::len), Some(1));
+        // A manifest without services gets its first.
+        std::fs::write(&path, "[registry]\nkind = \"embedded\"\n").expect("write");
+        add_service(&path, "ledger").expect("first");
+        let doc: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&path).expect("read")).expect("TOML");
+        assert_eq!(doc["service"].as_array().map(Vec::len), Some(1));
+    }
 
     #[test]
     fn a_member_joins_the_workspace_once_and_the_manifest_keeps_its_shape() {

@@ -546,11 +546,25 @@ async fn new_inside_a_workspace_joins_it_builds_and_the_starter_is_formatted() {
         ),
     )
     .expect("write");
+    // The workspace's cluster manifest, which the new service joins.
+    std::fs::create_dir_all(dir.join("services")).expect("mkdir");
+    std::fs::write(
+        dir.join("services/svrkit.toml"),
+        "workspace = \"..\"\n\n[registry]\nkind = \"embedded\"\n",
+    )
+    .expect("svrkit.toml");
     let d = dir.display().to_string();
     let ledger = ledger_idl();
     let (code, out, err) = svrkit(&["new", "ledger", "--idl", &ledger, "--dir", &d]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("to the workspace"), "{out}");
+    let cluster = std::fs::read_to_string(dir.join("services/svrkit.toml")).expect("manifest");
+    let cluster: toml::Table = toml::from_str(&cluster).expect("TOML");
+    assert_eq!(
+        cluster["service"][0]["name"].as_str(),
+        Some("ledger"),
+        "{cluster:?}"
+    );
     let root = std::fs::read_to_string(dir.join("Cargo.toml")).expect("root");
     assert!(root.contains("\"services/ledger\""), "{root}");
     let manifest =
