@@ -284,3 +284,35 @@ pub(crate) async fn sign_up(api: &wx_client::Http, name: &str) -> anyhow::Result
         session["token"].as_str().unwrap_or_default().to_string(),
     ))
 }
+
+/// Makes `a` and `b` friends straight in contactstore (two FRIEND edges), as a benchmark
+/// builds its social graph without the access tier (which would spend the run hashing
+/// passwords).
+pub(crate) async fn befriend(
+    contacts: &wx_api::storage::ContactStoreClient,
+    a: u64,
+    b: u64,
+) -> anyhow::Result<()> {
+    use wx_api::storage::{Edge, EdgeState, PutEdgeRequest};
+    for (owner, peer) in [(a, b), (b, a)] {
+        let edge = Edge {
+            owner,
+            peer,
+            state: EdgeState::Friend as i32,
+            updated_ms: wx_api::now_ms(),
+            ..Edge::default()
+        };
+        contacts
+            .put_edge_with(
+                PutEdgeRequest {
+                    edge: Some(edge),
+                    expected_version: 0,
+                    max_friends: 0,
+                },
+                wx_api::by_uid(owner),
+            )
+            .await
+            .with_context(|| format!("edge {owner} -> {peer}"))?;
+    }
+    Ok(())
+}

@@ -31,7 +31,7 @@ use svrkit::balance::Balance;
 use svrkit::discovery::{EmbeddedRegistry, discover};
 use svrkit::{CallOptions, Channel, Context, Status};
 use wx_api::message::{CreateGroupRequest, MessageClient, message_methods};
-use wx_api::storage::{ContactStoreClient, Edge, EdgeState, PutEdgeRequest, contact_store_methods};
+use wx_api::storage::{ContactStoreClient, contact_store_methods};
 use wx_api::wallet::{
     AuditRequest, EnvelopeRef, SendRequest, TopUpRequest, WalletClient, wallet_methods,
 };
@@ -94,38 +94,13 @@ struct Clients {
     contacts: ContactStoreClient,
 }
 
-/// Makes `a` and `b` friends (two FRIEND edges).
-async fn befriend(contacts: &ContactStoreClient, a: u64, b: u64) -> anyhow::Result<()> {
-    for (owner, peer) in [(a, b), (b, a)] {
-        let edge = Edge {
-            owner,
-            peer,
-            state: EdgeState::Friend as i32,
-            updated_ms: wx_api::now_ms(),
-            ..Edge::default()
-        };
-        contacts
-            .put_edge_with(
-                PutEdgeRequest {
-                    edge: Some(edge),
-                    expected_version: 0,
-                    max_friends: 0,
-                },
-                wx_api::by_uid(owner),
-            )
-            .await
-            .with_context(|| format!("edge {owner} -> {peer}"))?;
-    }
-    Ok(())
-}
-
 /// A group owned by `members[0]` with all of `members` (befriended with the owner).
 async fn group(c: &Clients, members: &[u64]) -> anyhow::Result<u64> {
     let owner = members[0];
     let mut friending = tokio::task::JoinSet::new();
     for &m in &members[1..] {
         let contacts = c.contacts.clone();
-        friending.spawn(async move { befriend(&contacts, owner, m).await });
+        friending.spawn(async move { crate::backend::befriend(&contacts, owner, m).await });
     }
     while let Some(done) = friending.join_next().await {
         done??;

@@ -23,12 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use serde_json::json;
 use svrkit::discovery::{EmbeddedRegistry, discover};
 use svrkit::{Channel, Context};
 use wx_api::moments::{MomentsClient, PostRequest, TimelineRequest, moments_methods};
-use wx_api::storage::{ContactStoreClient, Edge, EdgeState, PutEdgeRequest, contact_store_methods};
+use wx_api::storage::{ContactStoreClient, contact_store_methods};
 
 use crate::backend::Backend;
 use crate::stats::quantile;
@@ -158,26 +158,7 @@ async fn write_graph(
                 let Some(&(a, b)) = pairs.get(i) else {
                     return Ok::<_, anyhow::Error>(());
                 };
-                for (owner, peer) in [(a, b), (b, a)] {
-                    let edge = Edge {
-                        owner,
-                        peer,
-                        state: EdgeState::Friend as i32,
-                        updated_ms: wx_api::now_ms(),
-                        ..Edge::default()
-                    };
-                    contacts
-                        .put_edge_with(
-                            PutEdgeRequest {
-                                edge: Some(edge),
-                                expected_version: 0,
-                                max_friends: 0,
-                            },
-                            wx_api::by_uid(owner),
-                        )
-                        .await
-                        .with_context(|| format!("edge {owner} -> {peer}"))?;
-                }
+                crate::backend::befriend(&contacts, a, b).await?;
                 done.fetch_add(1, Ordering::Relaxed);
             }
         });

@@ -301,14 +301,14 @@ fn start() -> Option<Cluster> {
     let instances = cluster.ps("a");
     assert_eq!(
         instances.len(),
-        36,
+        42,
         "host a's ps shows the whole cluster: {instances:#?}"
     );
     let elsewhere = instances
         .iter()
         .filter(|v| v["status"] == "elsewhere")
         .count();
-    assert_eq!(elsewhere, 24, "two thirds run on the other hosts");
+    assert_eq!(elsewhere, 28, "two thirds run on the other hosts");
     for (i, host) in HOSTS.iter().enumerate() {
         let local = cluster.ps(host);
         let gateway = local
@@ -738,7 +738,7 @@ async fn load_with_faults(
     until_answered(&times, still, "long after the etcd member was killed").await;
     let registered = cluster.ps("b").len();
     assert_eq!(
-        registered, 36,
+        registered, 42,
         "every instance stays registered without etcd member a"
     );
     cluster.start_etcd(0, "existing");

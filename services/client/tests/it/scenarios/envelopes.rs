@@ -537,41 +537,72 @@ async fn check_crowd(
     }
 }
 
-/// 200 members grab one 10-share envelope at once: 10 reservations, the opened sum is
-/// the total, every wallet and the books agree.
-pub async fn a_crowd_grabs_a_ten_share_envelope(backend: &Backend) {
+/// Runs `act` for every one of `users` at the same moment (a barrier lets them all go
+/// together); what each came to.
+async fn at_once<T, F, Fut>(users: &[User], act: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(User) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let gate = Arc::new(tokio::sync::Barrier::new(users.len()));
+    let mut crowd = tokio::task::JoinSet::new();
+    for user in users {
+        let (go, gate) = (act(user.clone()), Arc::clone(&gate));
+        crowd.spawn(async move {
+            gate.wait().await;
+            go.await
+        });
+    }
+    let mut all = Vec::with_capacity(users.len());
+    while let Some(done) = crowd.join_next().await {
+        all.push(done.expect("joined"));
+    }
+    all
+}
+
+/// A sender with `balance` cents, a group of `members` more, and an envelope of `total`
+/// cents in `shares` sent to it: the sender, the members and the envelope's answer.
+async fn group_envelope(
+    backend: &Backend,
+    members: usize,
+    balance: u64,
+    total: u64,
+    shares: u32,
+) -> (User, Vec<User>, Value) {
     let http = &backend.http;
     let sender = backend.user(&unique("sender")).await;
-    let (group, users) = group_of(backend, &sender, 200).await;
+    let (group, users) = group_of(backend, &sender, members).await;
+    let id = unique("send");
     call(
         http,
         "wallet.topup",
-        top_up(10_000, "crowd"),
+        top_up(balance, &id),
         Some(&sender.token),
     )
     .await;
     let sent = call(
         http,
         "envelope.send",
-        json!({ "group_id": group, "total": 888, "shares": 10, "greeting": "新年快乐", "transfer_id": "crowd-1" }),
+        json!({ "group_id": group, "total": total, "shares": shares, "greeting": "新年快乐", "transfer_id": id }),
         Some(&sender.token),
     )
     .await;
+    (sender, users, sent)
+}
+
+/// 200 members grab one 10-share envelope at once: 10 reservations, the opened sum is
+/// the total, every wallet and the books agree.
+pub async fn a_crowd_grabs_a_ten_share_envelope(backend: &Backend) {
+    let http = &backend.http;
+    let (sender, users, sent) = group_envelope(backend, 200, 10_000, 888, 10).await;
     let envelope = named(&sent);
-    let gate = Arc::new(tokio::sync::Barrier::new(users.len()));
-    let mut crowd = tokio::task::JoinSet::new();
-    for user in users.clone() {
-        let (http, envelope, gate) = (backend.http, envelope.clone(), Arc::clone(&gate));
-        crowd.spawn(async move {
-            gate.wait().await;
-            grab_and_open(http, user, envelope).await
-        });
-    }
-    let mut got = HashMap::new();
-    while let Some(done) = crowd.join_next().await {
-        let (uid, g) = done.expect("joined");
-        got.insert(uid, g);
-    }
+    let got: HashMap<u64, Got> = at_once(&users, |user| {
+        grab_and_open(backend.http, user, envelope.clone())
+    })
+    .await
+    .into_iter()
+    .collect();
     check_crowd(backend, &sender, &users, &envelope, &got, 10, 888).await;
     assert_eq!(balance(http, &sender).await, 10_000 - 888);
 }
@@ -581,22 +612,7 @@ pub async fn a_crowd_grabs_a_ten_share_envelope(backend: &Backend) {
 /// nobody gets two shares, and the books balance.
 pub async fn crashes_mid_crowd_lose_nothing(backend: &mut Backend) {
     let http = backend.http;
-    let sender = backend.user(&unique("sender")).await;
-    let (group, users) = group_of(backend, &sender, 60).await;
-    call(
-        &http,
-        "wallet.topup",
-        top_up(10_000, "crash"),
-        Some(&sender.token),
-    )
-    .await;
-    let sent = call(
-        &http,
-        "envelope.send",
-        json!({ "group_id": group, "total": 2_000, "shares": 40, "transfer_id": "crash-1" }),
-        Some(&sender.token),
-    )
-    .await;
+    let (sender, users, sent) = group_envelope(backend, 60, 10_000, 2_000, 40).await;
     let envelope = named(&sent);
     let key = wx_api::envelope_key(
         envelope["sender"].as_u64().expect("sender"),
@@ -647,37 +663,19 @@ pub async fn crashes_mid_crowd_lose_nothing(backend: &mut Backend) {
 /// (RESOURCE_EXHAUSTED, not processed): a refused grab reserved nothing.
 pub async fn a_full_queue_refuses_busy_and_reserves_nothing(backend: &Backend) {
     let http = &backend.http;
-    let sender = backend.user(&unique("sender")).await;
-    let (group, users) = group_of(backend, &sender, 30).await;
-    call(
-        http,
-        "wallet.topup",
-        top_up(1_000, "busy"),
-        Some(&sender.token),
-    )
-    .await;
-    let sent = call(
-        http,
-        "envelope.send",
-        json!({ "group_id": group, "total": 100, "shares": 30, "transfer_id": "busy-1" }),
-        Some(&sender.token),
-    )
-    .await;
+    let (sender, users, sent) = group_envelope(backend, 30, 1_000, 100, 30).await;
     let envelope = named(&sent);
-    let gate = Arc::new(tokio::sync::Barrier::new(users.len()));
-    let mut crowd = tokio::task::JoinSet::new();
-    for user in users {
-        let (http, envelope, gate) = (backend.http, envelope.clone(), Arc::clone(&gate));
-        crowd.spawn(async move {
-            gate.wait().await;
+    let answers = at_once(&users, |user| {
+        let (http, envelope) = (backend.http, envelope.clone());
+        async move {
             http.call("envelope.grab", &envelope, Some(&user.token))
                 .await
                 .expect("an answer")
-        });
-    }
+        }
+    })
+    .await;
     let (mut reserved, mut busy) = (0, 0);
-    while let Some(answer) = crowd.join_next().await {
-        let answer = answer.expect("joined");
+    for answer in answers {
         if answer.ok() {
             reserved += 1;
         } else {
