@@ -305,7 +305,12 @@ mod tests {
     fn the_least_important_get_half_the_limit_and_each_priority_its_band() {
         let last = ranks() - 1;
         assert_eq!(room_of(2048, 0), 2048);
-        assert_eq!(room_of(2048, last), 1025);
+        // Half, and a band's rounding at most.
+        let least = room_of(2048, last);
+        assert!(
+            (1024..1024 + 2048 / spaced_ranks() as usize).contains(&least),
+            "{least}"
+        );
         let rank = |b, u| rank_of(Priority::new(b, u));
         // Business first, then the user, each with places of its own.
         assert!(room_of(2048, rank(20, 128)) > room_of(2048, rank(30, 1)));
@@ -533,23 +538,33 @@ mod tests {
         while let Ok(admitted) = edge.admit("profile.update", 7) {
             held.push(admitted);
         }
-        // Shedding contact writes for a while: user 7 may send messages.
+        // Shedding contact writes for a while: user 7 may do what is more important
+        // (red envelopes, messages).
         let t = later(&edge);
-        assert_eq!(edge.ceiling_at(7, t), Some(20));
+        let above_contact_writes = crate::actions::priority::ENVELOPE_GET;
+        assert_eq!(edge.ceiling_at(7, t), Some(above_contact_writes));
         // A peak that the bare count would answer with sign-in only…
         while bare(&edge, 7) != Some(10) {
             held.push(edge.admit("login", 7).expect("sign-in is admitted"));
         }
         let ms = Duration::from_millis(1);
         // …moves the hint a little at a time…
-        assert_eq!(edge.ceiling_at(7, t + 10 * ms), Some(20));
-        assert_eq!(edge.ceiling_at(7, t + 20 * ms), Some(20));
+        for after in [10 * ms, 20 * ms] {
+            let ceiling = edge.ceiling_at(7, t + after);
+            assert!(
+                ceiling.is_some_and(|c| c >= 20),
+                "{ceiling:?} after {after:?}"
+            );
+        }
         // …and all the way once it has lasted.
         assert_eq!(edge.ceiling_at(7, t + 20 * ms + HINT_SMOOTHING), Some(10));
         // A dip likewise: the hint comes back up over the same time.
         drop(held);
         let t = t + 20 * ms + HINT_SMOOTHING;
-        assert!(edge.ceiling_at(7, t + 10 * ms).is_some_and(|c| c <= 20));
+        assert!(
+            edge.ceiling_at(7, t + 10 * ms)
+                .is_some_and(|c| c <= above_contact_writes)
+        );
         assert_eq!(edge.ceiling_at(7, t + 10 * ms + HINT_SMOOTHING), None);
     }
 

@@ -5,7 +5,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Describes the backend's metrics to the installed recorder.
 pub(crate) fn describe() {
-    let counters: [(&'static str, &'static str); 33] = [
+    let counters: [(&'static str, &'static str); 43] = [
         (
             "wx_access_actions_total",
             "Actions asked of the gateway, rate-limited ones included, by action.",
@@ -120,11 +120,42 @@ pub(crate) fn describe() {
             "wx_storage_syncs_total",
             "Group-commit fsyncs of the storage engine.",
         ),
+        (
+            "wx_wallet_credit_jobs_total",
+            "Credit jobs of envelope openings applied to wallets.",
+        ),
+        (
+            "wx_wallet_credited_cents_total",
+            "Cents of envelope openings credited to wallets.",
+        ),
+        ("wx_wallet_envelopes_sent_total", "Red envelopes sent."),
+        ("wx_wallet_grabs_total", "Red envelope shares reserved."),
+        ("wx_wallet_opens_total", "Red envelope shares opened."),
+        (
+            "wx_wallet_queue_refused_total",
+            "Grabs and opens refused busy: the envelope's queue was full.",
+        ),
+        (
+            "wx_wallet_refunded_cents_total",
+            "Cents of expired envelopes given back to their senders.",
+        ),
+        (
+            "wx_walletstore_envelopes_created_total",
+            "Red envelopes created on this shard.",
+        ),
+        (
+            "wx_walletstore_envelopes_expired_total",
+            "Red envelopes closed at their expiry on this shard.",
+        ),
+        (
+            "wx_walletstore_minted_cents_total",
+            "Cents of test money topped up on this shard.",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, Unit::Count, help);
     }
-    let gauges: [(&'static str, &'static str); 7] = [
+    let gauges: [(&'static str, &'static str); 9] = [
         (
             "wx_access_connections",
             "Connections open at the gateway's edge.",
@@ -153,6 +184,11 @@ pub(crate) fn describe() {
             "wx_msgstore_fanout_depth",
             "Group fan-out jobs on this shard.",
         ),
+        (
+            "wx_wallet_credits_depth",
+            "Credit jobs waiting or leased (last sweep).",
+        ),
+        ("wx_walletstore_credits_depth", "Credit jobs on this shard."),
     ];
     for (name, help) in gauges {
         describe_gauge!(name, help);
@@ -170,9 +206,18 @@ pub(crate) fn describe() {
             "wx_msgstore_fanout_lag_seconds",
             "Age of the oldest group fan-out job on this shard.",
         ),
+        (
+            "wx_wallet_credits_lag_seconds",
+            "Age of the oldest credit job (last sweep).",
+        ),
     ] {
         describe_gauge!(name, Unit::Seconds, help);
     }
+    describe_histogram!(
+        "wx_wallet_queue_batch",
+        Unit::Count,
+        "Grabs and opens an envelope's queue wrote to the store at once."
+    );
     describe_histogram!(
         "wx_access_request_duration_seconds",
         Unit::Seconds,

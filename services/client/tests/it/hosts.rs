@@ -798,7 +798,7 @@ fn the_backend_spread_over_three_hosts_survives_losing_one_and_an_etcd_member() 
             }
         }
     }
-    assert_eq!(stores.len(), 15, "a replica of every store on every host");
+    assert_eq!(stores.len(), 18, "a replica of every store on every host");
     // The client is a host of its own: every request crosses the bridge.
     let (cut_after, etcd_after) = std::thread::scope(|s| {
         s.spawn(|| {

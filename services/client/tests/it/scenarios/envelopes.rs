@@ -573,14 +573,14 @@ async fn group_envelope(
     let http = &backend.http;
     let sender = backend.user(&unique("sender")).await;
     let (group, users) = group_of(backend, &sender, members).await;
-    let id = unique("send");
     call(
         http,
         "wallet.topup",
-        top_up(balance, &id),
+        top_up(balance, &unique("top")),
         Some(&sender.token),
     )
     .await;
+    let id = unique("send");
     let sent = call(
         http,
         "envelope.send",
