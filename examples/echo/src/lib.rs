@@ -27,6 +27,8 @@ pub use proto::{ContextSeen, EchoReply, EchoRequest, RelayReply};
 pub struct EchoService {
     name: Arc<str>,
     next: Option<EchoClient>,
+    /// Every `Echo` fails with INTERNAL when set: a broken build, to gray-release.
+    faulty: bool,
 }
 
 impl EchoService {
@@ -35,7 +37,15 @@ impl EchoService {
         EchoService {
             name: name.into(),
             next: None,
+            faulty: false,
         }
+    }
+
+    /// Makes every `Echo` fail with INTERNAL: what a broken build does, for trying a gray
+    /// release's automatic rollback (`echo serve` with `ECHO_FAULT=internal`).
+    pub fn faulty(mut self) -> EchoService {
+        self.faulty = true;
+        self
     }
 
     /// Lets `Relay` forward to `next`.
@@ -70,6 +80,12 @@ impl Echo for EchoService {
     async fn echo(&self, request: EchoRequest) -> Result<EchoReply, Status> {
         let seen = self.seen();
         tracing::debug!(instance = %self.name, "echo");
+        if self.faulty {
+            return Err(Status::internal(format!(
+                "{} is a faulty build (ECHO_FAULT)",
+                self.name
+            )));
+        }
         if request.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))).await;
         }

@@ -90,6 +90,13 @@ async fn main() -> anyhow::Result<()> {
             if let Some(next) = next {
                 service = service.with_next_hop(EchoClient::new(Channel::lazy([next])));
             }
+            // A broken build on purpose, to try gray releases with (`svrkit deploy --gray
+            // … --gray-env ECHO_FAULT=internal --auto-rollback 0.1`).
+            match std::env::var("ECHO_FAULT").as_deref() {
+                Ok("internal") => service = service.faulty(),
+                Ok(other) => anyhow::bail!("ECHO_FAULT is \"internal\" or unset, not {other:?}"),
+                Err(_) => {}
+            }
             launch
                 .serve(Server::builder().add_service(EchoServer::new(service)))
                 .await?;

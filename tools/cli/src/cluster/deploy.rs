@@ -45,6 +45,22 @@ pub(crate) struct DeployArgs {
     /// How many gray instances to start.
     #[arg(long, default_value_t = 1)]
     instances: u16,
+    /// With --gray: environment of the gray instances only (`KEY=VALUE`, repeatable), to
+    /// gray-release a setting as well as a build.
+    #[arg(long = "gray-env", requires = "gray", value_name = "KEY=VALUE")]
+    gray_env: Vec<String>,
+    /// With --gray: watch the gray instances and roll them back at once if their server
+    /// faults (internal, unavailable, deadline exceeded, overloaded — not a caller's
+    /// error such as a wrong password) pass this fraction of their requests.
+    #[arg(long, requires = "gray", value_name = "FAULT_RATIO")]
+    auto_rollback: Option<f64>,
+    /// With --auto-rollback: how long to watch, in seconds.
+    #[arg(long, requires = "auto_rollback", default_value_t = 60)]
+    watch: u64,
+    /// With --auto-rollback: the requests the gray instances must have served before
+    /// their fault rate decides anything.
+    #[arg(long, requires = "auto_rollback", default_value_t = 20)]
+    min_requests: u64,
     #[command(flatten)]
     state: StateArgs,
     /// Print JSON.
@@ -265,6 +281,7 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
                 binary,
                 selector,
                 instances: args.instances,
+                env: parse_env(&args.gray_env).map_err(usage)?,
             })
         }
         (None, Some(DeployAction::Promote)) => Some(ControlRequest::Promote {
@@ -285,7 +302,125 @@ pub(crate) async fn deploy(args: DeployArgs) -> Result<(), Failure> {
         }
     }
     let state = read_state(&dir).map_err(failed)?.unwrap_or(state);
+    if let (Some(_), Some(ratio)) = (&args.gray, args.auto_rollback) {
+        return watch_gray(&dir, &name, ratio, &args).await;
+    }
     show_release(&state, &name, args.json).await;
+    Ok(())
+}
+
+/// Parses `KEY=VALUE` settings.
+fn parse_env(pairs: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() && !key.contains(char::is_whitespace) => {
+                Ok((key.to_string(), value.to_string()))
+            }
+            _ => bail!("--gray-env takes KEY=VALUE, not {pair:?}"),
+        })
+        .collect()
+}
+
+/// What a watch of the gray instances concluded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verdict {
+    /// Not enough requests yet.
+    Undecided,
+    /// Faults under the ratio.
+    Healthy { requests: u64, fault_rate: f64 },
+    /// Faults over the ratio: roll back.
+    Faulty { requests: u64, fault_rate: f64 },
+}
+
+/// Judges gray figures against `ratio` once they hold `min_requests`.
+fn verdict(f: &VersionFigures, ratio: f64, min_requests: u64) -> Verdict {
+    if f.requests < min_requests.max(1) {
+        return Verdict::Undecided;
+    }
+    let fault_rate = f.faults as f64 / f.requests as f64;
+    if fault_rate > ratio {
+        Verdict::Faulty {
+            requests: f.requests,
+            fault_rate,
+        }
+    } else {
+        Verdict::Healthy {
+            requests: f.requests,
+            fault_rate,
+        }
+    }
+}
+
+/// Watches the gray instances of `service` for `args.watch` seconds: rolls them back
+/// (and fails) as soon as their server faults pass `ratio`; otherwise leaves them
+/// serving and says what it saw.
+async fn watch_gray(
+    dir: &std::path::Path,
+    service: &str,
+    ratio: f64,
+    args: &DeployArgs,
+) -> Result<(), Failure> {
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(usage(anyhow!(
+            "--auto-rollback is a fraction of requests, 0 to 1, not {ratio}"
+        )));
+    }
+    outln!(
+        "watching {service}'s gray instances for {} s: rolled back when server faults pass {:.1}% of at least {} requests",
+        args.watch,
+        ratio * 100.0,
+        args.min_requests
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(args.watch);
+    let last = loop {
+        let state = read_state(dir)
+            .map_err(failed)?
+            .ok_or_else(|| failed(anyhow!("the deployment stopped")))?;
+        let gray = figures(&state, service)
+            .await
+            .into_iter()
+            .find(|(track, _)| track.is_gray())
+            .map(|(_, f)| f)
+            .ok_or_else(|| failed(anyhow!("{service} has no gray instances any more")))?;
+        let now = verdict(&gray, ratio, args.min_requests);
+        if let Verdict::Faulty {
+            requests,
+            fault_rate,
+        } = now
+        {
+            let request = ControlRequest::Rollback {
+                service: service.to_string(),
+            };
+            let reply = control(dir, &request).await.map_err(failed)?;
+            if let Some(e) = reply.error {
+                return Err(failed(anyhow!("rolling back: {e}")));
+            }
+            return Err(failed(anyhow!(
+                "{service}: rolled back automatically: server faults were {:.1}% of {requests} gray requests (over {:.1}%)",
+                fault_rate * 100.0,
+                ratio * 100.0
+            )));
+        }
+        if std::time::Instant::now() >= until {
+            break now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    match last {
+        Verdict::Healthy {
+            requests,
+            fault_rate,
+        } => outln!(
+            "{service}: the gray release held: server faults {:.1}% of {requests} requests; promote it with `svrkit deploy {service} promote`",
+            fault_rate * 100.0
+        ),
+        _ => outln!(
+            "{service}: the gray instances served fewer than {} requests in {} s; still serving, not judged",
+            args.min_requests,
+            args.watch
+        ),
+    }
     Ok(())
 }
 
@@ -339,6 +474,29 @@ mod tests {
         assert!(gray_refusal(manifest.service("echo").expect("echo")).is_none());
         let refused = gray_refusal(manifest.service("store").expect("store")).expect("refused");
         assert!(refused.contains("one replica at a time"), "{refused}");
+    }
+
+    #[test]
+    fn a_gray_release_is_judged_by_server_faults_once_it_has_served_enough() {
+        let figures = |requests, errors, faults| VersionFigures {
+            requests,
+            errors,
+            faults,
+            ..VersionFigures::default()
+        };
+        assert_eq!(verdict(&figures(5, 5, 5), 0.1, 20), Verdict::Undecided);
+        // Caller errors (wrong passwords, bad arguments) are not faults.
+        assert!(matches!(
+            verdict(&figures(100, 90, 5), 0.1, 20),
+            Verdict::Healthy { requests: 100, .. }
+        ));
+        assert!(matches!(
+            verdict(&figures(100, 20, 20), 0.1, 20),
+            Verdict::Faulty { requests: 100, .. }
+        ));
+        assert!(parse_env(&["A=1".into(), "B=x=y".into()]).is_ok_and(|e| e["B"] == "x=y"));
+        assert!(parse_env(&["=1".into()]).is_err());
+        assert!(parse_env(&["NOVALUE".into()]).is_err());
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub(crate) enum ControlRequest {
         binary: PathBuf,
         selector: Selector,
         instances: u16,
+        /// Environment of the gray instances only, over the service's.
+        #[serde(default)]
+        env: std::collections::BTreeMap<String, String>,
     },
     /// Restart stable instances on the gray binary, then stop the gray ones.
     Promote { service: String },

@@ -472,7 +472,11 @@ impl Supervisor {
                 binary,
                 selector,
                 instances,
-            } => self.deploy(&service, binary, selector, instances).await,
+                env,
+            } => {
+                self.deploy(&service, binary, selector, instances, env)
+                    .await
+            }
             ControlRequest::Promote { service } => self.promote(&service).await,
             ControlRequest::Rollback { service } => {
                 let n = self
@@ -510,6 +514,7 @@ impl Supervisor {
         binary: PathBuf,
         selector: Selector,
         instances: u16,
+        env: BTreeMap<String, String>,
     ) -> anyhow::Result<String> {
         let units = self.units();
         if units
@@ -527,6 +532,8 @@ impl Supervisor {
             .ok_or_else(|| anyhow!("no running service {service:?}"))?;
         let binary = self.keep_binary(&binary, &format!("{service}-gray"))?;
         let mut ids = Vec::new();
+        let mut gray_env = template.env.clone();
+        gray_env.extend(env);
         for i in 0..instances.max(1) {
             let unit = Unit {
                 id: format!("{service}-gray-{}", i + 1),
@@ -535,6 +542,7 @@ impl Supervisor {
                 listen: SocketAddr::new(template.listen.ip(), 0),
                 admin: SocketAddr::new(template.admin.ip(), 0),
                 gray_users: Some(selector.clone()),
+                env: gray_env.clone(),
                 ..template.clone()
             };
             ids.push(unit.id.clone());

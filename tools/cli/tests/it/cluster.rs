@@ -501,3 +501,114 @@ fn an_instance_that_cannot_start_fails_up_quickly_and_leaves_nothing() {
     );
     assert!(ok(&["ps", "--state-dir", &state]).contains("nothing is up"));
 }
+
+/// `svrkit deploy --gray … --auto-rollback`, run while user 7 calls `method` over and over
+/// (each call its own `svrkit call`): the deploy's exit code, stdout and stderr.
+fn gray_with_traffic(
+    state: &str,
+    registry: &str,
+    extra: &[&str],
+    method: &str,
+) -> (i32, String, String) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (done, spec, method) = (
+            std::sync::Arc::clone(&done),
+            format!("dir:{registry}"),
+            format!("svrkit.demo.Echo/{method}"),
+        );
+        std::thread::spawn(move || {
+            let idl = repo().join("idl").display().to_string();
+            // Bounded: the deploy's own watch ends it within its 30 s.
+            let mut calls = 0;
+            while !done.load(Ordering::SeqCst) && calls < 1_000 {
+                let _ = svrkit(&[
+                    "call",
+                    &method,
+                    "{}",
+                    "--registry",
+                    &spec,
+                    "--idl",
+                    &idl,
+                    "--uid",
+                    "7",
+                    "--timeout",
+                    "5000",
+                ]);
+                calls += 1;
+            }
+            calls
+        })
+    };
+    let mut args = vec!["deploy", "echo", "--gray", "uids:7", "--state-dir", state];
+    args.extend_from_slice(extra);
+    let outcome = svrkit(&args);
+    done.store(true, Ordering::SeqCst);
+    let calls = traffic.join().expect("traffic");
+    assert!(calls > 0, "user 7 called");
+    outcome
+}
+
+#[test]
+fn a_gray_build_that_faults_is_rolled_back_and_one_answering_caller_errors_is_not() {
+    let dir_dir = tempdir("rollback");
+    let dir = dir_dir.path();
+    let manifest = write_prebuilt_manifest(dir, "");
+    let state = dir.join("state").display().to_string();
+    let _down = Down(state.clone());
+    let registry = dir.join("state/registry").display().to_string();
+    ok(&[
+        "up",
+        manifest.to_str().expect("utf-8"),
+        "--state-dir",
+        &state,
+        "--detach",
+    ]);
+
+    // A build whose every Echo fails with INTERNAL: rolled back as soon as it has served
+    // enough to judge, and the command fails saying so.
+    let (code, out, err) = gray_with_traffic(
+        &state,
+        &registry,
+        &[
+            "--gray-env",
+            "ECHO_FAULT=internal",
+            "--auto-rollback",
+            "0.2",
+            "--min-requests",
+            "5",
+            "--watch",
+            "30",
+        ],
+        "Echo",
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("rolled back automatically"), "{out}\n{err}");
+    let all = ps(&state);
+    assert!(all.iter().all(|i| i["version"] == "stable"), "{all:?}");
+    assert_ne!(served_by(&registry, "7"), "echo-gray-1");
+
+    // A healthy build whose users send requests it refuses (Relay with no next hop:
+    // FAILED_PRECONDITION, the caller's error): it holds.
+    let (code, out, err) = gray_with_traffic(
+        &state,
+        &registry,
+        &[
+            "--auto-rollback",
+            "0.2",
+            "--min-requests",
+            "5",
+            "--watch",
+            "8",
+        ],
+        "Relay",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("the gray release held"), "{out}\n{err}");
+    assert!(
+        ps(&state).iter().any(|i| i["version"] == "gray"),
+        "still serving"
+    );
+    ok(&["deploy", "echo", "rollback", "--state-dir", &state]);
+}
