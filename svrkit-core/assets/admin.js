@@ -67,6 +67,7 @@ function render(status, at) {
         cell(rate(m.errors, b?.errors, seconds), m.errors > (b?.errors ?? m.errors) ? "num bad" : "num"),
         cell(m.requests, "num"),
         cell(m.errors, "num"),
+        cell(m.faults ?? 0, m.faults ? "num bad" : "num"),
         cell(m.in_flight, "num"),
         cell(m.p50_latency_ms.toFixed(2), "num"),
         cell(m.p99_latency_ms.toFixed(2), "num"),

@@ -8,13 +8,14 @@ let previous = new Map(); // instance id -> { totals, at }
 
 
 
-/** Requests, errors, sheds, worst p99, in-flight and DAGOR level of one /status. */
+/** Requests, errors, server faults, sheds, worst p99, in-flight and DAGOR level of one /status. */
 function totals(status) {
-  const t = { requests: 0, errors: 0, shed: 0, p99: 0, inFlight: status?.in_flight ?? 0, level: null, dagor: false };
+  const t = { requests: 0, errors: 0, faults: 0, shed: 0, p99: 0, inFlight: status?.in_flight ?? 0, level: null, dagor: false };
   for (const server of status?.servers ?? []) {
     for (const m of server.methods) {
       t.requests += m.requests;
       t.errors += m.errors;
+      t.faults += m.faults ?? 0;
       t.p99 = Math.max(t.p99, m.p99_latency_ms);
     }
     if (server.admission) {
@@ -32,14 +33,13 @@ function perSecond(now, before, seconds) {
 }
 
 /**
- * Errors as a share of what the instance answered: handlers started (`requests`) plus
- * what DAGOR shed before a handler (counted in `errors`, not in `requests`).
+ * Errors (or server faults) as a share of the requests the instance answered: every
+ * request counts once, run or shed before its handler.
  */
-function errorRate(eps, rps, sps) {
+function share(eps, rps) {
   if (eps === null) return "–";
-  const answered = rps + (sps ?? 0);
-  if (answered <= 0) return eps > 0 ? `${eps.toFixed(1)}/s` : "0 %";
-  return `${Math.min(100, (100 * eps) / answered).toFixed(1)} %`;
+  if (rps <= 0) return eps > 0 ? `${eps.toFixed(1)}/s` : "0 %";
+  return `${Math.min(100, (100 * eps) / rps).toFixed(1)} %`;
 }
 
 function render(doc, at) {
@@ -61,7 +61,7 @@ function render(doc, at) {
     head.dataset.service = service;
     const readyHere = list.filter((i) => i.health === "ready").length;
     head.append(cell(service), cell(""), cell(`${readyHere}/${list.length} ready`));
-    for (let k = 0; k < 8; k++) head.append(cell(""));
+    for (let k = 0; k < 9; k++) head.append(cell(""));
     rows.push(head);
     for (const i of list) {
       const t = totals(i.status);
@@ -69,6 +69,7 @@ function render(doc, at) {
       const seconds = before ? (at - before.at) / 1000 : 0;
       const rps = perSecond(t.requests, before?.t.requests, seconds);
       const eps = perSecond(t.errors, before?.t.errors, seconds);
+      const fps = perSecond(t.faults, before?.t.faults, seconds);
       const sps = perSecond(t.shed, before?.t.shed, seconds);
       next.set(i.id, { t, at });
       if (i.health === "ready") ready++;
@@ -87,8 +88,10 @@ function render(doc, at) {
         cell(version),
         cell(i.health, i.health === "ready" ? "good-text" : "bad-text"),
         cell(rps === null ? "–" : rps.toFixed(1), "num"),
-        cell(errorRate(eps, rps, sps), eps > 0 ? "num bad" : "num"),
-        cell(t.p99.toFixed(2), "num"),
+        cell(share(eps, rps), eps > 0 ? "num bad" : "num"),
+        cell(share(fps, rps), fps > 0 ? "num bad" : "num"),
+        // A percentile of no requests would be an old one: none shown while idle.
+        cell(rps > 0 ? t.p99.toFixed(2) : "–", "num"),
         cell(t.inFlight, "num"),
         cell(t.dagor ? (t.level ? `B ${t.level.business} · U ${t.level.user}` : "admits all") : "off", t.level ? "bad" : ""),
         cell(sps === null ? "–" : sps.toFixed(1), sps > 0 ? "num bad" : "num"),
