@@ -86,6 +86,32 @@ impl<F: Future> Future for Scoped<F> {
 }
 
 /// The context of one request. Cheap to clone.
+///
+/// A handler reads it with [`Context::current`]; calls made while it is current carry
+/// its deadline (less the time spent), trace, priorities and user on to the next hop.
+/// A caller sets it for what it runs with [`Context::scope`]:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use svrkit::Context;
+///
+/// let ctx = Context::new()
+///     .with_timeout(Duration::from_secs(2))
+///     .with_uid(42)
+///     .with_business_priority(20);
+/// let (uid, left) = ctx
+///     .scope(async {
+///         let now = Context::current();
+///         (now.uid(), now.remaining())
+///     })
+///     .await;
+/// assert_eq!(uid, 42);
+/// assert!(left.is_some_and(|d| d <= Duration::from_secs(2)));
+/// assert_eq!(Context::current().uid(), 0, "outside the scope: none");
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Context {
     deadline: Option<Instant>,

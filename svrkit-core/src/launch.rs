@@ -27,6 +27,25 @@
 //! then hands its [`Server`] to [`Launch::serve`], which prints `listening on ADDR` and
 //! `admin on http://ADDR` (supervisors read them), registers the instance, and drains on
 //! SIGTERM or Ctrl-C.
+//!
+//! A whole service binary (`svrkit new` writes one like it):
+//!
+//! ```no_run
+//! use echo::{EchoServer, EchoService};
+//! use svrkit::Server;
+//! use svrkit::launch::Launch;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // First: it installs the metrics recorder every later handle records into.
+//!     let launch = Launch::from_env("svrkit.demo.Echo")?;
+//!     let service = EchoService::new(launch.instance_id().to_string());
+//!     launch
+//!         .serve(Server::builder().add_service(EchoServer::new(service)))
+//!         .await?;
+//!     Ok(())
+//! }
+//! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -236,6 +255,11 @@ fn addr(name: &'static str, default: &str) -> Result<Option<SocketAddr>, LaunchE
 impl Launch {
     /// Reads the environment for `service` (its full IDL name) and installs the metrics
     /// recorder, so call it first in `main`, before any client or server exists.
+    ///
+    /// # Errors
+    ///
+    /// A variable of the table above that does not parse (named in the error), a
+    /// registry that cannot be opened, TLS files that cannot be read.
     pub fn from_env(service: impl Into<String>) -> Result<Launch, LaunchError> {
         let service = service.into();
         let max_open_files = match var("SVRKIT_MAX_OPEN_FILES") {
@@ -608,6 +632,11 @@ impl Launch {
 
     /// Binds, registers, starts the admin endpoint, prints both addresses, and serves
     /// until SIGTERM or Ctrl-C; then deregisters and drains.
+    ///
+    /// # Errors
+    ///
+    /// The listen or admin address cannot be bound, registering fails, or serving fails
+    /// with an I/O error of the listener.
     pub async fn serve<L, S>(self, server: Server<L>) -> Result<(), LaunchError>
     where
         L: Layer<Routed, Service = S>,

@@ -145,6 +145,21 @@ impl fmt::Display for Code {
 
 /// The error half of every svrkit call: a code, a message, and whether the request
 /// provably never reached a handler (which makes any method safe to retry).
+///
+/// ```
+/// use svrkit::{Code, Status};
+///
+/// // A business refusal: the caller's error, with a reason clients can branch on.
+/// let refused = Status::permission_denied("only the chat's members see this")
+///     .with_reason("not_member");
+/// assert_eq!(refused.code(), Code::PermissionDenied);
+/// assert_eq!(refused.reason(), Some("not_member"));
+/// assert!(!refused.code().is_server_fault());
+///
+/// // Shed under overload before any work: safe to retry elsewhere or later.
+/// let shed = Status::overloaded("busy").with_not_processed();
+/// assert!(shed.is_not_processed() && shed.code().is_server_fault());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Status(Box<Inner>);
 

@@ -53,6 +53,38 @@ use shared::ServerShared;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server under construction; [`serve`](Server::serve) runs it.
+///
+/// A service generated from IDL (here the example `svrkit.demo.Echo`) served on a port
+/// the system picks, called through a [`Channel`](crate::Channel), and stopped:
+///
+/// ```
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
+/// use svrkit::{Channel, Server};
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let server = tokio::spawn(
+///     Server::builder()
+///         .add_service(EchoServer::new(EchoService::new("doc")))
+///         .serve(listener, async {
+///             let _ = stopped.await;
+///         }),
+/// );
+///
+/// let client = EchoClient::new(Channel::connect(addr).await?);
+/// let reply = client
+///     .echo(EchoRequest { payload: b"hello".to_vec().into(), delay_ms: 0 })
+///     .await?;
+/// assert_eq!(&reply.payload[..], b"hello");
+///
+/// let _ = stop.send(());
+/// server.await??;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Server<L = Identity> {
     router: Router,
@@ -194,6 +226,11 @@ impl<L> Server<L> {
 
     /// Accepts connections on `listener` and serves them until `shutdown` resolves, then
     /// drains gracefully.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error of the listener that is not about one connection (a connection that
+    /// fails is dropped and the server goes on), or of registering in discovery.
     pub async fn serve<S>(
         self,
         listener: TcpListener,

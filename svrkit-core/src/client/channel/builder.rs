@@ -54,7 +54,20 @@ impl Target {
     }
 }
 
-/// Settings of a [`Channel`].
+/// Settings of a [`Channel`], from [`Channel::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use svrkit::Channel;
+/// use svrkit::balance::Balance;
+///
+/// // A sharded store's channel: a call goes to the instance owning its routing key.
+/// let channel = Channel::builder()
+///     .balance(Balance::ConsistentHash)
+///     .connect_timeout(Duration::from_millis(300))
+///     .lazy(["127.0.0.1:7001".parse().unwrap()]);
+/// assert_eq!(channel.owner_of(42).is_some(), true);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ChannelBuilder {
     pub(super) connect_timeout: Duration,
