@@ -57,8 +57,9 @@ pub(crate) struct EnvelopeArgs {
     /// Members of each small envelope's group (every one grabs).
     #[arg(long, default_value_t = 20)]
     group_size: u64,
-    /// Grab+open pairs in flight at most in the many-small shape.
-    #[arg(long, default_value_t = 2_000)]
+    /// Grab+open pairs in flight at most in the many-small shape (at 2,000 the pairs per
+    /// second barely rise and the opens wait in line: p99 139 ms against 30 ms).
+    #[arg(long, default_value_t = 256)]
     in_flight: usize,
     /// Modes to compare (comma-separated): queue, direct.
     #[arg(long, value_delimiter = ',', default_value = "queue,direct")]
@@ -205,14 +206,23 @@ async fn run_crowd(
     Ok(())
 }
 
-/// The operator's audit: true when every cent is accounted for. Credits of the last
-/// openings may be a moment from their wallets; they count as in flight.
+/// The operator's audit once it has settled (two rounds over the shards agree) and no
+/// credit is in flight: true when every cent is accounted for.
 async fn audit(c: &Clients) -> anyhow::Result<bool> {
-    let reply = c.wallet.audit(AuditRequest {}).await?;
-    if !reply.balanced {
-        eprintln!("  audit does not balance: {reply:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = c.wallet.audit(AuditRequest {}).await?;
+        if reply.settled && (reply.in_flight == 0 || Instant::now() > deadline) {
+            if !reply.balanced {
+                eprintln!("  audit does not balance: {reply:?}");
+            }
+            return Ok(reply.balanced);
+        }
+        if Instant::now() > deadline {
+            bail!("the audit never settled: {reply:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(reply.balanced)
 }
 
 async fn run_mode(args: &EnvelopeArgs, mode: &str) -> anyhow::Result<Vec<Round>> {

@@ -332,17 +332,23 @@ fn check_text(text: &str, client_msg_id: &str) -> Result<(), Status> {
 
 /// The red envelope a send carries, if any: only the wallet service (which has just
 /// created it) may attach one, so a client cannot show an envelope that holds nothing.
+/// The caller is the wallet's certificate name under mutual TLS (what counts in a
+/// deployment), else the service name its calls declare.
 fn envelope_of(envelope: Option<EnvelopeNotice>) -> Result<Option<EnvelopeNotice>, Status> {
+    let from_wallet = matches!(
+        svrkit::Context::current().caller(),
+        Some(WALLET_SERVICE | wx_api::wallet::wallet_methods::SERVICE_NAME)
+    );
     match envelope {
-        Some(_) if svrkit::Context::current().caller() != Some(WALLET_SERVICE) => Err(
-            Status::permission_denied("only the wallet service sends red envelopes")
-                .with_reason("not_wallet"),
-        ),
+        Some(_) if !from_wallet => Err(Status::permission_denied(
+            "only the wallet service sends red envelopes",
+        )
+        .with_reason("not_wallet")),
         envelope => Ok(envelope),
     }
 }
 
-/// The caller name of the wallet service (the manifest's).
+/// The wallet service's name in the manifest (its certificate's).
 const WALLET_SERVICE: &str = "wallet";
 
 fn chat(m: StoredMessage) -> ChatMessage {

@@ -50,6 +50,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// The greeting of an envelope sent without one.
 pub const DEFAULT_GREETING: &str = "Best wishes";
+/// Rounds of an audit at most, waiting for two that agree.
+pub const AUDIT_ROUNDS: usize = 8;
 /// The caller name the operator's tools present.
 const OPERATOR: &str = "operator";
 
@@ -172,8 +174,27 @@ impl WalletService {
         Ok(())
     }
 
-    /// Every shard's sums, and the credits still owed that their wallets have not had.
+    /// Every shard's sums, repeated until two rounds in a row agree (at most
+    /// [`AUDIT_ROUNDS`]): shards are read one after another, so a credit moving between
+    /// two of them during a round may be counted twice or not at all, and only an audit
+    /// two rounds confirm (`settled`) is exact.
     pub async fn audit_all(&self) -> Result<AuditReply, Status> {
+        let mut last = self.audit_round().await?;
+        for _ in 1..AUDIT_ROUNDS {
+            let next = self.audit_round().await?;
+            if next == last {
+                return Ok(AuditReply {
+                    settled: true,
+                    ..next
+                });
+            }
+            last = next;
+        }
+        Ok(last)
+    }
+
+    /// One round over every shard.
+    async fn audit_round(&self) -> Result<AuditReply, Status> {
         let mut total = AuditReply::default();
         let mut owed: HashMap<u64, Vec<WalletCredit>> = HashMap::new();
         for key in self.shards.instance_keys() {
