@@ -215,7 +215,17 @@ impl Builder {
         protos: &[impl AsRef<Path>],
         includes: &[impl AsRef<Path>],
     ) -> Result<BTreeMap<String, String>, Error> {
-        let mut compiler = protox::Compiler::new(includes)?;
+        // The include directories first, then svrkit's options built in, then the
+        // well-known types (what `protox::Compiler::new` chains, with one more).
+        let mut resolver = protox::file::ChainFileResolver::new();
+        for include in includes {
+            resolver.add(protox::file::IncludeFileResolver::new(
+                include.as_ref().to_owned(),
+            ));
+        }
+        resolver.add(options::BuiltInOptions);
+        resolver.add(protox::file::GoogleFileResolver::new());
+        let mut compiler = protox::Compiler::with_file_resolver(resolver);
         compiler.include_source_info(true).include_imports(true);
         compiler.open_files(protos)?;
         if self.emit_rerun_if_changed {

@@ -13,6 +13,25 @@ use crate::Error;
 /// Where the options are declared, relative to an include directory.
 pub(crate) const OPTIONS_FILE: &str = "svrkit/options.proto";
 
+/// The options' IDL, built in: an import of [`OPTIONS_FILE`] that no include directory
+/// answers is answered with it, so a crate that depends on svrkit-codegen from a registry
+/// needs no copy of svrkit's `idl/` directory.
+pub(crate) const OPTIONS_SOURCE: &str = include_str!("../proto/svrkit/options.proto");
+
+/// Answers [`OPTIONS_FILE`] with [`OPTIONS_SOURCE`] (after the include directories).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BuiltInOptions;
+
+impl protox::file::FileResolver for BuiltInOptions {
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        if name == OPTIONS_FILE {
+            protox::file::File::from_source(name, OPTIONS_SOURCE)
+        } else {
+            Err(protox::Error::file_not_found(name))
+        }
+    }
+}
+
 /// The svrkit options of one method.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MethodOptions {

@@ -156,3 +156,21 @@ fn module_clashes_are_refused_naming_file_and_items() {
     )
     .expect("a message without a module does not clash");
 }
+
+#[test]
+fn the_options_are_built_in_when_no_include_directory_has_them() {
+    // A crate that depends on svrkit-codegen from a registry has no copy of svrkit's
+    // `idl/`: with its own directory alone, `import "svrkit/options.proto"` still works and
+    // the options still reach the generated code, the same as with `idl/` included.
+    let dir = fixtures().join("greeter");
+    let alone = svrkit_codegen::Builder::new()
+        .emit_rerun_if_changed(false)
+        .generate(&[dir.join("greeter.proto")], std::slice::from_ref(&dir))
+        .expect("generate without idl/");
+    let with_idl = svrkit_codegen::Builder::new()
+        .emit_rerun_if_changed(false)
+        .generate(&[dir.join("greeter.proto")], &[dir.clone(), idl()])
+        .expect("generate with idl/");
+    assert_eq!(alone, with_idl);
+    assert!(alone["fixture.greeter.rs"].contains("priority: 3"));
+}
