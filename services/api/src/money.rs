@@ -32,6 +32,28 @@ pub fn check_transfer_id(transfer_id: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Checks a top-up: a client transfer id ([`check_transfer_id`]) and 1 to
+/// [`MAX_TOPUP`] cents (INVALID_ARGUMENT, reason `bad_amount`, otherwise).
+pub fn check_top_up(transfer_id: &str, amount: u64) -> Result<(), Status> {
+    check_transfer_id(transfer_id)?;
+    if amount == 0 || amount > MAX_TOPUP {
+        return Err(
+            Status::invalid_argument(format!("a top-up is 1 to {MAX_TOPUP} cents"))
+                .with_reason("bad_amount"),
+        );
+    }
+    Ok(())
+}
+
+/// The ledger entries a history page holds when `requested` are asked for: 20 for 0,
+/// at most 100.
+pub fn history_limit(requested: u32) -> u32 {
+    match requested {
+        0 => 20,
+        n => n.min(100),
+    }
+}
+
 /// The transfer id of the credit of envelope (`sender`, `seq`) to a grabber's wallet
 /// (unique per grabber: each opens one share at most).
 pub fn open_transfer_id(sender: u64, seq: u64) -> String {

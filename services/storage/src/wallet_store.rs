@@ -32,8 +32,8 @@ use wx_api::storage::{
 };
 
 use wx_api::money::{
-    MAX_ENVELOPE_TOTAL, MAX_GREETING_CHARS, MAX_SHARES, MAX_TOPUP, check_transfer_id,
-    open_transfer_id,
+    MAX_ENVELOPE_TOTAL, MAX_GREETING_CHARS, MAX_SHARES, check_top_up, check_transfer_id,
+    history_limit, open_transfer_id,
 };
 
 use crate::codec::{decode, get, id_key, pair_key, word};
@@ -46,8 +46,6 @@ pub const MAX_BATCH: usize = 1_000;
 const MAX_MEMBERS: usize = wx_api::MAX_GROUP_MEMBERS as usize;
 /// The longest a reservation holds.
 const MAX_RESERVE_MS: u64 = 24 * 3600 * 1000;
-/// The most ledger entries one History page returns.
-const MAX_HISTORY: usize = 100;
 /// The key of the minted total in `wallet_totals`.
 const MINTED: &[u8] = b"minted";
 
@@ -408,13 +406,7 @@ impl WalletStoreService {
 
 impl WalletStore for WalletStoreService {
     async fn top_up(&self, request: TopUpRequest) -> Result<TransferReply, Status> {
-        check_transfer_id(&request.transfer_id)?;
-        if request.amount == 0 || request.amount > MAX_TOPUP {
-            return Err(
-                Status::invalid_argument(format!("a top-up is 1 to {MAX_TOPUP} cents"))
-                    .with_reason("bad_amount"),
-            );
-        }
+        check_top_up(&request.transfer_id, request.amount)?;
         let w = wallet_lock(request.uid);
         let _guards = self.engine.lock_all(&[&w[..], MINTED]).await;
         if let Some(done) = self.transfer(request.uid, &request.transfer_id)? {
@@ -460,10 +452,7 @@ impl WalletStore for WalletStoreService {
     }
 
     async fn history(&self, request: HistoryRequest) -> Result<HistoryReply, Status> {
-        let limit = match request.limit as usize {
-            0 => 20,
-            n => n.min(MAX_HISTORY),
-        };
+        let limit = history_limit(request.limit) as usize;
         let before = if request.before == 0 {
             u64::MAX
         } else {
@@ -880,7 +869,7 @@ mod tests {
         assert_eq!(reused.reason(), Some("transfer_id_reused"));
         for (amount, id) in [
             (0, "t2"),
-            (MAX_TOPUP + 1, "t3"),
+            (wx_api::money::MAX_TOPUP + 1, "t3"),
             (5, ""),
             (5, &*"x".repeat(65)),
         ] {

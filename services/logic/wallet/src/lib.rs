@@ -27,7 +27,8 @@ use std::time::Duration;
 use svrkit::{Channel, Context, Status};
 use wx_api::message::{GroupInfoRequest, MessageClient, SendGroupRequest, SendRequest};
 use wx_api::money::{
-    MAX_ENVELOPE_TOTAL, MAX_GREETING_CHARS, MAX_SHARES, MAX_TOPUP, check_transfer_id,
+    MAX_ENVELOPE_TOTAL, MAX_GREETING_CHARS, MAX_SHARES, check_top_up, check_transfer_id,
+    history_limit,
 };
 use wx_api::relations::Relations;
 use wx_api::storage::{
@@ -349,8 +350,7 @@ impl Wallet for WalletService {
 
     async fn history(&self, request: HistoryRequest) -> Result<HistoryReply, Status> {
         let me = acting_user()?;
-        let limit = request.limit.clamp(1, 100);
-        let limit = if request.limit == 0 { 20 } else { limit };
+        let limit = history_limit(request.limit);
         let page = self
             .store
             .history_with(
@@ -373,13 +373,7 @@ impl Wallet for WalletService {
     }
 
     async fn top_up(&self, request: TopUpRequest) -> Result<TopUpReply, Status> {
-        check_transfer_id(&request.transfer_id)?;
-        if request.amount == 0 || request.amount > MAX_TOPUP {
-            return Err(
-                Status::invalid_argument(format!("a top-up is 1 to {MAX_TOPUP} cents"))
-                    .with_reason("bad_amount"),
-            );
-        }
+        check_top_up(&request.transfer_id, request.amount)?;
         let operator = Context::current().caller() == Some(OPERATOR);
         let uid = if operator {
             match (request.uid, Context::current().uid()) {
