@@ -12,11 +12,19 @@ use crate::options::MethodOptions;
 #[derive(Debug)]
 pub(crate) struct SvrkitGenerator {
     options: HashMap<String, MethodOptions>,
+    /// Each service's encoded descriptor set, by full name (for gRPC reflection).
+    descriptors: HashMap<String, Vec<u8>>,
 }
 
 impl SvrkitGenerator {
-    pub(crate) fn new(options: HashMap<String, MethodOptions>) -> SvrkitGenerator {
-        SvrkitGenerator { options }
+    pub(crate) fn new(
+        options: HashMap<String, MethodOptions>,
+        descriptors: HashMap<String, Vec<u8>>,
+    ) -> SvrkitGenerator {
+        SvrkitGenerator {
+            options,
+            descriptors,
+        }
     }
 }
 
@@ -48,7 +56,11 @@ impl ServiceGenerator for SvrkitGenerator {
             })
             .collect();
         let service_docs = docs(&service.comments);
-        write_methods(buf, &service, &full_name, &methods);
+        let descriptor = self
+            .descriptors
+            .get(&full_name)
+            .map_or(&[][..], Vec::as_slice);
+        write_methods(buf, &service, &full_name, &methods, descriptor);
         write_client(buf, &service, &full_name, &service_docs, &methods);
         write_server(buf, &service, &full_name, &service_docs, &methods);
     }
@@ -92,6 +104,7 @@ fn write_methods(
     service: &Service,
     full_name: &str,
     methods: &[(Method, MethodOptions)],
+    descriptor: &[u8],
 ) {
     let module = names::methods_module(&service.name);
     let _ = writeln!(buf, "/// Names and IDL options of `{full_name}`.");
@@ -127,6 +140,18 @@ fn write_methods(
         "pub static SERVICE: ServiceDesc = ServiceDesc {{ name: SERVICE_NAME, methods: &[{}] }};",
         list.join(", ")
     );
+    // Lower case: it cannot meet a method's constant, which is upper case.
+    let _ = writeln!(
+        buf,
+        "/// The IDL as an encoded `FileDescriptorSet` (the service's file and its imports), served by gRPC reflection."
+    );
+    let mut literal = String::with_capacity(descriptor.len() * 4 + 3);
+    literal.push_str("b\"");
+    for b in descriptor {
+        let _ = write!(literal, "\\x{b:02x}");
+    }
+    literal.push('"');
+    let _ = writeln!(buf, "pub static file_descriptor_set: &[u8] = {literal};");
     let _ = writeln!(buf, "}}");
 }
 
@@ -272,6 +297,10 @@ fn write_server(
     let _ = writeln!(
         buf,
         "fn descriptor(&self) -> &'static ServiceDesc {{ &super::{methods_mod}::SERVICE }}"
+    );
+    let _ = writeln!(
+        buf,
+        "fn file_descriptor_set(&self) -> &'static [u8] {{ super::{methods_mod}::file_descriptor_set }}"
     );
     let _ = writeln!(
         buf,

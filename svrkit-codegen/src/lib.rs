@@ -57,6 +57,7 @@
 
 mod check;
 mod comments;
+mod descriptors;
 mod generator;
 mod names;
 mod options;
@@ -240,6 +241,8 @@ impl Builder {
         check::names(&pool)?;
 
         let mut fds = compiler.file_descriptor_set();
+        // What gRPC reflection serves of each service: its file and every file it imports.
+        let reflected = descriptors::per_service(&fds);
         // svrkit's options need no code. The well-known types stay: prost-build maps them
         // to `prost_types` (re-exported by `svrkit::codegen`), but it needs their
         // descriptors to judge the messages that use them; their own output is dropped.
@@ -257,7 +260,9 @@ impl Builder {
             // `bytes` fields decode as slices of the received frame: no copy.
             config.bytes(["."]);
         }
-        config.service_generator(Box::new(generator::SvrkitGenerator::new(methods)));
+        config.service_generator(Box::new(generator::SvrkitGenerator::new(
+            methods, reflected,
+        )));
         config.compile_fds(fds).map_err(Error::Prost)?;
 
         let mut files = BTreeMap::new();

@@ -48,6 +48,7 @@ pub mod context;
 pub mod discovery;
 #[cfg(feature = "dynamic")]
 pub mod dynamic;
+pub mod grpc;
 pub mod launch;
 pub mod metadata;
 pub mod method;

@@ -4,11 +4,12 @@
 use crate::selector::Track;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::connection::Connection;
+use super::conn::Conn;
 use crate::context::random_u64;
+use crate::grpc::Protocol;
 use crate::overload::{ADMIT_ALL, level_from_wire};
 
 /// How long an instance's admission level, learnt from its responses, is used to refuse
@@ -37,6 +38,9 @@ pub(crate) struct ConnectSettings {
     pub(crate) tls: Option<crate::tls::ClientTls>,
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_max: Duration,
+    /// The protocol every connection speaks, when the channel was told one; otherwise
+    /// each endpoint's own ([`Endpoint::protocol`]).
+    pub(crate) protocol: Option<Protocol>,
 }
 
 /// An instance's share of traffic when its record names none.
@@ -54,6 +58,9 @@ pub(crate) struct Endpoint {
     pub(crate) weight: u32,
     /// The zone its record names (empty when none).
     pub(crate) zone: String,
+    /// What it speaks, from its record: svrkit when it lists svrkit (svrkit servers speak
+    /// both), gRPC for a plain gRPC server.
+    pub(crate) protocol: Protocol,
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
     /// Calls in flight, for balancing.
@@ -80,7 +87,7 @@ struct Slot {
 
 #[derive(Debug, Default)]
 struct SlotState {
-    conn: Option<Arc<Connection>>,
+    conn: Option<Conn>,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
@@ -91,7 +98,7 @@ impl Slot {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn open(&self) -> Option<Arc<Connection>> {
+    fn open(&self) -> Option<Conn> {
         self.lock().conn.as_ref().filter(|c| c.is_open()).cloned()
     }
 
@@ -116,6 +123,7 @@ impl Endpoint {
             track,
             weight: DEFAULT_WEIGHT,
             zone: String::new(),
+            protocol: Protocol::Svrkit,
             slots: (0..slots.max(1)).map(|_| Slot::default()).collect(),
             next_slot: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -128,6 +136,12 @@ impl Endpoint {
             level_at_ms: AtomicU64::new(0),
             absent: false,
         }
+    }
+
+    /// The endpoint speaking `protocol`.
+    pub(crate) fn speaking(mut self, protocol: Protocol) -> Endpoint {
+        self.protocol = protocol;
+        self
     }
 
     /// A shard named by its service's map with no live instance: it holds its keys'
@@ -245,7 +259,7 @@ impl Endpoint {
         &self,
         settings: &ConnectSettings,
         deadline: Instant,
-    ) -> Result<Arc<Connection>, ConnectFailed> {
+    ) -> Result<Conn, ConnectFailed> {
         // One connection (the default) needs no turn taken: a shared counter moved on
         // every call is a cache line passed between cores.
         let slot = match &self.slots[..] {
@@ -267,7 +281,7 @@ impl Endpoint {
         slot: &Slot,
         settings: &ConnectSettings,
         deadline: Instant,
-    ) -> Result<Arc<Connection>, ConnectFailed> {
+    ) -> Result<Conn, ConnectFailed> {
         // Off the per-call path: an absent shard never has an open connection, so every
         // call to it comes here.
         if self.absent {
@@ -289,7 +303,12 @@ impl Endpoint {
         let limit = deadline.min(Instant::now() + settings.connect_timeout);
         let attempt = tokio::time::timeout_at(
             limit.into(),
-            Connection::connect(self.addr, settings.max_frame_size, settings.tls.as_ref()),
+            Conn::connect(
+                self.addr,
+                settings.protocol.unwrap_or(self.protocol),
+                settings.max_frame_size,
+                settings.tls.as_ref(),
+            ),
         )
         .await;
         let mut state = slot.lock();
@@ -297,7 +316,7 @@ impl Endpoint {
             Ok(Ok(conn)) => {
                 state.failures = 0;
                 state.retry_at = None;
-                state.conn = Some(Arc::clone(&conn));
+                state.conn = Some(conn.clone());
                 Ok(conn)
             }
             failed => {

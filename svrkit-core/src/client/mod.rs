@@ -3,8 +3,10 @@
 //! through tower layers.
 
 mod channel;
+mod conn;
 mod connection;
 mod endpoint;
+mod grpc;
 mod hedge;
 pub(crate) mod metrics;
 mod pick;

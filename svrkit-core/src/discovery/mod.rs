@@ -27,6 +27,7 @@ mod embedded;
 mod etcd;
 pub mod shard_map;
 
+use crate::grpc::Protocol;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +69,14 @@ pub struct Instance {
     /// For a gray instance of a binary release: the users routed to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gray_users: Option<Selector>,
+    /// What it speaks: a svrkit server both svrkit and gRPC on the same port, a plain gRPC
+    /// server registered by hand only gRPC (a record without the field: svrkit).
+    #[serde(default = "svrkit_only")]
+    pub protocols: Vec<Protocol>,
+}
+
+fn svrkit_only() -> Vec<Protocol> {
+    vec![Protocol::Svrkit]
 }
 
 impl Instance {
@@ -89,7 +98,14 @@ impl Instance {
             zone: String::new(),
             admin: None,
             gray_users: None,
+            protocols: vec![Protocol::Svrkit, Protocol::Grpc],
         }
+    }
+
+    /// Sets what the instance speaks (a plain gRPC server: `[Protocol::Grpc]`).
+    pub fn protocols(mut self, protocols: Vec<Protocol>) -> Instance {
+        self.protocols = protocols;
+        self
     }
 
     /// Sets the release track.
@@ -138,6 +154,11 @@ impl Instance {
             gray_users: self.gray_users.clone(),
             weight: self.weight,
             zone: self.zone.clone(),
+            protocol: if self.protocols.is_empty() || self.protocols.contains(&Protocol::Svrkit) {
+                Protocol::Svrkit
+            } else {
+                Protocol::Grpc
+            },
         }
     }
 }

@@ -31,11 +31,17 @@ pin_project_lite::pin_project! {
 /// The span of one server call (`rpc`, at INFO): the request's identity, so every line
 /// logged while handling it (in server layers and in the handler) names the trace it
 /// belongs to. When INFO is off for svrkit the span is never built.
-pub(crate) fn rpc_span(ctx: &Context, method: &'static str, peer: SocketAddr) -> tracing::Span {
+pub(crate) fn rpc_span(
+    ctx: &Context,
+    method: &'static str,
+    peer: SocketAddr,
+    protocol: crate::grpc::Protocol,
+) -> tracing::Span {
     tracing::info_span!(
         "rpc",
         service = ctx.service(),
         method,
+        protocol = protocol.as_str(),
         trace_id = %TraceHex(ctx.trace_id_high(), ctx.trace_id()),
         span_id = %Hex(ctx.span_id()),
         parent = %Hex(ctx.parent_span_id()),

@@ -140,17 +140,26 @@ pub(crate) async fn serve_connection<S>(
     server: Arc<ServerShared>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: Service<ServerRequest, Response = Bytes> + Send + 'static,
+    S: Service<ServerRequest, Response = Bytes> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "set_nodelay failed");
     }
-    let mut link = match &server.tls {
-        None => Link::plain(stream),
+    let (mut link, grpc) = match &server.tls {
+        None => {
+            // svrkit's preface starts with `S`, HTTP/2's with `P` (see `crate::grpc`).
+            let Some(first) = first_byte(&stream, &mut shutdown).await else {
+                return;
+            };
+            (Link::plain(stream), first == b'P')
+        }
         Some(tls) => match Link::server(stream, tls, HANDSHAKE_TIMEOUT).await {
-            Ok(link) => link,
+            Ok(link) => {
+                let grpc = link.negotiated_h2();
+                (link, grpc)
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                 metrics::rejected("tls_handshake");
@@ -169,6 +178,15 @@ pub(crate) async fn serve_connection<S>(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let counted_server = Arc::clone(&server);
     let _counted = Counted(&counted_server);
+    if grpc {
+        let info = super::grpc::ConnInfo {
+            server,
+            identity,
+            peer,
+            shutdown,
+        };
+        return super::grpc::serve_grpc(link, info, svc).await;
+    }
     let conn = Arc::new(ConnShared {
         server,
         outbox: Outbox::default(),
@@ -334,7 +352,7 @@ where
         let admitted = match gate.pass(&frame.header, arrival) {
             Ok(admitted) => admitted,
             Err(refused) => {
-                refused.count();
+                refused.count(crate::grpc::Protocol::Svrkit);
                 self.respond(conn, id, Err(&refused.status));
                 return;
             }
@@ -388,7 +406,7 @@ where
             return;
         }
         let deadline = ctx.deadline();
-        let span = rpc_span(&ctx, desc.method, self.peer);
+        let span = rpc_span(&ctx, desc.method, self.peer, crate::grpc::Protocol::Svrkit);
         let request = ServerRequest {
             service: route.service,
             method: desc,
@@ -455,6 +473,30 @@ where
         let len = goaway.encoded_len();
         protocol::encode_frame_head(&mut self.out, FrameKind::GoAway, self.last_id, len, 0);
         goaway.encode(&mut self.out);
+    }
+}
+
+/// The first byte the client sent, without taking it; `None` when the client leaves or
+/// the server shuts down first.
+async fn first_byte(stream: &TcpStream, shutdown: &mut watch::Receiver<bool>) -> Option<u8> {
+    if *shutdown.borrow_and_update() {
+        return None;
+    }
+    let mut byte = [0u8; 1];
+    loop {
+        tokio::select! {
+            peeked = stream.peek(&mut byte) => {
+                return match peeked {
+                    Ok(1) => Some(byte[0]),
+                    _ => None,
+                };
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return None;
+                }
+            }
+        }
     }
 }
 

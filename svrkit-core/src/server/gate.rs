@@ -21,6 +21,7 @@ use std::time::Instant;
 use super::metrics;
 use super::router::Route;
 use super::shared::ServerShared;
+use crate::grpc::Protocol;
 use crate::overload::Priority;
 use crate::propagation::incoming_priority;
 use crate::protocol::RequestHeader;
@@ -61,12 +62,12 @@ pub(super) struct Refused<'a> {
 
 impl Refused<'_> {
     /// Counts the refusal on the server's and the method's counters.
-    pub(super) fn count(&self) {
+    pub(super) fn count(&self, protocol: Protocol) {
         if let Some(reason) = self.rejected {
             metrics::rejected(reason);
         }
         if let Some(route) = self.method {
-            route.metrics().responded(self.status.code());
+            route.metrics_of(protocol).responded(self.status.code());
         }
     }
 }
@@ -80,16 +81,27 @@ impl<'a> Gate<'a, '_> {
     ) -> Result<Admitted<'a, 'f>, Refused<'a>> {
         self.open()?;
         let header = decode(raw_header)?;
-        let route = self.route(&header)?;
-        self.authorize(route, &header)?;
-        self.owned(route, &header)?;
-        let priority = incoming_priority(&header, route.desc.priority);
-        self.admit(route, priority, arrival)?;
+        let (route, priority) = self.pass_header(&header, arrival)?;
         Ok(Admitted {
             header,
             route,
             priority,
         })
+    }
+
+    /// The checks after decoding, on a header however it arrived (a gRPC request's is
+    /// read from its HTTP/2 headers): route, policy, ownership, admission.
+    pub(super) fn pass_header(
+        &self,
+        header: &RequestHeader<'_>,
+        arrival: Instant,
+    ) -> Result<(&'a Route, Priority), Refused<'a>> {
+        let route = self.route(header)?;
+        self.authorize(route, header)?;
+        self.owned(route, header)?;
+        let priority = incoming_priority(header, route.desc.priority);
+        self.admit(route, priority, arrival)?;
+        Ok((route, priority))
     }
 
     /// A draining server refuses new requests (the client retries them elsewhere).
@@ -226,6 +238,7 @@ mod tests {
             tls: None,
             policy: None,
             ownership: None,
+            descriptors: Default::default(),
         }
     }
 

@@ -2,19 +2,23 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | `svrkit_server_requests_total` | counter | service, method |
-//! | `svrkit_server_responses_total` | counter | service, method, code |
-//! | `svrkit_server_request_duration_seconds` | histogram | service, method |
-//! | `svrkit_server_queue_duration_seconds` | histogram | service, method |
-//! | `svrkit_server_in_flight` | gauge | service, method |
+//! | `svrkit_server_requests_total` | counter | service, method, protocol |
+//! | `svrkit_server_responses_total` | counter | service, method, protocol, code |
+//! | `svrkit_server_request_duration_seconds` | histogram | service, method, protocol |
+//! | `svrkit_server_queue_duration_seconds` | histogram | service, method, protocol |
+//! | `svrkit_server_in_flight` | gauge | service, method, protocol |
+//!
+//! `protocol` is `svrkit` or `grpc` ([`crate::grpc`]): a method's calls over both count
+//! apart in `/metrics` and together on `/status`.
 //! | `svrkit_server_rejected_total` | counter | reason (requests refused before routing) |
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
 
+use crate::grpc::Protocol;
 use crate::method::MethodDesc;
 use crate::status::Code;
 
@@ -142,17 +146,19 @@ pub fn describe() {
     }
 }
 
-/// Cached metric handles of one method.
+/// Cached metric handles of one method over one protocol.
 #[derive(Debug)]
 pub(crate) struct MethodMetrics {
     desc: &'static MethodDesc,
+    protocol: Protocol,
     requests: Counter,
     duration: Histogram,
     queue: Histogram,
     in_flight: Gauge,
     responses: [OnceLock<Counter>; Code::ALL.len()],
-    /// Plain counters for `/status` (the facade's values cannot be read back).
-    pub(crate) stats: MethodStats,
+    /// Plain counters for `/status` (the facade's values cannot be read back), shared by
+    /// the method's protocols.
+    pub(crate) stats: Arc<MethodStats>,
 }
 
 /// One method's figures as `/status` shows them.
@@ -165,25 +171,44 @@ pub(crate) struct MethodStats {
     pub(crate) latency_us_sum: AtomicU64,
     pub(crate) latency: super::latency::LatencyHistogram,
     pub(crate) in_flight: AtomicI64,
+    /// Of `requests`, those that came over gRPC.
+    pub(crate) grpc_requests: AtomicU64,
 }
 
 impl MethodMetrics {
-    pub(crate) fn new(desc: &'static MethodDesc) -> MethodMetrics {
-        let labels = [("service", desc.service), ("method", desc.method)];
+    pub(crate) fn new(
+        desc: &'static MethodDesc,
+        protocol: Protocol,
+        stats: Arc<MethodStats>,
+    ) -> MethodMetrics {
+        let labels = [
+            ("service", desc.service),
+            ("method", desc.method),
+            ("protocol", protocol.as_str()),
+        ];
         MethodMetrics {
             desc,
+            protocol,
             requests: metrics::counter!(REQUESTS_TOTAL, &labels),
             duration: metrics::histogram!(REQUEST_DURATION, &labels),
             queue: metrics::histogram!(QUEUE_DURATION, &labels),
             in_flight: metrics::gauge!(IN_FLIGHT, &labels),
             responses: Default::default(),
-            stats: MethodStats::default(),
+            stats,
+        }
+    }
+
+    /// Counts a request on `/status`.
+    fn count_request(&self) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if self.protocol == Protocol::Grpc {
+            self.stats.grpc_requests.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A request was accepted for this method.
     pub(crate) fn started(&self, queued: Duration) {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.count_request();
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         self.requests.increment(1);
         self.queue.record(queued.as_secs_f64());
@@ -207,7 +232,7 @@ impl MethodMetrics {
     /// never more than all requests (an overloaded instance reads "errors 63 of 82", not
     /// "63 of 19").
     pub(crate) fn responded(&self, code: Code) {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.count_request();
         self.requests.increment(1);
         self.count_response(code);
     }
@@ -220,13 +245,14 @@ impl MethodMetrics {
                 self.stats.faults.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let desc = self.desc;
+        let (desc, protocol) = (self.desc, self.protocol);
         self.responses[code as usize]
             .get_or_init(|| {
                 metrics::counter!(
                     RESPONSES_TOTAL,
                     "service" => desc.service,
                     "method" => desc.method,
+                    "protocol" => protocol.as_str(),
                     "code" => code.as_str()
                 )
             })
@@ -254,7 +280,7 @@ mod tests {
 
     #[test]
     fn server_faults_and_caller_errors_are_counted_apart_and_sheds_are_requests() {
-        let m = MethodMetrics::new(&DESC);
+        let m = MethodMetrics::new(&DESC, Protocol::Grpc, Arc::default());
         for code in [
             Code::Ok,
             Code::InvalidArgument,
@@ -275,6 +301,7 @@ mod tests {
             "the shed one counts as a request too"
         );
         assert_eq!(load(&m.stats.errors), 6, "every code but ok");
+        assert_eq!(load(&m.stats.grpc_requests), 7, "all of them over gRPC");
         assert_eq!(
             load(&m.stats.faults),
             3,

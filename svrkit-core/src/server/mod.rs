@@ -19,6 +19,7 @@
 mod call;
 mod connection;
 mod gate;
+mod grpc;
 mod latency;
 pub mod metrics;
 mod ownership;
@@ -252,6 +253,7 @@ impl<L> Server<L> {
             tls: self.tls,
             policy: self.policy,
             ownership: self.ownership,
+            descriptors: Default::default(),
         });
         self.stats.attach(Arc::clone(&shared));
         // Queuing an async server cannot see per request: the runtime's own lateness.

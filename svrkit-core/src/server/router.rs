@@ -7,9 +7,10 @@ use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
 
-use super::metrics::MethodMetrics;
+use super::metrics::{MethodMetrics, MethodStats};
 use crate::BoxFuture;
 use crate::context::{Context, Scoped};
+use crate::grpc::Protocol;
 use crate::method::{MethodDesc, ServiceDesc};
 use crate::status::Status;
 
@@ -27,6 +28,13 @@ pub trait ServiceHandler: Send + Sync + 'static {
         method: &'static MethodDesc,
         body: Bytes,
     ) -> BoxFuture<'static, Result<Bytes, Status>>;
+
+    /// The service's IDL as an encoded `google.protobuf.FileDescriptorSet`: its file and
+    /// every file it imports, which gRPC server reflection serves. Generated code embeds
+    /// it; empty (the default) means the service is not described by reflection.
+    fn file_descriptor_set(&self) -> &'static [u8] {
+        &[]
+    }
 }
 
 /// A request as it flows through server layers: the method, the encoded body, the
@@ -114,14 +122,35 @@ pub(crate) struct Route {
     pub(crate) service: usize,
     pub(crate) desc: &'static MethodDesc,
     metrics: OnceLock<Arc<MethodMetrics>>,
+    grpc_metrics: OnceLock<Arc<MethodMetrics>>,
+    stats: Arc<MethodStats>,
 }
 
 impl Route {
-    /// The method's metric handles, registered on first use (so a recorder installed after
-    /// the server was built is still used).
+    /// The method's metric handles for svrkit's protocol, registered on first use (so a
+    /// recorder installed after the server was built is still used).
     pub(crate) fn metrics(&self) -> &Arc<MethodMetrics> {
-        self.metrics
-            .get_or_init(|| Arc::new(MethodMetrics::new(self.desc)))
+        self.metrics.get_or_init(|| {
+            Arc::new(MethodMetrics::new(
+                self.desc,
+                Protocol::Svrkit,
+                Arc::clone(&self.stats),
+            ))
+        })
+    }
+
+    /// The method's metric handles for `protocol`.
+    pub(crate) fn metrics_of(&self, protocol: Protocol) -> &Arc<MethodMetrics> {
+        match protocol {
+            Protocol::Svrkit => self.metrics(),
+            Protocol::Grpc => self.grpc_metrics.get_or_init(|| {
+                Arc::new(MethodMetrics::new(
+                    self.desc,
+                    Protocol::Grpc,
+                    Arc::clone(&self.stats),
+                ))
+            }),
+        }
     }
 }
 
@@ -156,6 +185,8 @@ impl Router {
                         service: index,
                         desc: m,
                         metrics: OnceLock::new(),
+                        grpc_metrics: OnceLock::new(),
+                        stats: Arc::default(),
                     },
                 )
             })
@@ -183,9 +214,19 @@ impl Router {
         self.routes.values().flat_map(HashMap::values)
     }
 
-    /// The metrics of a route, if it has served anything yet.
-    pub(crate) fn route_metrics(route: &Route) -> Option<&Arc<MethodMetrics>> {
-        route.metrics.get()
+    /// The figures of a route, if it has served anything yet (over either protocol).
+    pub(crate) fn route_stats(route: &Route) -> Option<&Arc<MethodStats>> {
+        (route.metrics.get().is_some() || route.grpc_metrics.get().is_some())
+            .then_some(&route.stats)
+    }
+
+    /// The encoded descriptor sets of the services served (those that have one).
+    pub(crate) fn descriptor_sets(&self) -> Vec<&'static [u8]> {
+        self.handlers
+            .iter()
+            .map(|h| h.file_descriptor_set())
+            .filter(|set| !set.is_empty())
+            .collect()
     }
 
     /// The names of the services served.

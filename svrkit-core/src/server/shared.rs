@@ -7,6 +7,7 @@ use tokio::sync::Semaphore;
 
 use super::ownership::Ownership;
 use super::router::Router;
+use crate::grpc::reflection::Descriptors;
 use crate::overload::Admission;
 
 /// What every connection of a server shares.
@@ -24,9 +25,27 @@ pub(crate) struct ServerShared {
     pub(crate) policy: Option<Arc<crate::policy::CallPolicy>>,
     /// The keys this shard owns, when it is one.
     pub(crate) ownership: Option<Arc<Ownership>>,
+    /// The services' descriptors for gRPC reflection, indexed on first use.
+    pub(crate) descriptors: std::sync::OnceLock<Arc<Descriptors>>,
 }
 
 impl ServerShared {
+    /// The descriptors gRPC reflection serves (indexed once, when first asked).
+    pub(crate) fn descriptors(&self) -> Arc<Descriptors> {
+        Arc::clone(self.descriptors.get_or_init(|| {
+            let mut services = self.router.service_names();
+            services.extend([
+                crate::grpc::health::SERVICE,
+                crate::grpc::reflection::SERVICE_V1,
+                crate::grpc::reflection::SERVICE_V1ALPHA,
+            ]);
+            Arc::new(Descriptors::build(
+                &self.router.descriptor_sets(),
+                &services,
+            ))
+        }))
+    }
+
     /// The admission level to report in responses.
     pub(crate) fn level(&self) -> (u32, u32) {
         self.admission

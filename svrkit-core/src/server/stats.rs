@@ -66,23 +66,23 @@ impl ServerStats {
             .router
             .routes()
             .filter_map(|route| {
-                let m = Router::route_metrics(route)?;
-                let requests = m.stats.requests.load(Ordering::Relaxed);
-                let latency = m.stats.latency_us_sum.load(Ordering::Relaxed);
+                let m = Router::route_stats(route)?;
+                let requests = m.requests.load(Ordering::Relaxed);
+                let latency = m.latency_us_sum.load(Ordering::Relaxed);
                 Some(MethodSnapshot {
                     service: route.desc.service,
                     method: route.desc.method,
                     requests,
-                    errors: m.stats.errors.load(Ordering::Relaxed),
-                    faults: m.stats.faults.load(Ordering::Relaxed),
-                    in_flight: m.stats.in_flight.load(Ordering::Relaxed),
+                    errors: m.errors.load(Ordering::Relaxed),
+                    faults: m.faults.load(Ordering::Relaxed),
+                    in_flight: m.in_flight.load(Ordering::Relaxed),
                     mean_latency_ms: if requests == 0 {
                         0.0
                     } else {
                         latency as f64 / requests as f64 / 1000.0
                     },
-                    p50_latency_ms: m.stats.latency.quantile_ms(0.5),
-                    p99_latency_ms: m.stats.latency.quantile_ms(0.99),
+                    p50_latency_ms: m.latency.quantile_ms(0.5),
+                    p99_latency_ms: m.latency.quantile_ms(0.99),
                 })
             })
             .collect();

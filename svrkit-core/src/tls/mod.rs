@@ -164,13 +164,16 @@ impl Credentials {
         )
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(
                 Arc::clone(&self.slot) as Arc<dyn rustls::server::ResolvesServerCert>
             );
+        // A client offering h2 speaks gRPC ([`crate::grpc`]); svrkit's own clients offer
+        // no protocol, and get none.
+        config.alpn_protocols = vec![b"h2".to_vec()];
         // A renewed certificate is of the same cluster: the trust domain is fixed here.
         let trust_domain = self
             .slot
@@ -239,6 +242,13 @@ pub struct ClientTls(Arc<rustls::ClientConfig>);
 impl ClientTls {
     pub(crate) fn config(&self) -> Arc<rustls::ClientConfig> {
         Arc::clone(&self.0)
+    }
+
+    /// The same settings offering ALPN `h2`: what a gRPC connection presents.
+    pub(crate) fn with_h2(&self) -> ClientTls {
+        let mut config = (*self.0).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        ClientTls(Arc::new(config))
     }
 
     pub(crate) fn server_name(&self) -> ServerName<'static> {

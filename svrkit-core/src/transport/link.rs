@@ -148,6 +148,53 @@ impl Link {
         certs.first().map(|c| c.as_ref())
     }
 
+    /// Whether TLS chose HTTP/2 by ALPN: the client speaks gRPC, not svrkit.
+    pub(crate) fn negotiated_h2(&self) -> bool {
+        self.tls
+            .as_deref()
+            .and_then(|tls| tls.alpn_protocol())
+            .is_some_and(|p| p == b"h2")
+    }
+
+    /// [`readable`](Self::readable) as a poll.
+    pub(crate) fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if self.buffered {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        self.tcp.poll_read_ready(cx)
+    }
+
+    /// [`writable`](Self::writable) as a poll.
+    pub(crate) fn poll_write_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.tcp.poll_write_ready(cx)
+    }
+
+    /// Closes the sending side (after a TLS close_notify), once everything is written.
+    pub(crate) fn poll_shutdown(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.send_close_notify();
+            while tls.wants_write() {
+                match tls.write_tls(&mut SocketWrite(&self.tcp)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::task::ready!(self.tcp.poll_write_ready(cx))?;
+                    }
+                    Err(e) => return std::task::Poll::Ready(Err(e)),
+                }
+            }
+        }
+        tokio::io::AsyncWrite::poll_shutdown(std::pin::Pin::new(&mut self.tcp), cx)
+    }
+
     /// Waits until a read may find something.
     pub(crate) async fn readable(&self) -> io::Result<()> {
         if self.buffered {

@@ -97,7 +97,7 @@ async fn admin_pages_report_health_readiness_status_and_metrics() {
     assert_eq!(code, 200);
     assert!(
         metrics.contains(
-            "svrkit_server_requests_total{service=\"svrkit.demo.Echo\",method=\"Echo\"} 3"
+            "svrkit_server_requests_total{service=\"svrkit.demo.Echo\",method=\"Echo\",protocol=\"svrkit\"} 3"
         ),
         "{metrics}"
     );
@@ -109,7 +109,7 @@ async fn admin_pages_report_health_readiness_status_and_metrics() {
     // instances), and metrics carry HELP and TYPE lines.
     for bucket in svrkit::admin::LATENCY_BUCKETS {
         let line = format!(
-            "svrkit_server_request_duration_seconds_bucket{{service=\"svrkit.demo.Echo\",method=\"Echo\",le=\"{bucket}\"}}"
+            "svrkit_server_request_duration_seconds_bucket{{service=\"svrkit.demo.Echo\",method=\"Echo\",protocol=\"svrkit\",le=\"{bucket}\"}}"
         );
         assert!(metrics.contains(&line), "no {line} in {metrics}");
     }

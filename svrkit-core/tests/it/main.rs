@@ -11,6 +11,7 @@ mod discovery;
 mod etcd;
 mod failover;
 mod gray;
+mod grpc;
 mod instance_keys;
 mod not_processed;
 mod overload;

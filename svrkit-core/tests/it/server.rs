@@ -192,16 +192,20 @@ async fn server_metrics_count_requests_codes_and_queue_time() {
         other => panic!("{name}: {other:?} in {:?}", found.keys()),
     };
     assert_eq!(
-        counter("svrkit_server_requests_total{service=svrkit.demo.Echo,method=Echo}"),
-        2
-    );
-    assert_eq!(
-        counter("svrkit_server_responses_total{service=svrkit.demo.Echo,method=Echo,code=ok}"),
+        counter(
+            "svrkit_server_requests_total{service=svrkit.demo.Echo,method=Echo,protocol=svrkit}"
+        ),
         2
     );
     assert_eq!(
         counter(
-            "svrkit_server_responses_total{service=svrkit.demo.Echo,method=Relay,code=failed_precondition}"
+            "svrkit_server_responses_total{service=svrkit.demo.Echo,method=Echo,protocol=svrkit,code=ok}"
+        ),
+        2
+    );
+    assert_eq!(
+        counter(
+            "svrkit_server_responses_total{service=svrkit.demo.Echo,method=Relay,protocol=svrkit,code=failed_precondition}"
         ),
         1
     );

@@ -11,6 +11,7 @@ use crate::client::hedge::HedgePolicy;
 use crate::client::pick::EndpointSet;
 use crate::client::retry::{DEFAULT_RETRY_RATIO, RetryPolicy};
 use crate::discovery::shard_map::ShardMap;
+use crate::grpc::Protocol;
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
 use crate::selector::{Selector, Track};
 use crate::status::Status;
@@ -38,6 +39,9 @@ pub struct Target {
     pub weight: u32,
     /// Where it runs; callers in the same zone prefer it. Empty: no zone.
     pub zone: String,
+    /// What it speaks (svrkit servers speak both; a plain gRPC server only gRPC). A
+    /// channel built with [`ChannelBuilder::protocol`] speaks that one to every target.
+    pub protocol: Protocol,
 }
 
 impl Target {
@@ -50,6 +54,7 @@ impl Target {
             gray_users: None,
             weight: DEFAULT_WEIGHT,
             zone: String::new(),
+            protocol: Protocol::Svrkit,
         }
     }
 }
@@ -89,6 +94,8 @@ pub struct ChannelBuilder {
     /// A sharded service's shards from its map, in ring order (see
     /// [`crate::discovery::shard_map`]): the ring is these, whoever is alive.
     pub(super) shards: Option<Arc<ShardMap>>,
+    /// The protocol spoken to every target, when set.
+    pub(super) protocol: Option<Protocol>,
 }
 
 impl Default for ChannelBuilder {
@@ -109,6 +116,7 @@ impl Default for ChannelBuilder {
             backup_delay: None,
             tls: crate::tls::process_client(),
             shards: None,
+            protocol: None,
         }
     }
 }
@@ -199,6 +207,27 @@ impl ChannelBuilder {
         self
     }
 
+    /// Speaks `protocol` to every instance: [`Protocol::Grpc`] calls plain gRPC servers
+    /// (tonic, grpc-go, grpcio) with the same balancing, retries, retry budget,
+    /// deadlines and DAGOR-aware throttling, and generated clients work unchanged. By
+    /// default a channel speaks svrkit's protocol, or gRPC to an instance whose registry
+    /// record lists only gRPC.
+    ///
+    /// ```
+    /// use svrkit::Channel;
+    /// use svrkit::grpc::Protocol;
+    ///
+    /// // A tonic or grpc-go server of the company's, called with svrkit's client.
+    /// let channel = Channel::builder()
+    ///     .protocol(Protocol::Grpc)
+    ///     .lazy(["127.0.0.1:50051".parse().unwrap()]);
+    /// # drop(channel);
+    /// ```
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
     /// Connects over plain TCP even where the process has TLS credentials.
     pub fn plaintext(mut self) -> Self {
         self.tls = None;
@@ -234,6 +263,7 @@ impl ChannelBuilder {
             tls: self.tls.clone(),
             backoff_base: self.backoff_base,
             backoff_max: self.backoff_max,
+            protocol: self.protocol,
         };
         let channel = Channel {
             inner: Arc::new(ChannelInner {

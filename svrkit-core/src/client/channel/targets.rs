@@ -48,6 +48,7 @@ impl Channel {
                             && e.track == t.track
                             && e.weight == t.weight
                             && e.zone == t.zone
+                            && e.protocol == t.protocol
                     })
                     .cloned()
                     .unwrap_or_else(|| {
@@ -58,7 +59,8 @@ impl Channel {
                                 t.track,
                                 self.inner.config.connections_per_address,
                             )
-                            .placed(t.weight, t.zone),
+                            .placed(t.weight, t.zone)
+                            .speaking(t.protocol),
                         )
                     })
             })

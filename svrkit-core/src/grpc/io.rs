@@ -1,0 +1,100 @@
+//! A [`Link`] (plain TCP or svrkit's sans-I/O TLS) as the byte stream hyper's HTTP/2
+//! reads and writes, so gRPC shares the TLS handshake, certificates and identity of
+//! svrkit's own connections.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::transport::{Link, ReadOutcome};
+
+/// Above this many unsent bytes a write waits for the socket first.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// A link read and written through tokio's I/O traits.
+#[derive(Debug)]
+pub(crate) struct LinkIo {
+    link: Link,
+    /// Bytes read (plaintext) and not yet taken.
+    read: BytesMut,
+    /// Bytes written and not yet on the socket.
+    write: BytesMut,
+    eof: bool,
+}
+
+impl LinkIo {
+    /// `link`, with `already` read from it (bytes a sniffer took before).
+    pub(crate) fn new(link: Link, already: BytesMut) -> LinkIo {
+        LinkIo {
+            link,
+            read: already,
+            write: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            self.link.flush(&mut self.write)?;
+            if self.write.is_empty() && !self.link.wants_write() {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.link.poll_write_ready(cx))?;
+        }
+    }
+}
+
+impl AsyncRead for LinkIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.read.is_empty() {
+                let n = buf.remaining().min(this.read.len());
+                buf.put_slice(&this.read[..n]);
+                this.read.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(this.link.poll_read_ready(cx))?;
+            match this.link.read_some(&mut this.read)? {
+                ReadOutcome::Data | ReadOutcome::WouldBlock => {}
+                ReadOutcome::Eof => this.eof = true,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for LinkIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.write.len() >= WRITE_HIGH_WATER {
+            ready!(this.poll_drain(cx))?;
+        }
+        this.write.extend_from_slice(buf);
+        this.link.flush(&mut this.write)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_drain(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        this.link.poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,182 @@
+//! gRPC on a svrkit server's own port, called by svrkit's client speaking gRPC: the
+//! request context crosses (deadline, trace, caller, uid, metadata), errors keep their
+//! code, reason and details, deadlines stop handlers, the svrkit protocol is served on
+//! the same port at the same time, and mutual TLS admits only the cluster.
+//! (Other languages' clients and tonic are in `tools/grpc-python` and `svrkit-bench`'s
+//! tests.)
+
+use std::time::Duration;
+
+use echo::{EchoClient, EchoRequest, EchoServer, EchoService};
+use svrkit::grpc::Protocol;
+use svrkit::{CallOptions, Channel, Code, Context, Server};
+
+use crate::common::start;
+
+fn request(payload: &[u8], delay_ms: u32) -> EchoRequest {
+    EchoRequest {
+        payload: payload.to_vec().into(),
+        delay_ms,
+    }
+}
+
+fn grpc_client(addr: std::net::SocketAddr) -> EchoClient<Channel> {
+    EchoClient::new(
+        Channel::builder()
+            .protocol(Protocol::Grpc)
+            .caller("grpc-test")
+            .max_attempts(1)
+            .plaintext()
+            .lazy([addr]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_grpc_carries_its_context_and_the_same_port_speaks_svrkit() {
+    let server = start(Server::builder().add_service(EchoServer::new(EchoService::new("g")))).await;
+    let grpc = grpc_client(server.addr);
+    let ctx = Context::new()
+        .with_uid(42)
+        .with_trace_id(0x1234_5678)
+        .with_metadata("tenant", "acme")
+        .and_then(|c| c.with_metadata("token-bin", &b"\x00\xff"[..]))
+        .expect("metadata");
+    let reply = ctx
+        .scope(grpc.echo_with(
+            request(b"over h2", 0),
+            CallOptions::new().timeout(Duration::from_millis(800)),
+        ))
+        .await
+        .expect("echo over gRPC");
+    assert_eq!(&reply.payload[..], b"over h2");
+    let seen = reply.seen.expect("seen");
+    assert_eq!(seen.uid, 42);
+    assert_eq!(seen.caller, "grpc-test");
+    assert_eq!(seen.trace_id, 0x1234_5678, "the trace continues");
+    assert_eq!(seen.business_priority, 20, "the method's IDL priority");
+    assert!(
+        seen.remaining_ms > 0 && seen.remaining_ms <= 800,
+        "grpc-timeout became the deadline: {}",
+        seen.remaining_ms
+    );
+    assert_eq!(
+        seen.metadata.get("tenant").map(|v| &v[..]),
+        Some(&b"acme"[..])
+    );
+    assert_eq!(
+        seen.metadata.get("token-bin").map(|v| &v[..]),
+        Some(&b"\x00\xff"[..]),
+        "a -bin value crosses as bytes"
+    );
+
+    // svrkit's own protocol on the same port, at the same time.
+    let native = EchoClient::new(Channel::builder().plaintext().lazy([server.addr]));
+    let (a, b) = tokio::join!(
+        native.echo(request(b"native", 0)),
+        grpc.echo(request(b"grpc", 0))
+    );
+    assert_eq!(&a.expect("svrkit").payload[..], b"native");
+    assert_eq!(&b.expect("grpc").payload[..], b"grpc");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_and_deadlines_keep_their_meaning_over_grpc() {
+    let server = start(Server::builder().add_service(EchoServer::new(EchoService::new("g")))).await;
+    let grpc = grpc_client(server.addr);
+    // Relay without a next hop is refused by the handler.
+    let refused = grpc.relay(request(b"", 0)).await.expect_err("no next hop");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused}");
+    assert!(!refused.message().is_empty());
+
+    let late = grpc
+        .echo_with(
+            request(b"slow", 2_000),
+            CallOptions::new().timeout(Duration::from_millis(100)),
+        )
+        .await
+        .expect_err("too slow");
+    assert_eq!(late.code(), Code::DeadlineExceeded, "{late}");
+    // The server goes on serving.
+    let ok = grpc
+        .echo(request(b"after", 0))
+        .await
+        .expect("still serving");
+    assert_eq!(&ok.payload[..], b"after");
+    server.shutdown().await;
+}
+
+// Minting certificates needs the `mint` feature (on in the workspace's test build).
+#[cfg(feature = "mint")]
+mod mutual_tls {
+    use super::*;
+    use svrkit::tls::Credentials;
+    use svrkit::tls::mint::ClusterCa;
+
+    fn credentials(ca: &ClusterCa, service: &str) -> Credentials {
+        let issued = ca.issue(service).expect("issued");
+        Credentials::from_pem(
+            issued.cert_pem.as_bytes(),
+            issued.key_pem.as_bytes(),
+            ca.cert_pem().as_bytes(),
+        )
+        .expect("credentials")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grpc_over_mutual_tls_admits_the_cluster_only() {
+        let ca = ClusterCa::new("test").expect("CA");
+        let server = start(
+            Server::builder()
+                .tls(credentials(&ca, "back").server().expect("server TLS"))
+                .add_service(EchoServer::new(EchoService::new("back"))),
+        )
+        .await;
+        let front = credentials(&ca, "front");
+        let member = EchoClient::new(
+            Channel::builder()
+                .protocol(Protocol::Grpc)
+                .caller("declared")
+                .tls(front.client().expect("client TLS"))
+                .lazy([server.addr]),
+        );
+        let reply = member
+            .echo(request(b"tls", 0))
+            .await
+            .expect("a member gets in");
+        assert_eq!(
+            reply.seen.expect("seen").caller,
+            "front",
+            "the certificate names the caller, not the declared name"
+        );
+        // svrkit's protocol over TLS still works beside it (no ALPN: svrkit).
+        let native = EchoClient::new(
+            Channel::builder()
+                .tls(front.client().expect("client TLS"))
+                .lazy([server.addr]),
+        );
+        native
+            .echo(request(b"native", 0))
+            .await
+            .expect("svrkit over TLS");
+
+        let stranger_ca = ClusterCa::new("test").expect("another CA");
+        let stranger = EchoClient::new(
+            Channel::builder()
+                .protocol(Protocol::Grpc)
+                .max_attempts(1)
+                .tls(credentials(&stranger_ca, "front").client().expect("TLS"))
+                .lazy([server.addr]),
+        );
+        let refused = stranger.echo(request(b"x", 0)).await.expect_err("refused");
+        assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+        let plain = grpc_client(server.addr);
+        let refused = plain.echo(request(b"x", 0)).await.expect_err("refused");
+        assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+        member
+            .echo(request(b"again", 0))
+            .await
+            .expect("still serving");
+        server.shutdown().await;
+    }
+}
