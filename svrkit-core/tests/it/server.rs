@@ -209,11 +209,12 @@ async fn server_metrics_count_requests_codes_and_queue_time() {
         ),
         1
     );
-    match found.get("svrkit_server_queue_duration_seconds{service=svrkit.demo.Echo,method=Echo}") {
+    match found.get("svrkit_server_queue_duration_seconds{service=svrkit.demo.Echo,method=Echo,protocol=svrkit}") {
         Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 2),
         other => panic!("queue histogram: {other:?}"),
     }
-    match found.get("svrkit_server_in_flight{service=svrkit.demo.Echo,method=Echo}") {
+    match found.get("svrkit_server_in_flight{service=svrkit.demo.Echo,method=Echo,protocol=svrkit}")
+    {
         Some(DebugValue::Gauge(g)) => assert_eq!(g.into_inner(), 0.0),
         other => panic!("in-flight gauge: {other:?}"),
     }
