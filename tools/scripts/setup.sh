@@ -57,3 +57,19 @@ svrkit_kubernetes_validate() {
   fi
   export SVRKIT_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
 }
+
+# svrkit_grpc_python: grpcio and its tools (PyPI) in a virtualenv of their own, made once
+# under the cache directory; exports SVRKIT_GRPC_PYTHON, the Python the gRPC interop test
+# runs tools/grpc-python/interop.py with.
+SVRKIT_GRPC_PYTHON_PACKAGES="grpcio==1.85.4 grpcio-tools==1.85.4 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 grpcio-status==1.85.3"
+svrkit_grpc_python() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/svrkit/venv-grpc"
+  local stamp="$venv/.svrkit-packages"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$SVRKIT_GRPC_PYTHON_PACKAGES" ]; then
+    echo "installing grpcio and its tools (PyPI) into $venv"
+    # shellcheck disable=SC2086 # the package list is split on purpose
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q $SVRKIT_GRPC_PYTHON_PACKAGES || return 1
+    echo "$SVRKIT_GRPC_PYTHON_PACKAGES" >"$stamp"
+  fi
+  export SVRKIT_GRPC_PYTHON="$venv/bin/python"
+}
