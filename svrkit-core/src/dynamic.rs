@@ -65,6 +65,136 @@ pub enum DynamicError {
     /// The call failed.
     #[error("{0}")]
     Call(#[from] Status),
+    /// Server reflection could not describe the service.
+    #[error("server reflection: {0}")]
+    Reflection(String),
+}
+
+/// At most this many files are fetched by reflection for one service.
+const MAX_REFLECTED_FILES: usize = 256;
+
+/// Asks `channel`'s server (over gRPC server reflection, v1 and else v1alpha; a svrkit
+/// server or any gRPC server) for the descriptors of `service` — its file and every file
+/// it imports — so that its methods can be called with no local IDL (`svrkit call
+/// --reflect`). Build `channel` with [`crate::grpc::Protocol::Grpc`].
+///
+/// # Errors
+///
+/// The server does not answer reflection, does not know `service`, or answers with
+/// descriptors that do not make a pool.
+pub async fn reflect(channel: &Channel, service: &str) -> Result<DescriptorPool, DynamicError> {
+    use crate::grpc::reflection::{Answer, Ask, ReflectionRequest, ReflectionResponse};
+    use crate::grpc::reflection::{METHOD, SERVICE_V1, SERVICE_V1ALPHA};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// One request, answered by one response (a one-message bidi stream).
+    async fn ask(channel: &Channel, version: &str, ask: Ask) -> Result<ReflectionResponse, Status> {
+        let request = ReflectionRequest {
+            host: String::new(),
+            ask: Some(ask),
+        };
+        let reply = channel
+            .call(RpcRequest {
+                method: Method::Dynamic(Arc::new(DynamicMethod {
+                    service: version.to_string(),
+                    method: METHOD.to_string(),
+                    idempotent: true,
+                    timeout: None,
+                    priority: 0,
+                    stale_read: false,
+                })),
+                body: Bytes::from(request.encode_to_vec()),
+                options: CallOptions::new(),
+            })
+            .await?;
+        ReflectionResponse::decode(reply.body)
+            .map_err(|e| Status::internal(format!("undecodable reflection answer: {e}")))
+    }
+
+    let mut version = SERVICE_V1;
+    let first = match ask(
+        channel,
+        version,
+        Ask::FileContainingSymbol(service.to_string()),
+    )
+    .await
+    {
+        Err(status) if status.code() == crate::Code::Unimplemented => {
+            version = SERVICE_V1ALPHA;
+            ask(
+                channel,
+                version,
+                Ask::FileContainingSymbol(service.to_string()),
+            )
+            .await?
+        }
+        other => other?,
+    };
+    type Files = BTreeMap<String, prost_types::FileDescriptorProto>;
+    fn take(files: &mut Files, answer: ReflectionResponse) -> Result<(), DynamicError> {
+        match answer.answer {
+            Some(Answer::Files(found)) => {
+                for bytes in found.file_descriptor_proto {
+                    let file = prost_types::FileDescriptorProto::decode(bytes).map_err(|e| {
+                        DynamicError::Reflection(format!("undecodable file descriptor: {e}"))
+                    })?;
+                    files.entry(file.name().to_string()).or_insert(file);
+                }
+                Ok(())
+            }
+            Some(Answer::Error(e)) => Err(DynamicError::Reflection(e.error_message)),
+            _ => Err(DynamicError::Reflection(
+                "the server answered something else than files".to_string(),
+            )),
+        }
+    }
+    let mut files = Files::new();
+    take(&mut files, first)?;
+    // Servers may answer with the file alone: fetch the imports it lacks.
+    loop {
+        let missing: BTreeSet<String> = files
+            .values()
+            .flat_map(|f| f.dependency.iter())
+            .filter(|d| !files.contains_key(*d))
+            .cloned()
+            .collect();
+        let Some(name) = missing.into_iter().next() else {
+            break;
+        };
+        if files.len() >= MAX_REFLECTED_FILES {
+            return Err(DynamicError::Reflection(format!(
+                "{service} needs more than {MAX_REFLECTED_FILES} files"
+            )));
+        }
+        take(
+            &mut files,
+            ask(channel, version, Ask::FileByFilename(name)).await?,
+        )?;
+    }
+    // Each file after the files it imports.
+    let mut ordered = Vec::with_capacity(files.len());
+    let mut placed = BTreeSet::new();
+    while !files.is_empty() {
+        let ready: Vec<String> = files
+            .iter()
+            .filter(|(_, f)| f.dependency.iter().all(|d| placed.contains(d)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if ready.is_empty() {
+            return Err(DynamicError::Reflection(
+                "the descriptors import each other in a cycle".to_string(),
+            ));
+        }
+        for name in ready {
+            if let Some(file) = files.remove(&name) {
+                ordered.push(file);
+                placed.insert(name);
+            }
+        }
+    }
+    let set = prost_types::FileDescriptorSet { file: ordered };
+    DescriptorPool::decode(set.encode_to_vec().as_slice())
+        .map_err(|e| DynamicError::Reflection(format!("the descriptors do not make a pool: {e}")))
 }
 
 /// A client for any method of the services a descriptor pool describes.

@@ -46,6 +46,53 @@ pub(crate) struct RpcArgs {
     /// handler and is unchanged).
     #[arg(long)]
     handler_waits: bool,
+    /// `grpc`: the svrkit server answering gRPC, driven by tonic's client, beside tonic's
+    /// own server driven by the same client (`svrkit_grpc` and `tonic`); `svrkit` (the
+    /// default): each system's own client and server.
+    #[arg(long, default_value = "svrkit")]
+    protocol: svrkit::grpc::Protocol,
+}
+
+/// One measured column: a name, the server it calls and the client it calls with.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    name: &'static str,
+    server: System,
+    client: System,
+}
+
+impl Lane {
+    /// What `args` asks to compare.
+    fn all(args: &RpcArgs) -> Vec<Lane> {
+        if args.protocol == svrkit::grpc::Protocol::Grpc {
+            return vec![
+                Lane {
+                    name: "svrkit_grpc",
+                    server: System::Svrkit,
+                    client: System::Tonic,
+                },
+                Lane {
+                    name: "tonic",
+                    server: System::Tonic,
+                    client: System::Tonic,
+                },
+            ];
+        }
+        let mut systems = vec![System::Svrkit];
+        for &system in &args.systems {
+            if !systems.contains(&system) {
+                systems.push(system);
+            }
+        }
+        systems
+            .into_iter()
+            .map(|system| Lane {
+                name: system.name(),
+                server: system,
+                client: system,
+            })
+            .collect()
+    }
 }
 
 /// One server process; killed when dropped.
@@ -309,12 +356,7 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
     if args.concurrency.contains(&0) || args.rounds == 0 {
         bail!("concurrency and rounds must be positive");
     }
-    let mut systems = vec![System::Svrkit];
-    for &system in &args.systems {
-        if !systems.contains(&system) {
-            systems.push(system);
-        }
-    }
+    let systems = Lane::all(&args);
     let payload = Bytes::from(vec![0x5a; args.payload]);
     let tls = if args.tls {
         Some(TlsFiles::make()?)
@@ -323,18 +365,18 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
     };
     let mut servers = Vec::new();
     let mut clients = Vec::new();
-    for &system in &systems {
-        let server = ServerProcess::start_with(system, tls.as_ref(), args.handler_waits)?;
-        let mut client = Client::connect(system, server.addr, &args, tls.as_ref()).await?;
+    for lane in &systems {
+        let server = ServerProcess::start_with(lane.server, tls.as_ref(), args.handler_waits)?;
+        let mut client = Client::connect(lane.client, server.addr, &args, tls.as_ref()).await?;
         client
             .call(&payload)
             .await
-            .map_err(|e| anyhow!("{} smoke call: {e}", system.name()))?;
+            .map_err(|e| anyhow!("{} smoke call: {e}", lane.name))?;
         servers.push(server);
         clients.push(client);
     }
     println!(
-        "svrkit-bench rpc: payload {} B, {} ms x {} rounds per point, servers in their own processes{}{}",
+        "svrkit-bench rpc: payload {} B, {} ms x {} rounds per point, servers in their own processes{}{}{}",
         args.payload,
         args.duration_ms,
         args.rounds,
@@ -347,10 +389,15 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
             "; each handler waits once before it answers"
         } else {
             ""
+        },
+        if args.protocol == svrkit::grpc::Protocol::Grpc {
+            "; gRPC: tonic's client calling svrkit's server and tonic's own"
+        } else {
+            ""
         }
     );
     println!(
-        "{:>5} {:>7} {:>12} {:>10} {:>10} {:>14} {:>14} {:>7}",
+        "{:>5} {:>11} {:>12} {:>10} {:>10} {:>14} {:>14} {:>7}",
         "conc", "system", "qps", "p50 us", "p99 us", "server cpu us", "client cpu us", "errors"
     );
     let mut json = Vec::new();
@@ -379,9 +426,9 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
             p50[i] = quantile(&mut t.latencies_us, 0.50);
             p99[i] = quantile(&mut t.latencies_us, 0.99);
             println!(
-                "{:>5} {:>7} {:>12.0} {:>10} {:>10} {:>14.2} {:>14.2} {:>7}",
+                "{:>5} {:>11} {:>12.0} {:>10} {:>10} {:>14.2} {:>14.2} {:>7}",
                 concurrency,
-                system.name(),
+                system.name,
                 t.qps(),
                 p50[i],
                 p99[i],
@@ -392,11 +439,11 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
         }
         println!("{:>5} cpu steal {:.1} %", "", steal * 100.0);
         let mut line = format!(
-            "{{\"bench\":\"rpc\",\"tls\":{},\"handler_waits\":{},\"concurrency\":{concurrency},\"payload\":{}",
-            args.tls, args.handler_waits, args.payload
+            "{{\"bench\":\"rpc\",\"protocol\":\"{}\",\"tls\":{},\"handler_waits\":{},\"concurrency\":{concurrency},\"payload\":{}",
+            args.protocol, args.tls, args.handler_waits, args.payload
         );
         for (i, system) in systems.iter().enumerate() {
-            let (name, t) = (system.name(), &tallies[i]);
+            let (name, t) = (system.name, &tallies[i]);
             line.push_str(&format!(
                 ",\"{name}_qps\":{:.0},\"{name}_p50_us\":{},\"{name}_p99_us\":{},\"{name}_server_cpu_us\":{:.2},\"{name}_client_cpu_us\":{:.2}",
                 t.qps(),
@@ -407,12 +454,19 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
             ));
         }
         let svrkit = tallies[0].qps();
-        for (i, system) in systems.iter().enumerate().skip(1) {
+        if args.protocol == svrkit::grpc::Protocol::Grpc {
             line.push_str(&format!(
-                ",\"svrkit_vs_{}\":{:.2}",
-                system.name(),
-                svrkit / tallies[i].qps().max(1e-9)
+                ",\"ratio\":{:.2}",
+                svrkit / tallies[1].qps().max(1e-9)
             ));
+        } else {
+            for (i, system) in systems.iter().enumerate().skip(1) {
+                line.push_str(&format!(
+                    ",\"svrkit_vs_{}\":{:.2}",
+                    system.name,
+                    svrkit / tallies[i].qps().max(1e-9)
+                ));
+            }
         }
         let errors: u64 = tallies.iter().map(|t| t.errors).sum();
         line.push_str(&format!(",\"errors\":{errors},\"cpu_steal\":{steal:.3}}}"));

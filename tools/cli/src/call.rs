@@ -23,8 +23,13 @@ pub(crate) struct CallArgs {
     #[arg(default_value = "{}")]
     json: String,
     /// Call this address instead of looking the service up in the registry.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reflect")]
     addr: Option<SocketAddr>,
+    /// Call this address over gRPC, describing the method by the server's reflection
+    /// (a svrkit server or any gRPC server): no local IDL needed. SERVICE must be the
+    /// full name.
+    #[arg(long, value_name = "ADDR")]
+    reflect: Option<SocketAddr>,
     #[command(flatten)]
     registry: RegistryArgs,
     /// Where the .proto files are (every .proto below is read); repeatable.
@@ -120,9 +125,27 @@ pub(crate) fn load_idl(roots: &[PathBuf]) -> anyhow::Result<DescriptorPool> {
     Ok(compiler.descriptor_pool())
 }
 
+/// The descriptors the server at `addr` serves for the method's service, by reflection.
+async fn reflect(args: &CallArgs, addr: SocketAddr) -> Result<DescriptorPool, Failure> {
+    let (service, _) = args
+        .method
+        .split_once('/')
+        .ok_or_else(|| Failure::Usage(DynamicError::BadName(args.method.clone()).into()))?;
+    let channel = Channel::builder()
+        .protocol(svrkit::grpc::Protocol::Grpc)
+        .default_timeout(Duration::from_millis(args.timeout_ms))
+        .lazy([addr]);
+    dynamic::reflect(&channel, service)
+        .await
+        .map_err(|e| Failure::Failed(anyhow!("asking {addr} for {service}: {e}")))
+}
+
 pub(crate) async fn run(args: CallArgs) -> Result<(), Failure> {
     use_operator_certificate(&args)?;
-    let pool = load_idl(&args.idl).map_err(|e| Failure::Usage(e.context("reading the IDL")))?;
+    let pool = match args.reflect {
+        Some(addr) => reflect(&args, addr).await?,
+        None => load_idl(&args.idl).map_err(|e| Failure::Usage(e.context("reading the IDL")))?,
+    };
     let json = if args.json == "-" {
         std::io::read_to_string(std::io::stdin())
             .map_err(|e| Failure::Usage(anyhow!("reading stdin: {e}")))?
@@ -135,7 +158,10 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), Failure> {
     let request =
         dynamic::request_from_json(&method, &json).map_err(|e| Failure::Usage(e.into()))?;
     let service = method.parent_service().full_name().to_string();
-    let channel = match args.addr {
+    let channel = match args.addr.or(args.reflect) {
+        Some(addr) if args.reflect.is_some() => Channel::builder()
+            .protocol(svrkit::grpc::Protocol::Grpc)
+            .lazy([addr]),
         Some(addr) => Channel::lazy([addr]),
         None => {
             let store = args.registry.store();

@@ -38,6 +38,12 @@ pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
             "id": instance.id,
             "address": instance.addr.to_string(),
             "version": instance.version,
+            "protocols": instance
+                .protocols
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
             "health": health,
             "config_version": status.as_ref().map_or(Value::Null, |s| s["config_version"].clone()),
             "gray_users": instance.gray_users.as_ref().map(crate::cluster::describe_selector),
@@ -50,10 +56,11 @@ pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
         return Ok(());
     }
     outln!(
-        "{:<28} {:<28} {:<22} {:<7} {:<10} {:<7} GRAY USERS",
+        "{:<28} {:<28} {:<22} {:<11} {:<7} {:<10} {:<7} GRAY USERS",
         "SERVICE",
         "INSTANCE",
         "ADDRESS",
+        "PROTOCOL",
         "VERSION",
         "HEALTH",
         "CONFIG"
@@ -65,10 +72,11 @@ pub(crate) async fn run(args: LsArgs) -> Result<(), Failure> {
             .map_or("-".to_string(), |v| v.to_string());
         let gray = row["gray_users"].as_str().unwrap_or("");
         outln!(
-            "{:<28} {:<28} {:<22} {:<7} {:<10} {config:<7} {gray}",
+            "{:<28} {:<28} {:<22} {:<11} {:<7} {:<10} {config:<7} {gray}",
             text("service"),
             text("id"),
             text("address"),
+            text("protocols"),
             text("version"),
             text("health")
         );

@@ -332,9 +332,16 @@ async fn ls_lists_instances_and_call_finds_them_through_the_registry() {
         ),
         (Some("svrkit.demo.Echo"), Some("echo-a"), Some("gray"))
     );
+    assert_eq!(
+        row["protocols"], "svrkit+grpc",
+        "a svrkit server answers both on its port"
+    );
     let (code, out, _) = svrkit(&["ls", "--registry-dir", &dir_arg]).await;
     assert_eq!(code, 0);
-    assert!(out.contains("echo-a") && out.contains("SERVICE"), "{out}");
+    assert!(
+        out.contains("echo-a") && out.contains("SERVICE") && out.contains("svrkit+grpc"),
+        "{out}"
+    );
 
     let (code, out, err) = svrkit(&[
         "call",

@@ -201,3 +201,86 @@ async fn a_python_grpc_client_calls_svrkit_describes_it_and_watches_it_drain() {
         .expect("task")
         .expect("serve");
 }
+
+/// Runs the `svrkit` binary; exit code, standard output and standard error.
+async fn svrkit(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_svrkit"))
+        .args(args)
+        .env_remove("SVRKIT_REGISTRY")
+        .output()
+        .await
+        .expect("run svrkit");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_reflect_needs_no_local_idl() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        Server::builder()
+            .add_service(EchoServer::new(interop()))
+            .add_service(wkt::known_server::KnownServer::new(Corpus))
+            .serve(listener, async {
+                let _ = stopped.await;
+            }),
+    );
+    let nowhere = std::env::temp_dir().join("svrkit-no-idl-here");
+    let nowhere = nowhere.display().to_string();
+    let (code, out, err) = svrkit(&[
+        "call",
+        "--reflect",
+        &addr,
+        "svrkit.demo.Echo/Echo",
+        r#"{"payload":"aGk="}"#,
+        "--idl",
+        &nowhere,
+        "--plaintext",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let reply: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(reply["payload"], "aGk=", "{reply}");
+    assert_eq!(reply["seen"]["server"], "interop");
+
+    let (code, out, err) = svrkit(&[
+        "call",
+        "--reflect",
+        &addr,
+        "corpus.wkt.Known/EchoTimestamp",
+        r#""2024-01-02T03:04:05Z""#,
+        "--plaintext",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), r#""2024-01-02T03:04:05Z""#);
+
+    let (code, _, err) = svrkit(&[
+        "call",
+        "--reflect",
+        &addr,
+        "no.Such/Method",
+        "{}",
+        "--plaintext",
+    ])
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not known to this server"), "{err}");
+    let (code, _, err) = svrkit(&[
+        "call",
+        "--reflect",
+        &addr,
+        "svrkit.demo.Echo/Echo",
+        "{not json",
+        "--plaintext",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    let _ = stop.send(());
+    server.await.expect("task").expect("serve");
+}
