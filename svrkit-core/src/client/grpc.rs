@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::grpc::body::GrpcBody;
-use crate::grpc::io::LinkIo;
+use crate::grpc::io::GrpcIo;
 use crate::grpc::wire::{self, Answer, UnframeError};
 use crate::protocol::{Frame, FrameKind, RequestHeader, ResponseHeader};
 use crate::status::{Code, Status};
@@ -71,8 +71,10 @@ impl GrpcConnection {
             .keep_alive_interval(KEEP_ALIVE)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(false)
-            .max_header_list_size(64 * 1024);
-        let io = TokioIo::new(LinkIo::new(link, BytesMut::new()));
+            .max_header_list_size(64 * 1024)
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20);
+        let io = TokioIo::new(GrpcIo::new(link));
         let (sender, conn) = builder
             .handshake(io)
             .await

@@ -65,12 +65,6 @@ impl http_body::Body for GrpcBody {
         }
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            GrpcBody::Once { data, .. } => {
-                http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-            GrpcBody::Stream(_) => http_body::SizeHint::default(),
-        }
-    }
+    // No exact size hint: hyper would add a content-length, which gRPC does not use and
+    // every peer would then check.
 }

@@ -1,6 +1,6 @@
-//! A [`Link`] (plain TCP or svrkit's sans-I/O TLS) as the byte stream hyper's HTTP/2
-//! reads and writes, so gRPC shares the TLS handshake, certificates and identity of
-//! svrkit's own connections.
+//! The byte stream hyper's HTTP/2 reads and writes: the socket itself for plain TCP, and
+//! for TLS a [`Link`] (svrkit's sans-I/O TLS), so that gRPC shares the TLS handshake,
+//! certificates and identity of svrkit's own connections.
 
 use std::io;
 use std::pin::Pin;
@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::transport::{Link, ReadOutcome};
 
@@ -96,5 +97,82 @@ impl AsyncWrite for LinkIo {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
         this.link.poll_shutdown(cx)
+    }
+}
+
+/// A gRPC connection's stream: the plain socket (no copy in between), or TLS.
+#[derive(Debug)]
+pub(crate) enum GrpcIo {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS through the link.
+    Tls(LinkIo),
+}
+
+impl GrpcIo {
+    /// The stream of `link`.
+    pub(crate) fn new(link: Link) -> GrpcIo {
+        match link.into_plain() {
+            Ok(tcp) => GrpcIo::Plain(tcp),
+            Err(link) => GrpcIo::Tls(LinkIo::new(link, BytesMut::new())),
+        }
+    }
+}
+
+impl AsyncRead for GrpcIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            GrpcIo::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            GrpcIo::Tls(link) => Pin::new(link).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for GrpcIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            GrpcIo::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            GrpcIo::Tls(link) => Pin::new(link).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            GrpcIo::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            GrpcIo::Tls(link) => Pin::new(link).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            GrpcIo::Plain(tcp) => tcp.is_write_vectored(),
+            GrpcIo::Tls(link) => link.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            GrpcIo::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            GrpcIo::Tls(link) => Pin::new(link).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            GrpcIo::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            GrpcIo::Tls(link) => Pin::new(link).poll_shutdown(cx),
+        }
     }
 }

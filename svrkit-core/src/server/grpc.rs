@@ -31,7 +31,7 @@ use crate::context::Context;
 use crate::grpc::Protocol;
 use crate::grpc::body::GrpcBody;
 use crate::grpc::health::{self, HealthCheckRequest, ServingStatus};
-use crate::grpc::io::LinkIo;
+use crate::grpc::io::GrpcIo;
 use crate::grpc::reflection::{self, ReflectionRequest};
 use crate::grpc::wire::{self, RequestHead, UnframeError};
 use crate::status::{BoxError, Code, Status};
@@ -42,6 +42,9 @@ use crate::transport::Link;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// Streams one connection may have open at once.
 const MAX_STREAMS: u32 = 1024;
+/// The HTTP/2 flow-control window of one stream, and of the whole connection.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 4 << 20;
 /// A health check request is at most this large.
 const MAX_HEALTH_REQUEST: usize = 1024;
 /// How often a health watch looks at readiness between drain notices.
@@ -87,8 +90,13 @@ where
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .max_header_list_size(MAX_HEADER_LIST)
-        .max_concurrent_streams(MAX_STREAMS);
-    let conn = builder.serve_connection(TokioIo::new(LinkIo::new(link, BytesMut::new())), service);
+        .max_concurrent_streams(MAX_STREAMS)
+        // gRPC has no use for a Date header: one less to format and encode per answer.
+        .auto_date_header(false)
+        // Larger windows: fewer WINDOW_UPDATE frames for a stream of small calls.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
+    let conn = builder.serve_connection(TokioIo::new(GrpcIo::new(link)), service);
     tokio::pin!(conn);
     let mut draining = *shutdown.borrow_and_update();
     if draining {

@@ -148,6 +148,14 @@ impl Link {
         certs.first().map(|c| c.as_ref())
     }
 
+    /// The socket itself, for a plain link (a TLS link is handed back).
+    pub(crate) fn into_plain(self) -> Result<TcpStream, Link> {
+        match self.tls {
+            None => Ok(self.tcp),
+            Some(_) => Err(self),
+        }
+    }
+
     /// Whether TLS chose HTTP/2 by ALPN: the client speaks gRPC, not svrkit.
     pub(crate) fn negotiated_h2(&self) -> bool {
         self.tls

@@ -51,6 +51,11 @@ pub(crate) struct RpcArgs {
     /// default): each system's own client and server.
     #[arg(long, default_value = "svrkit")]
     protocol: svrkit::grpc::Protocol,
+    /// HTTP/2 connections of tonic's client (callers take them in turn): one connection
+    /// is one task per side doing all of HTTP/2's framing, which caps what any server
+    /// can show.
+    #[arg(long, default_value_t = 1)]
+    grpc_connections: usize,
 }
 
 /// One measured column: a name, the server it calls and the client it calls with.
@@ -177,6 +182,8 @@ impl Drop for ServerProcess {
 enum Client {
     Svrkit(svrkit_gen::bench_client::BenchClient),
     Tonic(tonic_gen::bench_client::BenchClient<tonic::transport::Channel>),
+    /// Several tonic connections; each caller keeps one.
+    Tonics(Vec<tonic_gen::bench_client::BenchClient<tonic::transport::Channel>>),
     Tarpc(crate::echo::TarpcClient),
     Raw(Arc<RawClient>),
 }
@@ -199,6 +206,16 @@ impl Client {
                 Client::Svrkit(svrkit_gen::bench_client::BenchClient::new(
                     builder.lazy([addr]),
                 ))
+            }
+            System::Tonic if tls.is_none() && args.grpc_connections > 1 => {
+                let mut clients = Vec::new();
+                for _ in 0..args.grpc_connections {
+                    clients.push(
+                        tonic_gen::bench_client::BenchClient::connect(format!("http://{addr}"))
+                            .await?,
+                    );
+                }
+                Client::Tonics(clients)
             }
             System::Tonic => match tls {
                 None => Client::Tonic(
@@ -224,6 +241,14 @@ impl Client {
         })
     }
 
+    /// The client caller `index` uses.
+    fn for_caller(&self, index: usize) -> Client {
+        match self {
+            Client::Tonics(all) => Client::Tonic(all[index % all.len()].clone()),
+            other => other.clone(),
+        }
+    }
+
     async fn call(&mut self, payload: &Bytes) -> Result<(), String> {
         match self {
             Client::Svrkit(c) => c
@@ -240,6 +265,15 @@ impl Client {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
+            Client::Tonics(all) => {
+                let mut one = all[0].clone();
+                one.echo(tonic_gen::Payload {
+                    data: payload.clone(),
+                })
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+            }
             Client::Tarpc(c) => c
                 .echo(
                     tarpc::context::current(),
@@ -287,8 +321,8 @@ async fn drive(
     until: Instant,
 ) -> (u64, u64, Vec<u32>) {
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let mut client = client.clone();
+        .map(|i| {
+            let mut client = client.for_caller(i);
             let payload = payload.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(16 * 1024);
@@ -439,8 +473,8 @@ pub(crate) async fn run(args: RpcArgs) -> anyhow::Result<()> {
         }
         println!("{:>5} cpu steal {:.1} %", "", steal * 100.0);
         let mut line = format!(
-            "{{\"bench\":\"rpc\",\"protocol\":\"{}\",\"tls\":{},\"handler_waits\":{},\"concurrency\":{concurrency},\"payload\":{}",
-            args.protocol, args.tls, args.handler_waits, args.payload
+            "{{\"bench\":\"rpc\",\"protocol\":\"{}\",\"tls\":{},\"handler_waits\":{},\"grpc_connections\":{},\"concurrency\":{concurrency},\"payload\":{}",
+            args.protocol, args.tls, args.handler_waits, args.grpc_connections, args.payload
         );
         for (i, system) in systems.iter().enumerate() {
             let (name, t) = (system.name, &tallies[i]);
