@@ -216,17 +216,7 @@ impl Builder {
         protos: &[impl AsRef<Path>],
         includes: &[impl AsRef<Path>],
     ) -> Result<BTreeMap<String, String>, Error> {
-        // The include directories first, then svrkit's options built in, then the
-        // well-known types (what `protox::Compiler::new` chains, with one more).
-        let mut resolver = protox::file::ChainFileResolver::new();
-        for include in includes {
-            resolver.add(protox::file::IncludeFileResolver::new(
-                include.as_ref().to_owned(),
-            ));
-        }
-        resolver.add(options::BuiltInOptions);
-        resolver.add(protox::file::GoogleFileResolver::new());
-        let mut compiler = protox::Compiler::with_file_resolver(resolver);
+        let mut compiler = compiler(includes);
         compiler.include_source_info(true).include_imports(true);
         compiler.open_files(protos)?;
         if self.emit_rerun_if_changed {
@@ -282,6 +272,22 @@ impl Builder {
         std::fs::remove_dir_all(&dir)?;
         Ok(files)
     }
+}
+
+/// A protox compiler reading `includes` first, then svrkit's options built in (so
+/// `import "svrkit/options.proto"` needs no copy of svrkit's `idl/`), then the well-known
+/// types: what svrkit-codegen compiles with, for tools that read the same IDL (`svrkit
+/// new`, `svrkit call`).
+pub fn compiler(includes: &[impl AsRef<Path>]) -> protox::Compiler {
+    let mut resolver = protox::file::ChainFileResolver::new();
+    for include in includes {
+        resolver.add(protox::file::IncludeFileResolver::new(
+            include.as_ref().to_owned(),
+        ));
+    }
+    resolver.add(options::BuiltInOptions);
+    resolver.add(protox::file::GoogleFileResolver::new());
+    protox::Compiler::with_file_resolver(resolver)
 }
 
 /// A fresh directory for prost-build's output.

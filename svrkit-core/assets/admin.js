@@ -1,6 +1,6 @@
 // The admin page: polls /status every second and shows rates from the differences.
 
-import { cell, fact } from "./widgets.js";
+import { callRow, cell, fact, historyCharts, waterfall } from "./widgets.js";
 
 const $ = (id) => document.getElementById(id);
 let previous = null;
@@ -92,3 +92,42 @@ async function poll() {
 }
 
 poll();
+
+async function pollHistory() {
+  try {
+    const response = await fetch("/history", { cache: "no-store" });
+    const doc = await response.json();
+    const figures = historyCharts(doc);
+    $("charts").replaceChildren(...figures);
+    $("charts").dataset.points = String(doc.points.length);
+  } catch (e) {
+    // The status poll already says the instance is unreachable.
+  }
+  setTimeout(pollHistory, 5000);
+}
+
+async function showTrace(id) {
+  const response = await fetch(`/rpcz?trace=${encodeURIComponent(id)}`, { cache: "no-store" });
+  const doc = await response.json();
+  const seen = new Set();
+  const calls = [...doc.recent, ...doc.slowest].filter((c) => !seen.has(c.span_id) && seen.add(c.span_id));
+  const title = document.createElement("h2");
+  title.textContent = `Trace ${id} in this process`;
+  $("trace").replaceChildren(title, waterfall(calls));
+  $("trace").dataset.trace = id;
+}
+
+async function pollRpcz() {
+  try {
+    const response = await fetch("/rpcz", { cache: "no-store" });
+    const doc = await response.json();
+    $("recent").tBodies[0].replaceChildren(...doc.recent.slice(0, 50).map((c) => callRow(c, showTrace)));
+    $("slowest").tBodies[0].replaceChildren(...doc.slowest.map((c) => callRow(c, showTrace)));
+  } catch (e) {
+    // As above.
+  }
+  setTimeout(pollRpcz, 2000);
+}
+
+pollHistory();
+pollRpcz();

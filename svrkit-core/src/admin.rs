@@ -2,7 +2,9 @@
 //!
 //! | path | answer |
 //! |---|---|
-//! | `/` | HTML: the same figures as `/status`, live (requests/s, errors, p50/p99 per method, DAGOR level and sheds), for a person ([`page`]) |
+//! | `/` | HTML: the same figures as `/status`, live (requests/s, errors, p50/p99 per method, DAGOR level and sheds), charts of the last 15 minutes, recent and slowest requests, for a person ([`page`]) |
+//! | `/history` | JSON: the last 15 minutes, a point every 5 s: per method requests/s, errors/s, faults/s and the interval's p50/p99; DAGOR's level and sheds/s ([`crate::server::history`]) |
+//! | `/rpcz` | JSON: the last sampled calls (one trace in 64, every hop of it) and the last minute's slowest: method, caller, status, latency, trace and span ids, protocol; `?trace=ID` keeps one trace ([`crate::server::recent`]) |
 //! | `/metrics` | Prometheus text: every metric recorded through the `metrics` facade, and the process metrics (CPU, memory, descriptors, threads) |
 //! | `/status` | JSON: service, version label, instance id, uptime, config version, connections, in-flight, per-method counts and latencies, DAGOR admission level, queuing time and shed counts |
 //! | `/healthz` | `200 ok` while the process runs |
@@ -256,6 +258,8 @@ impl AdminServer {
         let app = page::router()
             .route("/metrics", get(metrics))
             .route("/status", get(status))
+            .route("/history", get(history))
+            .route("/rpcz", get(rpcz))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .with_state(self)
@@ -297,6 +301,95 @@ fn server_json(s: &ServerSnapshot) -> Value {
                 .collect::<Vec<_>>(),
         })),
     })
+}
+
+/// `/history`: the last 15 minutes of every attached server, a point per interval.
+async fn history(State(admin): State<AdminServer>) -> Response {
+    let points: Vec<Value> = admin
+        .inner
+        .servers
+        .iter()
+        .flat_map(|s| s.history())
+        .map(|p| {
+            json!({
+                "t": p.at_unix_ms,
+                "level": p.level.map(|(b, u)| json!({"business": b, "user": u})),
+                "sheds_per_s": p.sheds_per_s,
+                "methods": p.methods.iter().map(|m| json!({
+                    "method": format!("{}/{}", m.service, m.method),
+                    "rps": m.requests_per_s,
+                    "eps": m.errors_per_s,
+                    "fps": m.faults_per_s,
+                    "p50": m.p50_ms,
+                    "p99": m.p99_ms,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(json!({
+        "interval_s": crate::server::history::INTERVAL.as_secs(),
+        "points": points,
+    }))
+    .into_response()
+}
+
+/// A call as `/rpcz` shows it.
+fn call_json(r: &crate::server::CallRecord) -> Value {
+    json!({
+        "at_unix_us": r.at_unix_us,
+        "method": format!("{}/{}", r.service, r.method),
+        "caller": r.caller,
+        "code": r.code.as_str(),
+        "latency_ms": r.latency_us as f64 / 1000.0,
+        "trace_id": crate::context::TraceHex(r.trace_id_high, r.trace_id).to_string(),
+        "span_id": format!("{:016x}", r.span_id),
+        "parent_span_id": format!("{:016x}", r.parent_span_id),
+        "protocol": r.protocol.as_str(),
+    })
+}
+
+/// The value of `key` in a URL query (`a=1&trace=ab`), if it is there.
+pub fn query_value<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// `/rpcz`: recent sampled calls (newest first) and the last minute's slowest.
+async fn rpcz(
+    State(admin): State<AdminServer>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    // `?trace=ID` keeps one trace.
+    let trace = query_value(query.as_deref(), "trace");
+    let keep = |r: &crate::server::CallRecord| match trace {
+        Some(trace) => {
+            crate::context::TraceHex(r.trace_id_high, r.trace_id).to_string()
+                == trace.to_ascii_lowercase()
+        }
+        None => true,
+    };
+    let servers = &admin.inner.servers;
+    let recent: Vec<Value> = servers
+        .iter()
+        .flat_map(|s| s.recent_calls())
+        .filter(keep)
+        .map(|r| call_json(&r))
+        .collect();
+    let slowest: Vec<Value> = servers
+        .iter()
+        .flat_map(|s| s.slowest_calls())
+        .filter(keep)
+        .map(|r| call_json(&r))
+        .collect();
+    axum::Json(json!({
+        "sample_one_in": crate::server::recent::SAMPLE_ONE_IN,
+        "recent": recent,
+        "slowest": slowest,
+    }))
+    .into_response()
 }
 
 async fn metrics(State(admin): State<AdminServer>) -> Response {

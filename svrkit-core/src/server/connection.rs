@@ -26,6 +26,7 @@ use tower_service::Service;
 use super::call::{HandlerCall, queued, rpc_span};
 use super::gate::{Admitted, Gate};
 use super::metrics::{self, MethodMetrics};
+use super::recent::CallNote;
 use super::router::ServerRequest;
 use super::shared::ServerShared;
 use crate::context::Context;
@@ -375,10 +376,19 @@ where
                 Some(caller)
             }
         };
+        let declared = caller.is_some();
         let ctx = Context::from_request_by(&header, arrival, desc.service, caller)
             .verified(self.identity.clone())
             .with_business_priority(business)
             .with_user_priority(user);
+        let note = CallNote {
+            arrival,
+            trace_id_high: ctx.trace_id_high(),
+            trace_id: ctx.trace_id(),
+            span_id: ctx.span_id(),
+            parent_span_id: ctx.parent_span_id(),
+            protocol: crate::grpc::Protocol::Svrkit,
+        };
 
         // Back-pressure from server layers holds here.
         let mut waited = false;
@@ -429,6 +439,9 @@ where
                         priority,
                         arrival,
                         method_metrics: Arc::clone(method_metrics),
+                        note,
+                        caller: self.record_caller(declared),
+                        desc,
                     };
                     let call = HandlerCall::new(handler, span, deadline);
                     spawn_tracked(conn, id, queue_for_worker(queued, call));
@@ -446,18 +459,48 @@ where
         let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
         if let Poll::Ready(result) = first {
             self.now = Instant::now();
-            method_metrics.finished(code_of(&result), self.now.saturating_duration_since(start));
+            let code = code_of(&result);
+            method_metrics.finished(code, self.now.saturating_duration_since(start));
+            let caller = match &self.identity {
+                Some(identity) => Some(&**identity),
+                None if declared => self.last_caller.as_deref(),
+                None => None,
+            };
+            server
+                .recent
+                .observe(&note, desc.service, desc.method, caller, code, self.now);
             self.respond(conn, id, result.as_ref().map(Bytes::as_ref));
             return;
         }
         let task_conn = Arc::clone(conn);
         let task_metrics = Arc::clone(method_metrics);
+        let caller = self.record_caller(declared);
         spawn_tracked(conn, id, async move {
             let _permit = permit;
             let result = call.await;
-            task_metrics.finished(code_of(&result), start.elapsed());
+            let code = code_of(&result);
+            let end = Instant::now();
+            task_metrics.finished(code, end.saturating_duration_since(start));
+            task_conn.server.recent.observe(
+                &note,
+                desc.service,
+                desc.method,
+                caller.as_deref(),
+                code,
+                end,
+            );
             task_conn.respond(id, result.as_ref().map(Bytes::as_ref));
         });
+    }
+
+    /// The caller a recorded call names: the verified identity, else the declared name
+    /// of this request (the connection's last).
+    fn record_caller(&self, declared: bool) -> Option<Arc<str>> {
+        match &self.identity {
+            Some(identity) => Some(Arc::clone(identity)),
+            None if declared => self.last_caller.clone(),
+            None => None,
+        }
     }
 
     fn start_drain(&mut self) {
@@ -528,6 +571,9 @@ struct Queued {
     priority: Priority,
     arrival: Instant,
     method_metrics: Arc<MethodMetrics>,
+    note: CallNote,
+    caller: Option<Arc<str>>,
+    desc: &'static crate::method::MethodDesc,
 }
 
 /// Waits for a worker (at most until the deadline), then runs the handler — unless the
@@ -570,7 +616,18 @@ where
     }
     q.method_metrics.started(queued);
     let result = call.await;
-    q.method_metrics.finished(code_of(&result), start.elapsed());
+    let code = code_of(&result);
+    let end = Instant::now();
+    q.method_metrics
+        .finished(code, end.saturating_duration_since(start));
+    q.conn.server.recent.observe(
+        &q.note,
+        q.desc.service,
+        q.desc.method,
+        q.caller.as_deref(),
+        code,
+        end,
+    );
     q.conn.respond(q.id, result.as_ref().map(Bytes::as_ref));
 }
 

@@ -239,6 +239,7 @@ mod tests {
             policy: None,
             ownership: None,
             descriptors: Default::default(),
+            recent: Default::default(),
         }
     }
 

@@ -25,6 +25,7 @@ use tower_service::Service;
 
 use super::call::{HandlerCall, queued, rpc_span};
 use super::gate::Gate;
+use super::recent::CallNote;
 use super::router::ServerRequest;
 use super::shared::ServerShared;
 use crate::context::Context;
@@ -243,10 +244,19 @@ where
     };
     let desc = route.desc;
     let caller = (!header.caller.is_empty()).then(|| Arc::<str>::from(header.caller));
+    let recorded_caller = info.identity.clone().or_else(|| caller.clone());
     let ctx = Context::from_request_by(&header, arrival, desc.service, caller)
         .verified(info.identity.clone())
         .with_business_priority(priority.business)
         .with_user_priority(priority.user);
+    let note = CallNote {
+        arrival,
+        trace_id_high: ctx.trace_id_high(),
+        trace_id: ctx.trace_id(),
+        span_id: ctx.span_id(),
+        parent_span_id: ctx.parent_span_id(),
+        protocol: Protocol::Grpc,
+    };
 
     if let Err(error) = poll_fn(|cx| svc.poll_ready(cx)).await {
         let status = Status::from_error(error.into());
@@ -309,7 +319,17 @@ where
     let call = span.in_scope(|| svc.call(request));
     let call = async move { call.await.map_err(|e| Status::from_error(e.into())) };
     let result = HandlerCall::new(call, span, deadline).await;
-    method_metrics.finished(code_of(&result), start.elapsed());
+    let code = code_of(&result);
+    let end = Instant::now();
+    method_metrics.finished(code, end.saturating_duration_since(start));
+    server.recent.observe(
+        &note,
+        desc.service,
+        desc.method,
+        recorded_caller.as_deref(),
+        code,
+        end,
+    );
     let level = server.level();
     match result {
         Ok(body) if body.len() + wire::PREFIX_LEN <= server.max_frame_size => {

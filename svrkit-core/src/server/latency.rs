@@ -51,25 +51,33 @@ impl LatencyHistogram {
 
     /// The `q` quantile (0..=1) in milliseconds, 0 with no requests.
     pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
-        let counts: Vec<u64> = self
-            .buckets
+        quantile_of(&self.counts(), q)
+    }
+
+    /// Every bucket's count (the difference of two is an interval's histogram).
+    pub(crate) fn counts(&self) -> Vec<u64> {
+        self.buckets
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0.0;
-        }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, count) in counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return upper(i) as f64 / 1000.0;
-            }
-        }
-        upper(BUCKETS - 1) as f64 / 1000.0
+            .collect()
     }
+}
+
+/// The `q` quantile (0..=1) in milliseconds of bucket counts, 0 when they are all 0.
+pub(crate) fn quantile_of(counts: &[u64], q: f64) -> f64 {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, count) in counts.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return upper(i) as f64 / 1000.0;
+        }
+    }
+    upper(counts.len().saturating_sub(1)) as f64 / 1000.0
 }
 
 #[cfg(test)]

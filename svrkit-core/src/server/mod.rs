@@ -20,9 +20,11 @@ mod call;
 mod connection;
 mod gate;
 mod grpc;
+pub mod history;
 mod latency;
 pub mod metrics;
 mod ownership;
+pub mod recent;
 mod router;
 mod shared;
 mod stats;
@@ -38,7 +40,9 @@ use tokio::task::JoinSet;
 use tower_layer::{Identity, Layer, Stack};
 use tower_service::Service;
 
+pub use history::{HistoryPoint, MethodPoint};
 pub use ownership::Ownership;
+pub use recent::CallRecord;
 pub use router::{Routed, ServerRequest, ServiceHandler};
 pub use stats::{MethodSnapshot, ServerSnapshot, ServerStats};
 
@@ -254,6 +258,7 @@ impl<L> Server<L> {
             policy: self.policy,
             ownership: self.ownership,
             descriptors: Default::default(),
+            recent: Default::default(),
         });
         self.stats.attach(Arc::clone(&shared));
         // Queuing an async server cannot see per request: the runtime's own lateness.
@@ -261,6 +266,10 @@ impl<L> Server<L> {
             .admission
             .as_ref()
             .map(|admission| AbortOnDrop(tokio::spawn(Arc::clone(admission.lag()).probe())));
+        // The last 15 minutes, for the admin page's and the console's charts.
+        let _history = AbortOnDrop(tokio::spawn(
+            self.stats.clone().keep_history(Arc::clone(&shared)),
+        ));
         let svc = self.layer.layer(Routed::new(Arc::clone(&shared.router)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();

@@ -27,6 +27,8 @@ pub(crate) struct ServerShared {
     pub(crate) ownership: Option<Arc<Ownership>>,
     /// The services' descriptors for gRPC reflection, indexed on first use.
     pub(crate) descriptors: std::sync::OnceLock<Arc<Descriptors>>,
+    /// Recent and slowest calls (rpcz).
+    pub(crate) recent: super::recent::Recent,
 }
 
 impl ServerShared {

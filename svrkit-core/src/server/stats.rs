@@ -3,6 +3,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
+use super::history::{History, HistoryPoint};
+use super::recent::CallRecord;
 use super::router::Router;
 use super::shared::ServerShared;
 use crate::overload::AdmissionSnapshot;
@@ -11,6 +13,7 @@ use crate::overload::AdmissionSnapshot;
 #[derive(Debug, Clone, Default)]
 pub struct ServerStats {
     shared: Arc<OnceLock<Arc<ServerShared>>>,
+    history: Arc<History>,
 }
 
 /// One method's figures.
@@ -97,6 +100,42 @@ impl ServerStats {
             methods,
             admission: shared.admission.as_ref().map(|a| a.snapshot()),
         })
+    }
+
+    /// The last 15 minutes, a point every [`history::INTERVAL`](super::history::INTERVAL),
+    /// oldest first (empty until the server has served for one interval).
+    pub fn history(&self) -> Vec<HistoryPoint> {
+        self.history.points()
+    }
+
+    /// The last sampled calls, newest first (rpcz; see [`super::recent`]).
+    pub fn recent_calls(&self) -> Vec<CallRecord> {
+        self.shared
+            .get()
+            .map(|s| s.recent.recent())
+            .unwrap_or_default()
+    }
+
+    /// The slowest calls of the last minute, slowest first.
+    pub fn slowest_calls(&self) -> Vec<CallRecord> {
+        self.shared
+            .get()
+            .map(|s| s.recent.slowest())
+            .unwrap_or_default()
+    }
+
+    /// Takes a point every interval while the server runs.
+    pub(crate) async fn keep_history(self, shared: Arc<ServerShared>) {
+        let mut every = tokio::time::interval(super::history::INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = std::time::Instant::now();
+        loop {
+            every.tick().await;
+            let now = std::time::Instant::now();
+            self.history
+                .sample(&shared, now.duration_since(last).as_secs_f64());
+            last = now;
+        }
     }
 
     /// True while the server serves and is not shutting down.

@@ -1,7 +1,7 @@
 // The cluster console: polls /api/cluster every second; rates come from the
 // difference between two polls of the same instance.
 
-import { cell, fact } from "./widgets.js";
+import { callRow, cell, fact, historyCharts, waterfall } from "./widgets.js";
 
 const $ = (id) => document.getElementById(id);
 let previous = new Map(); // instance id -> { totals, at }
@@ -77,6 +77,12 @@ function render(doc, at) {
       clusterRps += rps ?? 0;
       const tr = document.createElement("tr");
       tr.dataset.instance = i.id;
+      tr.classList.add("pick");
+      if (i.id === selected) tr.classList.add("selected");
+      tr.addEventListener("click", (e) => {
+        if (e.target.closest("a")) return;
+        select(i.id);
+      });
       tr.dataset.level = t.level ? `${t.level.business}:${t.level.user}` : "none";
       if (i.version === "gray") tr.className = "gray";
       const address = i.admin
@@ -152,6 +158,49 @@ function renderShards(doc) {
   $("shards").tBodies[0].replaceChildren(...rows);
   $("shards-section").hidden = rows.length === 0;
 }
+
+let selected = null;
+
+/** Shows an instance's charts and recent requests, refreshed while it stays chosen. */
+function select(id) {
+  selected = id;
+  $("detail").hidden = false;
+  $("detail-title").textContent = `${id}: the last 15 minutes`;
+  for (const tr of document.querySelectorAll("#cluster tr[data-instance]")) {
+    tr.classList.toggle("selected", tr.dataset.instance === id);
+  }
+  refreshDetail();
+}
+
+async function refreshDetail() {
+  if (!selected) return;
+  const id = encodeURIComponent(selected);
+  try {
+    const [history, rpcz] = await Promise.all([
+      fetch(`/api/history?instance=${id}`, { cache: "no-store" }).then((r) => r.json()),
+      fetch(`/api/rpcz?instance=${id}`, { cache: "no-store" }).then((r) => r.json()),
+    ]);
+    $("detail-charts").replaceChildren(...historyCharts(history));
+    $("detail-charts").dataset.points = String(history.points?.length ?? 0);
+    $("detail-recent").tBodies[0].replaceChildren(...(rpcz.recent ?? []).slice(0, 30).map((c) => callRow(c, showTrace)));
+    $("detail-slowest").tBodies[0].replaceChildren(...(rpcz.slowest ?? []).map((c) => callRow(c, showTrace)));
+  } catch (e) {
+    $("error").textContent = `The instance could not be read: ${e.message}`;
+  }
+}
+
+/** Draws a trace from the calls every instance kept of it. */
+async function showTrace(trace) {
+  const response = await fetch(`/api/trace?id=${encodeURIComponent(trace)}`, { cache: "no-store" });
+  const doc = await response.json();
+  const title = document.createElement("h2");
+  title.textContent = `Trace ${trace}`;
+  $("trace").replaceChildren(title, waterfall(doc.calls ?? []));
+  $("trace").dataset.trace = trace;
+  $("trace").dataset.calls = String(doc.calls?.length ?? 0);
+}
+
+setInterval(refreshDetail, 5000);
 
 async function poll() {
   try {

@@ -5,7 +5,10 @@
 //! second at most each, all at once), its health and — when a `svrkit up` deployment's
 //! state directory is at hand — its restarts. The page polls the data every second and
 //! shows services → instances: health, requests/s, error rate, p99, DAGOR level,
-//! restarts, gray instances beside stable ones.
+//! restarts, gray instances beside stable ones. Choosing an instance shows its last 15
+//! minutes as charts (`/api/history`, from its `/history`) and its recent and slowest
+//! requests (`/api/rpcz`); a trace id draws the trace as a waterfall from every
+//! instance's `/rpcz` (`/api/trace`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -92,6 +95,134 @@ impl Console {
     }
 }
 
+impl Console {
+    /// `GET path` from the admin endpoint of the instance named `id`.
+    async fn instance_json(&self, id: &str, path: &str) -> anyhow::Result<Value> {
+        let instances = self.registry.instances(None).await?;
+        let instance = instances
+            .iter()
+            .find(|i| i.id == id)
+            .ok_or_else(|| anyhow::anyhow!("no instance named {id:?} is registered"))?;
+        let admin = instance
+            .admin
+            .ok_or_else(|| anyhow::anyhow!("{id} has no admin endpoint"))?;
+        crate::http::get_json(admin, path)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("{id}'s admin endpoint did not answer {path}"))
+    }
+
+    /// Every instance's calls of trace `trace` (hex), each once, in the order they
+    /// started, with the instance that served it.
+    async fn trace(&self, trace: &str) -> anyhow::Result<Value> {
+        let valid =
+            !trace.is_empty() && trace.len() <= 32 && trace.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            anyhow::bail!("a trace id is 1 to 32 hex digits");
+        }
+        let instances = self.registry.instances(None).await?;
+        let path = format!("/rpcz?trace={}", trace.to_ascii_lowercase());
+        let fetches = instances.iter().map(|i| {
+            let (admin, id, path) = (i.admin, i.id.clone(), path.clone());
+            async move {
+                let doc = match admin {
+                    Some(admin) => crate::http::get_json(admin, &path).await,
+                    None => None,
+                };
+                (id, doc)
+            }
+        });
+        let mut seen = std::collections::HashSet::new();
+        let mut calls = Vec::new();
+        for (id, doc) in join_all(fetches).await {
+            let Some(doc) = doc else { continue };
+            for key in ["recent", "slowest"] {
+                for call in doc[key].as_array().into_iter().flatten() {
+                    let span = call["span_id"].as_str().unwrap_or("").to_string();
+                    if seen.insert(span) {
+                        let mut call = call.clone();
+                        call["where"] = json!(id);
+                        calls.push(call);
+                    }
+                }
+            }
+        }
+        calls.sort_by_key(|c| c["at_unix_us"].as_u64().unwrap_or(0));
+        Ok(json!({ "trace": trace, "calls": calls }))
+    }
+}
+
+fn answer(result: anyhow::Result<Value>) -> Response {
+    match result {
+        Ok(doc) => axum::Json(doc).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::BAD_GATEWAY,
+            axum::Json(json!({ "error": format!("{e:#}") })),
+        )
+            .into_response(),
+    }
+}
+
+/// The value of `key` in the request's query, percent-decoded.
+fn query(raw: Option<&str>, key: &str) -> anyhow::Result<String> {
+    let value = svrkit::admin::query_value(raw, key)
+        .ok_or_else(|| anyhow::anyhow!("the query names no {key}"))?;
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| anyhow::anyhow!("a bad escape in {key}"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| anyhow::anyhow!("{key} is not UTF-8"))
+}
+
+async fn history(
+    State(console): State<Arc<Console>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Response {
+    answer(match query(raw.as_deref(), "instance") {
+        Ok(id) => console.instance_json(&id, "/history").await,
+        Err(e) => Err(e),
+    })
+}
+
+async fn rpcz(
+    State(console): State<Arc<Console>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Response {
+    answer(match query(raw.as_deref(), "instance") {
+        Ok(id) => console.instance_json(&id, "/rpcz").await,
+        Err(e) => Err(e),
+    })
+}
+
+async fn trace(
+    State(console): State<Arc<Console>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Response {
+    answer(match query(raw.as_deref(), "id") {
+        Ok(id) => console.trace(&id).await,
+        Err(e) => Err(e),
+    })
+}
+
 /// Runs futures at once and collects their outputs in order.
 async fn join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
@@ -140,6 +271,9 @@ pub(crate) async fn run(args: ConsoleArgs) -> Result<(), Failure> {
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
         .route("/api/cluster", get(cluster))
+        .route("/api/history", get(history))
+        .route("/api/rpcz", get(rpcz))
+        .route("/api/trace", get(trace))
         .with_state(console)
         .layer(axum::middleware::from_fn_with_state(
             AllowedHosts::from_env(ALLOWED_HOSTS_VAR),

@@ -2,8 +2,9 @@
 //!
 //! Inside an svrkit workspace (a directory with `svrkit-core/` and a `[workspace]`
 //! Cargo.toml) the crate goes to `services/NAME`, its IDL to `idl/NAME/NAME.proto`, and it
-//! joins the workspace. Anywhere else it is a standalone crate `NAME/` that depends on this
-//! svrkit checkout by path. Names come from svrkit-codegen, so the scaffold always agrees
+//! joins the workspace. Anywhere else it is a standalone crate `NAME/` that depends on
+//! svrkit by version, as a crate from crates.io does (`--svrkit-path` or `--svrkit-git`
+//! for a checkout instead). Names come from svrkit-codegen, so the scaffold always agrees
 //! with the generated code. Existing files are never overwritten.
 
 use std::fmt::Write as _;
@@ -29,6 +30,32 @@ pub(crate) struct NewArgs {
     /// outside this workspace; inside it the workspace's features apply.
     #[arg(long)]
     etcd: bool,
+    /// Outside a workspace: depend on the svrkit checkout in DIR by path instead of on
+    /// the released version.
+    #[arg(long, value_name = "DIR", conflicts_with = "svrkit_git")]
+    svrkit_path: Option<PathBuf>,
+    /// Outside a workspace: depend on svrkit from this git repository instead of on the
+    /// released version.
+    #[arg(long, value_name = "URL")]
+    svrkit_git: Option<String>,
+}
+
+/// The dependency on a svrkit crate (in `dir` of a checkout) as a standalone crate
+/// writes it, with `extra` keys.
+fn dependency(args: &NewArgs, dir: &str, extra: &str) -> String {
+    match (&args.svrkit_path, &args.svrkit_git) {
+        (Some(root), _) => {
+            let root = root.canonicalize().unwrap_or_else(|_| root.clone());
+            format!("{{ path = {}{extra} }}", quoted(&root.join(dir)))
+        }
+        (None, Some(url)) => format!("{{ git = {url:?}{extra} }}"),
+        (None, None) => {
+            // The release this CLI belongs to: `0.1` takes any compatible 0.1.x.
+            let version = env!("CARGO_PKG_VERSION");
+            let compatible = version.rsplit_once('.').map_or(version, |(head, _)| head);
+            format!("{{ version = \"{compatible}\"{extra} }}")
+        }
+    }
 }
 
 const STARTER: &str = include_str!("../templates/starter.proto");
@@ -60,11 +87,6 @@ fn create(path: &Path, content: &str) -> anyhow::Result<bool> {
 }
 
 /// The svrkit checkout this binary was built from.
-fn svrkit_root() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
 /// Whether `name` is a Rust keyword, which a crate name used as a path cannot be.
 fn syn_keyword(name: &str) -> bool {
     svrkit_codegen::module_ident(name) != name
@@ -253,7 +275,6 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Usage(anyhow!("{}: {e}", args.dir.display())))?;
     let in_workspace = dir.join("svrkit-core").is_dir()
         && std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"));
-    let svrkit = svrkit_root();
     let (crate_dir, idl_file, idl_root) = if in_workspace {
         (
             dir.join("services").join(name),
@@ -283,9 +304,8 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
         ),
     };
     create(&idl_file, &proto)?;
-    let svrkit_idl = svrkit.join("idl");
-    let mut compiler = protox::Compiler::new([idl_root.clone(), svrkit_idl.clone()])
-        .map_err(|e| Failure::Usage(anyhow!("{e}")))?;
+    // svrkit's own options are built into svrkit-codegen: no checkout of svrkit needed.
+    let mut compiler = svrkit_codegen::compiler(std::slice::from_ref(&idl_root));
     let relative = idl_file
         .strip_prefix(&idl_root)
         .unwrap_or(&idl_file)
@@ -344,22 +364,25 @@ pub(crate) async fn run(args: NewArgs) -> Result<(), Failure> {
         (
             format!(
                 "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
-                 [dependencies]\nanyhow = \"1\"\nsvrkit = {{ path = {}{} }}\n\
+                 [dependencies]\nanyhow = \"1\"\nsvrkit = {}\n\
                  tokio = {{ version = \"1\", features = [\"rt-multi-thread\", \"net\", \"time\", \"sync\", \"macros\", \"signal\"] }}\n\n\
-                 [build-dependencies]\nsvrkit-codegen = {{ path = {} }}\n\n\
+                 [build-dependencies]\nsvrkit-codegen = {}\n\n\
                  # A workspace of its own, so a parent directory's workspace does not claim it.\n[workspace]\n",
-                quoted(&svrkit.join("svrkit-core")),
                 // etcd support needs `protoc` to build; only on request.
-                if args.etcd {
-                    ""
-                } else {
-                    ", default-features = false"
-                },
-                quoted(&svrkit.join("svrkit-codegen")),
+                dependency(
+                    &args,
+                    "svrkit-core",
+                    if args.etcd {
+                        ""
+                    } else {
+                        ", default-features = false"
+                    }
+                ),
+                dependency(&args, "svrkit-codegen", ""),
             ),
             [
                 ("proto_path", quoted(&Path::new("idl").join(&relative))),
-                ("include_paths", format!("\"idl\", {}", quoted(&svrkit_idl))),
+                ("include_paths", "\"idl\"".to_string()),
             ],
         )
     };

@@ -434,6 +434,51 @@ fn rustfmt_clean(files: &[PathBuf]) -> bool {
     }
 }
 
+/// svrkit and svrkit-codegen as `cargo package` makes them for crates.io, unpacked under
+/// `dir`: their directories.
+fn packaged(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = dir.join("package-target");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "package",
+            "--no-verify",
+            "--allow-dirty",
+            "-q",
+            "-p",
+            "svrkit",
+            "-p",
+            "svrkit-codegen",
+            "--manifest-path",
+        ])
+        .arg(root.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo package");
+    assert!(status.success(), "cargo package");
+    let version = env!("CARGO_PKG_VERSION");
+    let unpacked = dir.join("registry");
+    std::fs::create_dir_all(&unpacked).expect("mkdir");
+    for name in ["svrkit", "svrkit-codegen"] {
+        let file = target
+            .join("package")
+            .join(format!("{name}-{version}.crate"));
+        let status = std::process::Command::new("tar")
+            .arg("-xzf")
+            .arg(&file)
+            .arg("-C")
+            .arg(&unpacked)
+            .status()
+            .expect("run tar");
+        assert!(status.success(), "unpacking {}", file.display());
+    }
+    (
+        unpacked.join(format!("svrkit-{version}")),
+        unpacked.join(format!("svrkit-codegen-{version}")),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_scaffolds_every_service_of_real_idl_into_a_crate_that_builds_and_passes_its_test() {
     let dir_dir = tempdir("new");
@@ -478,6 +523,10 @@ async fn new_scaffolds_every_service_of_real_idl_into_a_crate_that_builds_and_pa
         manifest.contains("default-features = false") && !manifest.contains("prost"),
         "no etcd (protoc) and no prost of its own unless asked:\n{manifest}"
     );
+    assert!(
+        manifest.contains("version = \"0.1\"") && !manifest.contains("path ="),
+        "svrkit by version, as from crates.io:\n{manifest}"
+    );
     assert!(rustfmt_clean(&[
         crate_dir.join("src/lib.rs"),
         crate_dir.join("src/main.rs"),
@@ -491,11 +540,26 @@ async fn new_scaffolds_every_service_of_real_idl_into_a_crate_that_builds_and_pa
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
         .join("scaffold-test");
+    // crates.io is played by `cargo package`'s output: the crates as they would be
+    // published, unpacked, patched in for the registry's.
+    let (packaged_svrkit, packaged_codegen) = packaged(dir);
+    std::fs::create_dir_all(crate_dir.join(".cargo")).expect("mkdir");
+    std::fs::write(
+        crate_dir.join(".cargo/config.toml"),
+        format!(
+            "[patch.crates-io]\nsvrkit = {{ path = {:?} }}\nsvrkit-codegen = {{ path = {:?} }}\n",
+            packaged_svrkit.display().to_string(),
+            packaged_codegen.display().to_string()
+        ),
+    )
+    .expect("write the patch");
     let cargo_manifest = crate_dir.join("Cargo.toml");
+    let run_in = crate_dir.clone();
     let status = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO"))
             .args(["test", "-q", "--manifest-path"])
             .arg(&cargo_manifest)
+            .current_dir(&run_in)
             .env("CARGO_TARGET_DIR", &target)
             .status()
             .expect("run cargo")
@@ -504,7 +568,7 @@ async fn new_scaffolds_every_service_of_real_idl_into_a_crate_that_builds_and_pa
     .expect("join");
     assert!(
         status.success(),
-        "the scaffolded crate builds and its test passes"
+        "the scaffolded crate builds from the packaged crates and its test passes"
     );
 
     // A second run keeps every file, including one the author changed.

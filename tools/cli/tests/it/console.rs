@@ -13,7 +13,9 @@ use svrkit::admin::{AdminServer, InstanceInfo};
 use svrkit::discovery::{EmbeddedRegistry, EtcdRegistry, Instance, Registry};
 use svrkit::overload::DagorConfig;
 use svrkit::{CallOptions, Channel, Server};
-use svrkit_testkit::browser::{Browser, Client, Locator, screenshot, wait_for_text};
+use svrkit_testkit::browser::{
+    Browser, Client, Locator, click, screenshot, wait_for, wait_for_text,
+};
 use svrkit_testkit::{Etcd, PATIENCE, tempdir};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -27,6 +29,17 @@ struct Echo {
 }
 
 async fn echo(registry: Arc<dyn Registry>, id: &str, version: &str, overloadable: bool) -> Echo {
+    echo_relaying(registry, id, version, overloadable, None).await
+}
+
+/// [`echo`], whose `Relay` calls the echo at `next`.
+async fn echo_relaying(
+    registry: Arc<dyn Registry>,
+    id: &str,
+    version: &str,
+    overloadable: bool,
+    next: Option<SocketAddr>,
+) -> Echo {
     let rpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = rpc.local_addr().expect("addr");
     let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -49,7 +62,12 @@ async fn echo(registry: Arc<dyn Registry>, id: &str, version: &str, overloadable
                 .version(version.parse().expect("track"))
                 .admin(admin),
         )
-        .add_service(EchoServer::new(EchoService::new(id)));
+        .add_service(EchoServer::new(match next {
+            Some(next) => {
+                EchoService::new(id).with_next_hop(EchoClient::new(Channel::lazy([next])))
+            }
+            None => EchoService::new(id),
+        }));
     let page = AdminServer::new(
         InstanceInfo::new("svrkit.demo.Echo")
             .instance_id(id)
@@ -141,8 +159,17 @@ async fn the_console_lists_every_instance_and_shows_overload_in_a_real_browser()
     let dir = dir_dir.path();
     let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::new(dir.join("registry")));
     let busy = echo(Arc::clone(&registry), "echo-busy", "stable", true).await;
-    let _calm = echo(Arc::clone(&registry), "echo-calm", "stable", false).await;
+    let calm = echo(Arc::clone(&registry), "echo-calm", "stable", false).await;
     let _gray = echo(Arc::clone(&registry), "echo-gray", "gray", false).await;
+    // A front instance relaying to echo-calm: its traces cross two processes.
+    let front = echo_relaying(
+        Arc::clone(&registry),
+        "echo-front",
+        "stable",
+        false,
+        Some(calm.addr),
+    )
+    .await;
     let registry_dir = dir.join("registry").display().to_string();
     let (_console, addr) = console(&["--registry-dir", &registry_dir]).await;
 
@@ -153,7 +180,7 @@ async fn the_console_lists_every_instance_and_shows_overload_in_a_real_browser()
     for id in ["echo-busy", "echo-calm", "echo-gray"] {
         wait_for_text(&page, &format!("tr[data-instance=\"{id}\"]"), "ready").await;
     }
-    wait_for_text(&page, "tr[data-service=\"svrkit.demo.Echo\"]", "3/3 ready").await;
+    wait_for_text(&page, "tr[data-service=\"svrkit.demo.Echo\"]", "4/4 ready").await;
     wait_for_text(&page, "tr[data-instance=\"echo-gray\"]", "gray").await;
     wait_for_text(&page, "tr[data-instance=\"echo-busy\"]", "admits all").await;
 
@@ -200,6 +227,81 @@ async fn the_console_lists_every_instance_and_shows_overload_in_a_real_browser()
     .await;
     screenshot(&page, "console").await;
 
+    // A relayed call in a sampled trace (one in 64 is; this one is chosen so), recorded by
+    // both processes it passes: the console draws it from both.
+    let trace_id: u64 = 64 * 0x0abc_def1;
+    let relayed = EchoClient::new(Channel::lazy([front.addr]));
+    svrkit::Context::new()
+        .with_trace_id(trace_id)
+        .scope(relayed.relay(EchoRequest {
+            payload: b"traced".to_vec().into(),
+            delay_ms: 2,
+        }))
+        .await
+        .expect("relay");
+    click(&page, "tr[data-instance=\"echo-front\"]").await;
+    wait_for_text(&page, "#detail-title", "echo-front").await;
+    let hex = format!("{trace_id:016x}");
+    let link = format!("#detail-recent tr[data-trace=\"{hex}\"] a.trace");
+    wait_for(&page, &link).await;
+    click(&page, &link).await;
+    let waterfall = wait_for_text(&page, "#trace", "@ echo-calm").await;
+    assert!(
+        waterfall.contains("svrkit.demo.Echo/Relay @ echo-front")
+            && waterfall.contains("svrkit.demo.Echo/Echo @ echo-calm"),
+        "both hops of the trace: {waterfall}"
+    );
+    // The charts: a point every 5 s, kept in the instance; hovering shows the values.
+    // Three points make a line worth a screenshot.
+    wait_for(
+        &page,
+        "#detail-charts figure[data-chart=\"svrkit.demo.Echo/Relay · calls/s\"]",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    loop {
+        let points = page
+            .find(Locator::Css("#detail-charts"))
+            .await
+            .expect("charts")
+            .attr("data-points")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| p.parse::<usize>().ok())
+            .unwrap_or(0);
+        if points >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the charts never had three points"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let tip = page
+        .execute(
+            "const svg = document.querySelector('#detail-charts figure svg');\
+             const r = svg.getBoundingClientRect();\
+             svg.dispatchEvent(new MouseEvent('mousemove', {clientX: r.right - 8, clientY: r.top + 20}));\
+             return svg.parentElement.querySelector('.tip').textContent;",
+            Vec::new(),
+        )
+        .await
+        .expect("hover");
+    assert!(
+        tip.as_str().is_some_and(|t| t.contains("requests")),
+        "hovering a chart shows its values: {tip}"
+    );
+    screenshot(&page, "console-charts").await;
+    page.execute(
+        "document.querySelector('#trace').scrollIntoView();",
+        Vec::new(),
+    )
+    .await
+    .expect("scroll");
+    screenshot(&page, "console-trace").await;
+
     // The busy instance's own admin page shows its methods and DAGOR's state.
     page.goto(&format!("http://{}/", busy.admin))
         .await
@@ -208,6 +310,13 @@ async fn the_console_lists_every_instance_and_shows_overload_in_a_real_browser()
     wait_for_text(&page, "#title", "echo-busy").await;
     // Rates need two polls.
     wait_for_text(&page, "#methods tbody td:nth-child(2)", ".").await;
+    // Its charts and its slowest calls of the last minute.
+    wait_for(
+        &page,
+        "#charts figure[data-chart=\"svrkit.demo.Echo/Echo · latency\"]",
+    )
+    .await;
+    wait_for(&page, "#slowest tbody tr").await;
     screenshot(&page, "admin-page").await;
 
     stop.store(true, Ordering::Relaxed);
