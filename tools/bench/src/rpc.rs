@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 
-use crate::echo::{RawClient, System, TlsFiles};
+use crate::echo::{BatchedClient, RawClient, System, TlsFiles};
 use crate::proto::{svrkit_gen, tonic_gen};
 use crate::stats::{MachineTicks, process_cpu, quantile};
 
@@ -121,7 +121,7 @@ impl ServerProcess {
         waits: bool,
     ) -> anyhow::Result<ServerProcess> {
         let dir = match (system, tls) {
-            (System::Raw | System::Tarpc, _) | (_, None) => None,
+            (System::Raw | System::RawBatched | System::Tarpc, _) | (_, None) => None,
             (_, Some(tls)) => Some(tls.dir.display().to_string()),
         };
         let mut args = vec!["serve", system.name()];
@@ -186,6 +186,8 @@ enum Client {
     Tonics(Vec<tonic_gen::bench_client::BenchClient<tonic::transport::Channel>>),
     Tarpc(crate::echo::TarpcClient),
     Raw(Arc<RawClient>),
+    /// The batched client, and the caller's slot.
+    RawBatched(BatchedClient, usize),
 }
 
 impl Client {
@@ -238,6 +240,10 @@ impl Client {
             },
             System::Tarpc => Client::Tarpc(crate::echo::tarpc_connect(addr).await?),
             System::Raw => Client::Raw(Arc::new(RawClient::connect(addr).await?)),
+            System::RawBatched => {
+                let callers = args.concurrency.iter().copied().max().unwrap_or(1);
+                Client::RawBatched(BatchedClient::connect(addr, callers).await?, 0)
+            }
         })
     }
 
@@ -245,6 +251,7 @@ impl Client {
     fn for_caller(&self, index: usize) -> Client {
         match self {
             Client::Tonics(all) => Client::Tonic(all[index % all.len()].clone()),
+            Client::RawBatched(client, _) => Client::RawBatched(client.clone(), index),
             other => other.clone(),
         }
     }
@@ -283,6 +290,7 @@ impl Client {
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Client::Raw(c) => c.call(payload).await.map(drop),
+            Client::RawBatched(c, index) => c.call(*index, payload).await.map(drop),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the raw floor), each run in its own process by `svrkit-bench serve`.
 
 mod raw;
+mod raw_batched;
 mod svrkit_echo;
 mod tarpc_echo;
 mod tls;
@@ -9,6 +10,7 @@ mod tonic_echo;
 mod wait;
 
 pub(crate) use raw::RawClient;
+pub(crate) use raw_batched::BatchedClient;
 pub(crate) use tarpc_echo::{BenchClient as TarpcClient, connect as tarpc_connect};
 pub(crate) use tls::TlsFiles;
 
@@ -33,10 +35,20 @@ pub(crate) enum System {
     Tarpc,
     /// The raw length-prefixed floor.
     Raw,
+    /// The same raw server, driven by a client that batches writes and allocates
+    /// nothing per call: the strongest floor.
+    #[value(name = "raw_batched")]
+    RawBatched,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 4] = [System::Svrkit, System::Tonic, System::Tarpc, System::Raw];
+    pub(crate) const ALL: [System; 5] = [
+        System::Svrkit,
+        System::Tonic,
+        System::Tarpc,
+        System::Raw,
+        System::RawBatched,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -44,6 +56,7 @@ impl System {
             System::Tonic => "tonic",
             System::Tarpc => "tarpc",
             System::Raw => "raw",
+            System::RawBatched => "raw_batched",
         }
     }
 }
@@ -113,7 +126,7 @@ pub(crate) async fn serve(
                 () = stop => {}
             }
         }
-        System::Raw => {
+        System::Raw | System::RawBatched => {
             // The floor stays plain TCP: it is the reference the others are measured by.
             tokio::select! {
                 r = raw::serve(listener) => r?,

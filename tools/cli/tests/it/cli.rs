@@ -434,8 +434,8 @@ fn rustfmt_clean(files: &[PathBuf]) -> bool {
     }
 }
 
-/// svrkit and svrkit-codegen as `cargo package` makes them for crates.io, unpacked under
-/// `dir`: their directories.
+/// svrkit and svrkit-codegen as `cargo package` makes them for crates.io (the CLI is
+/// packaged beside them), unpacked under `dir`: their directories.
 fn packaged(dir: &std::path::Path) -> (PathBuf, PathBuf) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = dir.join("package-target");
@@ -449,6 +449,9 @@ fn packaged(dir: &std::path::Path) -> (PathBuf, PathBuf) {
             "svrkit",
             "-p",
             "svrkit-codegen",
+            // The CLI packages too (it is not built from its package here).
+            "-p",
+            "svrkit-cli",
             "--manifest-path",
         ])
         .arg(root.join("Cargo.toml"))
