@@ -747,6 +747,10 @@ impl Launch {
             }
             server = server.register(registry, instance);
         }
+        // gRPC health answers as `/readyz` does.
+        for check in self.readiness.0.clone() {
+            server = server.ready_when(check);
+        }
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_task = match admin_listener {
             Some(listener) => {

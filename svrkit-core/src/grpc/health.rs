@@ -1,7 +1,8 @@
 //! `grpc.health.v1.Health`: what Kubernetes gRPC probes, `grpc-health-probe` and load
 //! balancers ask. The server answers it from its own state: `SERVING` while it takes
-//! requests, `NOT_SERVING` once it drains or while accepting connections fails (out of
-//! descriptors, [`crate::process_limits`]).
+//! requests and its own checks hold ([`crate::Server::ready_when`]; `svrkit::launch`
+//! passes the admin endpoint's), `NOT_SERVING` once it drains or while accepting
+//! connections fails (out of descriptors, [`crate::process_limits`]).
 
 /// The service's full name.
 pub(crate) const SERVICE: &str = "grpc.health.v1.Health";

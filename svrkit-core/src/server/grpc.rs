@@ -69,7 +69,9 @@ impl ConnInfo {
 
     /// Whether health checks answer `SERVING`.
     fn ready(&self) -> bool {
-        !self.draining() && crate::process_limits::accepting()
+        !self.draining()
+            && crate::process_limits::accepting()
+            && self.server.readiness.0.iter().all(|check| check())
     }
 }
 

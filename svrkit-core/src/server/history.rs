@@ -210,6 +210,7 @@ mod tests {
             tls: None,
             policy: None,
             ownership: None,
+            readiness: Default::default(),
             descriptors: Default::default(),
             recent: Default::default(),
         }

@@ -103,7 +103,11 @@ pub struct Server<L = Identity> {
     tls: Option<crate::tls::ServerTls>,
     policy: Option<Arc<crate::policy::CallPolicy>>,
     ownership: Option<Arc<Ownership>>,
+    readiness: crate::admin::Readiness,
 }
+
+/// A condition a server must meet to call itself ready (gRPC health, `/readyz`).
+pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Server<Identity> {
     /// A server with no services and default settings.
@@ -120,6 +124,7 @@ impl Server<Identity> {
             tls: None,
             policy: None,
             ownership: None,
+            readiness: Default::default(),
         }
     }
 }
@@ -145,6 +150,7 @@ impl<L> Server<L> {
             tls: self.tls,
             policy: self.policy,
             ownership: self.ownership,
+            readiness: self.readiness,
         }
     }
 
@@ -210,6 +216,14 @@ impl<L> Server<L> {
         self
     }
 
+    /// Answers gRPC health checks `SERVING` only while `check` holds too (a storage
+    /// replica whose shards have leaders, say), besides serving and not draining.
+    /// `svrkit::launch` passes the same checks as the admin endpoint's `/readyz`.
+    pub fn ready_when(mut self, check: ReadyCheck) -> Self {
+        self.readiness.0.push(check);
+        self
+    }
+
     /// Registers `instance` in `registry` while serving (an address with port 0 becomes
     /// the listener's), and on shutdown deregisters it *before* draining, so clients stop
     /// sending before the server stops answering.
@@ -257,6 +271,7 @@ impl<L> Server<L> {
             tls: self.tls,
             policy: self.policy,
             ownership: self.ownership,
+            readiness: self.readiness,
             descriptors: Default::default(),
             recent: Default::default(),
         });

@@ -25,6 +25,8 @@ pub(crate) struct ServerShared {
     pub(crate) policy: Option<Arc<crate::policy::CallPolicy>>,
     /// The keys this shard owns, when it is one.
     pub(crate) ownership: Option<Arc<Ownership>>,
+    /// What else must hold for the server to be ready (gRPC health).
+    pub(crate) readiness: crate::admin::Readiness,
     /// The services' descriptors for gRPC reflection, indexed on first use.
     pub(crate) descriptors: std::sync::OnceLock<Arc<Descriptors>>,
     /// Recent and slowest calls (rpcz).

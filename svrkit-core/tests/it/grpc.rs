@@ -180,3 +180,56 @@ mod mutual_tls {
         server.shutdown().await;
     }
 }
+
+/// `grpc.health.v1.Health/Check` for the whole server: its `ServingStatus` number.
+async fn health(addr: std::net::SocketAddr) -> u64 {
+    use svrkit::client::RpcRequest;
+    use svrkit::method::{DynamicMethod, Method};
+    let channel = Channel::builder()
+        .protocol(Protocol::Grpc)
+        .plaintext()
+        .lazy([addr]);
+    let reply = channel
+        .call(RpcRequest {
+            method: Method::Dynamic(std::sync::Arc::new(DynamicMethod {
+                service: "grpc.health.v1.Health".into(),
+                method: "Check".into(),
+                idempotent: true,
+                timeout: None,
+                priority: 0,
+                stale_read: false,
+            })),
+            // HealthCheckRequest { service: "" } encodes to nothing.
+            body: bytes::Bytes::new(),
+            options: CallOptions::new(),
+        })
+        .await
+        .expect("health check");
+    // HealthCheckResponse { status = 1 (varint) }.
+    match &reply.body[..] {
+        [0x08, status] => u64::from(*status),
+        other => panic!("unexpected HealthCheckResponse {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_follows_the_servers_own_readiness_checks() {
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&ready);
+    let server = start(
+        Server::builder()
+            .ready_when(std::sync::Arc::new(move || {
+                flag.load(std::sync::atomic::Ordering::Relaxed)
+            }))
+            .add_service(EchoServer::new(EchoService::new("g"))),
+    )
+    .await;
+    assert_eq!(
+        health(server.addr).await,
+        2,
+        "NOT_SERVING while a check fails"
+    );
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(health(server.addr).await, 1, "SERVING once it holds");
+    server.shutdown().await;
+}
