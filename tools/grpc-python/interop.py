@@ -229,11 +229,36 @@ def health(channel, watch_drain):
     check(second.status == health_pb2.HealthCheckResponse.NOT_SERVING, "and turns NOT_SERVING when the server drains")
 
 
+def mutual_tls(address, tls_dir):
+    """The server requires a certificate of the cluster's CA: with one, the handler sees
+    the certificate's service name as the caller; without one, no connection."""
+    echo = importlib.import_module("demo.echo_pb2")
+    echo_grpc = importlib.import_module("demo.echo_pb2_grpc")
+    read = lambda name: open(os.path.join(tls_dir, name), "rb").read()
+    # svrkit's certificates name the host svrkit.cluster (identity is the SPIFFE URI).
+    options = [("grpc.ssl_target_name_override", "svrkit.cluster")]
+    member = grpc.ssl_channel_credentials(read("ca.crt"), read("python.key"), read("python.crt"))
+    with grpc.secure_channel(address, member, options=options) as channel:
+        reply = echo_grpc.EchoStub(channel).Echo(
+            echo.EchoRequest(payload=b"tls"), metadata=[("svrkit-caller", "claimed")], timeout=TIMEOUT
+        )
+        check(reply.seen.caller == "python", f"over mutual TLS the caller is the certificate's ({reply.seen.caller!r})")
+    stranger = grpc.ssl_channel_credentials(read("ca.crt"))
+    with grpc.secure_channel(address, stranger, options=options) as channel:
+        try:
+            echo_grpc.EchoStub(channel).Echo(echo.EchoRequest(payload=b"x"), timeout=TIMEOUT)
+            raise AssertionError("a client without a certificate was let in")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.UNAVAILABLE, f"a client without a certificate is refused ({e.code()})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idl", required=True, help="svrkit's idl/ (demo/echo.proto, svrkit/options.proto)")
     parser.add_argument("--corpus-idl", required=True, help="svrkit-codegen/tests/corpus/idl")
-    parser.add_argument("--addr", required=True, help="the server, HOST:PORT")
+    parser.add_argument("--addr", help="the server, HOST:PORT")
+    parser.add_argument("--tls-addr", help="a server requiring mutual TLS, HOST:PORT")
+    parser.add_argument("--tls-dir", help="ca.crt, python.crt and python.key for --tls-addr")
     parser.add_argument("--overloaded", help="a server DAGOR has found overloaded")
     parser.add_argument("--watch-drain", action="store_true")
     args = parser.parse_args()
@@ -241,13 +266,16 @@ def main():
         [args.idl, args.corpus_idl],
         ["svrkit/options.proto", "demo/echo.proto", "corpus/types.proto", "corpus/wkt.proto"],
     )
-    with grpc.insecure_channel(args.addr) as channel:
-        scalars_and_well_known_types(channel)
-        context_errors_and_deadlines(channel)
-        reflection(channel)
-        if args.overloaded:
-            overload(args.overloaded)
-        health(channel, args.watch_drain)
+    if args.tls_addr:
+        mutual_tls(args.tls_addr, args.tls_dir)
+    if args.addr:
+        with grpc.insecure_channel(args.addr) as channel:
+            scalars_and_well_known_types(channel)
+            context_errors_and_deadlines(channel)
+            reflection(channel)
+            if args.overloaded:
+                overload(args.overloaded)
+            health(channel, args.watch_drain)
     print("PASSED", flush=True)
 
 

@@ -284,3 +284,63 @@ async fn call_reflect_needs_no_local_idl() {
     let _ = stop.send(());
     server.await.expect("task").expect("serve");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_with_the_clusters_certificate_gets_in_over_mutual_tls() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = svrkit_testkit::tempdir("grpc-tls");
+    let ca = svrkit::tls::mint::ClusterCa::new("test").expect("CA");
+    let server_cert = ca.issue("back").expect("server certificate");
+    let client_cert = ca.issue("python").expect("client certificate");
+    std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("write");
+    std::fs::write(dir.path().join("python.crt"), &client_cert.cert_pem).expect("write");
+    std::fs::write(dir.path().join("python.key"), &client_cert.key_pem).expect("write");
+    let credentials = svrkit::tls::Credentials::from_pem(
+        server_cert.cert_pem.as_bytes(),
+        server_cert.key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
+    )
+    .expect("credentials");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        Server::builder()
+            .tls(credentials.server().expect("server TLS"))
+            .add_service(EchoServer::new(interop()))
+            .serve(listener, async {
+                let _ = stopped.await;
+            }),
+    );
+    let repo = repo();
+    let out = tokio::process::Command::new(&python)
+        .arg(repo.join("tools/grpc-python/interop.py"))
+        .arg("--idl")
+        .arg(repo.join("idl"))
+        .arg("--corpus-idl")
+        .arg(repo.join("svrkit-codegen/tests/corpus/idl"))
+        .args(["--tls-addr", &addr.to_string()])
+        .arg("--tls-dir")
+        .arg(dir.path())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("the Python client finishes in time")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("over mutual TLS the caller is the certificate's")
+            && stdout.contains("a client without a certificate is refused"),
+        "{stdout}"
+    );
+    let _ = stop.send(());
+    server.await.expect("task").expect("serve");
+}
