@@ -185,6 +185,7 @@ pub(crate) async fn serve_connection<S>(
             identity,
             peer,
             shutdown,
+            buffered: Arc::default(),
         };
         return super::grpc::serve_grpc(link, info, svc).await;
     }

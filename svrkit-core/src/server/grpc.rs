@@ -12,7 +12,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -42,7 +42,16 @@ use crate::transport::Link;
 /// bound and room for HTTP/2's and gRPC's fields.
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// Streams one connection may have open at once.
-const MAX_STREAMS: u32 = 1024;
+const MAX_STREAMS: u32 = 256;
+/// Request bytes one connection may have buffered (read, not yet handed to a handler) at
+/// once, over all its streams: past it a request is refused `RESOURCE_EXHAUSTED` rather
+/// than a client holding streams × the frame limit of the server's memory.
+const MAX_CONNECTION_BUFFERED: usize = 64 << 20;
+/// A request body that has not arrived whole after this long is given up (a client that
+/// opens streams and sends nothing holds nothing for long), whatever its deadline.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A reflection stream idle this long is ended.
+const REFLECTION_IDLE: Duration = Duration::from_secs(60);
 /// The HTTP/2 flow-control window of one stream, and of the whole connection.
 const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 4 << 20;
@@ -60,6 +69,8 @@ pub(super) struct ConnInfo {
     pub(super) peer: SocketAddr,
     /// Turns true when the server starts to drain.
     pub(super) shutdown: watch::Receiver<bool>,
+    /// Request bytes this connection has buffered now (see [`MAX_CONNECTION_BUFFERED`]).
+    pub(super) buffered: Arc<AtomicUsize>,
 }
 
 impl ConnInfo {
@@ -237,7 +248,14 @@ where
     };
     let method_metrics = route.metrics_of(Protocol::Grpc);
     let deadline = head.timeout.map(|t| arrival + t);
-    let body = match read_one(request.into_body(), server.max_frame_size, deadline).await {
+    let body = match read_one(
+        request.into_body(),
+        server.max_frame_size,
+        deadline,
+        &info.buffered,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(status) => {
             method_metrics.responded(status.code());
@@ -354,13 +372,46 @@ async fn next_frame(body: &mut Incoming) -> Option<Result<Frame<Bytes>, hyper::E
     poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
 }
 
-/// Reads the one message of a unary request: at most `max` bytes, before `deadline`.
+/// Gives a connection's buffered bytes back when a read ends, however it ends.
+struct Buffered<'a> {
+    total: &'a AtomicUsize,
+    mine: usize,
+}
+
+impl Buffered<'_> {
+    /// Takes `n` more bytes of the connection's budget, unless that would exceed it.
+    fn take(&mut self, n: usize) -> Result<(), Status> {
+        let before = self.total.fetch_add(n, Ordering::Relaxed);
+        self.mine += n;
+        if before + n > MAX_CONNECTION_BUFFERED {
+            return Err(Status::resource_exhausted(format!(
+                "this connection has more than {MAX_CONNECTION_BUFFERED} bytes of requests \
+                 in flight"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Buffered<'_> {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.mine, Ordering::Relaxed);
+    }
+}
+
+/// Reads the one message of a unary request: at most `max` bytes, before `deadline` (and
+/// within [`BODY_TIMEOUT`]), within the connection's budget of buffered bytes.
 async fn read_one(
     mut body: Incoming,
     max: usize,
     deadline: Option<Instant>,
+    buffered: &AtomicUsize,
 ) -> Result<Bytes, Status> {
     let read = async {
+        let mut budget = Buffered {
+            total: buffered,
+            mine: 0,
+        };
         let mut buf = BytesMut::new();
         while let Some(frame) = next_frame(&mut body).await {
             let frame =
@@ -369,6 +420,7 @@ async fn read_one(
                 if buf.len() + data.len() > max + wire::PREFIX_LEN {
                     return Err(too_large(max));
                 }
+                budget.take(data.len())?;
                 buf.extend_from_slice(&data);
             }
         }
@@ -393,16 +445,19 @@ async fn read_one(
         }
         Ok(message)
     };
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), read)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Status::deadline_exceeded(
-                    "the deadline passed while the request was read",
+    let limit = Instant::now() + BODY_TIMEOUT;
+    let until = deadline.map_or(limit, |d| d.min(limit));
+    tokio::time::timeout_at(until.into(), read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(if deadline.is_some_and(|d| d <= limit) {
+                Status::deadline_exceeded("the deadline passed while the request was read")
+            } else {
+                Status::deadline_exceeded(format!(
+                    "the request's body did not arrive within {BODY_TIMEOUT:?}"
                 ))
-            }),
-        None => read.await,
-    }
+            })
+        })
 }
 
 fn too_large(max: usize) -> Status {
@@ -432,7 +487,14 @@ async fn serve_health(
             );
         }
     };
-    let asked = match read_one(request.into_body(), MAX_HEALTH_REQUEST, deadline).await {
+    let asked = match read_one(
+        request.into_body(),
+        MAX_HEALTH_REQUEST,
+        deadline,
+        &info.buffered,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(status) => return refusal(&status, level),
     };
@@ -529,7 +591,11 @@ fn serve_reflection(request: Request<Incoming>, info: &ConnInfo) -> Response<Grp
                     ));
                 }
             }
-            match next_frame(&mut body).await {
+            let next = tokio::time::timeout(REFLECTION_IDLE, next_frame(&mut body)).await;
+            let Ok(next) = next else {
+                break Err(Status::deadline_exceeded("the reflection stream was idle"));
+            };
+            match next {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         buf.extend_from_slice(&data);
@@ -548,4 +614,30 @@ fn serve_reflection(request: Request<Incoming>, info: &ConnInfo) -> Response<Grp
         let _ = tx.send(Frame::trailers(trailers)).await;
     });
     with_grpc_headers(Response::new(GrpcBody::Stream(rx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_buffers_at_most_its_budget_and_gets_it_back() {
+        let total = AtomicUsize::new(0);
+        let mut first = Buffered {
+            total: &total,
+            mine: 0,
+        };
+        first.take(MAX_CONNECTION_BUFFERED - 10).expect("within");
+        let mut second = Buffered {
+            total: &total,
+            mine: 0,
+        };
+        second.take(10).expect("exactly the budget");
+        let refused = second.take(1).expect_err("over it");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        drop(second);
+        assert_eq!(total.load(Ordering::Relaxed), MAX_CONNECTION_BUFFERED - 10);
+        drop(first);
+        assert_eq!(total.load(Ordering::Relaxed), 0, "all given back");
+    }
 }

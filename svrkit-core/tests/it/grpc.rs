@@ -233,3 +233,55 @@ async fn grpc_health_follows_the_servers_own_readiness_checks() {
     assert_eq!(health(server.addr).await, 1, "SERVING once it holds");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_grpc_input_gets_a_clear_status_and_the_server_keeps_serving() {
+    use svrkit::client::RpcRequest;
+    use svrkit::method::{DynamicMethod, Method};
+    let server = start(
+        Server::builder()
+            .max_frame_size(1024)
+            .add_service(EchoServer::new(EchoService::new("g"))),
+    )
+    .await;
+    let channel = Channel::builder()
+        .protocol(Protocol::Grpc)
+        .max_attempts(1)
+        .plaintext()
+        .lazy([server.addr]);
+    let raw = |method: &str, body: &'static [u8]| RpcRequest {
+        method: Method::Dynamic(std::sync::Arc::new(DynamicMethod {
+            service: "svrkit.demo.Echo".into(),
+            method: method.into(),
+            idempotent: false,
+            timeout: None,
+            priority: 0,
+            stale_read: false,
+        })),
+        body: bytes::Bytes::from_static(body),
+        options: CallOptions::new(),
+    };
+    // Over the server's limit (the client's own is the default 16 MiB).
+    let big = grpc_client(server.addr)
+        .echo(request(&[7u8; 4096], 0))
+        .await
+        .expect_err("too large");
+    assert_eq!(big.code(), Code::ResourceExhausted, "{big}");
+    // Not an EchoRequest.
+    let garbage = channel
+        .call(raw("Echo", b"\xff\xff\xff\xff"))
+        .await
+        .expect_err("undecodable");
+    assert_eq!(garbage.code(), Code::InvalidArgument, "{garbage}");
+    let unknown = channel
+        .call(raw("Nope", b""))
+        .await
+        .expect_err("unknown method");
+    assert_eq!(unknown.code(), Code::Unimplemented, "{unknown}");
+    let ok = grpc_client(server.addr)
+        .echo(request(b"still here", 0))
+        .await
+        .expect("the server keeps serving");
+    assert_eq!(&ok.payload[..], b"still here");
+    server.shutdown().await;
+}
