@@ -118,16 +118,7 @@ pub(crate) fn decode_message(value: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+use crate::server::truncate;
 
 /// `google.rpc.Status`.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -382,14 +382,7 @@ where
             .verified(self.identity.clone())
             .with_business_priority(business)
             .with_user_priority(user);
-        let note = CallNote {
-            arrival,
-            trace_id_high: ctx.trace_id_high(),
-            trace_id: ctx.trace_id(),
-            span_id: ctx.span_id(),
-            parent_span_id: ctx.parent_span_id(),
-            protocol: crate::grpc::Protocol::Svrkit,
-        };
+        let note = CallNote::of(&ctx, arrival, crate::grpc::Protocol::Svrkit);
 
         // Back-pressure from server layers holds here.
         let mut waited = false;
@@ -721,7 +714,7 @@ fn encode_response(
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -269,14 +269,7 @@ where
         .verified(info.identity.clone())
         .with_business_priority(priority.business)
         .with_user_priority(priority.user);
-    let note = CallNote {
-        arrival,
-        trace_id_high: ctx.trace_id_high(),
-        trace_id: ctx.trace_id(),
-        span_id: ctx.span_id(),
-        parent_span_id: ctx.parent_span_id(),
-        protocol: Protocol::Grpc,
-    };
+    let note = CallNote::of(&ctx, arrival, Protocol::Grpc);
 
     if let Err(error) = poll_fn(|cx| svc.poll_ready(cx)).await {
         let status = Status::from_error(error.into());

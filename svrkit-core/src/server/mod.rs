@@ -18,6 +18,7 @@
 
 mod call;
 mod connection;
+pub(crate) use connection::truncate;
 mod gate;
 mod grpc;
 pub mod history;

@@ -61,6 +61,18 @@ pub(crate) struct CallNote {
 }
 
 impl CallNote {
+    /// The note of a call arriving at `arrival` with `ctx`, over `protocol`.
+    pub(crate) fn of(ctx: &crate::Context, arrival: Instant, protocol: Protocol) -> CallNote {
+        CallNote {
+            arrival,
+            trace_id_high: ctx.trace_id_high(),
+            trace_id: ctx.trace_id(),
+            span_id: ctx.span_id(),
+            parent_span_id: ctx.parent_span_id(),
+            protocol,
+        }
+    }
+
     /// Whether this call's trace is sampled.
     pub(crate) fn sampled(&self) -> bool {
         self.trace_id & (SAMPLE_ONE_IN - 1) == 0

@@ -193,24 +193,26 @@ fn query(raw: Option<&str>, key: &str) -> anyhow::Result<String> {
     String::from_utf8(out).map_err(|_| anyhow::anyhow!("{key} is not UTF-8"))
 }
 
+/// `path` of the instance the query names (`?instance=ID`).
+async fn of_instance(console: &Console, raw: Option<&str>, path: &str) -> Response {
+    answer(match query(raw, "instance") {
+        Ok(id) => console.instance_json(&id, path).await,
+        Err(e) => Err(e),
+    })
+}
+
 async fn history(
     State(console): State<Arc<Console>>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
-    answer(match query(raw.as_deref(), "instance") {
-        Ok(id) => console.instance_json(&id, "/history").await,
-        Err(e) => Err(e),
-    })
+    of_instance(&console, raw.as_deref(), "/history").await
 }
 
 async fn rpcz(
     State(console): State<Arc<Console>>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
-    answer(match query(raw.as_deref(), "instance") {
-        Ok(id) => console.instance_json(&id, "/rpcz").await,
-        Err(e) => Err(e),
-    })
+    of_instance(&console, raw.as_deref(), "/rpcz").await
 }
 
 async fn trace(

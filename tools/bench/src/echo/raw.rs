@@ -42,6 +42,20 @@ async fn echo_connection(mut stream: TcpStream) -> std::io::Result<()> {
     }
 }
 
+/// The next complete answer in `buf` (`u32 length | u64 id | payload`), taken off it.
+pub(super) fn take_frame(buf: &mut BytesMut) -> Option<(u64, Bytes)> {
+    if buf.len() < 12 {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len < 8 || buf.len() < 4 + len {
+        return None;
+    }
+    buf.advance(4);
+    let id = buf.get_u64();
+    Some((id, buf.split_to(len - 8).freeze()))
+}
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>;
 
 /// A multiplexed raw client over one connection.
@@ -80,14 +94,7 @@ impl RawClient {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 }
-                while buf.len() >= 4 {
-                    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                    if buf.len() < 4 + len {
-                        break;
-                    }
-                    buf.advance(4);
-                    let id = buf.get_u64();
-                    let payload = buf.split_to(len - 8).freeze();
+                while let Some((id, payload)) = take_frame(&mut buf) {
                     let waiter = replies.lock().ok().and_then(|mut p| p.remove(&id));
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(payload);

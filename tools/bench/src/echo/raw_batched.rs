@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Poll, Waker};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -76,15 +76,8 @@ impl BatchedClient {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 }
-                while buf.len() >= 12 {
-                    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                    if buf.len() < 4 + len {
-                        break;
-                    }
-                    buf.advance(4);
-                    let id = buf.get_u64() as usize;
-                    let payload = buf.split_to(len - 8).freeze();
-                    if let Some(slot) = reads.slots.get(id) {
+                while let Some((id, payload)) = super::raw::take_frame(&mut buf) {
+                    if let Some(slot) = reads.slots.get(id as usize) {
                         let mut slot = lock(slot);
                         slot.reply = Some(payload);
                         if let Some(waker) = slot.waker.take() {
