@@ -357,37 +357,52 @@ pub fn query_value<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
         .map(|(_, v)| v)
 }
 
-/// `/rpcz`: recent sampled calls (newest first) and the last minute's slowest.
+/// A trace id as `/rpcz` writes it (16 hex digits, or 32 for a 128-bit id): (high, low).
+fn parse_trace(hex: &str) -> Option<(u64, u64)> {
+    if hex.is_empty() || hex.len() > 32 || !hex.is_ascii() {
+        return None;
+    }
+    let (high, low) = hex.split_at(hex.len().saturating_sub(16));
+    let number = |s: &str| match s {
+        "" => Some(0),
+        s => u64::from_str_radix(s, 16).ok(),
+    };
+    Some((number(high)?, number(low)?))
+}
+
+/// `/rpcz`: recent sampled calls (newest first) and the last minute's slowest;
+/// `?trace=ID` keeps one trace's.
 async fn rpcz(
     State(admin): State<AdminServer>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Response {
-    // `?trace=ID` keeps one trace.
-    let trace = query_value(query.as_deref(), "trace");
-    let keep = |r: &crate::server::CallRecord| match trace {
-        Some(trace) => {
-            crate::context::TraceHex(r.trace_id_high, r.trace_id).to_string()
-                == trace.to_ascii_lowercase()
-        }
-        None => true,
+    let trace = match query_value(query.as_deref(), "trace") {
+        None => None,
+        Some(hex) => match parse_trace(hex) {
+            Some(ids) => Some(ids),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "a trace id is 1 to 32 hex digits\n",
+                )
+                    .into_response();
+            }
+        },
     };
-    let servers = &admin.inner.servers;
-    let recent: Vec<Value> = servers
-        .iter()
-        .flat_map(|s| s.recent_calls())
-        .filter(keep)
-        .map(|r| call_json(&r))
-        .collect();
-    let slowest: Vec<Value> = servers
-        .iter()
-        .flat_map(|s| s.slowest_calls())
-        .filter(keep)
-        .map(|r| call_json(&r))
-        .collect();
+    let list = |calls: fn(&ServerStats) -> Vec<crate::server::CallRecord>| -> Vec<Value> {
+        admin
+            .inner
+            .servers
+            .iter()
+            .flat_map(calls)
+            .filter(|r| trace.is_none_or(|ids| ids == (r.trace_id_high, r.trace_id)))
+            .map(|r| call_json(&r))
+            .collect()
+    };
     axum::Json(json!({
         "sample_one_in": crate::server::recent::SAMPLE_ONE_IN,
-        "recent": recent,
-        "slowest": slowest,
+        "recent": list(ServerStats::recent_calls),
+        "slowest": list(ServerStats::slowest_calls),
     }))
     .into_response()
 }
@@ -413,5 +428,26 @@ async fn readyz(State(admin): State<AdminServer>) -> Response {
             .into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_parse_as_rpcz_writes_them() {
+        assert_eq!(parse_trace("00000002af37bc40"), Some((0, 0x2af3_7bc40)));
+        assert_eq!(parse_trace("7"), Some((0, 7)));
+        assert_eq!(
+            parse_trace("00000000000000090000000000000007"),
+            Some((9, 7)),
+            "128-bit"
+        );
+        for bad in ["", "xyz", "123456789012345678901234567890123", "é"] {
+            assert_eq!(parse_trace(bad), None, "{bad}");
+        }
+        assert_eq!(query_value(Some("a=1&trace=ab"), "trace"), Some("ab"));
+        assert_eq!(query_value(Some("a=1"), "trace"), None);
     }
 }

@@ -126,8 +126,9 @@ def context_errors_and_deadlines(channel):
     check(reply.payload == b"hi", "a call answers")
     check(dict(seen.metadata) == {"tenant": b"acme", "blob-bin": b"\x00\xff"}, "metadata arrives in the handler")
     check(seen.uid == 42, "svrkit-uid names the user")
-    # gRPC's C core rounds the timeout it sends up a little (2 s may go as "2100m").
-    check(1000 < seen.remaining_ms <= 2200, f"the deadline arrives ({seen.remaining_ms} ms left)")
+    # Some time is left, never more than sent (gRPC's C core rounds the timeout it sends up
+    # a little: 2 s may go as "2100m"). How much is left is the machine's business.
+    check(0 < seen.remaining_ms <= 2200, f"the deadline arrives ({seen.remaining_ms} ms left)")
     check(seen.business_priority == 20, "the method's IDL priority applies")
 
     try:

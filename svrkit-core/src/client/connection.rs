@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 
 use crate::protocol::{
@@ -84,13 +83,8 @@ impl Connection {
         max_frame_size: usize,
         tls: Option<&crate::tls::ClientTls>,
     ) -> std::io::Result<Arc<Connection>> {
-        let stream = TcpStream::connect(peer).await?;
-        stream.set_nodelay(true)?;
         // The caller bounds the whole connect too (its connect timeout).
-        let link = match tls {
-            None => Link::plain(stream),
-            Some(tls) => Link::client(stream, tls, std::time::Duration::from_secs(10)).await?,
-        };
+        let link = Link::dial(peer, tls).await?;
         let mut out = BytesMut::with_capacity(8 * 1024);
         out.put_slice(&PREFACE);
         let conn = Arc::new(Connection {

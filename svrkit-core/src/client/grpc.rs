@@ -16,7 +16,6 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
 use crate::grpc::body::GrpcBody;
 use crate::grpc::io::GrpcIo;
@@ -59,12 +58,7 @@ impl GrpcConnection {
         max_frame_size: usize,
         tls: Option<&crate::tls::ClientTls>,
     ) -> std::io::Result<Arc<GrpcConnection>> {
-        let stream = TcpStream::connect(peer).await?;
-        stream.set_nodelay(true)?;
-        let link = match tls {
-            None => Link::plain(stream),
-            Some(tls) => Link::client(stream, &tls.with_h2(), Duration::from_secs(10)).await?,
-        };
+        let link = Link::dial(peer, tls.map(|t| t.with_h2()).as_ref()).await?;
         let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())

@@ -27,11 +27,11 @@ pub(crate) struct LinkIo {
 }
 
 impl LinkIo {
-    /// `link`, with `already` read from it (bytes a sniffer took before).
-    pub(crate) fn new(link: Link, already: BytesMut) -> LinkIo {
+    /// `link` as a byte stream.
+    pub(crate) fn new(link: Link) -> LinkIo {
         LinkIo {
             link,
-            read: already,
+            read: BytesMut::new(),
             write: BytesMut::new(),
             eof: false,
         }
@@ -114,7 +114,7 @@ impl GrpcIo {
     pub(crate) fn new(link: Link) -> GrpcIo {
         match link.into_plain() {
             Ok(tcp) => GrpcIo::Plain(tcp),
-            Err(link) => GrpcIo::Tls(LinkIo::new(link, BytesMut::new())),
+            Err(link) => GrpcIo::Tls(LinkIo::new(link)),
         }
     }
 }

@@ -212,8 +212,6 @@ pub(super) fn decode(raw: &[u8]) -> Result<RequestHeader<'_>, Refused<'static>> 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     use bytes::BytesMut;
 
@@ -228,20 +226,7 @@ mod tests {
     }
 
     fn server(router: Router) -> ServerShared {
-        ServerShared {
-            router: Arc::new(router),
-            max_frame_size: crate::protocol::DEFAULT_MAX_FRAME_SIZE,
-            admission: None,
-            workers: None,
-            connections: AtomicUsize::new(0),
-            draining: AtomicBool::new(false),
-            tls: None,
-            policy: None,
-            ownership: None,
-            readiness: Default::default(),
-            descriptors: Default::default(),
-            recent: Default::default(),
-        }
+        ServerShared::with_router(router)
     }
 
     fn header_bytes(service: &str, method: &str) -> BytesMut {

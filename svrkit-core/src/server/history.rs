@@ -108,10 +108,8 @@ impl History {
             a.shed_by_business_priority.iter().map(|(_, n)| n).sum()
         });
         let mut baseline = self.baseline.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(before) = baseline.replace(now) else {
-            return;
-        };
-        let Some(now) = baseline.as_ref() else {
+        let Some(before) = baseline.take() else {
+            *baseline = Some(now);
             return;
         };
         let per_s = |delta: u64| delta as f64 / seconds.max(1e-3);
@@ -150,6 +148,8 @@ impl History {
                 .map(|p| (p.business, p.user)),
             sheds_per_s: per_s(now.sheds.saturating_sub(before.sheds)),
         };
+        *baseline = Some(now);
+        drop(baseline);
         let mut points = self.points.lock().unwrap_or_else(PoisonError::into_inner);
         if points.len() == POINTS {
             points.pop_front();
@@ -160,7 +160,6 @@ impl History {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -200,20 +199,7 @@ mod tests {
     fn server() -> ServerShared {
         let mut router = Router::default();
         router.add(Box::new(H));
-        ServerShared {
-            router: Arc::new(router),
-            max_frame_size: 1 << 20,
-            admission: None,
-            workers: None,
-            connections: Default::default(),
-            draining: Default::default(),
-            tls: None,
-            policy: None,
-            ownership: None,
-            readiness: Default::default(),
-            descriptors: Default::default(),
-            recent: Default::default(),
-        }
+        ServerShared::with_router(router)
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::grpc::Protocol;
 use crate::status::Code;
@@ -209,26 +209,10 @@ impl Recent {
     }
 }
 
-/// The calls of one trace among `records`, in the order they started.
-pub fn of_trace(records: &[CallRecord], high: u64, low: u64) -> Vec<CallRecord> {
-    let mut found: Vec<CallRecord> = records
-        .iter()
-        .filter(|r| r.trace_id == low && r.trace_id_high == high)
-        .cloned()
-        .collect();
-    found.sort_by_key(|r| r.at_unix_us);
-    found.dedup_by_key(|r| r.span_id);
-    found
-}
-
-/// For tests and tools: how long ago a record's call started.
-pub fn age(record: &CallRecord) -> Duration {
-    let now = unix_us(Instant::now());
-    Duration::from_micros(now.saturating_sub(record.at_unix_us))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn note(trace_id: u64, arrival: Instant) -> CallNote {
@@ -291,38 +275,5 @@ mod tests {
             );
         }
         assert_eq!(recent.recent().len(), RECENT);
-    }
-
-    #[test]
-    fn a_trace_is_its_calls_in_order() {
-        let t = Instant::now();
-        let mut a = CallRecord {
-            at_unix_us: 20,
-            service: "b.B",
-            method: "M",
-            caller: "a".into(),
-            code: Code::Ok,
-            latency_us: 5,
-            trace_id_high: 0,
-            trace_id: 7,
-            span_id: 2,
-            parent_span_id: 1,
-            protocol: Protocol::Svrkit,
-        };
-        let root = CallRecord {
-            at_unix_us: 10,
-            span_id: 1,
-            parent_span_id: 0,
-            service: "a.A",
-            ..a.clone()
-        };
-        let other = CallRecord {
-            trace_id: 8,
-            ..a.clone()
-        };
-        let trace = of_trace(&[a.clone(), other, root.clone(), a.clone()], 0, 7);
-        assert_eq!(trace, vec![root, a.clone()]);
-        a.at_unix_us = unix_us(t);
-        assert!(age(&a) < Duration::from_secs(60));
     }
 }

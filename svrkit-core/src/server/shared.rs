@@ -57,3 +57,24 @@ impl ServerShared {
             .map_or((0, 0), Admission::wire_level)
     }
 }
+
+#[cfg(test)]
+impl ServerShared {
+    /// A server's shared state serving `router`, with every option off, for unit tests.
+    pub(crate) fn with_router(router: Router) -> ServerShared {
+        ServerShared {
+            router: Arc::new(router),
+            max_frame_size: crate::protocol::DEFAULT_MAX_FRAME_SIZE,
+            admission: None,
+            workers: None,
+            connections: Default::default(),
+            draining: Default::default(),
+            tls: None,
+            policy: None,
+            ownership: None,
+            readiness: Default::default(),
+            descriptors: Default::default(),
+            recent: Default::default(),
+        }
+    }
+}

@@ -62,6 +62,20 @@ impl Link {
         }
     }
 
+    /// Connects to `peer` (no Nagle delay), with TLS as the client when `tls` is set (its
+    /// handshake bounded by 10 s; the caller bounds the whole connect too).
+    pub(crate) async fn dial(
+        peer: std::net::SocketAddr,
+        tls: Option<&ClientTls>,
+    ) -> io::Result<Link> {
+        let tcp = TcpStream::connect(peer).await?;
+        tcp.set_nodelay(true)?;
+        match tls {
+            None => Ok(Link::plain(tcp)),
+            Some(tls) => Link::client(tcp, tls, Duration::from_secs(10)).await,
+        }
+    }
+
     /// TLS as the client, after a handshake bounded by `timeout`.
     pub(crate) async fn client(
         tcp: TcpStream,

@@ -110,18 +110,8 @@ async fn errors_and_deadlines_keep_their_meaning_over_grpc() {
 #[cfg(feature = "mint")]
 mod mutual_tls {
     use super::*;
-    use svrkit::tls::Credentials;
+    use crate::common::credentials;
     use svrkit::tls::mint::ClusterCa;
-
-    fn credentials(ca: &ClusterCa, service: &str) -> Credentials {
-        let issued = ca.issue(service).expect("issued");
-        Credentials::from_pem(
-            issued.cert_pem.as_bytes(),
-            issued.key_pem.as_bytes(),
-            ca.cert_pem().as_bytes(),
-        )
-        .expect("credentials")
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn grpc_over_mutual_tls_admits_the_cluster_only() {

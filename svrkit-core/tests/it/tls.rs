@@ -14,15 +14,7 @@ use svrkit::{CallOptions, Channel, Code, Context, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-fn credentials(ca: &ClusterCa, service: &str) -> Credentials {
-    let issued = ca.issue(service).expect("issued");
-    Credentials::from_pem(
-        issued.cert_pem.as_bytes(),
-        issued.key_pem.as_bytes(),
-        ca.cert_pem().as_bytes(),
-    )
-    .expect("credentials")
-}
+use crate::common::credentials;
 
 async fn tls_server(
     ca: &ClusterCa,

@@ -395,3 +395,15 @@ pub async fn until(
     .await
     .expect("the registry reached the expected state in time");
 }
+
+/// Credentials of `service`, issued by `ca` (mutual TLS tests).
+#[cfg(feature = "mint")]
+pub fn credentials(ca: &svrkit::tls::mint::ClusterCa, service: &str) -> svrkit::tls::Credentials {
+    let issued = ca.issue(service).expect("issued");
+    svrkit::tls::Credentials::from_pem(
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
+    )
+    .expect("credentials")
+}
