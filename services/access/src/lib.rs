@@ -23,6 +23,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 mod json;
+pub mod outbox;
 pub mod push;
 pub mod ratelimit;
 pub mod web;

@@ -30,7 +30,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::admission::EdgeAdmission;
@@ -223,7 +223,7 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
             return;
         }
     };
-    let (outbox, mut outgoing) = mpsc::channel::<String>(QUEUE);
+    let (outbox, mut outgoing) = crate::outbox::outbox(QUEUE);
     let ended = Arc::new(tokio::sync::Notify::new());
     let registration = long
         .hub
@@ -359,7 +359,7 @@ async fn session(long: Long, mut socket: WebSocket, peer: SocketAddr) {
             }
             () = ended.notified() => {
                 // Logged out: say so (the frame is queued), then close.
-                while let Ok(frame) = outgoing.try_recv() {
+                while let Some(frame) = outgoing.try_recv() {
                     let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(frame.into()))).await;
                 }
                 let _ = socket.send(Message::Close(None)).await;

@@ -143,10 +143,18 @@ export class Api {
   }
 }
 
+/** The first reconnection waits a random pause below this; each failure doubles it. */
+const FIRST_RECONNECT_MS = 1000;
+/** The longest bound of a reconnection's pause. */
+const MAX_RECONNECT_MS = 30000;
+/** Auth answers that say "try again later", not "this session is over". */
+const RETRYABLE = new Set(["overloaded", "unavailable", "resource_exhausted", "deadline_exceeded"]);
+
 /**
  * The live connection: authenticates with the token, hands every push to `onPush`,
- * reports its state to `onState` ("connecting", "live", "offline") and reconnects with
- * a growing pause until `close()`.
+ * reports its state to `onState` ("connecting", "live", "offline") and reconnects after
+ * a random pause below a growing bound (1 s, doubled per failure up to 30 s) until
+ * `close()`.
  */
 export class Live {
   constructor(api, onPush, onState) {
@@ -155,7 +163,7 @@ export class Live {
     this.onState = onState;
     this.socket = null;
     this.closed = false;
-    this.pause = 500;
+    this.pause = FIRST_RECONNECT_MS;
     this.timer = null;
   }
 
@@ -187,9 +195,13 @@ export class Live {
       }
       if (frame.op === "auth") {
         if (frame.ok) {
-          this.pause = 500;
+          this.pause = FIRST_RECONNECT_MS;
           this.api.priorities = frame.priorities ?? {};
           this.onState("live");
+        } else if (RETRYABLE.has(frame.error?.code)) {
+          // The backend is busy or restarting, the session is fine: the server closes
+          // the socket and the close handler tries again after a pause.
+          this.onState("offline");
         } else {
           this.onPush("session_ended", { reason: frame.error?.reason ?? "auth" });
         }
@@ -209,8 +221,10 @@ export class Live {
     this.onState("offline");
     if (this.closed) return;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.open(), this.pause);
-    this.pause = Math.min(this.pause * 2, 30000);
+    // Full jitter: clients that lost a gateway together come back spread over the
+    // window instead of all at once.
+    this.timer = setTimeout(() => this.open(), Math.random() * this.pause);
+    this.pause = Math.min(this.pause * 2, MAX_RECONNECT_MS);
   }
 
   close() {

@@ -9,6 +9,7 @@
 //! restarts, and needs nothing installed.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -21,6 +22,43 @@ use crate::discovery::{DiscoveryError, Instance, Instances, Registration, Regist
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3);
 /// How often watchers look for changes (100 ms).
 pub const DEFAULT_POLL: Duration = Duration::from_millis(100);
+
+/// The longest pause of a watcher that has seen nothing change for a while (1 s).
+///
+/// A watcher polls every [`DEFAULT_POLL`] after a change and doubles its pause while
+/// nothing changes, up to this: a new instance or configuration is seen within a second
+/// at worst, and an idle process's watchers (a dozen in a gateway) wake a tenth as often.
+pub const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Follows what `read` returns (see [`follow`]), waiting `fast` before the next read
+/// after a change and doubling the wait while nothing changes, up to [`IDLE_POLL`] (or
+/// `fast`, when that is longer).
+fn follow_paced<T, F, Fut>(first: T, fast: Duration, read: F) -> watch::Receiver<T>
+where
+    T: PartialEq + Clone + Send + Sync + 'static,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<T>> + Send + 'static,
+{
+    let slowest = IDLE_POLL.max(fast);
+    let state = Arc::new(Mutex::new((fast, first.clone())));
+    let read = Arc::new(read);
+    follow(first, move || {
+        let (state, read) = (Arc::clone(&state), Arc::clone(&read));
+        async move {
+            let pause = state.lock().unwrap_or_else(PoisonError::into_inner).0;
+            tokio::time::sleep(pause).await;
+            let now = read().await?;
+            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.0 = if now == state.1 {
+                (state.0 * 2).min(slowest)
+            } else {
+                fast
+            };
+            state.1 = now.clone();
+            Some(now)
+        }
+    })
+}
 
 /// A registry in a directory shared by the processes of one machine.
 #[derive(Debug, Clone)]
@@ -221,10 +259,10 @@ impl Registry for EmbeddedRegistry {
         let service = service.to_string();
         Box::pin(async move {
             let first: Instances = this.live(&service)?.into();
-            Ok(follow(first, move || {
+            let poll = this.poll;
+            Ok(follow_paced(first, poll, move || {
                 let (registry, name) = (this.clone(), service.clone());
                 async move {
-                    tokio::time::sleep(registry.poll).await;
                     match tokio::task::spawn_blocking(move || registry.live(&name)).await {
                         Ok(Ok(now)) => Some(Instances::from(now)),
                         Ok(Err(e)) => {
@@ -286,10 +324,10 @@ impl ConfigStore for EmbeddedRegistry {
         let (this, service) = (self.clone(), service.to_string());
         Box::pin(async move {
             let first = std::sync::Arc::new(this.read_config(&service)?);
-            Ok(follow(first, move || {
+            let poll = this.poll;
+            Ok(follow_paced(first, poll, move || {
                 let (registry, name) = (this.clone(), service.clone());
                 async move {
-                    tokio::time::sleep(registry.poll).await;
                     match registry.read_config(&name) {
                         Ok(now) => Some(std::sync::Arc::new(now)),
                         Err(e) => {
@@ -300,5 +338,40 @@ impl ConfigStore for EmbeddedRegistry {
                 }
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_watcher_slows_down_and_a_change_speeds_it_up_again() {
+        let reads = Arc::new(AtomicU32::new(0));
+        let value = Arc::new(AtomicU32::new(1));
+        let (r, v) = (Arc::clone(&reads), Arc::clone(&value));
+        let mut rx = follow_paced(1u32, DEFAULT_POLL, move || {
+            r.fetch_add(1, Ordering::Relaxed);
+            let now = v.load(Ordering::Relaxed);
+            async move { Some(now) }
+        });
+        // Pauses of 100, 200, 400, 800, 1000, 1000 ms: six reads in 3.5 s, not 35.
+        tokio::time::sleep(Duration::from_millis(3_550)).await;
+        assert_eq!(reads.load(Ordering::Relaxed), 6);
+        // A change is seen within a second and published; the pace is fast again.
+        value.store(2, Ordering::Relaxed);
+        tokio::time::timeout(Duration::from_millis(1_001), rx.changed())
+            .await
+            .expect("seen within a second")
+            .expect("still followed");
+        assert_eq!(*rx.borrow(), 2);
+        let seen_at = reads.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(
+            reads.load(Ordering::Relaxed),
+            seen_at + 2,
+            "100 then 200 ms"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::lag::RuntimeLag;
-use super::level::next_level;
+use super::level::{next_level, probe_up};
 use super::priority::{ADMIT_ALL, BUSINESS_LEVELS, LEVELS, Priority, USER_LEVELS, level_to_wire};
 
 /// DAGOR's settings; the defaults are the published ones (WeChat, SoCC 2018).
@@ -145,6 +145,14 @@ impl Admission {
 
     /// Counts an arriving request and decides whether to admit it.
     pub fn admit(&self, priority: Priority, arrival: Instant) -> bool {
+        let now_us = self.micros(arrival);
+        let window_us = self.config.window.as_micros() as u64;
+        if now_us.saturating_sub(self.window_start_us.load(Ordering::Relaxed)) >= window_us {
+            // The window's time is up: it ends before this request is judged, so the first
+            // request after a quiet spell meets the level the quiet earned, not the one the
+            // last busy window left.
+            self.roll(now_us);
+        }
         let index = priority.index();
         self.histogram[index as usize].fetch_add(1, Ordering::Relaxed);
         let row = (index / USER_LEVELS) as usize;
@@ -166,11 +174,7 @@ impl Admission {
         if arrivals % 64 == 1 {
             self.lag.arrived();
         }
-        let now_us = self.micros(arrival);
-        let window_us = self.config.window.as_micros() as u64;
-        if arrivals >= self.config.window_requests
-            || now_us.saturating_sub(self.window_start_us.load(Ordering::Relaxed)) >= window_us
-        {
+        if arrivals >= self.config.window_requests {
             self.roll(now_us);
         }
         admitted
@@ -269,12 +273,17 @@ impl Admission {
         self.arrivals.store(0, Ordering::Relaxed);
         let sum = self.queue_sum_us.swap(0, Ordering::Relaxed);
         let count = self.queue_count.swap(0, Ordering::Relaxed);
+        let elapsed_us = now_us.saturating_sub(self.window_start_us.load(Ordering::Relaxed));
         self.window_start_us.store(now_us, Ordering::Relaxed);
+        // Any arrival after the window's time was up would have ended it, so when it ends
+        // this late, whole windows passed with nothing arriving at all: healthy windows
+        // without demand, each of which probes one step up (see `next_level`).
+        let quiet = (elapsed_us / window_us.max(1)).saturating_sub(1);
 
         let mean = Duration::from_micros(sum.checked_div(u64::from(count)).unwrap_or(0));
         let overloaded = mean > self.config.queue_threshold;
         let current = self.level();
-        let next = if overloaded && self.draining(mean, state.last_mean) {
+        let mut next = if overloaded && self.draining(mean, state.last_mean) {
             current
         } else {
             next_level(
@@ -285,10 +294,16 @@ impl Admission {
                 self.config.beta,
             )
         };
+        for _ in 0..quiet.min(u64::from(LEVELS)) {
+            if next >= ADMIT_ALL {
+                break;
+            }
+            next = probe_up(next);
+        }
         self.level.store(next, Ordering::Relaxed);
         state.windows += 1;
-        state.last_mean = mean;
-        state.last_overloaded = overloaded;
+        state.last_mean = if quiet > 0 { Duration::ZERO } else { mean };
+        state.last_overloaded = overloaded && quiet == 0;
         if next != current {
             tracing::debug!(
                 from = ?level_to_wire(current),
@@ -433,5 +448,39 @@ mod tests {
         assert_eq!(snap.windows, 1);
         assert!(!snap.last_window_overloaded);
         assert!(adm.level() > Priority::new(5, 50).index());
+    }
+
+    #[test]
+    fn quiet_windows_relax_the_level_before_the_next_request_is_judged() {
+        let quiet_for = |windows: u32| {
+            let adm = Admission::new(DagorConfig {
+                window: Duration::from_millis(10),
+                window_requests: 1_000_000,
+                ..DagorConfig::default()
+            });
+            // A burst left the level shedding the last two user priorities of business 5.
+            adm.level
+                .store(Priority::new(5, 126).index(), Ordering::Relaxed);
+            let at =
+                adm.epoch + Duration::from_millis(10) * (windows + 1) + Duration::from_millis(5);
+            (adm.admit(Priority::new(6, 1), at), adm)
+        };
+        // The window that was open ends healthy and empty: one step, (5, 127); the next
+        // request of business priority 6 is still shed, and judged after the step.
+        let (admitted, adm) = quiet_for(0);
+        assert!(!admitted);
+        assert_eq!(adm.level(), Priority::new(5, 127).index());
+        // One quiet window more: (5, 128), the last of business priority 5.
+        let (admitted, adm) = quiet_for(1);
+        assert!(!admitted);
+        assert_eq!(adm.level(), Priority::new(5, 128).index());
+        // Two: business priority 5 is whole, everything is admitted again, and that
+        // request is the first of the new window.
+        let (admitted, adm) = quiet_for(2);
+        assert!(admitted, "a server quiet for three windows admits again");
+        assert_eq!(adm.level(), ADMIT_ALL);
+        let snap = adm.snapshot();
+        assert_eq!(snap.windows, 1);
+        assert!(!snap.last_window_overloaded);
     }
 }

@@ -49,14 +49,8 @@ pub fn next_level(histogram: &[u32], current: u32, overloaded: bool, alpha: f64,
         if above == 0 {
             // Nothing below the level arrived. Either all demand is admitted, or callers
             // are refusing it themselves (collaborative shedding) and it is invisible
-            // here: probe one user-priority step up rather than opening the gates, and
-            // admit all once a whole business priority is open.
-            let next = current + 1;
-            return if (next as u32).is_multiple_of(USER_LEVELS) {
-                ADMIT_ALL
-            } else {
-                next as u32
-            };
+            // here: probe one step up rather than opening the gates.
+            return probe_up(current as u32);
         }
         let target = ((admitted as f64 * (1.0 + beta)).ceil() as u64).max(admitted + 1);
         let mut cumulative = admitted;
@@ -74,6 +68,20 @@ pub fn next_level(histogram: &[u32], current: u32, overloaded: bool, alpha: f64,
         // Less demand below the level was seen than the step allows. That may be all there
         // is, or a trickle of what callers refuse themselves: admit what was seen, no more.
         highest_seen as u32
+    }
+}
+
+/// The level after a healthy window in which nothing below `current` arrived: one
+/// user-priority step up, and admit-all once that step opens a whole business priority.
+pub(super) fn probe_up(current: u32) -> u32 {
+    if current >= ADMIT_ALL {
+        return ADMIT_ALL;
+    }
+    let next = current + 1;
+    if next.is_multiple_of(USER_LEVELS) {
+        ADMIT_ALL
+    } else {
+        next
     }
 }
 

@@ -18,8 +18,9 @@
 //! - `svrkit-bench seq`: sequence allocations per second and latency through the RPC, a
 //!   `seqstore` shard and a `seq` allocator in processes of their own; `--kill`: two
 //!   allocators under load, one killed, the time until its users are served again.
-//! - `svrkit-bench connections`: idle signed-in WebSockets on one access-long: memory and
-//!   CPU per connection, and the time for one push to reach them all.
+//! - `svrkit-bench connections`: idle signed-in WebSockets on a tier of access-long
+//!   gateways (clients in processes of their own): memory and CPU per connection, the time
+//!   for one push to reach them all, and for a tenth of them to reconnect.
 //! - `svrkit-bench backend-overload`: the backend past its capacity (1x, 2x, 4x) with a
 //!   mix of actions at their business priorities: success and goodput per priority.
 //!
@@ -95,6 +96,8 @@ enum Command {
     Seq(seq::SeqArgs),
     /// Serve one half of the seq backend (started by `seq` itself).
     #[command(hide = true)]
+    ConnectionsWorker(connections::worker::WorkerArgs),
+    #[command(hide = true)]
     ServeSeq {
         /// Which half.
         #[command(subcommand)]
@@ -149,6 +152,7 @@ fn main() -> anyhow::Result<()> {
             Command::Moments(args) => moments::run(args).await,
             Command::Envelope(args) => envelope::run(args).await,
             Command::LoginFlood(args) => login_flood::run(args).await,
+            Command::ConnectionsWorker(args) => connections::worker::run(args).await,
             Command::ServeSeq { role } => seq::serve(role).await,
             Command::Serve {
                 system,
