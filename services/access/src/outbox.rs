@@ -219,4 +219,45 @@ mod tests {
         );
         assert_eq!(tx.try_send("late".into()), Err(SendError::Closed));
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_in_a_busy_select_loop_misses_no_frame() {
+        // As a session does: the queue's branch loses races to another busy branch, so
+        // its wait is dropped again and again; every frame must still come out.
+        const FRAMES: usize = 20_000;
+        let (tx, mut rx) = outbox(256);
+        let (noise_tx, mut noise) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let writer = tokio::spawn(async move {
+            let mut got = 0;
+            while got < FRAMES {
+                tokio::select! {
+                    Some(()) = noise.recv() => {}
+                    Some(_) = rx.recv() => got += 1,
+                }
+            }
+            got
+        });
+        let producers: Vec<_> = (0..4)
+            .map(|_| {
+                let (tx, noise_tx) = (tx.clone(), noise_tx.clone());
+                tokio::spawn(async move {
+                    for i in 0..FRAMES / 4 {
+                        tx.send(i.to_string()).await.expect("the writer is there");
+                        let _ = noise_tx.send(());
+                        if i % 64 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for p in producers {
+            p.await.expect("a producer");
+        }
+        let got = tokio::time::timeout(Duration::from_secs(30), writer)
+            .await
+            .expect("every frame came out")
+            .expect("the writer");
+        assert_eq!(got, FRAMES);
+    }
 }

@@ -25,14 +25,19 @@ pub const DEFAULT_POLL: Duration = Duration::from_millis(100);
 
 /// The longest pause of a watcher that has seen nothing change for a while (1 s).
 ///
-/// A watcher polls every [`DEFAULT_POLL`] after a change and doubles its pause while
-/// nothing changes, up to this: a new instance or configuration is seen within a second
-/// at worst, and an idle process's watchers (a dozen in a gateway) wake a tenth as often.
+/// A watcher polls every [`DEFAULT_POLL`] while what it follows changed in the last
+/// [`QUIET_BEFORE_SLOWING`] (so a cluster that is starting, or an instance coming and
+/// going, is seen as fast as before), then doubles its pause up to this: an idle
+/// process's watchers (a dozen in a gateway) wake a tenth as often, and the first change
+/// after a quiet spell is seen within a second at worst.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
 
-/// Follows what `read` returns (see [`follow`]), waiting `fast` before the next read
-/// after a change and doubling the wait while nothing changes, up to [`IDLE_POLL`] (or
-/// `fast`, when that is longer).
+/// How long a watcher keeps polling fast after it started or saw a change (10 s).
+pub const QUIET_BEFORE_SLOWING: Duration = Duration::from_secs(10);
+
+/// Follows what `read` returns (see [`follow`]), waiting `fast` between reads until
+/// nothing has changed for [`QUIET_BEFORE_SLOWING`], then doubling the wait up to
+/// [`IDLE_POLL`] (or `fast`, when that is longer) until the next change.
 fn follow_paced<T, F, Fut>(first: T, fast: Duration, read: F) -> watch::Receiver<T>
 where
     T: PartialEq + Clone + Send + Sync + 'static,
@@ -40,7 +45,12 @@ where
     Fut: std::future::Future<Output = Option<T>> + Send + 'static,
 {
     let slowest = IDLE_POLL.max(fast);
-    let state = Arc::new(Mutex::new((fast, first.clone())));
+    // The pause, the last value read, and when it last changed.
+    let state = Arc::new(Mutex::new((
+        fast,
+        first.clone(),
+        tokio::time::Instant::now(),
+    )));
     let read = Arc::new(read);
     follow(first, move || {
         let (state, read) = (Arc::clone(&state), Arc::clone(&read));
@@ -49,12 +59,15 @@ where
             tokio::time::sleep(pause).await;
             let now = read().await?;
             let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-            state.0 = if now == state.1 {
-                (state.0 * 2).min(slowest)
-            } else {
+            if now != state.1 {
+                state.2 = tokio::time::Instant::now();
+                state.1 = now.clone();
+            }
+            state.0 = if state.2.elapsed() < QUIET_BEFORE_SLOWING {
                 fast
+            } else {
+                (state.0 * 2).min(slowest)
             };
-            state.1 = now.clone();
             Some(now)
         }
     })
@@ -356,9 +369,13 @@ mod tests {
             let now = v.load(Ordering::Relaxed);
             async move { Some(now) }
         });
-        // Pauses of 100, 200, 400, 800, 1000, 1000 ms: six reads in 3.5 s, not 35.
-        tokio::time::sleep(Duration::from_millis(3_550)).await;
-        assert_eq!(reads.load(Ordering::Relaxed), 6);
+        // Fast for the first ten seconds (a cluster starting)...
+        tokio::time::sleep(QUIET_BEFORE_SLOWING + Duration::from_millis(50)).await;
+        let fast = reads.load(Ordering::Relaxed);
+        assert_eq!(fast, 100, "every 100 ms while recently changed");
+        // ...then pauses of 200, 400, 800, 1000, 1000 ms: five reads in 3.4 s, not 34.
+        tokio::time::sleep(Duration::from_millis(3_400)).await;
+        assert_eq!(reads.load(Ordering::Relaxed), fast + 5);
         // A change is seen within a second and published; the pace is fast again.
         value.store(2, Ordering::Relaxed);
         tokio::time::timeout(Duration::from_millis(1_001), rx.changed())
@@ -367,11 +384,7 @@ mod tests {
             .expect("still followed");
         assert_eq!(*rx.borrow(), 2);
         let seen_at = reads.load(Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        assert_eq!(
-            reads.load(Ordering::Relaxed),
-            seen_at + 2,
-            "100 then 200 ms"
-        );
+        tokio::time::sleep(Duration::from_millis(1_050)).await;
+        assert_eq!(reads.load(Ordering::Relaxed), seen_at + 10, "fast again");
     }
 }

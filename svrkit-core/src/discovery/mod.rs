@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-pub use embedded::{DEFAULT_POLL, DEFAULT_TTL, EmbeddedRegistry, IDLE_POLL};
+pub use embedded::{DEFAULT_POLL, DEFAULT_TTL, EmbeddedRegistry, IDLE_POLL, QUIET_BEFORE_SLOWING};
 #[cfg(feature = "etcd")]
 pub use etcd::{
     CONFIG_PREFIX as ETCD_CONFIG_PREFIX, DEFAULT_LEASE_TTL_SECS, EtcdRegistry, EtcdTls,
