@@ -144,6 +144,9 @@ pub(crate) async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     if args.drop_pct > 100 {
         bail!("--drop-pct must be 0..=100");
     }
+    if args.idle_secs == 0 {
+        bail!("--idle-secs must be positive (the idle CPU is measured over it)");
+    }
     let fds = raise_fd_limit()? as usize;
     // A gateway needs a descriptor per connection and some for everything else; so does a
     // client process.
