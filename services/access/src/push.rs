@@ -58,9 +58,9 @@ const LATE_RETRY: Duration = Duration::from_millis(200);
 const LATE_ATTEMPTS: u32 = 6;
 /// The most uids one announcement carries.
 pub const MAX_ANNOUNCE_BATCH: usize = 4_096;
-/// Refused announcements being repeated at once, at most; past it they wait for the next
-/// round.
-const MAX_ANNOUNCE_RETRIES: usize = 65_536;
+/// Refused announcements and shed forwards being repeated at once, at most; past it an
+/// announcement waits for the next round and a forward is dropped.
+const MAX_RETRIES: usize = 65_536;
 /// Frames queued for one connection before pushes to it are dropped (a stalled client).
 pub const QUEUE: usize = 256;
 
@@ -74,7 +74,7 @@ pub struct Hub {
     /// Until when pushes go to every instance (see [`WARMUP`]).
     warm_until: std::time::Instant,
     next_id: AtomicU64,
-    /// Refused announcements and shed forwards being repeated ([`MAX_ANNOUNCE_RETRIES`]).
+    /// Refused announcements and shed forwards being repeated ([`MAX_RETRIES`]).
     retrying: AtomicUsize,
     /// The first and the largest bound of the pause before a repeated announcement
     /// ([`ANNOUNCE_RETRY`], [`ANNOUNCE_RETRY_MAX`]).
@@ -220,7 +220,7 @@ impl Hub {
             return;
         };
         let retrying = self.retrying.fetch_add(1, Ordering::Relaxed);
-        if retrying >= MAX_ANNOUNCE_RETRIES {
+        if retrying >= MAX_RETRIES {
             self.retrying.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(uid, online, error = %e, "presence not announced; the next round repeats it");
             return;
@@ -253,9 +253,7 @@ impl Hub {
     async fn announce_again(&self, uid: u64, online: bool) {
         let (mut bound, max) = self.announce_retry;
         for _ in 0..ANNOUNCE_ATTEMPTS {
-            let half = bound.as_micros() as u64 / 2;
-            let pause = half + svrkit::context::random_u64() % half.max(1);
-            tokio::time::sleep(Duration::from_micros(pause)).await;
+            tokio::time::sleep(upper_half_jitter(bound)).await;
             if (self.connections_of(uid) > 0) != online {
                 return;
             }
@@ -387,7 +385,7 @@ impl Hub {
         {
             Ok(delivered) => delivered,
             Err(()) => {
-                if self.retrying.fetch_add(1, Ordering::Relaxed) >= MAX_ANNOUNCE_RETRIES {
+                if self.retrying.fetch_add(1, Ordering::Relaxed) >= MAX_RETRIES {
                     self.retrying.fetch_sub(1, Ordering::Relaxed);
                     return 0;
                 }
@@ -448,9 +446,7 @@ impl Hub {
                 tracing::debug!(%addr, error = %e, attempts, "forward shed every time");
                 break;
             }
-            let half = pause.as_micros() as u64 / 2;
-            let wait = half + svrkit::context::random_u64() % half.max(1);
-            tokio::time::sleep(Duration::from_micros(wait)).await;
+            tokio::time::sleep(upper_half_jitter(pause)).await;
             pause *= 2;
         }
         Err(())
@@ -464,6 +460,13 @@ impl Hub {
             .or_insert_with(|| PushClient::new(Channel::lazy([addr])))
             .clone()
     }
+}
+
+/// A random pause in the upper half of `bound`: callers refused together come back
+/// spread out, none sooner than half the bound.
+fn upper_half_jitter(bound: Duration) -> Duration {
+    let half = bound.as_micros() as u64 / 2;
+    Duration::from_micros(half + svrkit::context::random_u64() % half.max(1))
 }
 
 impl Drop for Registration {

@@ -282,6 +282,7 @@ pub(crate) async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     } else {
         after.last_reconnect_us.saturating_sub(drop_us) as f64 / 1e3
     };
+    let workers = fleet.len();
     fleet.stop().await?;
     eprintln!("all closed; reading the gateways' memory in {SETTLE:?}");
     tokio::time::sleep(SETTLE).await;
@@ -333,18 +334,13 @@ pub(crate) async fn run(args: ConnectionsArgs) -> anyhow::Result<()> {
     println!(
         "{{\"bench\":\"connections\",\"gateways\":{},\"client_processes\":{},\"asked\":{},\"connections\":{open},\"users\":{users},\"open_secs\":{open_secs:.1},\"open_retried\":{},\"server_rss_bytes\":{rss_open},\"server_rss_bytes_per_conn\":{per_conn},\"server_rss_after_close_bytes\":{rss_closed},\"returned_pct\":{returned_pct:.0},\"idle_cpu_pct\":{idle_cpu_pct:.1},\"push_all_ms\":{push_all_ms:.1},\"push_p99_ms\":{push_p99_ms:.1},\"dropped\":{},\"push2_all_ms\":{push2_all_ms:.1},\"push2_p99_ms\":{push2_p99_ms:.1},\"reconnect_all_ms\":{reconnect_all_ms:.1},\"reconnect_failed\":{},\"errors\":{errors}}}",
         args.gateways,
-        plan_workers(&args),
+        workers,
         args.connections,
         after.open_retried,
         after.dropped,
         after.reconnect_failed,
     );
     Ok(())
-}
-
-/// How many client processes hold the connections.
-fn plan_workers(args: &ConnectionsArgs) -> usize {
-    args.connections.div_ceil(args.per_worker)
 }
 
 /// Resident memory of the access-long processes, summed.
